@@ -1,0 +1,48 @@
+"""liteq: a durable job and message queue in one SQLite file.
+
+    import liteq
+    db = liteq.connect("app.db")
+    q = db.queue("emails", max_depth=10_000)
+    q.put({"to": "a@b.c"})
+    with q.get(wait=5) as msg:   # acks on success, nacks on an exception
+        send(msg.payload)
+"""
+
+from .database import Database, connect, default_path
+from .errors import (
+    DatabaseBusy,
+    InvalidArgument,
+    LeaseLost,
+    LiteqError,
+    PayloadTooLarge,
+    QueueFull,
+    ScheduleError,
+    SchemaError,
+    SerializationError,
+    StorageError,
+)
+from .queue import Backoff, Message, Queue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the database
+    "connect",
+    "Database",
+    "default_path",
+    # queues
+    "Queue",
+    "Message",
+    "Backoff",
+    # errors
+    "LiteqError",
+    "InvalidArgument",
+    "SerializationError",
+    "PayloadTooLarge",
+    "QueueFull",
+    "LeaseLost",
+    "SchemaError",
+    "ScheduleError",
+    "StorageError",
+    "DatabaseBusy",
+]

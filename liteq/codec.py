@@ -1,0 +1,52 @@
+"""Payloads in and out: CBOR through cbor2.
+
+CBOR is compact, binary-safe and typed (bytes, datetime, Decimal, sets survive a
+round trip), and decoding it never executes code: unknown tags come back as
+``cbor2.CBORTag`` values. pickle is never used anywhere in liteq.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from .errors import PayloadTooLarge, SerializationError
+
+__all__ = ["encode", "decode", "DEFAULT_MAX_PAYLOAD"]
+
+#: Default limit on one encoded payload (1 MiB). SQLite can hold far more, but a
+#: queue row that large slows every page it shares; put big blobs in a file or table
+#: and enqueue a reference.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def encode(value: Any, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+    """Encode *value* as CBOR; raise :class:`SerializationError` naming the bad type."""
+    try:
+        data: bytes = cbor2.dumps(value)
+    except cbor2.CBOREncodeError as exc:
+        raise SerializationError(_encode_message(value, exc)) from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"cannot encode payload as CBOR: {exc}") from exc
+    if len(data) > max_size:
+        raise PayloadTooLarge(len(data), max_size)
+    return data
+
+
+def decode(data: bytes) -> Any:
+    """Decode stored CBOR bytes; raise :class:`SerializationError` if they are not CBOR."""
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for corrupt input
+        raise SerializationError(f"undecodable payload: {type(exc).__name__}: {exc}") from exc
+
+
+def _encode_message(value: Any, exc: Exception) -> str:
+    text = str(exc)
+    # cbor2 says "cannot serialize type X"; keep its wording but say what to do.
+    return (
+        f"cannot encode payload as CBOR: {text}. Payloads may hold None, bool, int, "
+        f"float, str, bytes, list, tuple, dict, set, datetime (with tzinfo), Decimal, "
+        f"UUID and nestings of these"
+    )

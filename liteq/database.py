@@ -1,0 +1,201 @@
+"""The database handle: ``liteq.connect()`` and what hangs off it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .codec import DEFAULT_MAX_PAYLOAD
+from .errors import InvalidArgument
+from .queue import _UNSET, Queue, option_columns, validate_name
+from .store import Store, default_queue_options
+from .wake import Waiter
+
+__all__ = ["Database", "connect", "default_path"]
+
+
+def default_path() -> str:
+    """``$LITEQ_DB`` if set, else ``./liteq.db``."""
+    return os.environ.get("LITEQ_DB") or "liteq.db"
+
+
+def connect(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    durability: str = "normal",
+    busy_timeout: float = 30.0,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    clock: Callable[[], float] | None = None,
+) -> Database:
+    """Open (creating if needed) the liteq database at *path*.
+
+    *path* defaults to ``$LITEQ_DB``, else ``./liteq.db``. ``durability="normal"``
+    (synchronous=NORMAL) survives any process crash; ``"full"`` (synchronous=FULL)
+    also survives power loss, at several times the cost per commit. *busy_timeout*
+    bounds how long an operation waits for the write lock before raising
+    :class:`~liteq.DatabaseBusy`. *clock* replaces ``time.time`` (for tests).
+
+    Raises :class:`~liteq.LiteqError` naming the path if the file is a directory,
+    not a SQLite database, another application's database or not writable, and
+    :class:`~liteq.SchemaError` if a newer liteq wrote it; the file is left untouched.
+    """
+    return Database(
+        default_path() if path is None else path,
+        durability=durability,
+        busy_timeout=busy_timeout,
+        max_payload=max_payload,
+        clock=clock,
+    )
+
+
+class Database:
+    """One liteq database file. Safe to share between threads; each thread (and
+    each process after ``fork()``) uses its own SQLite connection."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "normal",
+        busy_timeout: float = 30.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
+            raise InvalidArgument(f"max_payload must be a positive number of bytes, got {max_payload!r}")
+        self.max_payload = max_payload
+        self._store = Store(
+            os.fspath(path), durability=durability, busy_timeout=busy_timeout,
+            clock=clock or time.time,
+        )
+        self.path = self._store.path
+        self._queues: dict[str, Queue] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def durability(self) -> str:
+        return self._store.durability
+
+    @property
+    def connection(self) -> Any:
+        """This thread's apsw connection (the one ``execute`` and every verb use)."""
+        return self._store.conn()
+
+    def clock(self) -> float:
+        """The current time as liteq sees it (``time.time`` unless injected)."""
+        return self._store.clock()
+
+    # -- queues ---------------------------------------------------------------------
+
+    def queue(
+        self,
+        name: str,
+        *,
+        max_depth: Any = _UNSET,
+        lease: Any = _UNSET,
+        max_attempts: Any = _UNSET,
+        dead_letter: Any = _UNSET,
+        retention: Any = _UNSET,
+        backoff: Any = _UNSET,
+    ) -> Queue:
+        """The queue *name*, created on first use.
+
+        Options given here are stored in the file (and so seen by every process);
+        options not given keep their stored value, or the default for a new queue:
+        ``max_depth=None`` (unbounded), ``lease=30`` s, ``max_attempts=5``,
+        ``dead_letter=None`` (dead messages stay in this queue), ``retention=0``
+        (delete on ack), ``backoff=Backoff()``.
+        """
+        validate_name(name)
+        updates = option_columns(
+            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
+            dead_letter=dead_letter, retention=retention, backoff=backoff,
+        )
+        if not updates:
+            q = self._queues.get(name)
+            if q is not None:
+                return q
+        row = self._store.ensure_queue(name, default_queue_options(), updates)
+        q = Queue(self, row)
+        with self._lock:
+            self._queues[name] = q
+        return q
+
+    def queues(self) -> list[str]:
+        """Names of every queue in the file (subscriptions included)."""
+        return self._store.queue_names()
+
+    def has_queue(self, name: str) -> bool:
+        """True if a queue named *name* exists (without creating it)."""
+        return self._store.queue_row(name) is not None
+
+    def delete_queue(self, name: str) -> None:
+        """Delete queue *name* and every message in it."""
+        validate_name(name)
+        row = self._store.queue_row(name)
+        if row is None:
+            raise InvalidArgument(f"no queue named {name!r}")
+        self._store.delete_queue(row[0])
+        with self._lock:
+            self._queues.pop(name, None)
+
+    # -- transactions and the application's SQL -------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Commit or roll back together everything done on this thread inside it:
+        puts, acks, and the application's own ``db.execute`` SQL (the outbox pattern).
+
+        Starts with ``BEGIN IMMEDIATE`` (the write lock is taken at once, so it
+        cannot fail half-way with SQLITE_BUSY). Nested use makes a savepoint.
+        """
+        with self._store.transaction():
+            yield self
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run the application's own SQL on this thread's connection (joining
+        ``transaction()``); returns all rows as a list of tuples."""
+        return self._store.execute(sql, params)
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check``: ``['ok']`` for a healthy file."""
+        return self._store.integrity_check()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        self._store.checkpoint()
+
+    def vacuum(self) -> None:
+        """Rebuild the file to return free pages to the file system."""
+        self._store.vacuum()
+
+    def close(self) -> None:
+        """Close this process's connections. The Database reopens on next use."""
+        waiter = getattr(self._local, "waiter", None)
+        if waiter is not None:
+            waiter.close()
+            self._local.waiter = None
+        self._store.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _waiter(self) -> Waiter:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid() or local.waiter is None:
+            local.waiter = Waiter(self.path + "-wal")
+            local.pid = os.getpid()
+        return local.waiter
+
+    def __repr__(self) -> str:
+        return f"<liteq.Database {self.path!r} durability={self.durability}>"

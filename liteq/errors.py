@@ -1,0 +1,106 @@
+"""The one exception tree of liteq.
+
+Every exception liteq raises on purpose derives from :class:`LiteqError`, so an
+application can catch them all in one place::
+
+    LiteqError
+    ├── InvalidArgument      (also ValueError)  bad name, negative delay, max_depth < 1 ...
+    ├── SerializationError   (also TypeError)   a payload cbor2 cannot encode or decode
+    ├── PayloadTooLarge      (also ValueError)  an encoded payload over the size limit
+    ├── QueueFull            (also queue.Full)  put/publish at max_depth; nothing written
+    ├── LeaseLost                               ack/nack/extend/fail with a stale token
+    ├── SchemaError                             a file from a newer liteq schema
+    ├── ScheduleError        (also ValueError)  bad cron expression or time zone
+    └── StorageError                            SQLite said no: I/O error, disk full ...
+        └── DatabaseBusy                        the write lock stayed taken past busy_timeout
+
+Flow signals (a task asking to be retried) are not errors and live elsewhere.
+"""
+
+from __future__ import annotations
+
+import queue as _stdlib_queue
+
+__all__ = [
+    "LiteqError",
+    "InvalidArgument",
+    "SerializationError",
+    "PayloadTooLarge",
+    "QueueFull",
+    "LeaseLost",
+    "SchemaError",
+    "ScheduleError",
+    "StorageError",
+    "DatabaseBusy",
+]
+
+
+class LiteqError(Exception):
+    """Root of every exception liteq raises on purpose."""
+
+
+class InvalidArgument(LiteqError, ValueError):
+    """An argument is outside what liteq accepts; the message says what is allowed."""
+
+
+class SerializationError(LiteqError, TypeError):
+    """A value cbor2 cannot encode (naming the type), or stored bytes that do not decode."""
+
+
+class PayloadTooLarge(LiteqError, ValueError):
+    """The encoded payload is larger than the database's ``max_payload``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"payload is {size} bytes encoded; the limit is {limit} bytes "
+            f"(raise it with liteq.connect(..., max_payload=N))"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class QueueFull(LiteqError, _stdlib_queue.Full):
+    """A put or publish met a queue at its ``max_depth``. Nothing was written.
+
+    Also a :class:`queue.Full`, so code that catches the standard library's
+    exception keeps working.
+    """
+
+    def __init__(self, queue: str, depth: int, max_depth: int, extra: int = 1) -> None:
+        what = "1 more message" if extra == 1 else f"{extra} more messages"
+        super().__init__(
+            f"queue {queue!r} is full: depth {depth} of max_depth {max_depth}, "
+            f"no room for {what}"
+        )
+        self.queue = queue
+        self.depth = depth
+        self.max_depth = max_depth
+        self.extra = extra
+
+
+class LeaseLost(LiteqError):
+    """The lease token is stale: the lease ran out and the message was taken again,
+    or the message was finished, purged or cancelled. Nothing was changed."""
+
+    def __init__(self, message: str, ids: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.ids = ids or []
+
+
+class SchemaError(LiteqError):
+    """The database file was written by a newer liteq (its schema version is higher)."""
+
+
+class ScheduleError(LiteqError, ValueError):
+    """A cron expression, time zone or schedule definition is invalid."""
+
+
+class StorageError(LiteqError):
+    """SQLite reported an error (I/O error, disk full, corrupt file ...).
+
+    The operation that met it was rolled back.
+    """
+
+
+class DatabaseBusy(StorageError):
+    """Another connection held the write lock for longer than ``busy_timeout``."""

@@ -1,0 +1,531 @@
+"""Queues and messages: put, get, ack, nack, extend, fail, and the administration verbs.
+
+A :class:`Queue` is a named FIFO ordered by priority (higher first), then due time,
+then id. Its options live in the database file, so every process sees the same
+ones. A claimed :class:`Message` carries a lease token; every later change to it
+is fenced by that token (:class:`~liteq.LeaseLost` if it went stale).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
+from .schema import STATE_NAMES, STATES
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
+_UNSET: Any = object()
+
+
+def validate_name(name: object, what: str = "queue") -> str:
+    """Return *name* if it is a valid queue/topic/schedule name, else raise InvalidArgument."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgument(
+            f"{what} name must be 1-200 characters of letters, digits, '_', '-', '.' or ':' "
+            f"(not starting with a punctuation mark), got {name!r}"
+        )
+    return name
+
+
+def _seconds(value: object, what: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidArgument(f"{what} must be a number of seconds >= 0, got {value!r}")
+    if value < 0 or math.isinf(value):
+        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: object, what: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        tail = " or None" if allow_none else ""
+        raise InvalidArgument(f"{what} must be a positive integer{tail}, got {value!r}")
+    return value
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**62) < value < 2**62:
+        raise InvalidArgument(f"priority must be an integer (higher runs first), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delay after the n-th failed attempt: ``min(max, base * factor**(n-1))``,
+    then spread by ``± jitter`` (a fraction) so that retries do not arrive in step."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    max: float = 300.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        _seconds(self.base, "backoff base")
+        _seconds(self.max, "backoff max")
+        if not isinstance(self.factor, (int, float)) or self.factor < 1:
+            raise InvalidArgument(f"backoff factor must be a number >= 1, got {self.factor!r}")
+        if not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
+            raise InvalidArgument(f"backoff jitter must be a fraction in [0, 1], got {self.jitter!r}")
+
+    def delay(self, attempt: int, rand: random.Random | None = None) -> float:
+        """Seconds to wait before the retry that follows failed attempt number *attempt*."""
+        raw = min(self.max, self.base * self.factor ** max(attempt - 1, 0))
+        if self.jitter:
+            raw *= 1 + (rand or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, raw)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue's stored options (read from the database file)."""
+
+    name: str
+    max_depth: int | None
+    lease: float
+    max_attempts: int
+    dead_letter: str | None
+    retention: float
+    backoff: Backoff
+    topic: str | None = None
+    pattern: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> QueueConfig:
+        return cls(
+            name=row[1],
+            max_depth=row[2],
+            lease=row[3],
+            max_attempts=row[4],
+            dead_letter=row[5],
+            retention=row[6],
+            backoff=Backoff(row[7], row[8], row[9], row[10]),
+            topic=row[11],
+            pattern=row[12],
+        )
+
+
+def option_columns(
+    *,
+    max_depth: Any = _UNSET,
+    lease: Any = _UNSET,
+    max_attempts: Any = _UNSET,
+    dead_letter: Any = _UNSET,
+    retention: Any = _UNSET,
+    backoff: Any = _UNSET,
+) -> dict[str, Any]:
+    """Validate queue options given by the caller; return the columns to store."""
+    cols: dict[str, Any] = {}
+    if max_depth is not _UNSET:
+        cols["max_depth"] = _positive_int(max_depth, "max_depth", allow_none=True)
+    if lease is not _UNSET:
+        value = _seconds(lease, "lease")
+        if value == 0:
+            raise InvalidArgument("lease must be a number of seconds > 0, got 0")
+        cols["lease"] = value
+    if max_attempts is not _UNSET:
+        cols["max_attempts"] = _positive_int(max_attempts, "max_attempts")
+    if dead_letter is not _UNSET:
+        cols["dead_letter"] = (
+            None if dead_letter is None else validate_name(dead_letter, "dead_letter queue")
+        )
+    if retention is not _UNSET:
+        cols["retention"] = _seconds(retention, "retention")
+    if backoff is not _UNSET:
+        if not isinstance(backoff, Backoff):
+            raise InvalidArgument(f"backoff must be a liteq.Backoff, got {backoff!r}")
+        cols.update(
+            backoff_base=float(backoff.base),
+            backoff_factor=float(backoff.factor),
+            backoff_max=float(backoff.max),
+            backoff_jitter=float(backoff.jitter),
+        )
+    return cols
+
+
+class Message:
+    """One message, as claimed by :meth:`Queue.get` (or read by :meth:`Queue.peek`).
+
+    Use it as a context manager to ack on success and nack on an exception::
+
+        with q.get(wait=5) as msg:
+            handle(msg.payload)
+    """
+
+    __slots__ = (
+        "id", "queue", "payload", "headers", "priority", "run_at", "attempts",
+        "enqueued_at", "lease_until", "token", "key", "state", "error", "origin",
+        "finished_at", "_q", "_settled",
+    )
+
+    def __init__(self, q: Queue, row: Sequence[Any], payload: Any = _UNSET) -> None:
+        (mid, _qid, state, priority, run_at, blob, headers, key, attempts, enqueued_at,
+         lease_until, token, error, finished_at, origin) = row
+        self._q = q
+        self.id: int = mid
+        self.queue: str = q.name
+        self.payload: Any = codec.decode(blob) if payload is _UNSET else payload
+        self.headers: dict[str, Any] = codec.decode(headers) if headers is not None else {}
+        self.priority: int = priority
+        self.run_at: float = run_at
+        self.attempts: int = attempts
+        self.enqueued_at: float = enqueued_at
+        self.lease_until: float | None = lease_until
+        self.token: int | None = token
+        self.key: str | None = key
+        self.state: str = STATE_NAMES[state]
+        self.error: str | None = error
+        self.finished_at: float | None = finished_at
+        self.origin: str | None = origin
+        self._settled = False
+
+    @property
+    def receipt(self) -> str:
+        """``"ID:TOKEN"``: enough to ack this delivery from anywhere (e.g. the CLI)."""
+        return f"{self.id}:{self.token}"
+
+    def ack(self) -> None:
+        """Finish the message (deleted, or kept as done for the queue's retention)."""
+        self._q.ack(self)
+
+    def nack(self, delay: float | None = None, error: str | None = None) -> None:
+        """Give the message back for another delivery after *delay* seconds (the
+        queue's backoff when None); past ``max_attempts`` it goes dead with *error*."""
+        self._q.nack(self, delay=delay, error=error)
+
+    def extend(self, seconds: float) -> None:
+        """Renew the lease: it now ends *seconds* from now."""
+        self._q.extend(self, seconds)
+
+    def fail(self, reason: str) -> None:
+        """Send the message to the dead letter place now, with *reason*; no retries."""
+        self._q.fail(self, reason)
+
+    def __enter__(self) -> Message:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._settled:
+            return
+        if exc is None:
+            self.ack()
+        else:
+            self.nack(error=f"{type(exc).__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Message id={self.id} queue={self.queue!r} state={self.state} "
+            f"attempts={self.attempts} payload={self.payload!r:.60}>"
+        )
+
+
+class Queue:
+    """A durable named queue in a liteq database. Get one with ``db.queue(name)``."""
+
+    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+        self.db = db
+        self._store = db._store
+        self.id: int = row[0]
+        self.name: str = row[1]
+        self._config = QueueConfig.from_row(row)
+        self._config_at = time.monotonic()
+
+    # -- options --------------------------------------------------------------------
+
+    @property
+    def config(self) -> QueueConfig:
+        """The queue's stored options, re-read at most once a second."""
+        if time.monotonic() - self._config_at > 1.0:
+            self.refresh()
+        return self._config
+
+    def refresh(self) -> QueueConfig:
+        """Re-read the stored options now."""
+        row = self._store.queue_row_by_id(self.id)
+        if row is None:
+            raise InvalidArgument(f"queue {self.name!r} was deleted")
+        self._config = QueueConfig.from_row(row)
+        self._config_at = time.monotonic()
+        return self._config
+
+    @property
+    def max_depth(self) -> int | None:
+        return self.config.max_depth
+
+    # -- put ------------------------------------------------------------------------
+
+    def put(
+        self,
+        payload: Any,
+        *,
+        delay: float = 0,
+        priority: int = 0,
+        key: str | None = None,
+        headers: dict[str, Any] | None = None,
+        block: bool = False,
+        timeout: float | None = None,
+    ) -> int:
+        """Add one message; return its id (or, with *key*, the id of the unfinished
+        message already holding that key).
+
+        Returns only after COMMIT. At ``max_depth`` raises :class:`QueueFull` and
+        writes nothing, unless *block* is true: then it waits up to *timeout*
+        seconds (None: forever) for room.
+        """
+        row = self._row(payload, delay, priority, key, headers)
+        if not block:
+            return self._store.put(self.id, [row])[0]
+        return self._put_blocking([row], timeout)[0]
+
+    def put_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        delay: float = 0,
+        priority: int = 0,
+        headers: dict[str, Any] | None = None,
+        block: bool = False,
+        timeout: float | None = None,
+    ) -> list[int]:
+        """Add many messages in one transaction: all of them, or (on any error,
+        including QueueFull) none. Returns their ids in order."""
+        rows = [self._row(p, delay, priority, None, headers) for p in payloads]
+        if not rows:
+            return []
+        if not block:
+            return self._store.put(self.id, rows)
+        return self._put_blocking(rows, timeout)
+
+    def _row(
+        self, payload: Any, delay: float, priority: int, key: str | None, headers: Any
+    ) -> tuple[int, float, bytes, bytes | None, str | None]:
+        d = _seconds(delay, "delay")
+        assert d is not None
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 1000):
+            raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {key!r}")
+        if headers is not None and not isinstance(headers, dict):
+            raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
+        limit = self.db.max_payload
+        return (
+            _priority(priority),
+            self._store.clock() + d,
+            codec.encode(payload, limit),
+            codec.encode(headers, limit) if headers else None,
+            key,
+        )
+
+    def _put_blocking(self, rows: list[Any], timeout: float | None) -> list[int]:
+        t = _seconds(timeout, "timeout", allow_none=True)
+        deadline = None if t is None else time.monotonic() + t
+        max_depth = self.config.max_depth
+        if max_depth is not None and len(rows) > max_depth:
+            depth, _ = self._store.room(self.id)
+            raise QueueFull(self.name, depth, max_depth, len(rows))  # can never fit
+        waiter = self.db._waiter()
+        while True:
+            waiter.arm()
+            try:
+                return self._store.put(self.id, rows)
+            except QueueFull:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise
+            # Room appears when a consumer acks, which writes the WAL: wake on it,
+            # and poll anyway in case the hint is lost.
+            waiter.wait(0.1 if left is None else min(left, 0.1))
+
+    # -- get ------------------------------------------------------------------------
+
+    def get(self, wait: float = 0) -> Message | None:
+        """Claim the next due message, or None if there is none within *wait* seconds."""
+        msgs = self.get_many(1, wait=wait)
+        return msgs[0] if msgs else None
+
+    def get_many(self, n: int, wait: float = 0) -> list[Message]:
+        """Claim up to *n* due messages in one transaction (waiting up to *wait*
+        seconds for at least one). Returns [] when there are none."""
+        _positive_int(n, "n")
+        w = _seconds(wait, "wait")
+        assert w is not None
+        msgs = self._claim(n)
+        if msgs or w == 0:
+            return msgs
+        deadline = time.monotonic() + w
+        waiter = self.db._waiter()
+        while True:
+            waiter.arm()
+            msgs = self._claim(n)
+            if msgs:
+                waiter.found()
+                return msgs
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            # Sleep until a commit (hint), the next delayed message or lease
+            # expiry that we know of, or a periodic re-check, whichever is first.
+            due = self._store.next_due(self.id) - self._store.clock()
+            waiter.wait(max(0.0, min(left, due, 1.0)))
+
+    def _claim(self, n: int) -> list[Message]:
+        rows = self._store.claim(self.id, n, self.config.lease)
+        out: list[Message] = []
+        for row in rows:
+            try:
+                out.append(Message(self, row))
+            except SerializationError as exc:
+                # A stored payload that does not decode can never succeed: bury it
+                # now with the reason and hand out the others.
+                try:
+                    self._store.fail(self.id, row[0], row[11], str(exc))
+                except LeaseLost:
+                    pass
+        return out
+
+    # -- finishing ------------------------------------------------------------------
+
+    def ack(self, msg: Message) -> None:
+        """Finish *msg*; raise :class:`LeaseLost` (changing nothing) if its token is stale."""
+        lost = self._store.ack(self.id, [(msg.id, msg.token or 0)], self.config.retention)
+        msg._settled = True
+        if lost:
+            raise LeaseLost(_lost(lost), lost)
+
+    def ack_many(self, msgs: Iterable[Message]) -> None:
+        """Finish many messages in one transaction. Those with a stale token are left
+        unchanged and reported together in one :class:`LeaseLost` after the others
+        were acked."""
+        items = list(msgs)
+        for m in items:
+            if m._q.id != self.id:
+                raise InvalidArgument(f"message {m.id} belongs to queue {m.queue!r}, not {self.name!r}")
+        lost = self._store.ack(self.id, [(m.id, m.token or 0) for m in items], self.config.retention)
+        for m in items:
+            m._settled = True
+        if lost:
+            raise LeaseLost(_lost(lost), lost)
+
+    def nack(self, msg: Message, delay: float | None = None, error: str | None = None) -> None:
+        """Give *msg* back for another delivery (see :meth:`Message.nack`)."""
+        if delay is None:
+            backoff = self.config.backoff
+            self._store.retry(self.id, msg.id, msg.token, backoff.delay, error)  # type: ignore[arg-type]
+        else:
+            d = _seconds(delay, "delay")
+            self._store.retry(self.id, msg.id, msg.token, d, error)  # type: ignore[arg-type]
+        msg._settled = True
+
+    def extend(self, msg: Message, seconds: float) -> None:
+        """Renew *msg*'s lease to end *seconds* from now."""
+        s = _seconds(seconds, "seconds")
+        msg.lease_until = self._store.extend(msg.id, msg.token, s)  # type: ignore[arg-type]
+
+    def fail(self, msg: Message, reason: str) -> None:
+        """Bury *msg* now with *reason* (see :meth:`Message.fail`)."""
+        self._store.fail(self.id, msg.id, msg.token, str(reason))  # type: ignore[arg-type]
+        msg._settled = True
+
+    # -- looking and administration -------------------------------------------------
+
+    def peek(self, n: int = 10, state: str | None = "ready") -> list[Message]:
+        """Read up to *n* messages in *state* (None: every state) without claiming them."""
+        _positive_int(n, "n")
+        code = _state(state)
+        out = []
+        for row in self._store.peek(self.id, code, n):
+            try:
+                out.append(Message(self, row))
+            except SerializationError as exc:
+                out.append(Message(self, row, payload=codec_error(exc)))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Exact counts per state, depth against max_depth, and the oldest ready age."""
+        (ready, oldest, delayed, leased, done, dead, cancelled, depth, max_depth,
+         enqueued, finished) = self._store.stats(self.id)
+        now = self._store.clock()
+        return {
+            "queue": self.name,
+            "ready": ready,
+            "delayed": delayed,
+            "leased": leased,
+            "done": done,
+            "dead": dead,
+            "cancelled": cancelled,
+            "depth": depth,
+            "max_depth": max_depth,
+            "oldest_ready_age": max(0.0, now - oldest) if oldest is not None else None,
+            "enqueued_total": enqueued,
+            "acked_total": finished,
+        }
+
+    def __len__(self) -> int:
+        """Unfinished messages (ready, delayed, leased): the depth counter."""
+        return self._store.room(self.id)[0]
+
+    def expire(self) -> None:
+        """Release expired leases and promote due delayed messages now (claims do
+        this themselves; useful before :meth:`stats`)."""
+        self._store.expire(self.id)
+
+    def redrive(self, limit: int | None = None) -> int:
+        """Make dead messages of this queue ready again, attempts reset; return how many."""
+        _positive_int(limit, "limit", allow_none=True)
+        return self._store.redrive(self.id, limit)
+
+    def purge(self, state: str | None = None) -> int:
+        """Delete this queue's messages (all, or those in *state*); return how many."""
+        return self._store.purge(self.id, _state(state))
+
+    def prune(self, older_than: float | None = None) -> int:
+        """Delete done and cancelled messages finished more than *older_than* seconds
+        ago (default: the queue's retention)."""
+        age = self.config.retention if older_than is None else _seconds(older_than, "older_than")
+        assert age is not None
+        return self._store.prune(self.id, self._store.clock() - age)
+
+    def cancel(self, message_id: int) -> bool:
+        """Cancel a ready or delayed message; False if it is leased or finished."""
+        return self._store.cancel(message_id)
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} of {self.db.path}>"
+
+
+def codec_error(exc: Exception) -> str:
+    return f"<{exc}>"
+
+
+def _state(state: str | None) -> int | None:
+    if state is None:
+        return None
+    if state not in STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(STATES)} or None, got {state!r}")
+    return STATES[state]
+
+
+def _lost(ids: list[int]) -> str:
+    shown = ", ".join(map(str, ids[:10]))
+    return (
+        f"lease lost on message(s) {shown}: the token is stale (the lease ran out and the "
+        f"message was claimed again, or it was finished, cancelled or purged); nothing changed"
+    )

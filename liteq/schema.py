@@ -1,0 +1,93 @@
+"""The database schema and its migrations.
+
+The schema version lives in ``pragma user_version`` and the file is marked as
+liteq's with ``pragma application_id``, so a SQLite file of another application is
+recognised and left untouched. ``MIGRATIONS[n]`` takes a file from version ``n`` to
+``n + 1``; they run in one transaction under a file lock (see ``store.py``).
+
+Message states are small integers, ordered so that "unfinished" is ``state < DONE``:
+
+======== ===== ==========================================================
+state    value meaning
+======== ===== ==========================================================
+ready    0     due now; claimable (in the partial index ``msg_ready``)
+delayed  1     ``run_at`` in the future (kept out of ``msg_ready``: rows that
+               are not due must never sit ahead of due ones in the claim index)
+leased   2     claimed; ``lease_until`` and ``token`` are set
+done     3     acked and kept because the queue has ``retention`` > 0
+dead     4     gave up: ``error`` says why
+cancelled 5    cancelled before it ran
+======== ===== ==========================================================
+"""
+
+from __future__ import annotations
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES"]
+
+#: "LITQ" in ASCII: marks a SQLite file as liteq's.
+APPLICATION_ID = 0x4C495451
+
+READY, DELAYED, LEASED, DONE, DEAD, CANCELLED = range(6)
+STATES = {
+    "ready": READY,
+    "delayed": DELAYED,
+    "leased": LEASED,
+    "done": DONE,
+    "dead": DEAD,
+    "cancelled": CANCELLED,
+}
+STATE_NAMES = {v: k for k, v in STATES.items()}
+
+_V1 = """
+CREATE TABLE queues (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    max_depth      INTEGER,                    -- NULL: unbounded
+    lease          REAL NOT NULL,              -- visibility timeout, seconds
+    max_attempts   INTEGER NOT NULL,
+    dead_letter    TEXT,                       -- NULL: dead messages stay here
+    retention      REAL NOT NULL,              -- seconds to keep finished messages
+    backoff_base   REAL NOT NULL,
+    backoff_factor REAL NOT NULL,
+    backoff_max    REAL NOT NULL,
+    backoff_jitter REAL NOT NULL,
+    depth          INTEGER NOT NULL DEFAULT 0, -- ready + delayed + leased, kept in step
+    enqueued       INTEGER NOT NULL DEFAULT 0, -- total ever put (for rates)
+    finished       INTEGER NOT NULL DEFAULT 0, -- total ever acked (for rates)
+    topic          TEXT,                       -- set for a topic subscription
+    pattern        TEXT,                       -- its routing pattern
+    expires_at     REAL,                       -- temporary subscriptions: lease of their own
+    created_at     REAL NOT NULL
+) STRICT;
+
+-- AUTOINCREMENT: without it SQLite may reuse the id of a deleted (acked) row, and
+-- an id is also a job handle and half of a receipt.
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    qid          INTEGER NOT NULL,
+    state        INTEGER NOT NULL,
+    priority     INTEGER NOT NULL DEFAULT 0,
+    run_at       REAL NOT NULL,
+    payload      BLOB NOT NULL,
+    headers      BLOB,
+    key          TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    enqueued_at  REAL NOT NULL,
+    lease_until  REAL,
+    token        INTEGER,
+    error        TEXT,
+    finished_at  REAL,
+    origin       TEXT                          -- queue a dead-lettered message came from
+) STRICT;
+
+-- The claim walks this index from its first entry: only due rows are in it.
+CREATE INDEX msg_ready ON messages (qid, priority DESC, run_at, id) WHERE state = 0;
+CREATE INDEX msg_delayed ON messages (qid, run_at) WHERE state = 1;
+CREATE INDEX msg_leased ON messages (qid, lease_until) WHERE state = 2;
+CREATE INDEX msg_finished ON messages (qid, finished_at) WHERE state >= 3;
+CREATE UNIQUE INDEX msg_key ON messages (qid, key) WHERE key IS NOT NULL AND state < 3;
+"""
+
+#: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)

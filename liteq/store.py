@@ -1,0 +1,877 @@
+"""The storage layer: the only module that imports apsw and the only home of SQL.
+
+Everything above this module calls verbs (``put``, ``claim``, ``ack``, ``nack``,
+``extend``, ``expire`` ...) and never sees SQL, so a PostgreSQL store with the same
+verbs could sit behind the same API.
+
+SQLite facts this module is built on (measured on the project's machine; see
+DESIGN.md):
+
+* Every write transaction is ``BEGIN IMMEDIATE``. A deferred transaction that reads
+  and then writes fails with SQLITE_BUSY at once, whatever the busy timeout, when
+  another connection wrote in between.
+* The default busy timeout backs off in steps of up to 100 ms and let claims wait
+  1.8 s under 4 processes; a handler sleeping ~1 ms keeps the worst case in tens of
+  milliseconds.
+* A RETURNING cursor must be read to the end: a half-read one keeps the write lock.
+* A read transaction left open stops checkpoints and lets the WAL grow without
+  bound, so no cursor is ever handed out half-read, and ``journal_size_limit`` is set.
+* A connection must not cross ``fork()``: each thread of each process opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+import filelock
+
+from . import schema
+from .errors import (
+    DatabaseBusy,
+    InvalidArgument,
+    LeaseLost,
+    LiteqError,
+    QueueFull,
+    SchemaError,
+    StorageError,
+)
+from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
+
+__all__ = ["Store", "DURABILITY"]
+
+#: durability name -> PRAGMA synchronous value. The apsw wheel's SQLite defaults to
+#: FULL, so the setting is always made explicitly.
+DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+
+#: Truncate the WAL back to this size after a checkpoint (64 MiB).
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+# Connections abandoned by a fork: the child must never use or close them (closing
+# could disturb the parent's locks), and must not let them be garbage collected.
+_ABANDONED: list[Any] = []
+
+# --- SQL: queues -------------------------------------------------------------------
+
+_QUEUE_COLUMNS = (
+    "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at"
+)
+SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ?"
+SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE id = ?"
+SQL_QUEUE_INSERT = """
+INSERT INTO queues (name, max_depth, lease, max_attempts, dead_letter, retention,
+    backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
+    expires_at, created_at)
+VALUES (:name, :max_depth, :lease, :max_attempts, :dead_letter, :retention,
+    :backoff_base, :backoff_factor, :backoff_max, :backoff_jitter, :topic, :pattern,
+    :expires_at, :now)
+ON CONFLICT (name) DO NOTHING
+"""
+SQL_QUEUE_NAMES = "SELECT name FROM queues ORDER BY name"
+SQL_QUEUE_DELETE = "DELETE FROM queues WHERE id = ?"
+
+# Back pressure in one statement: the row changes only if there is room, so a
+# missing RETURNING row means "full" and nothing was written. SQLite's single
+# writer makes the check race-free; no COUNT(*) is ever needed.
+SQL_RESERVE = """
+UPDATE queues SET depth = depth + :n, enqueued = enqueued + :n
+WHERE id = :qid AND (max_depth IS NULL OR depth + :n <= max_depth)
+RETURNING depth
+"""
+SQL_RESERVE_FORCE = """
+UPDATE queues SET depth = depth + :n, enqueued = enqueued + :n WHERE id = :qid
+"""
+SQL_DEPTH = "SELECT depth, max_depth, name FROM queues WHERE id = ?"
+SQL_RELEASE = "UPDATE queues SET depth = depth - :n, finished = finished + :done WHERE id = :qid"
+
+# --- SQL: messages -----------------------------------------------------------------
+
+SQL_INSERT = """
+INSERT INTO messages (qid, state, priority, run_at, payload, headers, key, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
+
+# Delayed rows live outside the ready index; move the due ones in before claiming.
+SQL_PROMOTE = f"""
+UPDATE messages SET state = {READY}
+WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+"""
+SQL_EXPIRED = f"""
+SELECT id, attempts FROM messages
+WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now
+"""
+SQL_UNLEASE = f"""
+UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL, error = :error
+WHERE id = :id AND state = {LEASED}
+"""
+
+# The claim is one statement. The subquery walks msg_ready from its first entry;
+# the outer guard on state keeps a row that is no longer ready from being taken.
+# random() gives every claim a fresh 64-bit lease token (fencing).
+_MESSAGE_COLUMNS = (
+    "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
+    "lease_until, token, error, finished_at, origin"
+)
+SQL_CLAIM = f"""
+UPDATE messages
+SET state = {LEASED}, token = random(), attempts = attempts + 1,
+    lease_until = :now + :lease
+WHERE id IN (
+    SELECT id FROM messages WHERE qid = :qid AND state = {READY}
+    ORDER BY priority DESC, run_at, id LIMIT :n
+) AND state = {READY}
+RETURNING {_MESSAGE_COLUMNS}
+"""
+
+# Every later state change is guarded by the token and the expected state, so a
+# stale holder changes zero rows instead of the wrong one.
+SQL_ACK_DELETE = f"DELETE FROM messages WHERE id = ? AND token = ? AND state = {LEASED}"
+SQL_ACK_RETAIN = f"""
+UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_at = ?
+WHERE id = ? AND token = ? AND state = {LEASED}
+"""
+SQL_GET_LEASED = f"""
+SELECT attempts FROM messages WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_RETRY = f"""
+UPDATE messages SET state = :state, run_at = :run_at, token = NULL, lease_until = NULL,
+    error = :error
+WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_EXTEND = f"""
+UPDATE messages SET lease_until = :until
+WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_BURY_HERE = f"""
+UPDATE messages SET state = {DEAD}, token = NULL, lease_until = NULL, error = :error,
+    finished_at = :now
+WHERE id = :id
+"""
+SQL_BURY_MOVE = f"""
+UPDATE messages SET qid = :target, state = {READY}, token = NULL, lease_until = NULL,
+    attempts = 0, error = :error, origin = :origin, run_at = :now, finished_at = NULL,
+    key = NULL
+WHERE id = :id
+"""
+SQL_REDRIVE = f"""
+UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL
+WHERE id IN (SELECT id FROM messages WHERE qid = :qid AND state = {DEAD}
+             ORDER BY id LIMIT :limit)
+RETURNING id
+"""
+SQL_CANCEL = f"""
+UPDATE messages SET state = {CANCELLED}, finished_at = :now
+WHERE id = :id AND state IN ({READY}, {DELAYED})
+RETURNING qid
+"""
+SQL_RETRY_DEAD = f"""
+UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL
+WHERE id = :id AND state IN ({DEAD}, {CANCELLED})
+RETURNING qid
+"""
+SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+SQL_PEEK = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state
+ORDER BY priority DESC, run_at, id LIMIT :n
+"""
+SQL_PEEK_ALL = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid ORDER BY id LIMIT :n
+"""
+SQL_PRUNE = f"""
+DELETE FROM messages WHERE qid = :qid AND state IN ({DONE}, {CANCELLED})
+AND finished_at < :before
+"""
+SQL_PURGE_STATE = "DELETE FROM messages WHERE qid = :qid AND state = :state"
+SQL_PURGE_ALL = "DELETE FROM messages WHERE qid = :qid"
+
+# Exact counts come from the partial indexes (one index scan each), not the table.
+SQL_STATS = f"""
+SELECT
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {READY}),
+  (SELECT min(run_at) FROM messages WHERE qid = :qid AND state = {READY}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DELAYED}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DONE}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DEAD}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {CANCELLED}),
+  depth, max_depth, enqueued, finished
+FROM queues WHERE id = :qid
+"""
+SQL_NEXT_DUE = f"""
+SELECT min(
+  coalesce((SELECT min(run_at) FROM messages WHERE qid = :qid AND state = {DELAYED}), 1e999),
+  coalesce((SELECT min(lease_until) FROM messages WHERE qid = :qid AND state = {LEASED}),
+           1e999))
+"""
+
+
+class Store:
+    """One database file, with one apsw connection per thread (and per process).
+
+    Not used directly by applications: :class:`liteq.Database` wraps it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: str = "normal",
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if durability not in DURABILITY:
+            raise InvalidArgument(
+                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
+            )
+        if not (isinstance(busy_timeout, (int, float)) and busy_timeout >= 0):
+            raise InvalidArgument(
+                f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
+            )
+        self.path = os.path.abspath(os.fspath(path))
+        self.durability = durability
+        self.busy_timeout = float(busy_timeout)
+        self.clock = clock
+        self._local = threading.local()
+        self._all: list[apsw.Connection] = []
+        self._all_lock = threading.Lock()
+        # Open once now so that a bad path fails at connect(), not at first use.
+        self.conn()
+
+    # -- connections ----------------------------------------------------------------
+
+    def conn(self) -> apsw.Connection:
+        """This thread's connection, opened on first use and after a fork."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            return local.conn
+        old = getattr(local, "conn", None)
+        if old is not None:
+            _ABANDONED.append(old)
+        local.conn = self._open()
+        local.pid = os.getpid()
+        return local.conn
+
+    def _open(self) -> apsw.Connection:
+        path = self.path
+        if os.path.isdir(path):
+            raise LiteqError(f"cannot open {path}: it is a directory, not a database file")
+        parent = os.path.dirname(path) or "."
+        if not os.path.isdir(parent):
+            raise LiteqError(f"cannot open {path}: directory {parent} does not exist")
+        try:
+            conn = apsw.Connection(
+                path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+            )
+        except apsw.Error as exc:
+            raise LiteqError(f"cannot open {path}: {_reason(exc)}") from exc
+        conn.set_busy_handler(self._busy_handler())
+        try:
+            self._check_and_migrate(conn)
+            self._pragmas(conn)
+        except BaseException:
+            conn.close()
+            raise
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _busy_handler(self) -> Callable[[int], bool]:
+        # Short sleeps first: a consumer woken by a commit often meets the tail of
+        # that very commit. Then ~1 ms with jitter, so waiters do not move in step.
+        timeout = self.busy_timeout
+        state = {"start": 0.0}
+
+        def handler(count: int) -> bool:
+            now = time.monotonic()
+            if count == 0:
+                state["start"] = now
+            elif now - state["start"] >= timeout:
+                return False
+            time.sleep(0.0001 if count < 5 else random.uniform(0.0005, 0.0015))
+            return True
+
+        return handler
+
+    def _read_header(self, conn: Any) -> tuple[int, int, list[str]]:
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchall()
+            ]
+        except apsw.NotADBError as exc:
+            raise LiteqError(
+                f"cannot open {self.path}: not a SQLite database (file is not a database)"
+            ) from exc
+        except apsw.Error as exc:
+            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+        return app_id, version, names
+
+    def _check_and_migrate(self, conn: apsw.Connection) -> None:
+        app_id, version, names = self._read_header(conn)
+        if app_id == schema.APPLICATION_ID and version == schema.SCHEMA_VERSION:
+            return
+        self._refuse_foreign(app_id, version, names)
+        # New file or an older schema: create/migrate under a file lock so that many
+        # processes opening a brand-new file at the same moment all succeed.
+        try:
+            lock = filelock.FileLock(self.path + ".lock", timeout=max(self.busy_timeout, 1))
+            with lock:
+                app_id, version, names = self._read_header(conn)
+                self._refuse_foreign(app_id, version, names)
+                if version < schema.SCHEMA_VERSION:
+                    self._migrate(conn, version)
+        except filelock.Timeout as exc:
+            raise DatabaseBusy(
+                f"cannot open {self.path}: timed out waiting for the schema lock {exc.lock_file}"
+            ) from exc
+        except OSError as exc:
+            raise LiteqError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+
+    def _refuse_foreign(self, app_id: int, version: int, names: list[str]) -> None:
+        if app_id == schema.APPLICATION_ID:
+            if version > schema.SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{self.path} has liteq schema version {version}, but this liteq "
+                    f"understands up to version {schema.SCHEMA_VERSION}: upgrade liteq"
+                )
+            return
+        if app_id != 0 or names or version != 0:
+            shown = ", ".join(sorted(names)[:5]) or "none"
+            raise LiteqError(
+                f"cannot open {self.path}: it is a SQLite database of another application "
+                f"(application_id {app_id}, user_version {version}, tables: {shown}); "
+                f"liteq leaves it untouched"
+            )
+
+    def _migrate(self, conn: apsw.Connection, version: int) -> None:
+        try:
+            # journal_mode cannot change inside a transaction; WAL before the schema.
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            if str(mode).lower() != "wal":
+                raise LiteqError(f"cannot open {self.path}: WAL mode refused (got {mode})")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for step in schema.MIGRATIONS[version:]:
+                    conn.execute(step)
+                conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except apsw.ReadOnlyError as exc:
+            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
+        except apsw.Error as exc:
+            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+
+    def _pragmas(self, conn: apsw.Connection) -> None:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}").fetchall()
+            conn.execute("PRAGMA temp_store = MEMORY")
+            # Touch the file so the -wal exists (the wake-up watches it).
+            conn.execute("SELECT count(*) FROM queues").fetchall()
+        except apsw.ReadOnlyError as exc:
+            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
+        except apsw.Error as exc:
+            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        """Close every connection this store opened in this process."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except apsw.Error:
+                pass
+        self._local = threading.local()
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A write transaction: ``BEGIN IMMEDIATE``, or a savepoint inside one the
+        caller already opened (so every verb joins ``db.transaction()``)."""
+        conn = self.conn()
+        if conn.in_transaction:
+            # Inside the application's transaction: a savepoint makes this one
+            # operation all-or-nothing without ending the outer transaction.
+            try:
+                conn.execute("SAVEPOINT liteq_op")
+            except apsw.Error as exc:
+                raise _translate(exc, self.path) from exc
+            try:
+                yield conn.cursor()
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
+                except apsw.Error:
+                    pass
+                if isinstance(exc, apsw.Error):
+                    raise _translate(exc, self.path) from exc
+                raise
+            else:
+                conn.execute("RELEASE liteq_op")
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            raise _translate(exc, self.path) from exc
+        try:
+            yield conn.cursor()
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except apsw.Error:
+                    pass
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path) from exc
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A short read transaction (one consistent snapshot), never left open."""
+        conn = self.conn()
+        if conn.in_transaction:
+            try:
+                yield conn.cursor()
+            except apsw.Error as exc:
+                raise _translate(exc, self.path) from exc
+            return
+        try:
+            conn.execute("BEGIN")
+            yield conn.cursor()
+        except apsw.Error as exc:
+            raise _translate(exc, self.path) from exc
+        finally:
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except apsw.Error:
+                    pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The application's transaction (see ``Database.transaction``)."""
+        conn = self.conn()
+        if conn.in_transaction:
+            with self.write():
+                yield
+            return
+        with self.write():
+            yield
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run the application's own SQL on this thread's connection; rows as a list.
+
+        The cursor is always read to the end, so no read or write lock outlives
+        the call.
+        """
+        conn = self.conn()
+        try:
+            return [tuple(r) for r in conn.execute(sql, params)]
+        except apsw.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    # -- queues ---------------------------------------------------------------------
+
+    def queue_row(self, name: str) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def queue_row_by_id(self, qid: int) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def ensure_queue(
+        self, name: str, defaults: dict[str, Any], updates: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """Create queue *name* with *defaults* if missing, then apply *updates*."""
+        row = self.queue_row(name)
+        if row is not None and not updates:
+            return row
+        with self.write() as cur:
+            self._create_queue(cur, name, defaults)
+            if updates:
+                sets = ", ".join(f"{col} = :{col}" for col in updates)
+                cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**updates, "name": name})
+            row = tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
+        return row
+
+    def _create_queue(self, cur: Any, name: str, options: dict[str, Any]) -> int:
+        cur.execute(SQL_QUEUE_INSERT, {**options, "name": name, "now": self.clock()})
+        return int(cur.execute("SELECT id FROM queues WHERE name = ?", (name,)).fetchall()[0][0])
+
+    def queue_names(self) -> list[str]:
+        with self.read() as cur:
+            return [r[0] for r in cur.execute(SQL_QUEUE_NAMES).fetchall()]
+
+    def delete_queue(self, qid: int) -> None:
+        with self.write() as cur:
+            cur.execute(SQL_PURGE_ALL, {"qid": qid})
+            cur.execute(SQL_QUEUE_DELETE, (qid,))
+
+    # -- put ------------------------------------------------------------------------
+
+    def put(
+        self,
+        qid: int,
+        rows: Sequence[tuple[int, float, bytes, bytes | None, str | None]],
+        *,
+        force: bool = False,
+    ) -> list[int]:
+        """Insert messages ``(priority, run_at, payload, headers, key)`` in one transaction.
+
+        A row whose key matches an unfinished message (or an earlier row of the
+        same batch) gets that message's id and is not inserted. Raises QueueFull,
+        writing nothing, if the new rows do not fit under max_depth.
+        """
+        now = self.clock()
+        with self.write() as cur:
+            return self._put(cur, qid, rows, now, force)
+
+    def _put(
+        self,
+        cur: Any,
+        qid: int,
+        rows: Sequence[tuple[int, float, bytes, bytes | None, str | None]],
+        now: float,
+        force: bool,
+    ) -> list[int]:
+        ids: list[int | None] = [None] * len(rows)
+        new: list[tuple[Any, ...]] = []
+        new_index: list[int] = []
+        seen: dict[str, int] = {}
+        for i, (priority, run_at, payload, headers, key) in enumerate(rows):
+            if key is not None:
+                if key in seen:
+                    ids[i] = -1 - seen[key]  # resolved after insert
+                    continue
+                found = cur.execute(SQL_FIND_KEY, (qid, key)).fetchall()
+                if found:
+                    ids[i] = found[0][0]
+                    continue
+                seen[key] = len(new)
+            state = DELAYED if run_at > now else READY
+            new.append((qid, state, priority, run_at, payload, headers, key, now))
+            new_index.append(i)
+        if new:
+            self._reserve(cur, qid, len(new), force)
+            if len(new) == 1:
+                cur.execute(SQL_INSERT, new[0])
+            else:
+                cur.executemany(SQL_INSERT, new)
+            # AUTOINCREMENT under the single write lock: the ids are consecutive.
+            last = cur.connection.last_insert_rowid()
+            first = last - len(new) + 1
+            for k, i in enumerate(new_index):
+                ids[i] = first + k
+        out: list[int] = []
+        for value in ids:
+            assert value is not None
+            out.append(first + (-1 - value) if value < 0 else value)
+        return out
+
+    def _reserve(self, cur: Any, qid: int, n: int, force: bool) -> None:
+        if force:
+            cur.execute(SQL_RESERVE_FORCE, {"n": n, "qid": qid})
+            return
+        if cur.execute(SQL_RESERVE, {"n": n, "qid": qid}).fetchall():
+            return
+        row = cur.execute(SQL_DEPTH, (qid,)).fetchall()
+        if not row:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        depth, max_depth, name = row[0]
+        raise QueueFull(name, depth, max_depth, n)
+
+    def room(self, qid: int) -> tuple[int, int | None]:
+        """``(depth, max_depth)`` of a queue, read without a write lock."""
+        with self.read() as cur:
+            row = cur.execute(SQL_DEPTH, (qid,)).fetchall()
+        if not row:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        return int(row[0][0]), row[0][1]
+
+    # -- claim and expiry -----------------------------------------------------------
+
+    def claim(self, qid: int, n: int, lease: float) -> list[tuple[Any, ...]]:
+        """Lease up to *n* due messages of queue *qid* in one transaction.
+
+        Due delayed messages are promoted and expired leases released (or buried
+        after their last attempt) first, in the same transaction.
+        """
+        now = self.clock()
+        with self.write() as cur:
+            self._maintain(cur, qid, now)
+            rows = cur.execute(
+                SQL_CLAIM, {"qid": qid, "n": n, "now": now, "lease": lease}
+            ).fetchall()  # read to the end: a half-read RETURNING keeps the lock
+        if len(rows) > 1:
+            rows.sort(key=lambda r: (-r[3], r[4], r[0]))
+        return rows
+
+    def expire(self, qid: int) -> None:
+        """Promote due delayed messages and release expired leases of queue *qid*."""
+        now = self.clock()
+        with self.write() as cur:
+            self._maintain(cur, qid, now)
+
+    def _maintain(self, cur: Any, qid: int, now: float) -> None:
+        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now})
+        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now}).fetchall()
+        if not expired:
+            return
+        qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+        max_attempts = qrow[4]
+        for mid, attempts in expired:
+            if attempts >= max_attempts:
+                self._bury(cur, qrow, mid, "lease expired", now)
+            else:
+                cur.execute(SQL_UNLEASE, {"id": mid, "error": "lease expired"})
+
+    def next_due(self, qid: int) -> float:
+        """The earliest time a delayed message falls due or a lease runs out (inf if none)."""
+        with self.read() as cur:
+            value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
+        return float(value) if value is not None else float("inf")
+
+    # -- finishing ------------------------------------------------------------------
+
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+        """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
+        now = self.clock()
+        lost: list[int] = []
+        with self.write() as cur:
+            conn = cur.connection
+            done = 0
+            for mid, token in items:
+                if retention > 0:
+                    cur.execute(SQL_ACK_RETAIN, (now, mid, token))
+                else:
+                    cur.execute(SQL_ACK_DELETE, (mid, token))
+                if conn.changes():
+                    done += 1
+                else:
+                    lost.append(mid)
+            if done:
+                cur.execute(SQL_RELEASE, {"n": done, "done": done, "qid": qid})
+        return lost
+
+    def retry(
+        self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
+    ) -> bool:
+        """Give a leased message back for another delivery after *delay* seconds,
+        or bury it if that was its last attempt. Returns False if it was buried."""
+        now = self.clock()
+        with self.write() as cur:
+            found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
+            if not found:
+                raise LeaseLost(_lost_text(mid), [mid])
+            attempts = found[0][0]
+            qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+            if attempts >= qrow[4]:
+                self._bury(cur, qrow, mid, error or f"gave up after {attempts} attempts", now)
+                return False
+            seconds = delay(attempts) if callable(delay) else delay
+            run_at = now + seconds
+            cur.execute(
+                SQL_RETRY,
+                {
+                    "state": DELAYED if seconds > 0 else READY,
+                    "run_at": run_at,
+                    "error": error,
+                    "id": mid,
+                    "token": token,
+                },
+            )
+            return True
+
+    def extend(self, mid: int, token: int, seconds: float) -> float:
+        """Move the lease deadline to now + *seconds*; return the new deadline."""
+        until = self.clock() + seconds
+        with self.write() as cur:
+            cur.execute(SQL_EXTEND, {"until": until, "id": mid, "token": token})
+            if not cur.connection.changes():
+                raise LeaseLost(_lost_text(mid), [mid])
+        return until
+
+    def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
+        """Bury a leased message now (no more attempts), keeping *reason*."""
+        now = self.clock()
+        with self.write() as cur:
+            if not cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall():
+                raise LeaseLost(_lost_text(mid), [mid])
+            qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+            self._bury(cur, qrow, mid, reason, now)
+
+    def _bury(self, cur: Any, qrow: Sequence[Any], mid: int, reason: str, now: float) -> None:
+        qid, name, dead_letter = qrow[0], qrow[1], qrow[5]
+        if dead_letter is None:
+            cur.execute(SQL_BURY_HERE, {"id": mid, "error": reason, "now": now})
+            cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": qid})
+            return
+        target = cur.execute("SELECT id FROM queues WHERE name = ?", (dead_letter,)).fetchall()
+        if target:
+            tid = target[0][0]
+        else:
+            tid = self._create_queue(cur, dead_letter, default_queue_options())
+        # Dead-lettering never fails for lack of room: losing the message would be
+        # worse than a dead-letter queue over its max_depth.
+        cur.execute(
+            SQL_BURY_MOVE,
+            {"target": tid, "error": reason, "origin": name, "now": now, "id": mid},
+        )
+        cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": qid})
+        cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+
+    # -- administration -------------------------------------------------------------
+
+    def redrive(self, qid: int, limit: int | None) -> int:
+        """Make dead messages of *qid* ready again (attempts reset); return how many."""
+        with self.write() as cur:
+            rows = cur.execute(
+                SQL_REDRIVE, {"qid": qid, "now": self.clock(), "limit": -1 if limit is None else limit}
+            ).fetchall()
+            if rows:
+                cur.execute(SQL_RESERVE_FORCE, {"n": len(rows), "qid": qid})
+        return len(rows)
+
+    def cancel(self, mid: int) -> bool:
+        """Cancel a ready or delayed message; False if it is leased or finished."""
+        with self.write() as cur:
+            rows = cur.execute(SQL_CANCEL, {"id": mid, "now": self.clock()}).fetchall()
+            if rows:
+                cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": rows[0][0]})
+        return bool(rows)
+
+    def retry_finished(self, mid: int) -> bool:
+        """Make a dead or cancelled message ready again; False if it is neither."""
+        with self.write() as cur:
+            rows = cur.execute(SQL_RETRY_DEAD, {"id": mid, "now": self.clock()}).fetchall()
+            if rows:
+                cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": rows[0][0]})
+        return bool(rows)
+
+    def purge(self, qid: int, state: int | None) -> int:
+        """Delete messages of *qid* (all, or in one state); return how many."""
+        with self.write() as cur:
+            conn = cur.connection
+            if state is None:
+                unfinished = cur.execute("SELECT depth FROM queues WHERE id = ?", (qid,)).fetchall()[0][0]
+                cur.execute(SQL_PURGE_ALL, {"qid": qid})
+                n = conn.changes()
+                cur.execute("UPDATE queues SET depth = 0 WHERE id = ?", (qid,))
+                del unfinished
+            else:
+                cur.execute(SQL_PURGE_STATE, {"qid": qid, "state": state})
+                n = conn.changes()
+                if state < DONE and n:
+                    cur.execute(SQL_RELEASE, {"n": n, "done": 0, "qid": qid})
+        return n
+
+    def prune(self, qid: int, before: float) -> int:
+        """Delete done and cancelled messages of *qid* finished before *before*."""
+        with self.write() as cur:
+            cur.execute(SQL_PRUNE, {"qid": qid, "before": before})
+            return int(cur.connection.changes())
+
+    def message(self, mid: int) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_MESSAGE, (mid,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def peek(self, qid: int, state: int | None, n: int) -> list[tuple[Any, ...]]:
+        with self.read() as cur:
+            if state is None:
+                return cur.execute(SQL_PEEK_ALL, {"qid": qid, "n": n}).fetchall()
+            return cur.execute(SQL_PEEK, {"qid": qid, "state": state, "n": n}).fetchall()
+
+    def stats(self, qid: int) -> tuple[Any, ...]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_STATS, {"qid": qid}).fetchall()
+        if not rows:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        return tuple(rows[0])
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check`` lines (``['ok']`` for a healthy file)."""
+        return [r[0] for r in self.execute("PRAGMA integrity_check")]
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> None:
+        self.execute(f"PRAGMA wal_checkpoint({mode})")
+
+    def vacuum(self) -> None:
+        self.execute("VACUUM")
+
+
+def default_queue_options() -> dict[str, Any]:
+    """Column values for a queue created implicitly (e.g. as a dead-letter target)."""
+    return {
+        "max_depth": None,
+        "lease": 30.0,
+        "max_attempts": 5,
+        "dead_letter": None,
+        "retention": 0.0,
+        "backoff_base": 1.0,
+        "backoff_factor": 2.0,
+        "backoff_max": 300.0,
+        "backoff_jitter": 0.1,
+        "topic": None,
+        "pattern": None,
+        "expires_at": None,
+    }
+
+
+def _lost_text(mid: int) -> str:
+    return (
+        f"lease on message {mid} is lost: the token is stale (the lease ran out and the "
+        f"message was claimed again, or it was finished, cancelled or purged)"
+    )
+
+
+def _reason(exc: apsw.Error) -> str:
+    if isinstance(exc, apsw.CantOpenError):
+        return "unable to open the file (missing directory or no permission)"
+    if isinstance(exc, apsw.ReadOnlyError):
+        return "the file is not writable"
+    if isinstance(exc, apsw.NotADBError):
+        return "not a SQLite database"
+    if isinstance(exc, apsw.CorruptError):
+        return "the database file is corrupt"
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+def _translate(exc: apsw.Error, path: str) -> LiteqError:
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return DatabaseBusy(f"{path}: the database stayed locked past busy_timeout ({exc})")
+    if isinstance(exc, apsw.FullError):
+        return StorageError(f"{path}: disk full; the operation was rolled back")
+    if isinstance(exc, apsw.IOError):
+        return StorageError(f"{path}: I/O error ({exc}); the operation was rolled back")
+    if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
+        return StorageError(f"{path}: the database file is corrupt ({exc})")
+    if isinstance(exc, apsw.ReadOnlyError):
+        return StorageError(f"{path}: the database is read-only ({exc})")
+    return StorageError(f"{path}: {type(exc).__name__}: {exc}")
