@@ -10,12 +10,23 @@ from contextlib import contextmanager
 from typing import Any
 
 from .codec import DEFAULT_MAX_PAYLOAD
-from .errors import InvalidArgument
-from .queue import _UNSET, Queue, option_columns, validate_name
+from .errors import InvalidArgument, LeaseLost, SerializationError
+from .queue import _UNSET, Message, Queue, codec_error, option_columns, validate_name
 from .store import Store, default_queue_options
 from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
+
+
+def parse_receipt(receipt: str) -> tuple[int, int]:
+    """Split a receipt ``"ID:TOKEN"`` into integers, or raise InvalidArgument."""
+    try:
+        mid, token = str(receipt).split(":")
+        return int(mid), int(token)
+    except ValueError:
+        raise InvalidArgument(
+            f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417), got {receipt!r}"
+        ) from None
 
 
 def default_path() -> str:
@@ -143,6 +154,49 @@ class Database:
         self._store.delete_queue(row[0])
         with self._lock:
             self._queues.pop(name, None)
+
+    # -- messages by id -------------------------------------------------------------
+
+    def message(self, message_id: int) -> Message | None:
+        """Any message by id, in whatever state (None if it does not exist)."""
+        row = self._store.message(message_id)
+        if row is None:
+            return None
+        q = self._queue_by_id(row[1])
+        try:
+            return Message(q, row)
+        except SerializationError as exc:
+            return Message(q, row, payload=codec_error(exc))
+
+    def ack(self, receipt: str) -> None:
+        """Ack a delivery by its receipt ``"ID:TOKEN"`` (see ``Message.receipt``)."""
+        mid, token = parse_receipt(receipt)
+        row = self._store.message(mid)
+        if row is None:
+            raise LeaseLost(f"message {mid} does not exist (already acked or purged)", [mid])
+        q = self._queue_by_id(row[1])
+        lost = self._store.ack(q.id, [(mid, token)], q.config.retention)
+        if lost:
+            raise LeaseLost(
+                f"receipt {receipt} is stale: the lease ran out and the message was claimed "
+                f"again, or it was finished; nothing changed", lost)
+
+    def retry(self, message_id: int) -> bool:
+        """Make a dead or cancelled message ready again; False if it is neither."""
+        return self._store.retry_finished(message_id)
+
+    def cancel(self, message_id: int) -> bool:
+        """Cancel a ready or delayed message; False if it is leased or finished."""
+        return self._store.cancel(message_id)
+
+    def _queue_by_id(self, qid: int) -> Queue:
+        for q in list(self._queues.values()):
+            if q.id == qid:
+                return q
+        row = self._store.queue_row_by_id(qid)
+        if row is None:
+            raise InvalidArgument(f"queue id {qid} does not exist")
+        return self.queue(row[1])
 
     # -- transactions and the application's SQL -------------------------------------
 

@@ -175,7 +175,7 @@ class Message:
 
     def __init__(self, q: Queue, row: Sequence[Any], payload: Any = _UNSET) -> None:
         (mid, _qid, state, priority, run_at, blob, headers, key, attempts, enqueued_at,
-         lease_until, token, error, finished_at, origin) = row
+         lease_until, token, error, finished_at, origin, _rank) = row
         self._q = q
         self.id: int = mid
         self.queue: str = q.name
@@ -284,6 +284,7 @@ class Queue:
         headers: dict[str, Any] | None = None,
         block: bool = False,
         timeout: float | None = None,
+        rank: bytes | None = None,
     ) -> int:
         """Add one message; return its id (or, with *key*, the id of the unfinished
         message already holding that key).
@@ -291,8 +292,12 @@ class Queue:
         Returns only after COMMIT. At ``max_depth`` raises :class:`QueueFull` and
         writes nothing, unless *block* is true: then it waits up to *timeout*
         seconds (None: forever) for room.
+
+        *rank* (advanced) orders messages of equal priority before their due time:
+        bytes compared byte by byte, smaller first; ``liteq.compat`` uses it for
+        LIFO and priority-queue order.
         """
-        row = self._row(payload, delay, priority, key, headers)
+        row = self._row(payload, delay, priority, key, headers, rank)
         if not block:
             return self._store.put(self.id, [row])[0]
         return self._put_blocking([row], timeout)[0]
@@ -309,7 +314,7 @@ class Queue:
     ) -> list[int]:
         """Add many messages in one transaction: all of them, or (on any error,
         including QueueFull) none. Returns their ids in order."""
-        rows = [self._row(p, delay, priority, None, headers) for p in payloads]
+        rows = [self._row(p, delay, priority, None, headers, None) for p in payloads]
         if not rows:
             return []
         if not block:
@@ -317,17 +322,26 @@ class Queue:
         return self._put_blocking(rows, timeout)
 
     def _row(
-        self, payload: Any, delay: float, priority: int, key: str | None, headers: Any
-    ) -> tuple[int, float, bytes, bytes | None, str | None]:
+        self,
+        payload: Any,
+        delay: float,
+        priority: int,
+        key: str | None,
+        headers: Any,
+        rank: bytes | None,
+    ) -> tuple[int, bytes | None, float, bytes, bytes | None, str | None]:
         d = _seconds(delay, "delay")
         assert d is not None
         if key is not None and (not isinstance(key, str) or not key or len(key) > 1000):
             raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {key!r}")
         if headers is not None and not isinstance(headers, dict):
             raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
+        if rank is not None and not isinstance(rank, bytes):
+            raise InvalidArgument(f"rank must be bytes or None, got {type(rank).__name__}")
         limit = self.db.max_payload
         return (
             _priority(priority),
+            rank,
             self._store.clock() + d,
             codec.encode(payload, limit),
             codec.encode(headers, limit) if headers else None,

@@ -67,6 +67,7 @@ CREATE TABLE messages (
     qid          INTEGER NOT NULL,
     state        INTEGER NOT NULL,
     priority     INTEGER NOT NULL DEFAULT 0,
+    rank         BLOB,                         -- order within a priority (compat.PriorityQueue)
     run_at       REAL NOT NULL,
     payload      BLOB NOT NULL,
     headers      BLOB,
@@ -81,11 +82,17 @@ CREATE TABLE messages (
 ) STRICT;
 
 -- The claim walks this index from its first entry: only due rows are in it.
-CREATE INDEX msg_ready ON messages (qid, priority DESC, run_at, id) WHERE state = 0;
+CREATE INDEX msg_ready ON messages (qid, priority DESC, rank, run_at, id) WHERE state = 0;
 CREATE INDEX msg_delayed ON messages (qid, run_at) WHERE state = 1;
 CREATE INDEX msg_leased ON messages (qid, lease_until) WHERE state = 2;
 CREATE INDEX msg_finished ON messages (qid, finished_at) WHERE state >= 3;
 CREATE UNIQUE INDEX msg_key ON messages (qid, key) WHERE key IS NOT NULL AND state < 3;
+
+-- Small shared settings and counters (e.g. the version of the subscription set).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value ANY
+) STRICT;
 """
 
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.

@@ -94,8 +94,8 @@ SQL_RELEASE = "UPDATE queues SET depth = depth - :n, finished = finished + :done
 # --- SQL: messages -----------------------------------------------------------------
 
 SQL_INSERT = """
-INSERT INTO messages (qid, state, priority, run_at, payload, headers, key, enqueued_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO messages (qid, state, priority, rank, run_at, payload, headers, key, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
 
@@ -118,7 +118,7 @@ WHERE id = :id AND state = {LEASED}
 # random() gives every claim a fresh 64-bit lease token (fencing).
 _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
-    "lease_until, token, error, finished_at, origin"
+    "lease_until, token, error, finished_at, origin, rank"
 )
 SQL_CLAIM = f"""
 UPDATE messages
@@ -126,7 +126,7 @@ SET state = {LEASED}, token = random(), attempts = attempts + 1,
     lease_until = :now + :lease
 WHERE id IN (
     SELECT id FROM messages WHERE qid = :qid AND state = {READY}
-    ORDER BY priority DESC, run_at, id LIMIT :n
+    ORDER BY priority DESC, rank, run_at, id LIMIT :n
 ) AND state = {READY}
 RETURNING {_MESSAGE_COLUMNS}
 """
@@ -180,7 +180,7 @@ RETURNING qid
 SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
 SQL_PEEK = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state
-ORDER BY priority DESC, run_at, id LIMIT :n
+ORDER BY priority DESC, rank, run_at, id LIMIT :n
 """
 SQL_PEEK_ALL = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid ORDER BY id LIMIT :n
@@ -537,11 +537,11 @@ class Store:
     def put(
         self,
         qid: int,
-        rows: Sequence[tuple[int, float, bytes, bytes | None, str | None]],
+        rows: Sequence[tuple[int, bytes | None, float, bytes, bytes | None, str | None]],
         *,
         force: bool = False,
     ) -> list[int]:
-        """Insert messages ``(priority, run_at, payload, headers, key)`` in one transaction.
+        """Insert messages ``(priority, rank, run_at, payload, headers, key)`` in one transaction.
 
         A row whose key matches an unfinished message (or an earlier row of the
         same batch) gets that message's id and is not inserted. Raises QueueFull,
@@ -555,7 +555,7 @@ class Store:
         self,
         cur: Any,
         qid: int,
-        rows: Sequence[tuple[int, float, bytes, bytes | None, str | None]],
+        rows: Sequence[tuple[int, bytes | None, float, bytes, bytes | None, str | None]],
         now: float,
         force: bool,
     ) -> list[int]:
@@ -563,7 +563,7 @@ class Store:
         new: list[tuple[Any, ...]] = []
         new_index: list[int] = []
         seen: dict[str, int] = {}
-        for i, (priority, run_at, payload, headers, key) in enumerate(rows):
+        for i, (priority, rank, run_at, payload, headers, key) in enumerate(rows):
             if key is not None:
                 if key in seen:
                     ids[i] = -1 - seen[key]  # resolved after insert
@@ -574,7 +574,7 @@ class Store:
                     continue
                 seen[key] = len(new)
             state = DELAYED if run_at > now else READY
-            new.append((qid, state, priority, run_at, payload, headers, key, now))
+            new.append((qid, state, priority, rank, run_at, payload, headers, key, now))
             new_index.append(i)
         if new:
             self._reserve(cur, qid, len(new), force)
@@ -628,7 +628,7 @@ class Store:
                 SQL_CLAIM, {"qid": qid, "n": n, "now": now, "lease": lease}
             ).fetchall()  # read to the end: a half-read RETURNING keeps the lock
         if len(rows) > 1:
-            rows.sort(key=lambda r: (-r[3], r[4], r[0]))
+            rows.sort(key=lambda r: (-r[3], r[15] or b"", r[4], r[0]))
         return rows
 
     def expire(self, qid: int) -> None:
