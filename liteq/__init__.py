@@ -22,6 +22,7 @@ from .errors import (
     StorageError,
 )
 from .queue import Backoff, Message, Queue
+from .topic import Topic
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,8 @@ __all__ = [
     "Queue",
     "Message",
     "Backoff",
+    # pub/sub
+    "Topic",
     # errors
     "LiteqError",
     "InvalidArgument",

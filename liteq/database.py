@@ -13,6 +13,7 @@ from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost, SerializationError
 from .queue import _UNSET, Message, Queue, codec_error, option_columns, validate_name
 from .store import Store, default_queue_options
+from .topic import Topic
 from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
@@ -85,6 +86,7 @@ class Database:
         )
         self.path = self._store.path
         self._queues: dict[str, Queue] = {}
+        self._topics: dict[str, Topic] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -136,6 +138,32 @@ class Database:
         with self._lock:
             self._queues[name] = q
         return q
+
+    def _adopt(self, row: Sequence[Any]) -> Queue:
+        q = Queue(self, row)
+        with self._lock:
+            self._queues[q.name] = q
+        return q
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._queues.pop(name, None)
+
+    # -- topics -----------------------------------------------------------------------
+
+    def topic(self, name: str) -> Topic:
+        """The topic *name* (topics need no creation; subscribing makes them visible)."""
+        with self._lock:
+            t = self._topics.get(name)
+        if t is None:
+            t = Topic(self, name)
+            with self._lock:
+                self._topics[name] = t
+        return t
+
+    def topics(self) -> list[str]:
+        """Names of topics that have at least one subscription."""
+        return self._store.topics()
 
     def queues(self) -> list[str]:
         """Names of every queue in the file (subscriptions included)."""

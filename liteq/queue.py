@@ -195,6 +195,12 @@ class Message:
         self._settled = False
 
     @property
+    def routing_key(self) -> str | None:
+        """The key a topic message was published with (None for a plain put)."""
+        key = self.headers.get("routing_key")
+        return key if isinstance(key, str) else None
+
+    @property
     def receipt(self) -> str:
         """``"ID:TOKEN"``: enough to ack this delivery from anywhere (e.g. the CLI)."""
         return f"{self.id}:{self.token}"

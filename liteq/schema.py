@@ -88,6 +88,8 @@ CREATE INDEX msg_leased ON messages (qid, lease_until) WHERE state = 2;
 CREATE INDEX msg_finished ON messages (qid, finished_at) WHERE state >= 3;
 CREATE UNIQUE INDEX msg_key ON messages (qid, key) WHERE key IS NOT NULL AND state < 3;
 
+CREATE INDEX queues_topic ON queues (topic) WHERE topic IS NOT NULL;
+
 -- Small shared settings and counters (e.g. the version of the subscription set).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

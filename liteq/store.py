@@ -213,6 +213,26 @@ SELECT min(
 """
 
 
+# --- SQL: topics -------------------------------------------------------------------
+
+# Any change to the set of subscriptions bumps this counter, so a publisher can keep
+# its routing table cached and re-read it only when the counter moved.
+SQL_SUBS_VERSION = "SELECT value FROM meta WHERE key = 'subs_version'"
+SQL_SUBS_BUMP = """
+INSERT INTO meta (key, value) VALUES ('subs_version', 1)
+ON CONFLICT (key) DO UPDATE SET value = value + 1
+"""
+SQL_SUBSCRIPTIONS = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE topic = ? ORDER BY name"
+SQL_TOPICS = "SELECT DISTINCT topic FROM queues WHERE topic IS NOT NULL ORDER BY topic"
+SQL_EXPIRED_SUBS = """
+SELECT id FROM queues WHERE topic IS NOT NULL AND expires_at IS NOT NULL AND expires_at < ?
+"""
+
+
+class StaleRoutes(Exception):
+    """The subscription set changed since the caller read it: re-read and retry."""
+
+
 class Store:
     """One database file, with one apsw connection per thread (and per process).
 
@@ -744,6 +764,89 @@ class Store:
         )
         cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": qid})
         cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+
+    # -- topics ---------------------------------------------------------------------
+
+    def subs_version(self) -> int:
+        with self.read() as cur:
+            rows = cur.execute(SQL_SUBS_VERSION).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def subscriptions(self, topic: str) -> tuple[int, list[tuple[Any, ...]]]:
+        """``(version, rows)``: the subscription set of *topic* and its version."""
+        with self.read() as cur:
+            rows = cur.execute(SQL_SUBS_VERSION).fetchall()
+            version = int(rows[0][0]) if rows else 0
+            subs = [tuple(r) for r in cur.execute(SQL_SUBSCRIPTIONS, (topic,)).fetchall()]
+        return version, subs
+
+    def topics(self) -> list[str]:
+        with self.read() as cur:
+            return [r[0] for r in cur.execute(SQL_TOPICS).fetchall()]
+
+    def subscribe(
+        self, topic: str, name: str, pattern: str, defaults: dict[str, Any], updates: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """Create (or update the pattern and options of) subscription queue *name*."""
+        with self.write() as cur:
+            existing = cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()
+            if existing and existing[0][11] != topic:
+                raise InvalidArgument(
+                    f"queue {name!r} exists and is not a subscription of topic {topic!r}"
+                )
+            self._create_queue(cur, name, {**defaults, "topic": topic, "pattern": pattern})
+            cols = {**updates, "pattern": pattern}
+            sets = ", ".join(f"{col} = :{col}" for col in cols)
+            cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**cols, "name": name})
+            cur.execute(SQL_SUBS_BUMP)
+            return tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
+
+    def unsubscribe(self, qid: int) -> None:
+        with self.write() as cur:
+            cur.execute(SQL_PURGE_ALL, {"qid": qid})
+            cur.execute(SQL_QUEUE_DELETE, (qid,))
+            cur.execute(SQL_SUBS_BUMP)
+
+    def touch_subscription(self, qid: int, expires_at: float) -> bool:
+        """Renew a temporary subscription's own lease; False if it is gone."""
+        with self.write() as cur:
+            cur.execute("UPDATE queues SET expires_at = ? WHERE id = ?", (expires_at, qid))
+            return bool(cur.connection.changes())
+
+    def drop_expired_subscriptions(self) -> int:
+        """Delete temporary subscriptions whose own lease ran out (their owner died)."""
+        now = self.clock()
+        with self.read() as cur:
+            if not cur.execute(SQL_EXPIRED_SUBS, (now,)).fetchall():
+                return 0
+        with self.write() as cur:
+            ids = [r[0] for r in cur.execute(SQL_EXPIRED_SUBS, (now,)).fetchall()]
+            for qid in ids:
+                cur.execute(SQL_PURGE_ALL, {"qid": qid})
+                cur.execute(SQL_QUEUE_DELETE, (qid,))
+            if ids:
+                cur.execute(SQL_SUBS_BUMP)
+        return len(ids)
+
+    def publish(
+        self,
+        version: int,
+        deliveries: dict[int, list[tuple[int, bytes | None, float, bytes, bytes | None, str | None]]],
+    ) -> int:
+        """Insert each subscription's rows in one transaction: all or nothing.
+
+        Raises :class:`StaleRoutes` if the subscription set is no longer *version*
+        (the caller re-routes), and QueueFull naming the first full subscription.
+        """
+        now = self.clock()
+        total = 0
+        with self.write() as cur:
+            rows = cur.execute(SQL_SUBS_VERSION).fetchall()
+            if (int(rows[0][0]) if rows else 0) != version:
+                raise StaleRoutes()
+            for qid, msgs in deliveries.items():
+                total += len(self._put(cur, qid, msgs, now, False))
+        return total
 
     # -- administration -------------------------------------------------------------
 

@@ -1,0 +1,333 @@
+"""Topics: durable publish/subscribe with AMQP-style wildcard routing.
+
+A topic is a name that publishers send to. A **subscription** binds a routing
+pattern to a topic and is itself a :class:`~liteq.Queue` (named ``TOPIC:NAME``),
+so leases, acks, retries, dead letters and ``max_depth`` all apply to it.
+``publish(payload, key="order.created.eu")`` delivers one copy to every
+subscription whose pattern matches the key, in one transaction: all of them get
+it, or (e.g. one of them is full) none do.
+
+Routing keys and patterns are words separated by dots, matched as RabbitMQ's
+topic exchange does (AMQP 0-9-1):
+
+* ``*`` matches exactly one word, ``#`` matches zero or more words;
+  ``#`` alone matches every key, ``a.#`` matches ``a``, ``a.b`` and ``a.b.c``.
+* Words may be empty: ``a..b`` has three words, the middle one empty, and
+  ``*`` matches an empty word. The empty key ``""`` has no words at all: ``#``
+  and the empty pattern match it, ``*`` does not.
+* ``#.#`` means the same as ``#``; ``*.#`` means "one or more words"; ``#.*``
+  likewise.
+* ``*`` and ``#`` are wildcards only as a whole word: in ``a*`` or ``#b`` they
+  are ordinary characters.
+* Keys are matched exactly (case-sensitive); a key may not be longer than 255
+  bytes in UTF-8, as in AMQP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import InvalidArgument
+from .queue import _UNSET, Message, Queue, _priority, _seconds, option_columns
+from .store import StaleRoutes, default_queue_options
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["Topic", "Router", "matches", "validate_topic_name"]
+
+_MAX_KEY = 255
+_ROUTE_CACHE = 4096
+#: A temporary subscription (``tail``) dies this long after its owner stops renewing it.
+TEMP_LEASE = 30.0
+
+
+def validate_topic_name(name: object, what: str = "topic") -> str:
+    """Topic and subscription names: like queue names, but without ':'."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 100
+        or not (name[0].isalnum() or name[0] == "_")
+        or any(not (c.isalnum() or c in "_-.") for c in name)
+        or not name.isascii()
+    ):
+        raise InvalidArgument(
+            f"{what} name must be 1-100 ASCII letters, digits, '_', '-' or '.' "
+            f"(starting with a letter, digit or '_'), got {name!r}"
+        )
+    return name
+
+
+def _check_key(key: object, what: str = "routing key") -> str:
+    if not isinstance(key, str):
+        raise InvalidArgument(f"{what} must be a string of dot-separated words, got {key!r}")
+    if len(key.encode("utf-8")) > _MAX_KEY:
+        raise InvalidArgument(f"{what} must be at most {_MAX_KEY} bytes in UTF-8, got {len(key)} characters")
+    return key
+
+
+def _words(key: str) -> tuple[str, ...]:
+    # RabbitMQ: the empty key has no words; otherwise split on every dot.
+    return () if key == "" else tuple(key.split("."))
+
+
+def matches(pattern: str, key: str) -> bool:
+    """True if routing *key* matches *pattern* (``*`` one word, ``#`` zero or more)."""
+    router = Router()
+    router.add(0, pattern)
+    return bool(router.route(key))
+
+
+class _Node:
+    __slots__ = ("children", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.subs: set[int] = set()
+
+
+class Router:
+    """A trie of patterns. Routing a key walks the key's words once per branch that
+    can match, so its cost does not grow with subscriptions that cannot match."""
+
+    def __init__(self) -> None:
+        self.root = _Node()
+
+    def add(self, sub: int, pattern: str) -> None:
+        node = self.root
+        prev = None
+        for word in _words(pattern):
+            if word == "#" and prev == "#":
+                continue  # '#.#' is the same as '#'
+            node = node.children.setdefault(word, _Node())
+            prev = word
+        node.subs.add(sub)
+
+    def route(self, key: str) -> set[int]:
+        out: set[int] = set()
+        self._walk(self.root, _words(key), 0, out)
+        return out
+
+    def _walk(self, node: _Node, words: tuple[str, ...], i: int, out: set[int]) -> None:
+        children = node.children
+        hash_node = children.get("#")
+        if hash_node is not None:
+            # '#' takes zero, one, ... or all of the remaining words.
+            for j in range(i, len(words) + 1):
+                self._walk(hash_node, words, j, out)
+        if i == len(words):
+            out.update(node.subs)
+            return
+        word = words[i]
+        exact = children.get(word)
+        # A key word spelled '*' or '#' is matched by the wildcard branches only.
+        if exact is not None and word not in ("*", "#"):
+            self._walk(exact, words, i + 1, out)
+        star = children.get("*")
+        if star is not None:
+            self._walk(star, words, i + 1, out)
+
+
+class Topic:
+    """A named topic. Get one with ``db.topic(name)``."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self.db = db
+        self.name = validate_topic_name(name)
+        self._store = db._store
+        self._lock = threading.Lock()
+        self._version = -1
+        self._router = Router()
+        self._expiring: dict[int, float] = {}
+        self._routes: dict[str, list[int]] = {}
+        self._checked_expired = 0.0
+
+    # -- subscriptions --------------------------------------------------------------
+
+    def subscribe(
+        self,
+        name: str,
+        pattern: str = "#",
+        *,
+        max_depth: Any = _UNSET,
+        lease: Any = _UNSET,
+        max_attempts: Any = _UNSET,
+        dead_letter: Any = _UNSET,
+        retention: Any = _UNSET,
+        backoff: Any = _UNSET,
+    ) -> Queue:
+        """Create (or return, updating its pattern and any options given) the durable
+        subscription *name*; it is a Queue named ``TOPIC:NAME``."""
+        validate_topic_name(name, "subscription")
+        _check_key(pattern, "pattern")
+        updates = option_columns(
+            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
+            dead_letter=dead_letter, retention=retention, backoff=backoff,
+        )
+        row = self._store.subscribe(
+            self.name, self.queue_name(name), pattern, default_queue_options(), updates
+        )
+        return self.db._adopt(row)
+
+    def queue_name(self, subscription: str) -> str:
+        """The queue name of subscription *subscription* of this topic."""
+        return f"{self.name}:{subscription}"
+
+    def unsubscribe(self, name: str) -> None:
+        """Delete subscription *name* and every message waiting in it."""
+        validate_topic_name(name, "subscription")
+        row = self._store.queue_row(self.queue_name(name))
+        if row is None or row[11] != self.name:
+            raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
+        self._store.unsubscribe(row[0])
+        self.db._forget(self.queue_name(name))
+
+    def subscriptions(self) -> list[Queue]:
+        """This topic's subscriptions (expired temporary ones are cleaned up first)."""
+        self._store.drop_expired_subscriptions()
+        _, rows = self._store.subscriptions(self.name)
+        return [self.db._adopt(r) for r in rows]
+
+    def subscription(self, name: str) -> Queue:
+        """The existing subscription *name* (InvalidArgument if there is none)."""
+        validate_topic_name(name, "subscription")
+        row = self._store.queue_row(self.queue_name(name))
+        if row is None or row[11] != self.name:
+            raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
+        return self.db._adopt(row)
+
+    # -- publishing -----------------------------------------------------------------
+
+    def publish(
+        self,
+        payload: Any,
+        key: str = "",
+        *,
+        headers: dict[str, Any] | None = None,
+        delay: float = 0,
+        priority: int = 0,
+    ) -> int:
+        """Deliver *payload* to every subscription whose pattern matches *key*, in one
+        transaction; return the number of deliveries (0 if none matched).
+
+        If a matching subscription is at its ``max_depth``, raises
+        :class:`~liteq.QueueFull` naming it and delivers nothing anywhere.
+        """
+        return self.publish_many([(key, payload)], headers=headers, delay=delay, priority=priority)
+
+    def publish_many(
+        self,
+        items: Iterable[tuple[str, Any]],
+        *,
+        headers: dict[str, Any] | None = None,
+        delay: float = 0,
+        priority: int = 0,
+    ) -> int:
+        """Publish many ``(key, payload)`` pairs in one transaction: all or nothing.
+        Returns the total number of deliveries."""
+        d = _seconds(delay, "delay")
+        assert d is not None
+        prio = _priority(priority)
+        if headers is not None and not isinstance(headers, dict):
+            raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
+        limit = self.db.max_payload
+        encoded = []
+        for key, payload in items:
+            _check_key(key)
+            head: dict[str, Any] = {**(headers or {}), "topic": self.name, "routing_key": key}
+            encoded.append((key, codec.encode(payload, limit), codec.encode(head, limit)))
+        if not encoded:
+            return 0
+        self._maybe_drop_expired()
+        for _ in range(100):
+            version = self._refresh_routes()
+            run_at = self._store.clock() + d
+            deliveries: dict[int, list[Any]] = {}
+            now = self._store.clock()
+            for key, blob, head_blob in encoded:
+                for qid in self._route(key, now):
+                    deliveries.setdefault(qid, []).append((prio, None, run_at, blob, head_blob, None))
+            if not deliveries:
+                return 0
+            try:
+                return self._store.publish(version, deliveries)
+            except StaleRoutes:
+                continue  # a subscription came or went meanwhile: route again
+        raise RuntimeError("subscriptions kept changing during publish")  # pragma: no cover
+
+    def _refresh_routes(self) -> int:
+        version = self._store.subs_version()
+        if version == self._version:
+            return version
+        version, rows = self._store.subscriptions(self.name)
+        router = Router()
+        expiring = {}
+        for row in rows:
+            router.add(row[0], row[12] if row[12] is not None else "#")
+            if row[13] is not None:
+                expiring[row[0]] = row[13]
+        with self._lock:
+            self._router, self._expiring, self._routes = router, expiring, {}
+            self._version = version
+        return version
+
+    def _route(self, key: str, now: float) -> list[int]:
+        routes = self._routes
+        qids = routes.get(key)
+        if qids is None:
+            qids = sorted(self._router.route(key))
+            if len(routes) >= _ROUTE_CACHE:
+                routes.clear()
+            routes[key] = qids
+        if self._expiring:
+            qids = [q for q in qids if self._expiring.get(q, now) >= now]
+        return qids
+
+    def _maybe_drop_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_expired > 5.0:
+            self._checked_expired = now
+            self._store.drop_expired_subscriptions()
+
+    # -- tail -----------------------------------------------------------------------
+
+    def tail(self, pattern: str = "#", *, wait: float = 1.0) -> Iterator[Message]:
+        """Yield messages published from now on whose key matches *pattern*, through a
+        temporary subscription that is removed when the iterator is closed.
+
+        The subscription holds a lease of its own, renewed while iterating; if the
+        process dies, publishers and ``subscriptions()`` remove it once the lease
+        (30 s) has run out.
+        """
+        _check_key(pattern, "pattern")
+        name = f"tail-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        row = self._store.subscribe(
+            self.name, self.queue_name(name), pattern,
+            default_queue_options(), {"expires_at": self._store.clock() + TEMP_LEASE},
+        )
+        q = self.db._adopt(row)
+        try:
+            renewed = time.monotonic()
+            while True:
+                if time.monotonic() - renewed > TEMP_LEASE / 3:
+                    self._store.touch_subscription(q.id, self._store.clock() + TEMP_LEASE)
+                    renewed = time.monotonic()
+                msgs = q.get_many(100, wait=wait)
+                if msgs:
+                    q.ack_many(msgs)
+                yield from msgs
+        finally:
+            try:
+                self._store.unsubscribe(q.id)
+            finally:
+                self.db._forget(q.name)
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name!r} of {self.db.path}>"
