@@ -1,0 +1,276 @@
+"""The root of the ``liteq`` command: the group, ``--db``, the error edge, and the
+parameter types and helpers that every command module shares.
+
+Commands live in modules of their own (``cli.py`` for queues and messages,
+``cli_stats.py``, ``cli_demo.py``; topics, workers and schedules add theirs) and
+are attached to :data:`cli` in ``cli.py``. A command opens the database with
+:func:`open_db`, finds a queue with :func:`existing_queue`, and lets liteq's
+exceptions fly: :class:`LiteqGroup` turns them into ``Error: ...`` and an exit
+code at the edge, never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from . import __version__
+from .database import Database, connect, parse_receipt
+from .errors import LiteqError, QueueFull
+from .queue import Queue, validate_name
+
+__all__ = [
+    "cli",
+    "CliError",
+    "TryLater",
+    "CliState",
+    "EX_OK",
+    "EX_ERROR",
+    "EX_USAGE",
+    "EX_TEMPFAIL",
+    "DURATION",
+    "POSITIVE_INT",
+    "STATE_CHOICES",
+    "POSITIVE_DURATION",
+    "QUEUE",
+    "RECEIPT",
+    "MAX_DEPTH",
+    "DEAD_LETTER",
+    "open_db",
+    "existing_queue",
+    "parse_json",
+    "confirm",
+]
+
+EX_OK = 0
+EX_ERROR = 1
+EX_USAGE = 2
+#: sysexits.h EX_TEMPFAIL: "try again later". A put that meets a full queue exits
+#: with it, so a shell script can tell back pressure from a real error.
+EX_TEMPFAIL = 75
+
+
+class CliError(click.ClickException):
+    """``Error: MESSAGE`` on stderr, exit code 1."""
+
+    exit_code = EX_ERROR
+
+
+class TryLater(CliError):
+    """``Error: MESSAGE`` on stderr, exit code 75: a full queue; retry later."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class LiteqGroup(click.Group):
+    """The root group: liteq's exceptions become ``Error: ...`` with an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QueueFull as exc:
+            raise TryLater(f"{exc} (try again later)") from exc
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # click exits quietly when stdout's reader went away
+            raise CliError(exc.strerror and f"{exc.strerror}: {exc.filename}" or str(exc)) from exc
+        except (LiteqError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+
+
+@dataclass
+class CliState:
+    """What the root group knows: the database path and whether the user chose it."""
+
+    path: str
+    chosen: bool
+
+
+# -- parameter types -------------------------------------------------------------------
+
+class Duration(click.ParamType):
+    """Seconds, as ``1.5`` or with a unit: ``250ms``, ``90s``, ``5m``, ``2h``, ``7d``."""
+
+    name = "seconds"
+    _FORM = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+    _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            seconds = float(value)
+        else:
+            match = self._FORM.match(str(value))
+            if not match:
+                self.fail(
+                    f"{value!r} is not a duration: give seconds (1.5) or a number with a unit "
+                    f"(250ms, 90s, 5m, 2h, 7d)", param, ctx)
+            seconds = float(match.group(1)) * self._UNITS[match.group(2)]
+        if self.positive and seconds <= 0:
+            self.fail(f"must be more than 0 seconds, got {value!r}", param, ctx)
+        return seconds
+
+
+class QueueName(click.ParamType):
+    """A valid queue name (checked before anything is opened)."""
+
+    name = "queue"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return validate_name(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Receipt(click.ParamType):
+    """``ID:TOKEN`` as printed by ``liteq get``."""
+
+    name = "receipt"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            parse_receipt(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+class MaxDepth(click.ParamType):
+    """A positive integer, or ``none`` for an unbounded queue."""
+
+    name = "n|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or str(value).lower() in ("none", "unbounded"):
+            return None
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1:
+            self.fail(f"max depth must be a positive integer or 'none', got {value!r}", param, ctx)
+        return n
+
+
+class DeadLetter(click.ParamType):
+    """A queue name to move dead messages to, or ``none`` to keep them in place."""
+
+    name = "queue|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | None:
+        if value is None or str(value).lower() == "none":
+            return None
+        try:
+            return validate_name(value, "dead_letter queue")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: Message states a command can select, and "all".
+STATE_CHOICES = ["ready", "delayed", "leased", "done", "dead", "cancelled", "all"]
+POSITIVE_INT = click.IntRange(min=1)
+DURATION = Duration()
+POSITIVE_DURATION = Duration(positive=True)
+QUEUE = QueueName()
+RECEIPT = Receipt()
+MAX_DEPTH = MaxDepth()
+DEAD_LETTER = DeadLetter()
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def parse_json(text: str, what: str) -> Any:
+    """*text* parsed as JSON, or a usage error (exit 2) saying where it went wrong."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = ""
+        if text.strip() and text.strip()[0] not in '{["-0123456789tfn':
+            hint = f"; a string needs JSON quotes, e.g. '\"{text.strip()[:20]}\"'"
+        where = f"line {exc.lineno} column {exc.colno}" if "\n" in text.strip() else \
+            f"column {exc.colno}"
+        raise click.UsageError(f"{what} is not valid JSON: {exc.msg} at {where}{hint}") from None
+
+
+def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Database:
+    """Connect to the database chosen by ``--db``; closed when the command ends.
+
+    Unless *create*, a missing (or empty) file is an error rather than a new
+    database: a command that only looks must not leave a file behind.
+    """
+    ctx = ctx or click.get_current_context()
+    state = ctx.find_object(CliState)
+    assert state is not None, "open_db() outside the liteq command"
+    path = state.path
+    if not create:
+        if not os.path.exists(path):
+            raise CliError(
+                f"no liteq database at {path} (choose one with --db PATH or $LITEQ_DB; "
+                f"'liteq put' and 'liteq queue create' make a new one)")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise CliError(f"{path} is an empty file, not a liteq database")
+    db = connect(path)
+    ctx.find_root().call_on_close(db.close)
+    return db
+
+
+def existing_queue(db: Database, name: str) -> Queue:
+    """The queue *name*, or ``Error: no queue named 'x'`` (never creates one)."""
+    if not db.has_queue(name):
+        raise CliError(f"no queue named {name!r}")
+    return db.queue(name)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask *question* on the terminal unless *yes*; a no (or no answer) is an error."""
+    if yes:
+        return
+    try:
+        agreed = click.confirm(question, default=False, err=True)
+    except click.Abort:  # end of input, or Ctrl-C at the question
+        click.echo("", err=True)
+        agreed = False
+    if not agreed:
+        raise CliError("cancelled: nothing was changed (pass --yes to skip this question)")
+
+
+# -- the root group --------------------------------------------------------------------
+
+@click.group(cls=LiteqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "db_path", envvar="LITEQ_DB", default="liteq.db", show_default=True,
+              metavar="PATH", help="The database file (or set $LITEQ_DB).")
+@click.version_option(__version__, "-V", "--version", prog_name="liteq")
+@click.pass_context
+def cli(ctx: click.Context, db_path: str) -> None:
+    """liteq: a durable job and message queue in one SQLite file.
+
+    Look inside a queue database and act on it. The database is --db PATH, else
+    $LITEQ_DB, else ./liteq.db. Only put, queue create and demo make a new file;
+    the other commands say so when it is missing.
+
+    Output is an aligned table; --json (and --nl, one object per line, on
+    commands that list rows) prints JSON for scripts, with bytes in payloads as
+    {"$bytes": BASE64}. Durations are seconds or a number with a unit: 1.5, 250ms,
+    90s, 5m, 2h, 7d.
+
+    \b
+    Exit codes:
+      0   ok
+      1   error: unknown queue or message, missing or foreign database file,
+          stale receipt ...
+      2   usage: unknown option, bad value, malformed JSON payload
+      75  a put met a full queue (QueueFull, sysexits EX_TEMPFAIL): retry later
+
+    Example: liteq --db app.db stats --watch
+    """
+    source = ctx.get_parameter_source("db_path")
+    ctx.obj = CliState(path=db_path, chosen=source != click.core.ParameterSource.DEFAULT)
