@@ -1,0 +1,171 @@
+"""``liteq stats``: counts per queue, once or refreshed in place with ``--watch``.
+
+A rate needs two samples: ``acked_total`` and ``enqueued_total`` are counters kept
+in the file, and a rate is their change between two samples over the time between
+them. One sample shows no rates; ``--interval S`` alone takes two samples S apart;
+``--watch`` shows the rate over each refresh interval.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .cli_base import DURATION, QUEUE, existing_queue, open_db
+from .cli_output import (
+    Column,
+    Output,
+    fmt_age,
+    fmt_rate,
+    output_options,
+    render_table,
+    terminal_width,
+    to_json,
+)
+from .database import Database
+
+__all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS"]
+
+STATS_COLUMNS = [
+    Column("queue"),
+    Column("ready", numeric=True),
+    Column("delayed", numeric=True),
+    Column("leased", numeric=True),
+    Column("dead", numeric=True),
+    Column("done", numeric=True),
+    Column("max_depth", numeric=True),
+    Column("oldest_ready_age", "OLDEST", fmt=fmt_age, numeric=True),
+]
+RATE_COLUMNS = [
+    Column("put_rate", "PUT/S", fmt=fmt_rate, numeric=True),
+    Column("ack_rate", "ACK/S", fmt=fmt_rate, numeric=True),
+]
+
+
+def sample(db: Database, names: Sequence[str] | None = None,
+           previous: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per queue (every queue, or *names*): its ``Queue.stats()`` plus
+    ``put_rate`` and ``ack_rate`` in messages/s since *previous* (None without one).
+
+    Each row keeps the monotonic time of its sample under ``"_at"``; pass the rows
+    back (keyed by queue) as *previous* to get rates.
+    """
+    rows = []
+    for name in names if names is not None else db.queues():
+        row = db.queue(name).stats()
+        at = time.monotonic()
+        row["put_rate"] = row["ack_rate"] = None
+        before = (previous or {}).get(name)
+        if before is not None and at > before["_at"]:
+            elapsed = at - before["_at"]
+            row["put_rate"] = max(0, row["enqueued_total"] - before["enqueued_total"]) / elapsed
+            row["ack_rate"] = max(0, row["acked_total"] - before["acked_total"]) / elapsed
+        row["_at"] = at
+        rows.append(row)
+    return rows
+
+
+def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
+@click.command()
+@click.argument("queues", nargs=-1, type=QUEUE)
+@click.option("--watch", "-w", is_flag=True,
+              help="Refresh in place until Ctrl-C, with rates over each interval.")
+@click.option("--interval", "-i", type=DURATION, default=None,
+              help="Seconds between refreshes with --watch (default 2); without --watch, "
+                   "sample twice this far apart to show rates.")
+@click.option("--count", "-c", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --watch, stop after N refreshes.")
+@output_options(rows=True)
+def stats(queues: tuple[str, ...], watch: bool, interval: float | None, count: int | None,
+          out: Output) -> None:
+    """Show counts per queue.
+
+    For each queue (or the QUEUES given): ready, delayed, leased, dead and done
+    messages, max_depth, and the age of the oldest ready message.
+
+    Rates (messages put and acked per
+    second) need two samples: use --interval S, or --watch. Expired leases count
+    as leased until a consumer's next claim releases them.
+
+    In JSON every row has all the counters: cancelled, depth, enqueued_total,
+    acked_total, put_rate and ack_rate too.
+
+    \b
+    Examples:
+      liteq stats
+      liteq stats emails --interval 5s --json
+      liteq stats --watch --interval 1
+    """
+    db = open_db()
+    names = list(queues) or None
+    for name in names or []:
+        existing_queue(db, name)
+    if not watch:
+        if count is not None:
+            raise click.UsageError("--count needs --watch")
+        rows = sample(db, names)
+        columns = STATS_COLUMNS
+        if interval:
+            time.sleep(interval)
+            rows = sample(db, names, {r["queue"]: r for r in rows})
+            columns = STATS_COLUMNS + RATE_COLUMNS
+        out.rows(_public(rows), columns, empty=f"no queues in {db.path}")
+        return
+    if out.fmt == "json":
+        raise click.UsageError("--watch prints a stream: use --nl (or the table), not --json")
+    _watch(db, names, interval or 2.0, count, out)
+
+
+def _watch(db: Database, names: list[str] | None, interval: float, count: int | None,
+           out: Output) -> None:
+    tty = sys.stdout.isatty() and out.fmt == "table"
+    previous: dict[str, dict[str, Any]] = {}
+    frames = 0
+    try:
+        while True:
+            rows = sample(db, names, previous)
+            previous = {r["queue"]: r for r in rows}
+            stamp = time.strftime("%H:%M:%S")
+            if out.fmt == "nl":
+                for r in _public(rows):
+                    click.echo(to_json({"time": time.time(), **r}))
+            else:
+                head = (f"liteq stats  {db.path}  every {fmt_age(interval)}  {stamp}"
+                        + ("  (Ctrl-C to stop)" if tty else ""))
+                lines = [head, ""]
+                if rows:
+                    lines += render_table(_public(rows), STATS_COLUMNS + RATE_COLUMNS,
+                                          terminal_width())
+                else:
+                    lines.append(f"no queues in {db.path}")
+                _frame(lines, tty, first=frames == 0)
+            frames += 1
+            if count is not None and frames >= count:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        if tty:
+            click.echo("")
+
+
+def _frame(lines: list[str], tty: bool, first: bool) -> None:
+    if not tty:
+        if not first:
+            click.echo("")
+        click.echo("\n".join(lines))
+        return
+    # Redraw from the top-left corner, clearing each line's tail and everything
+    # below, in one write: no flicker, and no scrolling up the terminal's history.
+    text = "\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J"
+    if first:
+        text = "\x1b[2J" + text
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
