@@ -40,7 +40,7 @@ from .store import StaleRoutes, default_queue_options
 if TYPE_CHECKING:
     from .database import Database
 
-__all__ = ["Topic", "Router", "matches", "validate_topic_name"]
+__all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
 
 _MAX_KEY = 255
 _ROUTE_CACHE = 4096
@@ -298,12 +298,13 @@ class Topic:
 
     # -- tail -----------------------------------------------------------------------
 
-    def tail(self, pattern: str = "#", *, wait: float = 1.0) -> Iterator[Message]:
-        """Yield messages published from now on whose key matches *pattern*, through a
-        temporary subscription that is removed when the iterator is closed.
+    def tail(self, pattern: str = "#") -> Tail:
+        """Follow messages published from now on whose key matches *pattern*.
 
-        The subscription holds a lease of its own, renewed while iterating; if the
-        process dies, publishers and ``subscriptions()`` remove it once the lease
+        Returns a :class:`Tail`: an iterator (and context manager) reading from a
+        temporary subscription that exists from this call until ``close()``. The
+        subscription holds a lease of its own, renewed while it is read; if the
+        process dies, publishers and ``subscriptions()`` remove it once that lease
         (30 s) has run out.
         """
         _check_key(pattern, "pattern")
@@ -312,22 +313,57 @@ class Topic:
             self.name, self.queue_name(name), pattern,
             default_queue_options(), {"expires_at": self._store.clock() + TEMP_LEASE},
         )
-        q = self.db._adopt(row)
-        try:
-            renewed = time.monotonic()
-            while True:
-                if time.monotonic() - renewed > TEMP_LEASE / 3:
-                    self._store.touch_subscription(q.id, self._store.clock() + TEMP_LEASE)
-                    renewed = time.monotonic()
-                msgs = q.get_many(100, wait=wait)
-                if msgs:
-                    q.ack_many(msgs)
-                yield from msgs
-        finally:
-            try:
-                self._store.unsubscribe(q.id)
-            finally:
-                self.db._forget(q.name)
+        return Tail(self, self.db._adopt(row))
 
     def __repr__(self) -> str:
         return f"<Topic {self.name!r} of {self.db.path}>"
+
+
+class Tail:
+    """A temporary subscription being read; see :meth:`Topic.tail`."""
+
+    def __init__(self, topic: Topic, queue: Queue) -> None:
+        self.topic = topic
+        self.queue = queue
+        self._store = topic._store
+        self._renewed = time.monotonic()
+        self._buffer: list[Message] = []
+        self.closed = False
+
+    def get(self, wait: float = 0) -> Message | None:
+        """The next message (already acked: a tail is not durable), or None after
+        *wait* seconds without one."""
+        if not self._buffer:
+            self._renew()
+            msgs = self.queue.get_many(100, wait=wait)
+            if msgs:
+                self.queue.ack_many(msgs)
+            self._buffer = msgs
+        return self._buffer.pop(0) if self._buffer else None
+
+    def _renew(self) -> None:
+        if time.monotonic() - self._renewed > TEMP_LEASE / 3:
+            self._store.touch_subscription(self.queue.id, self._store.clock() + TEMP_LEASE)
+            self._renewed = time.monotonic()
+
+    def __iter__(self) -> Iterator[Message]:
+        while not self.closed:
+            msg = self.get(wait=1.0)
+            if msg is not None:
+                yield msg
+
+    def close(self) -> None:
+        """Remove the temporary subscription and what is still waiting in it."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._store.unsubscribe(self.queue.id)
+        finally:
+            self.topic.db._forget(self.queue.name)
+
+    def __enter__(self) -> Tail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
