@@ -170,12 +170,12 @@ class Message:
     __slots__ = (
         "id", "queue", "payload", "headers", "priority", "run_at", "attempts",
         "enqueued_at", "lease_until", "token", "key", "state", "error", "origin",
-        "finished_at", "_q", "_settled",
+        "finished_at", "cancel_requested", "_q", "_settled",
     )
 
     def __init__(self, q: Queue, row: Sequence[Any], payload: Any = _UNSET) -> None:
         (mid, _qid, state, priority, run_at, blob, headers, key, attempts, enqueued_at,
-         lease_until, token, error, finished_at, origin, _rank) = row
+         lease_until, token, error, finished_at, origin, _rank, cancel) = row
         self._q = q
         self.id: int = mid
         self.queue: str = q.name
@@ -192,6 +192,7 @@ class Message:
         self.error: str | None = error
         self.finished_at: float | None = finished_at
         self.origin: str | None = origin
+        self.cancel_requested: bool = bool(cancel)
         self._settled = False
 
     @property

@@ -78,7 +78,8 @@ CREATE TABLE messages (
     token        INTEGER,
     error        TEXT,
     finished_at  REAL,
-    origin       TEXT                          -- queue a dead-lettered message came from
+    origin       TEXT,                         -- queue a dead-lettered message came from
+    cancel       INTEGER NOT NULL DEFAULT 0    -- 1: cancellation asked while leased
 ) STRICT;
 
 -- The claim walks this index from its first entry: only due rows are in it.
@@ -89,6 +90,20 @@ CREATE INDEX msg_finished ON messages (qid, finished_at) WHERE state >= 3;
 CREATE UNIQUE INDEX msg_key ON messages (qid, key) WHERE key IS NOT NULL AND state < 3;
 
 CREATE INDEX queues_topic ON queues (topic) WHERE topic IS NOT NULL;
+
+-- Outcomes of finished task jobs (a job's id is its message's id), kept until
+-- expires_at so that job.state and job.result() work after the message is gone.
+CREATE TABLE results (
+    id           INTEGER PRIMARY KEY,
+    task         TEXT,
+    state        INTEGER NOT NULL,             -- DONE, DEAD or CANCELLED
+    value        BLOB,                         -- CBOR of the return value, if stored
+    error        TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    finished_at  REAL NOT NULL,
+    expires_at   REAL
+) STRICT;
+CREATE INDEX results_expiry ON results (expires_at) WHERE expires_at IS NOT NULL;
 
 -- Small shared settings and counters (e.g. the version of the subscription set).
 CREATE TABLE meta (

@@ -118,7 +118,7 @@ WHERE id = :id AND state = {LEASED}
 # random() gives every claim a fresh 64-bit lease token (fencing).
 _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
-    "lease_until, token, error, finished_at, origin, rank"
+    "lease_until, token, error, finished_at, origin, rank, cancel"
 )
 SQL_CLAIM = f"""
 UPDATE messages
@@ -139,7 +139,7 @@ UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_a
 WHERE id = ? AND token = ? AND state = {LEASED}
 """
 SQL_GET_LEASED = f"""
-SELECT attempts FROM messages WHERE id = :id AND token = :token AND state = {LEASED}
+SELECT attempts, cancel FROM messages WHERE id = :id AND token = :token AND state = {LEASED}
 """
 SQL_RETRY = f"""
 UPDATE messages SET state = :state, run_at = :run_at, token = NULL, lease_until = NULL,
@@ -212,6 +212,22 @@ SELECT min(
            1e999))
 """
 
+
+# --- SQL: task results ---------------------------------------------------------------
+
+SQL_RESULT_PUT = """
+INSERT INTO results (id, task, state, value, error, attempts, finished_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
+    value = excluded.value, error = excluded.error, attempts = excluded.attempts,
+    finished_at = excluded.finished_at, expires_at = excluded.expires_at
+"""
+SQL_RESULT_GET = """
+SELECT id, task, state, value, error, attempts, finished_at, expires_at FROM results WHERE id = ?
+"""
+SQL_RESULT_PRUNE = "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at < ?"
+SQL_CANCEL_LEASED = f"UPDATE messages SET cancel = 1 WHERE id = ? AND state = {LEASED}"
+SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ?"
 
 # --- SQL: topics -------------------------------------------------------------------
 
@@ -702,13 +718,23 @@ class Store:
         self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
     ) -> bool:
         """Give a leased message back for another delivery after *delay* seconds,
-        or bury it if that was its last attempt. Returns False if it was buried."""
+        or bury it if that was its last attempt (or cancel it if cancellation was
+        requested meanwhile). Returns False if it will not be delivered again."""
         now = self.clock()
         with self.write() as cur:
             found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
             if not found:
                 raise LeaseLost(_lost_text(mid), [mid])
-            attempts = found[0][0]
+            attempts, cancel = found[0]
+            if cancel:
+                # Cancellation was asked while it ran: no more attempts.
+                cur.execute(
+                    f"UPDATE messages SET state = {CANCELLED}, finished_at = ?, token = NULL, "
+                    f"lease_until = NULL, error = ? WHERE id = ?",
+                    (now, error, mid),
+                )
+                cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": qid})
+                return False
             qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
             if attempts >= qrow[4]:
                 self._bury(cur, qrow, mid, error or f"gave up after {attempts} attempts", now)
@@ -735,6 +761,28 @@ class Store:
             if not cur.connection.changes():
                 raise LeaseLost(_lost_text(mid), [mid])
         return until
+
+    def heartbeat(
+        self, items: Sequence[tuple[int, int]], seconds: float
+    ) -> tuple[list[int], list[int]]:
+        """Extend many leases ``(id, token)`` to now + *seconds* in one transaction.
+
+        Returns ``(lost, cancel)``: ids whose token was stale (nothing changed), and
+        ids whose cancellation was requested meanwhile.
+        """
+        until = self.clock() + seconds
+        lost: list[int] = []
+        cancel: list[int] = []
+        with self.write() as cur:
+            for mid, token in items:
+                rows = cur.execute(
+                    SQL_EXTEND + " RETURNING cancel", {"until": until, "id": mid, "token": token}
+                ).fetchall()
+                if not rows:
+                    lost.append(mid)
+                elif rows[0][0]:
+                    cancel.append(mid)
+        return lost, cancel
 
     def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
         """Bury a leased message now (no more attempts), keeping *reason*."""
@@ -764,6 +812,46 @@ class Store:
         )
         cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": qid})
         cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+
+    # -- task results -----------------------------------------------------------------
+
+    def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Record job outcomes ``(id, task, state, value, error, attempts, finished_at,
+        expires_at)``; joins the caller's transaction (so it can commit with the ack)."""
+        with self.write() as cur:
+            if len(rows) == 1:
+                cur.execute(SQL_RESULT_PUT, rows[0])
+            elif rows:
+                cur.executemany(SQL_RESULT_PUT, rows)
+
+    def result(self, mid: int) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_RESULT_GET, (mid,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def prune_results(self, before: float) -> int:
+        with self.write() as cur:
+            cur.execute(SQL_RESULT_PRUNE, (before,))
+            return int(cur.connection.changes())
+
+    def request_cancel(self, mid: int) -> str:
+        """Cancel a job's message: ``"cancelled"`` if it had not started, ``"requested"``
+        if it is running (the flag survives restarts), ``"finished"`` otherwise."""
+        with self.write() as cur:
+            now = self.clock()
+            rows = cur.execute(SQL_CANCEL, {"id": mid, "now": now}).fetchall()
+            if rows:
+                cur.execute(SQL_RELEASE, {"n": 1, "done": 0, "qid": rows[0][0]})
+                return "cancelled"
+            cur.execute(SQL_CANCEL_LEASED, (mid,))
+            if cur.connection.changes():
+                return "requested"
+            return "finished"
+
+    def cancel_requested(self, mid: int) -> bool:
+        with self.read() as cur:
+            rows = cur.execute(SQL_CANCEL_FLAG, (mid,)).fetchall()
+        return bool(rows and rows[0][0])
 
     # -- topics ---------------------------------------------------------------------
 
