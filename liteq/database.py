@@ -183,6 +183,23 @@ class Database:
         with self._lock:
             self._queues.pop(name, None)
 
+    # -- tasks ------------------------------------------------------------------------
+
+    def task(self, fn: Any = None, /, **options: Any) -> Any:
+        """Register a function as a task: ``@db.task`` or ``@db.task(queue=..., ...)``.
+
+        See :func:`liteq.task.register` for the options.
+        """
+        from .task import register
+
+        return register(self, fn, **options)
+
+    def job(self, job_id: int) -> Any:
+        """The :class:`liteq.task.Job` handle of job *job_id*."""
+        from .task import Job
+
+        return Job(self, job_id)
+
     # -- messages by id -------------------------------------------------------------
 
     def message(self, message_id: int) -> Message | None:
