@@ -8,6 +8,7 @@ them. One sample shows no rates; ``--interval S`` alone takes two samples S apar
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from .cli_output import (
     to_json,
 )
 from .database import Database
+from .errors import LiteqError
 
 __all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS"]
 
@@ -56,7 +58,12 @@ def sample(db: Database, names: Sequence[str] | None = None,
     """
     rows = []
     for name in names if names is not None else db.queues():
-        row = db.queue(name).stats()
+        try:
+            row = db.queue(name).stats()
+        except LiteqError:
+            if db.has_queue(name):
+                raise
+            continue  # deleted by another process since the listing: not shown
         at = time.monotonic()
         row["put_rate"] = row["ack_rate"] = None
         before = (previous or {}).get(name)
@@ -163,6 +170,11 @@ def _frame(lines: list[str], tty: bool, first: bool) -> None:
         return
     # Redraw from the top-left corner, clearing each line's tail and everything
     # below, in one write: no flicker, and no scrolling up the terminal's history.
+    # A frame taller than the screen would scroll and smear, so it is cut.
+    height = shutil.get_terminal_size((100, 24)).lines
+    if len(lines) > height - 1:
+        more = len(lines) - (height - 2)
+        lines = lines[: height - 2] + [f"... and {more} more (name the queues to show)"]
     text = "\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J"
     if first:
         text = "\x1b[2J" + text

@@ -195,6 +195,32 @@ class Message:
         self.cancel_requested: bool = bool(cancel)
         self._settled = False
 
+    @classmethod
+    def _claimed(cls, q: Queue, row: Sequence[Any], lease_until: float) -> Message:
+        """A message as the claim returned it (``store.CLAIM_COLUMNS``)."""
+        (mid, token, attempts, blob, headers, priority, run_at, enqueued_at, key, _rank,
+         error, origin) = row
+        self = cls.__new__(cls)
+        self._q = q
+        self.id = mid
+        self.queue = q.name
+        self.payload = codec.decode(blob)
+        self.headers = codec.decode(headers) if headers is not None else {}
+        self.priority = priority
+        self.run_at = run_at
+        self.attempts = attempts
+        self.enqueued_at = enqueued_at
+        self.lease_until = lease_until
+        self.token = token
+        self.key = key
+        self.state = "leased"
+        self.error = error
+        self.finished_at = None
+        self.origin = origin
+        self.cancel_requested = False
+        self._settled = False
+        return self
+
     @property
     def routing_key(self) -> str | None:
         """The key a topic message was published with (None for a plain put)."""
@@ -321,9 +347,15 @@ class Queue:
     ) -> list[int]:
         """Add many messages in one transaction: all of them, or (on any error,
         including QueueFull) none. Returns their ids in order."""
-        rows = [self._row(p, delay, priority, None, headers, None) for p in payloads]
-        if not rows:
+        items = list(payloads)
+        if not items:
             return []
+        # Validate the shared options once, then encode each payload.
+        first = self._row(items[0], delay, priority, None, headers, None)
+        prio, _, run_at, _, head, _ = first
+        limit = self.db.max_payload
+        encode = codec.encode
+        rows = [first] + [(prio, None, run_at, encode(p, limit), head, None) for p in items[1:]]
         if not block:
             return self._store.put(self.id, rows)
         return self._put_blocking(rows, timeout)
@@ -408,18 +440,28 @@ class Queue:
             waiter.wait(max(0.0, min(left, due, 1.0)))
 
     def _claim(self, n: int) -> list[Message]:
-        rows = self._store.claim(self.id, n, self.config.lease)
+        lease = self.config.lease
+        store = self._store
         out: list[Message] = []
-        for row in rows:
-            try:
-                out.append(Message(self, row))
-            except SerializationError as exc:
-                # A stored payload that does not decode can never succeed: bury it
-                # now with the reason and hand out the others.
+        while len(out) < n:
+            rows = store.claim(self.id, n - len(out), lease)
+            if not rows:
+                break
+            until = store.clock() + lease
+            buried = False
+            for row in rows:
                 try:
-                    self._store.fail(self.id, row[0], row[11], str(exc))
-                except LeaseLost:
-                    pass
+                    out.append(Message._claimed(self, row, until))
+                except SerializationError as exc:
+                    # A stored payload that does not decode can never succeed: bury
+                    # it now with the reason, hand out the others, claim again.
+                    buried = True
+                    try:
+                        store.fail(self.id, row[0], row[1], str(exc))
+                    except LeaseLost:
+                        pass
+            if not buried:
+                break
         return out
 
     # -- finishing ------------------------------------------------------------------
