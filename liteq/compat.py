@@ -35,11 +35,20 @@ How it maps onto liteq (the decisions)
   again. ``empty()`` is ``qsize() == 0``; ``full()`` is ``0 < maxsize <= qsize()``.
 * ``maxsize`` is the ``max_depth`` of *name*, stored in the file: every process sees
   and honours the value last set, by a constructor or by assigning ``q.maxsize``.
-  ``maxsize <= 0`` means unbounded, as in the standard library. A constructor called
-  without ``maxsize`` keeps the stored value (unbounded for a new queue), so a consumer
-  that opens ``Queue(path=..., name=...)`` does not undo its producer's limit.
-  Because held items live in another queue, a ``get`` makes room at once, as in the
-  standard library; the back pressure check is liteq's O(1) race-free counter.
+  ``maxsize <= 0`` means unbounded, as in the standard library; it is stored as
+  ``max_depth = 2**62`` (``NO_LIMIT``): liteq keeps its O(1) depth counter only for
+  queues with a max_depth, and ``qsize()``/``empty()`` must not count rows. A
+  constructor called without ``maxsize`` keeps the stored value (unbounded for a new
+  queue), so a consumer that opens ``Queue(path=..., name=...)`` does not undo its
+  producer's limit. Because held items live in another queue, a ``get`` makes room at
+  once, as in the standard library; the back pressure check is liteq's race-free
+  counter.
+* ``lease=`` (seconds, stored in the file; None keeps the stored value, 30 for a new
+  queue) bounds how long an item got by a process that died stays invisible. The
+  holder renews it every ``lease / 3`` seconds from a daemon thread, so it must be
+  longer than the longest time this process can go without running Python threads.
+  liteq processes re-read a queue's options at most once a second, so set options
+  before starting the processes that share the queue.
 * ``task_done()`` acks the oldest item the calling thread got from this ``Queue``
   object, or, if that thread holds none, the oldest the object holds. With nothing
   held it raises ``ValueError("task_done() called too many times")``. It must be
@@ -64,6 +73,10 @@ How it maps onto liteq (the decisions)
   own API (``liteq.connect(path).queue(name)``) for retries and dead letters.
 * Tuples are stored as CBOR tag ``0x4C510001`` around an array, because CBOR has no
   tuple; a plain liteq consumer of the same queue sees ``cbor2.CBORTag`` values there.
+  Other types come back as CBOR decodes them (a frozenset as a set, a namedtuple as a
+  tuple).
+* ``Queue``, ``LifoQueue`` and ``PriorityQueue`` objects opened on one name share its
+  items, but their orders do not mix well: use one class per name.
 """
 
 from __future__ import annotations
@@ -111,6 +124,9 @@ DEFAULT_NAME = "queue"
 HELD_SUFFIX = ":held"
 #: Items never go dead in a compat queue (see the module docstring).
 _MAX_ATTEMPTS = 1_000_000_000
+#: The max_depth that stands for "unbounded": liteq keeps its O(1) depth counter only
+#: for a queue with a max_depth, and qsize()/empty() must not count rows.
+NO_LIMIT = 2**62
 #: A blocking get re-checks for items of killed processes at least this often.
 _GET_SLICE = 1.0
 _JOIN_POLL_MIN = 0.001
@@ -376,6 +392,8 @@ class SimpleQueue(Generic[_T]):
         self._main: _LiteqQueue = self._db.queue(
             self.name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
+        if self._main.config.max_depth is None:
+            self._main = self._db.queue(self.name, max_depth=NO_LIMIT)
 
     # -- put ------------------------------------------------------------------------
 
@@ -454,7 +472,7 @@ class SimpleQueue(Generic[_T]):
 
     def qsize(self) -> int:
         """The number of items put and not yet got (by any process)."""
-        return len(self._main) + len(self._db.queue(self.name + HELD_SUFFIX))
+        return len(self._main)
 
     def empty(self) -> bool:
         """``qsize() == 0`` (a snapshot: another thread or process may change it)."""
@@ -483,11 +501,12 @@ class Queue(SimpleQueue[_T]):
         self._maxsize_given = 0
         if maxsize is not None:
             self.maxsize = maxsize
-        elif path is None:
-            self.maxsize = 0
+        held_name = self.name + HELD_SUFFIX
         self._held_q: _LiteqQueue = self._db.queue(
-            self.name + HELD_SUFFIX, max_attempts=_MAX_ATTEMPTS, **self._lease_option
+            held_name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
+        if self._held_q.config.max_depth != NO_LIMIT:
+            self._held_q = self._db.queue(held_name, max_depth=NO_LIMIT)
         self._lock = threading.Lock()
         # (thread ident, message) for each item this object got and task_done has not
         # yet acked, oldest first.
@@ -502,15 +521,17 @@ class Queue(SimpleQueue[_T]):
     def maxsize(self) -> int:
         """The most items the queue holds (<= 0: unbounded), shared by every process."""
         stored = self._main.refresh().max_depth
-        if stored is None:
-            return self._maxsize_given if self._maxsize_given <= 0 else 0
+        if stored is None or stored >= NO_LIMIT:
+            given = self._maxsize_given
+            return given if given <= 0 or given >= NO_LIMIT else 0
         return int(stored)
 
     @maxsize.setter
     def maxsize(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"maxsize must be an integer, got {value!r}")
-        self._main = self._db.queue(self.name, max_depth=value if value > 0 else None)
+        bound = value if 0 < value < NO_LIMIT else NO_LIMIT
+        self._main = self._db.queue(self.name, max_depth=bound)
         self._maxsize_given = value
 
     def full(self) -> bool:
@@ -528,7 +549,8 @@ class Queue(SimpleQueue[_T]):
         :class:`Full`. A negative *timeout* raises ValueError (when the queue is
         bounded and *block* is true, as in the standard library).
         """
-        bounded = self._main.config.max_depth is not None
+        max_depth = self._main.config.max_depth
+        bounded = max_depth is not None and max_depth < NO_LIMIT
         if block and bounded and timeout is not None and timeout < 0:
             raise ValueError(_TIMEOUT_ERROR)
         if timeout is not None and math.isinf(timeout):
