@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 import liteq
 from liteq.cli import cli
-from liteq.cli_stats import sample
+from liteq.cli_stats import _frame, sample
 
 # -- helpers (imported by the other test_cli_*.py files) -------------------------------
 
@@ -298,6 +298,29 @@ def test_stats_watch_nl_streams_rows_with_a_time(tmp_path: Path) -> None:
     rows = as_nl(path, "stats", "--watch", "-i", "10ms", "-c", "2")
     assert len(rows) == 2 and rows[0]["queue"] == "a" and rows[1]["time"] >= rows[0]["time"]
     assert rows[0]["ack_rate"] is None and rows[1]["ack_rate"] == 0
+
+
+def test_watch_on_a_terminal_redraws_in_place_and_cuts_a_tall_frame(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINES", "6")
+    monkeypatch.setenv("COLUMNS", "80")
+    _frame(["head", "", "T", "a", "b"], tty=True, first=True)
+    _frame(["head", "", "T", "a", "b", "c", "d"], tty=True, first=False)
+    first, second = capsys.readouterr().out.split("\x1b[J")[:2]
+    assert first == "\x1b[2J\x1b[H" + "".join(f"{x}\x1b[K\n" for x in ["head", "", "T", "a", "b"])
+    assert second == "\x1b[H" + "".join(
+        f"{x}\x1b[K\n" for x in ["head", "", "T", "a", "... and 3 more (name the queues to show)"])
+
+
+def test_a_queue_deleted_while_watching_drops_out_of_the_table(tmp_path: Path) -> None:
+    path = fresh(tmp_path)
+    make(path, "a", [1])
+    make(path, "b", [1])
+    with liteq.connect(path) as db:
+        db.queue("a")  # cached, as in a running --watch
+        with liteq.connect(path) as other:
+            other.delete_queue("a")
+        assert [r["queue"] for r in sample(db, ["a", "b"])] == ["b"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -314,6 +314,7 @@ def test_dead_list_shows_each_message_with_why_it_died(tmp_path: Path) -> None:
     assert lines[1].endswith('  ValueError: no good  "poison"')
     [row] = as_nl(path, "dead", "list", "jobs")
     assert row["id"] == mid and row["error"] == "ValueError: no good"
+    assert as_json(path, "dead", "list", "jobs") == [row]
 
 
 def test_dead_list_of_a_queue_with_a_dead_letter_queue_points_there(tmp_path: Path) -> None:
@@ -342,6 +343,9 @@ def test_dead_purge_asks_first_and_deletes_only_dead_messages(tmp_path: Path) ->
     assert "Delete 1 dead message of queue 'jobs'" in result.stderr
     assert result.stdout == "deleted 1 dead message of queue 'jobs'\n"
     assert state_of(path, mid) == "gone" and state_of(path, live) == "ready"
+    dead_message(path, "other")
+    assert as_json(path, "dead", "purge", "other", "--yes") == {
+        "queue": "other", "state": "dead", "purged": 1}
 
 
 def test_a_purge_answered_no_changes_nothing(tmp_path: Path) -> None:
@@ -361,6 +365,7 @@ def test_purge_deletes_every_message_after_confirmation(tmp_path: Path) -> None:
     make(path, "jobs", [1, 2, 3], max_depth=3)
     result = ok(path, "purge", "jobs", input="y\n")
     assert "Delete 3 messages of queue 'jobs'" in result.stderr
+    assert result.stdout == "deleted 3 messages of queue 'jobs'\n"
     with liteq.connect(path) as db:
         s = db.queue("jobs").stats()
         assert s["ready"] == 0 and s["depth"] == 0 and s["max_depth"] == 3
@@ -453,6 +458,9 @@ def test_queue_delete_removes_the_queue_and_its_messages(tmp_path: Path) -> None
     assert snapshot(path) == before
     assert as_json(path, "queue", "delete", "scratch", "--yes") == {
         "queue": "scratch", "deleted": True, "messages": 2}
+    make(path, "scratch2", [1])
+    assert ok(path, "queue", "delete", "scratch2", input="y\n").stdout == (
+        "deleted queue 'scratch2' and its 1 message\n")
     with liteq.connect(path) as db:
         assert not db.has_queue("scratch")
 
