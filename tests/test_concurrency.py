@@ -1,0 +1,194 @@
+"""Many consumers at once, across threads and processes: every message is delivered
+and acked exactly once, and the write lock never escapes to the caller as an error."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import threading
+from collections import Counter
+
+from helpers import (
+    PATIENCE,
+    consume_until_stop,
+    drain_consumer,
+    produce_with_back_pressure,
+    put_when_told,
+)
+
+import liteq
+
+SPAWN = mp.get_context("spawn")
+
+
+def test_four_processes_of_two_threads_ack_each_of_20000_messages_exactly_once(tmp_path) -> None:
+    path = str(tmp_path / "drain.db")
+    out = tmp_path / "results"
+    out.mkdir()
+    db = liteq.connect(path)
+    # No lease runs out (any redelivery is a bug); the queue is exactly full, so its
+    # depth counter must come back to 0 through 20,000 concurrent acks.
+    q = db.queue("work", lease=600, max_depth=20_000)
+    put_ids: list[int] = []
+    for start in range(0, 20_000, 1_000):
+        put_ids.extend(q.put_many([{"n": n} for n in range(start, start + 1_000)]))
+    assert len(set(put_ids)) == 20_000
+
+    barrier = SPAWN.Barrier(8)  # 4 processes x 2 threads start together
+    procs = [
+        SPAWN.Process(target=drain_consumer, args=(path, "work", barrier, str(out), p))
+        for p in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(PATIENCE * 2)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+    claimed: Counter[int] = Counter()
+    acked: Counter[int] = Counter()
+    errors: list[str] = []
+    consumers = 0
+    for name in sorted(os.listdir(out)):
+        with open(out / name) as f:
+            result = json.load(f)
+        consumers += 1
+        claimed.update(result["claimed"])
+        acked.update(result["acked"])
+        errors.extend(result["errors"])
+
+    assert consumers == 8
+    # No BusyError, "database is locked", DatabaseBusy or LeaseLost reached a caller.
+    assert errors == [], errors[0]
+    assert [mid for mid, n in claimed.items() if n > 1] == [], "a message was delivered twice"
+    assert [mid for mid, n in acked.items() if n > 1] == [], "a message was acked twice"
+    assert set(acked) == set(put_ids), "messages were lost"
+    assert sum(acked.values()) == 20_000
+    stats = q.stats()
+    assert (stats["ready"], stats["leased"], stats["depth"], len(q)) == (0, 0, 0, 0)
+    assert db.integrity_check() == ["ok"]
+    db.close()
+
+
+def test_threads_released_together_each_take_different_messages(db) -> None:
+    q = db.queue("race", lease=600)
+    ids = q.put_many(list(range(400)))
+    barrier = threading.Barrier(8)
+    taken: list[list[int]] = [[] for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def consume(slot: int) -> None:
+        try:
+            barrier.wait(PATIENCE)
+            while msgs := q.get_many(1 + slot % 3):
+                taken[slot].extend(m.id for m in msgs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(PATIENCE)
+
+    assert errors == []
+    everything = [mid for chunk in taken for mid in chunk]
+    assert sorted(everything) == ids  # each message held by exactly one thread
+    assert q.stats()["leased"] == 400
+
+
+def test_get_with_wait_returns_a_message_put_by_another_process(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("inbox")
+    go = SPAWN.Event()
+    child = SPAWN.Process(target=put_when_told, args=(db_path, "inbox", go, {"hello": "there"}))
+    child.start()
+    go.set()
+
+    msg = q.get(wait=PATIENCE)
+
+    assert msg is not None and msg.payload == {"hello": "there"}
+    msg.ack()
+    child.join(PATIENCE)
+    assert child.exitcode == 0
+    db.close()
+
+
+def test_a_forked_child_can_use_the_parents_database_object(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("shared")
+    q.put_many(["for the child", "for the parent"])
+    assert q.peek(1)[0].payload == "for the child"  # the parent's connection is in use
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            msg = q.get()
+            if msg is not None and msg.payload == "for the child":
+                msg.ack()
+                q.put("from the child")
+                db.close()
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    # The parent's own connection still works and sees the child's commits.
+    assert [m.payload for m in q.peek(10)] == ["for the parent", "from the child"]
+    mine = q.get()
+    assert mine is not None and mine.payload == "for the parent"
+    mine.ack()
+    assert db.integrity_check() == ["ok"]
+    db.close()
+
+
+def test_producers_blocked_by_max_depth_and_consumers_in_other_processes_lose_nothing(
+    tmp_path,
+) -> None:
+    path = str(tmp_path / "flow.db")
+    out = tmp_path / "results"
+    out.mkdir()
+    db = liteq.connect(path)
+    q = db.queue("flow", max_depth=50, lease=600)
+    per_producer = 1_500
+
+    producers = [
+        SPAWN.Process(
+            target=produce_with_back_pressure, args=(path, "flow", p, per_producer, str(out))
+        )
+        for p in range(2)
+    ]
+    consumers = [
+        SPAWN.Process(target=consume_until_stop, args=(path, "flow", c, 50, str(out)))
+        for c in range(2)
+    ]
+    for proc in producers + consumers:
+        proc.start()
+    for proc in producers:
+        proc.join(PATIENCE * 2)
+    assert [p.exitcode for p in producers] == [0, 0]
+    for _ in consumers:  # after every real message: lower priority, put last
+        q.put("stop", priority=-1, block=True, timeout=PATIENCE)
+    for proc in consumers:
+        proc.join(PATIENCE * 2)
+    assert [p.exitcode for p in consumers] == [0, 0]
+
+    put_ids: list[int] = []
+    acked: list[int] = []
+    for name in sorted(os.listdir(out)):
+        with open(out / name) as f:
+            result = json.load(f)
+        assert result["errors"] == [], result["errors"][0]
+        if name.startswith("producer"):
+            put_ids.extend(result["ids"])
+        else:
+            acked.extend(result["acked"])
+            assert result["over"] == [], "depth went above max_depth"
+    assert len(put_ids) == 2 * per_producer == len(set(put_ids))
+    assert sorted(acked) == sorted(put_ids), "lost or duplicated messages"
+    stats = q.stats()
+    assert (stats["depth"], stats["ready"], stats["leased"]) == (0, 0, 0)
+    db.close()

@@ -1,0 +1,641 @@
+"""The core queue's guarantees, one connection at a time (plus a blocked producer
+thread): back pressure, the outbox transaction, ordering, delays, leases, fencing,
+dead letters, and the administration verbs."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import queue as stdlib_queue
+import threading
+
+import pytest
+from helpers import PATIENCE, counts, message_rows, queue_rows
+
+import liteq
+
+# --- back pressure ---------------------------------------------------------------------
+
+
+def test_a_put_at_max_depth_raises_queue_full_and_writes_nothing(db) -> None:
+    q = db.queue("bp", max_depth=3)
+    ids = [q.put(i) for i in range(3)]
+    before_stats, before_rows, before_queues = counts(q), message_rows(db), queue_rows(db)
+
+    with pytest.raises(liteq.QueueFull) as info:
+        q.put("one too many")
+
+    err = info.value
+    assert (err.queue, err.depth, err.max_depth) == ("bp", 3, 3)
+    assert isinstance(err, stdlib_queue.Full)
+    assert isinstance(err, liteq.LiteqError)
+    assert "'bp' is full" in str(err) and "max_depth 3" in str(err)
+    assert counts(q) == before_stats
+    assert message_rows(db) == before_rows
+    assert queue_rows(db) == before_queues
+    assert [m.id for m in q.peek(10)] == ids
+
+
+def test_code_that_catches_the_standard_librarys_queue_full_catches_queue_full(db) -> None:
+    q = db.queue("bp", max_depth=1)
+    q.put("a")
+    try:
+        q.put("b")
+    except stdlib_queue.Full:
+        pass
+    else:  # pragma: no cover - the assertion is the point
+        pytest.fail("QueueFull was not raised as queue.Full")
+    assert len(q) == 1
+
+
+def test_a_blocked_put_goes_through_once_a_consumer_acks(db) -> None:
+    q = db.queue("bp", max_depth=2)
+    q.put("a")
+    q.put("b")
+    result: dict[str, object] = {}
+
+    def producer() -> None:
+        try:
+            result["id"] = q.put("c", block=True, timeout=PATIENCE)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    msg = q.get()
+    assert msg is not None and msg.payload == "a"
+    msg.ack()
+    thread.join(PATIENCE)
+
+    assert not thread.is_alive(), "the blocked put never went through"
+    assert "error" not in result, result.get("error")
+    assert [m.payload for m in q.peek(10)] == ["b", "c"]
+    assert q.stats()["depth"] == 2
+
+
+def test_a_blocked_put_raises_queue_full_after_its_timeout_when_nobody_acks(db) -> None:
+    q = db.queue("bp", max_depth=1)
+    q.put("a")
+    before = message_rows(db)
+    result: dict[str, object] = {}
+
+    def producer() -> None:
+        try:
+            result["id"] = q.put("b", block=True, timeout=0.3)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join(PATIENCE)
+
+    assert not thread.is_alive()
+    assert isinstance(result.get("error"), liteq.QueueFull)
+    assert message_rows(db) == before
+
+
+def test_a_put_many_that_does_not_fit_fails_whole_and_writes_nothing(db) -> None:
+    q = db.queue("bp", max_depth=3)
+    q.put("first")
+    before_rows, before_queues = message_rows(db), queue_rows(db)
+
+    with pytest.raises(liteq.QueueFull) as info:
+        q.put_many(["a", "b", "c"])
+    assert (info.value.depth, info.value.max_depth, info.value.extra) == (1, 3, 3)
+    with pytest.raises(liteq.QueueFull):  # can never fit: no point in waiting
+        q.put_many(["a", "b", "c", "d"], block=True, timeout=PATIENCE)
+
+    assert message_rows(db) == before_rows
+    assert queue_rows(db) == before_queues
+    assert q.put_many(["a", "b"]) and q.stats()["depth"] == 3
+
+
+def test_a_put_with_the_key_of_an_unfinished_message_returns_its_id_even_at_max_depth(db) -> None:
+    q = db.queue("dedup", max_depth=2)
+    first = q.put("order 7", key="order-7")
+    q.put("other")
+    before = message_rows(db)
+
+    assert q.put("order 7 again", key="order-7") == first
+    assert message_rows(db) == before
+    assert [m.payload for m in q.peek(10)] == ["order 7", "other"]
+
+
+def test_a_dedup_key_is_free_again_once_its_message_is_finished(db) -> None:
+    q = db.queue("dedup")
+    first = q.put("a", key="k")
+    msg = q.get()
+    assert msg is not None and msg.id == first
+    assert q.put("again while leased", key="k") == first
+    msg.ack()
+
+    second = q.put("b", key="k")
+    assert second != first
+    assert [m.payload for m in q.peek(10)] == ["b"]
+
+
+def test_depth_counts_ready_delayed_and_leased_messages_but_not_dead_ones(clocked_db) -> None:
+    q = clocked_db.queue("depth", max_attempts=1)
+    q.put("ready")
+    q.put("delayed", delay=60)
+    q.put("to lease")
+    q.put("to kill")
+    leased = q.get()
+    dead = q.get()
+    assert leased is not None and dead is not None
+    dead.fail("no")
+
+    stats = q.stats()
+    assert (stats["ready"], stats["delayed"], stats["leased"], stats["dead"]) == (1, 1, 1, 1)
+    assert stats["depth"] == len(q) == 3
+
+
+# --- the outbox: the application's SQL and the queue in one transaction ------------------
+
+
+def _make_orders_table(db: liteq.Database) -> None:
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL NOT NULL)")
+
+
+def test_an_exception_inside_a_transaction_leaves_neither_the_app_row_nor_the_message(db) -> None:
+    _make_orders_table(db)
+    q = db.queue("emails")
+
+    with pytest.raises(RuntimeError, match="payment declined"):
+        with db.transaction():
+            db.execute("INSERT INTO orders (total) VALUES (?)", (42.0,))
+            q.put({"order_total": 42.0})
+            raise RuntimeError("payment declined")
+
+    assert db.execute("SELECT count(*) FROM orders") == [(0,)]
+    assert q.stats()["ready"] == 0 and q.stats()["depth"] == 0
+    assert message_rows(db) == []
+
+
+def test_a_transaction_that_succeeds_commits_the_app_row_and_the_message_together(db) -> None:
+    _make_orders_table(db)
+    q = db.queue("emails")
+
+    with db.transaction():
+        db.execute("INSERT INTO orders (total) VALUES (?)", (42.0,))
+        q.put({"order_total": 42.0})
+
+    other = liteq.connect(db.path)  # a second connection sees both
+    assert other.execute("SELECT total FROM orders") == [(42.0,)]
+    msg = other.queue("emails").get()
+    assert msg is not None and msg.payload == {"order_total": 42.0}
+    other.close()
+
+
+def test_an_ack_inside_a_transaction_that_rolls_back_leaves_the_message_leased(db) -> None:
+    _make_orders_table(db)
+    q = db.queue("jobs")
+    q.put("job")
+    msg = q.get()
+    assert msg is not None
+
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.execute("INSERT INTO orders (total) VALUES (1.0)")
+            msg.ack()
+            raise RuntimeError("the effect failed")
+
+    row = db.message(msg.id)
+    assert row is not None and row.state == "leased" and row.token == msg.token
+    assert db.execute("SELECT count(*) FROM orders") == [(0,)]
+    assert q.stats()["depth"] == 1
+    db.ack(msg.receipt)  # the lease is still good: the real ack succeeds
+    assert db.message(msg.id) is None
+
+
+def test_an_ack_and_the_apps_effect_commit_together(db) -> None:
+    _make_orders_table(db)
+    q = db.queue("jobs")
+    q.put({"total": 9.5})
+    msg = q.get()
+    assert msg is not None
+
+    with db.transaction():
+        db.execute("INSERT INTO orders (total) VALUES (?)", (msg.payload["total"],))
+        msg.ack()
+
+    assert db.execute("SELECT total FROM orders") == [(9.5,)]
+    assert db.message(msg.id) is None and q.stats()["depth"] == 0
+
+
+# --- order and delay -------------------------------------------------------------------
+
+
+def test_messages_come_out_by_priority_then_first_in_first_out(db) -> None:
+    q = db.queue("order")
+    q.put("low-1", priority=0)
+    q.put("high-1", priority=5)
+    q.put("low-2", priority=0)
+    q.put("mid-1", priority=2)
+    q.put("high-2", priority=5)
+    q.put("negative", priority=-1)
+    q.put("mid-2", priority=2)
+    expected = ["high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2", "negative"]
+
+    assert [m.payload for m in q.peek(10)] == expected
+    first_three = q.get_many(3)
+    assert [m.payload for m in first_three] == expected[:3]
+    rest = []
+    while (msg := q.get()) is not None:
+        rest.append(msg.payload)
+    assert rest == expected[3:]
+
+
+def test_a_delayed_message_is_not_claimable_until_it_is_due(clocked_db, clock) -> None:
+    q = clocked_db.queue("later")
+    later = q.put("later", delay=10, priority=9)
+    now = q.put("now")
+
+    first = q.get()
+    assert first is not None and first.id == now  # a delayed message never blocks a due one
+    assert q.get() is None
+    assert q.stats()["delayed"] == 1
+    clock.advance(9)
+    assert q.get() is None
+    clock.advance(1)
+    msg = q.get()
+    assert msg is not None and msg.id == later and msg.attempts == 1
+
+
+# --- leases, fencing, dead letters ------------------------------------------------------
+
+
+def test_an_expired_lease_makes_the_message_claimable_again_with_attempts_incremented(
+    clocked_db, clock
+) -> None:
+    q = clocked_db.queue("lease", lease=10)
+    mid = q.put("x")
+    first = q.get()
+    assert first is not None and first.attempts == 1
+    clock.advance(9)
+    assert q.get() is None  # still leased: nobody else may hold it
+
+    clock.advance(1)
+    second = q.get()
+    assert second is not None and second.id == mid
+    assert second.attempts == 2 and second.token != first.token
+    with pytest.raises(liteq.LeaseLost):
+        first.ack()
+    second.ack()
+    assert clocked_db.message(mid) is None
+
+
+def test_after_max_attempts_expired_leases_the_message_goes_dead_with_lease_expired(
+    clocked_db, clock
+) -> None:
+    q = clocked_db.queue("lease", lease=10, max_attempts=2)
+    mid = q.put("x")
+    for attempt in (1, 2):
+        msg = q.get()
+        assert msg is not None and msg.attempts == attempt
+        clock.advance(10)
+
+    assert q.get() is None
+    dead = q.peek(10, state="dead")
+    assert [m.id for m in dead] == [mid]
+    assert dead[0].error == "lease expired" and dead[0].attempts == 2
+    assert q.stats()["dead"] == 1 and q.stats()["depth"] == 0
+
+
+def test_extend_keeps_a_message_from_expiring(clocked_db, clock) -> None:
+    q = clocked_db.queue("lease", lease=10)
+    q.put("x")
+    msg = q.get()
+    assert msg is not None
+    clock.advance(8)
+    msg.extend(10)
+    assert msg.lease_until == clock() + 10
+
+    clock.advance(8)  # 16 s after the claim: past the original lease
+    assert q.get() is None
+    msg.ack()
+    assert q.stats()["depth"] == 0
+
+
+def test_nack_gives_the_message_back_and_past_max_attempts_sends_it_dead_with_the_error(
+    clocked_db, clock
+) -> None:
+    q = clocked_db.queue("retry", max_attempts=2)
+    mid = q.put("x")
+    msg = q.get()
+    assert msg is not None
+    msg.nack(delay=5, error="boom 1")
+    assert q.get() is None and q.stats()["delayed"] == 1
+    clock.advance(5)
+
+    again = q.get()
+    assert again is not None and again.id == mid and again.attempts == 2
+    assert again.error == "boom 1"
+    again.nack(error="boom 2")
+
+    assert q.get() is None
+    dead = q.peek(10, state="dead")
+    assert [(m.id, m.error) for m in dead] == [(mid, "boom 2")]
+
+
+def test_fail_sends_a_message_dead_at_once_with_the_reason(db) -> None:
+    q = db.queue("fail", max_attempts=5)
+    mid = q.put("x")
+    msg = q.get()
+    assert msg is not None
+    msg.fail("cannot ever work")
+    dead = q.peek(10, state="dead")
+    assert [(m.id, m.error, m.attempts) for m in dead] == [(mid, "cannot ever work", 1)]
+    assert q.get() is None and q.stats()["depth"] == 0
+
+
+def test_a_dead_letter_queue_receives_the_message_as_ready_with_origin_and_error(db) -> None:
+    q = db.queue("work", max_attempts=1, dead_letter="work.dead")
+    mid = q.put({"job": 1})
+    msg = q.get()
+    assert msg is not None
+    msg.nack(error="kaput")
+
+    assert q.stats()["dead"] == 0 and q.stats()["depth"] == 0
+    dlq = db.queue("work.dead")
+    assert dlq.stats()["ready"] == 1 and dlq.stats()["depth"] == 1
+    moved = dlq.get()
+    assert moved is not None
+    assert (moved.id, moved.payload, moved.origin, moved.error) == (mid, {"job": 1}, "work", "kaput")
+    assert moved.attempts == 1
+
+
+def test_redrive_makes_dead_messages_ready_again_with_attempts_reset(db) -> None:
+    q = db.queue("redrive", max_attempts=1)
+    ids = q.put_many(["a", "b"])
+    for msg in q.get_many(2):
+        msg.fail("bad")
+    assert q.stats()["dead"] == 2 and q.stats()["depth"] == 0
+
+    assert q.redrive() == 2
+    stats = q.stats()
+    assert (stats["ready"], stats["dead"], stats["depth"]) == (2, 0, 2)
+    again = q.get_many(2)
+    assert [(m.id, m.attempts) for m in again] == [(ids[0], 1), (ids[1], 1)]
+
+
+def test_purge_deletes_messages_and_frees_their_depth(db) -> None:
+    q = db.queue("purge", max_depth=3)
+    q.put_many(["a", "b", "c"])
+    leased = q.get()
+    assert leased is not None
+
+    assert q.purge("ready") == 2
+    assert q.stats()["depth"] == 1 and q.stats()["leased"] == 1
+    assert q.purge() == 1
+    assert q.stats()["depth"] == 0 and message_rows(db) == []
+    assert len(q.put_many(["d", "e", "f"])) == 3  # the room really was freed
+    with pytest.raises(liteq.LeaseLost):
+        leased.ack()
+
+
+def test_peek_reads_messages_without_claiming_them(db) -> None:
+    q = db.queue("peek")
+    ids = q.put_many(["a", "b"])
+    seen = q.peek(10)
+    assert [(m.id, m.state, m.attempts) for m in seen] == [(ids[0], "ready", 0), (ids[1], "ready", 0)]
+    assert q.stats()["leased"] == 0
+
+    msg = q.get()
+    assert msg is not None and msg.id == ids[0] and msg.attempts == 1
+
+
+def test_retention_keeps_done_messages_until_prune_removes_them(clocked_db, clock) -> None:
+    q = clocked_db.queue("kept", retention=60)
+    mid = q.put("x")
+    msg = q.get()
+    assert msg is not None
+    msg.ack()
+
+    assert q.stats()["done"] == 1 and q.stats()["depth"] == 0
+    done = q.peek(10, state="done")
+    assert [m.id for m in done] == [mid] and done[0].finished_at == clock()
+    assert q.prune() == 0  # not older than the retention yet
+    clock.advance(61)
+    assert q.prune() == 1
+    assert q.stats()["done"] == 0 and clocked_db.message(mid) is None
+
+
+def test_ack_many_acks_current_messages_and_reports_stale_ones_without_changing_them(
+    clocked_db, clock
+) -> None:
+    q = clocked_db.queue("many", lease=10)
+    q.put_many(["a", "b", "c"])
+    a, b, c = q.get_many(3)
+    b.extend(100)
+    clock.advance(10)
+    q.expire()  # a and c: leases ran out and were released
+    retaken = q.get()
+    assert retaken is not None and retaken.id == a.id
+    before = message_rows(clocked_db)
+
+    with pytest.raises(liteq.LeaseLost) as info:
+        q.ack_many([a, b, c])
+
+    assert sorted(info.value.ids) == [a.id, c.id]
+    assert message_rows(clocked_db) == [r for r in before if r[0] != b.id]
+    assert q.stats()["depth"] == 2
+    retaken.ack()
+
+
+# --- the context manager, durability settings, payloads -----------------------------------
+
+
+def test_the_context_manager_acks_on_success(db) -> None:
+    q = db.queue("ctx")
+    mid = q.put("x")
+    with q.get() as msg:
+        assert msg.payload == "x"
+    assert db.message(mid) is None and q.stats()["depth"] == 0
+
+
+def test_the_context_manager_nacks_on_an_exception(db) -> None:
+    q = db.queue("ctx")
+    mid = q.put("x")
+    with pytest.raises(RuntimeError, match="handler broke"):
+        with q.get() as msg:
+            raise RuntimeError("handler broke")
+    assert msg.id == mid
+    back = db.message(mid)
+    assert back is not None and back.state in ("ready", "delayed")
+    assert back.attempts == 1 and "RuntimeError: handler broke" in (back.error or "")
+    assert q.stats()["leased"] == 0 and q.stats()["depth"] == 1
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_durability_sets_synchronous_on_every_connection(db_path, durability, synchronous) -> None:
+    database = liteq.connect(db_path, durability=durability)
+    assert database.durability == durability
+    assert database.execute("PRAGMA synchronous") == [(synchronous,)]
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(database.execute("PRAGMA synchronous")))
+    thread.start()
+    thread.join(PATIENCE)
+    assert seen == [[(synchronous,)]]
+    database.close()
+
+
+def test_payloads_and_headers_round_trip_with_their_types(db) -> None:
+    payload = {
+        "bytes": b"\x00\xff",
+        "when": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
+        "amount": decimal.Decimal("12.30"),
+        "tags": {"a", "b"},
+        "nested": [1, 2.5, None, True, "é"],
+    }
+    q = db.queue("types")
+    q.put(payload, headers={"trace": "abc"})
+    msg = q.get()
+    assert msg is not None
+    assert msg.payload == payload and msg.headers == {"trace": "abc"}
+
+
+def test_a_committed_message_is_there_after_the_database_is_closed_and_reopened(db_path) -> None:
+    first = liteq.connect(db_path)
+    mid = first.queue("durable", max_depth=10, lease=7).put("kept")
+    first.close()
+
+    second = liteq.connect(db_path)
+    q = second.queue("durable")
+    assert (q.config.max_depth, q.config.lease) == (10, 7.0)
+    msg = q.get()
+    assert msg is not None and (msg.id, msg.payload) == (mid, "kept")
+    second.close()
+
+
+def test_a_queue_full_caught_inside_a_transaction_leaves_the_rest_of_it_to_commit(db) -> None:
+    _make_orders_table(db)
+    q = db.queue("bp", max_depth=1)
+    q.put("already here")
+
+    with db.transaction():
+        db.execute("INSERT INTO orders (total) VALUES (1.0)")
+        with pytest.raises(liteq.QueueFull):
+            q.put("no room")
+        db.execute("INSERT INTO orders (total) VALUES (2.0)")
+
+    assert db.execute("SELECT total FROM orders ORDER BY id") == [(1.0,), (2.0,)]
+    assert [m.payload for m in q.peek(10)] == ["already here"]
+    assert q.stats()["depth"] == 1
+
+
+# --- more dead-letter and administration paths ----------------------------------------
+
+
+def test_an_expired_last_lease_moves_the_message_to_the_dead_letter_queue(clocked_db, clock) -> None:
+    q = clocked_db.queue("work", lease=10, max_attempts=1, dead_letter="work.dead")
+    mid = q.put("x")
+    assert q.get() is not None
+    clock.advance(10)
+    q.expire()
+
+    moved = clocked_db.message(mid)
+    assert moved is not None
+    assert (moved.queue, moved.state, moved.origin, moved.error) == (
+        "work.dead", "ready", "work", "lease expired")
+    assert q.stats()["depth"] == 0 and clocked_db.queue("work.dead").stats()["depth"] == 1
+
+
+def test_redrive_with_a_limit_brings_back_only_that_many_oldest_first(db) -> None:
+    q = db.queue("redrive", max_attempts=1)
+    ids = q.put_many(["a", "b", "c"])
+    for msg in q.get_many(3):
+        msg.fail("bad")
+
+    assert q.redrive(limit=2) == 2
+    assert [m.id for m in q.peek(10)] == ids[:2]
+    assert [m.id for m in q.peek(10, state="dead")] == ids[2:]
+    assert q.stats()["depth"] == 2
+
+
+def test_purging_dead_messages_does_not_change_the_depth(db) -> None:
+    q = db.queue("purge", max_attempts=1)
+    q.put_many(["a", "b"])
+    msg = q.get()
+    assert msg is not None
+    msg.fail("bad")
+    assert q.purge("dead") == 1
+    assert q.stats()["depth"] == 1 and q.stats()["ready"] == 1
+
+
+def test_cancel_takes_a_waiting_message_out_and_retry_brings_it_back(db) -> None:
+    q = db.queue("cancel", max_depth=2)
+    first = q.put("first")
+    waiting = q.put("waiting")
+    leased = q.get()
+    assert leased is not None and leased.id == first
+
+    assert db.cancel(waiting) is True
+    assert db.cancel(first) is False  # leased: not cancellable
+    assert db.message(waiting).state == "cancelled"  # type: ignore[union-attr]
+    assert q.stats()["depth"] == 1 and q.stats()["cancelled"] == 1
+
+    assert db.retry(waiting) is True
+    assert db.message(waiting).state == "ready"  # type: ignore[union-attr]
+    assert q.stats()["depth"] == 2
+    assert db.retry(waiting) is False  # already ready
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=liteq.StorageError,
+    reason="BUG: SQL_REDRIVE (liteq/store.py) makes a dead message unfinished again "
+    "without looking at its dedup key; when an unfinished message holds that key the "
+    "UNIQUE index msg_key fails and the whole redrive raises StorageError",
+)
+def test_redrive_works_when_a_new_message_holds_the_dead_messages_dedup_key(db) -> None:
+    q = db.queue("keys", max_attempts=1)
+    old = q.put("old", key="order-7")
+    msg = q.get()
+    assert msg is not None
+    msg.fail("bad")
+    new = q.put("new", key="order-7")  # the key is free: the old one is dead
+    assert new != old
+
+    assert q.redrive() == 1
+
+    assert sorted(m.id for m in q.peek(10)) == [old, new]
+    assert q.stats()["dead"] == 0 and q.stats()["depth"] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=liteq.StorageError,
+    reason="BUG: SQL_REDRIVE (liteq/store.py) revives two dead messages that share a "
+    "dedup key in one UPDATE; the UNIQUE index msg_key fails and nothing is redriven",
+)
+def test_redrive_works_when_two_dead_messages_share_a_dedup_key(db) -> None:
+    q = db.queue("keys", max_attempts=1)
+    for payload in ("first", "second"):
+        q.put(payload, key="same")
+        msg = q.get()
+        assert msg is not None
+        msg.fail("bad")
+    assert q.stats()["dead"] == 2
+
+    revived = q.redrive()
+
+    assert revived == 2 and q.stats()["dead"] == 0 and q.stats()["depth"] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=liteq.StorageError,
+    reason="BUG: SQL_RETRY_DEAD (liteq/store.py) makes a cancelled/dead message unfinished "
+    "again without looking at its dedup key; db.retry() raises StorageError (UNIQUE "
+    "constraint failed) when another unfinished message holds the key",
+)
+def test_retry_of_a_cancelled_message_works_when_a_new_message_holds_its_dedup_key(db) -> None:
+    q = db.queue("keys")
+    old = q.put("old", key="k")
+    assert db.cancel(old)
+    new = q.put("new", key="k")
+
+    assert db.retry(old) is True
+
+    assert sorted(m.id for m in q.peek(10)) == [old, new]
