@@ -1,0 +1,91 @@
+"""Helpers of the worker tests: start ``liteq worker`` subprocesses on the test app
+(``workerapp.py``), wait for conditions, and an injectable clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import liteq.cli
+
+HERE = Path(__file__).resolve().parent
+#: Bound for anything awaited: waits end as soon as the thing happens.
+PATIENCE = 60.0
+
+
+def worker_command() -> list[str]:
+    """``liteq`` (``python -m liteq``) once it has the worker command, else the
+    task CLI module that attaches it."""
+    if "worker" in liteq.cli.cli.commands:
+        return [sys.executable, "-m", "liteq"]
+    return [sys.executable, "-m", "liteq.cli_worker"]
+
+
+def start_worker(db_path: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``liteq --db DB worker workerapp ARGS`` in a new process (its log to *log*)."""
+    env = dict(os.environ, LITEQ_DB=db_path,
+               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    cmd = [*worker_command(), "--db", db_path, "worker", "workerapp", "--summary-interval",
+           "0", *args]
+    return subprocess.Popen(cmd, env=env, cwd=str(HERE), stdout=out, stderr=out)
+
+
+def children_of(pid: int) -> list[int]:
+    """Linux: the child processes of *pid*."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """True if *pid* runs (and is not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Signal *proc* and wait for it; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(PATIENCE)
+
+
+def wait_until(predicate: Any, timeout: float = PATIENCE, what: str = "condition",
+               every: float = 0.01) -> float:
+    """Poll *predicate* until true; return how long it took, or fail the test."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+class FakeClock:
+    """A clock moved by hand (``liteq.connect(path, clock=...)``); whole seconds from
+    a whole-second start keep every sum exact."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self.now += seconds
+            return self.now
