@@ -1,0 +1,1010 @@
+"""The worker: claim task messages, run them, ack them; survive everything else.
+
+::
+
+    liteq.Worker(db, queues=["default"], concurrency=4, pool="thread").run()
+
+How it works, and the decisions behind it:
+
+* **Consumers.** Each consumer (a thread, or a child process with ``pool="process"``)
+  claims a batch from the first of its queues that has due messages, runs the jobs
+  one after another, and acks the successful ones together: one transaction for
+  ``ack`` and the ``results`` rows. The batch size follows the average run time
+  (about 50 ms of work per claim, at most ``prefetch``), so no-op tasks are claimed
+  a hundred at a time and slow ones one at a time, leaving the rest to other
+  consumers. An idle consumer sleeps on the database's wake-up (inotify on the WAL),
+  so a new job starts well under a millisecond after its enqueue commits.
+* **Leases.** A heartbeat thread per process renews the leases of every message the
+  process holds, every third of the queue's lease, so a task longer than the lease
+  is not run twice. A crashed worker needs no recovery: its leases run out.
+* **Failures.** An exception (any ``BaseException``: ``SystemExit`` and
+  ``KeyboardInterrupt`` raised by a task fail that job, never the worker) schedules
+  a retry after the task's backoff (the queue's by default) until ``max_attempts``;
+  then the job is failed (dead) with the traceback kept. ``Retry`` and ``Fail`` ask
+  for that explicitly. A message naming a task this worker does not know is retried
+  with the queue's backoff (another worker, or the next deploy, may know it) and
+  goes dead with "unknown task NAME" after the queue's ``max_attempts``; a payload
+  that is not a task call is dead at once, and one that does not decode is buried
+  by the claim itself. Nothing a message holds can stop the worker.
+* **Timeouts.** ``pool="process"``: the supervisor kills (SIGKILL) a child whose task
+  runs past its timeout and starts a new one; the job counts the attempt.
+  ``pool="thread"``: a thread cannot be killed, so :class:`~liteq.TaskTimeout` is
+  raised inside the task's thread, which happens the next time it runs Python code:
+  a task blocked in one long C call (a sleep, a read without timeout) is stopped
+  only when that call returns. Async tasks get ``asyncio.wait_for``. Use the process
+  pool when a hard limit matters.
+* **Shutdown.** The first SIGTERM or SIGINT stops claiming; running jobs get
+  ``grace`` seconds to finish; jobs claimed but not started, and after the grace the
+  ones still running, are *released*: ready again at once for another worker, and
+  the interrupted attempt does not count (a deploy never uses up attempts). A
+  second signal stops now (running jobs are released, process-pool children
+  killed). A thread-pool task still running after that is abandoned: its late ack
+  fails harmlessly (its token is stale).
+* **Side effects exactly once.** A task registered with ``atomic=True`` runs inside
+  the transaction that acks it: its ``db.execute(...)`` writes commit with the ack or
+  not at all, so a crash at any moment makes it run again from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import InvalidArgument, LeaseLost, LiteqError
+from .hooks import COUNTERS, Hook, HookRunner, LoggingHook, StatsHook, logger
+from .queue import Message, Queue, _positive_int, _seconds, validate_name
+from .schema import CANCELLED, DEAD, DONE, LEASED, READY
+from .task import (
+    DEFAULT_RESULT_TTL,
+    Cancelled,
+    Fail,
+    JobContext,
+    JobError,
+    Outcome,
+    Retry,
+    Task,
+    TaskTimeout,
+    _current,
+    registry,
+    run_coroutine,
+    task_call,
+)
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["Worker", "release", "DEFAULT_GRACE", "DEFAULT_PREFETCH", "POOLS"]
+
+POOLS = ("thread", "process")
+#: Seconds running jobs get to finish after the first stop signal. Below the 30 s
+#: that systemd and Kubernetes wait before SIGKILL, leaving time to release leases.
+DEFAULT_GRACE = 20.0
+#: Most messages one consumer claims at a time.
+DEFAULT_PREFETCH = 100
+_BATCH_SECONDS = 0.05  # aim for about this much work per claim
+_FLUSH_SECONDS = 0.05  # ack finished jobs at least this often within a batch
+_HOLD_SECONDS = 0.5  # a batch still unstarted after this long goes back to the queue
+_TICK = 0.1  # the supervisor's polling period (timeouts, children, summaries)
+_PRUNE_EVERY = 60.0
+
+# -- releasing leases -----------------------------------------------------------------
+# Store.release belongs in store.py; until it is there this module runs its SQL
+# through the store's own write() transaction.
+
+_SQL_RELEASE = f"""
+UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL,
+    attempts = max(attempts - 1, 0)
+WHERE id = ? AND token = ? AND state = {LEASED}
+"""
+
+
+def release(db: Database, items: Iterable[tuple[int, int, int]]) -> list[int]:
+    """Give leased messages ``(id, token, qid)`` back, ready at once, without counting
+    the attempt; return the ids whose token was stale (left unchanged)."""
+    items = list(items)
+    if not items:
+        return []
+    store = db._store
+    verb = getattr(store, "release", None)
+    if verb is not None:
+        by_queue: dict[int, list[tuple[int, int]]] = {}
+        for mid, token, qid in items:
+            by_queue.setdefault(qid, []).append((mid, token))
+        return [mid for qid, pairs in by_queue.items() for mid in verb(qid, pairs)]
+    lost = []
+    with store.write() as cur:
+        for mid, token, _qid in items:
+            cur.execute(_SQL_RELEASE, (mid, token))
+            if not cur.connection.changes():
+                lost.append(mid)
+    return lost
+
+
+# -- shared memory between the process pool's children and their supervisor ------------
+
+_HEAD = struct.Struct("<qqqqqd" + "q" * len(COUNTERS) + "q")
+_HELD = struct.Struct("<qqq")
+_SEQ = struct.Struct("<q")
+
+
+class _Slot:
+    """One child's record in an anonymous shared mapping: what it runs (with the
+    deadline), what it holds, and its counters. A seqlock (odd while writing) keeps
+    the supervisor from reading half a record; no pickle, no pipes per job."""
+
+    def __init__(self, buf: mmap.mmap, index: int, capacity: int) -> None:
+        self.buf = buf
+        self.capacity = capacity
+        self.size = _HEAD.size + _HELD.size * capacity
+        self.off = index * self.size
+        self.running: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+        self.counts = [0] * len(COUNTERS)
+        self.held: list[tuple[int, int, int]] = []
+        self.pid = 0
+
+    def _write(self, held: bool) -> None:
+        off = self.off
+        seq = _SEQ.unpack_from(self.buf, off)[0] + 1
+        _SEQ.pack_into(self.buf, off, seq)
+        _HEAD.pack_into(self.buf, off, seq, self.pid, *self.running, *self.counts,
+                        len(self.held))
+        if held:
+            for k, item in enumerate(self.held):
+                _HELD.pack_into(self.buf, off + _HEAD.size + k * _HELD.size, *item)
+        _SEQ.pack_into(self.buf, off, seq + 1)
+
+    def publish(self, *, running: tuple[int, int, int, float] | None = None,
+                held: list[tuple[int, int, int]] | None = None,
+                counts: dict[str, int] | None = None) -> None:
+        if running is not None:
+            self.running = running
+        if held is not None:
+            self.held = held[: self.capacity]
+        if counts is not None:
+            self.counts = [counts[k] for k in COUNTERS]
+        self._write(held is not None)
+
+    def read(self) -> tuple[int, tuple[int, int, int, float], dict[str, int],
+                            list[tuple[int, int, int]]]:
+        """``(pid, (id, token, qid, deadline), counts, held)`` as last published."""
+        for _ in range(1000):
+            seq = _SEQ.unpack_from(self.buf, self.off)[0]
+            head = _HEAD.unpack_from(self.buf, self.off)
+            held = [_HELD.unpack_from(self.buf, self.off + _HEAD.size + k * _HELD.size)
+                    for k in range(min(head[-1], self.capacity))]
+            if seq % 2 == 0 and _SEQ.unpack_from(self.buf, self.off)[0] == seq:
+                break
+            time.sleep(0.0001)  # a writer is mid-record (or died there: take it anyway)
+        counts = dict(zip(COUNTERS, head[6:6 + len(COUNTERS)], strict=True))
+        return head[1], (head[2], head[3], head[4], head[5]), counts, held
+
+    def reset(self) -> None:
+        self.running, self.held, self.counts, self.pid = (0, 0, 0, 0.0), [], [0] * len(COUNTERS), 0
+        self._write(True)
+
+
+# -- the heartbeat ----------------------------------------------------------------------
+
+class _Leases:
+    """The leases this process holds, renewed by one thread in one transaction."""
+
+    def __init__(self, db: Database, queues: Sequence[Queue]) -> None:
+        self.db = db
+        self.queues = list(queues)
+        self._held: dict[int, tuple[int, int]] = {}  # id -> (token, qid)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, msgs: Sequence[Message]) -> None:
+        with self._lock:
+            for m in msgs:
+                self._held[m.id] = (m.token or 0, m._q.id)
+
+    def discard(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            for mid in ids:
+                self._held.pop(mid, None)
+
+    def items(self) -> list[tuple[int, int, int]]:
+        with self._lock:
+            return [(mid, token, qid) for mid, (token, qid) in self._held.items()]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="liteq-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _interval(self) -> float:
+        leases = [q.config.lease for q in self.queues] or [30.0]
+        return max(0.05, min(leases) / 3)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval()):
+            try:
+                self.beat()
+            except Exception:
+                logger.exception("heartbeat failed; retrying at the next beat")
+
+    def beat(self) -> None:
+        """Renew every held lease to a full lease from now."""
+        items = self.items()
+        if not items:
+            return
+        by_queue: dict[int, list[tuple[int, int]]] = {}
+        for mid, token, qid in items:
+            by_queue.setdefault(qid, []).append((mid, token))
+        leases = {q.id: q.config.lease for q in self.queues}
+        store = self.db._store
+        for qid, pairs in by_queue.items():
+            lost, _cancel = store.heartbeat(pairs, leases.get(qid, 30.0))
+            # A lost lease shows up (and is logged) when its job is settled;
+            # cancellation is read by JobContext.checkpoint() itself.
+            if lost:
+                logger.debug("heartbeat: leases lost on %s", lost)
+
+
+# -- settling a job that did not succeed ----------------------------------------------------
+
+def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
+            ctx: JobContext, task: Task[Any, Any] | None, outcome: Outcome,
+            ran: bool) -> None:
+    """Record a run that did not succeed: retry, fail or cancel it, with its results
+    row in the same transaction when the job is over; then call the hooks."""
+    db, store = worker.db, worker.db._store
+    error = outcome.error
+    text = error.format() if error else None
+    max_attempts = task.max_attempts if task else q.config.max_attempts
+    final: int | None = None
+    try:
+        with db.transaction():
+            if outcome.state == "retrying" and attempts >= max_attempts:
+                outcome.state = "failed"
+            if outcome.state == "retrying":
+                if outcome.delay is None:
+                    backoff = task.backoff if task and task.backoff else q.config.backoff
+                    outcome.delay = backoff.delay(attempts)
+                if not store.retry(q.id, mid, token, outcome.delay, text):
+                    row = store.message(mid)
+                    final = CANCELLED if row is not None and row[2] == CANCELLED else DEAD
+            elif outcome.state == "cancelled":
+                store.request_cancel(mid)  # flags it, so the retry below cancels it
+                store.retry(q.id, mid, token, 0.0, text)
+                final = CANCELLED
+            else:
+                store.fail(q.id, mid, token, text or "failed")
+                final = DEAD
+            if final is not None:
+                now = store.clock()
+                ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
+                store.save_results([(mid, ctx.task, final, None, text, attempts, now,
+                                     None if ttl is None else now + ttl)])
+    except LeaseLost:
+        logger.warning("job %d %s: its lease was lost (the worker did not renew it in time); "
+                       "another worker runs it", mid, ctx.task)
+        outcome.state = "lost"
+    if final is not None:
+        outcome.state = "cancelled" if final == CANCELLED else "failed"
+    hooks = worker._hooks
+    if outcome.state == "retrying" and error is not None:
+        hooks.call("on_retry", ctx, error, outcome.delay or 0.0)
+    elif outcome.state == "failed" and error is not None:
+        hooks.call("on_failure", ctx, error)
+    if ran:
+        hooks.call("after_job", ctx, outcome)
+    else:
+        worker._stats.after_job(ctx, outcome)
+
+
+# -- one consumer -------------------------------------------------------------------------
+
+class _Consumer:
+    """Claims, runs and acks in one thread (of the thread pool, or of a child)."""
+
+    def __init__(self, worker: Worker, leases: _Leases, slot: _Slot | None = None) -> None:
+        self.w = worker
+        self.db = worker.db
+        self.store = worker.db._store
+        self.queues = [worker.db.queue(name) for name in worker.queues]
+        self.tasks = worker.tasks
+        self.hooks = worker._hooks
+        self.leases = leases
+        self.slot = slot
+        self.batch = 1
+        self.avg = 0.0
+        self._done: list[tuple[Message, Task[Any, Any], JobContext, Outcome]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._running: JobContext | None = None
+        self._deadline = 0.0
+        self._interrupted = False
+        self.thread_id = 0
+
+    def run(self) -> None:
+        self.thread_id = threading.get_ident()
+        try:
+            while not self.w._stopping:
+                try:
+                    msgs = self._claim()
+                    if not msgs:
+                        if self.w.burst:
+                            break
+                        continue
+                    self._work(msgs)
+                except LiteqError:
+                    # The database said no (busy past busy_timeout, I/O error): what
+                    # this consumer held runs again once its leases run out.
+                    logger.exception("database error in the worker; trying again in 1 s")
+                    self.w._pause(1.0)
+        except BaseException:
+            logger.exception("worker consumer stopped by an unexpected error")
+            self.w.stop()
+            raise
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+
+    def _claim(self) -> list[Message]:
+        waiter = self.db._waiter()
+        while not self.w._stopping:
+            waiter.arm()  # before claiming: a commit from now on wakes the wait
+            for q in self.queues:
+                msgs = q.get_many(self.batch)
+                if msgs:
+                    waiter.found()
+                    return msgs
+            if self.w.burst:
+                return []
+            now = self.store.clock()
+            due = min(self.store.next_due(q.id) for q in self.queues) - now
+            self.w._idle_wait(waiter, max(0.0005, min(due, 1.0)))
+        return []
+
+    def _work(self, msgs: list[Message]) -> None:
+        self.leases.add(msgs)
+        if self.slot is not None:
+            self.slot.publish(held=[(m.id, m.token or 0, m._q.id) for m in msgs])
+        started = time.monotonic()
+        flush_at = started + _FLUSH_SECONDS
+        ran = 0
+        try:
+            for i, msg in enumerate(msgs):
+                if self.w._stopping:
+                    self._release(msgs[i:])
+                    break
+                if i and time.monotonic() - started > _HOLD_SECONDS:
+                    # A slow job held the rest of the batch up: give the rest back
+                    # so that idle consumers can take it now.
+                    self._release(msgs[i:], count=False)
+                    break
+                if i and not msg.cancel_requested and \
+                        time.monotonic() - started > _FLUSH_SECONDS:
+                    msg.cancel_requested = self.store.cancel_requested(msg.id)
+                self._run(msg)
+                ran += 1
+                if self._done and time.monotonic() >= flush_at:
+                    self._flush()
+                    flush_at = time.monotonic() + _FLUSH_SECONDS
+            self._flush()
+        except BaseException:
+            # Stop renewing what was not settled: it runs again after its lease.
+            self._done = []
+            self.leases.discard(m.id for m in msgs)
+            raise
+        per_job = (time.monotonic() - started) / max(ran, 1)
+        self.avg = per_job if not self.avg else 0.7 * self.avg + 0.3 * per_job
+        self.batch = max(1, min(self.w.prefetch, int(_BATCH_SECONDS / max(self.avg, 1e-6))))
+        if self.slot is not None:
+            self.slot.publish(held=[], counts=self.w._stats.snapshot())
+
+    def _release(self, msgs: list[Message], count: bool = True) -> None:
+        release(self.db, [(m.id, m.token or 0, m._q.id) for m in msgs])
+        self.leases.discard(m.id for m in msgs)
+        if count:
+            self.w._stats.count("released", len(msgs))
+
+    def _run(self, msg: Message) -> None:
+        q = msg._q
+        call = task_call(msg.payload)
+        if call is None:
+            ctx = JobContext(self.db, msg.id, "?", q.name, msg.attempts, msg.attempts, [], {},
+                             msg.enqueued_at)
+            why = JobError(None, "not a task message: the payload must be "
+                                 "{'task': NAME, 'args': [...], 'kwargs': {...}}")
+            self._settle(msg, ctx, None, Outcome("failed", 0.0, error=why), ran=False)
+            return
+        name, args, kwargs = call
+        task = self.tasks.get(name)
+        max_attempts = task.max_attempts if task else q.config.max_attempts
+        ctx = JobContext(self.db, msg.id, name, q.name, msg.attempts, max_attempts, args, kwargs,
+                         msg.enqueued_at)
+        if task is None:
+            why = JobError(None, f"unknown task {name!r}: no task of that name is registered in "
+                                 f"this worker's application")
+            self._settle(msg, ctx, None, Outcome("retrying", 0.0, error=why), ran=False)
+            return
+        if msg.cancel_requested:
+            why = JobError("liteq.Cancelled", "cancelled before it started")
+            self._settle(msg, ctx, task, Outcome("cancelled", 0.0, error=why), ran=False)
+            return
+        self.hooks.call("before_job", ctx)
+        outcome, settled = self._execute(task, msg, ctx, args, kwargs)
+        if outcome.state == "done" and not settled:
+            self._done.append((msg, task, ctx, outcome))
+        elif settled:
+            self.leases.discard((msg.id,))
+            self.hooks.call("after_job", ctx, outcome)
+        else:
+            self._settle(msg, ctx, task, outcome, ran=True)
+
+    def _settle(self, msg: Message, ctx: JobContext, task: Task[Any, Any] | None,
+                outcome: Outcome, ran: bool) -> None:
+        self._flush()  # keep acks in order with this job's own transaction
+        _settle(self.w, msg._q, msg.id, msg.token or 0, msg.attempts, ctx, task, outcome, ran)
+        self.leases.discard((msg.id,))
+
+    def _execute(self, task: Task[Any, Any], msg: Message, ctx: JobContext,
+                 args: list[Any], kwargs: dict[str, Any]) -> tuple[Outcome, bool]:
+        ctx.started_at = self.store.clock()
+        _current.job = ctx
+        timeout = task.timeout
+        if self.slot is not None:
+            # The supervisor kills this process past the deadline (async tasks get a
+            # moment more, so that wait_for can end them cleanly first).
+            deadline = time.monotonic() + timeout + (0.5 if task.is_async else 0) \
+                if timeout else 0.0
+            self.slot.publish(running=(msg.id, msg.token or 0, msg._q.id, deadline),
+                              counts=self.w._stats.snapshot())
+        elif timeout and not task.is_async:
+            with self._lock:
+                self._deadline = time.monotonic() + timeout
+                self._interrupted = False
+                self._running = ctx
+        start = time.perf_counter()
+        settled = False
+        try:
+            try:
+                if task.atomic:
+                    result, settled = self._atomic(task, msg, ctx, args, kwargs)
+                    if not settled:
+                        return Outcome("lost", time.perf_counter() - start), True
+                elif task.is_async:
+                    result = run_coroutine(self._event_loop(), task.fn(*args, **kwargs), timeout)
+                else:
+                    result = task.fn(*args, **kwargs)
+            finally:
+                if self._running is not None:
+                    with self._lock:
+                        self._running = None
+                _current.job = None
+        except Retry as sig:
+            return Outcome("retrying", time.perf_counter() - start,
+                           error=JobError("liteq.Retry", sig.reason), delay=sig.delay), False
+        except Fail as sig:
+            return Outcome("failed", time.perf_counter() - start,
+                           error=JobError("liteq.Fail", sig.reason)), False
+        except Cancelled as sig:
+            return Outcome("cancelled", time.perf_counter() - start,
+                           error=JobError("liteq.Cancelled", str(sig))), False
+        except TaskTimeout:
+            why = JobError("liteq.TaskTimeout", f"task {task.name} exceeded its timeout of "
+                                          f"{timeout:g} s")
+            return Outcome("retrying", time.perf_counter() - start, error=why), False
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
+            return Outcome("retrying", time.perf_counter() - start,
+                           error=JobError.from_exception(exc, skip=1)), False
+        finally:
+            if self.slot is not None:
+                self.slot.publish(running=(0, 0, 0, 0.0))
+        return Outcome("done", time.perf_counter() - start, result=result), settled
+
+    def _atomic(self, task: Task[Any, Any], msg: Message, ctx: JobContext, args: list[Any],
+                kwargs: dict[str, Any]) -> tuple[Any, bool]:
+        q = msg._q
+        with contextlib.suppress(_Lost), self.db.transaction():
+            if task.is_async:
+                result = run_coroutine(self._event_loop(), task.fn(*args, **kwargs), task.timeout)
+            else:
+                result = task.fn(*args, **kwargs)
+            if self.store.ack(q.id, [(msg.id, msg.token or 0)], q.config.retention):
+                logger.warning("job %d %s: its lease was lost before the ack; its writes "
+                               "were rolled back and another worker runs it", msg.id, task.name)
+                raise _Lost()  # rolls the task's own writes back with the ack
+            self.store.save_results([self._result_row(msg, task, ctx, result)])
+            return result, True
+        return None, False
+
+    def _result_row(self, msg: Message, task: Task[Any, Any], ctx: JobContext,
+                    result: Any) -> tuple[Any, ...]:
+        value = note = None
+        if task.store_result:
+            try:
+                value = codec.encode(result, self.db.max_payload)
+            except LiteqError as exc:
+                note = f"the return value was not stored: {exc}"
+                logger.warning("job %d %s: %s", msg.id, task.name, note)
+        now = self.store.clock()
+        ttl = task.result_ttl
+        return (msg.id, task.name, DONE, value, note, msg.attempts, now,
+                None if ttl is None else now + ttl)
+
+    def _flush(self) -> None:
+        """Ack the jobs that succeeded, with their results rows, in one transaction."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        by_queue: dict[int, tuple[Queue, list[tuple[int, int]]]] = {}
+        for msg, _task, _ctx, _outcome in done:
+            by_queue.setdefault(msg._q.id, (msg._q, []))[1].append((msg.id, msg.token or 0))
+        lost: set[int] = set()
+        try:
+            with self.db.transaction():
+                for q, pairs in by_queue.values():
+                    lost.update(self.store.ack(q.id, pairs, q.config.retention))
+                self.store.save_results([self._result_row(m, t, c, o.result)
+                                         for m, t, c, o in done if m.id not in lost])
+        except LiteqError:
+            logger.exception("could not ack %d finished job(s); they will run again once "
+                             "their leases run out", len(done))
+            lost = {m.id for m, _t, _c, _o in done}
+        for msg, task, ctx, outcome in done:
+            if msg.id in lost:
+                logger.warning("job %d %s finished, but its lease was lost: another worker "
+                               "runs it again", msg.id, task.name)
+                outcome.state = "lost"
+            self.hooks.call("after_job", ctx, outcome)
+        self.leases.discard(m.id for m, _t, _c, _o in done)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def enforce_timeout(self, now: float) -> None:
+        """Thread pool: raise TaskTimeout in this consumer's thread past the deadline."""
+        with self._lock:
+            if self._running is None or self._interrupted or now < self._deadline:
+                return
+            self._interrupted = True
+            logger.warning("job %d %s ran past its timeout: raising TaskTimeout in its thread",
+                           self._running.id, self._running.task)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread_id), ctypes.py_object(TaskTimeout))
+
+
+class _Lost(Exception):
+    """Internal: roll an atomic task's transaction back, its lease is gone."""
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+class Worker:
+    """Runs the tasks registered on *db* from *queues*, until stopped.
+
+    *queues* are served in order of preference (a claim takes from the first one
+    that has due jobs); default: the queues of the registered tasks, in order of
+    registration, or ``["default"]``. *concurrency* consumers run at once: threads
+    (``pool="thread"``, default 4) or child processes (``pool="process"``, default
+    one per CPU; Linux and macOS, by ``fork()``). *grace* seconds for running jobs to
+    finish after a stop signal, *prefetch* the most jobs claimed at once, *burst* to
+    stop once no job is due, *hooks* to add :class:`~liteq.Hook` objects,
+    *summary_interval* seconds between summary log lines (0: none).
+    """
+
+    def __init__(self, db: Database, queues: Sequence[str] | None = None, *,
+                 concurrency: int | None = None, pool: str = "thread",
+                 hooks: Sequence[Hook] = (), grace: float = DEFAULT_GRACE,
+                 prefetch: int = DEFAULT_PREFETCH, burst: bool = False,
+                 summary_interval: float = 60.0, install_signals: bool = True) -> None:
+        if pool not in POOLS:
+            raise InvalidArgument(f"pool must be 'thread' or 'process', got {pool!r}")
+        if pool == "process" and not hasattr(os, "fork"):
+            raise InvalidArgument("pool='process' needs fork(), which this system lacks")
+        self.db = db
+        self.tasks = registry(db)
+        if queues is None:
+            queues = list(dict.fromkeys(t.queue for t in self.tasks.values())) or ["default"]
+        if isinstance(queues, str) or not queues:
+            raise InvalidArgument(f"queues must be a non-empty list of queue names, got {queues!r}")
+        self.queues = [validate_name(q) for q in queues]
+        self.pool = pool
+        default = 4 if pool == "thread" else (os.cpu_count() or 1)
+        self.concurrency = _positive_int(default if concurrency is None else concurrency,
+                                         "concurrency") or 1
+        self.grace = _seconds(grace, "grace") or 0.0
+        self.prefetch = min(_positive_int(prefetch, "prefetch") or 1, 1000)
+        self.burst = bool(burst)
+        self.summary_interval = _seconds(summary_interval, "summary_interval") or 0.0
+        self.install_signals = install_signals
+        for h in hooks:
+            if not isinstance(h, Hook):
+                raise InvalidArgument(f"hooks must be liteq.Hook instances, got {h!r}")
+        self._user_hooks = list(hooks)
+        self._stats = StatsHook()
+        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        self._stopping = False
+        self._stop_now = False
+        self._stop_deadline = 0.0
+        self._signals = 0
+        self._pipes: tuple[int, int, int, int] | None = None
+        self._counts: Callable[[], dict[str, int]] = self._stats.snapshot
+        self._parent = os.getpid()
+        self._consumers: list[_Consumer] = []
+
+    # -- control ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until stopped (a signal, :meth:`stop`, or in *burst* mode no due job)."""
+        if self._pipes is not None:
+            raise InvalidArgument("this worker is already running")
+        self._open_pipes()
+        self._stopping = self._stop_now = False
+        self._signals = 0
+        self._parent = os.getpid()
+        old = self._install_signals()
+        for name in self.queues:
+            self.db.queue(name)  # create missing queues before any child starts
+        self._warn_limits()
+        self._hooks.call("on_worker_start", self)
+        try:
+            if self.pool == "thread":
+                self._run_threads()
+            else:
+                self._run_processes()
+        except KeyboardInterrupt:
+            self.stop(now=True)
+            raise
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+            self._hooks.call("on_worker_stop", self)
+            self._close_pipes()
+
+    def stop(self, now: bool = False) -> None:
+        """Stop claiming; let running jobs finish within *grace* (or, with *now*,
+        release them at once). Safe to call from any thread or a signal handler."""
+        if now:
+            self._stop_now = True
+        if not self._stopping:
+            self._stop_deadline = time.monotonic() + self.grace
+            self._stopping = True
+        if self._pipes is not None:
+            for fd in (self._pipes[1], self._pipes[3]):
+                with contextlib.suppress(OSError):
+                    os.write(fd, b"x")
+
+    def counts(self) -> dict[str, int]:
+        """Jobs started, done, retried, failed, cancelled, released, lost so far."""
+        return self._counts()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        self.stop(now=self._signals > 1)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.install_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        wanted = [signal.SIGTERM, signal.SIGINT]
+        old: dict[int, Any] = {s: signal.getsignal(s) for s in wanted}
+        for s in wanted:
+            signal.signal(s, self._on_signal)
+        if self.pool == "process":
+            old[signal.SIGCHLD] = signal.getsignal(signal.SIGCHLD)
+            signal.signal(signal.SIGCHLD, lambda *_: self._poke())
+        return old
+
+    def _poke(self) -> None:
+        if self._pipes is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipes[3], b"x")
+
+    def _open_pipes(self) -> None:
+        stop_r, stop_w = os.pipe()
+        wake_r, wake_w = os.pipe()
+        for fd in (stop_w, wake_r, wake_w):
+            os.set_blocking(fd, False)
+        self._pipes = (stop_r, stop_w, wake_r, wake_w)
+
+    def _close_pipes(self) -> None:
+        if self._pipes is not None:
+            for fd in self._pipes:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._pipes = None
+
+    def _idle_wait(self, waiter: Any, timeout: float) -> None:
+        """A consumer's wait for work: a commit, a stop, or *timeout*."""
+        assert self._pipes is not None
+        if os.getpid() != self._parent and os.getppid() != self._parent:
+            self.stop()  # a pool child whose supervisor is gone (where PDEATHSIG is not)
+            return
+        if waiter.fd >= 0:
+            select.select([waiter.fd, self._pipes[0]], [], [], timeout)
+        else:
+            waiter.wait(min(timeout, 0.05))
+
+    def _pause(self, seconds: float) -> None:
+        assert self._pipes is not None
+        select.select([self._pipes[0]], [], [], seconds)
+
+    def _supervise_wait(self, timeout: float) -> None:
+        assert self._pipes is not None
+        select.select([self._pipes[2]], [], [], timeout)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._pipes[2], 4096):
+                pass
+
+    def _warn_limits(self) -> None:
+        for task in self.tasks.values():
+            if task.queue in self.queues:
+                limit = self.db.queue(task.queue).config.max_attempts
+                if task.max_attempts > limit:
+                    logger.warning("task %s has max_attempts=%d but its queue %r allows %d "
+                                   "deliveries: raise the queue's with db.queue(%r, "
+                                   "max_attempts=%d)", task.name, task.max_attempts,
+                                   task.queue, limit, task.queue, task.max_attempts)
+
+    def _periodic(self, state: dict[str, float]) -> None:
+        now = time.monotonic()
+        if self.summary_interval and now >= state["summary"]:
+            seconds = now - state["last_summary"]
+            state["summary"], state["last_summary"] = now + self.summary_interval, now
+            self._hooks.call("on_summary", self, self.counts(), seconds)
+        if now >= state["prune"]:
+            state["prune"] = now + _PRUNE_EVERY
+            try:
+                self.db._store.prune_results(self.db._store.clock())
+            except LiteqError:
+                logger.exception("pruning expired job results failed; trying again later")
+
+    def _timers(self) -> dict[str, float]:
+        now = time.monotonic()
+        return {"summary": now + (self.summary_interval or 0), "last_summary": now,
+                "prune": now}
+
+    # -- thread pool --------------------------------------------------------------------
+
+    def _run_threads(self) -> None:
+        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases.start()
+        self._consumers = [_Consumer(self, leases) for _ in range(self.concurrency)]
+        threads = [threading.Thread(target=c.run, name=f"liteq-worker-{i}", daemon=True)
+                   for i, c in enumerate(self._consumers)]
+        for t in threads:
+            t.start()
+        timers = self._timers()
+        try:
+            while any(t.is_alive() for t in threads):
+                if self._stop_now or (self._stopping and time.monotonic() > self._stop_deadline):
+                    held = leases.items()
+                    if held:
+                        logger.warning("stopping now: releasing %d job(s) still running", len(held))
+                        release(self.db, held)
+                        leases.discard(mid for mid, _t, _q in held)
+                        self._stats.count("released", len(held))
+                    break
+                now = time.monotonic()
+                for c in self._consumers:
+                    c.enforce_timeout(now)
+                self._periodic(timers)
+                self._supervise_wait(_TICK)
+        finally:
+            self._stopping = True
+            leases.stop()
+            for t in threads:
+                t.join(0.5)
+
+    # -- process pool -------------------------------------------------------------------
+
+    def _run_processes(self) -> None:
+        n = self.concurrency
+        size = _HEAD.size + _HELD.size * self.prefetch
+        buf = mmap.mmap(-1, size * n)
+        slots = [_Slot(buf, i, self.prefetch) for i in range(n)]
+        children: dict[int, int] = {}  # pid -> slot
+        born: dict[int, float] = {}
+        killed: dict[int, str] = {}  # pid -> "timeout" | "stop"
+        respawn: dict[int, float] = {}  # slot -> when
+        retired = dict.fromkeys(COUNTERS, 0)
+
+        def counts() -> dict[str, int]:
+            total = dict(retired)
+            for k, v in self._stats.snapshot().items():  # jobs settled here (timeouts)
+                total[k] += v
+            for i in children.values():
+                for k, v in slots[i].read()[2].items():
+                    total[k] += v
+            return total
+
+        self._counts = counts
+        for i in range(n):
+            self._spawn(slots[i], children, born)
+        timers = self._timers()
+        termed = False
+        try:
+            while children or (respawn and not self._stopping):
+                now = time.monotonic()
+                for pid in list(children):
+                    self._reap(pid, slots, children, born, killed, respawn, retired)
+                for i, when in list(respawn.items()):
+                    if self._stopping:
+                        respawn.clear()
+                    elif now >= when:
+                        del respawn[i]
+                        self._spawn(slots[i], children, born)
+                if self._stopping and not termed:
+                    termed = True
+                    for pid in children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
+                if self._stop_now or (self._stopping and now > self._stop_deadline):
+                    for pid in children:
+                        if pid not in killed:
+                            killed[pid] = "stop"
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, signal.SIGKILL)
+                for pid, i in children.items():
+                    _, (mid, _token, _qid, deadline), _, _ = slots[i].read()
+                    if mid and deadline and now > deadline and pid not in killed:
+                        logger.warning("job %d ran past its timeout: killing worker process %d "
+                                       "and starting another", mid, pid)
+                        killed[pid] = "timeout"
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                self._periodic(timers)
+                self._supervise_wait(_TICK)
+        finally:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in list(children):
+                killed[pid] = "stop"
+                os.waitpid(pid, 0)
+                self._after_child(pid, 0, slots[children.pop(pid)], killed, retired)
+            final = counts()
+            self._counts = lambda: final
+            buf.close()
+
+    def _spawn(self, slot: _Slot, children: dict[int, int], born: dict[int, float]) -> None:
+        slot.reset()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                code = self._child(slot)
+            except BaseException:
+                logger.exception("worker process failed")
+            finally:
+                for h in logging.getLogger().handlers + logger.handlers:
+                    with contextlib.suppress(Exception):
+                        h.flush()
+                os._exit(code)
+        children[pid] = slot.off // slot.size
+        born[pid] = time.monotonic()
+
+    def _reap(self, pid: int, slots: list[_Slot], children: dict[int, int],
+              born: dict[int, float], killed: dict[int, str], respawn: dict[int, float],
+              retired: dict[str, int]) -> None:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            got, status = pid, 0
+        if got == 0:
+            return
+        i = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        expected = self._stopping or (self.burst and code == 0)
+        self._after_child(pid, code, slots[i], killed, retired)
+        if not expected:
+            quick = time.monotonic() - born.pop(pid, 0.0) < 1.0
+            respawn[i] = time.monotonic() + (1.0 if quick else 0.0)
+        born.pop(pid, None)
+
+    def _after_child(self, pid: int, code: int, slot: _Slot, killed: dict[int, str],
+                     retired: dict[str, int]) -> None:
+        """A child ended: settle the job it was running, release what it held."""
+        reason = killed.pop(pid, None)
+        _, (mid, token, qid, _deadline), counts, held = slot.read()
+        for k, v in counts.items():
+            retired[k] += v
+        if code != 0 and reason is None:
+            what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            logger.error("worker process %d died (%s)%s", pid, what,
+                         f" while running job {mid}" if mid else "")
+        try:
+            if mid and reason != "stop":
+                self._settle_orphan(mid, token, qid, reason, code)
+                held = [h for h in held if h[0] != mid]
+            released = release(self.db, held + ([(mid, token, qid)] if mid and reason == "stop"
+                                                else []))
+            n = len(held) + (1 if mid and reason == "stop" else 0) - len(released)
+            if n > 0:
+                retired["released"] += n
+        except LiteqError:
+            logger.exception("could not release the jobs of worker process %d; they run again "
+                             "once their leases run out", pid)
+        slot.reset()
+
+    def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
+                       code: int) -> None:
+        row = self.db._store.message(mid)
+        if row is None or row[11] != token or row[2] != LEASED:
+            return  # it was settled after all
+        q = self.db._queue_by_id(qid)
+        call = task_call(_decode(row[5]))
+        name, args, kwargs = call if call else ("?", [], {})
+        task = self.tasks.get(name)
+        ctx = JobContext(self.db, mid, name, q.name, row[8],
+                         task.max_attempts if task else q.config.max_attempts, args, kwargs,
+                         row[9])
+        if reason == "timeout" and task is not None and task.timeout:
+            error = JobError("liteq.TaskTimeout", f"task {name} exceeded its timeout of "
+                                            f"{task.timeout:g} s; its worker process was killed")
+        else:
+            what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            error = JobError(None, f"the worker process running it died ({what})")
+        _settle(self, q, mid, token, row[8], ctx, task, Outcome("retrying", 0.0, error=error),
+                ran=True)
+
+    def _child(self, slot: _Slot) -> int:
+        _die_with_parent()
+        if os.getppid() != self._parent:
+            return 0
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        self._close_pipes()
+        self._open_pipes()
+        self._stats = StatsHook()
+        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        slot.pid = os.getpid()
+        slot.publish(counts=self._stats.snapshot())
+        queues = [self.db.queue(n) for n in self.queues]
+        leases = _Leases(self.db, queues)
+        leases.start()
+        try:
+            _Consumer(self, leases, slot).run()
+        finally:
+            leases.stop()
+            slot.publish(counts=self._stats.snapshot())
+        return 0
+
+    def __repr__(self) -> str:
+        return (f"<Worker pool={self.pool} concurrency={self.concurrency} "
+                f"queues={','.join(self.queues)}>")
+
+
+def _decode(blob: bytes) -> Any:
+    try:
+        return codec.decode(blob)
+    except LiteqError:
+        return None
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this child when its parent dies (so a worker
+    killed with SIGKILL takes its children with it)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
