@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import sys
 import threading
+import time
 from collections import Counter
 
+import apsw
+import pytest
 from helpers import (
     PATIENCE,
+    FakeClock,
     consume_until_stop,
     drain_consumer,
     produce_with_back_pressure,
@@ -191,4 +196,106 @@ def test_producers_blocked_by_max_depth_and_consumers_in_other_processes_lose_no
     assert sorted(acked) == sorted(put_ids), "lost or duplicated messages"
     stats = q.stats()
     assert (stats["depth"], stats["ready"], stats["leased"]) == (0, 0, 0)
+    db.close()
+
+
+class _ClockThatSeesOtherThreads(FakeClock):
+    """A FakeClock that signals when a thread other than the test's reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.main = threading.get_ident()
+        self.read_by_other = threading.Event()
+
+    def __call__(self) -> float:
+        if threading.get_ident() != self.main:
+            self.read_by_other.set()
+        return super().__call__()
+
+
+def _until_started_waiting(thread: threading.Thread, clock) -> None:
+    """Return once *thread* has read the clock or is seen in liteq's busy handler (it
+    is then waiting for the write lock), or after a few seconds. Only a shortcut:
+    the tests below hold whenever the thread reads the clock after the lock is free."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not clock.read_by_other.is_set():
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename.endswith("store.py") and code.co_name == "handler":
+                return
+            frame = frame.f_back
+        time.sleep(0.005)
+
+
+def _while_the_write_lock_is_held_for(seconds: float, clock, db_path: str, action) -> object:
+    """Run *action* in a thread while another connection holds the write lock; let
+    *seconds* pass on *clock* while the action waits for the lock; return its result."""
+    blocker = apsw.Connection(db_path)
+    blocker.execute("BEGIN IMMEDIATE")
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = action()
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        _until_started_waiting(thread, clock)
+        clock.advance(seconds)  # time passes while the action waits for the lock
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    thread.join(PATIENCE)
+    assert "error" not in result, result.get("error")
+    return result["value"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: Store.claim (liteq/store.py) reads the clock before BEGIN IMMEDIATE, so "
+    "lease_until = (time before the lock wait) + lease: a claim that waited longer than "
+    "the lease hands out a message whose lease has already run out",
+)
+def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path) -> None:
+    clock = _ClockThatSeesOtherThreads()
+    db = liteq.connect(db_path, clock=clock)
+    q = db.queue("slow", lease=5)
+    q.put("x")
+
+    msg = _while_the_write_lock_is_held_for(10, clock, db_path, q.get)
+
+    assert isinstance(msg, liteq.Message)
+    stored = db.message(msg.id)
+    assert stored is not None and stored.lease_until is not None
+    assert stored.lease_until > clock(), "the lease had run out when the claim returned"
+    assert q.get() is None, "another consumer took the message while the first holds it"
+    db.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: Store.extend (liteq/store.py) computes until = clock() + seconds before "
+    "BEGIN IMMEDIATE, so an extend that waited for the write lock renews less than asked "
+    "(nothing at all if it waited longer than seconds)",
+)
+def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(db_path) -> None:
+    clock = _ClockThatSeesOtherThreads()
+    db = liteq.connect(db_path, clock=clock)
+    q = db.queue("slow", lease=5)
+    q.put("x")
+    msg = q.get()
+    assert msg is not None
+
+    _while_the_write_lock_is_held_for(10, clock, db_path, lambda: msg.extend(5))
+
+    stored = db.message(msg.id)
+    assert stored is not None and stored.lease_until is not None
+    assert stored.lease_until > clock(), "the renewed lease had run out when extend returned"
+    assert q.get() is None, "another consumer took the message while the first holds it"
     db.close()
