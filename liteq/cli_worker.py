@@ -1,0 +1,329 @@
+"""``liteq`` commands for tasks: ``worker``, ``jobs``, ``job``; and the demo's worker step.
+
+``liteq worker APP`` imports APP (``module`` or ``module:attr``, like ``celery -A``)
+to find the :class:`~liteq.Database` its tasks are registered on, and serves them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from .cli_base import DURATION, POSITIVE_INT, CliError, CliState, open_db
+from .cli_output import (
+    Column,
+    Output,
+    cut,
+    fmt_age,
+    fmt_time,
+    fmt_when,
+    jsonable,
+    output_options,
+    to_json,
+)
+from .database import Database
+from .errors import LiteqError
+from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
+from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
+
+__all__ = ["worker", "jobs", "job", "load_app", "worker_demo", "JsonLogFormatter"]
+
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
+                                                                              "asctime"}
+
+
+def load_app(spec: str) -> Database:
+    """The Database named by APP: ``module`` (its one Database, or the one called
+    ``db``) or ``module:attr`` (an attribute path; a callable is called)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or ":" in attr or (":" in spec and not attr):
+        raise click.UsageError(f"APP is module or module:attr (e.g. myapp or myapp.tasks:db), "
+                               f"got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like 'python -m': the current directory first
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise CliError(f"cannot import APP module {module_name!r}: {exc} (run from the "
+                           f"directory that holds it, or set PYTHONPATH)") from exc
+        raise CliError(f"importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise CliError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
+    if attr:
+        obj: Any = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
+        if callable(obj) and not isinstance(obj, Database):
+            obj = obj()
+        if not isinstance(obj, Database):
+            raise CliError(f"{spec} is a {type(obj).__name__}, not a liteq Database")
+        return obj
+    found = {name: v for name, v in vars(module).items() if isinstance(v, Database)}
+    if "db" in found:
+        return found["db"]
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise CliError(f"module {module_name!r} has no liteq Database (name it as "
+                       f"{module_name}:ATTR)")
+    raise CliError(f"module {module_name!r} has several Databases ({', '.join(sorted(found))}): "
+                   f"choose one as {module_name}:ATTR")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line, with the ``extra`` fields (job_id, task ...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": record.created, "level": record.levelname, "logger": record.name,
+            "pid": record.process, "message": record.getMessage(),
+        }
+        data.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(jsonable(data), ensure_ascii=False)
+
+
+def _setup_logging(level: str, json_logs: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if json_logs else logging.Formatter(
+        "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"))
+    log = logging.getLogger("liteq")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(level.upper())
+
+
+@click.command()
+@click.argument("app", metavar="APP")
+@click.option("--queues", "-Q", metavar="A,B",
+              help="Queues to serve, most preferred first (default: the queues of APP's tasks).")
+@click.option("--concurrency", "-c", type=POSITIVE_INT, metavar="N",
+              help="Jobs run at once (default: 4 threads, or one process per CPU).")
+@click.option("--pool", type=click.Choice(POOLS), default="thread", show_default=True,
+              help="Threads, or child processes (hard timeouts; CPU-bound tasks).")
+@click.option("--grace", type=DURATION, default=DEFAULT_GRACE, show_default=True,
+              help="After SIGTERM/SIGINT, how long running jobs may finish before they "
+                   "are released.")
+@click.option("--prefetch", type=click.IntRange(1, 1000), default=DEFAULT_PREFETCH,
+              show_default=True, metavar="N", help="Most jobs one consumer claims at once.")
+@click.option("--burst", is_flag=True, help="Exit once no job is due.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="debug logs one line per job start "
+                                                        "and finish.")
+@click.option("--verbose", "-v", is_flag=True, help="Same as --log-level debug.")
+@click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
+@click.option("--summary-interval", type=DURATION, default=60.0, show_default=True,
+              help="Seconds between summary log lines (0: none).")
+@click.pass_context
+def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
+           pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
+           verbose: bool, json_logs: bool, summary_interval: float) -> None:
+    """Run the tasks of APP until stopped.
+
+    APP is a module (its Database called db, or its only one) or module:attr,
+    imported from the current directory. The database is APP's: --db, if given,
+    must name the same file.
+
+    SIGTERM or Ctrl-C stops claiming and lets running jobs finish for --grace;
+    then they are released so another worker takes them at once. A second
+    signal stops now. Exits 0 after a stop by signal.
+
+    \b
+    Examples:
+      liteq worker myapp --queues emails,default --concurrency 8
+      liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
+    """
+    _setup_logging("debug" if verbose else log_level, json_logs)
+    db = load_app(app)
+    state = ctx.find_object(CliState)
+    if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
+        raise CliError(f"APP's database is {db.path}, but --db names {os.path.abspath(state.path)}")
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    Worker(db, names, concurrency=concurrency, pool=pool, grace=grace, prefetch=prefetch,
+           burst=burst, summary_interval=summary_interval).run()
+
+
+def _job_dict(info: JobInfo, result: Any = None, has_result: bool = False) -> dict[str, Any]:
+    error = info.error
+    out: dict[str, Any] = {
+        "id": info.id, "task": info.task, "queue": info.queue, "state": info.state,
+        "attempts": info.attempts, "args": info.args, "kwargs": info.kwargs,
+        "enqueued_at": info.enqueued_at, "run_at": info.run_at,
+        "finished_at": info.finished_at, "expires_at": info.expires_at,
+        "error": None if error is None else {"type": error.type, "message": error.message,
+                                             "traceback": error.traceback},
+    }
+    if has_result:
+        out["result"] = jsonable(result)
+    return out
+
+
+def _call_text(info: JobInfo) -> str:
+    if info.args is None:
+        return "-"
+    parts = [to_json(a) for a in info.args]
+    parts += [f"{k}={to_json(v)}" for k, v in (info.kwargs or {}).items()]
+    return f"({', '.join(parts)})"
+
+
+@click.command()
+@click.option("--state", "-s", type=click.Choice(JOB_STATES), help="Only jobs in this state.")
+@click.option("--task", "-t", "task_name", metavar="NAME", help="Only jobs of this task.")
+@click.option("--queue", "-q", metavar="QUEUE", help="Only jobs on this queue.")
+@click.option("--limit", "-n", type=POSITIVE_INT, default=20, show_default=True, metavar="N",
+              help="Show at most this many.")
+@output_options(rows=True)
+def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int,
+         out: Output) -> None:
+    """List the newest task jobs, newest first.
+
+    Jobs still in a queue, and finished jobs whose message is gone but whose
+    outcome is kept (for the task's result_ttl).
+
+    \b
+    Examples:
+      liteq jobs --state failed
+      liteq jobs --task myapp.send_email -n 100 --json
+    """
+    db = open_db()
+    infos = list_jobs(db, state=state, task=task_name, queue=queue, limit=limit)
+    now = db.clock()
+    if out.json:
+        out.rows([_job_dict(i) for i in infos], [])
+        return
+    rows = [{"id": i.id, "task": i.task or "-", "queue": i.queue or "-", "state": i.state,
+             "attempts": i.attempts,
+             "when": fmt_when(i.finished_at, now) if i.finished_at else
+             fmt_age(now - i.enqueued_at) if i.enqueued_at else "-",
+             "error": cut(str(i.error), 50) if i.error else "-", "call": _call_text(i)}
+            for i in infos]
+    columns = [Column("id", numeric=True), Column("task"), Column("queue"), Column("state"),
+               Column("attempts", numeric=True), Column("when", "AGE/FINISHED"),
+               Column("error"), Column("call", flex=True)]
+    what = f"{state} jobs" if state else "jobs"
+    out.rows(rows, columns, empty=f"no {what}" + (f" of task {task_name!r}" if task_name else ""))
+
+
+@click.command()
+@click.argument("job_id", metavar="ID", type=POSITIVE_INT)
+@click.option("--wait", type=DURATION, default=0.0,
+              help="Wait up to this long for the job to finish first.")
+@output_options
+def job(job_id: int, wait: float, out: Output) -> None:
+    """Show one job: state, attempts, arguments, last error with its traceback,
+    and result (when the task stores results).
+
+    \b
+    Examples:
+      liteq job 42
+      liteq job 42 --wait 30s --json
+    """
+    db = open_db()
+    handle = Job(db, job_id)
+    if wait:
+        try:
+            handle.result(wait=wait)
+        except ResultTimeout:
+            pass
+        except LiteqError:
+            pass  # failed, cancelled or no result: shown below
+    info = handle.info()
+    result, has_result = None, False
+    if info.state == "done" and info.value is not None:
+        try:
+            result, has_result = handle.result(), True
+        except LiteqError:
+            pass
+    now = db.clock()
+    fields = [
+        ("id", str(info.id)), ("task", info.task or "-"), ("queue", info.queue or "-"),
+        ("state", info.state), ("attempts", str(info.attempts)), ("call", _call_text(info)),
+        ("enqueued", fmt_time(info.enqueued_at, now)),
+        ("due", fmt_time(info.run_at, now) if info.state in ("queued", "scheduled",
+                                                             "retrying") else "-"),
+        ("finished", fmt_time(info.finished_at, now)),
+        ("kept until", fmt_time(info.expires_at, now)),
+        ("error", info.error.format() if info.error else "-"),
+        ("result", to_json(result, indent=2) if has_result else
+         "-" if info.state != "done" else "(not stored)"),
+    ]
+    out.record(_job_dict(info, result, has_result), fields)
+
+
+def worker_demo(run: Any) -> None:
+    """A step for ``liteq demo``: a worker pool runs real tasks, a failing task is
+    retried then dead, and the throughput is printed. *run* is a ``DemoRun``."""
+    import threading
+
+    from .queue import Backoff
+
+    db, n = run.db, 2000
+    run.section(f"Tasks: a worker of 2 threads runs {n:,} jobs; one task always fails")
+
+    @db.task(name="demo.square", queue="demo-tasks", store_result=True)
+    def square(x: int) -> int:
+        return x * x
+
+    @db.task(name="demo.charge", queue="demo-retries", max_attempts=3,
+             backoff=Backoff(base=0.05, factor=2, jitter=0))
+    def charge(order: int) -> None:
+        raise ValueError(f"card declined for order {order}")
+
+    bad = charge.delay(7)
+    jobs_ = square.enqueue_many([(i,) for i in range(n)])
+    q = db.queue("demo-tasks")
+    quiet = logging.getLogger("liteq.worker")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the demo prints its own lines
+    w = Worker(db, ["demo-tasks", "demo-retries"], concurrency=2, install_signals=False,
+               summary_interval=0)
+    thread = threading.Thread(target=w.run, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    try:
+        while len(q) and time.monotonic() - start < 60:
+            time.sleep(0.001)
+        took = time.monotonic() - start
+        while bad.state not in ("failed", "done") and time.monotonic() - start < 60:
+            time.sleep(0.01)
+    finally:
+        w.stop()
+        thread.join(30)
+        quiet.setLevel(level)
+    run.say(f"{n:,} jobs of demo.square done in {took:.2f}s ({n / took:,.0f} jobs/s); "
+            f"square({n - 1}) = {jobs_[-1].result():,}")
+    info = bad.info()
+    run.say(f"job {info.id} demo.charge is {info.state} after {info.attempts} attempts, "
+            f"retried after 0.05s and 0.1s: {info.error}")
+    run.say(f"see it:   {run.command(f'job {info.id}')}")
+    run.say(f"list them: {run.command('jobs --state failed')}")
+
+
+def main() -> None:
+    """``python -m liteq.cli_worker``: the liteq command with these commands attached
+    (for as long as ``liteq/cli.py`` does not attach them itself)."""
+    from .cli import cli
+
+    for command in (worker, jobs, job):
+        if command.name not in cli.commands:
+            cli.add_command(command)
+    try:
+        cli(prog_name="liteq")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
