@@ -647,6 +647,7 @@ class Worker:
         self._counts: Callable[[], dict[str, int]] = self._stats.snapshot
         self._parent = os.getpid()
         self._consumers: list[_Consumer] = []
+        self._threads: list[threading.Thread] = []
 
     # -- control ------------------------------------------------------------------------
 
@@ -723,6 +724,11 @@ class Worker:
         self._pipes = (stop_r, stop_w, wake_r, wake_w)
 
     def _close_pipes(self) -> None:
+        if any(t.is_alive() for t in self._threads):
+            # A task still runs in an abandoned thread, which may yet wait on these
+            # descriptors: leave them open rather than let the numbers be reused.
+            self._pipes = None
+            return
         if self._pipes is not None:
             for fd in self._pipes:
                 with contextlib.suppress(OSError):
@@ -785,8 +791,9 @@ class Worker:
         leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
         leases.start()
         self._consumers = [_Consumer(self, leases) for _ in range(self.concurrency)]
-        threads = [threading.Thread(target=c.run, name=f"liteq-worker-{i}", daemon=True)
-                   for i, c in enumerate(self._consumers)]
+        self._threads = threads = [
+            threading.Thread(target=c.run, name=f"liteq-worker-{i}", daemon=True)
+            for i, c in enumerate(self._consumers)]
         for t in threads:
             t.start()
         timers = self._timers()
