@@ -444,10 +444,9 @@ class Queue:
         store = self._store
         out: list[Message] = []
         while len(out) < n:
-            rows = store.claim(self.id, n - len(out), lease)
+            rows, until = store.claim(self.id, n - len(out), lease)
             if not rows:
                 break
-            until = store.clock() + lease
             buried = False
             for row in rows:
                 try:

@@ -195,20 +195,25 @@ UPDATE messages SET qid = :target, state = {READY}, token = NULL, lease_until = 
     key = NULL
 WHERE id = :id
 """
-SQL_REDRIVE = f"""
-UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL
-WHERE id IN (SELECT id FROM messages WHERE qid = :qid AND state = {DEAD}
-             ORDER BY id LIMIT :limit)
-RETURNING id
+SQL_DEAD_IDS = f"""
+SELECT id, qid, key FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}
+ORDER BY id LIMIT :limit
+"""
+# Reviving a finished message must not break the dedup index: if an unfinished
+# message already holds its key, the revived one gives the key up.
+SQL_REVIVE = f"""
+UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL,
+    token = NULL, lease_until = NULL, cancel = 0, key = CASE WHEN key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM messages AS m WHERE m.qid = :qid AND m.key = :key AND m.state < {DONE}
+    ) THEN NULL ELSE key END
+WHERE id = :id AND state IN ({DEAD}, {CANCELLED})
+"""
+SQL_FINISHED_ROW = f"""
+SELECT id, qid, key FROM messages WHERE id = ? AND state IN ({DEAD}, {CANCELLED})
 """
 SQL_CANCEL = f"""
 UPDATE messages SET state = {CANCELLED}, finished_at = :now
 WHERE id = :id AND state IN ({READY}, {DELAYED})
-RETURNING qid
-"""
-SQL_RETRY_DEAD = f"""
-UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL
-WHERE id = :id AND state IN ({DEAD}, {CANCELLED})
 RETURNING qid
 """
 SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
@@ -608,8 +613,8 @@ class Store:
         same batch) gets that message's id and is not inserted. Raises QueueFull,
         writing nothing, if the new rows do not fit under max_depth.
         """
-        now = self.clock()
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             ids, added = self._put(cur, qid, rows, now, force)
         self._tally(qid, added, 0)
         return ids
@@ -714,9 +719,12 @@ class Store:
 
     # -- claim and expiry -----------------------------------------------------------
 
-    def claim(self, qid: int, n: int, lease: float) -> list[tuple[Any, ...]]:
-        """Lease up to *n* due messages of queue *qid* in one transaction; rows in
-        ``CLAIM_COLUMNS`` order, sorted as the queue orders them.
+    def claim(self, qid: int, n: int, lease: float) -> tuple[list[tuple[Any, ...]], float]:
+        """Lease up to *n* due messages of queue *qid* in one transaction.
+
+        Returns ``(rows, lease_until)``: rows in ``CLAIM_COLUMNS`` order, sorted as
+        the queue orders them, and the deadline stored for their leases (taken
+        after the write lock was granted, so waiting for it does not shorten them).
 
         Due delayed messages are promoted and expired leases released (or buried
         after their last attempt) in the same transaction: always when the claim
@@ -724,12 +732,12 @@ class Store:
         queue and process (so a due delayed message may wait that long behind
         ready ones of lower priority under load).
         """
-        now = self.clock()
-        params = {"qid": qid, "n": n, "now": now, "lease": lease}
-        # On the store's clock (injectable), so a test that moves time sees
-        # expiry at once; a clock stepping backwards also triggers maintenance.
-        tick = now
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            params = {"qid": qid, "n": n, "now": now, "lease": lease}
+            # On the store's clock (injectable), so a test that moves time sees
+            # expiry at once; a clock stepping backwards also triggers maintenance.
+            tick = now
             if not 0 <= tick - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY:
                 self._maintained[qid] = tick
                 self._maintain(cur, qid, now)
@@ -744,12 +752,12 @@ class Store:
                         rows += cur.execute(SQL_CLAIM, params).fetchall()
         if len(rows) > 1:
             rows.sort(key=_claim_order)
-        return rows
+        return rows, now + lease
 
     def expire(self, qid: int) -> None:
         """Promote due delayed messages and release expired leases of queue *qid*."""
-        now = self.clock()
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             self._maintain(cur, qid, now)
 
     def _maintain(self, cur: Any, qid: int, now: float) -> bool:
@@ -781,9 +789,9 @@ class Store:
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
-        now = self.clock()
         pairs = list(items)
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             if len(pairs) == 1:
                 mid, token = pairs[0]
                 if retention > 0:
@@ -817,8 +825,8 @@ class Store:
         """Give a leased message back for another delivery after *delay* seconds,
         or bury it if that was its last attempt (or cancel it if cancellation was
         requested meanwhile). Returns False if it will not be delivered again."""
-        now = self.clock()
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
             if not found:
                 raise LeaseLost(_lost_text(mid), [mid])
@@ -852,8 +860,8 @@ class Store:
 
     def extend(self, mid: int, token: int, seconds: float) -> float:
         """Move the lease deadline to now + *seconds*; return the new deadline."""
-        until = self.clock() + seconds
         with self.write() as cur:
+            until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
             cur.execute(SQL_EXTEND, {"until": until, "id": mid, "token": token})
             if not cur.connection.changes():
                 raise LeaseLost(_lost_text(mid), [mid])
@@ -867,10 +875,10 @@ class Store:
         Returns ``(lost, cancel)``: ids whose token was stale (nothing changed), and
         ids whose cancellation was requested meanwhile.
         """
-        until = self.clock() + seconds
         lost: list[int] = []
         cancel: list[int] = []
         with self.write() as cur:
+            until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
             for mid, token in items:
                 rows = cur.execute(
                     SQL_EXTEND + " RETURNING cancel", {"until": until, "id": mid, "token": token}
@@ -883,8 +891,8 @@ class Store:
 
     def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
         """Bury a leased message now (no more attempts), keeping *reason*."""
-        now = self.clock()
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             if not cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall():
                 raise LeaseLost(_lost_text(mid), [mid])
             qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
@@ -1003,11 +1011,11 @@ class Store:
 
     def drop_expired_subscriptions(self) -> int:
         """Delete temporary subscriptions whose own lease ran out (their owner died)."""
-        now = self.clock()
         with self.read() as cur:
-            if not cur.execute(SQL_EXPIRED_SUBS, (now,)).fetchall():
+            if not cur.execute(SQL_EXPIRED_SUBS, (self.clock(),)).fetchall():
                 return 0
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             ids = [r[0] for r in cur.execute(SQL_EXPIRED_SUBS, (now,)).fetchall()]
             for qid in ids:
                 cur.execute(SQL_PURGE_ALL, {"qid": qid})
@@ -1026,9 +1034,9 @@ class Store:
         Raises :class:`StaleRoutes` if the subscription set is no longer *version*
         (the caller re-routes), and QueueFull naming the first full subscription.
         """
-        now = self.clock()
         total = 0
         with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             rows = cur.execute(SQL_SUBS_VERSION).fetchall()
             if (int(rows[0][0]) if rows else 0) != version:
                 raise StaleRoutes()
@@ -1046,11 +1054,18 @@ class Store:
         """Make dead messages of *qid* ready again (attempts reset); return how many."""
         with self.write() as cur:
             rows = cur.execute(
-                SQL_REDRIVE, {"qid": qid, "now": self.clock(), "limit": -1 if limit is None else limit}
+                SQL_DEAD_IDS, {"qid": qid, "limit": -1 if limit is None else limit}
             ).fetchall()
-            if rows:
-                cur.execute(SQL_RESERVE_FORCE, {"n": len(rows), "qid": qid})
+            self._revive(cur, rows)
         return len(rows)
+
+    def _revive(self, cur: Any, rows: list[Any]) -> None:
+        # One row at a time, so that two revived messages with one key see each other.
+        now = self.clock()
+        for mid, qid, key in rows:
+            cur.execute(SQL_REVIVE, {"id": mid, "qid": qid, "key": key, "now": now})
+        if rows:
+            cur.execute(SQL_RESERVE_FORCE, {"n": len(rows), "qid": rows[0][1]})
 
     def cancel(self, mid: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
@@ -1063,9 +1078,8 @@ class Store:
     def retry_finished(self, mid: int) -> bool:
         """Make a dead or cancelled message ready again; False if it is neither."""
         with self.write() as cur:
-            rows = cur.execute(SQL_RETRY_DEAD, {"id": mid, "now": self.clock()}).fetchall()
-            if rows:
-                cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": rows[0][0]})
+            rows = cur.execute(SQL_FINISHED_ROW, (mid,)).fetchall()
+            self._revive(cur, rows)
         return bool(rows)
 
     def purge(self, qid: int, state: int | None) -> int:

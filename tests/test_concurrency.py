@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 import apsw
-import pytest
 from helpers import (
     PATIENCE,
     FakeClock,
@@ -254,13 +253,6 @@ def _while_the_write_lock_is_held_for(seconds: float, clock, db_path: str, actio
     return result["value"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: Store.claim (liteq/store.py) reads the clock before BEGIN IMMEDIATE, so "
-    "lease_until = (time before the lock wait) + lease: a claim that waited longer than "
-    "the lease hands out a message whose lease has already run out",
-)
 def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path) -> None:
     clock = _ClockThatSeesOtherThreads()
     db = liteq.connect(db_path, clock=clock)
@@ -277,13 +269,6 @@ def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path
     db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: Store.extend (liteq/store.py) computes until = clock() + seconds before "
-    "BEGIN IMMEDIATE, so an extend that waited for the write lock renews less than asked "
-    "(nothing at all if it waited longer than seconds)",
-)
 def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(db_path) -> None:
     clock = _ClockThatSeesOtherThreads()
     db = liteq.connect(db_path, clock=clock)

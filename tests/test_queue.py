@@ -581,13 +581,6 @@ def test_cancel_takes_a_waiting_message_out_and_retry_brings_it_back(db) -> None
     assert db.retry(waiting) is False  # already ready
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=liteq.StorageError,
-    reason="BUG: SQL_REDRIVE (liteq/store.py) makes a dead message unfinished again "
-    "without looking at its dedup key; when an unfinished message holds that key the "
-    "UNIQUE index msg_key fails and the whole redrive raises StorageError",
-)
 def test_redrive_works_when_a_new_message_holds_the_dead_messages_dedup_key(db) -> None:
     q = db.queue("keys", max_attempts=1)
     old = q.put("old", key="order-7")
@@ -603,12 +596,6 @@ def test_redrive_works_when_a_new_message_holds_the_dead_messages_dedup_key(db) 
     assert q.stats()["dead"] == 0 and q.stats()["depth"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=liteq.StorageError,
-    reason="BUG: SQL_REDRIVE (liteq/store.py) revives two dead messages that share a "
-    "dedup key in one UPDATE; the UNIQUE index msg_key fails and nothing is redriven",
-)
 def test_redrive_works_when_two_dead_messages_share_a_dedup_key(db) -> None:
     q = db.queue("keys", max_attempts=1)
     for payload in ("first", "second"):
@@ -623,13 +610,6 @@ def test_redrive_works_when_two_dead_messages_share_a_dedup_key(db) -> None:
     assert revived == 2 and q.stats()["dead"] == 0 and q.stats()["depth"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=liteq.StorageError,
-    reason="BUG: SQL_RETRY_DEAD (liteq/store.py) makes a cancelled/dead message unfinished "
-    "again without looking at its dedup key; db.retry() raises StorageError (UNIQUE "
-    "constraint failed) when another unfinished message holds the key",
-)
 def test_retry_of_a_cancelled_message_works_when_a_new_message_holds_its_dedup_key(db) -> None:
     q = db.queue("keys")
     old = q.put("old", key="k")
