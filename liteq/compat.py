@@ -36,8 +36,8 @@ How it maps onto liteq (the decisions)
 * ``maxsize`` is the ``max_depth`` of *name*, stored in the file: every process sees
   and honours the value last set, by a constructor or by assigning ``q.maxsize``.
   ``maxsize <= 0`` means unbounded, as in the standard library; it is stored as
-  ``max_depth = 2**62`` (``NO_LIMIT``): liteq keeps its O(1) depth counter only for
-  queues with a max_depth, and ``qsize()``/``empty()`` must not count rows. A
+  ``max_depth = None`` with ``count_depth=True``, so that liteq keeps its O(1) depth
+  counter and ``qsize()``/``empty()`` never count rows. A
   constructor called without ``maxsize`` keeps the stored value (unbounded for a new
   queue), so a consumer that opens ``Queue(path=..., name=...)`` does not undo its
   producer's limit. Because held items live in another queue, a ``get`` makes room at
@@ -124,9 +124,6 @@ DEFAULT_NAME = "queue"
 HELD_SUFFIX = ":held"
 #: Items never go dead in a compat queue (see the module docstring).
 _MAX_ATTEMPTS = 1_000_000_000
-#: The max_depth that stands for "unbounded": liteq keeps its O(1) depth counter only
-#: for a queue with a max_depth, and qsize()/empty() must not count rows.
-NO_LIMIT = 2**62
 #: A blocking get re-checks for items of killed processes at least this often.
 _GET_SLICE = 1.0
 _JOIN_POLL_MIN = 0.001
@@ -392,8 +389,9 @@ class SimpleQueue(Generic[_T]):
         self._main: _LiteqQueue = self._db.queue(
             self.name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
-        if self._main.config.max_depth is None:
-            self._main = self._db.queue(self.name, max_depth=NO_LIMIT)
+        if not self._main.config.count_depth:
+            # qsize()/empty() read the O(1) counter, also when unbounded.
+            self._main = self._db.queue(self.name, count_depth=True)
 
     # -- put ------------------------------------------------------------------------
 
@@ -505,8 +503,8 @@ class Queue(SimpleQueue[_T]):
         self._held_q: _LiteqQueue = self._db.queue(
             held_name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
-        if self._held_q.config.max_depth != NO_LIMIT:
-            self._held_q = self._db.queue(held_name, max_depth=NO_LIMIT)
+        if not self._held_q.config.count_depth:
+            self._held_q = self._db.queue(held_name, count_depth=True)
         self._lock = threading.Lock()
         # (thread ident, message) for each item this object got and task_done has not
         # yet acked, oldest first.
@@ -521,16 +519,16 @@ class Queue(SimpleQueue[_T]):
     def maxsize(self) -> int:
         """The most items the queue holds (<= 0: unbounded), shared by every process."""
         stored = self._main.refresh().max_depth
-        if stored is None or stored >= NO_LIMIT:
+        if stored is None:
             given = self._maxsize_given
-            return given if given <= 0 or given >= NO_LIMIT else 0
+            return given if given <= 0 else 0
         return int(stored)
 
     @maxsize.setter
     def maxsize(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"maxsize must be an integer, got {value!r}")
-        bound = value if 0 < value < NO_LIMIT else NO_LIMIT
+        bound = value if value > 0 else None
         self._main = self._db.queue(self.name, max_depth=bound)
         self._maxsize_given = value
 
@@ -550,7 +548,7 @@ class Queue(SimpleQueue[_T]):
         bounded and *block* is true, as in the standard library).
         """
         max_depth = self._main.config.max_depth
-        bounded = max_depth is not None and max_depth < NO_LIMIT
+        bounded = max_depth is not None
         if block and bounded and timeout is not None and timeout < 0:
             raise ValueError(_TIMEOUT_ERROR)
         if timeout is not None and math.isinf(timeout):

@@ -115,6 +115,7 @@ class Database:
         dead_letter: Any = _UNSET,
         retention: Any = _UNSET,
         backoff: Any = _UNSET,
+        count_depth: Any = _UNSET,
     ) -> Queue:
         """The queue *name*, created on first use.
 
@@ -122,12 +123,17 @@ class Database:
         options not given keep their stored value, or the default for a new queue:
         ``max_depth=None`` (unbounded), ``lease=30`` s, ``max_attempts=5``,
         ``dead_letter=None`` (dead messages stay in this queue), ``retention=0``
-        (delete on ack), ``backoff=Backoff()``.
+        (delete on ack), ``backoff=Backoff()``, ``count_depth=False``.
+
+        The depth counter (``len(q)`` in O(1)) is kept while the queue has a
+        ``max_depth``; ``count_depth=True`` keeps it for an unbounded queue too, at
+        the cost of one more page written per put and ack.
         """
         validate_name(name)
         updates = option_columns(
             max_depth=max_depth, lease=lease, max_attempts=max_attempts,
             dead_letter=dead_letter, retention=retention, backoff=backoff,
+            count_depth=count_depth,
         )
         if not updates:
             q = self._queues.get(name)
@@ -288,6 +294,13 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until another connection commits to this file (a hint: it may also
+        return early, or, without inotify, after a short poll) or *timeout* passes."""
+        waiter = self._waiter()
+        waiter.wait(timeout)
+        waiter.arm()
 
     def _waiter(self) -> Waiter:
         local = self._local

@@ -104,6 +104,7 @@ class QueueConfig:
     backoff: Backoff
     topic: str | None = None
     pattern: str | None = None
+    count_depth: bool = False
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> QueueConfig:
@@ -117,6 +118,7 @@ class QueueConfig:
             backoff=Backoff(row[7], row[8], row[9], row[10]),
             topic=row[11],
             pattern=row[12],
+            count_depth=bool(row[14]),
         )
 
 
@@ -128,6 +130,7 @@ def option_columns(
     dead_letter: Any = _UNSET,
     retention: Any = _UNSET,
     backoff: Any = _UNSET,
+    count_depth: Any = _UNSET,
 ) -> dict[str, Any]:
     """Validate queue options given by the caller; return the columns to store."""
     cols: dict[str, Any] = {}
@@ -146,6 +149,10 @@ def option_columns(
         )
     if retention is not _UNSET:
         cols["retention"] = _seconds(retention, "retention")
+    if count_depth is not _UNSET:
+        if not isinstance(count_depth, bool):
+            raise InvalidArgument(f"count_depth must be True or False, got {count_depth!r}")
+        cols["count_depth"] = int(count_depth)
     if backoff is not _UNSET:
         if not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a liteq.Backoff, got {backoff!r}")
@@ -541,8 +548,14 @@ class Queue:
         }
 
     def __len__(self) -> int:
-        """Unfinished messages (ready, delayed, leased): the depth counter."""
+        """Unfinished messages (ready, delayed, leased): the depth counter for a queue
+        with ``max_depth`` or ``count_depth=True`` (O(1)), else an index count."""
         return self._store.room(self.id)[0]
+
+    def next_due(self) -> float:
+        """The earliest time (on the database clock) at which a delayed message falls
+        due or a lease runs out; ``inf`` if none."""
+        return self._store.next_due(self.id)
 
     def expire(self) -> None:
         """Release expired leases and promote due delayed messages now (claims do

@@ -52,6 +52,8 @@ CREATE TABLE queues (
     backoff_max    REAL NOT NULL,
     backoff_jitter REAL NOT NULL,
     depth          INTEGER NOT NULL DEFAULT 0, -- ready + delayed + leased, kept in step
+                                               -- while max_depth is set or count_depth is 1
+    count_depth    INTEGER NOT NULL DEFAULT 0, -- keep the counter without a bound
     enqueued       INTEGER NOT NULL DEFAULT 0, -- total ever put (for rates)
     finished       INTEGER NOT NULL DEFAULT 0, -- total ever acked (for rates)
     topic          TEXT,                       -- set for a topic subscription

@@ -64,17 +64,17 @@ _ABANDONED: list[Any] = []
 
 _QUEUE_COLUMNS = (
     "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
-    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at"
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth"
 )
 SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ?"
 SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE id = ?"
 SQL_QUEUE_INSERT = """
 INSERT INTO queues (name, max_depth, lease, max_attempts, dead_letter, retention,
     backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
-    expires_at, created_at)
+    expires_at, count_depth, created_at)
 VALUES (:name, :max_depth, :lease, :max_attempts, :dead_letter, :retention,
     :backoff_base, :backoff_factor, :backoff_max, :backoff_jitter, :topic, :pattern,
-    :expires_at, :now)
+    :expires_at, :count_depth, :now)
 ON CONFLICT (name) DO NOTHING
 """
 SQL_QUEUE_NAMES = "SELECT name FROM queues ORDER BY name"
@@ -90,16 +90,20 @@ SQL_QUEUE_DELETE = "DELETE FROM queues WHERE id = ?"
 # unfinished messages once, in the same transaction, and the counter runs from there.
 SQL_RESERVE = """
 UPDATE queues SET depth = depth + :n
-WHERE id = :qid AND max_depth IS NOT NULL AND depth + :n <= max_depth
+WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
+  AND (max_depth IS NULL OR depth + :n <= max_depth)
 RETURNING depth
 """
 SQL_RESERVE_FORCE = """
-UPDATE queues SET depth = depth + :n WHERE id = :qid AND max_depth IS NOT NULL
+UPDATE queues SET depth = depth + :n
+WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
 """
-SQL_DEPTH = "SELECT depth, max_depth, name FROM queues WHERE id = ?"
-SQL_RELEASE = "UPDATE queues SET depth = depth - :n WHERE id = :qid AND max_depth IS NOT NULL"
+SQL_DEPTH = "SELECT depth, max_depth, name, count_depth FROM queues WHERE id = ?"
+SQL_RELEASE = """
+UPDATE queues SET depth = depth - :n WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
+"""
 SQL_RECOUNT = f"""
-UPDATE queues SET depth = CASE WHEN max_depth IS NULL THEN 0 ELSE
+UPDATE queues SET depth = CASE WHEN max_depth IS NULL AND NOT count_depth THEN 0 ELSE
   (SELECT count(*) FROM messages WHERE qid = :qid AND state = {READY}) +
   (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DELAYED}) +
   (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED}) END
@@ -241,7 +245,7 @@ SELECT
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DONE}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {CANCELLED}),
-  depth, max_depth, enqueued, finished
+  depth, max_depth, enqueued, finished, count_depth
 FROM queues WHERE id = :qid
 """
 SQL_NEXT_DUE = f"""
@@ -581,7 +585,7 @@ class Store:
                 sets = ", ".join(f"{col} = :{col}" for col in updates)
                 cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**updates, "name": name})
             row = tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
-            if "max_depth" in updates:
+            if "max_depth" in updates or "count_depth" in updates:
                 cur.execute(SQL_RECOUNT, {"qid": row[0]})
         return row
 
@@ -671,9 +675,9 @@ class Store:
         row = cur.execute(SQL_DEPTH, (qid,)).fetchall()
         if not row:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
-        depth, max_depth, name = row[0]
+        depth, max_depth, name, _ = row[0]
         if max_depth is None:
-            return  # unbounded: no counter to keep
+            return  # unbounded and not counted: no counter to keep
         raise QueueFull(name, depth, max_depth, n)
 
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
@@ -712,8 +716,8 @@ class Store:
             row = cur.execute(SQL_DEPTH, (qid,)).fetchall()
             if not row:
                 raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
-            depth, max_depth, _ = row[0]
-            if max_depth is None:
+            depth, max_depth, _, counted = row[0]
+            if max_depth is None and not counted:
                 depth = cur.execute(SQL_UNFINISHED, {"qid": qid}).fetchall()[0][0]
         return int(depth), max_depth
 
@@ -993,7 +997,7 @@ class Store:
             cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**cols, "name": name})
             cur.execute(SQL_SUBS_BUMP)
             row = tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
-            if "max_depth" in updates:
+            if "max_depth" in updates or "count_depth" in updates:
                 cur.execute(SQL_RECOUNT, {"qid": row[0]})
             return row
 
@@ -1124,8 +1128,9 @@ class Store:
         if not rows:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
         row = list(rows[0])
-        if row[8] is None:
-            row[7] = row[0] + row[2] + row[3]  # unbounded: depth from the counts
+        if row[8] is None and not row[11]:
+            row[7] = row[0] + row[2] + row[3]  # no counter kept: depth from the counts
+        del row[11]
         with self._totals_lock:
             pending = self._totals.get(qid)
             if pending:
@@ -1203,6 +1208,7 @@ def default_queue_options() -> dict[str, Any]:
         "topic": None,
         "pattern": None,
         "expires_at": None,
+        "count_depth": 0,
     }
 
 
