@@ -107,6 +107,40 @@ CREATE TABLE results (
 ) STRICT;
 CREATE INDEX results_expiry ON results (expires_at) WHERE expires_at IS NOT NULL;
 
+-- Schedules: cron / every / at, firing into a queue. A tick takes the due rows,
+-- enqueues each fire and advances next_run_at in one BEGIN IMMEDIATE transaction;
+-- schedule_runs (unique per schedule and fire time) is the history and a second
+-- guard against a fire being enqueued twice.
+CREATE TABLE schedules (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL,                -- cron | every | at
+    spec         TEXT NOT NULL,                -- the cron expression, seconds, or ISO time
+    tz           TEXT,                         -- time zone of a cron schedule
+    target       TEXT NOT NULL,                -- task | queue | command
+    queue        TEXT NOT NULL,                -- where each fire is enqueued
+    payload      BLOB NOT NULL,                -- CBOR: what each fire enqueues
+    misfire      TEXT NOT NULL,                -- skip | once | all
+    misfire_cap  INTEGER NOT NULL,
+    enabled      INTEGER NOT NULL DEFAULT 1,
+    next_run_at  REAL,                         -- NULL: nothing left to fire
+    last_run_at  REAL,
+    last_job_id  INTEGER,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+) STRICT;
+CREATE INDEX schedules_due ON schedules (next_run_at)
+    WHERE enabled = 1 AND next_run_at IS NOT NULL;
+
+CREATE TABLE schedule_runs (
+    id           INTEGER PRIMARY KEY,
+    schedule     TEXT NOT NULL,
+    fire_at      REAL NOT NULL,                -- the planned fire time
+    fired_at     REAL NOT NULL,                -- when a scheduler enqueued it
+    job_id       INTEGER,
+    UNIQUE (schedule, fire_at)
+) STRICT;
+
 -- Small shared settings and counters (e.g. the version of the subscription set).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -272,6 +272,55 @@ SQL_RESULT_PRUNE = "DELETE FROM results WHERE expires_at IS NOT NULL AND expires
 SQL_CANCEL_LEASED = f"UPDATE messages SET cancel = 1 WHERE id = ? AND state = {LEASED}"
 SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ?"
 
+# --- SQL: schedules ----------------------------------------------------------------
+
+_SCHEDULE_COLUMNS = (
+    "id, name, kind, spec, tz, target, queue, payload, misfire, misfire_cap, enabled, "
+    "next_run_at, last_run_at, last_job_id, created_at, updated_at"
+)
+SQL_SCHEDULE_UPSERT = """
+INSERT INTO schedules (name, kind, spec, tz, target, queue, payload, misfire, misfire_cap,
+    enabled, next_run_at, created_at, updated_at)
+VALUES (:name, :kind, :spec, :tz, :target, :queue, :payload, :misfire, :misfire_cap,
+    1, :next_run_at, :now, :now)
+ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec,
+    tz = excluded.tz, target = excluded.target, queue = excluded.queue,
+    payload = excluded.payload, misfire = excluded.misfire,
+    misfire_cap = excluded.misfire_cap, next_run_at = excluded.next_run_at,
+    updated_at = excluded.updated_at
+"""
+SQL_SCHEDULE_GET = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
+SQL_SCHEDULE_ALL = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+SQL_SCHEDULE_DELETE = "DELETE FROM schedules WHERE name = ?"
+SQL_SCHEDULE_DUE = f"""
+SELECT {_SCHEDULE_COLUMNS} FROM schedules
+WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?
+ORDER BY next_run_at
+"""
+SQL_SCHEDULE_NEXT = """
+SELECT min(next_run_at) FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL
+"""
+SQL_SCHEDULE_ADVANCE = """
+UPDATE schedules SET next_run_at = :next_run_at, last_run_at = coalesce(:last_run_at, last_run_at),
+    last_job_id = coalesce(:last_job_id, last_job_id)
+WHERE id = :id
+"""
+SQL_SCHEDULE_ENABLE = """
+UPDATE schedules SET enabled = :enabled, next_run_at = coalesce(:next_run_at, next_run_at),
+    updated_at = :now
+WHERE name = :name
+"""
+SQL_RUN_INSERT = """
+INSERT INTO schedule_runs (schedule, fire_at, fired_at, job_id) VALUES (?, ?, ?, NULL)
+ON CONFLICT (schedule, fire_at) DO NOTHING
+"""
+SQL_RUN_JOB = "UPDATE schedule_runs SET job_id = ? WHERE schedule = ? AND fire_at = ?"
+SQL_RUNS = """
+SELECT fire_at, fired_at, job_id FROM schedule_runs WHERE schedule = ?
+ORDER BY fire_at DESC LIMIT ?
+"""
+SQL_RUNS_DELETE = "DELETE FROM schedule_runs WHERE schedule = ?"
+
 # --- SQL: topics -------------------------------------------------------------------
 
 # Any change to the set of subscriptions bumps this counter, so a publisher can keep
@@ -961,6 +1010,105 @@ class Store:
         with self.read() as cur:
             rows = cur.execute(SQL_CANCEL_FLAG, (mid,)).fetchall()
         return bool(rows and rows[0][0])
+
+    # -- schedules ------------------------------------------------------------------
+
+    def schedule_upsert(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        """Create or replace schedule ``values["name"]`` (its history is kept)."""
+        with self.write() as cur:
+            cur.execute(SQL_SCHEDULE_UPSERT, {**values, "now": self.clock()})
+            return tuple(cur.execute(SQL_SCHEDULE_GET, (values["name"],)).fetchall()[0])
+
+    def schedule(self, name: str) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_SCHEDULE_GET, (name,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def schedules(self) -> list[tuple[Any, ...]]:
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(SQL_SCHEDULE_ALL).fetchall()]
+
+    def schedule_delete(self, name: str) -> bool:
+        """Delete a schedule and its history; False if there was none."""
+        with self.write() as cur:
+            cur.execute(SQL_SCHEDULE_DELETE, (name,))
+            gone = cur.connection.changes() > 0
+            cur.execute(SQL_RUNS_DELETE, (name,))
+        return bool(gone)
+
+    def schedule_enable(self, name: str, enabled: bool, next_run_at: float | None) -> bool:
+        """Pause or resume (optionally moving ``next_run_at``); False if no such schedule."""
+        with self.write() as cur:
+            cur.execute(
+                SQL_SCHEDULE_ENABLE,
+                {"enabled": int(enabled), "next_run_at": next_run_at, "now": self.clock(),
+                 "name": name},
+            )
+            return bool(cur.connection.changes())
+
+    def schedule_runs(self, name: str, limit: int) -> list[tuple[Any, ...]]:
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(SQL_RUNS, (name, limit)).fetchall()]
+
+    def next_schedule_due(self) -> float:
+        """The earliest ``next_run_at`` of an enabled schedule (inf if none)."""
+        with self.read() as cur:
+            value = cur.execute(SQL_SCHEDULE_NEXT).fetchall()[0][0]
+        return float(value) if value is not None else float("inf")
+
+    def schedule_tick(
+        self,
+        plan: Callable[[tuple[Any, ...], float], tuple[list[float], float | None]],
+        *,
+        only: str | None = None,
+        fire_now: bool = False,
+    ) -> list[tuple[str, float, int]]:
+        """Fire every due schedule once per fire time, in one transaction.
+
+        ``plan(row, now)`` returns ``(fire_times, next_run_at)`` for a due row (the
+        misfire policy lives there). Each fire time is recorded in schedule_runs
+        (unique per schedule) and enqueued with the dedup key
+        ``schedule:NAME:FIRE_AT``; ``next_run_at`` advances in the same transaction,
+        so any number of schedulers on one file enqueue each fire exactly once.
+        With *only* and *fire_now*, fires that schedule now, whatever its time.
+        Returns ``(schedule, fire_at, job_id)`` for each fire enqueued.
+        """
+        fired: list[tuple[str, float, int]] = []
+        added: dict[int, int] = {}
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE
+            if only is not None:
+                rows = cur.execute(SQL_SCHEDULE_GET, (only,)).fetchall()
+            else:
+                rows = cur.execute(SQL_SCHEDULE_DUE, (now,)).fetchall()
+            for row in rows:
+                row = tuple(row)
+                sid, name, queue_name, payload = row[0], row[1], row[6], row[7]
+                if fire_now:
+                    times, next_run_at = [now], row[11]
+                else:
+                    times, next_run_at = plan(row, now)
+                qrow = cur.execute("SELECT id FROM queues WHERE name = ?", (queue_name,)).fetchall()
+                qid = qrow[0][0] if qrow else self._create_queue(cur, queue_name, default_queue_options())
+                last_job = None
+                for fire_at in times:
+                    cur.execute(SQL_RUN_INSERT, (name, fire_at, now))
+                    if not cur.connection.changes():
+                        continue  # already fired (belt and braces)
+                    key = f"schedule:{name}:{fire_at!r}"
+                    ids, n = self._put(cur, qid, [(0, None, now, payload, None, key)], now, True)
+                    added[qid] = added.get(qid, 0) + n
+                    last_job = ids[0]
+                    cur.execute(SQL_RUN_JOB, (last_job, name, fire_at))
+                    fired.append((name, fire_at, last_job))
+                cur.execute(
+                    SQL_SCHEDULE_ADVANCE,
+                    {"next_run_at": next_run_at, "id": sid,
+                     "last_run_at": times[-1] if times else None, "last_job_id": last_job},
+                )
+        for qid, n in added.items():
+            self._tally(qid, n, 0)
+        return fired
 
     # -- topics ---------------------------------------------------------------------
 
