@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+import liteq
+
 from .cli_base import (
     DEAD_LETTER,
     DURATION,
@@ -196,13 +198,17 @@ def queue_create(ctx: click.Context, name: str, ignore: bool, out: Output, **opt
     Example: liteq queue create emails --max-depth 10000 --dead-letter emails.dead
     """
     db = open_db(create=True)
-    if db.has_queue(name):
+    try:
+        # One transaction: a concurrent creator cannot overwrite these options.
+        q = db.create_queue(name, **_option_updates(ctx, **options))
+    except liteq.InvalidArgument:
+        if not db.has_queue(name):
+            raise
         if not ignore:
             raise CliError(f"queue {name!r} already exists (change its options with "
-                           f"'liteq queue config {name}', or pass --ignore)")
-        _show_config(db.queue(name), out)
-        return
-    _show_config(db.queue(name, **_option_updates(ctx, **options)), out)
+                           f"'liteq queue config {name}', or pass --ignore)") from None
+        q = db.queue(name)
+    _show_config(q, out)
 
 
 @queue_group.command("config")

@@ -171,6 +171,32 @@ class Database:
         """Names of topics that have at least one subscription."""
         return self._store.topics()
 
+    def create_queue(
+        self,
+        name: str,
+        *,
+        max_depth: Any = _UNSET,
+        lease: Any = _UNSET,
+        max_attempts: Any = _UNSET,
+        dead_letter: Any = _UNSET,
+        retention: Any = _UNSET,
+        backoff: Any = _UNSET,
+        count_depth: Any = _UNSET,
+    ) -> Queue:
+        """Create queue *name* with these options; InvalidArgument if it exists.
+
+        Unlike :meth:`queue`, never changes an existing queue (the check and the
+        creation are one transaction).
+        """
+        validate_name(name)
+        updates = option_columns(
+            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
+            dead_letter=dead_letter, retention=retention, backoff=backoff,
+            count_depth=count_depth,
+        )
+        row = self._store.create_queue(name, {**default_queue_options(), **updates})
+        return self._adopt(row)
+
     def queues(self) -> list[str]:
         """Names of every queue in the file (subscriptions included)."""
         return self._store.queue_names()

@@ -528,15 +528,21 @@ class Queue:
         return out
 
     def stats(self) -> dict[str, Any]:
-        """Exact counts per state, depth against max_depth, and the oldest ready age."""
+        """Exact counts per state, depth against max_depth, and the oldest ready age.
+
+        ``expired_leases`` counts leased messages whose lease has run out (they become
+        ready at the next claim); ``enqueued_total``/``acked_total`` are statistics,
+        written to the file about once a second by each process.
+        """
         (ready, oldest, delayed, leased, done, dead, cancelled, depth, max_depth,
-         enqueued, finished) = self._store.stats(self.id)
+         enqueued, finished, expired) = self._store.stats(self.id)
         now = self._store.clock()
         return {
             "queue": self.name,
             "ready": ready,
             "delayed": delayed,
             "leased": leased,
+            "expired_leases": expired,
             "done": done,
             "dead": dead,
             "cancelled": cancelled,

@@ -245,7 +245,8 @@ SELECT
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DONE}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {CANCELLED}),
-  depth, max_depth, enqueued, finished, count_depth
+  depth, max_depth, enqueued, finished, count_depth,
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now)
 FROM queues WHERE id = :qid
 """
 SQL_NEXT_DUE = f"""
@@ -637,6 +638,17 @@ class Store:
             if "max_depth" in updates or "count_depth" in updates:
                 cur.execute(SQL_RECOUNT, {"qid": row[0]})
         return row
+
+    def create_queue(self, name: str, options: dict[str, Any]) -> tuple[Any, ...]:
+        """Create queue *name* with *options* (full column values), or raise
+        InvalidArgument if it exists: one transaction, so two creators cannot race."""
+        with self.write() as cur:
+            if cur.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchall():
+                raise InvalidArgument(f"queue {name!r} already exists")
+            qid = self._create_queue(cur, name, options)
+            if options.get("max_depth") is not None or options.get("count_depth"):
+                cur.execute(SQL_RECOUNT, {"qid": qid})
+            return tuple(cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0])
 
     def _create_queue(self, cur: Any, name: str, options: dict[str, Any]) -> int:
         cur.execute(SQL_QUEUE_INSERT, {**options, "name": name, "now": self.clock()})
@@ -1272,13 +1284,13 @@ class Store:
         """Exact counts per state (``state >= DONE AND state = X`` lets the partial
         index msg_finished serve the finished states), depth, max_depth, totals."""
         with self.read() as cur:
-            rows = cur.execute(SQL_STATS, {"qid": qid}).fetchall()
+            rows = cur.execute(SQL_STATS, {"qid": qid, "now": self.clock()}).fetchall()
         if not rows:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
         row = list(rows[0])
         if row[8] is None and not row[11]:
             row[7] = row[0] + row[2] + row[3]  # no counter kept: depth from the counts
-        del row[11]
+        del row[11]  # count_depth; expired leases are now row[11]
         with self._totals_lock:
             pending = self._totals.get(qid)
             if pending:
