@@ -12,6 +12,7 @@ shape:
 ``cli_messages.py`` ``peek``, ``show``, ``put``, ``get``, ``ack``, ``retry``,
                     ``cancel``
 ``cli_queues.py``   ``dead``, ``purge``, ``queue``, ``prune``, ``vacuum``
+``cli_topics.py``   ``topics``, ``publish``, ``subscribe``, ``unsubscribe``, ``tail``
 ``cli_demo.py``     ``demo``, a list of steps that later features extend
 ==================  ===========================================================
 
@@ -29,11 +30,12 @@ from .cli_demo import demo
 from .cli_messages import ack, cancel, get, peek, put, retry, show
 from .cli_queues import dead, prune, purge, queue_group, vacuum
 from .cli_stats import stats
+from .cli_topics import publish, subscribe, tail, topics, unsubscribe
 
 __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
-                prune, vacuum, demo):
+                prune, vacuum, topics, publish, subscribe, unsubscribe, tail, demo):
     cli.add_command(command)
 
 
