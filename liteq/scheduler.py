@@ -1,0 +1,811 @@
+"""Schedules: cron, every and at, firing tasks, queue payloads or shell commands.
+
+::
+
+    db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin", task="app.report", args=[1])
+    db.schedule("ping", every=30, queue="pings", payload={"ping": True})
+    db.schedule("backup", cron="@daily", command="backup.sh --full")   # a worker with --allow-shell
+    liteq.Scheduler(db).run()        # or: liteq scheduler APP / liteq worker APP --scheduler
+
+A schedule is a row in the ``schedules`` table. Each **fire** enqueues the schedule's
+stored payload into its queue. The whole tick is one ``BEGIN IMMEDIATE`` transaction
+in ``Store.schedule_tick``: it takes the due rows, asks :func:`plan` which fire times
+to enqueue, records each in ``schedule_runs`` (unique per schedule and fire time),
+enqueues it with the dedup key ``schedule:NAME:FIRE_AT`` and advances ``next_run_at``.
+So any number of schedulers on one file enqueue each (schedule, fire time) once.
+
+Timing:
+
+* ``cron``: five fields, or six with seconds first (``"*/15 * * * * *"``), or an
+  ``@hourly``/``@daily``/``@weekly``/``@monthly``/``@yearly`` alias, evaluated by
+  cronsim in ``tz`` (an IANA name; default UTC). DST is cronsim's (Debian cron's): a
+  job at a fixed local time that falls in the spring-forward gap runs when the gap
+  ends; one in the repeated fall-back hour runs once, at its first occurrence; jobs
+  with a wildcard minute or hour (``"30 * * * *"``) follow real elapsed time.
+* ``every``: every N seconds, on a grid anchored at ``start`` (default: first fire
+  N seconds from now).
+* ``at``: once, at an instant. Times without an offset are in ``tz`` (default UTC).
+
+Misfires: when a scheduler comes back after the fires ``F1 < ... < Fk <= now`` were
+due, the latest, ``Fk``, is *on time* if it is at most the grace late (60 s, or half
+the gap to the next fire if that is shorter); the policy then decides:
+
+======= =================================================================
+skip    fire ``Fk`` if on time, else nothing; go on with the next future time
+once    fire ``Fk`` (one fire, however many were missed)
+all     fire every one of them, the latest ``misfire_cap`` if there are more
+======= =================================================================
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from . import codec
+from .errors import InvalidArgument, LiteqError, ScheduleError
+from .queue import validate_name
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .task import Job, Task
+
+__all__ = [
+    "Schedule", "ScheduleRun", "Fire", "Scheduler", "schedule", "unschedule", "schedules",
+    "get_schedule", "validate", "plan", "fire_times", "describe", "run_shell", "register_shell_task",
+    "CommandFailed", "KINDS", "MISFIRE_POLICIES", "DEFAULT_MISFIRE_CAP", "MISFIRE_GRACE",
+    "SHELL_TASK", "SHELL_QUEUE",
+]
+
+logger = logging.getLogger("liteq.scheduler")
+
+KINDS = ("cron", "every", "at")
+MISFIRE_POLICIES = ("skip", "once", "all")
+#: Most fires one catch-up of a ``misfire="all"`` schedule enqueues (the latest ones).
+DEFAULT_MISFIRE_CAP = 100
+#: A fire at most this late (or half the gap to the next fire, if shorter) is on time.
+MISFIRE_GRACE = 60.0
+#: Name and default queue of the shell-command task (served by ``--allow-shell`` workers).
+SHELL_TASK = "liteq.shell"
+SHELL_QUEUE = "shell"
+#: Characters of a command's output kept in its job's result or error.
+OUTPUT_TAIL = 4000
+
+_ALIASES = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_SCAN = 1000  # missed cron fires walked forward before jumping back from now
+_RETRY_BROKEN = 60.0  # a row plan() cannot handle is looked at again this much later
+_UNSET: Any = object()
+
+# Row columns, in store._SCHEDULE_COLUMNS order.
+(_ID, _NAME, _KIND, _SPEC, _TZ, _TARGET, _QUEUE, _PAYLOAD, _MISFIRE, _CAP, _ENABLED,
+ _NEXT, _LAST, _LAST_JOB, _CREATED, _UPDATED) = range(16)
+
+
+# -- time: zones, instants, cron ------------------------------------------------------
+
+def _zone(tz: Any) -> ZoneInfo:
+    if tz is None:
+        return ZoneInfo("UTC")
+    if isinstance(tz, ZoneInfo):
+        return tz
+    if tz is dt.UTC:
+        return ZoneInfo("UTC")
+    try:
+        if not isinstance(tz, str) or not tz:
+            raise ValueError
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ScheduleError(
+            f"tz {tz!r} is not a known time zone: give an IANA name such as "
+            f"'Europe/Berlin', 'America/New_York' or 'UTC'") from None
+
+
+def _moment(value: Any, zone: ZoneInfo, what: str) -> dt.datetime:
+    """*value* as an aware datetime: a datetime, epoch seconds (UTC), or an ISO 8601
+    string; a time without an offset is in *zone*."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ScheduleError(f"{what} must be a finite time, got {value!r}")
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ScheduleError(
+                f"{what} {value!r} is not an ISO 8601 time (e.g. 2030-01-31T09:00:00+01:00, "
+                f"2030-01-31 09:00 with tz=..., or ...Z for UTC)") from None
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=zone) if value.tzinfo is None else value
+    raise ScheduleError(f"{what} must be a datetime, epoch seconds or an ISO 8601 string, "
+                        f"got {value!r}")
+
+
+def _instant(value: Any, zone: ZoneInfo, what: str) -> float:
+    return _moment(value, zone, what).timestamp()
+
+
+def _expand(expr: str) -> str:
+    return _ALIASES.get(expr.strip().lower(), expr)
+
+
+def _check_cron(expr: Any, zone: ZoneInfo, now: float) -> str:
+    if not isinstance(expr, str) or not expr.strip():
+        raise ScheduleError(f"cron expression must be a non-empty string, got {expr!r}")
+    expr = " ".join(expr.split())
+    try:
+        it = CronSim(_expand(expr), dt.datetime.fromtimestamp(now, zone))
+        next(it)
+    except StopIteration:
+        raise ScheduleError(f"cron expression {expr!r} never fires (no match in 50 years)") \
+            from None
+    except (CronSimError, ValueError, IndexError, KeyError) as exc:
+        raise ScheduleError(
+            f"cron expression {expr!r} is invalid: {exc or type(exc).__name__} (five fields: "
+            f"minute hour day-of-month month day-of-week; or six with seconds first; or "
+            f"@hourly, @daily, @weekly, @monthly, @yearly)") from None
+    return expr
+
+
+def _cron_after(expr: str, zone: ZoneInfo, after: float) -> Iterator[float]:
+    """Fire times of *expr* strictly after *after*, ascending (cronsim's DST rules)."""
+    try:
+        it = CronSim(_expand(expr), dt.datetime.fromtimestamp(after, zone))
+        last = after
+        for when in it:
+            t = when.timestamp()
+            # After a fall-back, a fixed-time job's naive walk can land before the
+            # start (the first occurrence of the repeated hour): never go backwards.
+            if t > last:
+                last = t
+                yield t
+    except StopIteration:
+        return
+
+
+def _cron_back(expr: str, zone: ZoneInfo, until: float) -> Iterator[float]:
+    """Fire times of *expr* at or before *until*, newest first."""
+    start = dt.datetime.fromtimestamp(math.floor(until) + 1, zone)
+    last = math.inf
+    for when in CronSim(_expand(expr), start, reverse=True):
+        t = when.timestamp()
+        if t <= until and t < last:
+            last = t
+            yield t
+
+
+def fire_times(kind: str, spec: str, tz: str | None, first: float | None,
+               n: int) -> list[float]:
+    """The next *n* fire times (epoch seconds) of a schedule whose next fire is *first*."""
+    if first is None or n < 1:
+        return []
+    out = [first]
+    if kind == "every":
+        every = float(spec)
+        out += [first + k * every for k in range(1, n)]
+    elif kind == "cron":
+        it = _cron_after(spec, _zone(tz), first)
+        out += [t for _, t in zip(range(n - 1), it, strict=False)]
+    return out
+
+
+def _first_fire(kind: str, spec: str, zone: ZoneInfo, now: float,
+                start: float | None) -> float | None:
+    """When a new (or changed, or resumed) schedule fires first."""
+    if kind == "at":
+        return _instant(spec, zone, "at")
+    if kind == "every":
+        every = float(spec)
+        if start is None:
+            return now + every
+        if start >= now:
+            return start
+        k = math.ceil((now - start) / every)  # the first grid point at or after now
+        while start + (k - 1) * every >= now:
+            k -= 1
+        while start + k * every < now:
+            k += 1
+        return start + k * every
+    after = now if start is None or start <= now else start - 1e-6
+    return next(_cron_after(spec, zone, after), None)
+
+
+def describe(kind: str, spec: str, tz: str | None) -> str:
+    """People's words for a schedule's timing (cronsim's ``explain()`` for cron)."""
+    if kind == "cron":
+        try:
+            text = CronSim(_expand(spec), dt.datetime.now(dt.UTC)).explain()
+        except Exception:  # explain() does not cover every expression
+            text = f"cron {spec}"
+        return f"{text} ({tz or 'UTC'})"
+    if kind == "every":
+        return f"every {_seconds_text(float(spec))}"
+    return f"once, at {spec}"
+
+
+def _seconds_text(s: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size and s % size == 0:
+            n = int(s // size)
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return "second" if s == 1 else f"{s:g} seconds"
+
+
+# -- the misfire policy ----------------------------------------------------------------
+
+def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
+    """``(fire_times, next_run_at)`` for a due schedule row: the misfire policy.
+
+    Called by ``Store.schedule_tick`` inside its transaction for each row whose
+    ``next_run_at <= now``. Fire times are those in ``[next_run_at, now]``; see the
+    module docstring for what each policy fires.
+    """
+    kind, spec, first = row[_KIND], row[_SPEC], row[_NEXT]
+    if first is None or first > now:
+        return [], first
+    policy, cap = row[_MISFIRE], max(1, int(row[_CAP]))
+    keep = cap if policy == "all" else 1
+    nxt: float | None
+    if kind == "at":
+        missed, nxt = [first], None
+    elif kind == "every":
+        every = float(spec)
+        k = math.floor((now - first) / every)  # index of the latest fire at or before now
+        while k > 0 and first + k * every > now:
+            k -= 1
+        while first + (k + 1) * every <= now:
+            k += 1
+        missed = [first + i * every for i in range(max(0, k + 1 - keep), k + 1)]
+        nxt = first + (k + 1) * every
+    else:
+        missed, nxt = _cron_missed(spec, _zone(row[_TZ]), first, now, keep)
+    latest = missed[-1]
+    if policy == "all":
+        return missed, nxt
+    if policy == "once":
+        return [latest], nxt
+    grace = MISFIRE_GRACE if nxt is None else min(MISFIRE_GRACE, (nxt - latest) / 2)
+    return ([latest] if now - latest <= grace else []), nxt
+
+
+def _cron_missed(expr: str, zone: ZoneInfo, first: float, now: float,
+                 keep: int) -> tuple[list[float], float | None]:
+    """The latest *keep* fires in ``[first, now]`` and the first fire after *now*."""
+    missed: collections.deque[float] = collections.deque([first], maxlen=keep)
+    it = _cron_after(expr, zone, first)
+    for _ in range(_SCAN):
+        t = next(it, None)
+        if t is None or t > now:
+            return list(missed), t
+        missed.append(t)
+    # Down for a long time: walk back from now rather than forward from first.
+    back = [t for _, t in zip(range(keep), _cron_back(expr, zone, now), strict=False)
+            if t >= first]
+    return sorted(back) or list(missed), next(_cron_after(expr, zone, now), None)
+
+
+def _safe_plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
+    # An exception here would roll back the whole tick and block every schedule.
+    try:
+        return plan(row, now)
+    except Exception:
+        logger.exception("schedule %r (%s %r) cannot be planned; trying again in %g s",
+                         row[_NAME], row[_KIND], row[_SPEC], _RETRY_BROKEN)
+        return [], now + _RETRY_BROKEN
+
+
+# -- the definition of a schedule --------------------------------------------------------
+
+def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
+            now: float) -> tuple[str, str, str | None, float | None]:
+    """Validate the timing; ``(kind, spec, tz, first fire)``. Writes nothing."""
+    given = [k for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None]
+    if len(given) != 1:
+        raise ScheduleError(f"give exactly one of cron=, every= or at=, got "
+                            f"{', '.join(given) or 'none'}")
+    kind = given[0]
+    if tz is not None and kind == "every":
+        raise ScheduleError("tz applies to cron and at schedules, not to every=")
+    zone = _zone(tz)
+    tz_name: str | None = zone.key if kind == "cron" or tz is not None else None
+    first_start = None if start is None else _instant(start, zone, "start")
+    if kind == "cron":
+        spec = _check_cron(cron, zone, now)
+    elif kind == "every":
+        if isinstance(every, dt.timedelta):
+            every = every.total_seconds()
+        if isinstance(every, bool) or not isinstance(every, (int, float)) \
+                or not math.isfinite(every) or every <= 0:
+            raise ScheduleError(f"every must be a number of seconds > 0, got {every!r}")
+        spec = repr(float(every))
+    else:
+        if start is not None:
+            raise ScheduleError("start applies to cron and every schedules, not to at=")
+        moment = _moment(at, zone, "at")
+        spec = (moment.astimezone(zone) if tz is not None else moment).isoformat()
+    return kind, spec, tz_name, _first_fire(kind, spec, zone, now, first_start)
+
+
+def _target(db: Database, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
+            command: Any) -> tuple[str, str, Any]:
+    """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
+    from .task import Task, registry
+
+    has_payload = payload is not _UNSET
+    given = [k for k, v in (("task", task is not None), ("payload", has_payload),
+                            ("command", command is not None)) if v]
+    if len(given) != 1:
+        hint = " (a queue target is queue= with payload=)" if queue is not None else ""
+        raise ScheduleError(f"give exactly one target: task=, payload= (with queue=) or "
+                            f"command=, got {', '.join(given) or 'none'}{hint}")
+    if queue is not None:
+        validate_name(queue)
+    if (args is not None or kwargs is not None) and task is None:
+        raise ScheduleError("args= and kwargs= go with a task= target")
+    if task is not None:
+        if isinstance(task, Task):
+            name, default_queue = task.name, task.queue
+        elif isinstance(task, str) and 0 < len(task) <= 200:
+            known = registry(db).get(task)
+            name, default_queue = task, known.queue if known else "default"
+        else:
+            raise ScheduleError(f"task must be a registered Task or a task name, got {task!r}")
+        if args is None:
+            args = []
+        if not isinstance(args, (list, tuple)):
+            raise ScheduleError(f"args must be a list, got {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ScheduleError("kwargs must be a dict with str keys")
+        return "task", queue or default_queue, {"task": name, "args": list(args),
+                                                "kwargs": kwargs}
+    if command is not None:
+        if not isinstance(command, str) or not command.strip():
+            raise ScheduleError(f"command must be a non-empty string, got {command!r}")
+        return "command", queue or SHELL_QUEUE, {"task": SHELL_TASK, "args": [command],
+                                                 "kwargs": {}}
+    if queue is None:
+        raise ScheduleError("a payload= target needs queue=")
+    return "queue", queue, payload
+
+
+def _policy(misfire: Any, misfire_cap: Any) -> tuple[str, int]:
+    if misfire not in MISFIRE_POLICIES:
+        raise ScheduleError(f"misfire must be one of skip, once, all; got {misfire!r}")
+    if isinstance(misfire_cap, bool) or not isinstance(misfire_cap, int) or misfire_cap < 1:
+        raise ScheduleError(f"misfire_cap must be a positive integer, got {misfire_cap!r}")
+    return misfire, misfire_cap
+
+
+def validate(*, cron: Any = None, every: Any = None, at: Any = None, tz: Any = None,
+             start: Any = None, misfire: Any = "once",
+             misfire_cap: Any = DEFAULT_MISFIRE_CAP, now: float | None = None) -> None:
+    """Check a schedule's timing and policy without a database (the CLI's first step)."""
+    _timing(cron, every, at, tz, start, time.time() if now is None else now)
+    _policy(misfire, misfire_cap)
+
+
+def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = None,
+             at: Any = None, tz: str | None = None, task: str | Task[Any, Any] | None = None,
+             queue: str | None = None, args: Sequence[Any] | None = None,
+             kwargs: dict[str, Any] | None = None, payload: Any = _UNSET,
+             command: str | None = None, misfire: str = "once",
+             misfire_cap: int = DEFAULT_MISFIRE_CAP, start: Any = None) -> Schedule:
+    """Create or replace schedule *name* (``db.schedule``); return it.
+
+    Timing, exactly one of: *cron* (with *tz*, an IANA name, default UTC), *every*
+    (seconds, or a timedelta; the grid is anchored at *start*, default now, first
+    fire one interval later) or *at* (a datetime, epoch seconds or ISO 8601 string;
+    without an offset, in *tz*). *start*: no fire before it.
+
+    Target, exactly one of: *task* (a Task or task name, with *args* and *kwargs*;
+    enqueued on *queue*, else the task's queue, else ``"default"``), *payload* (any
+    CBOR value, enqueued as is on *queue*) or *command* (a shell command run by a
+    worker started with ``--allow-shell``, on *queue*, default ``"shell"``).
+
+    *misfire* (``skip``, ``once``, ``all`` up to *misfire_cap*): what a scheduler
+    that was down does with the fires it missed.
+
+    Declaring a schedule again with the same timing keeps its next fire time (so a
+    restart of the app that declares it loses no fire) and its pause; a new timing
+    starts over from now. Its history is kept either way. With only *name*, returns
+    the existing schedule.
+
+    Raises :class:`~liteq.ScheduleError` naming the field for a bad cron expression,
+    time zone or definition, and writes nothing.
+    """
+    validate_name(name, "schedule")
+    nothing = (cron, every, at, tz, task, queue, args, kwargs, command, start)
+    if payload is _UNSET and all(v is None for v in nothing):
+        found = get_schedule(db, name)
+        if found is None:
+            raise ScheduleError(f"no schedule named {name!r} (give cron=, every= or at= and "
+                                f"a target to create it)")
+        return found
+    now = db.clock()
+    kind, spec, tz_name, first = _timing(cron, every, at, tz, start, now)
+    target, queue_name, value = _target(db, task, queue, args, kwargs, payload, command)
+    policy, cap = _policy(misfire, misfire_cap)
+    blob = codec.encode(value, db.max_payload)
+    store = db._store
+    with db.transaction():
+        old = store.schedule(name)
+        if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
+            first = old[_NEXT]
+        row = store.schedule_upsert({
+            "name": name, "kind": kind, "spec": spec, "tz": tz_name, "target": target,
+            "queue": queue_name, "payload": blob, "misfire": policy, "misfire_cap": cap,
+            "next_run_at": first,
+        })
+    return Schedule(db, row)
+
+
+def get_schedule(db: Database, name: str) -> Schedule | None:
+    """Schedule *name*, or None."""
+    row = db._store.schedule(name)
+    return None if row is None else Schedule(db, row)
+
+
+def schedules(db: Database) -> list[Schedule]:
+    """Every schedule in the file, by name."""
+    return [Schedule(db, row) for row in db._store.schedules()]
+
+
+def unschedule(db: Database, name: str) -> bool:
+    """Delete schedule *name* and its history; False if there was none. Messages it
+    already enqueued stay."""
+    return db._store.schedule_delete(name)
+
+
+# -- schedule objects ------------------------------------------------------------------
+
+class ScheduleRun(NamedTuple):
+    """One fire in a schedule's history: planned time, when it was enqueued, its job."""
+
+    fire_at: float
+    fired_at: float
+    job_id: int | None
+
+    @property
+    def late(self) -> float:
+        """Seconds between the planned time and the enqueue."""
+        return self.fired_at - self.fire_at
+
+
+class Fire(NamedTuple):
+    """A fire a tick enqueued."""
+
+    schedule: str
+    fire_at: float
+    job_id: int
+
+
+class Schedule:
+    """A snapshot of one schedule (``db.schedule(...)``, ``db.schedules()``).
+
+    Attributes are as read; :meth:`refresh` reads them again. Fire times are epoch
+    seconds; :meth:`next` gives datetimes in the schedule's time zone.
+    """
+
+    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+        self.db = db
+        self._load(row)
+
+    def _load(self, row: Sequence[Any]) -> None:
+        self.id: int = row[_ID]
+        self.name: str = row[_NAME]
+        self.kind: str = row[_KIND]
+        self.spec: str = row[_SPEC]
+        self.tz: str | None = row[_TZ]
+        self.target: str = row[_TARGET]
+        self.queue: str = row[_QUEUE]
+        try:
+            self.payload: Any = codec.decode(row[_PAYLOAD])
+        except LiteqError as exc:
+            self.payload = {"$error": str(exc)}
+        self.misfire: str = row[_MISFIRE]
+        self.misfire_cap: int = row[_CAP]
+        self.enabled: bool = bool(row[_ENABLED])
+        self.next_run_at: float | None = row[_NEXT]
+        self.last_run_at: float | None = row[_LAST]
+        self.last_job_id: int | None = row[_LAST_JOB]
+        self.created_at: float = row[_CREATED]
+        self.updated_at: float = row[_UPDATED]
+
+    @property
+    def paused(self) -> bool:
+        return not self.enabled
+
+    @property
+    def state(self) -> str:
+        """``active``, ``paused``, or ``finished`` (nothing left to fire)."""
+        if self.next_run_at is None:
+            return "finished"
+        return "active" if self.enabled else "paused"
+
+    @property
+    def task(self) -> str | None:
+        """The task a task (or command) target runs."""
+        return self.payload.get("task") if self.target != "queue" else None
+
+    @property
+    def args(self) -> list[Any] | None:
+        return self.payload.get("args") if self.target == "task" else None
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        return self.payload.get("kwargs") if self.target == "task" else None
+
+    @property
+    def command(self) -> str | None:
+        return self.payload["args"][0] if self.target == "command" else None
+
+    @property
+    def description(self) -> str:
+        """The timing in words (cronsim's explain() for cron expressions)."""
+        return describe(self.kind, self.spec, self.tz)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.tz)
+
+    def next(self, n: int = 5) -> list[dt.datetime]:
+        """The next *n* fire times, in the schedule's time zone (UTC for ``every``).
+
+        A paused schedule shows those it would have once resumed now.
+        """
+        first = self.next_run_at
+        if self.paused and self.kind != "at":
+            first = _first_fire(self.kind, self.spec, self.zone, self.db.clock(), first)
+        return [dt.datetime.fromtimestamp(t, self.zone)
+                for t in fire_times(self.kind, self.spec, self.tz, first, n)]
+
+    def pause(self) -> Schedule:
+        """Stop firing (a scheduler skips it) until :meth:`resume`."""
+        if not self.db._store.schedule_enable(self.name, False, None):
+            raise ScheduleError(f"no schedule named {self.name!r}")
+        return self.refresh()
+
+    def resume(self) -> Schedule:
+        """Fire again, from the next time after now: fires that fell while paused are
+        not made up (an ``at`` schedule resumed after its time follows its misfire
+        policy)."""
+        nxt = None
+        if self.kind != "at":
+            base = self.next_run_at if self.kind == "every" else None
+            nxt = _first_fire(self.kind, self.spec, self.zone, self.db.clock(), base)
+        if not self.db._store.schedule_enable(self.name, True, nxt):
+            raise ScheduleError(f"no schedule named {self.name!r}")
+        return self.refresh()
+
+    def run_now(self) -> Job:
+        """Fire once now, outside the timing (paused or not); return the job."""
+        from .task import Job
+
+        fired = self.db._store.schedule_tick(_safe_plan, only=self.name, fire_now=True)
+        if not fired:
+            raise ScheduleError(f"no schedule named {self.name!r}")
+        self.refresh()
+        return Job(self.db, fired[-1][2], task=self.task)
+
+    def history(self, limit: int = 20) -> list[ScheduleRun]:
+        """The last *limit* fires, newest first."""
+        return [ScheduleRun(*r) for r in self.db._store.schedule_runs(self.name, limit)]
+
+    def delete(self) -> bool:
+        """Delete this schedule and its history (``db.unschedule(name)``)."""
+        return unschedule(self.db, self.name)
+
+    def refresh(self) -> Schedule:
+        """Read the row again (raises ScheduleError if it was deleted)."""
+        row = self.db._store.schedule(self.name)
+        if row is None:
+            raise ScheduleError(f"no schedule named {self.name!r} (it was deleted)")
+        self._load(row)
+        return self
+
+    def __repr__(self) -> str:
+        what = f"{self.kind} {self.spec!r}" + (f" {self.tz}" if self.tz else "")
+        return f"<Schedule {self.name} {what} -> {self.target} {self.queue!r} {self.state}>"
+
+
+# -- the scheduler ---------------------------------------------------------------------
+
+_MIN_RECHECK = 0.05  # after a wake-up by someone's commit, look again no sooner than this
+
+
+class Scheduler:
+    """Fires the due schedules of *db*, forever: ``Scheduler(db).run()``.
+
+    Run as many as you like on one file (``liteq scheduler``, ``liteq worker
+    --scheduler``): each fire is enqueued once. It sleeps until the next due time,
+    at most *interval* seconds, and wakes early when another process commits (a new
+    schedule may be due sooner).
+    """
+
+    def __init__(self, db: Database, interval: float = 1.0) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+                or not 0 < interval < math.inf:
+            raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")
+        self.db = db
+        self.interval = float(interval)
+        self.fired = 0
+        self._stop = threading.Event()
+        self._pipe: tuple[int, int] | None = None
+
+    def tick(self) -> list[Fire]:
+        """Fire every due schedule once per due fire time; return what was enqueued."""
+        fires = [Fire(*f) for f in self.db._store.schedule_tick(_safe_plan)]
+        for f in fires:
+            logger.info("schedule %s fired for %s: job %d", f.schedule, _utc(f.fire_at),
+                        f.job_id)
+        self.fired += len(fires)
+        return fires
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Tick until :meth:`stop` (or *stop_event* is set); errors are logged and
+        retried after *interval*."""
+        self._stop.clear()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        waiter = self.db._waiter()
+        try:
+            while not self._stopped(stop_event):
+                waiter.arm()  # before reading: a commit after the read wakes the wait
+                try:
+                    due = self.db._store.next_schedule_due()
+                    if due <= self.db.clock():
+                        self.tick()
+                        continue
+                except Exception:  # a locked or broken file must not end the loop
+                    logger.exception("scheduler tick failed; trying again in %g s",
+                                     self.interval)
+                    due = self.db.clock() + self.interval
+                delay = min(self.interval, due - self.db.clock() + 0.001)
+                if stop_event is not None:
+                    delay = min(delay, 0.25)  # an outside event cannot wake the select
+                began = time.monotonic()
+                if waiter.fd >= 0:
+                    select.select([waiter.fd, read_fd], [], [], max(0.0, delay))
+                    early = delay - (time.monotonic() - began)
+                    if early > 0:  # woken by a commit: do not spin on a busy file
+                        select.select([read_fd], [], [], min(_MIN_RECHECK, early))
+                else:
+                    select.select([read_fd], [], [], max(0.0, delay))
+        finally:
+            self._pipe = None
+            for fd in (read_fd, write_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _stopped(self, stop_event: threading.Event | None) -> bool:
+        return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
+
+    def stop(self) -> None:
+        """Make :meth:`run` return soon. Safe from any thread or a signal handler."""
+        self._stop.set()
+        pipe = self._pipe
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(pipe[1], b"x")
+
+    def __repr__(self) -> str:
+        return f"<Scheduler {self.db.path!r} interval={self.interval:g}>"
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+# -- shell commands --------------------------------------------------------------------
+
+class CommandFailed(Exception):
+    """A scheduled shell command exited with a non-zero code (the job is retried)."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        how = "timed out" if result.get("timed_out") else f"exited with code {result['exit_code']}"
+        tail = result.get("output_tail") or ""
+        super().__init__(f"command {how}: {result['command']}"
+                         + (f"\n--- output (tail) ---\n{tail}" if tail else ""))
+        self.result = result
+        self.exit_code = result["exit_code"]
+        self.output_tail = tail
+
+
+def run_shell(command: str, timeout: float | None = None, *,
+              tail: int = OUTPUT_TAIL) -> dict[str, Any]:
+    """Run *command* with ``/bin/sh -c``; return ``exit_code``, ``output_tail`` (the
+    last *tail* characters of stdout and stderr together), ``duration``, ``timed_out``.
+
+    The command runs in a session of its own with stdin closed; past *timeout*
+    seconds (or when the calling thread is interrupted, e.g. by a task timeout) its
+    whole process group is killed and ``exit_code`` is negative, as for a signal.
+    """
+    began = time.monotonic()
+    deadline = None if timeout is None else began + timeout
+    kept = bytearray()
+    limit = tail * 4  # bytes: a UTF-8 character is at most four
+    proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    timed_out = eof = False
+    try:
+        while True:
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            # Short waits: a task timeout is raised in this thread between them.
+            wait = min(0.5, left)
+            if eof:  # the output is closed; wait for the exit
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            ready, _, _ = select.select([fd], [], [], wait)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    eof = True
+                    continue
+                kept += chunk
+                del kept[:-limit]
+            elif proc.poll() is not None:
+                break  # exited; a background child may keep the pipe open
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+        code = proc.wait()
+    text = kept.decode("utf-8", errors="replace")[-tail:]
+    return {"command": command, "exit_code": code, "output_tail": text,
+            "duration": round(time.monotonic() - began, 6), "timed_out": timed_out}
+
+
+def register_shell_task(db: Database, *, queue: str = SHELL_QUEUE, timeout: float | None = None,
+                        max_attempts: int = 5, backoff: Any = None) -> Task[Any, Any]:
+    """Register the task ``liteq.shell`` on *db*: it runs its one argument with
+    :func:`run_shell`, returns (and stores) the result, and raises
+    :class:`CommandFailed` on a non-zero exit, so the job is retried like any task.
+
+    Only a worker started with ``--allow-shell`` calls this. The commands run with
+    that worker's user and rights: anyone who can write to the database file can
+    make such a worker run any command.
+    """
+    limit = None if timeout is None else float(timeout)
+
+    def shell(command: str) -> dict[str, Any]:
+        result = run_shell(command, timeout=limit)
+        if result["exit_code"] != 0:
+            raise CommandFailed(result)
+        return result
+
+    # The task's own timeout is a backstop a little after run_shell's, which kills
+    # the command's whole process group itself.
+    task: Task[Any, Any] = db.task(
+        name=SHELL_TASK, queue=queue, store_result=True, max_attempts=max_attempts,
+        backoff=backoff, timeout=None if limit is None else limit + 10)(shell)
+    return task
