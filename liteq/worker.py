@@ -300,6 +300,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
         logger.warning("job %d %s: its lease was lost (the worker did not renew it in time); "
                        "another worker runs it", mid, ctx.task)
         outcome.state = "lost"
+        final = None
     if final is not None:
         outcome.state = "cancelled" if final == CANCELLED else "failed"
     hooks = worker._hooks
@@ -353,6 +354,11 @@ class _Consumer:
                     # this consumer held runs again once its leases run out.
                     logger.exception("database error in the worker; trying again in 1 s")
                     self.w._pause(1.0)
+                except TaskTimeout:
+                    # A timeout raised into this thread just as its job ended landed
+                    # in the worker's own code: that batch runs again after its lease.
+                    logger.warning("a task timeout arrived after its job had ended; the "
+                                   "jobs of that batch run again once their leases run out")
         except BaseException:
             logger.exception("worker consumer stopped by an unexpected error")
             self.w.stop()
@@ -505,7 +511,7 @@ class _Consumer:
                            error=JobError("liteq.Cancelled", str(sig))), False
         except TaskTimeout:
             why = JobError("liteq.TaskTimeout", f"task {task.name} exceeded its timeout of "
-                                          f"{timeout:g} s")
+                                                f"{timeout or 0:g} s")
             return Outcome("retrying", time.perf_counter() - start, error=why), False
         except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
             return Outcome("retrying", time.perf_counter() - start,
