@@ -602,7 +602,10 @@ class Schedule:
 
         fired = self.db._store.schedule_tick(_safe_plan, only=self.name, fire_now=True)
         if not fired:
-            raise ScheduleError(f"no schedule named {self.name!r}")
+            self.refresh()  # raises if it was deleted
+            # schedule_runs already holds a fire for this very instant
+            raise ScheduleError(f"schedule {self.name!r} already fired at this instant; "
+                                f"nothing was enqueued")
         self.refresh()
         return Job(self.db, fired[-1][2], task=self.task)
 

@@ -415,3 +415,15 @@ def test_a_scheduler_thread_fires_on_the_real_clock_and_stops_when_asked(
     times = sorted(r.fire_at for r in s.history(100))
     assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == \
         [0.2] * (len(times) - 1)
+
+
+def test_run_now_at_an_instant_that_already_fired_enqueues_nothing_more(clocked_db, clock) -> None:
+    s = schedule(clocked_db, "t", every=10, queue="q", payload=1)
+    clock.advance(10)
+    assert len(Scheduler(clocked_db).tick()) == 1
+    with pytest.raises(liteq.ScheduleError, match="already fired at this instant"):
+        s.run_now()
+    assert len(clocked_db.queue("q")) == 1
+    unschedule(clocked_db, "t")
+    with pytest.raises(liteq.ScheduleError, match="no schedule named 't'"):
+        s.run_now()
