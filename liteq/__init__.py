@@ -21,8 +21,28 @@ from .errors import (
     SerializationError,
     StorageError,
 )
+from .hooks import Hook
 from .queue import Backoff, Message, Queue
+from .task import (
+    Cancelled,
+    Fail,
+    Job,
+    JobCancelled,
+    JobContext,
+    JobError,
+    JobFailed,
+    JobInfo,
+    JobNotFound,
+    NoResult,
+    Outcome,
+    ResultTimeout,
+    Retry,
+    Task,
+    TaskTimeout,
+    current_job,
+)
 from .topic import Topic
+from .worker import Worker
 
 __version__ = "0.1.0"
 
@@ -37,6 +57,25 @@ __all__ = [
     "Backoff",
     # pub/sub
     "Topic",
+    # tasks and workers
+    "Task",
+    "Job",
+    "JobInfo",
+    "JobError",
+    "JobContext",
+    "Outcome",
+    "current_job",
+    "Retry",
+    "Fail",
+    "Cancelled",
+    "TaskTimeout",
+    "JobNotFound",
+    "JobFailed",
+    "JobCancelled",
+    "NoResult",
+    "ResultTimeout",
+    "Worker",
+    "Hook",
     # errors
     "LiteqError",
     "InvalidArgument",

@@ -13,6 +13,7 @@ shape:
                     ``cancel``
 ``cli_queues.py``   ``dead``, ``purge``, ``queue``, ``prune``, ``vacuum``
 ``cli_topics.py``   ``topics``, ``publish``, ``subscribe``, ``unsubscribe``, ``tail``
+``cli_worker.py``   ``worker``, ``jobs``, ``job``
 ``cli_demo.py``     ``demo``, a list of steps that later features extend
 ==================  ===========================================================
 
@@ -26,17 +27,20 @@ from __future__ import annotations
 import sys
 
 from .cli_base import cli
-from .cli_demo import demo
+from .cli_demo import demo, demo_step
 from .cli_messages import ack, cancel, get, peek, put, retry, show
 from .cli_queues import dead, prune, purge, queue_group, vacuum
 from .cli_stats import stats
 from .cli_topics import publish, subscribe, tail, topics, unsubscribe
+from .cli_worker import job, jobs, worker, worker_demo
 
 __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
-                prune, vacuum, topics, publish, subscribe, unsubscribe, tail, demo):
+                prune, vacuum, topics, publish, subscribe, unsubscribe, tail, worker, jobs, job,
+                demo):
     cli.add_command(command)
+demo_step(60)(worker_demo)
 
 
 def main() -> None:

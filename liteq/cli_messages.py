@@ -309,15 +309,24 @@ def retry(message_id: int, out: Output) -> None:
 def cancel(message_id: int, out: Output) -> None:
     """Cancel a ready or delayed message so that it is never delivered.
 
-    A leased message cannot be cancelled: its consumer is working on it.
+    A leased (running) message is not stopped by force: cancellation is
+    requested, the request survives restarts, a task sees it at its next
+    checkpoint, and the message is not delivered again.
 
     Example: liteq cancel 42
     """
     db = open_db()
     msg = _message(db, message_id)
-    if not db.cancel(message_id):
-        raise CliError(f"message {message_id} is {msg.state}: only ready or delayed "
-                       f"messages can be cancelled")
+    outcome = db._store.request_cancel(message_id)
+    if outcome == "finished":
+        raise CliError(f"message {message_id} is {msg.state}: only ready, delayed or "
+                       f"leased messages can be cancelled")
+    if outcome == "requested":
+        out.result({"id": message_id, "queue": msg.queue, "state": "leased",
+                    "cancel_requested": True},
+                   f"message {message_id} of queue {msg.queue!r} is running: cancellation "
+                   f"requested (it will not be delivered again)")
+        return
     out.result({"id": message_id, "queue": msg.queue, "state": "cancelled"},
                f"cancelled message {message_id} of queue {msg.queue!r}")
 

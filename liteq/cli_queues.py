@@ -262,7 +262,8 @@ def prune(queues: tuple[str, ...], older_than: float | None, out: Output) -> Non
 
     Deletes the done and cancelled messages (kept by a queue's retention) of
     every queue, or of the QUEUES given, that finished longer ago than
-    --older-than.
+    --older-than (default: each queue's retention), and the outcomes of task jobs
+    whose result_ttl has run out.
 
     \b
     Examples:
@@ -273,6 +274,7 @@ def prune(queues: tuple[str, ...], older_than: float | None, out: Output) -> Non
     names = list(queues) or db.queues()
     targets = [existing_queue(db, name) for name in names]
     rows = [{"queue": q.name, "pruned": q.prune(older_than)} for q in targets]
+    db._store.prune_results(db.clock())  # expired job outcomes (result_ttl)
     out.rows(rows, [Column("queue"), Column("pruned", numeric=True)],
              empty=f"no queues in {db.path}")
 

@@ -222,8 +222,10 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int
               help="Wait up to this long for the job to finish first.")
 @output_options
 def job(job_id: int, wait: float, out: Output) -> None:
-    """Show one job: state, attempts, arguments, last error with its traceback,
-    and result (when the task stores results).
+    """Show one job: its state, attempts, arguments, error and result.
+
+    The error comes with its traceback; the result is shown when the task stores
+    results.
 
     \b
     Examples:

@@ -87,6 +87,7 @@ class Database:
         self.path = self._store.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
+        self._tasks: dict[str, Any] = {}  # name -> liteq.task.Task, filled by @db.task
         self._lock = threading.Lock()
         self._local = threading.local()
 

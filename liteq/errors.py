@@ -11,10 +11,18 @@ application can catch them all in one place::
     ├── LeaseLost                               ack/nack/extend/fail with a stale token
     ├── SchemaError                             a file from a newer liteq schema
     ├── ScheduleError        (also ValueError)  bad cron expression or time zone
-    └── StorageError                            SQLite said no: I/O error, disk full ...
-        └── DatabaseBusy                        the write lock stayed taken past busy_timeout
+    ├── StorageError                            SQLite said no: I/O error, disk full ...
+    │   └── DatabaseBusy                        the write lock stayed taken past busy_timeout
+    │   (defined in task.py, about jobs:)
+    ├── JobNotFound          (also LookupError) no job with that id
+    ├── JobFailed                               job.result() of a failed job
+    ├── JobCancelled                            job.result() of a cancelled job
+    ├── NoResult                                the task stores no result
+    └── ResultTimeout        (also TimeoutError) job.result(wait=...) ran out
 
-Flow signals (a task asking to be retried) are not errors and live elsewhere.
+Flow signals are not errors and live in task.py: ``Retry``, ``Fail``, ``Cancelled``
+(raised by ``checkpoint()``) and ``TaskTimeout`` (a BaseException, so a task's
+``except Exception`` cannot swallow it).
 """
 
 from __future__ import annotations

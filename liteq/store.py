@@ -269,6 +269,23 @@ ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
 SQL_RESULT_GET = """
 SELECT id, task, state, value, error, attempts, finished_at, expires_at FROM results WHERE id = ?
 """
+SQL_JOB_MESSAGES = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id < ? AND state IN ({{marks}})
+ORDER BY id DESC LIMIT ?
+"""
+SQL_ORPHAN_RESULTS = """
+SELECT r.id, r.task, r.state, r.value, r.error, r.attempts, r.finished_at, r.expires_at
+FROM results AS r WHERE r.id < ? {where}
+  AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.id = r.id)
+ORDER BY r.id DESC LIMIT ?
+"""
+# Give a lease back without counting the attempt (a worker shutting down): ready at
+# once, in its old place (run_at kept).
+SQL_RELEASE_LEASE = f"""
+UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL,
+    attempts = max(attempts - 1, 0)
+WHERE id = ? AND token = ? AND state = {LEASED}
+"""
 SQL_RESULT_PRUNE = "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at < ?"
 SQL_CANCEL_LEASED = f"UPDATE messages SET cancel = 1 WHERE id = ? AND state = {LEASED}"
 SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ?"
@@ -998,6 +1015,31 @@ class Store:
         with self.read() as cur:
             rows = cur.execute(SQL_RESULT_GET, (mid,)).fetchall()
         return tuple(rows[0]) if rows else None
+
+    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[tuple[Any, ...]]:
+        """Message rows with ``id < before`` in one of *states*, newest first."""
+        sql = SQL_JOB_MESSAGES.replace("{marks}", ",".join("?" * len(states)))
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(sql, (before, *states, n)).fetchall()]
+
+    def orphan_results(self, state: int | None, before: int, n: int) -> list[tuple[Any, ...]]:
+        """Results rows with ``id < before`` (in *state*, if given) whose message is
+        gone, newest first."""
+        sql = SQL_ORPHAN_RESULTS.replace("{where}", "" if state is None else "AND r.state = ?")
+        params = (before,) + (() if state is None else (state,)) + (n,)
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(sql, params).fetchall()]
+
+    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
+        """Give leased messages ``(id, token)`` back, ready at once and without counting
+        the attempt; return the ids whose token was stale (left unchanged)."""
+        lost = []
+        with self.write() as cur:
+            for mid, token in items:
+                cur.execute(SQL_RELEASE_LEASE, (mid, token))
+                if not cur.connection.changes():
+                    lost.append(mid)
+        return lost
 
     def prune_results(self, before: float) -> int:
         with self.write() as cur:

@@ -646,14 +646,6 @@ def _safe_decode(blob: bytes) -> Any:
 
 # -- listing jobs (for ``liteq jobs``) ------------------------------------------------------
 #
-# The SQL below belongs in store.py (as Store.job_messages / Store.orphan_results); it
-# is here, read through the store's own read() transaction, until the store grows
-# those verbs.
-
-_MSG_COLS = (
-    "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
-    "lease_until, token, error, finished_at, origin, rank, cancel"
-)
 _STATE_CODES = {
     "queued": (READY,), "scheduled": (DELAYED,), "retrying": (READY, DELAYED),
     "running": (LEASED,), "done": (DONE,), "failed": (DEAD, READY, DELAYED),
@@ -663,22 +655,11 @@ _RESULT_CODES = {"done": DONE, "failed": DEAD, "cancelled": CANCELLED}
 
 
 def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> list[Any]:
-    marks = ",".join("?" * len(codes))
-    with db._store.read() as cur:
-        return cur.execute(
-            f"SELECT {_MSG_COLS} FROM messages WHERE id < ? AND state IN ({marks}) "
-            f"ORDER BY id DESC LIMIT ?", (before, *codes, n)).fetchall()
+    return db._store.job_messages(codes, before, n)
 
 
 def _scan_results(db: Database, code: int | None, before: int, n: int) -> list[Any]:
-    where = "" if code is None else "AND r.state = ?"
-    params = (before,) + (() if code is None else (code,)) + (n,)
-    with db._store.read() as cur:
-        return cur.execute(
-            "SELECT r.id, r.task, r.state, r.value, r.error, r.attempts, r.finished_at, "
-            "r.expires_at FROM results r WHERE r.id < ? " + where + " AND NOT EXISTS "
-            "(SELECT 1 FROM messages m WHERE m.id = r.id) ORDER BY r.id DESC LIMIT ?",
-            params).fetchall()
+    return db._store.orphan_results(code, before, n)
 
 
 def list_jobs(db: Database, *, state: str | None = None, task: str | None = None,

@@ -66,7 +66,7 @@ from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import COUNTERS, Hook, HookRunner, LoggingHook, StatsHook, logger
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
-from .schema import CANCELLED, DEAD, DONE, LEASED, READY
+from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
     DEFAULT_RESULT_TTL,
     Cancelled,
@@ -101,36 +101,15 @@ _TICK = 0.1  # the supervisor's polling period (timeouts, children, summaries)
 _PRUNE_EVERY = 60.0
 
 # -- releasing leases -----------------------------------------------------------------
-# Store.release belongs in store.py; until it is there this module runs its SQL
-# through the store's own write() transaction.
-
-_SQL_RELEASE = f"""
-UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL,
-    attempts = max(attempts - 1, 0)
-WHERE id = ? AND token = ? AND state = {LEASED}
-"""
 
 
 def release(db: Database, items: Iterable[tuple[int, int, int]]) -> list[int]:
     """Give leased messages ``(id, token, qid)`` back, ready at once, without counting
     the attempt; return the ids whose token was stale (left unchanged)."""
-    items = list(items)
-    if not items:
-        return []
-    store = db._store
-    verb = getattr(store, "release", None)
-    if verb is not None:
-        by_queue: dict[int, list[tuple[int, int]]] = {}
-        for mid, token, qid in items:
-            by_queue.setdefault(qid, []).append((mid, token))
-        return [mid for qid, pairs in by_queue.items() for mid in verb(qid, pairs)]
-    lost = []
-    with store.write() as cur:
-        for mid, token, _qid in items:
-            cur.execute(_SQL_RELEASE, (mid, token))
-            if not cur.connection.changes():
-                lost.append(mid)
-    return lost
+    by_queue: dict[int, list[tuple[int, int]]] = {}
+    for mid, token, qid in items:
+        by_queue.setdefault(qid, []).append((mid, token))
+    return [mid for qid, pairs in by_queue.items() for mid in db._store.release(qid, pairs)]
 
 
 # -- shared memory between the process pool's children and their supervisor ------------

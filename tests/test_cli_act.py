@@ -291,13 +291,35 @@ def test_cancel_takes_a_ready_message_out_of_delivery(tmp_path: Path) -> None:
     assert as_json(path, "get", "jobs") is None
 
 
-def test_cancel_of_a_leased_message_is_an_error(tmp_path: Path) -> None:
+def test_cancel_of_a_leased_message_requests_cancellation_and_it_is_not_redelivered(
+        tmp_path: Path) -> None:
     path = fresh(tmp_path)
     [mid] = make(path, "jobs", [1])
-    ok(path, "get", "jobs")
+    got = as_json(path, "get", "jobs")
+    assert "cancellation requested" in ok(path, "cancel", str(mid)).stdout
+    with liteq.connect(path) as db:
+        q = db.queue("jobs")
+        msg = db.message(mid)
+        assert msg is not None and msg.state == "leased" and msg.cancel_requested
+        q.nack(msg_with_token(db, mid, got["receipt"]), delay=0)
+        assert db.message(mid).state == "cancelled"  # type: ignore[union-attr]
+        assert q.get() is None
+
+
+def msg_with_token(db: liteq.Database, mid: int, receipt: str) -> liteq.Message:
+    msg = db.message(mid)
+    assert msg is not None
+    msg.token = int(receipt.split(":")[1])
+    return msg
+
+
+def test_cancel_of_a_finished_or_missing_message_is_an_error(tmp_path: Path) -> None:
+    path = fresh(tmp_path)
+    [mid] = make(path, "jobs", [1])
+    ok(path, "cancel", str(mid))
     before = snapshot(path)
     assert error(run(path, "cancel", str(mid))) == (
-        f"message {mid} is leased: only ready or delayed messages can be cancelled")
+        f"message {mid} is cancelled: only ready, delayed or leased messages can be cancelled")
     assert error(run(path, "cancel", "99")).startswith("no message with id 99")
     assert snapshot(path) == before
 
