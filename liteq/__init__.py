@@ -23,6 +23,14 @@ from .errors import (
 )
 from .hooks import Hook
 from .queue import Backoff, Message, Queue
+from .scheduler import (
+    CommandFailed,
+    Schedule,
+    Scheduler,
+    ScheduleRun,
+    register_shell_task,
+    run_shell,
+)
 from .task import (
     Cancelled,
     Fail,
@@ -76,6 +84,13 @@ __all__ = [
     "ResultTimeout",
     "Worker",
     "Hook",
+    # schedules
+    "Schedule",
+    "ScheduleRun",
+    "Scheduler",
+    "CommandFailed",
+    "run_shell",
+    "register_shell_task",
     # errors
     "LiteqError",
     "InvalidArgument",

@@ -14,6 +14,7 @@ shape:
 ``cli_queues.py``   ``dead``, ``purge``, ``queue``, ``prune``, ``vacuum``
 ``cli_topics.py``   ``topics``, ``publish``, ``subscribe``, ``unsubscribe``, ``tail``
 ``cli_worker.py``   ``worker``, ``jobs``, ``job``
+``cli_schedule.py`` ``schedule ...``, ``scheduler``
 ``cli_demo.py``     ``demo``, a list of steps that later features extend
 ==================  ===========================================================
 
@@ -30,6 +31,7 @@ from .cli_base import cli
 from .cli_demo import demo, demo_step
 from .cli_messages import ack, cancel, get, peek, put, retry, show
 from .cli_queues import dead, prune, purge, queue_group, vacuum
+from .cli_schedule import schedule_demo, schedule_group, scheduler
 from .cli_stats import stats
 from .cli_topics import publish, subscribe, tail, topics, unsubscribe
 from .cli_worker import job, jobs, worker, worker_demo
@@ -38,9 +40,10 @@ __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
                 prune, vacuum, topics, publish, subscribe, unsubscribe, tail, worker, jobs, job,
-                demo):
+                schedule_group, scheduler, demo):
     cli.add_command(command)
 demo_step(60)(worker_demo)
+demo_step(70)(schedule_demo)
 
 
 def main() -> None:

@@ -262,8 +262,9 @@ def prune(queues: tuple[str, ...], older_than: float | None, out: Output) -> Non
 
     Deletes the done and cancelled messages (kept by a queue's retention) of
     every queue, or of the QUEUES given, that finished longer ago than
-    --older-than (default: each queue's retention), and the outcomes of task jobs
-    whose result_ttl has run out.
+    --older-than (default: each queue's retention), the outcomes of task jobs
+    whose result_ttl has run out, and schedule history beyond the newest 1,000
+    runs of each schedule.
 
     \b
     Examples:
@@ -275,6 +276,7 @@ def prune(queues: tuple[str, ...], older_than: float | None, out: Output) -> Non
     targets = [existing_queue(db, name) for name in names]
     rows = [{"queue": q.name, "pruned": q.prune(older_than)} for q in targets]
     db._store.prune_results(db.clock())  # expired job outcomes (result_ttl)
+    db._store.prune_schedule_runs()  # schedule history: the newest 1,000 runs each
     out.rows(rows, [Column("queue"), Column("pruned", numeric=True)],
              empty=f"no queues in {db.path}")
 

@@ -10,8 +10,11 @@ import importlib
 import json
 import logging
 import os
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -126,10 +129,16 @@ def _setup_logging(level: str, json_logs: bool) -> None:
 @click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
 @click.option("--summary-interval", type=DURATION, default=60.0, show_default=True,
               help="Seconds between summary log lines (0: none).")
+@click.option("--allow-shell", is_flag=True,
+              help="Also run shell-command schedule targets (queue 'shell'), with this "
+                   "worker's rights. Off by default.")
+@click.option("--scheduler", "with_scheduler", is_flag=True,
+              help="Also fire due schedules (any number of schedulers may run on a file).")
 @click.pass_context
 def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
-           verbose: bool, json_logs: bool, summary_interval: float) -> None:
+           verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
+           with_scheduler: bool) -> None:
     """Run the tasks of APP until stopped.
 
     APP is a module (its Database called db, or its only one) or module:attr,
@@ -151,8 +160,51 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
         raise CliError(f"APP's database is {db.path}, but --db names {os.path.abspath(state.path)}")
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    Worker(db, names, concurrency=concurrency, pool=pool, grace=grace, prefetch=prefetch,
-           burst=burst, summary_interval=summary_interval).run()
+    if allow_shell:
+        from .scheduler import SHELL_QUEUE, register_shell_task
+
+        register_shell_task(db)  # before Worker(): its default queues then include 'shell'
+        if names is not None and SHELL_QUEUE not in names:
+            names.append(SHELL_QUEUE)
+    runner = Worker(db, names, concurrency=concurrency, pool=pool, grace=grace,
+                    prefetch=prefetch, burst=burst, summary_interval=summary_interval)
+    stop_scheduler = _start_scheduler(db, pool) if with_scheduler else None
+    try:
+        runner.run()
+    finally:
+        if stop_scheduler is not None:
+            stop_scheduler()
+
+
+def _start_scheduler(db: Database, pool: str) -> Callable[[], None]:
+    """Run a scheduler beside the worker; return the function that stops it.
+
+    With the thread pool, a thread. The process pool forks children from a
+    single-threaded supervisor (a thread inside SQLite at fork time could leave a
+    child holding a lock), so there the scheduler is a process of its own.
+    """
+    if pool == "process":
+        proc = subprocess.Popen([sys.executable, "-m", "liteq", "--db", db.path, "scheduler"])
+
+        def stop_process() -> None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        return stop_process
+    from .scheduler import Scheduler
+
+    sched = Scheduler(db)
+    thread = threading.Thread(target=sched.run, name="liteq-scheduler", daemon=True)
+    thread.start()
+
+    def stop_thread() -> None:
+        sched.stop()
+        thread.join(10)
+
+    return stop_thread
 
 
 def _job_dict(info: JobInfo, result: Any = None, has_result: bool = False) -> dict[str, Any]:

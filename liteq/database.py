@@ -233,6 +233,31 @@ class Database:
 
         return Job(self, job_id)
 
+    # -- schedules --------------------------------------------------------------------
+
+    def schedule(self, name: str, **options: Any) -> Any:
+        """Create or replace schedule *name* (a :class:`liteq.Schedule`); with only
+        *name*, the existing one. Options: see :func:`liteq.scheduler.schedule`::
+
+            db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin",
+                        task="send_report", args=[1])
+        """
+        from .scheduler import schedule
+
+        return schedule(self, name, **options)
+
+    def unschedule(self, name: str) -> bool:
+        """Delete schedule *name* and its history; False if there was none."""
+        from .scheduler import unschedule
+
+        return unschedule(self, name)
+
+    def schedules(self) -> list[Any]:
+        """Every schedule in the file, by name."""
+        from .scheduler import schedules
+
+        return schedules(self)
+
     # -- messages by id -------------------------------------------------------------
 
     def message(self, message_id: int) -> Message | None:

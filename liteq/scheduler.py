@@ -82,6 +82,9 @@ MISFIRE_GRACE = 60.0
 #: Name and default queue of the shell-command task (served by ``--allow-shell`` workers).
 SHELL_TASK = "liteq.shell"
 SHELL_QUEUE = "shell"
+#: Runs of history kept per schedule, pruned by schedulers every _PRUNE_EVERY seconds.
+HISTORY_KEEP = 1000
+_PRUNE_EVERY = 60.0
 #: Characters of a command's output kept in its job's result or error.
 OUTPUT_TAIL = 4000
 
@@ -651,6 +654,7 @@ class Scheduler:
         self.db = db
         self.interval = float(interval)
         self.fired = 0
+        self._pruned_at = time.monotonic()
         self._stop = threading.Event()
         self._pipe: tuple[int, int] | None = None
 
@@ -661,6 +665,11 @@ class Scheduler:
             logger.info("schedule %s fired for %s: job %d", f.schedule, _utc(f.fire_at),
                         f.job_id)
         self.fired += len(fires)
+        if time.monotonic() - self._pruned_at > _PRUNE_EVERY:
+            # schedule_runs would otherwise grow forever (86,400 rows a day for a
+            # per-second schedule); keep each schedule's newest runs.
+            self._pruned_at = time.monotonic()
+            self.db._store.prune_schedule_runs(keep=HISTORY_KEEP)
         return fires
 
     def run(self, stop_event: threading.Event | None = None) -> None:

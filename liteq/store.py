@@ -338,6 +338,16 @@ SELECT fire_at, fired_at, job_id FROM schedule_runs WHERE schedule = ?
 ORDER BY fire_at DESC LIMIT ?
 """
 SQL_RUNS_DELETE = "DELETE FROM schedule_runs WHERE schedule = ?"
+# Keep each schedule's newest runs. Safe: a fire time before a schedule's
+# next_run_at is never planned again, so its run row is history only.
+SQL_RUNS_PRUNE = """
+DELETE FROM schedule_runs WHERE id IN (
+    SELECT id FROM (
+        SELECT id, fired_at, row_number() OVER (PARTITION BY schedule ORDER BY fire_at DESC) AS n
+        FROM schedule_runs
+    ) WHERE n > :keep OR fired_at < :before
+)
+"""
 
 # --- SQL: topics -------------------------------------------------------------------
 
@@ -1103,6 +1113,14 @@ class Store:
     def schedule_runs(self, name: str, limit: int) -> list[tuple[Any, ...]]:
         with self.read() as cur:
             return [tuple(r) for r in cur.execute(SQL_RUNS, (name, limit)).fetchall()]
+
+    def prune_schedule_runs(self, keep: int = 1000, older_than: float | None = None) -> int:
+        """Delete each schedule's runs but the newest *keep*, and any fired more than
+        *older_than* seconds ago; return how many."""
+        before = -1e18 if older_than is None else self.clock() - older_than
+        with self.write() as cur:
+            cur.execute(SQL_RUNS_PRUNE, {"keep": keep, "before": before})
+            return int(cur.connection.changes())
 
     def next_schedule_due(self) -> float:
         """The earliest ``next_run_at`` of an enabled schedule (inf if none)."""
