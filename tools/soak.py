@@ -11,7 +11,9 @@ For ``--duration`` seconds this starts, as separate processes on one database fi
 * a **task producer** and **workers** (``liteq worker``, a thread pool and a process
   pool) running an ``atomic`` task whose side effect commits with its ack;
 * a **publisher** on topic ``events`` (recording each publish in the same
-  transaction) and **subscribers** acking each delivery with an effect row.
+  transaction) and **subscribers** acking each delivery with an effect row;
+* **schedulers** (``liteq scheduler``) firing a schedule every half second into
+  queue ``soak-fires`` (misfire policy ``all``), which the consumers also drain.
 
 At random moments a random one of them is killed with SIGKILL (its whole process
 group: a worker takes its pool with it) and restarted. At the end the producers
@@ -23,6 +25,8 @@ stop, the consumers drain every queue, and the history is checked from the file:
   claims, extends and nacks, a message is claimed again only after the previous
   lease ended or was given back (``overlapping leases``);
 * every publish reached exactly the subscriptions its key matches;
+* the schedule fired once per half-second step of its grid, without a gap (fires
+  missed while every scheduler was down come late, not never) and without a double;
 * nothing is dead or left over, the depth counters are back to zero,
   and ``PRAGMA integrity_check`` is ok.
 
@@ -59,6 +63,9 @@ from liteq.topic import matches  # noqa: E402
 
 QUEUE = "soak"
 TASK_QUEUE = "soak-tasks"
+FIRE_QUEUE = "soak-fires"
+SCHEDULE = "soak-tick"
+EVERY = 0.5
 TOPIC = "events"
 #: subscription -> routing pattern
 SUBSCRIPTIONS = {"all": "#", "eu": "*.*.eu", "orders": "order.#"}
@@ -92,6 +99,7 @@ CREATE TABLE IF NOT EXISTS published (publisher INTEGER, seq INTEGER, key TEXT,
     deliveries INTEGER, PRIMARY KEY (publisher, seq));
 CREATE TABLE IF NOT EXISTS sub_effects (sub TEXT, publisher INTEGER, seq INTEGER,
     attempts INTEGER);
+CREATE TABLE IF NOT EXISTS fire_effects (key TEXT, mid INTEGER, attempts INTEGER);
 """
 
 
@@ -132,6 +140,7 @@ def role_producer(db: liteq.Database, index: int, rng: random.Random, log: Log) 
 
 def role_consumer(db: liteq.Database, index: int, rng: random.Random, log: Log) -> None:
     q = db.queue(QUEUE)
+    fires = db.queue(FIRE_QUEUE)
     lease = q.config.lease
     name = f"consumer-{index}"
 
@@ -139,9 +148,14 @@ def role_consumer(db: liteq.Database, index: int, rng: random.Random, log: Log) 
         db.execute("INSERT INTO effects (mid, consumer, attempts) VALUES (?, ?, ?)",
                    (m.id, name, m.attempts))
 
+    def fire_effect(m: liteq.Message) -> None:
+        db.execute("INSERT INTO fire_effects (key, mid, attempts) VALUES (?, ?, ?)",
+                   (m.key, m.id, m.attempts))
+
     while True:
-        msgs = q.get_many(rng.randint(1, 8), wait=1.0)
+        msgs = q.get_many(rng.randint(1, 8), wait=0.5)
         _handle(db, msgs, lease, rng, log, effect)
+        _handle(db, fires.get_many(4), lease, rng, log, fire_effect)
 
 
 def role_subscriber(db: liteq.Database, index: int, rng: random.Random, log: Log) -> None:
@@ -308,6 +322,10 @@ def setup(path: Path, lease: float) -> None:
     topic = db.topic(TOPIC)
     for name, pattern in SUBSCRIPTIONS.items():
         topic.subscribe(name, pattern, lease=lease, max_attempts=MAX_ATTEMPTS, max_depth=DEPTH)
+    db.queue(FIRE_QUEUE, lease=lease, max_attempts=MAX_ATTEMPTS,
+             backoff=liteq.Backoff(base=0.05, max=0.5))
+    db.schedule(SCHEDULE, every=EVERY, queue=FIRE_QUEUE, payload={"tick": True}, misfire="all",
+                misfire_cap=100_000)
     db.close()
 
 
@@ -318,9 +336,18 @@ def worker_argv(db_path: Path, index: int) -> list[str]:
             "--log-level", "warning", "--grace", "1"]
 
 
+def scheduler_argv(db_path: Path) -> list[str]:
+    return [sys.executable, "-m", "liteq", "--db", str(db_path), "scheduler", "--interval",
+            "0.2", "--log-level", "warning"]
+
+
+#: Roles stopped first at the end: they make new work.
+SOURCES = ("producer", "tasker", "publisher", "scheduler")
+
+
 def unfinished(db: liteq.Database) -> int:
     total = 0
-    names = [QUEUE, TASK_QUEUE] + [f"{TOPIC}:{s}" for s in SUBSCRIPTIONS]
+    names = [QUEUE, TASK_QUEUE, FIRE_QUEUE] + [f"{TOPIC}:{s}" for s in SUBSCRIPTIONS]
     for name in names:
         s = db.queue(name).stats()
         total += s["ready"] + s["delayed"] + s["leased"]
@@ -346,6 +373,8 @@ def conduct(args: argparse.Namespace) -> int:
         for i in range(count):
             if role == "worker":
                 argv = worker_argv(db_path, i)
+            elif role == "scheduler":
+                argv = scheduler_argv(db_path)
             else:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--role", role,
                         "--index", str(i), "--dir", str(run_dir), "--seed", str(args.seed)]
@@ -357,6 +386,7 @@ def conduct(args: argparse.Namespace) -> int:
     add("worker", args.workers)
     add("publisher", args.publishers)
     add("subscriber", args.subscribers)
+    add("scheduler", args.schedulers)
     for slot in slots:
         slot.start()
 
@@ -385,7 +415,7 @@ def conduct(args: argparse.Namespace) -> int:
     # The end: stop every producer (a kill: their history is transactional), bring
     # back anything still down, and let the consumers drain.
     for slot in slots:
-        if slot.role in ("producer", "tasker", "publisher"):
+        if slot.role in SOURCES:
             slot.kill()
         elif not slot.alive():
             slot.start()
@@ -396,7 +426,7 @@ def conduct(args: argparse.Namespace) -> int:
     while left and time.monotonic() < drain_deadline:
         time.sleep(0.5)
         for slot in slots:
-            if slot.role not in ("producer", "tasker", "publisher") and not slot.alive():
+            if slot.role not in SOURCES and not slot.alive():
                 crashes.append(f"{slot.name} exited by itself while draining")
                 slot.start()
         left = unfinished(db)
@@ -416,7 +446,8 @@ def conduct(args: argparse.Namespace) -> int:
     report["errors"] += len(crashes)
     db.close()
     ok = all(report[k] == 0 for k in ("lost", "double_effects", "phantoms", "overlapping_leases",
-                                      "dead", "left_over", "errors", "wrong_deliveries")) \
+                                      "dead", "left_over", "errors", "wrong_deliveries",
+                                      "missed_fires")) \
         and report["integrity"] == "ok" and report["depth_drift"] == 0
     report["ok"] = ok
     report["duration"] = args.duration
@@ -440,11 +471,13 @@ def summary(r: dict[str, Any]) -> str:
     kills = ", ".join(f"{k} {v}" for k, v in sorted(r["kills_by_role"].items()))
     return (
         f"soak: {r['duration']:g} s seed {r['seed']}: messages={r['messages']} "
-        f"(queue {r['queue_messages']}, tasks {r['tasks']}, topic deliveries {r['deliveries']}), "
+        f"(queue {r['queue_messages']}, tasks {r['tasks']}, topic deliveries {r['deliveries']}, "
+        f"schedule fires {r['fires']}), "
         f"kills={r['kills']} ({kills}), restarts={r['restarts']}, "
         f"redeliveries={r['redeliveries']}, nacks={r['nacks']}, stale acks refused={r['stale']}, "
         f"lost={r['lost']}, double effects={r['double_effects']}, phantoms={r['phantoms']}, "
         f"overlapping leases={r['overlapping_leases']}, wrong deliveries={r['wrong_deliveries']}, "
+        f"missed fires={r['missed_fires']}, "
         f"dead={r['dead']}, left over={r['left_over']}, errors={r['errors']}, "
         f"integrity={r['integrity']} (drained in {r['drain_seconds']:g} s)"
     )
@@ -499,6 +532,33 @@ def check(db: liteq.Database, run_dir: Path, left: int) -> dict[str, Any]:
             doubles[("topic", *k)] = c  # type: ignore[index]
     redeliveries += db.execute("SELECT coalesce(sum(attempts - 1), 0) FROM sub_effects")[0][0]
 
+    # Schedule: each fire of the grid enqueued once, consumed once.
+    runs = db.execute("SELECT fire_at, job_id FROM schedule_runs WHERE schedule = ? "
+                      "ORDER BY fire_at", (SCHEDULE,))
+    f_effects: Counter[str] = Counter()
+    f_mids: dict[str, int] = {}
+    for key, mid in db.execute("SELECT key, mid FROM fire_effects"):
+        f_effects[key] += 1
+        f_mids[key] = mid
+    missed = 0
+    run_keys = set()
+    for fire_at, job in runs:
+        key = f"schedule:{SCHEDULE}:{fire_at!r}"
+        run_keys.add(key)
+        if f_effects[key] == 0:
+            lost.add(("fire", fire_at))  # type: ignore[arg-type]
+        elif f_effects[key] > 1:
+            doubles[("fire", fire_at)] = f_effects[key]  # type: ignore[index]
+        elif f_mids[key] != job:
+            problems.append(f"fire {fire_at!r} consumed as message {f_mids[key]}, not {job}")
+            wrong += 1
+    for (a, _), (b, _) in zip(runs, runs[1:], strict=False):
+        if abs(b - a - EVERY) > 1e-6:
+            missed += 1
+            problems.append(f"schedule fires {a!r} and {b!r} are not one step apart")
+    phantoms |= {("fire", k) for k in set(f_effects) - run_keys}  # type: ignore[misc]
+    redeliveries += db.execute("SELECT coalesce(sum(attempts - 1), 0) FROM fire_effects")[0][0]
+
     for what, items in (("lost", lost), ("phantom", phantoms), ("double", doubles)):
         for item in sorted(items, key=str)[:5]:
             problems.append(f"{what}: {item}")
@@ -521,7 +581,9 @@ def check(db: liteq.Database, run_dir: Path, left: int) -> dict[str, Any]:
 
     integrity = db.integrity_check()
     r.update(
-        messages=len(produced) + len(tasks) + deliveries,
+        messages=len(produced) + len(tasks) + deliveries + len(runs),
+        fires=len(runs),
+        missed_fires=missed,
         queue_messages=len(produced),
         tasks=len(tasks),
         deliveries=deliveries,
@@ -595,6 +657,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--publishers", type=int, default=1)
     p.add_argument("--subscribers", type=int, default=2)
+    p.add_argument("--schedulers", type=int, default=2)
     p.add_argument("--kill-every", type=float, default=1.0,
                    help="mean seconds between kills (default 1)")
     p.add_argument("--lease", type=float, default=2.0, help="lease of every queue (default 2 s)")
