@@ -192,8 +192,14 @@ def parse_json(text: str, what: str) -> Any:
     """*text* parsed as JSON, or a usage error (exit 2) saying where it went wrong."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise click.UsageError(f"{what} is nested too deeply to read") from None
+    except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):  # e.g. a number of 5,000 digits
+            raise click.UsageError(f"{what} is not usable JSON: {str(exc).split(';')[0]}") \
+                from None
         hint = ""
+        assert isinstance(exc, json.JSONDecodeError)
         if text.strip() and text.strip()[0] not in '{["-0123456789tfn':
             hint = f"; a string needs JSON quotes, e.g. '\"{text.strip()[:20]}\"'"
         where = f"line {exc.lineno} column {exc.colno}" if "\n" in text.strip() else \

@@ -13,7 +13,14 @@ import cbor2
 
 from .errors import PayloadTooLarge, SerializationError
 
-__all__ = ["encode", "decode", "DEFAULT_MAX_PAYLOAD"]
+__all__ = ["encode", "decode", "DEFAULT_MAX_PAYLOAD", "MAX_NESTING"]
+
+#: Deepest nesting of containers a payload may have. cbor2's decoder refuses more than
+#: 400 levels, and its C encoder recurses without a limit (a few thousand levels crash
+#: the process), so encode() checks first: a payload it accepts can always be read.
+MAX_NESTING = 200
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
 
 #: Default limit on one encoded payload (1 MiB). SQLite can hold far more, but a
 #: queue row that large slows every page it shares; put big blobs in a file or table
@@ -23,6 +30,8 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 def encode(value: Any, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
     """Encode *value* as CBOR; raise :class:`SerializationError` naming the bad type."""
+    if isinstance(value, _CONTAINERS) and _nested(value):
+        _check_nesting(value)
     try:
         data: bytes = cbor2.dumps(value)
     except cbor2.CBOREncodeError as exc:
@@ -32,6 +41,43 @@ def encode(value: Any, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
     if len(data) > max_size:
         raise PayloadTooLarge(len(data), max_size)
     return data
+
+
+def _nested(value: Any) -> bool:
+    """True if *value* holds a container (the common flat payload skips the walk)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if isinstance(child, _CONTAINERS) or isinstance(key, tuple):
+                return True
+        return False
+    for child in value:
+        if isinstance(child, _CONTAINERS):
+            return True
+    return False
+
+
+def _check_nesting(value: Any) -> None:
+    # Iterative, so that checking a deep value cannot itself hit the recursion limit.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise SerializationError(
+                f"cannot encode payload: containers nested more than {MAX_NESTING} deep "
+                f"(a reader could not decode it)"
+            )
+        if id(item) in seen:
+            continue  # shared or self-referencing containers: cbor2 reports cycles
+        seen.add(id(item))
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, _CONTAINERS):
+                    stack.append((key, depth + 1))
 
 
 def decode(data: bytes) -> Any:

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from .codec import DEFAULT_MAX_PAYLOAD
-from .errors import InvalidArgument, LeaseLost, SerializationError
-from .queue import _UNSET, Message, Queue, codec_error, option_columns, validate_name
+from .errors import InvalidArgument, LeaseLost
+from .queue import _UNSET, Message, Queue, inspectable, option_columns, validate_name
 from .store import Store, default_queue_options
 from .topic import Topic
 from .wake import Waiter
@@ -265,11 +265,7 @@ class Database:
         row = self._store.message(message_id)
         if row is None:
             return None
-        q = self._queue_by_id(row[1])
-        try:
-            return Message(q, row)
-        except SerializationError as exc:
-            return Message(q, row, payload=codec_error(exc))
+        return inspectable(self._queue_by_id(row[1]), row)
 
     def ack(self, receipt: str) -> None:
         """Ack a delivery by its receipt ``"ID:TOKEN"`` (see ``Message.receipt``)."""

@@ -32,7 +32,7 @@ _UNSET: Any = object()
 
 def validate_name(name: object, what: str = "queue") -> str:
     """Return *name* if it is a valid queue/topic/schedule name, else raise InvalidArgument."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"{what} name must be 1-200 characters of letters, digits, '_', '-', '.' or ':' "
             f"(not starting with a punctuation mark), got {name!r}"
@@ -177,7 +177,7 @@ class Message:
     __slots__ = (
         "id", "queue", "payload", "headers", "priority", "run_at", "attempts",
         "enqueued_at", "lease_until", "token", "key", "state", "error", "origin",
-        "finished_at", "cancel_requested", "_q", "_settled",
+        "finished_at", "cancel_requested", "decode_error", "_q", "_settled",
     )
 
     def __init__(self, q: Queue, row: Sequence[Any], payload: Any = _UNSET) -> None:
@@ -186,8 +186,16 @@ class Message:
         self._q = q
         self.id: int = mid
         self.queue: str = q.name
+        #: Why the stored payload or headers could not be decoded (None when they could).
+        self.decode_error: str | None = None
         self.payload: Any = codec.decode(blob) if payload is _UNSET else payload
-        self.headers: dict[str, Any] = codec.decode(headers) if headers is not None else {}
+        try:
+            self.headers: dict[str, Any] = codec.decode(headers) if headers is not None else {}
+        except SerializationError as exc:
+            if payload is _UNSET:
+                raise  # a claim buries it; peek and message() pass a payload and go on
+            self.headers = {}
+            self.decode_error = f"headers: {exc}"
         self.priority: int = priority
         self.run_at: float = run_at
         self.attempts: int = attempts
@@ -225,6 +233,7 @@ class Message:
         self.finished_at = None
         self.origin = origin
         self.cancel_requested = False
+        self.decode_error = None
         self._settled = False
         return self
 
@@ -519,13 +528,7 @@ class Queue:
         """Read up to *n* messages in *state* (None: every state) without claiming them."""
         _positive_int(n, "n")
         code = _state(state)
-        out = []
-        for row in self._store.peek(self.id, code, n):
-            try:
-                out.append(Message(self, row))
-            except SerializationError as exc:
-                out.append(Message(self, row, payload=codec_error(exc)))
-        return out
+        return [inspectable(self, row) for row in self._store.peek(self.id, code, n)]
 
     def stats(self) -> dict[str, Any]:
         """Exact counts per state, depth against max_depth, and the oldest ready age.
@@ -594,6 +597,19 @@ class Queue:
 
 def codec_error(exc: Exception) -> str:
     return f"<{exc}>"
+
+
+def inspectable(q: Queue, row: Sequence[Any]) -> Message:
+    """A message read for looking at (peek, show): one whose stored bytes do not
+    decode still comes back, with ``decode_error`` saying why."""
+    try:
+        payload, error = codec.decode(row[5]), None
+    except SerializationError as exc:
+        payload, error = codec_error(exc), f"payload: {exc}"
+    msg = Message(q, row, payload=payload)  # undecodable headers: noted, not raised
+    if error is not None:
+        msg.decode_error = error if msg.decode_error is None else f"{error}; {msg.decode_error}"
+    return msg
 
 
 def _state(state: str | None) -> int | None:

@@ -616,13 +616,9 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """The application's transaction (see ``Database.transaction``)."""
-        conn = self.conn()
-        if conn.in_transaction:
-            with self.write():
-                yield
-            return
-        with self.write():
+        """The application's transaction (see ``Database.transaction``); nested use
+        is a savepoint."""
+        with _Write(self, app=True):
             yield
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -632,9 +628,18 @@ class Store:
         the call.
         """
         conn = self.conn()
+        broken = getattr(self._local, "broken", None)
+        if broken is not None:
+            raise StorageError(broken)  # see _Write: it would commit on its own
         try:
             return [tuple(r) for r in conn.execute(sql, params)]
         except apsw.Error as exc:
+            if getattr(self._local, "app_tx", False) and not conn.in_transaction:
+                self._local.broken = (
+                    f"{self.path}: the transaction was rolled back by an earlier error "
+                    f"({exc}); nothing of it was committed"
+                )
+                raise StorageError(self._local.broken) from exc
             raise _translate(exc, self.path) from exc
 
     # -- queues ---------------------------------------------------------------------
@@ -754,7 +759,6 @@ class Store:
         return out, len(new)
 
     def _reserve(self, cur: Any, qid: int, n: int, force: bool) -> None:
-        self._flush_totals_if_due(cur)
         if force:
             cur.execute(SQL_RESERVE_FORCE, {"n": n, "qid": qid})
             return
@@ -778,24 +782,33 @@ class Store:
             else:
                 t[0] += enqueued
                 t[1] += finished
-
-    def _flush_totals_if_due(self, cur: Any) -> None:
-        now = time.monotonic()
-        if now - self._totals_at < TOTALS_EVERY:
-            return
-        with self._totals_lock:
-            self._totals_at = now
-            pending, self._totals = self._totals, {}
-        if pending:
-            cur.executemany(SQL_TOTALS, [(e, f, q) for q, (e, f) in pending.items()])
+            now = time.monotonic()
+            due = now - self._totals_at >= TOTALS_EVERY
+            if due:
+                self._totals_at = now
+        if due and not self.conn().in_transaction:
+            try:
+                self.flush_totals()
+            except LiteqError:
+                pass  # statistics only; the counts were kept for the next flush
 
     def flush_totals(self) -> None:
-        """Write the in-memory put/ack totals now (they are written each second anyway)."""
+        """Write the in-memory put/ack totals now, in a transaction of their own (they
+        are written about once a second anyway). On failure they stay in memory."""
         with self._totals_lock:
             pending, self._totals = self._totals, {}
-        if pending:
+        if not pending:
+            return
+        try:
             with self.write() as cur:
                 cur.executemany(SQL_TOTALS, [(e, f, q) for q, (e, f) in pending.items()])
+        except BaseException:
+            with self._totals_lock:
+                for qid, (e, f) in pending.items():
+                    t = self._totals.setdefault(qid, [0, 0])
+                    t[0] += e
+                    t[1] += f
+            raise
 
     def room(self, qid: int) -> tuple[int, int | None]:
         """``(unfinished messages, max_depth)`` of a queue, read without a write lock:
@@ -907,7 +920,6 @@ class Store:
                     lost = [m for m, _ in pairs if m not in ok]
             if done:
                 cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
-                self._flush_totals_if_due(cur)
         self._tally(qid, 0, done)
         return lost
 
@@ -1373,15 +1385,22 @@ class _Write:
     """The context manager behind :meth:`Store.write` (a class, not a generator:
     it runs on every operation, and this is several times cheaper)."""
 
-    __slots__ = ("store", "conn", "nested")
+    __slots__ = ("store", "conn", "nested", "app")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, app: bool = False) -> None:
         self.store = store
         self.conn = store.conn()
         self.nested = False
+        self.app = app  # the application's own db.transaction()
 
     def __enter__(self) -> Any:
         conn = self.conn
+        local = self.store._local
+        broken = getattr(local, "broken", None)
+        if broken is not None:
+            # SQLite rolled back the application's transaction under it: nothing
+            # more may run until that transaction's block ends (it would commit alone).
+            raise StorageError(broken)
         try:
             if conn.in_transaction:
                 # Inside the application's transaction: a savepoint makes this one
@@ -1390,27 +1409,51 @@ class _Write:
                 conn.execute("SAVEPOINT liteq_op")
             else:
                 conn.execute("BEGIN IMMEDIATE")
+                if self.app:
+                    local.app_tx = True
         except apsw.Error as exc:
             raise _translate(exc, self.store.path) from exc
         return self.store._cursor(conn)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         conn = self.conn
-        if exc is None:
-            try:
-                conn.execute("RELEASE liteq_op" if self.nested else "COMMIT")
-                return
-            except apsw.Error as err:
-                exc = err
+        local = self.store._local
+        outer_app = self.app and not self.nested
         try:
-            if self.nested:
-                conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except apsw.Error:
-            pass
-        if isinstance(exc, apsw.Error):
-            raise _translate(exc, self.store.path) from exc
+            broken = getattr(local, "broken", None)
+            if outer_app and broken is not None:
+                if exc is None:
+                    raise StorageError(broken)
+                return  # the block's own exception says what went wrong
+            if exc is None:
+                try:
+                    conn.execute("RELEASE liteq_op" if self.nested else "COMMIT")
+                    return
+                except apsw.Error as err:
+                    exc = err
+            try:
+                if self.nested:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
+                elif conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+            if self.nested and not conn.in_transaction and getattr(local, "app_tx", False):
+                # An I/O error or disk full during a cache spill makes SQLite roll back
+                # the whole transaction, not just this savepoint: say so, and refuse
+                # further work in the application's block.
+                local.broken = (
+                    f"{self.store.path}: the transaction was rolled back by an earlier error "
+                    f"({exc}); nothing of it was committed"
+                )
+                raise StorageError(local.broken) from exc
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.store.path) from exc
+        finally:
+            if outer_app:
+                local.app_tx = False
+                local.broken = None
 
 
 def default_queue_options() -> dict[str, Any]:
