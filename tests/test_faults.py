@@ -30,6 +30,7 @@ from helpers import file_digest
 import liteq
 import liteq.worker
 from liteq.cli import cli
+from liteq.scheduler import Scheduler
 
 LONG = 300.0  # a lease no test outlives
 
@@ -67,6 +68,7 @@ def world(path: str, durability: str = "normal") -> Iterator[World]:
             topic.subscribe("eu", "*.eu", lease=LONG)
             committed = q.put_many([{"n": n, "pad": "x" * 100} for n in range(20)])
             topic.publish({"order": 0}, key="order.eu")
+            db.schedule("tick", at=time.time() - 5, queue="fires", payload={"fire": 1})
             held = q.get()
             assert held is not None and held.id == committed[0]
             yield World(db, plan, q, topic, held, committed)
@@ -86,6 +88,8 @@ def snapshot(db: liteq.Database) -> dict[str, list[tuple[Any, ...]]]:
         "app": db.execute("SELECT n FROM app ORDER BY rowid"),
         "meta": db.execute("SELECT key, value FROM meta ORDER BY key"),
         "results": db.execute("SELECT * FROM results ORDER BY id"),
+        "schedules": db.execute("SELECT * FROM schedules ORDER BY id"),
+        "schedule_runs": db.execute("SELECT * FROM schedule_runs ORDER BY id"),
     }
 
 
@@ -164,6 +168,13 @@ def _done_fail(w: World, _: Any) -> None:
     assert msg is not None and msg.state == "dead" and msg.error == "given up"
 
 
+def _done_tick(w: World, fires: Any) -> None:
+    assert [f.schedule for f in fires] == ["tick"]
+    msg = w.db.message(fires[0].job_id)
+    assert msg is not None and msg.queue == "fires" and msg.payload == {"fire": 1}
+    assert w.db.execute("SELECT count(*) FROM schedule_runs")[0][0] == 1
+
+
 OPERATIONS: dict[str, Operation] = {
     "put": Operation(lambda w: w.q.put({"new": 1}), _done_put),
     "put_many": Operation(lambda w: w.q.put_many([{"new": i} for i in range(5)]), _done_put_many),
@@ -175,6 +186,7 @@ OPERATIONS: dict[str, Operation] = {
     "fail": Operation(lambda w: w.held.fail("given up"), _done_fail),
     "publish": Operation(lambda w: w.topic.publish({"order": 1}, key="order.eu"), _done_publish),
     "transaction": Operation(_transaction, _done_transaction),
+    "schedule-tick": Operation(lambda w: Scheduler(w.db).tick(), _done_tick),
 }
 
 
@@ -585,11 +597,12 @@ def _task_app(path: str) -> tuple[liteq.Database, Any]:
     return db, record
 
 
+@pytest.mark.parametrize("dead_letter", [None, "default.dead"])
 def test_payloads_corrupted_on_disk_go_dead_in_a_worker_and_the_worker_runs_the_rest(
-        tmp_path) -> None:
+        tmp_path, dead_letter: str | None) -> None:
     path = str(tmp_path / "rot.db")
     db, record = _task_app(path)
-    db.queue("default", backoff=liteq.Backoff(base=0, jitter=0))
+    db.queue("default", backoff=liteq.Backoff(base=0, jitter=0), dead_letter=dead_letter)
     jobs = record.enqueue_many([(_marker(n),) for n in range(30)])
     db.checkpoint()
     db.close()
@@ -605,7 +618,11 @@ def test_payloads_corrupted_on_disk_go_dead_in_a_worker_and_the_worker_runs_the_
 
         done = sorted(tag for (tag,) in db.execute("SELECT tag FROM done_tags"))
         assert done == sorted(_marker(n) for n in range(30) if n not in bad)
-        dead = db.queue("default").peek(10, state="dead")
+        if dead_letter is None:
+            dead = db.queue("default").peek(10, state="dead")
+        else:  # moved, ready, to the dead-letter queue (no worker serves it)
+            dead = db.queue(dead_letter).peek(10, state=None)
+            assert {m.origin for m in dead} == {"default"}
         assert sorted(m.id for m in dead) == sorted(jobs[n].id for n in bad)
         assert all("undecodable" in (m.error or "") for m in dead)
         assert db.queue("default").stats()["depth"] == 0
