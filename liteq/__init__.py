@@ -4,8 +4,10 @@
     db = liteq.connect("app.db")
     q = db.queue("emails", max_depth=10_000)
     q.put({"to": "a@b.c"})
-    with q.get(wait=5) as msg:   # acks on success, nacks on an exception
-        send(msg.payload)
+    msg = q.get(wait=5)          # a Message, or None after 5 s without one
+    if msg is not None:
+        with msg:                # acks on success, nacks on an exception
+            send(msg.payload)
 """
 
 from .database import Database, connect, default_path
