@@ -432,14 +432,9 @@ def test_operations_meeting_faults_at_random_points_leave_exactly_the_committed_
         db.close()
 
 
-# --- bugs found with the fault VFS ------------------------------------------------------------
+# --- bugs the fault VFS found (fixed; kept as regression tests) ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: store.py _Write.__exit__ (nested branch) reports 'the operation was rolled back' "
-    "when SQLite has rolled back the WHOLE application transaction (it does so on an I/O "
-    "error or disk full during a cache spill); the rest of the `with db.transaction():` "
-    "block then runs in autocommit mode and its writes commit one by one"))
 def test_an_io_error_that_rolls_back_the_application_transaction_lets_nothing_of_it_commit(
         tmp_path) -> None:
     path = str(tmp_path / "spill.db")
@@ -468,11 +463,6 @@ def test_an_io_error_that_rolls_back_the_application_transaction_lets_nothing_of
 
 
 @pytest.mark.parametrize("how", ["io-error", "queue-full"])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: store.py _flush_totals_if_due takes the pending put/ack totals out of memory and "
-    "writes them inside the current transaction; when that transaction rolls back (I/O "
-    "error, QueueFull raised by _reserve right after it, an application rollback) the "
-    "totals are gone, so stats() enqueued_total/acked_total (and the CLI's rates) drop"))
 def test_a_rolled_back_operation_does_not_lose_the_totals_of_earlier_ones(
         tmp_path, how: str) -> None:
     path = str(tmp_path / "totals.db")
@@ -670,12 +660,6 @@ def test_the_cli_shows_payloads_corrupted_on_disk_and_get_sends_them_dead(tmp_pa
         db.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: queue.py Message.__init__ always decodes the headers blob; the fallback in "
-    "Queue.peek and Database.message only replaces the payload, so a message whose stored "
-    "headers do not decode makes peek(), message(), 'liteq peek', 'liteq show' and "
-    "'liteq dead list' fail outright (the dead message cannot be inspected, and peek hides "
-    "every other message)"))
 def test_a_message_whose_stored_headers_do_not_decode_can_still_be_inspected(tmp_path) -> None:
     path = str(tmp_path / "headers.db")
     db = liteq.connect(path)

@@ -163,10 +163,6 @@ def _nested(depth: int) -> list[Any]:
     return value
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: codec.encode accepts values nested deeper than codec.decode reads (cbor2.loads "
-    "refuses more than 400 levels by default): put() of a 500-deep payload commits a "
-    "message that can never be decoded, a guaranteed dead letter"))
 def test_a_payload_nested_deeper_than_the_decoder_reads_is_refused_at_put(db) -> None:
     q = db.queue("q")
     with pytest.raises(liteq.SerializationError):
@@ -174,10 +170,6 @@ def test_a_payload_nested_deeper_than_the_decoder_reads_is_refused_at_put(db) ->
     assert len(q) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: codec.encode passes any nesting to cbor2.dumps, whose C encoder recurses without "
-    "a limit: a payload nested ~8,000 deep kills the putting process with SIGSEGV "
-    "(a crash, not an exception); encode should refuse nesting past the decoder's limit"))
 def test_a_payload_nested_far_too_deep_raises_instead_of_crashing_the_process() -> None:
     code = (
         "import liteq.codec, liteq\n"
@@ -303,10 +295,6 @@ def test_liteq_put_from_stdin_puts_every_line_or_none(cli_db: str, lines: list[s
 
 @pytest.mark.parametrize("text", ["[" * 100_000, "[" * 5000 + "]" * 5000,
                                   '{"a":' * 3000 + "1" + "}" * 3000])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: cli_base.parse_json catches only json.JSONDecodeError; json.loads raises "
-    "RecursionError for deeply nested JSON (even valid JSON), which escapes the CLI's error "
-    "edge as a traceback instead of 'Error: ...' with exit 2"))
 def test_liteq_put_with_deeply_nested_json_says_error_and_exits_2(cli_db: str,
                                                                     text: str) -> None:
     before = _rows(cli_db)
@@ -317,10 +305,6 @@ def test_liteq_put_with_deeply_nested_json_says_error_and_exits_2(cli_db: str,
     assert _rows(cli_db) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): cli_base.parse_json lets the ValueError of Python's integer size limit "
-    "(JSON numbers of more than 4300 digits) through: exit 1 with advice about "
-    "sys.set_int_max_str_digits() that a CLI user cannot follow, not a usage error (exit 2)"))
 def test_liteq_put_with_a_json_number_python_cannot_read_is_a_usage_error(cli_db: str) -> None:
     before = _rows(cli_db)
     result = CliRunner().invoke(cli, ["--db", cli_db, "put", "q", "1" * 5000])

@@ -283,10 +283,6 @@ def test_a_queue_or_topic_name_with_quotes_or_semicolons_is_refused_before_any_s
     assert db.execute("SELECT * FROM queues ORDER BY id") == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: queue.py validate_name uses _NAME.match with a '$' anchor, and '$' also matches "
-    "before a trailing newline: 'q\\n' passes as a queue (and dead-letter, and CLI QUEUE) "
-    "name and a queue named 'q\\n' is created; use _NAME.fullmatch or '\\Z'"))
 def test_a_queue_name_with_a_trailing_newline_is_refused(db) -> None:
     before = db.execute("SELECT * FROM queues ORDER BY id")
     with pytest.raises(liteq.InvalidArgument):
