@@ -12,8 +12,9 @@ For ``--duration`` seconds this starts, as separate processes on one database fi
   pool) running an ``atomic`` task whose side effect commits with its ack;
 * a **publisher** on topic ``events`` (recording each publish in the same
   transaction) and **subscribers** acking each delivery with an effect row;
-* **schedulers** (``liteq scheduler``) firing a schedule every half second into
-  queue ``soak-fires`` (misfire policy ``all``), which the consumers also drain.
+* **schedulers** (``liteq scheduler``, and the process-pool worker with
+  ``--scheduler``) firing a schedule every half second into queue ``soak-fires``
+  (misfire policy ``all``), which the consumers also drain.
 
 At random moments a random one of them is killed with SIGKILL (its whole process
 group: a worker takes its pool with it) and restarted. At the end the producers
@@ -330,9 +331,10 @@ def setup(path: Path, lease: float) -> None:
 
 
 def worker_argv(db_path: Path, index: int) -> list[str]:
-    pool = "thread" if index % 2 == 0 else "process"
-    return [sys.executable, "-m", "liteq.cli_worker", "--db", str(db_path), "worker", "soakapp",
-            "--queues", TASK_QUEUE, "--pool", pool, "-c", "2", "--summary-interval", "0",
+    """``liteq worker``: a thread pool, or a process pool that also runs the scheduler."""
+    pool = ["--pool", "thread"] if index % 2 == 0 else ["--pool", "process", "--scheduler"]
+    return [sys.executable, "-m", "liteq", "--db", str(db_path), "worker", "soakapp",
+            "--queues", TASK_QUEUE, *pool, "-c", "2", "--summary-interval", "0",
             "--log-level", "warning", "--grace", "1"]
 
 
@@ -420,6 +422,7 @@ def conduct(args: argparse.Namespace) -> int:
         elif not slot.alive():
             slot.start()
     db = liteq.connect(db_path)
+    db.schedule(SCHEDULE).pause()  # the workers' schedulers fire no more
     drain_start = time.monotonic()
     drain_deadline = drain_start + args.drain_timeout
     left = unfinished(db)
