@@ -56,6 +56,17 @@ MAINTAIN_EVERY = 0.05
 #: Truncate the WAL back to this size after a checkpoint (64 MiB).
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
+#: Past this size a process that just committed asks for a RESTART checkpoint.
+#: Automatic (PASSIVE) checkpoints copy frames but can never make the WAL start over
+#: while readers stay on older snapshots: under 8 busy processes the file grew by
+#: 60-90 MB/s to over 1 GiB (measured, tools/contention.py). A RESTART waits until the
+#: readers have moved on, so the next writer starts again at the top of the file.
+WAL_RESTART_BYTES = 16 * 1024 * 1024
+#: How often (seconds, per process) a committing connection looks at the WAL's size,
+#: and the most a RESTART checkpoint may wait for readers before giving up for now.
+WAL_CHECK_EVERY = 0.25
+WAL_RESTART_WAIT = 0.05
+
 # Connections abandoned by a fork: the child must never use or close them (closing
 # could disturb the parent's locks), and must not let them be garbage collected.
 _ABANDONED: list[Any] = []
@@ -397,6 +408,7 @@ class Store:
         self.clock = clock
         self._local = threading.local()
         self._maintained: dict[int, float] = {}
+        self._wal_checked = time.monotonic()
         self._totals: dict[int, list[int]] = {}
         self._totals_at = time.monotonic()
         self._totals_lock = threading.Lock()
@@ -418,6 +430,27 @@ class Store:
         local.conn = self._open()
         local.pid = os.getpid()
         return local.conn
+
+    def _after_commit(self, conn: Any) -> None:
+        """Keep the WAL bounded: see WAL_RESTART_BYTES."""
+        now = time.monotonic()
+        if now - self._wal_checked < WAL_CHECK_EVERY:
+            return
+        self._wal_checked = now
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            return
+        if size <= WAL_RESTART_BYTES:
+            return
+        local = self._local
+        local.busy_limit = WAL_RESTART_WAIT
+        try:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        except apsw.Error:
+            pass  # busy readers or writers: the next commit past the check tries again
+        finally:
+            local.busy_limit = None
 
     def _cursor(self, conn: apsw.Connection) -> Any:
         local = self._local
@@ -455,12 +488,13 @@ class Store:
         # that very commit. Then ~1 ms with jitter, so waiters do not move in step.
         timeout = self.busy_timeout
         state = {"start": 0.0}
+        local = self._local
 
         def handler(count: int) -> bool:
             now = time.monotonic()
             if count == 0:
                 state["start"] = now
-            elif now - state["start"] >= timeout:
+            elif now - state["start"] >= (getattr(local, "busy_limit", None) or timeout):
                 return False
             time.sleep(0.0001 if count < 5 else random.uniform(0.0005, 0.0015))
             return True
@@ -1428,9 +1462,12 @@ class _Write:
             if exc is None:
                 try:
                     conn.execute("RELEASE liteq_op" if self.nested else "COMMIT")
-                    return
                 except apsw.Error as err:
                     exc = err
+                else:
+                    if not self.nested:
+                        self.store._after_commit(conn)
+                    return
             try:
                 if self.nested:
                     if conn.in_transaction:

@@ -57,15 +57,6 @@ def test_eight_processes_with_short_leases_never_see_the_lock_and_lose_or_double
     assert report["p99_ms"] < 2_000, figures
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: checkpoint starvation. Under eight busy processes the WAL is never restarted "
-    "(a restart needs a moment with the checkpoint complete and no reader on an old "
-    "snapshot; with overlapping short transactions that moment rarely comes, and the "
-    "automatic PASSIVE checkpoints of each connection cannot force it). journal_size_limit "
-    "only trims the WAL after a restart, so it grows ~60-90 MB/s: 380-830 MiB within 15 s, "
-    "1.35 GiB in 60 s here. store.py never runs a RESTART/TRUNCATE checkpoint on its own; "
-    "an experiment running PRAGMA wal_checkpoint(RESTART) whenever the WAL passed 16 MiB "
-    "kept it at 30 MiB with the same throughput and p99"))
 def test_the_wal_stays_within_twice_the_journal_size_limit_under_contention(
         report: dict[str, Any]) -> None:
     assert report["largest_wal_bytes"] <= 2 * JOURNAL_SIZE_LIMIT, (
