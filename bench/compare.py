@@ -1,0 +1,833 @@
+"""liteq against raw apsw and its peers: the same workloads, side by side, in one run.
+
+    .venv/bin/python bench/compare.py [--sync normal|full] [--n N] [--runs 3] [--quick]
+
+Systems (adapters in ``bench/peers/``): liteq; "raw", the minimal SQL of a queue in
+apsw (the limit); huey's ``SqliteStorage``; persist-queue's ``SQLiteAckQueue``;
+litequeue's ``LiteQueue``. Every system runs on fresh temporary files at the same
+``synchronous`` setting (read back from its live connection and reported), WAL.
+
+Workloads (each system in its own fresh directory):
+
+* per-message put, then per-message get+ack of those messages (N each);
+* batch put (100 per transaction, 10N messages), then batch get+ack (100 per claim,
+  100 per ack); n/a for a system whose API cannot do it;
+* 1 producer + 2 consumer processes, and 1 + 4, end to end (N messages, one per
+  transaction each side); every payload carries a sequence number and the
+  consumers' receipts are checked for duplicates and losses;
+* claim time (median of single claims) with 1k, 100k and 1M messages queued;
+* enqueue-to-claim latency with an idle consumer in another process (p50, p99),
+  then that consumer's CPU while it idles;
+* no-op tasks through a real worker with 2 worker processes (liteq and huey only).
+
+Systems without a cross-process wake-up are polled (1 ms doubling to 50 ms). The
+whole set is repeated ``--runs`` times (system order rotated) and each cell is the
+median. Results go to ``bench/results/compare-<sync>.json`` and ``.md``, and the
+chart ``compare.png`` is redrawn from every ``compare-*.json`` there. ``--quick``
+(small sizes, 1 run) prints the tables and writes nothing unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime
+import importlib.metadata
+import json
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apsw
+from peers import PEERS, SYSTEMS, open_system, tasks
+from peers.report import chart, markdown, median_of, print_table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BATCH = 100
+CLAIM_BUDGET = 3.0  # seconds of claims per depth at most (a slow peer stops early)
+MP_TIMEOUT = 600.0
+
+PAYLOAD = {"to": "someone@example.com", "subject": "hello", "n": 0}
+
+
+def payload(n: int) -> dict[str, Any]:
+    return {**PAYLOAD, "n": n}
+
+
+# --- rows of the table -------------------------------------------------------------
+
+# key, label, unit, higher is better
+ROWS = [
+    ("put", "put, 1 per transaction", "msgs/s", True),
+    ("get_ack", "get+ack, 1 per transaction each", "msgs/s", True),
+    ("put_batch", "batch put, 100 per transaction", "msgs/s", True),
+    ("get_ack_batch", "batch get+ack, 100 per transaction", "msgs/s", True),
+    ("mp_2", "1 producer + 2 consumer processes", "msgs/s", True),
+    ("mp_4", "1 producer + 4 consumer processes", "msgs/s", True),
+    ("tasks", "no-op tasks, 2 worker processes", "tasks/s", True),
+    ("claim_0", "claim time, 1k queued", "µs", False),
+    ("claim_1", "claim time, 100k queued", "µs", False),
+    ("claim_2", "claim time, 1M queued", "µs", False),
+    ("lat_p50", "enqueue→claim p50, idle consumer", "ms", False),
+    ("lat_p99", "enqueue→claim p99, idle consumer", "ms", False),
+    ("idle_cpu", "idle consumer CPU", "% of a core", False),
+]
+
+
+def target(key: str, values: dict[str, float | None], depths: list[int]) -> str:
+    """DESIGN.md's target for a row and whether liteq's median meets it."""
+    lq = values.get("liteq")
+    if lq is None:
+        return ""
+    raw = values.get("raw")
+    peers = [v for p, v in values.items() if p in PEERS and v is not None]
+    if key in ("put", "get_ack", "mp_2"):
+        ok = raw is not None and lq >= 0.8 * raw and all(lq > v for v in peers)
+        return f"≥80% raw, > peers: {'met' if ok else 'NOT met'}"
+    if key in ("put_batch", "get_ack_batch"):
+        return f"≥200k/s: {'met' if lq >= 200_000 else 'NOT met'}"
+    if key == "tasks":
+        return f"≥10k/s: {'met' if lq >= 10_000 else 'NOT met'}"
+    if key == "claim_2" or (key == "claim_1" and len(depths) == 2):
+        first = values.get("liteq_claim_0")
+        if first:
+            ratio = lq / first
+            return f"flat within 1.5x of {depths[0]:,}: {ratio:.2f}x {'met' if ratio <= 1.5 else 'NOT met'}"
+        return ""
+    if key == "lat_p50":
+        return f"< 1 ms: {'met' if lq < 1 else 'NOT met'}"
+    if key == "lat_p99":
+        return f"< 10 ms: {'met' if lq < 10 else 'NOT met'}"
+    if key == "idle_cpu":
+        return f"< 1%: {'met' if lq < 1 else 'NOT met'}"
+    return ""
+
+
+class NotApplicable(Exception):
+    """The system's API cannot do this workload."""
+
+
+# --- in-process workloads ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_dir(root: str, name: str) -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix=name + "-", dir=root)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def warm(peer: Any) -> None:
+    """A few operations first: connection, statement cache and schema are warm."""
+    for i in range(50):
+        peer.put(payload(-1 - i))
+    for _ in range(50):
+        h = peer.get()
+        peer.payload(h)
+        peer.ack(h)
+
+
+def per_message(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
+    """put N (one per transaction), then get+ack those N (one transaction each)."""
+    with fresh_dir(root, name) as d:
+        peer = open_system(name, d, sync)
+        try:
+            warm(peer)
+            t = time.perf_counter()
+            for i in range(n):
+                peer.put(payload(i))
+            put_s = time.perf_counter() - t
+            seen = 0
+            t = time.perf_counter()
+            for _ in range(n):
+                h = peer.get()
+                peer.payload(h)
+                peer.ack(h)
+                seen += 1
+            get_s = time.perf_counter() - t
+            settings = peer.settings()
+        finally:
+            peer.close()
+    return {"put": n / put_s, "get_ack": seen / get_s, "settings": settings}
+
+
+def batched(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
+    """put_many 100 at a time (10N), then get_many(100) + ack_many."""
+    cls = SYSTEMS[name]
+    if not cls.batch_put:
+        raise NotApplicable("no batch put")
+    out: dict[str, Any] = {}
+    with fresh_dir(root, name) as d:
+        peer = open_system(name, d, sync)
+        try:
+            warm(peer)
+            items = [payload(i) for i in range(n)]
+            t = time.perf_counter()
+            for i in range(0, n, BATCH):
+                peer.put_many(items[i:i + BATCH])
+            out["put_batch"] = n / (time.perf_counter() - t)
+            if cls.batch_get:
+                got = 0
+                t = time.perf_counter()
+                while got < n:
+                    hs = peer.get_many(BATCH)
+                    for h in hs:
+                        peer.payload(h)
+                    peer.ack_many(hs)
+                    got += len(hs)
+                out["get_ack_batch"] = got / (time.perf_counter() - t)
+        finally:
+            peer.close()
+    return out
+
+
+def claim_times(root: str, name: str, sync: str, depths: list[int], claims: int) -> dict[str, Any]:
+    """Time of one claim (get only; the ack is untimed) at each queue depth."""
+    out: dict[str, Any] = {}
+    with fresh_dir(root, name) as d:
+        peer = open_system(name, d, sync)
+        try:
+            warm(peer)
+            queued = 0  # messages in the queue
+            for k, depth in enumerate(depths):
+                while queued < depth:
+                    chunk = min(10_000, depth - queued)
+                    peer.fill([payload(queued + i) for i in range(chunk)])
+                    queued += chunk
+                took: list[float] = []
+                budget = time.perf_counter() + CLAIM_BUDGET
+                while len(took) < claims and time.perf_counter() < budget:
+                    # Rounds of a few claims, each topped up again (untimed), so
+                    # the depth stays within 1% (at least 10 messages) of its level.
+                    rounds = max(10, min(100, depth // 100))
+                    for _ in range(rounds):
+                        t = time.perf_counter()
+                        h = peer.get()
+                        took.append(time.perf_counter() - t)
+                        peer.ack(h)
+                    peer.fill([payload(i) for i in range(rounds)])
+                # The median is the cost of the claim itself; the mean also carries
+                # the WAL checkpoints that some commits pay (kept in the JSON).
+                out[f"claim_{k}"] = statistics.median(took) * 1e6
+                out[f"claim_{k}_mean"] = statistics.fmean(took) * 1e6
+                out[f"claim_{k}_n"] = len(took)
+        finally:
+            peer.close()
+    return out
+
+
+# --- multi-process workloads (children are spawned: no connection crosses a fork) ------
+
+
+def _child(role: str, name: str, directory: str, sync: str, n: int, start: Any,
+           producer_done: Any, results: Any, index: int) -> None:
+    profile_dir = os.environ.get("COMPARE_PROFILE_DIR")
+    profiler = cProfile.Profile() if profile_dir else None
+    try:
+        peer = open_system(name, directory, sync)
+        start.wait()
+        if profiler:
+            profiler.enable()
+        t0 = time.time()
+        if role == "producer":
+            for i in range(n):
+                peer.put(payload(i))
+            producer_done.set()
+            results.put((role, index, {"start": t0, "end": time.time()}))
+        else:
+            got: list[int] = []
+            last = t0
+            while True:
+                done = producer_done.is_set()  # read before the get: see below
+                h = peer.wait_get(0.05)
+                if h is None:
+                    # Nothing was claimable after the producer finished: every
+                    # message has been claimed by someone.
+                    if done:
+                        break
+                    continue
+                got.append(peer.payload(h)["n"])
+                peer.ack(h)
+                last = time.time()
+            results.put((role, index, {"start": t0, "end": last, "got": got}))
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"{role}-{index}.prof"))
+        peer.close()
+    except BaseException:
+        results.put((role, index, {"error": traceback.format_exc()}))
+
+
+def _sample_wal(directory: str, peak: list[int], stop: threading.Event) -> None:
+    """Largest ``-wal`` file seen: a WAL that is never reset grows without bound and
+    makes every commit run a checkpoint (the last close deletes it, so sample)."""
+    while not stop.wait(0.02):
+        for base, _, files in os.walk(directory):
+            for f in files:
+                if f.endswith("-wal"):
+                    with contextlib.suppress(OSError):
+                        peak[0] = max(peak[0], os.path.getsize(os.path.join(base, f)))
+
+
+def multi_process(root: str, name: str, sync: str, n: int, consumers: int) -> dict[str, Any]:
+    """1 producer and *consumers* consumer processes; messages/s from the start until
+    the last ack; duplicates and losses from the consumers' receipts."""
+    ctx = mp.get_context("spawn")
+    with fresh_dir(root, name) as d:
+        open_system(name, d, sync).close()  # create the file and schema first
+        start = ctx.Barrier(consumers + 1)
+        producer_done = ctx.Event()
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_child, args=("producer", name, d, sync, n, start,
+                                                  producer_done, results, 0))]
+        procs += [ctx.Process(target=_child, args=("consumer", name, d, sync, n, start,
+                                                   producer_done, results, i))
+                  for i in range(consumers)]
+        for p in procs:
+            p.start()
+        wal_max = [0]
+        sampling = threading.Event()
+        sampler = threading.Thread(target=_sample_wal, args=(d, wal_max, sampling), daemon=True)
+        sampler.start()
+        reports = []
+        errors = []
+        deadline = time.monotonic() + MP_TIMEOUT
+        try:
+            while len(reports) + len(errors) < len(procs):
+                role, index, data = results.get(timeout=max(1.0, deadline - time.monotonic()))
+                if "error" in data:
+                    errors.append(f"{role} {index}: {data['error']}")
+                else:
+                    reports.append((role, data))
+        except Exception as exc:  # queue.Empty: a child hung
+            errors.append(f"timed out after {MP_TIMEOUT:.0f} s: {exc!r}")
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        sampling.set()
+        sampler.join()
+    got = [s for role, data in reports if role == "consumer" for s in data["got"]]
+    unique = set(got)
+    starts = [data["start"] for _, data in reports]
+    ends = [data["end"] for role, data in reports if role == "consumer"]
+    out: dict[str, Any] = {
+        "received": len(got),
+        "duplicates": len(got) - len(unique),
+        "lost": n - len(unique & set(range(n))),
+        "errors": errors,
+        "wal_mb": wal_max[0] / 1e6,
+    }
+    if starts and ends and not errors:
+        out["value"] = n / (max(ends) - min(starts))
+        produced = [data for role, data in reports if role == "producer"]
+        out["producer_rate"] = n / (produced[0]["end"] - produced[0]["start"])
+    return out
+
+
+def _latency_child(name: str, directory: str, sync: str, samples: int, idle: float,
+                   conn: Any) -> None:
+    try:
+        peer = open_system(name, directory, sync)
+        conn.send("ready")
+        lat = []
+        for _ in range(samples):
+            h = peer.wait_get(30)
+            now = time.time()
+            if h is None:
+                raise RuntimeError("no message within 30 s")
+            lat.append(now - peer.payload(h)["t"])
+            peer.ack(h)
+            conn.send("got")
+        cpu = time.process_time()
+        begin = time.monotonic()
+        while (left := idle - (time.monotonic() - begin)) > 0:
+            peer.wait_get(left)
+        conn.send({"lat": lat, "cpu": time.process_time() - cpu,
+                   "wall": time.monotonic() - begin})
+        peer.close()
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+
+
+def latency(root: str, name: str, sync: str, samples: int, idle: float) -> dict[str, Any]:
+    """Enqueue-to-claim latency with the consumer idle in another process, then its
+    CPU use while it waits on an empty queue for *idle* seconds."""
+    ctx = mp.get_context("spawn")
+    with fresh_dir(root, name) as d:
+        producer = open_system(name, d, sync)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_latency_child, args=(name, d, sync, samples, idle, child))
+        proc.start()
+        try:
+            if parent.recv() != "ready":
+                raise RuntimeError("consumer failed to start")
+            time.sleep(0.3)
+            for i in range(samples):
+                producer.put({**PAYLOAD, "n": i, "t": time.time()})
+                reply = parent.recv()
+                if reply != "got":
+                    raise RuntimeError(reply["error"])
+                time.sleep(random.uniform(0.003, 0.008))  # the consumer is idle again
+            data = parent.recv()
+            if "error" in data:
+                raise RuntimeError(data["error"])
+        finally:
+            proc.join(idle + 30)
+            if proc.is_alive():
+                proc.kill()
+            producer.close()
+    lat = sorted(x * 1000 for x in data["lat"])
+    return {
+        "lat_p50": statistics.median(lat),
+        "lat_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "lat_max": lat[-1],
+        "idle_cpu": 100 * data["cpu"] / data["wall"],
+    }
+
+
+def task_throughput(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
+    runner = {"liteq": tasks.liteq_tasks, "huey": tasks.huey_tasks}.get(name)
+    if runner is None:
+        raise NotApplicable("no worker")
+    with fresh_dir(root, name) as d:
+        res = runner(d, n, sync)
+    return {"tasks": res["value"], "tasks_done": res["done"]}
+
+
+# --- one run of everything -------------------------------------------------------------
+
+
+def busy_cpu() -> tuple[float, float]:
+    """(CPU seconds used by the whole machine, by this process and its reaped children)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        machine = (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        machine = float("nan")
+    t = os.times()
+    return machine, t.user + t.system + t.children_user + t.children_system
+
+
+def one_run(args: argparse.Namespace, run: int, systems: list[str]) -> dict[str, Any]:
+    order = systems[run % len(systems):] + systems[:run % len(systems)]
+    cells: dict[str, dict[str, Any]] = {s: {} for s in systems}
+    na: dict[str, dict[str, str]] = {s: {} for s in systems}
+    checks: dict[str, dict[str, Any]] = {s: {} for s in systems}
+    settings: dict[str, Any] = {}
+    root = tempfile.mkdtemp(prefix="liteq-compare-", dir=args.tmp)
+    sync = args.sync.upper()
+
+    def step(label: str, keys: list[str], fn: Callable[[str], dict[str, Any]]) -> None:
+        if not any(k in args.workloads for k in keys):
+            return
+        for name in order:
+            t = time.perf_counter()
+            try:
+                res = fn(name)
+            except NotApplicable as exc:
+                for k in keys:
+                    na[name][k] = str(exc)
+                continue
+            except Exception:
+                print(f"  {label} {name}: ERROR\n{traceback.format_exc()}", file=sys.stderr)
+                for k in keys:
+                    na[name][k] = "error (see JSON)"
+                checks[name].setdefault("errors", []).append(traceback.format_exc())
+                continue
+            if "settings" in res:
+                settings[name] = res.pop("settings")
+            cells[name].update(res)
+            shown = ", ".join(f"{k} {v:,.1f}" for k, v in res.items()
+                              if isinstance(v, float) and k in keys)
+            print(f"  {label:<10} {name:<14} {shown}  ({time.perf_counter() - t:.1f} s)",
+                  flush=True)
+
+    def mp_step(name: str, consumers: int) -> dict[str, Any]:
+        res = multi_process(root, name, sync, args.n, consumers)
+        key = f"mp_{consumers}"
+        checks[name][key] = {k: res.get(k) for k in ("received", "duplicates", "lost", "errors",
+                                                     "producer_rate", "wal_mb")}
+        if res["errors"]:
+            print(f"  {key} {name}: " + "\n".join(res["errors"]), file=sys.stderr)
+        return {key: res["value"]} if "value" in res else {}
+
+    try:
+        step("single", ["put", "get_ack"], lambda s: per_message(root, s, sync, args.n))
+        step("batch", ["put_batch", "get_ack_batch"],
+             lambda s: batched(root, s, sync, args.batch_n))
+        for c in (2, 4):
+            step(f"mp 1+{c}", [f"mp_{c}"], lambda s, c=c: mp_step(s, c))
+        step("tasks", ["tasks"], lambda s: task_throughput(root, s, sync, args.tasks_n))
+        step("claim", [f"claim_{k}" for k in range(len(args.depths))],
+             lambda s: claim_times(root, s, sync, args.depths, args.claims))
+        step("latency", ["lat_p50", "lat_p99", "idle_cpu"],
+             lambda s: latency(root, s, sync, args.samples, args.idle))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    # Cells a system could not do at all are n/a (batch get for litequeue, etc.).
+    for name in systems:
+        cls = SYSTEMS[name]
+        if cls.batch_put and not cls.batch_get and "put_batch" in cells[name]:
+            na[name]["get_ack_batch"] = "no batch claim"
+    return {"cells": cells, "na": na, "checks": checks, "settings": settings}
+
+
+# --- facts about the machine and the systems ---------------------------------------------
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "../liteq"], cwd=HERE, capture_output=True, text=True).stdout
+        changed = [line[3:] for line in dirty.splitlines()]
+        return out + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def filesystem(path: str) -> str:
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mount, fstype = parts[1], parts[2]
+                if path.startswith(mount) and len(mount) > len(best):
+                    best, kind = mount, fstype
+    except OSError:
+        pass
+    return kind
+
+
+def default_syncs(root: str) -> dict[str, str]:
+    """synchronous each system runs at when the user sets nothing (measured)."""
+    from huey.storage import SqliteStorage
+    from litequeue import LiteQueue
+    from persistqueue import SQLiteAckQueue
+
+    import liteq
+
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    out = {}
+    with fresh_dir(root, "defaults") as d:
+        db = liteq.connect(os.path.join(d, "l.db"))
+        out["liteq"] = db.execute("PRAGMA synchronous")[0][0]
+        db.close()
+        conn = apsw.Connection(os.path.join(d, "r.db"))
+        out["raw"] = conn.execute("PRAGMA synchronous").fetchall()[0][0]
+        conn.close()
+        st = SqliteStorage("x", filename=os.path.join(d, "h.db"))
+        out["huey"] = st.conn.execute("PRAGMA synchronous").fetchone()[0]
+        st.close()
+        pq = SQLiteAckQueue(os.path.join(d, "pq"))
+        out["persist-queue"] = pq._conn.execute("PRAGMA synchronous").fetchone()[0]
+        pq.close()
+        lq = LiteQueue(os.path.join(d, "lq.db"))
+        out["litequeue"] = lq.conn.execute("PRAGMA synchronous").fetchone()[0]
+        lq.close()
+    return {k: names.get(v, str(v)) for k, v in out.items()}
+
+
+def machine(tmp: str) -> dict[str, Any]:
+    import cbor2  # noqa: F401 - version only
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "filesystem": filesystem(os.path.realpath(tmp)),
+        "versions": {
+            "liteq": f"{version('liteq')} @ {git_commit()}",
+            "apsw": apsw.apsw_version(),
+            "SQLite (apsw: liteq, raw)": apsw.sqlite_lib_version(),
+            "SQLite (stdlib sqlite3: huey, persist-queue, litequeue)": sqlite3.sqlite_version,
+            "cbor2": version("cbor2"),
+            "huey": version("huey"),
+            "persist-queue": version("persist-queue"),
+            "litequeue": version("litequeue"),
+            "matplotlib": version("matplotlib"),
+        },
+    }
+
+
+# --- combining runs -----------------------------------------------------------------------
+
+
+def speed(lq: float | None, other: float | None, higher: bool) -> float | None:
+    """liteq's speed relative to *other* (above 1: liteq is better)."""
+    if not lq or not other:
+        return None
+    return lq / other if higher else other / lq
+
+
+def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Namespace,
+            meta: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    labels = {f"claim_{k}": f"claim time, {d:,} queued" for k, d in enumerate(args.depths)}
+    for key, label, unit, higher in ROWS:
+        if key.startswith("claim_") and int(key[-1]) >= len(args.depths):
+            continue
+        values = {s: [r["cells"][s].get(key) for r in runs] for s in systems}
+        med = {s: median_of(v) for s, v in values.items()}
+        na = {s: next((r["na"][s][key] for r in runs if key in r["na"][s]), None)
+              for s in systems}
+        if all(v is None for v in med.values()):
+            continue
+        row: dict[str, Any] = {
+            "key": key, "label": labels.get(key, label), "unit": unit,
+            "higher_is_better": higher, "runs": values, "median": med, "na": na,
+        }
+        lq = med.get("liteq")
+        row["liteq_vs_raw"] = speed(lq, med.get("raw"), higher)
+        peer_vals = {p: med[p] for p in PEERS if med.get(p) is not None}
+        if peer_vals:
+            best = (max if higher else min)(peer_vals, key=lambda p: peer_vals[p])
+            row["best_peer"] = best
+            row["liteq_vs_best_peer"] = speed(lq, peer_vals[best], higher)
+        extra = dict(med)
+        if key.startswith("claim_"):
+            extra["liteq_claim_0"] = median_of([r["cells"]["liteq"].get("claim_0") for r in runs]) \
+                if "liteq" in systems else None
+        row["target"] = target(key, extra, args.depths)
+        rows.append(row)
+    checks = {}
+    for key in ("mp_2", "mp_4"):
+        per = {}
+        for s in systems:
+            items = [r["checks"][s].get(key) for r in runs if r["checks"][s].get(key)]
+            if items:
+                per[s] = {
+                    "duplicates": [i["duplicates"] for i in items],
+                    "lost": [i["lost"] for i in items],
+                    "received": [i["received"] for i in items],
+                    "errors": sum(len(i["errors"]) for i in items),
+                    "producer_rate": [i["producer_rate"] for i in items],
+                    "wal_mb": [i["wal_mb"] for i in items],
+                }
+        if per:
+            checks[key] = per
+    return {
+        "meta": meta,
+        "settings": {
+            "sync": args.sync.upper(), "runs": args.runs, "n": args.n, "batch_n": args.batch_n,
+            "batch": BATCH, "depths": args.depths, "claims_per_depth": args.claims,
+            "claim_budget_s": CLAIM_BUDGET, "latency_samples": args.samples,
+            "idle_s": args.idle, "tasks_n": args.tasks_n, "payload": PAYLOAD,
+            "poll": "1 ms doubling to 50 ms (systems without a cross-process wake-up)",
+        },
+        "systems": {
+            s: {
+                "version": meta["versions"].get(s, meta["versions"]["liteq"])
+                if s != "raw" else f"apsw {meta['versions']['apsw']}",
+                "semantics": SYSTEMS[s].semantics,
+                "default_synchronous": f"{meta['defaults'].get(s)} ({SYSTEMS[s].default_sync})",
+                "how_synchronous_is_set": SYSTEMS[s].how_set,
+                "measured": next((r["settings"][s] for r in runs if s in r["settings"]), None),
+                "codec": SYSTEMS[s].codec,
+                "cross_process_wakeup": SYSTEMS[s].wakes,
+            }
+            for s in systems
+        },
+        "rows": rows,
+        "correctness": checks,
+        "run_log": [r["log"] for r in runs],
+    }
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def profile(args: argparse.Namespace) -> None:
+    """cProfile liteq's side of one workload and print where the time goes."""
+    key, sync = args.profile, args.sync.upper()
+    if key == "statements":
+        from peers import statements
+
+        statements.run(min(args.n, 5000))
+        return
+    root = tempfile.mkdtemp(prefix="liteq-profile-", dir=args.tmp)
+    try:
+        if key in ("mp_2", "mp_4"):
+            out = os.path.join(root, "prof")
+            os.makedirs(out)
+            os.environ["COMPARE_PROFILE_DIR"] = out
+            res = multi_process(root, "liteq", sync, args.n, int(key[-1]))
+            print(f"{key}: {res.get('value', 0):,.0f} msgs/s (under the profiler)")
+            for role in ("producer", "consumer"):
+                files = sorted(f for f in os.listdir(out) if f.startswith(role))
+                print(f"\n--- {role} ({len(files)} process(es)), by own time")
+                pstats.Stats(*[os.path.join(out, f) for f in files]).sort_stats(
+                    "tottime").print_stats(args.profile_lines)
+            return
+        with fresh_dir(root, "liteq") as d:
+            peer = open_system("liteq", d, sync)
+            warm(peer)
+            n = args.batch_n if key.endswith("batch") else args.n
+            items = [payload(i) for i in range(n)]
+            if key in ("get_ack", "get_ack_batch"):
+                peer.fill(items)
+
+            def run() -> None:
+                if key == "put":
+                    for p in items:
+                        peer.put(p)
+                elif key == "put_batch":
+                    for i in range(0, n, BATCH):
+                        peer.put_many(items[i:i + BATCH])
+                elif key == "get_ack":
+                    for _ in range(n):
+                        h = peer.get()
+                        peer.payload(h)
+                        peer.ack(h)
+                elif key == "get_ack_batch":
+                    for _ in range(0, n, BATCH):
+                        hs = peer.get_many(BATCH)
+                        for h in hs:
+                            peer.payload(h)
+                        peer.ack_many(hs)
+                else:
+                    raise SystemExit(f"--profile supports put, get_ack, put_batch, "
+                                     f"get_ack_batch, mp_2, mp_4; not {key}")
+
+            profiler = cProfile.Profile()
+            t = time.perf_counter()
+            profiler.runcall(run)
+            took = time.perf_counter() - t
+            peer.close()
+        print(f"{key}: {n:,} messages, {n / took:,.0f} msgs/s under the profiler")
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(args.profile_lines)
+        stats.sort_stats("cumulative").print_stats(args.profile_lines)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sync", choices=["normal", "full"], default="normal")
+    parser.add_argument("--n", type=int, help="messages per per-message and multi-process "
+                        "workload (default 10,000 at normal, 2,000 at full)")
+    parser.add_argument("--runs", type=int, help="repeat everything; medians (default 3)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run, no files "
+                        "written unless --out is given")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma-separated subset of " + ", ".join(SYSTEMS))
+    parser.add_argument("--workloads", default=",".join(k for k, *_ in ROWS),
+                        help="comma-separated subset of row keys")
+    parser.add_argument("--out", help="directory for compare-<sync>.{json,md} and compare.png "
+                        "(default bench/results)")
+    parser.add_argument("--tmp", default=None, help="where the temporary files go")
+    parser.add_argument("--chart-only", action="store_true",
+                        help="redraw compare.png from the JSON files and exit")
+    parser.add_argument("--profile", metavar="WORKLOAD",
+                        help="cProfile liteq's side of put, get_ack, put_batch, get_ack_batch, "
+                        "mp_2 or mp_4 and print the top functions; 'statements': time each "
+                        "SQL step of put and get+ack beside raw's (nothing is written)")
+    parser.add_argument("--profile-lines", type=int, default=25)
+    args = parser.parse_args(argv)
+    full = args.sync == "full"
+    if args.quick:
+        args.n = args.n or 1000
+        args.runs = args.runs or 1
+        args.depths, args.claims, args.samples, args.idle = [1000, 10_000], 300, 50, 1.0
+    else:
+        args.n = args.n or (2000 if full else 10_000)
+        args.runs = args.runs or 3
+        args.depths, args.claims = [1000, 100_000, 1_000_000], (500 if full else 2000)
+        args.samples, args.idle = (200 if full else 300), 5.0
+    args.batch_n = 10 * args.n
+    args.tasks_n = args.n
+    args.workloads = set(args.workloads.split(","))
+    if not args.quick or args.out:
+        args.out = args.out or os.path.join(HERE, "results")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.chart_only:
+        print(chart(args.out or os.path.join(HERE, "results")))
+        return
+    if args.profile:
+        profile(args)
+        return
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    tmp = args.tmp or tempfile.gettempdir()
+    meta = machine(tmp)
+    meta["defaults"] = default_syncs(tmp)
+    meta["date"] = datetime.datetime.now().isoformat(timespec="seconds")
+    began = time.monotonic()
+    runs = []
+    for run in range(args.runs):
+        load = os.getloadavg()
+        print(f"run {run + 1}/{args.runs} (sync {args.sync.upper()}, load {load[0]:.2f})",
+              flush=True)
+        t = time.monotonic()
+        cpu0 = busy_cpu()
+        res = one_run(args, run, systems)
+        cpu1 = busy_cpu()
+        wall = time.monotonic() - t
+        # The load average counts this benchmark's own processes; the CPU the rest
+        # of the machine used meanwhile is the noise (in cores, of os.cpu_count()).
+        other = ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall
+        res["log"] = {"run": run + 1, "load_before": load, "load_after": os.getloadavg(),
+                      "seconds": wall, "other_cpu_cores": other}
+        print(f"  run {run + 1}: {wall:.0f} s; other processes used {other:.2f} cores on "
+              f"average meanwhile", flush=True)
+        runs.append(res)
+    meta["wall_s"] = time.monotonic() - began
+    result = combine(runs, systems, args, meta)
+    result["raw_runs"] = [{k: r[k] for k in ("cells", "checks")} for r in runs]
+    print_table(result, systems)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        base = os.path.join(args.out, f"compare-{args.sync}")
+        with open(base + ".json", "w") as f:
+            json.dump(result, f, indent=1, default=str)
+        with open(base + ".md", "w") as f:
+            f.write(markdown(result, systems))
+        print(f"wrote {base}.json, {base}.md, {chart(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
