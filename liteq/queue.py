@@ -436,12 +436,14 @@ class Queue:
         _positive_int(n, "n")
         w = _seconds(wait, "wait")
         assert w is not None
-        msgs = self._claim(n)
-        if msgs or w == 0:
-            return msgs
+        if w == 0:
+            return self._claim(n)
         deadline = time.monotonic() + w
         waiter = self.db._waiter()
         while True:
+            # Arm before claiming: a commit landing between an empty claim and the
+            # wait is already queued on the waiter, so the wait returns at once.
+            # (One claim per wake: an empty claim still takes the write lock.)
             waiter.arm()
             msgs = self._claim(n)
             if msgs:
