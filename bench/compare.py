@@ -758,7 +758,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default bench/results)")
     parser.add_argument("--tmp", default=None, help="where the temporary files go")
     parser.add_argument("--chart-only", action="store_true",
-                        help="redraw compare.png from the JSON files and exit")
+                        help="rewrite compare-<sync>.md and redraw compare.png from the JSON "
+                        "files, and exit")
     parser.add_argument("--profile", metavar="WORKLOAD",
                         help="cProfile liteq's side of put, get_ack, put_batch, get_ack_batch, "
                         "mp_2 or mp_4 and print the top functions; 'statements': time each "
@@ -786,7 +787,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.chart_only:
-        print(chart(args.out or os.path.join(HERE, "results")))
+        out = args.out or os.path.join(HERE, "results")
+        for sync in ("normal", "full"):
+            base = os.path.join(out, f"compare-{sync}")
+            if os.path.exists(base + ".json"):
+                with open(base + ".json") as f:
+                    result = json.load(f)
+                with open(base + ".md", "w") as f:
+                    f.write(markdown(result, list(result["systems"])))
+                print(base + ".md")
+        print(chart(out))
         return
     if args.profile:
         profile(args)

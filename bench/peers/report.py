@@ -10,6 +10,13 @@ from typing import Any
 THROUGHPUT_UNITS = ("msgs/s", "tasks/s")
 
 
+def _cores(value: float | None) -> float:
+    """Other processes' CPU in cores; NaN when unknown, rounding noise below 0 shown as 0."""
+    if value is None or value != value:
+        return float("nan")
+    return max(0.0, value)
+
+
 def median_of(values: list[Any]) -> float | None:
     nums = [v for v in values if isinstance(v, (int, float))]
     return statistics.median(nums) if nums else None
@@ -45,7 +52,7 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
                + ", ".join(f"{r['load_before'][0]:.2f}" for r in result["run_log"])
                + " (it counts this benchmark's own processes too); CPU used by other "
                "processes during each run, in cores: "
-               + ", ".join(f"{r.get('other_cpu_cores', float('nan')):.2f}"
+               + ", ".join(f"{_cores(r.get('other_cpu_cores')):.2f}"
                            for r in result["run_log"]) + ".")
     out.append("")
     out.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
