@@ -164,6 +164,15 @@ _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
     "lease_until, token, error, finished_at, origin, rank, cancel"
 )
+# One message: find it, then take it by id. Both run inside the same BEGIN IMMEDIATE
+# (the write lock is held throughout, so nobody can take it in between) and the UPDATE
+# still guards on state. Measured: 8.9 us against 27.9 us for the IN (SELECT ...) form,
+# +45% per-message get+ack. Batches keep the one-statement form (faster for n > 1).
+SQL_NEXT_READY = f"""
+SELECT id FROM messages WHERE qid = :qid AND state = {READY}
+ORDER BY priority DESC, rank, run_at, id LIMIT 1
+"""
+
 # RETURNING only what a claimed message needs: every returned column costs about
 # a microsecond per row (measured), a third of the claim with all of them.
 CLAIM_COLUMNS = (
@@ -177,6 +186,13 @@ WHERE id IN (
     SELECT id FROM messages WHERE qid = :qid AND state = {READY}
     ORDER BY priority DESC, rank, run_at, id LIMIT :n
 ) AND state = {READY}
+RETURNING {CLAIM_COLUMNS}
+"""
+SQL_CLAIM_ONE = f"""
+UPDATE messages
+SET state = {LEASED}, token = random(), attempts = attempts + 1,
+    lease_until = :now + :lease
+WHERE id = :id AND state = {READY}
 RETURNING {CLAIM_COLUMNS}
 """
 
@@ -880,18 +896,26 @@ class Store:
             if not 0 <= tick - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY:
                 self._maintained[qid] = tick
                 self._maintain(cur, qid, now)
-                rows = cur.execute(SQL_CLAIM, params).fetchall()
+                rows = self._claim_rows(cur, params)
             else:
-                # read to the end: a half-read RETURNING keeps the write lock
-                rows = cur.execute(SQL_CLAIM, params).fetchall()
+                rows = self._claim_rows(cur, params)
                 if len(rows) < n:
                     self._maintained[qid] = tick
                     if self._maintain(cur, qid, now):
                         params["n"] = n - len(rows)
-                        rows += cur.execute(SQL_CLAIM, params).fetchall()
+                        rows += self._claim_rows(cur, params)
         if len(rows) > 1:
             rows.sort(key=_claim_order)
         return rows, now + lease
+
+    def _claim_rows(self, cur: Any, params: dict[str, Any]) -> list[Any]:
+        # Every RETURNING cursor is read to the end: a half-read one keeps the lock.
+        if params["n"] != 1:
+            return list(cur.execute(SQL_CLAIM, params).fetchall())
+        found = cur.execute(SQL_NEXT_READY, params).fetchall()
+        if not found:
+            return []
+        return list(cur.execute(SQL_CLAIM_ONE, {**params, "id": found[0][0]}).fetchall())
 
     def expire(self, qid: int) -> None:
         """Promote due delayed messages and release expired leases of queue *qid*."""
