@@ -66,6 +66,8 @@ WAL_RESTART_BYTES = 16 * 1024 * 1024
 #: and the most a RESTART checkpoint may wait for readers before giving up for now.
 WAL_CHECK_EVERY = 0.25
 WAL_RESTART_WAIT = 0.05
+#: Pages in the WAL at which a commit checkpoints (SQLite's autocheckpoint default).
+WAL_HOOK_PAGES = 1000
 
 # Connections abandoned by a fork: the child must never use or close them (closing
 # could disturb the parent's locks), and must not let them be garbage collected.
@@ -447,6 +449,22 @@ class Store:
         local.pid = os.getpid()
         return local.conn
 
+    def _wal_hook(self, conn: Any, dbname: str, pages: int) -> int:
+        # Replaces SQLite's autocheckpoint (which is itself a WAL hook doing PASSIVE
+        # checkpoints every 1,000 pages) with RESTART ones, waiting at most
+        # WAL_RESTART_WAIT for readers: passive ones never let the WAL start over
+        # while busy readers stay on older snapshots (see WAL_RESTART_BYTES).
+        if pages >= WAL_HOOK_PAGES:
+            local = self._local
+            local.busy_limit = WAL_RESTART_WAIT
+            try:
+                conn.wal_checkpoint(dbname, apsw.SQLITE_CHECKPOINT_RESTART)
+            except apsw.Error:
+                pass  # busy: as much as could be copied was; the next commit tries again
+            finally:
+                local.busy_limit = None
+        return 0  # SQLITE_OK
+
     def _after_commit(self, conn: Any) -> None:
         """Keep the WAL bounded: see WAL_RESTART_BYTES."""
         now = time.monotonic()
@@ -489,6 +507,7 @@ class Store:
         except apsw.Error as exc:
             raise LiteqError(f"cannot open {path}: {_reason(exc)}") from exc
         conn.set_busy_handler(self._busy_handler())
+        conn.set_wal_hook(self._wal_hook)
         try:
             self._check_and_migrate(conn)
             self._pragmas(conn)
