@@ -28,6 +28,7 @@ from .cli_base import (
     parse_json,
 )
 from .cli_output import Column, Output, fmt_when, jsonable, output_options, plural, to_json
+from .cli_worker import setup_logging
 from .database import Database
 from .errors import InvalidArgument, ScheduleError
 from .queue import validate_name
@@ -379,18 +380,6 @@ def schedule_history(name: str, limit: int, out: Output) -> None:
 
 # -- scheduler ---------------------------------------------------------------------------
 
-def _setup_logging(level: str, json_logs: bool) -> None:
-    from .cli_worker import JsonLogFormatter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if json_logs else logging.Formatter(
-        "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"))
-    log = logging.getLogger("liteq")
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(level.upper())
-
-
 @click.command()
 @click.argument("app", metavar="[APP]", required=False)
 @click.option("--interval", type=POSITIVE_DURATION, default=1.0, show_default=True,
@@ -414,7 +403,7 @@ def scheduler(ctx: click.Context, app: str | None, interval: float, log_level: s
       liteq --db app.db scheduler
       liteq scheduler myapp.tasks:db --interval 5s
     """
-    _setup_logging(log_level, json_logs)
+    setup_logging(log_level, json_logs)
     if app is not None:
         from .cli_worker import load_app
 

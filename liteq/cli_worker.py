@@ -98,7 +98,8 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(jsonable(data), ensure_ascii=False)
 
 
-def _setup_logging(level: str, json_logs: bool) -> None:
+def setup_logging(level: str, json_logs: bool) -> None:
+    """Log liteq's records to stderr: one text line, or one JSON object, each."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if json_logs else logging.Formatter(
         "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"))
@@ -154,7 +155,7 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
       liteq worker myapp --queues emails,default --concurrency 8
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
     """
-    _setup_logging("debug" if verbose else log_level, json_logs)
+    setup_logging("debug" if verbose else log_level, json_logs)
     db = load_app(app)
     state = ctx.find_object(CliState)
     if state is not None and state.chosen and os.path.abspath(state.path) != db.path:

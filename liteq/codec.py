@@ -2,7 +2,8 @@
 
 CBOR is compact, binary-safe and typed (bytes, datetime, Decimal, sets survive a
 round trip), and decoding it never executes code: unknown tags come back as
-``cbor2.CBORTag`` values. pickle is never used anywhere in liteq.
+``cbor2.CBORTag`` values. No serializer that can run code on load is used anywhere
+in liteq.
 """
 
 from __future__ import annotations

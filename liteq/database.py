@@ -172,29 +172,15 @@ class Database:
         """Names of topics that have at least one subscription."""
         return self._store.topics()
 
-    def create_queue(
-        self,
-        name: str,
-        *,
-        max_depth: Any = _UNSET,
-        lease: Any = _UNSET,
-        max_attempts: Any = _UNSET,
-        dead_letter: Any = _UNSET,
-        retention: Any = _UNSET,
-        backoff: Any = _UNSET,
-        count_depth: Any = _UNSET,
-    ) -> Queue:
-        """Create queue *name* with these options; InvalidArgument if it exists.
+    def create_queue(self, name: str, **options: Any) -> Queue:
+        """Create queue *name* with *options* (those of :meth:`queue`); InvalidArgument
+        if it exists.
 
         Unlike :meth:`queue`, never changes an existing queue (the check and the
         creation are one transaction).
         """
         validate_name(name)
-        updates = option_columns(
-            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
-            dead_letter=dead_letter, retention=retention, backoff=backoff,
-            count_depth=count_depth,
-        )
+        updates = option_columns(**options)
         row = self._store.create_queue(name, {**default_queue_options(), **updates})
         return self._adopt(row)
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import InvalidArgument
-from .queue import _UNSET, Message, Queue, _priority, _seconds, option_columns
+from .queue import Message, Queue, _priority, _seconds, option_columns
 from .store import StaleRoutes, default_queue_options
 
 if TYPE_CHECKING:
@@ -151,26 +151,13 @@ class Topic:
 
     # -- subscriptions --------------------------------------------------------------
 
-    def subscribe(
-        self,
-        name: str,
-        pattern: str = "#",
-        *,
-        max_depth: Any = _UNSET,
-        lease: Any = _UNSET,
-        max_attempts: Any = _UNSET,
-        dead_letter: Any = _UNSET,
-        retention: Any = _UNSET,
-        backoff: Any = _UNSET,
-    ) -> Queue:
-        """Create (or return, updating its pattern and any options given) the durable
-        subscription *name*; it is a Queue named ``TOPIC:NAME``."""
+    def subscribe(self, name: str, pattern: str = "#", **options: Any) -> Queue:
+        """Create (or return, updating its pattern and any *options* given: those of
+        ``db.queue``) the durable subscription *name*; it is a Queue named
+        ``TOPIC:NAME``."""
         validate_topic_name(name, "subscription")
         _check_key(pattern, "pattern")
-        updates = option_columns(
-            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
-            dead_letter=dead_letter, retention=retention, backoff=backoff,
-        )
+        updates = option_columns(**options)
         row = self._store.subscribe(
             self.name, self.queue_name(name), pattern, default_queue_options(), updates
         )

@@ -122,7 +122,7 @@ _SEQ = struct.Struct("<q")
 class _Slot:
     """One child's record in an anonymous shared mapping: what it runs (with the
     deadline), what it holds, and its counters. A seqlock (odd while writing) keeps
-    the supervisor from reading half a record; no pickle, no pipes per job."""
+    the supervisor from reading half a record; plain integers, no pipes per job."""
 
     def __init__(self, buf: mmap.mmap, index: int, capacity: int) -> None:
         self.buf = buf

@@ -10,12 +10,10 @@ import asyncio
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from workerapp_tools import FakeClock
+from workerapp_tools import drain
 
 import liteq
 from liteq.schema import CANCELLED, DONE
@@ -35,30 +33,10 @@ from liteq.worker import Worker
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[liteq.Database]:
-    database = liteq.connect(tmp_path / "t.db")
-    yield database
-    database.close()
+def cdb(clocked_db: liteq.Database) -> liteq.Database:
+    """conftest's database on the hand-moved ``clock``."""
+    return clocked_db
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cdb(tmp_path: Path, clock: FakeClock) -> Iterator[liteq.Database]:
-    database = liteq.connect(tmp_path / "c.db", clock=clock)
-    yield database
-    database.close()
-
-
-def drain(db: liteq.Database, **options: Any) -> Worker:
-    """Run a one-thread worker until no job is due; return it (for its counts)."""
-    w = Worker(db, burst=True, install_signals=False, summary_interval=0,
-               **{"concurrency": 1, **options})
-    w.run()
-    return w
 
 
 def rows(db: liteq.Database) -> list[tuple[Any, ...]]:

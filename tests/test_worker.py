@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from workerapp_tools import FakeClock, wait_until
+from workerapp_tools import drain, wait_until
 
 import liteq
 from liteq.hooks import Hook
@@ -30,30 +28,10 @@ from liteq.worker import Worker
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[liteq.Database]:
-    database = liteq.connect(tmp_path / "w.db")
-    yield database
-    database.close()
+def cdb(clocked_db: liteq.Database) -> liteq.Database:
+    """conftest's database on the hand-moved ``clock``."""
+    return clocked_db
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cdb(tmp_path: Path, clock: FakeClock) -> Iterator[liteq.Database]:
-    database = liteq.connect(tmp_path / "c.db", clock=clock)
-    yield database
-    database.close()
-
-
-def drain(db: liteq.Database, **options: Any) -> Worker:
-    """Run a one-thread worker until no job is due; return it."""
-    w = Worker(db, burst=True, install_signals=False, summary_interval=0,
-               **{"concurrency": 1, **options})
-    w.run()
-    return w
 
 
 class Background:

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from helpers import FakeClock  # noqa: F401 - re-exported for the worker tests
+
 import liteq.cli
+from liteq.worker import Worker
 
 HERE = Path(__file__).resolve().parent
 #: Bound for anything awaited: waits end as soon as the thing happens.
@@ -73,19 +75,9 @@ def wait_until(predicate: Any, timeout: float = PATIENCE, what: str = "condition
     return time.monotonic() - start
 
 
-class FakeClock:
-    """A clock moved by hand (``liteq.connect(path, clock=...)``); whole seconds from
-    a whole-second start keep every sum exact."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = float(start)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self.now += seconds
-            return self.now
+def drain(db: liteq.Database, **options: Any) -> Worker:
+    """Run a one-thread worker until no job is due; return it (for its counts)."""
+    w = Worker(db, burst=True, install_signals=False, summary_interval=0,
+               **{"concurrency": 1, **options})
+    w.run()
+    return w
