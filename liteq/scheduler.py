@@ -97,7 +97,7 @@ _SCAN = 1000  # missed cron fires walked forward before jumping back from now
 _RETRY_BROKEN = 60.0  # a row plan() cannot handle is looked at again this much later
 _UNSET: Any = object()
 
-# Row columns, in store._SCHEDULE_COLUMNS order.
+# Row columns, in store.sql._SCHEDULE_COLUMNS order.
 (_ID, _NAME, _KIND, _SPEC, _TZ, _TARGET, _QUEUE, _PAYLOAD, _MISFIRE, _CAP, _ENABLED,
  _NEXT, _LAST, _LAST_JOB, _CREATED, _UPDATED) = range(16)
 

@@ -1,0 +1,89 @@
+"""Task jobs: results rows, cancellation of running jobs, released leases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .base import StoreBase
+from .sql import (
+    SQL_CANCEL,
+    SQL_CANCEL_FLAG,
+    SQL_CANCEL_LEASED,
+    SQL_JOB_MESSAGES,
+    SQL_ORPHAN_RESULTS,
+    SQL_RELEASE,
+    SQL_RELEASE_LEASE,
+    SQL_RESULT_GET,
+    SQL_RESULT_PRUNE,
+    SQL_RESULT_PUT,
+)
+
+
+class JobVerbs(StoreBase):
+    """What the task layer needs beyond plain messages."""
+
+    # -- task results -----------------------------------------------------------------
+
+    def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Record job outcomes ``(id, task, state, value, error, attempts, finished_at,
+        expires_at)``; joins the caller's transaction (so it can commit with the ack)."""
+        with self.write() as cur:
+            if len(rows) == 1:
+                cur.execute(SQL_RESULT_PUT, rows[0])
+            elif rows:
+                cur.executemany(SQL_RESULT_PUT, rows)
+
+    def result(self, mid: int) -> tuple[Any, ...] | None:
+        with self.read() as cur:
+            rows = cur.execute(SQL_RESULT_GET, (mid,)).fetchall()
+        return tuple(rows[0]) if rows else None
+
+    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[tuple[Any, ...]]:
+        """Message rows with ``id < before`` in one of *states*, newest first."""
+        sql = SQL_JOB_MESSAGES.replace("{marks}", ",".join("?" * len(states)))
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(sql, (before, *states, n)).fetchall()]
+
+    def orphan_results(self, state: int | None, before: int, n: int) -> list[tuple[Any, ...]]:
+        """Results rows with ``id < before`` (in *state*, if given) whose message is
+        gone, newest first."""
+        sql = SQL_ORPHAN_RESULTS.replace("{where}", "" if state is None else "AND r.state = ?")
+        params = (before,) + (() if state is None else (state,)) + (n,)
+        with self.read() as cur:
+            return [tuple(r) for r in cur.execute(sql, params).fetchall()]
+
+    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
+        """Give leased messages ``(id, token)`` back, ready at once and without counting
+        the attempt; return the ids whose token was stale (left unchanged)."""
+        lost = []
+        with self.write() as cur:
+            for mid, token in items:
+                cur.execute(SQL_RELEASE_LEASE, (mid, token))
+                if not cur.connection.changes():
+                    lost.append(mid)
+        return lost
+
+    def prune_results(self, before: float) -> int:
+        with self.write() as cur:
+            cur.execute(SQL_RESULT_PRUNE, (before,))
+            return int(cur.connection.changes())
+
+    def request_cancel(self, mid: int) -> str:
+        """Cancel a job's message: ``"cancelled"`` if it had not started, ``"requested"``
+        if it is running (the flag survives restarts), ``"finished"`` otherwise."""
+        with self.write() as cur:
+            now = self.clock()
+            rows = cur.execute(SQL_CANCEL, {"id": mid, "now": now}).fetchall()
+            if rows:
+                cur.execute(SQL_RELEASE, {"n": 1, "qid": rows[0][0]})
+                return "cancelled"
+            cur.execute(SQL_CANCEL_LEASED, (mid,))
+            if cur.connection.changes():
+                return "requested"
+            return "finished"
+
+    def cancel_requested(self, mid: int) -> bool:
+        with self.read() as cur:
+            rows = cur.execute(SQL_CANCEL_FLAG, (mid,)).fetchall()
+        return bool(rows and rows[0][0])

@@ -1,0 +1,250 @@
+"""Claims and leases: claim, expiry, ack, retry (nack), extend, heartbeat, fail,
+and burying a message in its dead-letter place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..errors import (
+    LeaseLost,
+)
+from ..schema import CANCELLED, DELAYED, READY
+from .base import MAINTAIN_EVERY, _lost_text
+from .queues import QueueVerbs, default_queue_options
+from .sql import (
+    SQL_ACK_DELETE,
+    SQL_ACK_RETAIN,
+    SQL_BURY_HERE,
+    SQL_BURY_MOVE,
+    SQL_CANCEL_EXPIRED,
+    SQL_CLAIM,
+    SQL_CLAIM_ONE,
+    SQL_EXPIRED,
+    SQL_EXTEND,
+    SQL_GET_LEASED,
+    SQL_NEXT_DUE,
+    SQL_NEXT_READY,
+    SQL_PROMOTE,
+    SQL_QUEUE_BY_ID,
+    SQL_RELEASE,
+    SQL_RESERVE_FORCE,
+    SQL_RETRY,
+    SQL_UNLEASE,
+)
+
+
+class MessageVerbs(QueueVerbs):
+    """A message's life under a lease."""
+
+    # -- claim and expiry -----------------------------------------------------------
+
+    def claim(self, qid: int, n: int, lease: float) -> tuple[list[tuple[Any, ...]], float]:
+        """Lease up to *n* due messages of queue *qid* in one transaction.
+
+        Returns ``(rows, lease_until)``: rows in ``CLAIM_COLUMNS`` order, sorted as
+        the queue orders them, and the deadline stored for their leases (taken
+        after the write lock was granted, so waiting for it does not shorten them).
+
+        Due delayed messages are promoted and expired leases released (or buried
+        after their last attempt) in the same transaction: always when the claim
+        comes up short, and otherwise at most every ``MAINTAIN_EVERY`` seconds per
+        queue and process (so a due delayed message may wait that long behind
+        ready ones of lower priority under load).
+        """
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            params = {"qid": qid, "n": n, "now": now, "lease": lease}
+            # On the store's clock (injectable), so a test that moves time sees
+            # expiry at once; a clock stepping backwards also triggers maintenance.
+            tick = now
+            if not 0 <= tick - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY:
+                self._maintained[qid] = tick
+                self._maintain(cur, qid, now)
+                rows = self._claim_rows(cur, params)
+            else:
+                rows = self._claim_rows(cur, params)
+                if len(rows) < n:
+                    self._maintained[qid] = tick
+                    if self._maintain(cur, qid, now):
+                        params["n"] = n - len(rows)
+                        rows += self._claim_rows(cur, params)
+        if len(rows) > 1:
+            rows.sort(key=_claim_order)
+        return rows, now + lease
+
+    def _claim_rows(self, cur: Any, params: dict[str, Any]) -> list[Any]:
+        # Every RETURNING cursor is read to the end: a half-read one keeps the lock.
+        if params["n"] != 1:
+            return list(cur.execute(SQL_CLAIM, params).fetchall())
+        found = cur.execute(SQL_NEXT_READY, params).fetchall()
+        if not found:
+            return []
+        return list(cur.execute(SQL_CLAIM_ONE, {**params, "id": found[0][0]}).fetchall())
+
+    def expire(self, qid: int) -> None:
+        """Promote due delayed messages and release expired leases of queue *qid*."""
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            self._maintain(cur, qid, now)
+
+    def _maintain(self, cur: Any, qid: int, now: float) -> bool:
+        """Promote due delayed rows and settle expired leases; True if any row changed."""
+        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now})
+        changed = cur.connection.changes() > 0
+        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now}).fetchall()
+        if not expired:
+            return changed
+        qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+        max_attempts = qrow[4]
+        for mid, attempts, cancel in expired:
+            if cancel:
+                cur.execute(SQL_CANCEL_EXPIRED, {"id": mid, "now": now})
+                cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
+            elif attempts >= max_attempts:
+                self._bury(cur, qrow, mid, "lease expired", now)
+            else:
+                cur.execute(SQL_UNLEASE, {"id": mid, "error": "lease expired"})
+        return True
+
+    def next_due(self, qid: int) -> float:
+        """The earliest time a delayed message falls due or a lease runs out (inf if none)."""
+        with self.read() as cur:
+            value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
+        return float(value) if value is not None else float("inf")
+
+    # -- finishing ------------------------------------------------------------------
+
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+        """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
+        pairs = list(items)
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            if len(pairs) == 1:
+                mid, token = pairs[0]
+                if retention > 0:
+                    cur.execute(SQL_ACK_RETAIN, (now, mid, token))
+                else:
+                    cur.execute(SQL_ACK_DELETE, (mid, token))
+                done = cur.connection.changes()
+                lost = [] if done else [mid]
+            else:
+                if retention > 0:
+                    acked = cur.executemany(
+                        SQL_ACK_RETAIN + " RETURNING id", [(now, m, t) for m, t in pairs]
+                    ).fetchall()
+                else:
+                    acked = cur.executemany(SQL_ACK_DELETE + " RETURNING id", pairs).fetchall()
+                done = len(acked)
+                if done == len(pairs):
+                    lost = []
+                else:
+                    ok = {r[0] for r in acked}
+                    lost = [m for m, _ in pairs if m not in ok]
+            if done:
+                cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
+        self._tally(qid, 0, done)
+        return lost
+
+    def retry(
+        self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
+    ) -> bool:
+        """Give a leased message back for another delivery after *delay* seconds,
+        or bury it if that was its last attempt (or cancel it if cancellation was
+        requested meanwhile). Returns False if it will not be delivered again."""
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
+            if not found:
+                raise LeaseLost(_lost_text(mid), [mid])
+            attempts, cancel = found[0]
+            if cancel:
+                # Cancellation was asked while it ran: no more attempts.
+                cur.execute(
+                    f"UPDATE messages SET state = {CANCELLED}, finished_at = ?, token = NULL, "
+                    f"lease_until = NULL, error = ? WHERE id = ?",
+                    (now, error, mid),
+                )
+                cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
+                return False
+            qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+            if attempts >= qrow[4]:
+                self._bury(cur, qrow, mid, error or f"gave up after {attempts} attempts", now)
+                return False
+            seconds = delay(attempts) if callable(delay) else delay
+            run_at = now + seconds
+            cur.execute(
+                SQL_RETRY,
+                {
+                    "state": DELAYED if seconds > 0 else READY,
+                    "run_at": run_at,
+                    "error": error,
+                    "id": mid,
+                    "token": token,
+                },
+            )
+            return True
+
+    def extend(self, mid: int, token: int, seconds: float) -> float:
+        """Move the lease deadline to now + *seconds*; return the new deadline."""
+        with self.write() as cur:
+            until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
+            cur.execute(SQL_EXTEND, {"until": until, "id": mid, "token": token})
+            if not cur.connection.changes():
+                raise LeaseLost(_lost_text(mid), [mid])
+        return until
+
+    def heartbeat(
+        self, items: Sequence[tuple[int, int]], seconds: float
+    ) -> tuple[list[int], list[int]]:
+        """Extend many leases ``(id, token)`` to now + *seconds* in one transaction.
+
+        Returns ``(lost, cancel)``: ids whose token was stale (nothing changed), and
+        ids whose cancellation was requested meanwhile.
+        """
+        lost: list[int] = []
+        cancel: list[int] = []
+        with self.write() as cur:
+            until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
+            for mid, token in items:
+                rows = cur.execute(
+                    SQL_EXTEND + " RETURNING cancel", {"until": until, "id": mid, "token": token}
+                ).fetchall()
+                if not rows:
+                    lost.append(mid)
+                elif rows[0][0]:
+                    cancel.append(mid)
+        return lost, cancel
+
+    def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
+        """Bury a leased message now (no more attempts), keeping *reason*."""
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            if not cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall():
+                raise LeaseLost(_lost_text(mid), [mid])
+            qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
+            self._bury(cur, qrow, mid, reason, now)
+
+    def _bury(self, cur: Any, qrow: Sequence[Any], mid: int, reason: str, now: float) -> None:
+        qid, name, dead_letter = qrow[0], qrow[1], qrow[5]
+        if dead_letter is None:
+            cur.execute(SQL_BURY_HERE, {"id": mid, "error": reason, "now": now})
+            cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
+            return
+        target = cur.execute("SELECT id FROM queues WHERE name = ?", (dead_letter,)).fetchall()
+        if target:
+            tid = target[0][0]
+        else:
+            tid = self._create_queue(cur, dead_letter, default_queue_options())
+        # Dead-lettering never fails for lack of room: losing the message would be
+        # worse than a dead-letter queue over its max_depth.
+        cur.execute(
+            SQL_BURY_MOVE,
+            {"target": tid, "error": reason, "origin": name, "now": now, "id": mid},
+        )
+        cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
+        cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (-row[5], row[9] or b"", row[6], row[0])

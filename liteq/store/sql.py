@@ -1,0 +1,328 @@
+"""Every SQL statement of liteq, as named constants (the verbs live beside this
+module, one per concept; nothing outside ``liteq.store`` sees SQL)."""
+
+from __future__ import annotations
+
+from ..schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
+
+#: Put/ack totals are written at most this often (seconds, per process).
+TOTALS_EVERY = 1.0
+
+# --- SQL: queues -------------------------------------------------------------------
+
+_QUEUE_COLUMNS = (
+    "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth"
+)
+SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ?"
+SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE id = ?"
+SQL_QUEUE_INSERT = """
+INSERT INTO queues (name, max_depth, lease, max_attempts, dead_letter, retention,
+    backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
+    expires_at, count_depth, created_at)
+VALUES (:name, :max_depth, :lease, :max_attempts, :dead_letter, :retention,
+    :backoff_base, :backoff_factor, :backoff_max, :backoff_jitter, :topic, :pattern,
+    :expires_at, :count_depth, :now)
+ON CONFLICT (name) DO NOTHING
+"""
+SQL_QUEUE_NAMES = "SELECT name FROM queues ORDER BY name"
+SQL_QUEUE_DELETE = "DELETE FROM queues WHERE id = ?"
+
+# Back pressure in one statement: the row changes only if there is room, so a
+# missing RETURNING row means "full" (or "unbounded") and nothing was written.
+# SQLite's single writer makes the check race-free; no COUNT(*) is ever needed.
+#
+# The depth counter is kept only while the queue has a max_depth: an UPDATE that
+# matches no row dirties no page, and an extra page per commit costs a WAL frame
+# (measured: 4 frames per put instead of 3). Setting max_depth counts the
+# unfinished messages once, in the same transaction, and the counter runs from there.
+SQL_RESERVE = """
+UPDATE queues SET depth = depth + :n
+WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
+  AND (max_depth IS NULL OR depth + :n <= max_depth)
+RETURNING depth
+"""
+SQL_RESERVE_FORCE = """
+UPDATE queues SET depth = depth + :n
+WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
+"""
+SQL_DEPTH = "SELECT depth, max_depth, name, count_depth FROM queues WHERE id = ?"
+SQL_RELEASE = """
+UPDATE queues SET depth = depth - :n WHERE id = :qid AND (max_depth IS NOT NULL OR count_depth)
+"""
+SQL_RECOUNT = f"""
+UPDATE queues SET depth = CASE WHEN max_depth IS NULL AND NOT count_depth THEN 0 ELSE
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {READY}) +
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DELAYED}) +
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED}) END
+WHERE id = :qid
+"""
+SQL_UNFINISHED = f"""
+SELECT (SELECT count(*) FROM messages WHERE qid = :qid AND state = {READY}) +
+       (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DELAYED}) +
+       (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED})
+"""
+# Totals for rates are statistics, not guarantees: counted in memory and added to
+# the row at most once a second, inside a transaction that writes anyway.
+SQL_TOTALS = "UPDATE queues SET enqueued = enqueued + ?, finished = finished + ? WHERE id = ?"
+
+# --- SQL: messages -----------------------------------------------------------------
+
+SQL_INSERT = """
+INSERT INTO messages (qid, state, priority, rank, run_at, payload, headers, key, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
+
+# Delayed rows live outside the ready index; move the due ones in before claiming.
+SQL_PROMOTE = f"""
+UPDATE messages SET state = {READY}
+WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+"""
+SQL_EXPIRED = f"""
+SELECT id, attempts, cancel FROM messages
+WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now
+"""
+SQL_CANCEL_EXPIRED = f"""
+UPDATE messages SET state = {CANCELLED}, token = NULL, lease_until = NULL,
+    finished_at = :now, error = 'cancelled while running; lease expired'
+WHERE id = :id AND state = {LEASED}
+"""
+SQL_UNLEASE = f"""
+UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL, error = :error
+WHERE id = :id AND state = {LEASED}
+"""
+
+# The claim is one statement. The subquery walks msg_ready from its first entry;
+# the outer guard on state keeps a row that is no longer ready from being taken.
+# random() gives every claim a fresh 64-bit lease token (fencing).
+_MESSAGE_COLUMNS = (
+    "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
+    "lease_until, token, error, finished_at, origin, rank, cancel"
+)
+# One message: find it, then take it by id. Both run inside the same BEGIN IMMEDIATE
+# (the write lock is held throughout, so nobody can take it in between) and the UPDATE
+# still guards on state. Measured: 8.9 us against 27.9 us for the IN (SELECT ...) form,
+# +45% per-message get+ack. Batches keep the one-statement form (faster for n > 1).
+SQL_NEXT_READY = f"""
+SELECT id FROM messages WHERE qid = :qid AND state = {READY}
+ORDER BY priority DESC, rank, run_at, id LIMIT 1
+"""
+
+# RETURNING only what a claimed message needs: every returned column costs about
+# a microsecond per row (measured), a third of the claim with all of them.
+CLAIM_COLUMNS = (
+    "id, token, attempts, payload, headers, priority, run_at, enqueued_at, key, rank, error, origin"
+)
+SQL_CLAIM = f"""
+UPDATE messages
+SET state = {LEASED}, token = random(), attempts = attempts + 1,
+    lease_until = :now + :lease
+WHERE id IN (
+    SELECT id FROM messages WHERE qid = :qid AND state = {READY}
+    ORDER BY priority DESC, rank, run_at, id LIMIT :n
+) AND state = {READY}
+RETURNING {CLAIM_COLUMNS}
+"""
+SQL_CLAIM_ONE = f"""
+UPDATE messages
+SET state = {LEASED}, token = random(), attempts = attempts + 1,
+    lease_until = :now + :lease
+WHERE id = :id AND state = {READY}
+RETURNING {CLAIM_COLUMNS}
+"""
+
+# Every later state change is guarded by the token and the expected state, so a
+# stale holder changes zero rows instead of the wrong one.
+SQL_ACK_DELETE = f"DELETE FROM messages WHERE id = ? AND token = ? AND state = {LEASED}"
+SQL_ACK_RETAIN = f"""
+UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_at = ?
+WHERE id = ? AND token = ? AND state = {LEASED}
+"""
+SQL_GET_LEASED = f"""
+SELECT attempts, cancel FROM messages WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_RETRY = f"""
+UPDATE messages SET state = :state, run_at = :run_at, token = NULL, lease_until = NULL,
+    error = :error
+WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_EXTEND = f"""
+UPDATE messages SET lease_until = :until
+WHERE id = :id AND token = :token AND state = {LEASED}
+"""
+SQL_BURY_HERE = f"""
+UPDATE messages SET state = {DEAD}, token = NULL, lease_until = NULL, error = :error,
+    finished_at = :now
+WHERE id = :id
+"""
+SQL_BURY_MOVE = f"""
+UPDATE messages SET qid = :target, state = {READY}, token = NULL, lease_until = NULL,
+    attempts = 0, error = :error, origin = :origin, run_at = :now, finished_at = NULL,
+    key = NULL
+WHERE id = :id
+"""
+SQL_DEAD_IDS = f"""
+SELECT id, qid, key FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}
+ORDER BY id LIMIT :limit
+"""
+# Reviving a finished message must not break the dedup index: if an unfinished
+# message already holds its key, the revived one gives the key up.
+SQL_REVIVE = f"""
+UPDATE messages SET state = {READY}, attempts = 0, run_at = :now, finished_at = NULL,
+    token = NULL, lease_until = NULL, cancel = 0, key = CASE WHEN key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM messages AS m WHERE m.qid = :qid AND m.key = :key AND m.state < {DONE}
+    ) THEN NULL ELSE key END
+WHERE id = :id AND state IN ({DEAD}, {CANCELLED})
+"""
+SQL_FINISHED_ROW = f"""
+SELECT id, qid, key FROM messages WHERE id = ? AND state IN ({DEAD}, {CANCELLED})
+"""
+SQL_CANCEL = f"""
+UPDATE messages SET state = {CANCELLED}, finished_at = :now
+WHERE id = :id AND state IN ({READY}, {DELAYED})
+RETURNING qid
+"""
+SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+SQL_PEEK = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state
+ORDER BY priority DESC, rank, run_at, id LIMIT :n
+"""
+SQL_PEEK_ALL = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid ORDER BY id LIMIT :n
+"""
+SQL_PRUNE = f"""
+DELETE FROM messages WHERE qid = :qid AND state IN ({DONE}, {CANCELLED})
+AND finished_at < :before
+"""
+SQL_PURGE_STATE = "DELETE FROM messages WHERE qid = :qid AND state = :state"
+SQL_PURGE_ALL = "DELETE FROM messages WHERE qid = :qid"
+
+# Exact counts come from the partial indexes (one index scan each), not the table.
+SQL_STATS = f"""
+SELECT
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {READY}),
+  (SELECT min(run_at) FROM messages WHERE qid = :qid AND state = {READY}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {DELAYED}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DONE}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}),
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {CANCELLED}),
+  depth, max_depth, enqueued, finished, count_depth,
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now)
+FROM queues WHERE id = :qid
+"""
+SQL_NEXT_DUE = f"""
+SELECT min(
+  coalesce((SELECT min(run_at) FROM messages WHERE qid = :qid AND state = {DELAYED}), 1e999),
+  coalesce((SELECT min(lease_until) FROM messages WHERE qid = :qid AND state = {LEASED}),
+           1e999))
+"""
+
+
+# --- SQL: task results ---------------------------------------------------------------
+
+SQL_RESULT_PUT = """
+INSERT INTO results (id, task, state, value, error, attempts, finished_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
+    value = excluded.value, error = excluded.error, attempts = excluded.attempts,
+    finished_at = excluded.finished_at, expires_at = excluded.expires_at
+"""
+SQL_RESULT_GET = """
+SELECT id, task, state, value, error, attempts, finished_at, expires_at FROM results WHERE id = ?
+"""
+SQL_JOB_MESSAGES = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id < ? AND state IN ({{marks}})
+ORDER BY id DESC LIMIT ?
+"""
+SQL_ORPHAN_RESULTS = """
+SELECT r.id, r.task, r.state, r.value, r.error, r.attempts, r.finished_at, r.expires_at
+FROM results AS r WHERE r.id < ? {where}
+  AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.id = r.id)
+ORDER BY r.id DESC LIMIT ?
+"""
+# Give a lease back without counting the attempt (a worker shutting down): ready at
+# once, in its old place (run_at kept).
+SQL_RELEASE_LEASE = f"""
+UPDATE messages SET state = {READY}, token = NULL, lease_until = NULL,
+    attempts = max(attempts - 1, 0)
+WHERE id = ? AND token = ? AND state = {LEASED}
+"""
+SQL_RESULT_PRUNE = "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at < ?"
+SQL_CANCEL_LEASED = f"UPDATE messages SET cancel = 1 WHERE id = ? AND state = {LEASED}"
+SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ?"
+
+# --- SQL: schedules ----------------------------------------------------------------
+
+_SCHEDULE_COLUMNS = (
+    "id, name, kind, spec, tz, target, queue, payload, misfire, misfire_cap, enabled, "
+    "next_run_at, last_run_at, last_job_id, created_at, updated_at"
+)
+SQL_SCHEDULE_UPSERT = """
+INSERT INTO schedules (name, kind, spec, tz, target, queue, payload, misfire, misfire_cap,
+    enabled, next_run_at, created_at, updated_at)
+VALUES (:name, :kind, :spec, :tz, :target, :queue, :payload, :misfire, :misfire_cap,
+    1, :next_run_at, :now, :now)
+ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec,
+    tz = excluded.tz, target = excluded.target, queue = excluded.queue,
+    payload = excluded.payload, misfire = excluded.misfire,
+    misfire_cap = excluded.misfire_cap, next_run_at = excluded.next_run_at,
+    updated_at = excluded.updated_at
+"""
+SQL_SCHEDULE_GET = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
+SQL_SCHEDULE_ALL = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+SQL_SCHEDULE_DELETE = "DELETE FROM schedules WHERE name = ?"
+SQL_SCHEDULE_DUE = f"""
+SELECT {_SCHEDULE_COLUMNS} FROM schedules
+WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?
+ORDER BY next_run_at
+"""
+SQL_SCHEDULE_NEXT = """
+SELECT min(next_run_at) FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL
+"""
+SQL_SCHEDULE_ADVANCE = """
+UPDATE schedules SET next_run_at = :next_run_at, last_run_at = coalesce(:last_run_at, last_run_at),
+    last_job_id = coalesce(:last_job_id, last_job_id)
+WHERE id = :id
+"""
+SQL_SCHEDULE_ENABLE = """
+UPDATE schedules SET enabled = :enabled, next_run_at = coalesce(:next_run_at, next_run_at),
+    updated_at = :now
+WHERE name = :name
+"""
+SQL_RUN_INSERT = """
+INSERT INTO schedule_runs (schedule, fire_at, fired_at, job_id) VALUES (?, ?, ?, NULL)
+ON CONFLICT (schedule, fire_at) DO NOTHING
+"""
+SQL_RUN_JOB = "UPDATE schedule_runs SET job_id = ? WHERE schedule = ? AND fire_at = ?"
+SQL_RUNS = """
+SELECT fire_at, fired_at, job_id FROM schedule_runs WHERE schedule = ?
+ORDER BY fire_at DESC LIMIT ?
+"""
+SQL_RUNS_DELETE = "DELETE FROM schedule_runs WHERE schedule = ?"
+# Keep each schedule's newest runs. Safe: a fire time before a schedule's
+# next_run_at is never planned again, so its run row is history only.
+SQL_RUNS_PRUNE = """
+DELETE FROM schedule_runs WHERE id IN (
+    SELECT id FROM (
+        SELECT id, fired_at, row_number() OVER (PARTITION BY schedule ORDER BY fire_at DESC) AS n
+        FROM schedule_runs
+    ) WHERE n > :keep OR fired_at < :before
+)
+"""
+
+# --- SQL: topics -------------------------------------------------------------------
+
+# Any change to the set of subscriptions bumps this counter, so a publisher can keep
+# its routing table cached and re-read it only when the counter moved.
+SQL_SUBS_VERSION = "SELECT value FROM meta WHERE key = 'subs_version'"
+SQL_SUBS_BUMP = """
+INSERT INTO meta (key, value) VALUES ('subs_version', 1)
+ON CONFLICT (key) DO UPDATE SET value = value + 1
+"""
+SQL_SUBSCRIPTIONS = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE topic = ? ORDER BY name"
+SQL_TOPICS = "SELECT DISTINCT topic FROM queues WHERE topic IS NOT NULL ORDER BY topic"
+SQL_EXPIRED_SUBS = """
+SELECT id FROM queues WHERE topic IS NOT NULL AND expires_at IS NOT NULL AND expires_at < ?
+"""
