@@ -46,8 +46,6 @@ import logging
 import math
 import os
 import select
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -59,6 +57,7 @@ from cronsim import CronSim, CronSimError
 from . import codec
 from .errors import InvalidArgument, LiteqError, ScheduleError
 from .queue import validate_name
+from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
 
 if TYPE_CHECKING:
     from .database import Database
@@ -79,14 +78,9 @@ MISFIRE_POLICIES = ("skip", "once", "all")
 DEFAULT_MISFIRE_CAP = 100
 #: A fire at most this late (or half the gap to the next fire, if shorter) is on time.
 MISFIRE_GRACE = 60.0
-#: Name and default queue of the shell-command task (served by ``--allow-shell`` workers).
-SHELL_TASK = "liteq.shell"
-SHELL_QUEUE = "shell"
 #: Runs of history kept per schedule, pruned by schedulers every _PRUNE_EVERY seconds.
 HISTORY_KEEP = 1000
 _PRUNE_EVERY = 60.0
-#: Characters of a command's output kept in its job's result or error.
-OUTPUT_TAIL = 4000
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -726,98 +720,3 @@ class Scheduler:
 
 def _utc(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
-
-
-# -- shell commands --------------------------------------------------------------------
-
-class CommandFailed(Exception):
-    """A scheduled shell command exited with a non-zero code (the job is retried)."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        how = "timed out" if result.get("timed_out") else f"exited with code {result['exit_code']}"
-        tail = result.get("output_tail") or ""
-        super().__init__(f"command {how}: {result['command']}"
-                         + (f"\n--- output (tail) ---\n{tail}" if tail else ""))
-        self.result = result
-        self.exit_code = result["exit_code"]
-        self.output_tail = tail
-
-
-def run_shell(command: str, timeout: float | None = None, *,
-              tail: int = OUTPUT_TAIL) -> dict[str, Any]:
-    """Run *command* with ``/bin/sh -c``; return ``exit_code``, ``output_tail`` (the
-    last *tail* characters of stdout and stderr together), ``duration``, ``timed_out``.
-
-    The command runs in a session of its own with stdin closed; past *timeout*
-    seconds (or when the calling thread is interrupted, e.g. by a task timeout) its
-    whole process group is killed and ``exit_code`` is negative, as for a signal.
-    """
-    began = time.monotonic()
-    deadline = None if timeout is None else began + timeout
-    kept = bytearray()
-    limit = tail * 4  # bytes: a UTF-8 character is at most four
-    proc = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    timed_out = eof = False
-    try:
-        while True:
-            left = math.inf if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            # Short waits: a task timeout is raised in this thread between them.
-            wait = min(0.5, left)
-            if eof:  # the output is closed; wait for the exit
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            ready, _, _ = select.select([fd], [], [], wait)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    eof = True
-                    continue
-                kept += chunk
-                del kept[:-limit]
-            elif proc.poll() is not None:
-                break  # exited; a background child may keep the pipe open
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        proc.stdout.close()
-        code = proc.wait()
-    text = kept.decode("utf-8", errors="replace")[-tail:]
-    return {"command": command, "exit_code": code, "output_tail": text,
-            "duration": round(time.monotonic() - began, 6), "timed_out": timed_out}
-
-
-def register_shell_task(db: Database, *, queue: str = SHELL_QUEUE, timeout: float | None = None,
-                        max_attempts: int = 5, backoff: Any = None) -> Task[Any, Any]:
-    """Register the task ``liteq.shell`` on *db*: it runs its one argument with
-    :func:`run_shell`, returns (and stores) the result, and raises
-    :class:`CommandFailed` on a non-zero exit, so the job is retried like any task.
-
-    Only a worker started with ``--allow-shell`` calls this. The commands run with
-    that worker's user and rights: anyone who can write to the database file can
-    make such a worker run any command.
-    """
-    limit = None if timeout is None else float(timeout)
-
-    def shell(command: str) -> dict[str, Any]:
-        result = run_shell(command, timeout=limit)
-        if result["exit_code"] != 0:
-            raise CommandFailed(result)
-        return result
-
-    # The task's own timeout is a backstop a little after run_shell's, which kills
-    # the command's whole process group itself.
-    task: Task[Any, Any] = db.task(
-        name=SHELL_TASK, queue=queue, store_result=True, max_attempts=max_attempts,
-        backoff=backoff, timeout=None if limit is None else limit + 10)(shell)
-    return task

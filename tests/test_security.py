@@ -45,10 +45,10 @@ FORBIDDEN_OS = {"system", "popen", "execl", "execle", "execlp", "execlpe", "exec
 #: The opt-in shell schedule target (``command=``, run only by a worker started with
 #: ``--allow-shell``) may use a shell, in its own module; SECURITY.md says so.
 #: Nothing else may.
-SHELL_MODULES = {"scheduler.py"}
+SHELL_MODULES = {"shell.py"}
 #: Who may register or call the shell task: its own module, and the worker command
 #: when given --allow-shell.
-SHELL_CALLERS = {"scheduler.py", "cli_worker.py", "worker.py"}
+SHELL_CALLERS = {"shell.py", "cli_worker.py", "worker.py"}
 #: Importing a module by name is how ``liteq worker APP`` finds the application
 #: named on its command line -- never from a message.
 IMPORT_BY_NAME = {"cli_worker.py"}
