@@ -30,6 +30,7 @@ import cbor2
 import pytest
 
 import liteq
+from liteq.store.base import PAGE_SIZE
 
 PAYLOAD = {"to": "someone@example.com", "subject": "hello", "n": 0}
 ROUNDS = 3000
@@ -42,6 +43,9 @@ class RawQueue:
 
     def __init__(self, path: Path) -> None:
         self.conn = apsw.Connection(str(path))
+        # The same file settings as liteq's (page size, WAL, synchronous): the limit
+        # measures the SQL, not a different page size.
+        self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         self.conn.execute("PRAGMA journal_mode=WAL").fetchall()
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(

@@ -59,8 +59,12 @@ def _positive_int(value: object, what: str, *, allow_none: bool = False) -> int 
     return value
 
 
+#: Priorities are integers strictly between -PRIORITY_LIMIT and PRIORITY_LIMIT.
+PRIORITY_LIMIT = 2**62
+
+
 def _priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -(2**62) < value < 2**62:
+    if isinstance(value, bool) or not isinstance(value, int) or not -PRIORITY_LIMIT < value < PRIORITY_LIMIT:
         raise InvalidArgument(f"priority must be an integer (higher runs first), got {value!r}")
     return value
 
@@ -163,6 +167,13 @@ def option_columns(
             backoff_jitter=float(backoff.jitter),
         )
     return cols
+
+
+#: How get(wait=...) looks for work after a wake-up (see Queue.get_many).
+_CLAIM, _PROBE, _RECHECK = "claim", "probe", "recheck"
+
+#: After a wake-up whose look without the lock found nothing, look again this soon (s).
+RECHECK_AFTER = 0.002
 
 
 class Message:
@@ -346,6 +357,13 @@ class Queue:
         bytes compared byte by byte, smaller first; ``liteq.compat`` uses it for
         LIFO and priority-queue order.
         """
+        if (
+            delay == 0 and type(delay) is int and type(priority) is int
+            and key is None and headers is None and rank is None and not block
+            and -PRIORITY_LIMIT < priority < PRIORITY_LIMIT
+        ):
+            # The common case, with nothing else to check: the shortest path.
+            return self._store.put_ready(self.id, priority, codec.encode(payload, self.db.max_payload))
         row = self._row(payload, delay, priority, key, headers, rank)
         if not block:
             return self._store.put(self.id, [row])[0]
@@ -427,7 +445,7 @@ class Queue:
 
     def get(self, wait: float = 0) -> Message | None:
         """Claim the next due message, or None if there is none within *wait* seconds."""
-        msgs = self.get_many(1, wait=wait)
+        msgs = self._claim(1) if wait == 0 and type(wait) is int else self.get_many(1, wait=wait)
         return msgs[0] if msgs else None
 
     def get_many(self, n: int, wait: float = 0) -> list[Message]:
@@ -440,22 +458,43 @@ class Queue:
             return self._claim(n)
         deadline = time.monotonic() + w
         waiter = self.db._waiter()
+        store = self._store
+        look = _CLAIM
         while True:
-            # Arm before claiming: a commit landing between an empty claim and the
-            # wait is already queued on the waiter, so the wait returns at once.
-            # (One claim per wake: an empty claim still takes the write lock.)
+            # Arm before looking: a commit landing between an empty look and the wait
+            # is already queued on the waiter, so the wait returns at once.
             waiter.arm()
-            msgs = self._claim(n)
-            if msgs:
-                waiter.found()
-                return msgs
+            due_at = None
+            if look == _CLAIM:
+                ready = True
+            else:
+                # Woken by a commit, which may be anyone's (another consumer's ack, a
+                # put to another queue): look without the write lock first, so that
+                # idle consumers do not queue on it behind the producers.
+                ready, due_at = store.probe(self.id)
+            if ready:
+                msgs = self._claim(n)
+                if msgs:
+                    waiter.found()
+                    return msgs
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
             # Sleep until a commit (hint), the next delayed message or lease
             # expiry that we know of, or a periodic re-check, whichever is first.
-            due = self._store.next_due(self.id) - self._store.clock()
-            waiter.wait(max(0.0, min(left, due, 1.0)))
+            if due_at is None:
+                due_at = store.next_due(self.id)
+            timeout = max(0.0, min(left, due_at - store.clock(), 1.0))
+            if look == _PROBE and not ready:
+                # The commit that woke us writes its WAL frames before the WAL index
+                # makes them visible: a look in between finds nothing. Look once more
+                # shortly (still without the write lock) before sleeping long.
+                woken = waiter.wait(min(timeout, RECHECK_AFTER))
+                look = _PROBE if woken else _RECHECK
+            else:
+                woken = waiter.wait(timeout)
+                # Only a claim promotes due delayed messages and expired leases.
+                look = _PROBE if woken else _CLAIM
 
     def _claim(self, n: int) -> list[Message]:
         lease = self.config.lease

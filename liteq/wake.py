@@ -85,15 +85,18 @@ class Waiter:
         elif _LIBC is not None and not os.environ.get("LITEQ_NO_INOTIFY"):
             self._watch()
 
-    def wait(self, timeout: float) -> None:
-        """Return when the file changed (maybe spuriously) or after *timeout* seconds."""
+    def wait(self, timeout: float) -> bool:
+        """Return when the file changed (maybe spuriously) or after *timeout* seconds:
+        True if woken by a change (a hint: the change may not be visible yet), False
+        after the timeout or a poll."""
         if timeout <= 0:
-            return
+            return False
         if self.fd >= 0:
-            select.select([self.fd], [], [], timeout)
-            return
+            readable, _, _ = select.select([self.fd], [], [], timeout)
+            return bool(readable)
         time.sleep(min(timeout, self._poll))
         self._poll = min(self._poll * 2, _POLL_MAX)
+        return False
 
     def found(self) -> None:
         """Work was found: the next poll starts fast again."""

@@ -10,8 +10,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import apsw
+import pytest
 from helpers import (
     PATIENCE,
     FakeClock,
@@ -283,4 +285,45 @@ def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(d
     assert stored is not None and stored.lease_until is not None
     assert stored.lease_until > clock(), "the renewed lease had run out when extend returned"
     assert q.get() is None, "another consumer took the message while the first holds it"
+    db.close()
+
+
+def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commits(
+    db_path,
+) -> None:
+    # Every commit to the file wakes every waiting consumer (the hint is the -wal file
+    # changing). A woken consumer looks without the write lock first, so 50 puts to
+    # another queue cost it no claims (a claim is a write transaction: it would queue
+    # on the lock with the producers).
+    db = liteq.connect(db_path)
+    if not db._waiter().uses_inotify:
+        pytest.skip("needs inotify wake-ups (Linux)")
+    waiting = db.queue("idle")
+    claims: list[int] = []
+    claim = db._store.claim
+
+    def counting_claim(qid: int, n: int, lease: float) -> Any:
+        claims.append(qid)
+        return claim(qid, n, lease)
+
+    db._store.claim = counting_claim  # type: ignore[method-assign]
+    other = liteq.connect(db_path)
+    busy = other.queue("busy")
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(waiting.get(wait=PATIENCE)))
+    thread.start()
+    deadline = time.monotonic() + PATIENCE
+    while not claims and time.monotonic() < deadline:
+        time.sleep(0.001)  # until its first (empty) claim: it is waiting from then on
+
+    for i in range(50):
+        busy.put(i)
+        time.sleep(0.002)
+    other.queue("idle").put("at last")
+    thread.join(PATIENCE)
+
+    assert got and got[0] is not None and got[0].payload == "at last"
+    assert len(claims) <= 3, f"{len(claims)} claims (write transactions) while waiting"
+    got[0].ack()
+    other.close()
     db.close()

@@ -15,6 +15,7 @@ from helpers import PATIENCE, open_new_file_at_once
 
 import liteq
 from liteq.schema import APPLICATION_ID, SCHEMA_VERSION
+from liteq.store.base import PAGE_SIZE
 
 EXPECTED_TABLES = {"queues", "messages", "meta"}
 
@@ -118,11 +119,12 @@ def test_a_schema_committed_between_header_reads_is_not_taken_for_another_applic
     db.close()
 
 
-def test_a_new_file_is_in_wal_mode_marked_as_liteqs_and_at_the_current_schema(db_path) -> None:
+def test_a_new_file_is_in_wal_mode_with_liteqs_page_size_marked_and_at_the_current_schema(db_path) -> None:
     db = liteq.connect(db_path)
     assert db.execute("PRAGMA journal_mode") == [("wal",)]
     assert db.execute("PRAGMA application_id") == [(APPLICATION_ID,)]
     assert db.execute("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert db.execute("PRAGMA page_size") == [(PAGE_SIZE,)]
     tables = {name for kind, name in _schema_objects(db_path) if kind == "table"}
     assert EXPECTED_TABLES <= tables
     db.close()

@@ -110,6 +110,33 @@ def test_a_put_many_that_does_not_fit_fails_whole_and_writes_nothing(db) -> None
     assert q.put_many(["a", "b"]) and q.stats()["depth"] == 3
 
 
+def test_a_bound_set_by_another_connection_holds_for_a_queue_object_made_before_it(
+    db, db_path
+) -> None:
+    # The Queue object caches its options for a second; the put's own transaction
+    # must still see the new max_depth (the one-statement put checks it there).
+    q = db.queue("late")
+    assert q.max_depth is None
+    q.put("before the bound")
+    other = liteq.connect(db_path)
+    try:
+        other.queue("late", max_depth=2)
+    finally:
+        other.close()
+
+    q.put("fits")
+    before = message_rows(db)
+    with pytest.raises(liteq.QueueFull) as info:
+        q.put("one too many")
+    assert (info.value.depth, info.value.max_depth) == (2, 2)
+    assert message_rows(db) == before
+    msg = q.get()
+    assert msg is not None
+    msg.ack()
+    q.put("room again")
+    assert q.stats()["depth"] == 2
+
+
 def test_a_put_with_the_key_of_an_unfinished_message_returns_its_id_even_at_max_depth(db) -> None:
     q = db.queue("dedup", max_depth=2)
     first = q.put("order 7", key="order-7")

@@ -19,6 +19,8 @@ from typing import Any
 import apsw
 import cbor2
 
+from liteq.store.base import PAGE_SIZE
+
 from .base import Peer
 
 BUSY_TIMEOUT = 10.0
@@ -62,6 +64,9 @@ class RawApsw(Peer):
         path = os.path.join(directory, "raw.db")
         self.conn = apsw.Connection(path)
         self.conn.set_busy_handler(_busy_handler())
+        # liteq's page size (a setting of the file, like WAL and synchronous): the limit
+        # measures the SQL, not a different page size. Only takes on a new file.
+        self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         self.conn.execute("PRAGMA journal_mode=WAL").fetchall()
         self.conn.execute(f"PRAGMA synchronous={sync}")
         self.cur = self.conn.cursor()

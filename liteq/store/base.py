@@ -31,21 +31,42 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: Claims settle delayed and expired messages of a queue at least this often (s).
 MAINTAIN_EVERY = 0.05
 
+#: Page size of a new file, in bytes (SQLite's default is 4,096). At synchronous=NORMAL
+#: the cost of a commit follows the bytes it appends to the WAL, and a queue operation
+#: changes a few small rows on 3-5 pages: 2,048-byte pages made per-message put +27%
+#: and get+ack +15% faster, with no loss up to 16 KB payloads (1,024: 16 KB payloads
+#: at half speed). Measured and decided in DESIGN-NOTES.md ("Page size").
+PAGE_SIZE = 2048
+
 #: Truncate the WAL back to this size after a checkpoint (64 MiB).
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
-#: Past this size a process that just committed asks for a RESTART checkpoint.
-#: Automatic (PASSIVE) checkpoints copy frames but can never make the WAL start over
-#: while readers stay on older snapshots: under 8 busy processes the file grew by
-#: 60-90 MB/s to over 1 GiB (measured, tools/contention.py). A RESTART waits until the
-#: readers have moved on, so the next writer starts again at the top of the file.
-WAL_RESTART_BYTES = 16 * 1024 * 1024
-#: How often (seconds, per process) a committing connection looks at the WAL's size,
-#: and the most a RESTART checkpoint may wait for readers before giving up for now.
-WAL_CHECK_EVERY = 0.25
+#: How long a RESTART checkpoint may wait for readers before giving up for now.
 WAL_RESTART_WAIT = 0.05
 #: Pages in the WAL at which a commit checkpoints (SQLite's autocheckpoint default).
 WAL_HOOK_PAGES = 1000
+
+class _Local(threading.local):
+    """Per-thread state of a store; the class attributes are the defaults."""
+
+    pid: int | None = None
+    conn: Any = None
+    cur: Any = None  # a cursor reused for BEGIN/COMMIT and the verbs' statements
+    busy_limit: float | None = None  # a shorter busy timeout while set
+    app_tx = False  # inside the application's db.transaction()
+    broken: str | None = None  # why that transaction is unusable (see _Write)
+
+
+# This process's id, kept by a fork hook: a child must open its own connections.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 # Connections abandoned by a fork: the child must never use or close them (closing
 # could disturb the parent's locks), and must not let them be garbage collected.
@@ -75,9 +96,8 @@ class StoreBase:
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.clock = clock
-        self._local = threading.local()
+        self._local = _Local()
         self._maintained: dict[int, float] = {}
-        self._wal_checked = time.monotonic()
         self._totals: dict[int, list[int]] = {}
         self._totals_at = time.monotonic()
         self._totals_lock = threading.Lock()
@@ -91,20 +111,34 @@ class StoreBase:
     def conn(self) -> apsw.Connection:
         """This thread's connection, opened on first use and after a fork."""
         local = self._local
-        if getattr(local, "pid", None) == os.getpid():
+        if local.pid == _pid:
             return local.conn
-        old = getattr(local, "conn", None)
-        if old is not None:
-            _ABANDONED.append(old)
-        local.conn = self._open()
-        local.pid = os.getpid()
-        return local.conn
+        return self._reopen()
+
+    def _handles(self) -> tuple[apsw.Connection, Any]:
+        """This thread's connection and its reusable cursor."""
+        local = self._local
+        if local.pid != _pid:
+            self._reopen()
+        return local.conn, local.cur
+
+    def _reopen(self) -> apsw.Connection:
+        local = self._local
+        if local.conn is not None:
+            _ABANDONED.append(local.conn)
+        local.conn = conn = self._open()
+        local.cur = conn.cursor()
+        local.pid = _pid
+        return conn
 
     def _wal_hook(self, conn: Any, dbname: str, pages: int) -> int:
         # Replaces SQLite's autocheckpoint (which is itself a WAL hook doing PASSIVE
         # checkpoints every 1,000 pages) with RESTART ones, waiting at most
-        # WAL_RESTART_WAIT for readers: passive ones never let the WAL start over
-        # while busy readers stay on older snapshots (see WAL_RESTART_BYTES).
+        # WAL_RESTART_WAIT for readers. Passive checkpoints copy frames but can never
+        # make the WAL start over while readers stay on older snapshots: under 8 busy
+        # processes the file grew by 60-90 MB/s to over 1 GiB (measured,
+        # tools/contention.py); with this hook it stayed near 5 MiB. A RESTART that
+        # gives up (busy) is tried again by the next commit.
         if pages >= WAL_HOOK_PAGES:
             local = self._local
             local.busy_limit = WAL_RESTART_WAIT
@@ -115,34 +149,6 @@ class StoreBase:
             finally:
                 local.busy_limit = None
         return 0  # SQLITE_OK
-
-    def _after_commit(self, conn: Any) -> None:
-        """Keep the WAL bounded: see WAL_RESTART_BYTES."""
-        now = time.monotonic()
-        if now - self._wal_checked < WAL_CHECK_EVERY:
-            return
-        self._wal_checked = now
-        try:
-            size = os.stat(self.path + "-wal").st_size
-        except OSError:
-            return
-        if size <= WAL_RESTART_BYTES:
-            return
-        local = self._local
-        local.busy_limit = WAL_RESTART_WAIT
-        try:
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-        except apsw.Error:
-            pass  # busy readers or writers: the next commit past the check tries again
-        finally:
-            local.busy_limit = None
-
-    def _cursor(self, conn: apsw.Connection) -> Any:
-        local = self._local
-        cur = getattr(local, "cur", None)
-        if cur is None or cur.connection is not conn:
-            cur = local.cur = conn.cursor()
-        return cur
 
     def _open(self) -> apsw.Connection:
         path = self.path
@@ -180,7 +186,7 @@ class StoreBase:
             now = time.monotonic()
             if count == 0:
                 state["start"] = now
-            elif now - state["start"] >= (getattr(local, "busy_limit", None) or timeout):
+            elif now - state["start"] >= (local.busy_limit or timeout):
                 return False
             time.sleep(0.0001 if count < 5 else random.uniform(0.0005, 0.0015))
             return True
@@ -251,7 +257,10 @@ class StoreBase:
 
     def _migrate(self, conn: apsw.Connection, version: int) -> None:
         try:
-            # journal_mode cannot change inside a transaction; WAL before the schema.
+            # The page size only takes on a file with no pages yet; then WAL (which
+            # cannot change inside a transaction) before the schema.
+            if version == 0:
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if str(mode).lower() != "wal":
                 raise LiteqError(f"cannot open {self.path}: WAL mode refused (got {mode})")
@@ -299,7 +308,7 @@ class StoreBase:
                 c.close()
             except apsw.Error:
                 pass
-        self._local = threading.local()
+        self._local = _Local()
 
     # -- transactions ---------------------------------------------------------------
 
@@ -348,13 +357,13 @@ class StoreBase:
         the call.
         """
         conn = self.conn()
-        broken = getattr(self._local, "broken", None)
+        broken = self._local.broken
         if broken is not None:
             raise StorageError(broken)  # see _Write: it would commit on its own
         try:
             return [tuple(r) for r in conn.execute(sql, params)]
         except apsw.Error as exc:
-            if getattr(self._local, "app_tx", False) and not conn.in_transaction:
+            if self._local.app_tx and not conn.in_transaction:
                 self._local.broken = (
                     f"{self.path}: the transaction was rolled back by an earlier error "
                     f"({exc}); nothing of it was committed"
@@ -416,42 +425,49 @@ class _Write:
     """The context manager behind :meth:`Store.write` (a class, not a generator:
     it runs on every operation, and this is several times cheaper)."""
 
-    __slots__ = ("store", "conn", "nested", "app")
+    __slots__ = ("store", "conn", "cur", "nested", "app")
 
     def __init__(self, store: StoreBase, app: bool = False) -> None:
         self.store = store
-        self.conn = store.conn()
+        self.conn, self.cur = store._handles()
         self.nested = False
         self.app = app  # the application's own db.transaction()
 
     def __enter__(self) -> Any:
-        conn = self.conn
         local = self.store._local
-        broken = getattr(local, "broken", None)
-        if broken is not None:
+        if local.broken is not None:
             # SQLite rolled back the application's transaction under it: nothing
             # more may run until that transaction's block ends (it would commit alone).
-            raise StorageError(broken)
+            raise StorageError(local.broken)
         try:
-            if conn.in_transaction:
+            if self.conn.in_transaction:
                 # Inside the application's transaction: a savepoint makes this one
                 # operation all-or-nothing without ending the outer transaction.
                 self.nested = True
-                conn.execute("SAVEPOINT liteq_op")
+                self.cur.execute("SAVEPOINT liteq_op")
             else:
-                conn.execute("BEGIN IMMEDIATE")
+                self.cur.execute("BEGIN IMMEDIATE")
                 if self.app:
                     local.app_tx = True
         except apsw.Error as exc:
             raise _translate(exc, self.store.path) from exc
-        return self.store._cursor(conn)
+        return self.cur
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None and not self.app:
+            try:
+                self.cur.execute("RELEASE liteq_op" if self.nested else "COMMIT")
+                return
+            except apsw.Error as err:
+                exc = err
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
         conn = self.conn
         local = self.store._local
         outer_app = self.app and not self.nested
         try:
-            broken = getattr(local, "broken", None)
+            broken = local.broken
             if outer_app and broken is not None:
                 if exc is None:
                     raise StorageError(broken)
@@ -462,8 +478,6 @@ class _Write:
                 except apsw.Error as err:
                     exc = err
                 else:
-                    if not self.nested:
-                        self.store._after_commit(conn)
                     return
             try:
                 if self.nested:
@@ -473,7 +487,7 @@ class _Write:
                     conn.execute("ROLLBACK")
             except apsw.Error:
                 pass
-            if self.nested and not conn.in_transaction and getattr(local, "app_tx", False):
+            if self.nested and not conn.in_transaction and local.app_tx:
                 # An I/O error or disk full during a cache spill makes SQLite roll back
                 # the whole transaction, not just this savepoint: say so, and refuse
                 # further work in the application's block.
@@ -488,7 +502,6 @@ class _Write:
             if outer_app:
                 local.app_tx = False
                 local.broken = None
-
 
 
 def _lost_text(mid: int) -> str:

@@ -25,6 +25,7 @@ from .sql import (
     SQL_GET_LEASED,
     SQL_NEXT_DUE,
     SQL_NEXT_READY,
+    SQL_PROBE,
     SQL_PROMOTE,
     SQL_QUEUE_BY_ID,
     SQL_RELEASE,
@@ -77,10 +78,11 @@ class MessageVerbs(QueueVerbs):
         # Every RETURNING cursor is read to the end: a half-read one keeps the lock.
         if params["n"] != 1:
             return list(cur.execute(SQL_CLAIM, params).fetchall())
-        found = cur.execute(SQL_NEXT_READY, params).fetchall()
+        found = cur.execute(SQL_NEXT_READY, (params["qid"],)).fetchall()
         if not found:
             return []
-        return list(cur.execute(SQL_CLAIM_ONE, {**params, "id": found[0][0]}).fetchall())
+        until = params["now"] + params["lease"]
+        return list(cur.execute(SQL_CLAIM_ONE, (found[0][0], until)).fetchall())
 
     def expire(self, qid: int) -> None:
         """Promote due delayed messages and release expired leases of queue *qid*."""
@@ -113,22 +115,29 @@ class MessageVerbs(QueueVerbs):
             value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
         return float(value) if value is not None else float("inf")
 
+    def probe(self, qid: int) -> tuple[bool, float]:
+        """Without the write lock: is a message of queue *qid* ready, and when does the
+        next delayed message fall due or lease run out (inf if none)?"""
+        with self.read() as cur:
+            ready, value = cur.execute(SQL_PROBE, {"qid": qid}).fetchall()[0]
+        return bool(ready), float(value) if value is not None else float("inf")
+
     # -- finishing ------------------------------------------------------------------
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
         pairs = list(items)
         with self.write() as cur:
-            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             if len(pairs) == 1:
                 mid, token = pairs[0]
                 if retention > 0:
-                    cur.execute(SQL_ACK_RETAIN, (now, mid, token))
+                    cur.execute(SQL_ACK_RETAIN, (self.clock(), mid, token))
                 else:
                     cur.execute(SQL_ACK_DELETE, (mid, token))
                 done = cur.connection.changes()
                 lost = [] if done else [mid]
             else:
+                now = self.clock()  # after BEGIN IMMEDIATE: waiting must not age it
                 if retention > 0:
                     acked = cur.executemany(
                         SQL_ACK_RETAIN + " RETURNING id", [(now, m, t) for m, t in pairs]

