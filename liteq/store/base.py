@@ -363,13 +363,38 @@ class StoreBase:
         try:
             return [tuple(r) for r in conn.execute(sql, params)]
         except apsw.Error as exc:
-            if self._local.app_tx and not conn.in_transaction:
-                self._local.broken = (
-                    f"{self.path}: the transaction was rolled back by an earlier error "
-                    f"({exc}); nothing of it was committed"
-                )
-                raise StorageError(self._local.broken) from exc
-            raise _translate(exc, self.path) from exc
+            raise self._failure(conn, exc) from exc
+
+    def statement(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Run one write statement on its own and return its rows (read to the end).
+
+        Outside a transaction it is an autocommit transaction: SQLite takes the write
+        lock when the statement starts (through the busy handler, like ``BEGIN
+        IMMEDIATE``) and commits when it ends, in one call instead of three. Inside
+        the application's transaction it is part of it; a statement is all-or-nothing
+        on its own, so no savepoint is needed.
+        """
+        local = self._local
+        if local.pid != _pid:
+            self._reopen()
+        if local.broken is not None:
+            raise StorageError(local.broken)  # see _Write: it would commit on its own
+        try:
+            return local.cur.execute(sql, params).fetchall()
+        except apsw.Error as exc:
+            raise self._failure(local.conn, exc) from exc
+
+    def _failure(self, conn: apsw.Connection, exc: apsw.Error) -> LiteqError:
+        local = self._local
+        if local.app_tx and not conn.in_transaction:
+            # SQLite rolled the application's whole transaction back (I/O error, disk
+            # full): refuse further work in its block (see _Write).
+            local.broken = (
+                f"{self.path}: the transaction was rolled back by an earlier error "
+                f"({exc}); nothing of it was committed"
+            )
+            return StorageError(local.broken)
+        return _translate(exc, self.path)
 
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
         # Called after the commit, so a rolled-back operation is not counted (one

@@ -122,17 +122,17 @@ class QueueVerbs(StoreBase):
     def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
         """The common put: one message due now, with no key, headers or rank.
 
-        One INSERT while the queue keeps no depth counter (``SQL_INSERT_UNCOUNTED``),
-        else the full path of :meth:`put`, in the same transaction.
+        One autocommit statement while the queue keeps no depth counter
+        (``SQL_INSERT_UNCOUNTED``), else the full path of :meth:`put`.
         """
-        with self.write() as cur:
-            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
-            cur.execute(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
-            conn = cur.connection
-            if conn.changes():
-                mid: int = conn.last_insert_rowid()
-            else:
-                mid = self._put(cur, qid, [(priority, None, now, payload, None, None)], now, False)[0][0]
+        # Read before the statement takes the lock; harmless for a put (the message is
+        # due at once either way), unlike a lease deadline.
+        now = self.clock()
+        self.statement(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
+        conn = self._local.conn
+        if not conn.changes():
+            return self.put(qid, [(priority, None, now, payload, None, None)])[0]
+        mid: int = conn.last_insert_rowid()
         self._tally(qid, 1, 0)
         return mid
 

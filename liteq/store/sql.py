@@ -144,6 +144,13 @@ RETURNING {CLAIM_COLUMNS}
 # Every later state change is guarded by the token and the expected state, so a
 # stale holder changes zero rows instead of the wrong one.
 SQL_ACK_DELETE = f"DELETE FROM messages WHERE id = ? AND token = ? AND state = {LEASED}"
+# The common ack (no retention) as one autocommit statement: it deletes only while the
+# message's queue keeps no depth counter; no row deleted means "stale token, or a
+# counted queue", and ack() takes the full path (delete, release, in one transaction).
+SQL_ACK_UNCOUNTED = f"""
+DELETE FROM messages WHERE id = ?1 AND token = ?2 AND state = {LEASED}
+AND EXISTS (SELECT 1 FROM queues WHERE id = messages.qid AND max_depth IS NULL AND NOT count_depth)
+"""
 SQL_ACK_RETAIN = f"""
 UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_at = ?
 WHERE id = ? AND token = ? AND state = {LEASED}
