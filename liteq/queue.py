@@ -170,10 +170,12 @@ def option_columns(
 
 
 #: How get(wait=...) looks for work after a wake-up (see Queue.get_many).
-_CLAIM, _PROBE, _RECHECK = "claim", "probe", "recheck"
+_CLAIM, _PROBE = "claim", "probe"
 
-#: After a wake-up whose look without the lock found nothing, look again this soon (s).
-RECHECK_AFTER = 0.002
+#: After a wake-up whose look without the lock found nothing, look again after these
+#: waits (s), then sleep until the next wake-up. A commit becomes visible microseconds
+#: after its WAL write at synchronous=NORMAL, ~1-3 ms after it at FULL (the fsync).
+RECHECK_AFTER = (0.0002, 0.0008, 0.002, 0.004)
 
 
 class Message:
@@ -460,6 +462,7 @@ class Queue:
         waiter = self.db._waiter()
         store = self._store
         look = _CLAIM
+        rechecks = 0
         while True:
             # Arm before looking: a commit landing between an empty look and the wait
             # is already queued on the waiter, so the wait returns at once.
@@ -485,16 +488,19 @@ class Queue:
             if due_at is None:
                 due_at = store.next_due(self.id)
             timeout = max(0.0, min(left, due_at - store.clock(), 1.0))
-            if look == _PROBE and not ready:
+            if look != _CLAIM and not ready and rechecks < len(RECHECK_AFTER):
                 # The commit that woke us writes its WAL frames before the WAL index
-                # makes them visible: a look in between finds nothing. Look once more
-                # shortly (still without the write lock) before sleeping long.
-                woken = waiter.wait(min(timeout, RECHECK_AFTER))
-                look = _PROBE if woken else _RECHECK
+                # makes them visible (at durability="full", an fsync in between): a look
+                # in between finds nothing. Look again a little later, still without
+                # the write lock, a few times before sleeping long.
+                woken = waiter.wait(min(timeout, RECHECK_AFTER[rechecks]))
+                rechecks += 1
+                look = _PROBE
             else:
                 woken = waiter.wait(timeout)
                 # Only a claim promotes due delayed messages and expired leases.
                 look = _PROBE if woken else _CLAIM
+                rechecks = 0
 
     def _claim(self, n: int) -> list[Message]:
         lease = self.config.lease

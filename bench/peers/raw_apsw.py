@@ -5,7 +5,9 @@ One table, a partial index on ready rows, INSERT; a one-statement claim
 DELETE guarded by the token. No leases kept, no attempts, no dead letters, no
 stats. It gets the same busy handler policy as liteq (sleep 0.1 ms for the first
 five retries, then ~1 ms with jitter), the best one known (DESIGN.md), so that
-multi-process rows measure the SQL rather than a worse lock wait.
+multi-process rows measure the SQL rather than a worse lock wait. Its file has
+liteq's page size (``PAGE_SIZE``, 2,048; SQLite's default is 4,096), like WAL and
+synchronous a setting of the file, so that ratios measure the SQL and the code.
 """
 
 from __future__ import annotations
