@@ -48,7 +48,7 @@ def stamp():
 def _worker(tmp: str, db: str, *args: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, LITEQ_DB=db, PYTHONPATH=tmp + os.pathsep + os.environ.get(
         "PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "liteq.cli_worker", "--db", db, "worker", "benchapp",
+    cmd = [sys.executable, "-m", "liteq", "--db", db, "worker", "benchapp",
            "--log-level", "warning", *args]
     return subprocess.Popen(cmd, env=env, cwd=tmp)
 

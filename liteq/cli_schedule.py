@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -466,21 +465,3 @@ def schedule_demo(run: Any) -> None:
             f"demo.tick is paused now")
     run.say(f"see them: {run.command('schedule list')}")
     run.say(f"          {run.command('schedule history demo.tick')}")
-
-
-def main() -> None:
-    """``python -m liteq.cli_schedule``: the liteq command with these commands attached
-    (for as long as ``liteq/cli.py`` does not attach them itself)."""
-    from .cli import cli
-
-    for command in (schedule_group, scheduler):
-        if command.name not in cli.commands:
-            cli.add_command(command)
-    try:
-        cli(prog_name="liteq")
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -364,21 +364,3 @@ def worker_demo(run: Any) -> None:
             f"retried after 0.05s and 0.1s: {info.error}")
     run.say(f"see it:   {run.command(f'job {info.id}')}")
     run.say(f"list them: {run.command('jobs --state failed')}")
-
-
-def main() -> None:
-    """``python -m liteq.cli_worker``: the liteq command with these commands attached
-    (for as long as ``liteq/cli.py`` does not attach them itself)."""
-    from .cli import cli
-
-    for command in (worker, jobs, job):
-        if command.name not in cli.commands:
-            cli.add_command(command)
-    try:
-        cli(prog_name="liteq")
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,6 @@ from pathlib import Path
 from helpers import PATIENCE, wait_until
 
 import liteq
-import liteq.cli
 
 HERE = Path(__file__).resolve().parent
 FIRES = 6  # fire times each schedule must reach before the schedulers are stopped
@@ -24,11 +23,8 @@ _FIRED = re.compile(r"\[(\d+)\] liteq\.scheduler: schedule (\S+) fired for \S+: 
 
 
 def liteq_command() -> list[str]:
-    """``python -m liteq`` once it has the scheduler command, else the module that
-    attaches it."""
-    if "scheduler" in liteq.cli.cli.commands:
-        return [sys.executable, "-m", "liteq"]
-    return [sys.executable, "-m", "liteq.cli_schedule"]
+    """The ``liteq`` command, as ``python -m liteq``."""
+    return [sys.executable, "-m", "liteq"]
 
 
 def start_scheduler(db_path: str, start: float, log: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from helpers import FakeClock  # noqa: F401 - re-exported for the worker tests
 
-import liteq.cli
+import liteq
 from liteq.worker import Worker
 
 HERE = Path(__file__).resolve().parent
@@ -22,11 +22,8 @@ PATIENCE = 60.0
 
 
 def worker_command() -> list[str]:
-    """``liteq`` (``python -m liteq``) once it has the worker command, else the
-    task CLI module that attaches it."""
-    if "worker" in liteq.cli.cli.commands:
-        return [sys.executable, "-m", "liteq"]
-    return [sys.executable, "-m", "liteq.cli_worker"]
+    """The ``liteq`` command, as ``python -m liteq``."""
+    return [sys.executable, "-m", "liteq"]
 
 
 def start_worker(db_path: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:

@@ -102,7 +102,7 @@ def liteq_tasks(tmp: str, n: int, sync: str) -> dict[str, Any]:
     app = _import_app(tmp, "liteq_benchapp", LITEQ_APP, env)
     db = app.db
     q = db.queue("default")
-    cmd = [sys.executable, "-m", "liteq.cli_worker", "--db", db_path, "worker",
+    cmd = [sys.executable, "-m", "liteq", "--db", db_path, "worker",
            "liteq_benchapp", "--log-level", "warning", "--pool", "process", "-c", "2"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp)
     try:
