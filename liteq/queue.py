@@ -540,10 +540,13 @@ class Queue:
         unchanged and reported together in one :class:`LeaseLost` after the others
         were acked."""
         items = list(msgs)
+        qid = self.id
+        pairs = []
         for m in items:
-            if m._q.id != self.id:
+            if m._q.id != qid:
                 raise InvalidArgument(f"message {m.id} belongs to queue {m.queue!r}, not {self.name!r}")
-        lost = self._store.ack(self.id, [(m.id, m.token or 0) for m in items], self.config.retention)
+            pairs.append((m.id, m.token or 0))
+        lost = self._store.ack(qid, pairs, self.config.retention)
         for m in items:
             m._settled = True
         if lost:

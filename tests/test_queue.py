@@ -469,6 +469,63 @@ def test_ack_many_acks_current_messages_and_reports_stale_ones_without_changing_
     assert q.stats()["depth"] == 2
     retaken.ack()
 
+@pytest.mark.parametrize("retention", [0, 60])
+def test_ack_many_finishes_messages_of_several_claims_and_more_than_one_statement_holds(
+    db, retention
+) -> None:
+    # A batch ack is one statement per claim and per 500 ids (sql_ack_many).
+    q = db.queue("chunks", retention=retention, count_depth=True)
+    q.put_many(list(range(1300)))
+    first = q.get_many(1201)
+    second = q.get_many(99)
+    assert len({m.token for m in first}) == 1 and first[0].token != second[0].token
+
+    q.ack_many(second[:50] + first + second[50:])
+
+    stats = q.stats()
+    assert stats["depth"] == 0 and stats["leased"] == 0
+    assert stats["done"] == (1300 if retention else 0)
+    assert q.get() is None
+
+
+@pytest.mark.parametrize("retention", [0, 60])
+def test_ack_many_with_a_stale_message_of_a_batch_claim_changes_only_the_current_ones(
+    clocked_db, clock, retention
+) -> None:
+    q = clocked_db.queue("mixed", lease=10, retention=retention)
+    q.put_many(["a", "b", "c", "d"])
+    a, b = q.get_many(2)
+    clock.advance(5)
+    c, d = q.get_many(2)
+    clock.advance(6)  # a and b ran out; c and d hold
+    q.expire()
+    again = q.get_many(2)
+    assert {m.id for m in again} == {a.id, b.id}
+
+    with pytest.raises(liteq.LeaseLost) as info:
+        q.ack_many([a, c, b, d])
+
+    assert sorted(info.value.ids) == sorted([a.id, b.id])
+    assert q.stats()["leased"] == 2  # the new holders of a and b keep their leases
+    q.ack_many(again)
+    assert q.stats()["depth"] == 0
+
+
+@pytest.mark.parametrize("retention", [0, 60])
+def test_ack_many_given_the_same_message_twice_acks_it_once_without_a_lease_lost(
+    db, retention
+) -> None:
+    q = db.queue("twice", retention=retention, count_depth=True)
+    q.put_many(["a", "b"])
+    a, b = q.get_many(2)
+
+    q.ack_many([a, b, a])
+
+    assert q.stats()["depth"] == 0
+    assert q.stats()["done"] == (2 if retention else 0)
+    assert q.get() is None
+
+
 
 # --- the context manager, durability settings, payloads -----------------------------------
 

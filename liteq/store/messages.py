@@ -3,6 +3,7 @@ and burying a message in its dead-letter place."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..schema import CANCELLED, DELAYED, READY
 from .base import MAINTAIN_EVERY, _lost_text
 from .queues import QueueVerbs, default_queue_options
 from .sql import (
+    ACK_MANY_CHUNK,
     SQL_ACK_DELETE,
     SQL_ACK_RETAIN,
     SQL_ACK_UNCOUNTED,
@@ -33,6 +35,7 @@ from .sql import (
     SQL_RESERVE_FORCE,
     SQL_RETRY,
     SQL_UNLEASE,
+    sql_ack_many,
 )
 
 
@@ -65,7 +68,7 @@ class MessageVerbs(QueueVerbs):
                 found = cur.execute(SQL_NEXT_READY, (qid,)).fetchall()
                 if found:
                     return cur.execute(SQL_CLAIM_ONE, (found[0][0], now + lease)).fetchall(), now + lease
-            params = {"qid": qid, "n": n, "now": now, "lease": lease}
+            params = {"qid": qid, "n": n, "now": now, "lease": lease, "token": _new_token()}
             if not maintained:
                 self._maintained[qid] = tick
                 self._maintain(cur, qid, now)
@@ -133,39 +136,57 @@ class MessageVerbs(QueueVerbs):
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
-        pairs = list(items)
+        pairs = list(dict.fromkeys(items))  # the same (id, token) twice is acked once
         if len(pairs) == 1 and retention <= 0:
             self.statement(SQL_ACK_UNCOUNTED, pairs[0])
             if self._local.conn.changes():
                 self._tally(qid, 0, 1)
                 return []
+        if len(pairs) > 1:
+            try:
+                done = self._ack_by_claim(qid, pairs, retention)
+            except _StaleInBatch:
+                pass  # rolled back: find which ones, one statement each
+            else:
+                self._tally(qid, 0, done)
+                return []
         with self.write() as cur:
-            if len(pairs) == 1:
-                mid, token = pairs[0]
+            changes = cur.connection.changes
+            lost = []
+            now = self.clock()  # after BEGIN IMMEDIATE: waiting must not age it
+            for mid, token in pairs:
                 if retention > 0:
-                    cur.execute(SQL_ACK_RETAIN, (self.clock(), mid, token))
+                    cur.execute(SQL_ACK_RETAIN, (now, mid, token))
                 else:
                     cur.execute(SQL_ACK_DELETE, (mid, token))
-                done = cur.connection.changes()
-                lost = [] if done else [mid]
-            else:
-                now = self.clock()  # after BEGIN IMMEDIATE: waiting must not age it
-                if retention > 0:
-                    acked = cur.executemany(
-                        SQL_ACK_RETAIN + " RETURNING id", [(now, m, t) for m, t in pairs]
-                    ).fetchall()
-                else:
-                    acked = cur.executemany(SQL_ACK_DELETE + " RETURNING id", pairs).fetchall()
-                done = len(acked)
-                if done == len(pairs):
-                    lost = []
-                else:
-                    ok = {r[0] for r in acked}
-                    lost = [m for m, _ in pairs if m not in ok]
+                if not changes():
+                    lost.append(mid)
+            done = len(pairs) - len(lost)
             if done:
                 cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
         self._tally(qid, 0, done)
         return lost
+
+    def _ack_by_claim(self, qid: int, pairs: list[tuple[int, int]], retention: float) -> int:
+        """Ack *pairs* with one statement per claim (the messages of a batch claim share
+        its token); raise _StaleInBatch, changing nothing, if any token is stale."""
+        by_token: dict[int, list[int]] = {}
+        for mid, token in pairs:
+            by_token.setdefault(token, []).append(mid)
+        with self.write() as cur:
+            changes = cur.connection.changes
+            retain = retention > 0
+            head = (self.clock(),) if retain else ()  # after BEGIN IMMEDIATE
+            done = 0
+            for token, ids in by_token.items():
+                for i in range(0, len(ids), ACK_MANY_CHUNK):
+                    chunk = ids[i:i + ACK_MANY_CHUNK]
+                    cur.execute(sql_ack_many(len(chunk), retain), (*head, *chunk, token))
+                    done += changes()
+            if done != len(pairs):
+                raise _StaleInBatch
+            cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
+        return done
 
     def retry(
         self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
@@ -265,6 +286,15 @@ class MessageVerbs(QueueVerbs):
         )
         cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
         cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+
+
+class _StaleInBatch(Exception):
+    """A batch ack met a stale token: roll back, and ack one message at a time."""
+
+
+def _new_token() -> int:
+    """A fresh 64-bit lease token (as SQLite's random() gives: any signed 64-bit)."""
+    return random.getrandbits(64) - (1 << 63)
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
