@@ -7,13 +7,13 @@ get+ack separately (liteq's own SQL constants on a liteq file, raw's on a raw
 file, same process, same payload), reports the WAL frames each operation writes,
 and times two claim alternatives:
 
-* the claim as liteq runs it: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
+* the batch claim: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
   RETURNING <12 columns>``;
 * the same with fewer RETURNING columns;
-* two statements in the same ``BEGIN IMMEDIATE``: ``SELECT id ... LIMIT 1``
-  through the ready index, then ``UPDATE ... WHERE id = ? AND state = 0
-  RETURNING <12 columns>`` (still one transaction under the write lock, so no
-  other connection can take the row in between).
+* the single claim as liteq runs it: two statements in the same ``BEGIN IMMEDIATE``,
+  ``SELECT id ... LIMIT 1`` through the ready index, then ``UPDATE ... WHERE id = ?
+  AND state = 0 RETURNING <12 columns>`` (one transaction under the write lock, so
+  no other connection can take the row in between).
 
 Uses liteq's internal SQL (``liteq.store``): a bench tool, not an API.
 """
@@ -88,40 +88,40 @@ def run(n: int = 5000) -> None:
     held: list[Any] = []
     rheld: list[Any] = []
 
+    # liteq's steps as its common paths run them (store.queues.put_ready,
+    # store.messages.claim and ack): the put and the ack are one autocommit statement
+    # each, the claim a SELECT and an UPDATE in one BEGIN IMMEDIATE. Each step that
+    # runs under the write lock is marked [lock]: under several processes the lock is
+    # the bottleneck, so their sum bounds the multi-process rows.
     lput: list[Step] = [
-        ("BEGIN IMMEDIATE", lambda: cur.execute("BEGIN IMMEDIATE")),
-        ("SQL_RESERVE (matches no row: unbounded)",
-         lambda: cur.execute(S.SQL_RESERVE, {"n": 1, "qid": qid}).fetchall()),
-        ("SQL_DEPTH (after the RESERVE found no row)",
-         lambda: cur.execute(S.SQL_DEPTH, (qid,)).fetchall()),
-        ("INSERT", lambda: cur.execute(S.SQL_INSERT, (qid, 0, 0, None, now(), BLOB, None, None,
-                                                      now()))),
-        ("COMMIT", lambda: cur.execute("COMMIT")),
+        ("[lock] INSERT ... WHERE EXISTS (autocommit)",
+         lambda: cur.execute(S.SQL_INSERT_UNCOUNTED, (qid, 0, now(), BLOB))),
     ]
     rput: list[Step] = [
-        ("BEGIN IMMEDIATE", lambda: rc.execute("BEGIN IMMEDIATE")),
-        ("INSERT", lambda: rc.execute(RAW_INSERT, (now(), BLOB))),
-        ("COMMIT", lambda: rc.execute("COMMIT")),
+        ("[lock] BEGIN IMMEDIATE", lambda: rc.execute("BEGIN IMMEDIATE")),
+        ("[lock] INSERT", lambda: rc.execute(RAW_INSERT, (now(), BLOB))),
+        ("[lock] COMMIT", lambda: rc.execute("COMMIT")),
     ]
+    found: list[Any] = []
     lget: list[Step] = [
-        ("BEGIN IMMEDIATE", lambda: cur.execute("BEGIN IMMEDIATE")),
-        ("claim (UPDATE ... IN (SELECT) RETURNING)", lambda: held.extend(cur.execute(
-            S.SQL_CLAIM, {"qid": qid, "n": 1, "now": now(), "lease": 30.0}).fetchall())),
-        ("COMMIT", lambda: cur.execute("COMMIT")),
-        ("BEGIN IMMEDIATE (ack)", lambda: cur.execute("BEGIN IMMEDIATE")),
-        ("DELETE", lambda: cur.execute(S.SQL_ACK_DELETE, tuple(held.pop()[:2]))),
-        ("SQL_RELEASE (matches no row: unbounded)",
-         lambda: cur.execute(S.SQL_RELEASE, {"n": 1, "qid": qid})),
-        ("COMMIT (ack)", lambda: cur.execute("COMMIT")),
+        ("[lock] BEGIN IMMEDIATE", lambda: cur.execute("BEGIN IMMEDIATE")),
+        ("[lock] SELECT id (SQL_NEXT_READY)",
+         lambda: found.extend(cur.execute(S.SQL_NEXT_READY, (qid,)).fetchall())),
+        ("[lock] UPDATE ... WHERE id = ? RETURNING",
+         lambda: held.extend(cur.execute(S.SQL_CLAIM_ONE, (found.pop()[0], now() + 30)
+                                         ).fetchall())),
+        ("[lock] COMMIT", lambda: cur.execute("COMMIT")),
+        ("[lock] ack: DELETE ... AND EXISTS (autocommit)",
+         lambda: cur.execute(S.SQL_ACK_UNCOUNTED, tuple(held.pop()[:2]))),
     ]
     rget: list[Step] = [
-        ("BEGIN IMMEDIATE", lambda: rc.execute("BEGIN IMMEDIATE")),
-        ("claim (UPDATE ... IN (SELECT) RETURNING)",
+        ("[lock] BEGIN IMMEDIATE", lambda: rc.execute("BEGIN IMMEDIATE")),
+        ("[lock] claim (UPDATE ... IN (SELECT) RETURNING)",
          lambda: rheld.extend(rc.execute(RAW_CLAIM, (now() + 30, 1)).fetchall())),
-        ("COMMIT", lambda: rc.execute("COMMIT")),
-        ("BEGIN IMMEDIATE (ack)", lambda: rc.execute("BEGIN IMMEDIATE")),
-        ("DELETE", lambda: rc.execute(RAW_DELETE, tuple(rheld.pop()[:2]))),
-        ("COMMIT (ack)", lambda: rc.execute("COMMIT")),
+        ("[lock] COMMIT", lambda: rc.execute("COMMIT")),
+        ("[lock] ack: BEGIN IMMEDIATE", lambda: rc.execute("BEGIN IMMEDIATE")),
+        ("[lock] ack: DELETE", lambda: rc.execute(RAW_DELETE, tuple(rheld.pop()[:2]))),
+        ("[lock] ack: COMMIT", lambda: rc.execute("COMMIT")),
     ]
     print(f"µs per step, median of {n:,} (one process, synchronous=NORMAL)")
     _print("put", _steps(lput, n), _steps(rput, n))
@@ -151,17 +151,17 @@ def run(n: int = 5000) -> None:
     fewer = S.SQL_CLAIM.replace(S.CLAIM_COLUMNS, "id, token, payload")
 
     def one(sql: str) -> Callable[[], Any]:
-        return lambda: cur.execute(sql, {"qid": qid, "n": 1, "now": now(), "lease": 30.0}
-                                   ).fetchall()
+        return lambda: cur.execute(sql, {"qid": qid, "n": 1, "now": now(), "lease": 30.0,
+                                         "token": 1}).fetchall()
 
     def two() -> Any:
         (mid,), = cur.execute(select_id, {"qid": qid}).fetchall()
         return cur.execute(update_by_id, {"id": mid, "until": now() + 30}).fetchall()
 
     print("\nclaim of one message, µs (median; each in its own transaction)")
-    for label, fn in [("one statement, RETURNING 12 columns (liteq)", one(S.SQL_CLAIM)),
+    for label, fn in [("one statement, RETURNING 12 columns (batches)", one(S.SQL_CLAIM)),
                       ("one statement, RETURNING id, token, payload", one(fewer)),
-                      ("SELECT id; UPDATE ... WHERE id = ? RETURNING 12", two)]:
+                      ("SELECT id; UPDATE ... WHERE id = ? RETURNING 12 (liteq)", two)]:
         took = []
         for _ in range(n):
             cur.execute("BEGIN IMMEDIATE")
