@@ -136,7 +136,9 @@ class MessageVerbs(QueueVerbs):
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
-        pairs = list(dict.fromkeys(items))  # the same (id, token) twice is acked once
+        pairs = list(items)
+        if len(pairs) > 1:
+            pairs = list(dict.fromkeys(pairs))  # the same (id, token) twice is acked once
         if len(pairs) == 1 and retention <= 0:
             self.statement(SQL_ACK_UNCOUNTED, pairs[0])
             if self._local.conn.changes():
@@ -153,7 +155,7 @@ class MessageVerbs(QueueVerbs):
         with self.write() as cur:
             changes = cur.connection.changes
             lost = []
-            now = self.clock()  # after BEGIN IMMEDIATE: waiting must not age it
+            now = self.clock() if retention > 0 else 0.0  # after BEGIN IMMEDIATE
             for mid, token in pairs:
                 if retention > 0:
                     cur.execute(SQL_ACK_RETAIN, (now, mid, token))
