@@ -458,11 +458,21 @@ class Queue:
         assert w is not None
         if w == 0:
             return self._claim(n)
-        deadline = time.monotonic() + w
+        # Under load a message is there: claim before arming the waiter, whose arm()
+        # drains the descriptor with system calls an immediate find does not need
+        # (4-6 us of a 35 us get+ack, measured).
+        msgs = self._claim(n)
         waiter = self.db._waiter()
+        if msgs:
+            waiter.found()
+            return msgs
+        deadline = time.monotonic() + w
         store = self._store
-        look = _CLAIM
-        rechecks = 0
+        # Armed only now: a commit since that claim is not queued on the waiter, so
+        # look once more, without the write lock, and then sleep long (no re-looks:
+        # nothing woke us).
+        look = _PROBE
+        rechecks = len(RECHECK_AFTER)
         while True:
             # Arm before looking: a commit landing between an empty look and the wait
             # is already queued on the waiter, so the wait returns at once.
