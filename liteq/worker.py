@@ -40,6 +40,8 @@ How it works, and the decisions behind it:
   second signal stops now (running jobs are released, process-pool children
   killed). A thread-pool task still running after that is abandoned: its late ack
   fails harmlessly (its token is stale).
+* **Process pool.** The supervisor (forking, reaping, timeouts, shared-memory slots)
+  is :mod:`liteq.pool`; this module gives it the jobs' side.
 * **Side effects exactly once.** A task registered with ``atomic=True`` runs inside
   the transaction that acks it: its ``db.execute(...)`` writes commit with the ack or
   not at all, so a crash at any moment makes it run again from scratch.
@@ -50,13 +52,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
-import mmap
 import os
 import select
 import signal
-import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -64,7 +62,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
-from .hooks import COUNTERS, Hook, HookRunner, LoggingHook, StatsHook, logger
+from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
+from .pool import Held, ProcessPool, Slot
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
 from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
@@ -110,69 +109,6 @@ def release(db: Database, items: Iterable[tuple[int, int, int]]) -> list[int]:
     for mid, token, qid in items:
         by_queue.setdefault(qid, []).append((mid, token))
     return [mid for qid, pairs in by_queue.items() for mid in db._store.release(qid, pairs)]
-
-
-# -- shared memory between the process pool's children and their supervisor ------------
-
-_HEAD = struct.Struct("<qqqqqd" + "q" * len(COUNTERS) + "q")
-_HELD = struct.Struct("<qqq")
-_SEQ = struct.Struct("<q")
-
-
-class _Slot:
-    """One child's record in an anonymous shared mapping: what it runs (with the
-    deadline), what it holds, and its counters. A seqlock (odd while writing) keeps
-    the supervisor from reading half a record; plain integers, no pipes per job."""
-
-    def __init__(self, buf: mmap.mmap, index: int, capacity: int) -> None:
-        self.buf = buf
-        self.capacity = capacity
-        self.size = _HEAD.size + _HELD.size * capacity
-        self.off = index * self.size
-        self.running: tuple[int, int, int, float] = (0, 0, 0, 0.0)
-        self.counts = [0] * len(COUNTERS)
-        self.held: list[tuple[int, int, int]] = []
-        self.pid = 0
-
-    def _write(self, held: bool) -> None:
-        off = self.off
-        seq = _SEQ.unpack_from(self.buf, off)[0] + 1
-        _SEQ.pack_into(self.buf, off, seq)
-        _HEAD.pack_into(self.buf, off, seq, self.pid, *self.running, *self.counts,
-                        len(self.held))
-        if held:
-            for k, item in enumerate(self.held):
-                _HELD.pack_into(self.buf, off + _HEAD.size + k * _HELD.size, *item)
-        _SEQ.pack_into(self.buf, off, seq + 1)
-
-    def publish(self, *, running: tuple[int, int, int, float] | None = None,
-                held: list[tuple[int, int, int]] | None = None,
-                counts: dict[str, int] | None = None) -> None:
-        if running is not None:
-            self.running = running
-        if held is not None:
-            self.held = held[: self.capacity]
-        if counts is not None:
-            self.counts = [counts[k] for k in COUNTERS]
-        self._write(held is not None)
-
-    def read(self) -> tuple[int, tuple[int, int, int, float], dict[str, int],
-                            list[tuple[int, int, int]]]:
-        """``(pid, (id, token, qid, deadline), counts, held)`` as last published."""
-        for _ in range(1000):
-            seq = _SEQ.unpack_from(self.buf, self.off)[0]
-            head = _HEAD.unpack_from(self.buf, self.off)
-            held = [_HELD.unpack_from(self.buf, self.off + _HEAD.size + k * _HELD.size)
-                    for k in range(min(head[-1], self.capacity))]
-            if seq % 2 == 0 and _SEQ.unpack_from(self.buf, self.off)[0] == seq:
-                break
-            time.sleep(0.0001)  # a writer is mid-record (or died there: take it anyway)
-        counts = dict(zip(COUNTERS, head[6:6 + len(COUNTERS)], strict=True))
-        return head[1], (head[2], head[3], head[4], head[5]), counts, held
-
-    def reset(self) -> None:
-        self.running, self.held, self.counts, self.pid = (0, 0, 0, 0.0), [], [0] * len(COUNTERS), 0
-        self._write(True)
 
 
 # -- the heartbeat ----------------------------------------------------------------------
@@ -298,7 +234,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
 class _Consumer:
     """Claims, runs and acks in one thread (of the thread pool, or of a child)."""
 
-    def __init__(self, worker: Worker, leases: _Leases, slot: _Slot | None = None) -> None:
+    def __init__(self, worker: Worker, leases: _Leases, slot: Slot | None = None) -> None:
         self.w = worker
         self.db = worker.db
         self.store = worker.db._store
@@ -580,7 +516,7 @@ class _Lost(Exception):
 
 # -- the worker ----------------------------------------------------------------------------
 
-class Worker:
+class Worker(ProcessPool):
     """Runs the tasks registered on *db* from *queues*, until stopped.
 
     *queues* are served in order of preference (a claim takes from the first one
@@ -735,7 +671,7 @@ class Worker:
         assert self._pipes is not None
         select.select([self._pipes[0]], [], [], seconds)
 
-    def _supervise_wait(self, timeout: float) -> None:
+    def _supervise_wait(self, timeout: float = _TICK) -> None:
         assert self._pipes is not None
         select.select([self._pipes[2]], [], [], timeout)
         with contextlib.suppress(BlockingIOError, OSError):
@@ -796,145 +732,45 @@ class Worker:
                 for c in self._consumers:
                     c.enforce_timeout(now)
                 self._periodic(timers)
-                self._supervise_wait(_TICK)
+                self._supervise_wait()
         finally:
             self._stopping = True
             leases.stop()
             for t in threads:
                 t.join(0.5)
 
-    # -- process pool -------------------------------------------------------------------
+    # -- process pool: the jobs' side (the supervisor is liteq/pool.py) ------------------
 
-    def _run_processes(self) -> None:
-        n = self.concurrency
-        size = _HEAD.size + _HELD.size * self.prefetch
-        buf = mmap.mmap(-1, size * n)
-        slots = [_Slot(buf, i, self.prefetch) for i in range(n)]
-        children: dict[int, int] = {}  # pid -> slot
-        born: dict[int, float] = {}
-        killed: dict[int, str] = {}  # pid -> "timeout" | "stop"
-        respawn: dict[int, float] = {}  # slot -> when
-        retired = dict.fromkeys(COUNTERS, 0)
-
-        def counts() -> dict[str, int]:
-            total = dict(retired)
-            for k, v in self._stats.snapshot().items():  # jobs settled here (timeouts)
-                total[k] += v
-            for i in children.values():
-                for k, v in slots[i].read()[2].items():
-                    total[k] += v
-            return total
-
-        self._counts = counts
-        for i in range(n):
-            self._spawn(slots[i], children, born)
-        timers = self._timers()
-        termed = False
+    def _consume(self, slot: Slot) -> None:
+        """In a pool child: run one consumer until stopped, publishing into *slot*."""
+        self._stats = StatsHook()
+        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        slot.publish(counts=self._stats.snapshot())
+        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases.start()
         try:
-            while children or (respawn and not self._stopping):
-                now = time.monotonic()
-                for pid in list(children):
-                    self._reap(pid, slots, children, born, killed, respawn, retired)
-                for i, when in list(respawn.items()):
-                    if self._stopping:
-                        respawn.clear()
-                    elif now >= when:
-                        del respawn[i]
-                        self._spawn(slots[i], children, born)
-                if self._stopping and not termed:
-                    termed = True
-                    for pid in children:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGTERM)
-                if self._stop_now or (self._stopping and now > self._stop_deadline):
-                    for pid in children:
-                        if pid not in killed:
-                            killed[pid] = "stop"
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(pid, signal.SIGKILL)
-                for pid, i in children.items():
-                    _, (mid, _token, _qid, deadline), _, _ = slots[i].read()
-                    if mid and deadline and now > deadline and pid not in killed:
-                        logger.warning("job %d ran past its timeout: killing worker process %d "
-                                       "and starting another", mid, pid)
-                        killed[pid] = "timeout"
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                self._periodic(timers)
-                self._supervise_wait(_TICK)
+            _Consumer(self, leases, slot).run()
         finally:
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in list(children):
-                killed[pid] = "stop"
-                os.waitpid(pid, 0)
-                self._after_child(pid, 0, slots[children.pop(pid)], killed, retired)
-            final = counts()
-            self._counts = lambda: final
-            buf.close()
+            leases.stop()
+            slot.publish(counts=self._stats.snapshot())
 
-    def _spawn(self, slot: _Slot, children: dict[int, int], born: dict[int, float]) -> None:
-        slot.reset()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                code = self._child(slot)
-            except BaseException:
-                logger.exception("worker process failed")
-            finally:
-                for h in logging.getLogger().handlers + logger.handlers:
-                    with contextlib.suppress(Exception):
-                        h.flush()
-                os._exit(code)
-        children[pid] = slot.off // slot.size
-        born[pid] = time.monotonic()
-
-    def _reap(self, pid: int, slots: list[_Slot], children: dict[int, int],
-              born: dict[int, float], killed: dict[int, str], respawn: dict[int, float],
-              retired: dict[str, int]) -> None:
-        try:
-            got, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            got, status = pid, 0
-        if got == 0:
-            return
-        i = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
-        expected = self._stopping or (self.burst and code == 0)
-        self._after_child(pid, code, slots[i], killed, retired)
-        if not expected:
-            quick = time.monotonic() - born.pop(pid, 0.0) < 1.0
-            respawn[i] = time.monotonic() + (1.0 if quick else 0.0)
-        born.pop(pid, None)
-
-    def _after_child(self, pid: int, code: int, slot: _Slot, killed: dict[int, str],
-                     retired: dict[str, int]) -> None:
-        """A child ended: settle the job it was running, release what it held."""
-        reason = killed.pop(pid, None)
-        _, (mid, token, qid, _deadline), counts, held = slot.read()
-        for k, v in counts.items():
-            retired[k] += v
-        if code != 0 and reason is None:
-            what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            logger.error("worker process %d died (%s)%s", pid, what,
-                         f" while running job {mid}" if mid else "")
+    def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,
+                  code: int, held: Held) -> int:
+        """A pool child ended: settle the job it was running as a failed attempt (or,
+        stopped on purpose, release it) and release the ones it held without running.
+        Returns how many were released."""
+        mid, token, qid = running
         try:
             if mid and reason != "stop":
                 self._settle_orphan(mid, token, qid, reason, code)
                 held = [h for h in held if h[0] != mid]
-            released = release(self.db, held + ([(mid, token, qid)] if mid and reason == "stop"
-                                                else []))
-            n = len(held) + (1 if mid and reason == "stop" else 0) - len(released)
-            if n > 0:
-                retired["released"] += n
+            extra = [running] if mid and reason == "stop" else []
+            stale = release(self.db, held + extra)
+            return max(0, len(held) + len(extra) - len(stale))
         except LiteqError:
             logger.exception("could not release the jobs of worker process %d; they run again "
                              "once their leases run out", pid)
-        slot.reset()
+            return 0
 
     def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
                        code: int) -> None:
@@ -957,29 +793,6 @@ class Worker:
         _settle(self, q, mid, token, row[8], ctx, task, Outcome("retrying", 0.0, error=error),
                 ran=True)
 
-    def _child(self, slot: _Slot) -> int:
-        _die_with_parent()
-        if os.getppid() != self._parent:
-            return 0
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        self._close_pipes()
-        self._open_pipes()
-        self._stats = StatsHook()
-        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
-        slot.pid = os.getpid()
-        slot.publish(counts=self._stats.snapshot())
-        queues = [self.db.queue(n) for n in self.queues]
-        leases = _Leases(self.db, queues)
-        leases.start()
-        try:
-            _Consumer(self, leases, slot).run()
-        finally:
-            leases.stop()
-            slot.publish(counts=self._stats.snapshot())
-        return 0
-
     def __repr__(self) -> str:
         return (f"<Worker pool={self.pool} concurrency={self.concurrency} "
                 f"queues={','.join(self.queues)}>")
@@ -990,13 +803,3 @@ def _decode(blob: bytes) -> Any:
         return codec.decode(blob)
     except LiteqError:
         return None
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this child when its parent dies (so a worker
-    killed with SIGKILL takes its children with it)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
