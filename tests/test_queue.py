@@ -289,6 +289,26 @@ def test_a_delayed_message_is_not_claimable_until_it_is_due(clocked_db, clock) -
     assert msg is not None and msg.id == later and msg.attempts == 1
 
 
+def test_a_batch_claim_topped_up_by_due_delayed_messages_hands_them_out_in_queue_order(
+    clocked_db, clock
+) -> None:
+    # A batch claim that comes up short promotes due delayed messages and claims again
+    # in the same transaction: the two parts are merged into the queue's order.
+    q = clocked_db.queue("topped")
+    assert q.get() is None  # a claim: the queue counts as maintained for 50 ms
+    ready = q.put_many(["ready-1", "ready-2"])
+    delayed = [q.put("soon-1", delay=0.005, priority=5), q.put("soon-2", delay=0.005, priority=5)]
+    clock.advance(0.01)  # due, and still within the 50 ms
+
+    msgs = q.get_many(10)
+
+    assert [m.id for m in msgs] == delayed + ready
+    assert {m.attempts for m in msgs} == {1} and len({m.token for m in msgs}) == 1
+    assert q.stats()["leased"] == 4
+    q.ack_many(msgs)
+    assert q.stats()["depth"] == 0
+
+
 # --- leases, fencing, dead letters ------------------------------------------------------
 
 

@@ -14,15 +14,15 @@ from ..schema import CANCELLED, DELAYED, READY
 from .base import MAINTAIN_EVERY, _lost_text
 from .queues import QueueVerbs, default_queue_options
 from .sql import (
-    ACK_MANY_CHUNK,
+    IDS_PER_STATEMENT,
     SQL_ACK_DELETE,
     SQL_ACK_RETAIN,
     SQL_ACK_UNCOUNTED,
     SQL_BURY_HERE,
     SQL_BURY_MOVE,
     SQL_CANCEL_EXPIRED,
-    SQL_CLAIM,
     SQL_CLAIM_ONE,
+    SQL_CLAIM_SELECT,
     SQL_EXPIRED,
     SQL_EXTEND,
     SQL_GET_LEASED,
@@ -36,6 +36,7 @@ from .sql import (
     SQL_RETRY,
     SQL_UNLEASE,
     sql_ack_many,
+    sql_claim_ids,
 )
 
 
@@ -68,31 +69,39 @@ class MessageVerbs(QueueVerbs):
                 found = cur.execute(SQL_NEXT_READY, (qid,)).fetchall()
                 if found:
                     return cur.execute(SQL_CLAIM_ONE, (found[0][0], now + lease)).fetchall(), now + lease
-            params = {"qid": qid, "n": n, "now": now, "lease": lease, "token": _new_token()}
+            params = {"qid": qid, "n": n, "token": _new_token()}
+            until = now + lease
             if not maintained:
                 self._maintained[qid] = tick
                 self._maintain(cur, qid, now)
-                rows = self._claim_rows(cur, params)
+                rows = self._claim_rows(cur, params, until)
             else:
-                rows = [] if n == 1 else self._claim_rows(cur, params)  # n == 1: none found
+                rows = [] if n == 1 else self._claim_rows(cur, params, until)  # n == 1: none found
                 if len(rows) < n:
                     self._maintained[qid] = tick
                     if self._maintain(cur, qid, now):
                         params["n"] = n - len(rows)
-                        rows += self._claim_rows(cur, params)
-        if len(rows) > 1:
-            rows.sort(key=_claim_order)
-        return rows, now + lease
+                        more = self._claim_rows(cur, params, until)
+                        if rows and more:
+                            # Two claims' rows, each in queue order: merge them.
+                            rows = sorted(rows + more, key=_claim_order)
+                        else:
+                            rows = rows or more
+        return rows, until
 
-    def _claim_rows(self, cur: Any, params: dict[str, Any]) -> list[Any]:
-        # Every RETURNING cursor is read to the end: a half-read one keeps the lock.
-        if params["n"] != 1:
-            return list(cur.execute(SQL_CLAIM, params).fetchall())
-        found = cur.execute(SQL_NEXT_READY, (params["qid"],)).fetchall()
-        if not found:
-            return []
-        until = params["now"] + params["lease"]
-        return list(cur.execute(SQL_CLAIM_ONE, (found[0][0], until)).fetchall())
+    def _claim_rows(self, cur: Any, params: dict[str, Any], until: float) -> list[Any]:
+        # Every cursor is read to the end: a half-read one keeps the lock.
+        if params["n"] == 1:
+            found = cur.execute(SQL_NEXT_READY, (params["qid"],)).fetchall()
+            if not found:
+                return []
+            return list(cur.execute(SQL_CLAIM_ONE, (found[0][0], until)).fetchall())
+        rows = list(cur.execute(SQL_CLAIM_SELECT, params).fetchall())
+        head = (params["token"], until)
+        for i in range(0, len(rows), IDS_PER_STATEMENT):
+            part = rows[i:i + IDS_PER_STATEMENT]
+            cur.execute(sql_claim_ids(len(part)), (*head, *[r[0] for r in part]))
+        return rows
 
     def expire(self, qid: int) -> None:
         """Promote due delayed messages and release expired leases of queue *qid*."""
@@ -181,8 +190,8 @@ class MessageVerbs(QueueVerbs):
             head = (self.clock(),) if retain else ()  # after BEGIN IMMEDIATE
             done = 0
             for token, ids in by_token.items():
-                for i in range(0, len(ids), ACK_MANY_CHUNK):
-                    chunk = ids[i:i + ACK_MANY_CHUNK]
+                for i in range(0, len(ids), IDS_PER_STATEMENT):
+                    chunk = ids[i:i + IDS_PER_STATEMENT]
                     cur.execute(sql_ack_many(len(chunk), retain), (*head, *chunk, token))
                     done += changes()
             if done != len(pairs):
