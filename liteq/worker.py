@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import select
 import signal
@@ -64,7 +65,7 @@ from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .pool import Held, ProcessPool, Slot
-from .queue import Message, Queue, _positive_int, _seconds, validate_name
+from .queue import RECHECK_AFTER, Message, Queue, _positive_int, _seconds, validate_name
 from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
     DEFAULT_RESULT_TTL,
@@ -283,19 +284,46 @@ class _Consumer:
                 self._loop.close()
 
     def _claim(self) -> list[Message]:
+        """The next batch, waiting for one while idle (until a stop).
+
+        Claims every queue at first and after a wait that timed out (only a claim
+        promotes due delayed messages and expired leases). After a wake-up by a commit,
+        which may be anyone's (another consumer's ack, a put to another queue, a
+        results row), it looks without the write lock first (``Store.probe``) and
+        claims only a queue that has something ready: idle consumers then no longer
+        queue on the write lock behind every commit (one idle 4-thread worker on
+        another queue cut a producer's puts from 67k to 29k/s). An empty look is
+        repeated after ``RECHECK_AFTER``, as in :meth:`Queue.get_many`.
+        """
         waiter = self.db._waiter()
+        store = self.store
+        claim_all = True
+        rechecks = len(RECHECK_AFTER)
         while not self.w._stopping:
-            waiter.arm()  # before claiming: a commit from now on wakes the wait
+            waiter.arm()  # before looking: a commit from now on wakes the wait
+            due_at = math.inf
             for q in self.queues:
+                if not claim_all:
+                    ready, q_due = store.probe(q.id)
+                    if not ready:
+                        due_at = min(due_at, q_due)
+                        continue
                 msgs = q.get_many(self.batch)
                 if msgs:
                     waiter.found()
                     return msgs
             if self.w.burst:
                 return []
-            now = self.store.clock()
-            due = min(self.store.next_due(q.id) for q in self.queues) - now
-            self.w._idle_wait(waiter, max(0.0005, min(due, 1.0)))
+            if claim_all:
+                due_at = min(store.next_due(q.id) for q in self.queues)
+            timeout = max(0.0005, min(due_at - store.clock(), 1.0))
+            if not claim_all and rechecks < len(RECHECK_AFTER):
+                # The commit that woke us may not be visible yet: look again soon.
+                self.w._idle_wait(waiter, min(timeout, RECHECK_AFTER[rechecks]))
+                rechecks += 1
+            else:
+                claim_all = not self.w._idle_wait(waiter, timeout)
+                rechecks = 0
         return []
 
     def _work(self, msgs: list[Message]) -> None:
@@ -656,16 +684,17 @@ class Worker(ProcessPool):
                     os.close(fd)
             self._pipes = None
 
-    def _idle_wait(self, waiter: Any, timeout: float) -> None:
-        """A consumer's wait for work: a commit, a stop, or *timeout*."""
+    def _idle_wait(self, waiter: Any, timeout: float) -> bool:
+        """A consumer's wait for work: a commit, a stop, or *timeout*. True when
+        woken by a commit (a hint: it may be anyone's, and not visible yet)."""
         assert self._pipes is not None
         if os.getpid() != self._parent and os.getppid() != self._parent:
             self.stop()  # a pool child whose supervisor is gone (where PDEATHSIG is not)
-            return
+            return False
         if waiter.fd >= 0:
-            select.select([waiter.fd, self._pipes[0]], [], [], timeout)
-        else:
-            waiter.wait(min(timeout, 0.05))
+            readable, _, _ = select.select([waiter.fd, self._pipes[0]], [], [], timeout)
+            return waiter.fd in readable
+        return bool(waiter.wait(min(timeout, 0.05)))
 
     def _pause(self, seconds: float) -> None:
         assert self._pipes is not None

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from workerapp_tools import drain, wait_until
+from workerapp_tools import PATIENCE, drain, wait_until
 
 import liteq
 from liteq.hooks import Hook
@@ -428,6 +428,45 @@ def test_a_worker_takes_from_its_first_queue_before_the_next(db) -> None:
     high.enqueue_many([(i,) for i in range(3)])
     drain(db, queues=["high", "low"])
     assert [q for q, _ in order] == ["high"] * 3 + ["low"] * 3
+
+
+def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_path) -> None:
+    # Every commit to the file wakes every idle consumer. A woken consumer looks without
+    # the write lock first, so 50 puts to another queue cost the idle worker no claims
+    # (each claim is a write transaction, queued on the lock with the producer), and a
+    # job enqueued afterwards still starts at once.
+    db = liteq.connect(db_path)
+    if not db._waiter().uses_inotify:
+        pytest.skip("needs inotify wake-ups (Linux)")
+    started = threading.Event()
+
+    @db.task(queue="work")
+    def job() -> None:
+        started.set()
+
+    claims: list[int] = []
+    claim = db._store.claim
+
+    def counting_claim(qid: int, n: int, lease: float) -> Any:
+        claims.append(qid)
+        return claim(qid, n, lease)
+
+    db._store.claim = counting_claim  # type: ignore[method-assign]
+    other = liteq.connect(db_path)
+    busy = other.queue("busy")
+    with Background(db, queues=["work"], concurrency=2):
+        wait_until(lambda: len(claims) >= 2)  # each consumer's first, empty claim
+        before = len(claims)
+        for i in range(50):
+            busy.put(i)
+            time.sleep(0.002)
+        during = len(claims) - before
+        job.delay()
+        assert started.wait(PATIENCE)
+    # A consumer re-claims after a wait that times out (at most 1 s): a few, not 100.
+    assert during <= 4, f"{during} claims (write transactions) during 50 other commits"
+    other.close()
+    db.close()
 
 
 def test_heartbeats_keep_a_task_longer_than_its_lease_from_running_twice(db) -> None:
