@@ -24,6 +24,20 @@ import liteq
 PATIENCE = 120.0
 
 
+def count_claims(db: liteq.Database) -> list[int]:
+    """From now on, record the queue id of every claim *db* makes (each claim is a
+    write transaction: what an idle consumer should not take on other commits)."""
+    claims: list[int] = []
+    claim = db._store.claim
+
+    def counting_claim(qid: int, n: int, lease: float) -> Any:
+        claims.append(qid)
+        return claim(qid, n, lease)
+
+    db._store.claim = counting_claim  # type: ignore[method-assign]
+    return claims
+
+
 class FakeClock:
     """A clock the test moves by hand: pass it as ``liteq.connect(path, clock=...)``.
 

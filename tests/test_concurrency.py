@@ -18,6 +18,7 @@ from helpers import (
     PATIENCE,
     FakeClock,
     consume_until_stop,
+    count_claims,
     drain_consumer,
     produce_with_back_pressure,
     put_when_told,
@@ -299,14 +300,7 @@ def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commit
     if not db._waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
     waiting = db.queue("idle")
-    claims: list[int] = []
-    claim = db._store.claim
-
-    def counting_claim(qid: int, n: int, lease: float) -> Any:
-        claims.append(qid)
-        return claim(qid, n, lease)
-
-    db._store.claim = counting_claim  # type: ignore[method-assign]
+    claims = count_claims(db)
     other = liteq.connect(db_path)
     busy = other.queue("busy")
     got: list[Any] = []

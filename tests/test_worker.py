@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import count_claims
 from workerapp_tools import PATIENCE, drain, wait_until
 
 import liteq
@@ -444,14 +445,7 @@ def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_p
     def job() -> None:
         started.set()
 
-    claims: list[int] = []
-    claim = db._store.claim
-
-    def counting_claim(qid: int, n: int, lease: float) -> Any:
-        claims.append(qid)
-        return claim(qid, n, lease)
-
-    db._store.claim = counting_claim  # type: ignore[method-assign]
+    claims = count_claims(db)
     other = liteq.connect(db_path)
     busy = other.queue("busy")
     with Background(db, queues=["work"], concurrency=2):
