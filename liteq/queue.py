@@ -458,25 +458,22 @@ class Queue:
         assert w is not None
         if w == 0:
             return self._claim(n)
+        deadline = time.monotonic() + w
         # Under load a message is there: claim before arming the waiter, whose arm()
         # drains the descriptor with system calls an immediate find does not need
-        # (4-6 us of a 35 us get+ack, measured).
+        # (~3 us of a 36 us get+ack, measured).
         msgs = self._claim(n)
         waiter = self.db._waiter()
         if msgs:
             waiter.found()
             return msgs
-        deadline = time.monotonic() + w
         store = self._store
-        # Armed only now: a commit since that claim is not queued on the waiter, so
-        # look once more, without the write lock, and then sleep long (no re-looks:
-        # nothing woke us).
+        # Then arm, and look once more without the write lock. A hint drained by that
+        # arm() is a commit since the claim that may not be visible yet: re-look as
+        # after a wake-up. No hint: sleep long after an empty look.
         look = _PROBE
-        rechecks = len(RECHECK_AFTER)
+        rechecks = 0 if waiter.arm() else len(RECHECK_AFTER)
         while True:
-            # Arm before looking: a commit landing between an empty look and the wait
-            # is already queued on the waiter, so the wait returns at once.
-            waiter.arm()
             due_at = None
             if look == _CLAIM:
                 ready = True
@@ -511,6 +508,9 @@ class Queue:
                 # Only a claim promotes due delayed messages and expired leases.
                 look = _PROBE if woken else _CLAIM
                 rechecks = 0
+            # Arm before the next look: a commit landing between an empty look and
+            # the wait is then already queued on the waiter, which returns at once.
+            waiter.arm()
 
     def _claim(self, n: int) -> list[Message]:
         lease = self.config.lease

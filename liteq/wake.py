@@ -74,16 +74,20 @@ class Waiter:
             return
         self.fd = fd
 
-    def arm(self) -> None:
-        """Forget hints received so far (they are about writes already visible)."""
+    def arm(self) -> bool:
+        """Forget hints received so far; True if there were any. A hint is sent when
+        a commit writes the WAL, which is before that commit is visible: a caller who
+        looked before arming should look again (see ``Queue.get_many``)."""
+        drained = False
         if self.fd >= 0:
             try:
                 while os.read(self.fd, 4096):
-                    pass
+                    drained = True
             except BlockingIOError:
                 pass
         elif _LIBC is not None and not os.environ.get("LITEQ_NO_INOTIFY"):
             self._watch()
+        return drained
 
     def wait(self, timeout: float) -> bool:
         """Return when the file changed (maybe spuriously) or after *timeout* seconds:

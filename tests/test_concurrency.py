@@ -25,6 +25,7 @@ from helpers import (
 )
 
 import liteq
+from liteq.queue import RECHECK_AFTER
 
 SPAWN = mp.get_context("spawn")
 
@@ -286,6 +287,52 @@ def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(d
     assert stored is not None and stored.lease_until is not None
     assert stored.lease_until > clock(), "the renewed lease had run out when extend returned"
     assert q.get() is None, "another consumer took the message while the first holds it"
+    db.close()
+
+
+def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_again(
+    db_path,
+) -> None:
+    # get(wait=...) claims before it arms the waiter. A commit landing in between sends
+    # its hint before it is visible (the WAL frames come first): arm() drains that hint,
+    # so the look after it must be repeated soon (RECHECK_AFTER), not after a long sleep.
+    db = liteq.connect(db_path)
+    waiter = db._waiter()
+    if not waiter.uses_inotify:
+        pytest.skip("needs inotify wake-ups (Linux)")
+    q = db.queue("q")
+    other = liteq.connect(db_path)
+    landed: list[int] = []
+
+    def waiter_after_a_commit() -> Any:  # get_many asks for it right after the claim
+        if not landed:
+            landed.append(other.queue("q").put("late"))
+        return waiter
+
+    waits: list[float] = []
+    real_wait = waiter.wait
+
+    def recording_wait(timeout: float) -> bool:
+        waits.append(timeout)
+        return real_wait(timeout)
+
+    probes: list[int] = []
+    real_probe = db._store.probe
+
+    def late_probe(qid: int) -> tuple[bool, float]:
+        probes.append(qid)  # the first look comes before the commit is visible
+        return (False, float("inf")) if len(probes) == 1 else real_probe(qid)
+
+    db._waiter = waiter_after_a_commit  # type: ignore[method-assign]
+    waiter.wait = recording_wait  # type: ignore[method-assign]
+    db._store.probe = late_probe  # type: ignore[method-assign]
+
+    msg = q.get(wait=PATIENCE)
+
+    assert msg is not None and msg.id == landed[0]
+    assert waits[0] == RECHECK_AFTER[0], f"slept {waits[0]} s after a missed look"
+    msg.ack()
+    other.close()
     db.close()
 
 

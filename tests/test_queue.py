@@ -309,6 +309,21 @@ def test_a_batch_claim_topped_up_by_due_delayed_messages_hands_them_out_in_queue
     assert q.stats()["depth"] == 0
 
 
+def test_the_merge_of_a_topped_up_batch_claim_orders_ranks_as_sql_does(clocked_db, clock) -> None:
+    # ORDER BY rank puts NULL (no rank) before b"": the Python merge must agree.
+    q = clocked_db.queue("ranked")
+    assert q.get() is None  # maintained for 50 ms
+    ranked = q.put("empty rank", rank=b"")
+    unranked = q.put("no rank", delay=0.005)
+    clock.advance(0.01)
+
+    msgs = q.get_many(10)
+
+    assert [m.id for m in msgs] == [unranked, ranked]
+    assert q.stats()["leased"] == 2
+    q.ack_many(msgs)
+
+
 # --- leases, fencing, dead letters ------------------------------------------------------
 
 

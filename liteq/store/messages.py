@@ -309,4 +309,5 @@ def _new_token() -> int:
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (-row[5], row[9] or b"", row[6], row[0])
+    # SQL's ORDER BY priority DESC, rank, run_at, id (a NULL rank sorts before b"").
+    return (-row[5], row[9] is not None, row[9] or b"", row[6], row[0])

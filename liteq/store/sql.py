@@ -174,6 +174,8 @@ SQL_ACK_RETAIN = f"""
 UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_at = ?
 WHERE id = ? AND token = ? AND state = {LEASED}
 """
+
+
 @functools.lru_cache(maxsize=64)
 def sql_ack_many(n: int, retain: bool) -> str:
     """Ack *n* messages of one claim (one token) in one statement. Parameters: the n
