@@ -501,7 +501,9 @@ class Queue:
                 # in between finds nothing. Look again a little later, still without
                 # the write lock, a few times before sleeping long.
                 woken = waiter.wait(min(timeout, RECHECK_AFTER[rechecks]))
-                rechecks += 1
+                # Woken again: another commit, with a schedule of its own (one that
+                # lands late in this one could otherwise outlast it and wait a second).
+                rechecks = 0 if woken else rechecks + 1
                 look = _PROBE
             else:
                 woken = waiter.wait(timeout)

@@ -318,9 +318,10 @@ class _Consumer:
                 due_at = min(store.next_due(q.id) for q in self.queues)
             timeout = max(0.0005, min(due_at - store.clock(), 1.0))
             if not claim_all and rechecks < len(RECHECK_AFTER):
-                # The commit that woke us may not be visible yet: look again soon.
-                self.w._idle_wait(waiter, min(timeout, RECHECK_AFTER[rechecks]))
-                rechecks += 1
+                # The commit that woke us may not be visible yet: look again soon (and
+                # from the start of the schedule when another commit wakes us).
+                woken = self.w._idle_wait(waiter, min(timeout, RECHECK_AFTER[rechecks]))
+                rechecks = 0 if woken else rechecks + 1
             else:
                 claim_all = not self.w._idle_wait(waiter, timeout)
                 rechecks = 0

@@ -290,47 +290,84 @@ def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(d
     db.close()
 
 
+class _LateCommits:
+    """Instruments ``q.get(wait=...)`` on *db*: a commit by *other* lands between its
+    first claim and the arming of its waiter, the first *misses* looks without the lock
+    find nothing (as before a commit becomes visible: its WAL frames, and so the wake-up
+    hint, come first), and ``on_wait(timeout)`` runs before each wait, which is recorded."""
+
+    def __init__(self, db: liteq.Database, other: liteq.Database, misses: int,
+                 on_wait: Any = None) -> None:
+        self.waits: list[float] = []
+        self.landed: list[int] = []
+        waiter = db._waiter()
+        real_wait, real_probe = waiter.wait, db._store.probe
+        probes: list[int] = []
+
+        def waiter_after_a_commit() -> Any:  # get_many asks for it right after the claim
+            if not self.landed:
+                self.landed.append(other.queue("q").put("late"))
+            return waiter
+
+        def recording_wait(timeout: float) -> bool:
+            if on_wait is not None:
+                on_wait(self, timeout)
+            self.waits.append(timeout)
+            return real_wait(timeout)
+
+        def late_probe(qid: int) -> tuple[bool, float]:
+            probes.append(qid)
+            return (False, float("inf")) if len(probes) <= misses else real_probe(qid)
+
+        db._waiter = waiter_after_a_commit  # type: ignore[method-assign]
+        waiter.wait = recording_wait  # type: ignore[method-assign]
+        db._store.probe = late_probe  # type: ignore[method-assign]
+
+
 def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_again(
     db_path,
 ) -> None:
     # get(wait=...) claims before it arms the waiter. A commit landing in between sends
-    # its hint before it is visible (the WAL frames come first): arm() drains that hint,
-    # so the look after it must be repeated soon (RECHECK_AFTER), not after a long sleep.
+    # its hint before it is visible: arm() drains that hint, so the look after it must
+    # be repeated soon (RECHECK_AFTER), not after a long sleep.
     db = liteq.connect(db_path)
-    waiter = db._waiter()
-    if not waiter.uses_inotify:
+    if not db._waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
     q = db.queue("q")
     other = liteq.connect(db_path)
-    landed: list[int] = []
-
-    def waiter_after_a_commit() -> Any:  # get_many asks for it right after the claim
-        if not landed:
-            landed.append(other.queue("q").put("late"))
-        return waiter
-
-    waits: list[float] = []
-    real_wait = waiter.wait
-
-    def recording_wait(timeout: float) -> bool:
-        waits.append(timeout)
-        return real_wait(timeout)
-
-    probes: list[int] = []
-    real_probe = db._store.probe
-
-    def late_probe(qid: int) -> tuple[bool, float]:
-        probes.append(qid)  # the first look comes before the commit is visible
-        return (False, float("inf")) if len(probes) == 1 else real_probe(qid)
-
-    db._waiter = waiter_after_a_commit  # type: ignore[method-assign]
-    waiter.wait = recording_wait  # type: ignore[method-assign]
-    db._store.probe = late_probe  # type: ignore[method-assign]
+    late = _LateCommits(db, other, misses=1)
 
     msg = q.get(wait=PATIENCE)
 
-    assert msg is not None and msg.id == landed[0]
-    assert waits[0] == RECHECK_AFTER[0], f"slept {waits[0]} s after a missed look"
+    assert msg is not None and msg.id == late.landed[0]
+    assert late.waits[0] == RECHECK_AFTER[0], f"slept {late.waits[0]} s after a missed look"
+    msg.ack()
+    other.close()
+    db.close()
+
+
+def test_a_commit_waking_a_consumer_during_its_re_looks_gets_re_looks_of_its_own(
+    db_path,
+) -> None:
+    # A second commit lands in the middle of the re-look schedule of the first; until
+    # it is visible, the consumer must keep re-looking (the schedule starts over), not
+    # run out of re-looks and sleep a second.
+    db = liteq.connect(db_path)
+    if not db._waiter().uses_inotify:
+        pytest.skip("needs inotify wake-ups (Linux)")
+    q = db.queue("q")
+    other = liteq.connect(db_path)
+
+    def commit_during_the_third_re_look(late: _LateCommits, timeout: float) -> None:
+        if timeout == RECHECK_AFTER[2] and len(late.landed) == 1:
+            late.landed.append(other.queue("q").put("later"))
+
+    late = _LateCommits(db, other, misses=5, on_wait=commit_during_the_third_re_look)
+
+    msg = q.get(wait=PATIENCE)
+
+    assert msg is not None and len(late.landed) == 2
+    assert max(late.waits) <= max(RECHECK_AFTER), f"waits {late.waits}: slept after a miss"
     msg.ack()
     other.close()
     db.close()
