@@ -324,17 +324,26 @@ class _LateCommits:
         db._store.probe = late_probe  # type: ignore[method-assign]
 
 
+@pytest.fixture
+def two_connections(db_path: str) -> Any:
+    """A consumer's connection (with inotify wake-ups) and another one to commit from."""
+    db = liteq.connect(db_path)
+    if not db._waiter().uses_inotify:
+        pytest.skip("needs inotify wake-ups (Linux)")
+    other = liteq.connect(db_path)
+    yield db, other
+    other.close()
+    db.close()
+
+
 def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_again(
-    db_path,
+    two_connections,
 ) -> None:
     # get(wait=...) claims before it arms the waiter. A commit landing in between sends
     # its hint before it is visible: arm() drains that hint, so the look after it must
     # be repeated soon (RECHECK_AFTER), not after a long sleep.
-    db = liteq.connect(db_path)
-    if not db._waiter().uses_inotify:
-        pytest.skip("needs inotify wake-ups (Linux)")
+    db, other = two_connections
     q = db.queue("q")
-    other = liteq.connect(db_path)
     late = _LateCommits(db, other, misses=1)
 
     msg = q.get(wait=PATIENCE)
@@ -342,21 +351,16 @@ def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_ag
     assert msg is not None and msg.id == late.landed[0]
     assert late.waits[0] == RECHECK_AFTER[0], f"slept {late.waits[0]} s after a missed look"
     msg.ack()
-    other.close()
-    db.close()
 
 
 def test_a_commit_waking_a_consumer_during_its_re_looks_gets_re_looks_of_its_own(
-    db_path,
+    two_connections,
 ) -> None:
     # A second commit lands in the middle of the re-look schedule of the first; until
     # it is visible, the consumer must keep re-looking (the schedule starts over), not
     # run out of re-looks and sleep a second.
-    db = liteq.connect(db_path)
-    if not db._waiter().uses_inotify:
-        pytest.skip("needs inotify wake-ups (Linux)")
+    db, other = two_connections
     q = db.queue("q")
-    other = liteq.connect(db_path)
 
     def commit_during_the_third_re_look(late: _LateCommits, timeout: float) -> None:
         if timeout == RECHECK_AFTER[2] and len(late.landed) == 1:
@@ -369,8 +373,6 @@ def test_a_commit_waking_a_consumer_during_its_re_looks_gets_re_looks_of_its_own
     assert msg is not None and len(late.landed) == 2
     assert max(late.waits) <= max(RECHECK_AFTER), f"waits {late.waits}: slept after a miss"
     msg.ack()
-    other.close()
-    db.close()
 
 
 def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commits(
