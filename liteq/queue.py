@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .schema import STATE_NAMES, STATES
+from .wake import Looks
 
 if TYPE_CHECKING:
     from .database import Database
@@ -169,13 +170,6 @@ def option_columns(
     return cols
 
 
-#: How get(wait=...) looks for work after a wake-up (see Queue.get_many).
-_CLAIM, _PROBE = "claim", "probe"
-
-#: After a wake-up whose look without the lock found nothing, look again after these
-#: waits (s), then sleep until the next wake-up. A commit becomes visible microseconds
-#: after its WAL write at synchronous=NORMAL, ~1-3 ms after it at FULL (the fsync).
-RECHECK_AFTER = (0.0002, 0.0008, 0.002, 0.004)
 
 
 class Message:
@@ -471,11 +465,10 @@ class Queue:
         # Then arm, and look once more without the write lock. A hint drained by that
         # arm() is a commit since the claim that may not be visible yet: re-look as
         # after a wake-up. No hint: sleep long after an empty look.
-        look = _PROBE
-        rechecks = 0 if waiter.arm() else len(RECHECK_AFTER)
+        looks = Looks(claim=False, hinted=waiter.arm())
         while True:
             due_at = None
-            if look == _CLAIM:
+            if looks.claim:
                 ready = True
             else:
                 # Woken by a commit, which may be anyone's (another consumer's ack, a
@@ -495,21 +488,7 @@ class Queue:
             if due_at is None:
                 due_at = store.next_due(self.id)
             timeout = max(0.0, min(left, due_at - store.clock(), 1.0))
-            if look != _CLAIM and not ready and rechecks < len(RECHECK_AFTER):
-                # The commit that woke us writes its WAL frames before the WAL index
-                # makes them visible (at durability="full", an fsync in between): a look
-                # in between finds nothing. Look again a little later, still without
-                # the write lock, a few times before sleeping long.
-                woken = waiter.wait(min(timeout, RECHECK_AFTER[rechecks]))
-                # Woken again: another commit, with a schedule of its own (one that
-                # lands late in this one could otherwise outlast it and wait a second).
-                rechecks = 0 if woken else rechecks + 1
-                look = _PROBE
-            else:
-                woken = waiter.wait(timeout)
-                # Only a claim promotes due delayed messages and expired leases.
-                look = _PROBE if woken else _CLAIM
-                rechecks = 0
+            looks.sleep(waiter.wait, timeout, relook=not ready)
             # Arm before the next look: a commit landing between an empty look and
             # the wait is then already queued on the waiter, which returns at once.
             waiter.arm()

@@ -16,6 +16,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable
 
 __all__ = ["Waiter"]
 
@@ -40,6 +41,43 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+
+
+#: After a wake-up whose look without the lock found nothing, look again after these
+#: waits (s), then sleep until the next wake-up. A commit becomes visible microseconds
+#: after its WAL write at synchronous=NORMAL, ~1-3 ms after it at FULL (the fsync).
+RECHECK_AFTER = (0.0002, 0.0008, 0.002, 0.004)
+
+
+class Looks:
+    """How a waiting consumer sleeps after an empty look; shared by
+    ``Queue.get_many(wait=...)`` and the worker's idle consumers.
+
+    A hint comes when a commit writes the WAL, before the commit is visible, so a look
+    after a wake-up (without the write lock) may miss it: it is repeated after each of
+    ``RECHECK_AFTER``, from the start again when another commit wakes the consumer
+    meanwhile (a commit landing late in one schedule could otherwise outlast it and wait
+    for the periodic re-check). After a wait that timed out the next look claims
+    (:attr:`claim`): only a claim promotes due delayed messages and expired leases.
+    """
+
+    __slots__ = ("claim", "_rechecks")
+
+    def __init__(self, claim: bool, hinted: bool) -> None:
+        #: The next look claims (takes the write lock) instead of probing.
+        self.claim = claim
+        self._rechecks = 0 if hinted else len(RECHECK_AFTER)
+
+    def sleep(self, wait: Callable[[float], bool], timeout: float, relook: bool = True) -> None:
+        """After an empty look: ``wait(seconds)`` (True when woken by a hint) briefly
+        while re-looks are left and *relook* (the look found nothing ready), else up
+        to *timeout*."""
+        if not self.claim and relook and self._rechecks < len(RECHECK_AFTER):
+            woken = wait(min(timeout, RECHECK_AFTER[self._rechecks]))
+            self._rechecks = 0 if woken else self._rechecks + 1
+        else:
+            self.claim = not wait(timeout)
+            self._rechecks = 0
 
 
 class Waiter:

@@ -65,7 +65,7 @@ from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .pool import Held, ProcessPool, Slot
-from .queue import RECHECK_AFTER, Message, Queue, _positive_int, _seconds, validate_name
+from .queue import Message, Queue, _positive_int, _seconds, validate_name
 from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
     DEFAULT_RESULT_TTL,
@@ -82,6 +82,7 @@ from .task import (
     run_coroutine,
     task_call,
 )
+from .wake import Looks
 
 if TYPE_CHECKING:
     from .database import Database
@@ -293,17 +294,16 @@ class _Consumer:
         claims only a queue that has something ready: idle consumers then no longer
         queue on the write lock behind every commit (one idle 4-thread worker on
         another queue cut a producer's puts from 67k to 29k/s). An empty look is
-        repeated after ``RECHECK_AFTER``, as in :meth:`Queue.get_many`.
+        repeated as in :meth:`Queue.get_many` (:class:`~liteq.wake.Looks`).
         """
         waiter = self.db._waiter()
         store = self.store
-        claim_all = True
-        rechecks = len(RECHECK_AFTER)
+        looks = Looks(claim=True, hinted=False)
         while not self.w._stopping:
             waiter.arm()  # before looking: a commit from now on wakes the wait
             due_at = math.inf
             for q in self.queues:
-                if not claim_all:
+                if not looks.claim:
                     ready, q_due = store.probe(q.id)
                     if not ready:
                         due_at = min(due_at, q_due)
@@ -314,17 +314,10 @@ class _Consumer:
                     return msgs
             if self.w.burst:
                 return []
-            if claim_all:
+            if looks.claim:
                 due_at = min(store.next_due(q.id) for q in self.queues)
             timeout = max(0.0005, min(due_at - store.clock(), 1.0))
-            if not claim_all and rechecks < len(RECHECK_AFTER):
-                # The commit that woke us may not be visible yet: look again soon (and
-                # from the start of the schedule when another commit wakes us).
-                woken = self.w._idle_wait(waiter, min(timeout, RECHECK_AFTER[rechecks]))
-                rechecks = 0 if woken else rechecks + 1
-            else:
-                claim_all = not self.w._idle_wait(waiter, timeout)
-                rechecks = 0
+            looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
         return []
 
     def _work(self, msgs: list[Message]) -> None:

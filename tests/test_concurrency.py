@@ -25,7 +25,7 @@ from helpers import (
 )
 
 import liteq
-from liteq.queue import RECHECK_AFTER
+from liteq.wake import RECHECK_AFTER
 
 SPAWN = mp.get_context("spawn")
 
