@@ -36,6 +36,7 @@ __all__ = [
     "output_options",
     "jsonable",
     "to_json",
+    "fmt_duration",
     "safe",
     "message_dict",
     "message_rows",
@@ -150,6 +151,17 @@ def fmt_age(seconds: float | None) -> str:
     if n < 86400:
         return f"{n // 3600}h{n % 3600 // 60:02d}m"
     return f"{n // 86400}d{n % 86400 // 3600}h"
+
+
+def fmt_duration(seconds: float) -> str:
+    """How long something ran: ``850µs``, ``13.2ms``, ``1.50s``, then as :func:`fmt_age`."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    return fmt_age(seconds)
 
 
 def fmt_when(ts: float | None, now: float) -> str:
