@@ -266,11 +266,12 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int
              "attempts": i.attempts,
              "when": fmt_when(i.finished_at, now) if i.finished_at else
              fmt_age(now - i.enqueued_at) if i.enqueued_at else "-",
+             "took": "-" if i.duration is None else fmt_duration(i.duration),
              "error": cut(str(i.error), 50) if i.error else "-", "call": _call_text(i)}
             for i in infos]
     columns = [Column("id", numeric=True), Column("task"), Column("queue"), Column("state"),
                Column("attempts", numeric=True), Column("when", "AGE/FINISHED"),
-               Column("error"), Column("call", flex=True)]
+               Column("took", numeric=True), Column("error"), Column("call", flex=True)]
     what = f"{state} jobs" if state else "jobs"
     out.rows(rows, columns, empty=f"no {what}" + (f" of task {task_name!r}" if task_name else ""))
 

@@ -74,6 +74,9 @@ def test_jobs_filters_by_queue_and_task_find_finished_jobs(db_path: str,
     data = json.loads(run(db_path, "jobs", "-q", "fast", "-t", "app.other", "--json").output)
     assert [(d["id"], d["queue"]) for d in data] == [(fast, "fast")]
     assert json.loads(run(db_path, "jobs", "-q", "fast", "-t", "app.add", "--json").output) == []
+    table = run(db_path, "jobs", "-q", "slow").output.splitlines()
+    assert "TOOK" in table[0].split() and table[2].split()[:4] == [str(ok), "app.add", "slow", "done"]
+    assert table[2].split()[7].endswith("s"), table[2]  # after "0.1s ago"
 
 
 def test_job_shows_queue_call_start_finish_and_duration_of_a_done_job(
