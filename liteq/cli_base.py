@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +189,30 @@ DEAD_LETTER = DeadLetter()
 
 # -- helpers ---------------------------------------------------------------------------
 
+def quoting_hint(text: str) -> str:
+    """How to quote *text*, which is not JSON, so that it is: for a bare word, a
+    word in 'single quotes' or an object written with single quotes. The example
+    is quoted for a POSIX shell (the outer single quotes are the shell's)."""
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] == "'" and "'" not in s[1:-1]:
+        fixed, why = json.dumps(s[1:-1], ensure_ascii=False), "double quotes, not single"
+    elif s[:1] in ("{", "[") and "'" in s and "\"" not in s:
+        fixed, why = s.replace("'", '"'), "double quotes, not single"
+        try:
+            json.loads(fixed)
+        except ValueError:
+            return ""
+    elif s and s[0] not in '{["-0123456789tfn':
+        fixed, why = json.dumps(s, ensure_ascii=False), ""
+    else:
+        return ""
+    if len(fixed) > 40:
+        return "; a string needs JSON quotes, e.g. '\"text\"'"
+    if why:
+        return f"; JSON needs {why}, e.g. {shlex.quote(fixed)}"
+    return f"; a string needs JSON quotes, e.g. {shlex.quote(fixed)}"
+
+
 def parse_json(text: str, what: str) -> Any:
     """*text* parsed as JSON, or a usage error (exit 2) saying where it went wrong."""
     try:
@@ -198,10 +223,8 @@ def parse_json(text: str, what: str) -> Any:
         if not isinstance(exc, json.JSONDecodeError):  # e.g. a number of 5,000 digits
             raise click.UsageError(f"{what} is not usable JSON: {str(exc).split(';')[0]}") \
                 from None
-        hint = ""
+        hint = quoting_hint(text)
         assert isinstance(exc, json.JSONDecodeError)
-        if text.strip() and text.strip()[0] not in '{["-0123456789tfn':
-            hint = f"; a string needs JSON quotes, e.g. '\"{text.strip()[:20]}\"'"
         where = f"line {exc.lineno} column {exc.colno}" if "\n" in text.strip() else \
             f"column {exc.colno}"
         raise click.UsageError(f"{what} is not valid JSON: {exc.msg} at {where}{hint}") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .cli_base import CliError, CliState
 from .cli_output import render_table, safe, terminal_width
@@ -55,9 +57,33 @@ class DemoRun:
         """One indented line of the current step."""
         click.echo(f"   {safe(text)}")
 
+    def progress(self, length: int, label: str, **options: Any) -> Any:
+        """A progress bar on a terminal; nothing at all when output goes to a pipe or
+        a file (click would print the bare label there)."""
+        if _is_terminal():
+            return click.progressbar(length=length, label=f"   {label}", **options)
+        return _NoBar()
+
     def command(self, args: str) -> str:
         """The ``liteq`` command line that looks at this demo's database."""
         return f"liteq --db {shlex.quote(self.path)} {args}"
+
+
+def _is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+class _NoBar:
+    """What a progress bar is when there is no terminal to draw it on."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        pass
 
 
 DemoStep = Callable[[DemoRun], None]
@@ -135,8 +161,7 @@ def back_pressure(run: DemoRun) -> None:
 
     threads.start(produce, 2)
     deadline = time.monotonic() + DEADLINE
-    with click.progressbar(length=MAX_DEPTH, label="   filling", show_pos=True,
-                           show_eta=False) as bar:
+    with run.progress(MAX_DEPTH, "filling", show_pos=True, show_eta=False) as bar:
         shown = 0
         while len(full) < 2:
             threads.check(deadline)
@@ -193,7 +218,7 @@ def drain(run: DemoRun) -> None:
     threads.start(consume, 2)
     threads.start(produce, 2)
     deadline = start + DEADLINE
-    with click.progressbar(length=total, label="   consumed", show_pos=True) as bar:
+    with run.progress(total, "consumed", show_pos=True) as bar:
         shown = 0
         while True:
             threads.check(deadline)
@@ -253,8 +278,7 @@ def lease_expiry(run: DemoRun) -> None:
     run.say(f"claimed message {first.id} (delivery {first.attempts}), receipt {first.receipt};"
             f" the consumer dies")
     steps = 20
-    with click.progressbar(length=steps, label="   lease", show_eta=False,
-                           show_percent=False) as bar:
+    with run.progress(steps, "lease", show_eta=False, show_percent=False) as bar:
         for _ in range(steps):
             time.sleep(lease / steps)
             bar.update(1)
@@ -284,8 +308,9 @@ def demo(ctx: click.Context, messages: int) -> None:
     lease runs out comes back. Ends with the stats table and the commands to look
     inside the file.
 
-    The file is a new one in a temporary directory, or --db PATH, which must not
-    exist yet (the demo never touches an existing database).
+    The file is a new one in a temporary directory (also when $LITEQ_DB is set),
+    or --db PATH given on this command line, which must not exist yet (the demo
+    never touches an existing database). It says which file it used.
 
     \b
     Examples:
@@ -294,7 +319,12 @@ def demo(ctx: click.Context, messages: int) -> None:
     """
     state = ctx.find_object(CliState)
     assert state is not None
-    if state.chosen:
+    root = ctx.find_root()
+    # Only --db on the command line chooses the demo's file: $LITEQ_DB names the
+    # user's real database, which the demo must neither refuse to run beside nor touch.
+    given = "db_path" in root.params and \
+        root.get_parameter_source("db_path") == ParameterSource.COMMANDLINE
+    if given:
         path = state.path
         if os.path.exists(path):
             raise CliError(f"{path} exists; the demo needs a new file (give another --db, "
@@ -305,6 +335,9 @@ def demo(ctx: click.Context, messages: int) -> None:
     ctx.call_on_close(db.close)
     run = DemoRun(db=db, path=db.path, messages=messages)
     click.secho(f"liteq demo on a new database file: {run.path}", bold=True)
+    if not given and os.environ.get("LITEQ_DB"):
+        click.echo("($LITEQ_DB is left alone: the demo uses its own file unless "
+                   "'liteq --db PATH demo' names one)")
     for _, step in list(_STEPS):
         step(run)
     click.echo("")
@@ -313,7 +346,7 @@ def demo(ctx: click.Context, messages: int) -> None:
     for line in render_table(rows, STATS_COLUMNS, terminal_width() - 3):
         click.echo(f"   {line}")
     click.echo("")
-    click.echo("Look inside it yourself:")
+    click.echo(f"The demo's database is {run.path}. Look inside it yourself:")
     for args in ("stats --watch", f"dead list {ORDERS}", f"show {run.notes.get('dead', 1)}",
                  f"put {ORDERS} '{{\"order\": 1}}'", f"get {ORDERS}"):
         click.echo(f"   {run.command(args)}")

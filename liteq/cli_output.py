@@ -20,8 +20,10 @@ import datetime as _dt
 import functools
 import json
 import math
+import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,9 @@ __all__ = [
     "output_options",
     "jsonable",
     "to_json",
+    "fmt_duration",
+    "last_line",
+    "table_width",
     "safe",
     "message_dict",
     "message_rows",
@@ -152,6 +157,17 @@ def fmt_age(seconds: float | None) -> str:
     return f"{n // 86400}d{n % 86400 // 3600}h"
 
 
+def fmt_duration(seconds: float) -> str:
+    """How long something ran: ``850µs``, ``13.2ms``, ``1.50s``, then as :func:`fmt_age`."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    return fmt_age(seconds)
+
+
 def fmt_when(ts: float | None, now: float) -> str:
     """A moment relative to *now*: ``3s ago``, ``in 5m00s``, or ``now``."""
     if ts is None:
@@ -249,6 +265,14 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+def table_width() -> int | None:
+    """The width a table is cut to: the terminal's (or $COLUMNS); None, no cut,
+    when stdout is a pipe or a file, so that nothing is lost to a script."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return terminal_width()
+    return None
+
+
 class Output:
     """Where a command's results go: ``table`` (default), ``json`` or ``nl``."""
 
@@ -272,7 +296,7 @@ class Output:
             for r in rows:
                 click.echo(to_json(r))
         elif rows:
-            for line in render_table(rows, columns, terminal_width()):
+            for line in render_table(rows, columns, table_width()):
                 click.echo(line)
         elif empty:
             click.echo(empty, err=True)
@@ -333,11 +357,14 @@ def message_rows(msgs: Sequence[Message], now: float, *,
     """Messages as rows (for JSON: :func:`message_dict`) and the table's columns.
 
     Finished messages show when they finished instead of when they were due; an
-    ERROR column (cut to 60 characters; ``show`` has it whole) comes when *error*
-    is set or any message has one.
+    ERROR column (the last line of the error, cut to 60 characters; ``show`` has it
+    whole) comes when *error* is set or any message has one. Only ready and delayed
+    messages are "due": a leased one shows when its lease ends.
     """
     rows = [message_dict(m) for m in msgs]
     finished = bool(msgs) and all(m.finished_at is not None for m in msgs)
+    leased = bool(msgs) and all(m.state == "leased" for m in msgs)
+    due = {m.id: _due(m, now) for m in msgs}
     columns = [
         Column("id", numeric=True),
         Column("state"),
@@ -345,17 +372,47 @@ def message_rows(msgs: Sequence[Message], now: float, *,
         Column("attempts", numeric=True),
         Column("enqueued_at", "AGE", fmt=lambda t: fmt_age(now - t), numeric=True),
         Column("finished_at", "FINISHED", fmt=lambda t: fmt_when(t, now)) if finished else
-        Column("run_at", "DUE", fmt=lambda t: fmt_when(t, now) if t > now else "now"),
+        Column("lease_until", "LEASE ENDS", fmt=lambda t: fmt_when(t, now)) if leased else
+        Column("id", "DUE", fmt=lambda i: due[i]),
     ]
     if error or any(m.error for m in msgs):
-        columns.append(Column("error", fmt=lambda e: cut(e or "-", 60)))
+        # The last line of a traceback is the exception; 'liteq show ID' has it all.
+        columns.append(Column("error", fmt=lambda e: cut(last_line(e), 60) if e else "-"))
     columns.append(Column("payload", fmt=fmt_payload, flex=True))
     return rows, columns
 
 
+#: Where a cut text may end: after a space or a separator, not inside a word or number.
+_BREAKS = " ,;:)]}"
+
+
+def _due(msg: Message, now: float) -> str:
+    """When a message is due: only ready and delayed ones are; a leased one says
+    when its lease ends; a finished one (done, dead, cancelled) is not due: ``-``."""
+    if msg.state in ("ready", "delayed"):
+        return fmt_when(msg.run_at, now) if msg.run_at > now else "now"
+    if msg.state == "leased" and msg.lease_until is not None:
+        return f"leased, ends {fmt_when(msg.lease_until, now)}"
+    return "-"
+
+
 def cut(text: str, width: int) -> str:
-    """*text* cut to *width* characters, ending in an ellipsis when cut."""
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """*text* cut to *width* characters, ending in an ellipsis when cut; it ends
+    after a space or separator when one is in its second half, not mid-token."""
+    if len(text) <= width:
+        return text
+    head = text[: width - 1]
+    if head and head[-1] not in _BREAKS and text[len(head)] not in _BREAKS:
+        at = max(head.rfind(c) for c in _BREAKS)
+        if at >= (width - 1) // 2:
+            head = head[: at + 1]
+    return head.rstrip() + "…"
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of *text*: of a traceback, the exception itself."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
 
 
 def plural(n: int, noun: str) -> str:

@@ -229,7 +229,7 @@ def queue_config(ctx: click.Context, name: str, out: Output, **options: Any) -> 
     """
     db = open_db()
     existing_queue(db, name)
-    _show_config(db.queue(name, **_option_updates(ctx, **options)), out)
+    _show_config(db.configure_queue(name, **_option_updates(ctx, **options)), out)
 
 
 @queue_group.command("delete")

@@ -27,7 +27,7 @@ from .cli_base import (
     parse_json,
 )
 from .cli_output import Column, Output, fmt_when, jsonable, output_options, plural, to_json
-from .cli_worker import setup_logging
+from .cli_worker import load_app, setup_logging
 from .database import Database
 from .errors import InvalidArgument, ScheduleError
 from .queue import validate_name
@@ -42,6 +42,7 @@ from .scheduler import (
     validate,
 )
 from .scheduler import schedule as save_schedule
+from .task import Task, registry
 
 __all__ = ["schedule_group", "scheduler", "schedule_demo", "schedule_dict"]
 
@@ -61,6 +62,12 @@ def fmt_local(ts: float | None) -> str:
 def fmt_utc(ts: float | None) -> str:
     """A moment in UTC."""
     return "-" if ts is None else _stamp(dt.datetime.fromtimestamp(ts, dt.UTC))
+
+
+def fmt_both(ts: float | None) -> str:
+    """A moment in local time and, when this machine's zone is not UTC, in UTC."""
+    local, utc = fmt_local(ts), fmt_utc(ts)
+    return local if local == utc else f"{local}  ({utc})"
 
 
 def _timing(s: Schedule) -> str:
@@ -139,13 +146,17 @@ def _bad(exc: Exception) -> click.UsageError:
               help="Fire once at this time (without an offset: in --tz).")
 @click.option("--start", metavar="ISO8601",
               help="No fire before this time; the grid of --every starts here.")
-@click.option("--task", "task_name", metavar="NAME", help="Enqueue a call of this task.")
+@click.option("--task", "task_name", metavar="NAME",
+              help="Enqueue a call of this task (with --app, or with --queue).")
+@click.option("--app", "app_spec", metavar="MODULE[:DB]",
+              help="Import this app, as 'liteq worker' does, to check --task and use its "
+                   "queue (and the app's database).")
 @click.option("--args", "args_json", metavar="JSON", help="The task's arguments: a JSON list.")
 @click.option("--kwargs", "kwargs_json", metavar="JSON",
               help="The task's keyword arguments: a JSON object.")
 @click.option("--queue", type=QUEUE,
-              help="Queue to enqueue on (--payload: required; --task: default 'default'; "
-                   "--command: default 'shell').")
+              help="Queue to enqueue on (--payload: required; --task: the task's own "
+                   "queue with --app, else required; --command: default 'shell').")
 @click.option("--payload", "payload_json", metavar="JSON", help="Enqueue this JSON payload.")
 @click.option("--command", metavar="CMD",
               help="Run this shell command (on a worker started with --allow-shell).")
@@ -158,7 +169,8 @@ def _bad(exc: Exception) -> click.UsageError:
 @output_options
 def schedule_add(name: str, cron: str | None, tz: str | None, every: float | None,
                  at_: str | None, start: str | None, task_name: str | None,
-                 args_json: str | None, kwargs_json: str | None, queue: str | None,
+                 app_spec: str | None, args_json: str | None, kwargs_json: str | None,
+                 queue: str | None,
                  payload_json: str | None, command: str | None, misfire: str,
                  misfire_cap: int, out: Output) -> None:
     """Create a schedule, or replace the one named NAME.
@@ -168,12 +180,15 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
     Replacing a schedule with the same timing keeps its next fire time; its
     history is kept either way.
 
-    The CLI does not import your app: a --task schedule goes to --queue, else
-    'default'. Shell commands run with the rights of the worker that runs them.
+    A --task schedule goes to the task's own queue, as one made in Python does:
+    give --app (module or module:db, imported from the current directory as
+    'liteq worker' does) so the CLI can find the task, or name the queue with
+    --queue. Shell commands run with the rights of the worker that runs them.
 
     \b
     Examples:
-      liteq schedule add nightly --cron '0 3 * * *' --tz Europe/Berlin --task app.report --args '[1]'
+      liteq schedule add nightly --cron '0 3 * * *' --tz Europe/Berlin --task app.report --args '[1]' --app app
+      liteq schedule add nightly --cron @daily --task app.report --queue reports
       liteq schedule add ping --every 30s --queue pings --payload '{"ping": true}'
       liteq schedule add backup --cron @daily --command 'backup.sh --full' --misfire skip
     """
@@ -192,6 +207,8 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
                                f"--command (got {', '.join(targets) or 'none'})")
     if (args_json or kwargs_json) and task_name is None:
         raise click.UsageError("--args and --kwargs go with --task")
+    if app_spec is not None and task_name is None:
+        raise click.UsageError("--app goes with --task (it finds the task's queue)")
     if payload_json is not None and queue is None:
         raise click.UsageError("--payload needs --queue")
     try:
@@ -206,6 +223,12 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
     if kwargs is not None and not isinstance(kwargs, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"n\": 1}'",
                                  param_hint="'--kwargs'")
+    if task_name is not None:
+        check_task_name(task_name)
+        if app_spec is None and queue is None:
+            raise click.UsageError(
+                f"--task {task_name} needs --app MODULE[:DB] (to enqueue on the task's own "
+                f"queue, as a schedule made in Python does) or --queue QUEUE")
     target: dict[str, Any] = {}
     if task_name is not None:
         target = {"task": task_name, "args": args, "kwargs": kwargs}
@@ -214,7 +237,12 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
     else:
         assert payload_json is not None
         target = {"payload": parse_json(payload_json, "--payload")}
-    db = open_db(create=True)
+    if app_spec is not None:
+        assert task_name is not None
+        db = _app_db(app_spec)
+        queue = queue or _app_task(db, app_spec, task_name).queue
+    else:
+        db = open_db(create=True)
     try:
         s = save_schedule(db, name, cron=cron, every=every, at=at_, tz=tz, start=start,
                           queue=queue, misfire=misfire, misfire_cap=misfire_cap, **target)
@@ -224,8 +252,40 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
     out.result({**schedule_dict(s), "next": [d.timestamp() for d in nxt]},
                f"schedule {s.name!r} saved: {s.description} -> {_target(s)} on queue "
                f"{s.queue!r}, misfire {s.misfire}\n"
-               + "\n".join(f"  next: {fmt_local(d.timestamp())}  ({fmt_utc(d.timestamp())})"
-                           for d in nxt))
+               + "\n".join(f"  next: {fmt_both(d.timestamp())}" for d in nxt))
+
+
+def check_task_name(name: str) -> None:
+    """Refuse a --task that cannot be a task's name: task names are 1 to 200
+    characters; on the command line also without spaces, control characters or
+    ':' (``module:function`` is not how liteq names tasks: ``module.function`` is)."""
+    if not name or len(name) > 200 or any(c.isspace() or not c.isprintable() for c in name):
+        raise click.BadParameter(f"{name!r} is not a task name: give the name the task is "
+                                 f"registered under (1 to 200 characters, no spaces), e.g. "
+                                 f"myapp.send_report", param_hint="'--task'")
+    if ":" in name:
+        raise click.BadParameter(f"{name!r} is not a task name: tasks are named "
+                                 f"module.function (e.g. {name.replace(':', '.')}), or by "
+                                 f"@db.task(name=...)", param_hint="'--task'")
+
+
+def _app_db(spec: str) -> Database:
+    """The app's Database (like ``liteq worker APP``); --db, if chosen, must agree."""
+    db = load_app(spec)
+    state = click.get_current_context().find_object(CliState)
+    if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
+        raise CliError(f"--app's database is {db.path}, but --db (or $LITEQ_DB) names "
+                       f"{os.path.abspath(state.path)}")
+    return db
+
+
+def _app_task(db: Database, spec: str, name: str) -> Task[Any, Any]:
+    tasks = registry(db)
+    if name not in tasks:
+        known = ", ".join(sorted(tasks)[:10]) or "none"
+        raise click.BadParameter(f"{spec} has no task named {name!r} (its tasks: {known})",
+                                 param_hint="'--task'")
+    return tasks[name]
 
 
 @schedule_group.command("list")
@@ -308,7 +368,7 @@ def schedule_resume(name: str, out: Output) -> None:
     """
     s = _existing(open_db(), name).resume()
     out.result(schedule_dict(s), f"schedule {name!r} resumed; next fire "
-                                 f"{fmt_local(s.next_run_at)} ({fmt_utc(s.next_run_at)})")
+                                 f"{fmt_both(s.next_run_at)}")
 
 
 @schedule_group.command("rm")

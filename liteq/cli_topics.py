@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -150,22 +154,44 @@ def unsubscribe(topic: str, name: str, out: Output) -> None:
               help="Stop after this long without a message.")
 @output_options(rows=True)
 def tail(topic: str, pattern: str, count: int | None, timeout: float | None, out: Output) -> None:
-    """Print messages published on TOPIC from now on, until Ctrl-C.
+    """Print messages published on TOPIC from now on, until Ctrl-C (or SIGTERM).
 
-    Reads through a temporary subscription that is removed on exit (and, if this
-    process is killed, by the next publisher once its own 30 s lease runs out).
+    Reads through a temporary subscription that is removed on exit, also on
+    SIGTERM or SIGHUP (and, if this process is killed with SIGKILL, by the next
+    publisher once its own 30 s lease runs out).
 
     Example: liteq tail orders --pattern 'order.#'
     """
     db = open_db(create=True)
     t: Topic = db.topic(topic)
-    with t.tail(pattern) as follow:
+    with _stop_on_terminate(), t.tail(pattern) as follow:
         if not out.json:
             click.echo(f"following {topic!r} {pattern!r} (Ctrl-C to stop)", err=True)
         try:
             _follow(follow, count, timeout, out)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a tail ends: exit 0, the subscription is removed
+
+
+@contextlib.contextmanager
+def _stop_on_terminate() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP end a tail as Ctrl-C does (KeyboardInterrupt),
+    so its temporary subscription is removed at once instead of collecting copies until
+    its lease runs out. Signal handlers can only be set in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {sig: signal.signal(sig, interrupt) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _follow(follow: Any, count: int | None, timeout: float | None, out: Output) -> None:

@@ -25,6 +25,7 @@ from .cli_output import (
     Output,
     cut,
     fmt_age,
+    fmt_duration,
     fmt_time,
     fmt_when,
     jsonable,
@@ -214,7 +215,8 @@ def _job_dict(info: JobInfo, result: Any = None, has_result: bool = False) -> di
         "id": info.id, "task": info.task, "queue": info.queue, "state": info.state,
         "attempts": info.attempts, "args": info.args, "kwargs": info.kwargs,
         "enqueued_at": info.enqueued_at, "run_at": info.run_at,
-        "finished_at": info.finished_at, "expires_at": info.expires_at,
+        "started_at": info.started_at, "finished_at": info.finished_at,
+        "duration": info.duration, "expires_at": info.expires_at,
         "error": None if error is None else {"type": error.type, "message": error.message,
                                              "traceback": error.traceback},
     }
@@ -232,7 +234,9 @@ def _call_text(info: JobInfo) -> str:
 
 
 @click.command()
-@click.option("--state", "-s", type=click.Choice(JOB_STATES), help="Only jobs in this state.")
+@click.option("--state", "-s", type=click.Choice((*JOB_STATES, "dead")),
+              help="Only jobs in this state. 'failed' is the canonical name; 'dead' (the "
+                   "state of its message) is accepted for it.")
 @click.option("--task", "-t", "task_name", metavar="NAME", help="Only jobs of this task.")
 @click.option("--queue", "-q", metavar="QUEUE", help="Only jobs on this queue.")
 @click.option("--limit", "-n", type=POSITIVE_INT, default=20, show_default=True, metavar="N",
@@ -251,6 +255,8 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int
       liteq jobs --task myapp.send_email -n 100 --json
     """
     db = open_db()
+    if state == "dead":
+        state = "failed"
     infos = list_jobs(db, state=state, task=task_name, queue=queue, limit=limit)
     now = db.clock()
     if out.json:
@@ -260,11 +266,12 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int
              "attempts": i.attempts,
              "when": fmt_when(i.finished_at, now) if i.finished_at else
              fmt_age(now - i.enqueued_at) if i.enqueued_at else "-",
+             "took": "-" if i.duration is None else fmt_duration(i.duration),
              "error": cut(str(i.error), 50) if i.error else "-", "call": _call_text(i)}
             for i in infos]
     columns = [Column("id", numeric=True), Column("task"), Column("queue"), Column("state"),
                Column("attempts", numeric=True), Column("when", "AGE/FINISHED"),
-               Column("error"), Column("call", flex=True)]
+               Column("took", numeric=True), Column("error"), Column("call", flex=True)]
     what = f"{state} jobs" if state else "jobs"
     out.rows(rows, columns, empty=f"no {what}" + (f" of task {task_name!r}" if task_name else ""))
 
@@ -308,7 +315,9 @@ def job(job_id: int, wait: float, out: Output) -> None:
         ("enqueued", fmt_time(info.enqueued_at, now)),
         ("due", fmt_time(info.run_at, now) if info.state in ("queued", "scheduled",
                                                              "retrying") else "-"),
+        ("started", fmt_time(info.started_at, now)),
         ("finished", fmt_time(info.finished_at, now)),
+        ("duration", "-" if info.duration is None else fmt_duration(info.duration)),
         ("kept until", fmt_time(info.expires_at, now)),
         ("error", info.error.format() if info.error else "-"),
         ("result", to_json(result, indent=2) if has_result else

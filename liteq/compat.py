@@ -391,7 +391,7 @@ class SimpleQueue(Generic[_T]):
         )
         if not self._main.config.count_depth:
             # qsize()/empty() read the O(1) counter, also when unbounded.
-            self._main = self._db.queue(self.name, count_depth=True)
+            self._main = self._db.configure_queue(self.name, count_depth=True)
 
     # -- put ------------------------------------------------------------------------
 
@@ -529,7 +529,7 @@ class Queue(SimpleQueue[_T]):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"maxsize must be an integer, got {value!r}")
         bound = value if value > 0 else None
-        self._main = self._db.queue(self.name, max_depth=bound)
+        self._main = self._db.configure_queue(self.name, max_depth=bound)
         self._maxsize_given = value
 
     def full(self) -> bool:

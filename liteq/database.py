@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -11,12 +12,23 @@ from typing import Any
 
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
-from .queue import _UNSET, Message, Queue, inspectable, option_columns, validate_name
+from .queue import (
+    _UNSET,
+    Backoff,
+    Message,
+    Queue,
+    QueueConfig,
+    inspectable,
+    option_columns,
+    validate_name,
+)
 from .store import Store, default_queue_options
 from .topic import Topic
 from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
+
+logger = logging.getLogger("liteq")
 
 
 def parse_receipt(receipt: str) -> tuple[int, int]:
@@ -28,6 +40,28 @@ def parse_receipt(receipt: str) -> tuple[int, int]:
         raise InvalidArgument(
             f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417), got {receipt!r}"
         ) from None
+
+
+def _warn_changed(config: QueueConfig, updates: dict[str, Any]) -> None:
+    """Log which declared options differ from *config*, the stored ones."""
+    stored = {"max_depth": config.max_depth, "lease": config.lease,
+              "max_attempts": config.max_attempts, "dead_letter": config.dead_letter,
+              "retention": config.retention, "count_depth": int(config.count_depth)}
+    changed: list[tuple[str, Any, Any]] = [
+        (k, stored[k], v) for k, v in updates.items() if k in stored and stored[k] != v]
+    declared = Backoff(*(updates.get(f"backoff_{p}", getattr(config.backoff, p))
+                         for p in ("base", "factor", "max", "jitter")))
+    if declared != config.backoff:
+        changed.append(("backoff", config.backoff, declared))
+    for option, old, new in changed:
+        if option == "count_depth":
+            old, new = bool(old), bool(new)
+        logger.warning(
+            "queue %r: %s=%r declared here differs from the stored %s=%r (declared by "
+            "another process or version, or set with 'liteq queue config'); the declared "
+            "value replaces it for every process. Declare the same options everywhere, or "
+            "set them once with 'liteq queue config' and declare none",
+            config.name, option, new, option, old)
 
 
 def default_path() -> str:
@@ -126,20 +160,38 @@ class Database:
         ``dead_letter=None`` (dead messages stay in this queue), ``retention=0``
         (delete on ack), ``backoff=Backoff()``, ``count_depth=False``.
 
+        Declared options win: an option given here that differs from the stored
+        one replaces it (for every process), and a warning on the ``liteq`` logger
+        names the option and both values, since two processes declaring different
+        values would otherwise flip them back and forth unnoticed. Declare the same
+        options everywhere, or declare none and set them deliberately with
+        :meth:`configure_queue` (``liteq queue config``), which does not warn.
+
         The depth counter (``len(q)`` in O(1)) is kept while the queue has a
         ``max_depth``; ``count_depth=True`` keeps it for an unbounded queue too, at
         the cost of one more page written per put and ack.
         """
+        return self._declare(name, True, max_depth=max_depth, lease=lease,
+                             max_attempts=max_attempts, dead_letter=dead_letter,
+                             retention=retention, backoff=backoff, count_depth=count_depth)
+
+    def configure_queue(self, name: str, **options: Any) -> Queue:
+        """Set queue *name*'s stored options on purpose (creating it if missing), as
+        ``liteq queue config`` does: the options of :meth:`queue`, without its
+        warning about values that differ from the stored ones."""
+        return self._declare(name, False, **options)
+
+    def _declare(self, name: str, warn: bool, **options: Any) -> Queue:
         validate_name(name)
-        updates = option_columns(
-            max_depth=max_depth, lease=lease, max_attempts=max_attempts,
-            dead_letter=dead_letter, retention=retention, backoff=backoff,
-            count_depth=count_depth,
-        )
+        updates = option_columns(**options)
         if not updates:
             q = self._queues.get(name)
             if q is not None:
                 return q
+        elif warn:
+            stored = self._store.queue_row(name)
+            if stored is not None:
+                _warn_changed(QueueConfig.from_row(stored), updates)
         row = self._store.ensure_queue(name, default_queue_options(), updates)
         q = Queue(self, row)
         with self._lock:

@@ -149,6 +149,17 @@ CREATE TABLE meta (
 ) STRICT;
 """
 
+# Version 2: a finished job keeps its history with its outcome (``liteq jobs -q``
+# and ``liteq job N`` after the message is gone). Written with the results row, so
+# only task jobs pay for it; a plain queue's ack is unchanged.
+_V2 = """
+ALTER TABLE results ADD COLUMN queue TEXT;         -- the queue the job ran on
+ALTER TABLE results ADD COLUMN call BLOB;          -- CBOR {"task", "args", "kwargs"}
+ALTER TABLE results ADD COLUMN enqueued_at REAL;
+ALTER TABLE results ADD COLUMN started_at REAL;    -- start of its last run (NULL: never ran)
+ALTER TABLE results ADD COLUMN duration REAL;      -- seconds its last run took
+"""
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,7 +62,7 @@ __all__ = [
     "Task", "register", "registry", "Job", "JobInfo", "JobError", "JobContext", "Outcome",
     "current_job", "Retry", "Fail", "Cancelled", "TaskTimeout", "JobFailed", "JobCancelled",
     "NoResult", "JobNotFound", "ResultTimeout", "JOB_STATES", "DEFAULT_RESULT_TTL",
-    "task_call", "list_jobs",
+    "task_call", "list_jobs", "outcome_row",
 ]
 
 P = ParamSpec("P")
@@ -469,6 +469,9 @@ class JobInfo:
     finished_at: float | None = None
     expires_at: float | None = None
     value: bytes | None = field(default=None, repr=False)
+    #: When its last run started (None if it never ran), and how long that run took.
+    started_at: float | None = None
+    duration: float | None = None
 
 
 def _message_state(state: int, attempts: int, origin: str | None) -> str:
@@ -488,13 +491,18 @@ _RESULT_STATES = {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}
 
 def _info_from(db: Database, row: Sequence[Any] | None, res: Sequence[Any] | None,
                queue_name: Callable[[int], str | None]) -> JobInfo | None:
+    """A job from its message row, its results row, or both (the message wins for
+    what it still holds; the results row keeps the rest once the message is gone)."""
+    kept: dict[str, Any] = {}
+    if res is not None:
+        (rid, rname, rstate, value, rerror, rattempts, rfinished, expires_at, rqueue, rcall,
+         renqueued, started_at, duration) = res
+        kept = {"value": value, "expires_at": expires_at, "started_at": started_at,
+                "duration": duration}
     if row is not None:
         (mid, qid, state, _prio, run_at, blob, _headers, _key, attempts, enqueued_at,
          _lease, _token, error, finished_at, origin, _rank, _cancel) = row
-        try:
-            call = task_call(codec.decode(blob))
-        except SerializationError:
-            call = None
+        call = task_call(_safe_decode(blob))
         name, args, kwargs = call if call else (res[1] if res else None, None, None)
         job_state = _message_state(state, attempts, origin)
         finished = job_state in ("done", "failed", "cancelled")
@@ -504,13 +512,31 @@ def _info_from(db: Database, row: Sequence[Any] | None, res: Sequence[Any] | Non
             error=JobError.parse(res[4] if finished and res and res[4] else error),
             args=args, kwargs=kwargs, enqueued_at=enqueued_at, run_at=run_at,
             finished_at=finished_at if finished_at is not None else (res[6] if res else None),
-            expires_at=res[7] if res else None, value=res[3] if res else None)
+            **kept)
     if res is not None:
-        rid, name, state, value, error, attempts, finished_at, expires_at = res
-        return JobInfo(id=rid, task=name, queue=None, state=_RESULT_STATES[state],
-                       attempts=attempts, error=JobError.parse(error),
-                       finished_at=finished_at, expires_at=expires_at, value=value)
+        call = task_call(_safe_decode(rcall)) if rcall is not None else None
+        return JobInfo(id=rid, task=rname, queue=rqueue, state=_RESULT_STATES[rstate],
+                       attempts=rattempts, error=JobError.parse(rerror),
+                       args=call[1] if call else None, kwargs=call[2] if call else None,
+                       enqueued_at=renqueued, finished_at=rfinished, **kept)
     return None
+
+
+def outcome_row(ctx: JobContext, state: int, *, attempts: int, now: float,
+                ttl: float | None, error: str | None = None, value: bytes | None = None,
+                duration: float | None = None) -> tuple[Any, ...]:
+    """The results row of a job that ended in *state* (DONE, DEAD or CANCELLED) at
+    *now*: its outcome, and its history (queue, call, enqueue and start times, how
+    long its last run took), kept together until ``now + ttl`` (None: for ever)."""
+    try:
+        call = codec.encode({"task": ctx.task, "args": ctx.args, "kwargs": ctx.kwargs},
+                            2**62)
+    except LiteqError:
+        call = None  # it was decoded from CBOR, so this is only a value the task changed
+    started = ctx.started_at or None
+    return (ctx.id, ctx.task, state, value, error, attempts, now,
+            None if ttl is None else now + ttl, ctx.queue, call, ctx.enqueued_at, started,
+            duration if started is not None else None)
 
 
 class Job:
@@ -624,7 +650,9 @@ class Job:
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
                 now = store.clock()
                 store.save_results([(self.id, name, CANCELLED, None, "cancelled before it ran",
-                                     row[8], now, None if ttl is None else now + ttl)])
+                                     row[8], now, None if ttl is None else now + ttl,
+                                     row[14] or self._queue_name(row[1]), row[5] if call else None,
+                                     row[9], None, None)])
         return outcome
 
     def __eq__(self, other: object) -> bool:
@@ -658,14 +686,19 @@ def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> l
     return db._store.job_messages(codes, before, n)
 
 
-def _scan_results(db: Database, code: int | None, before: int, n: int) -> list[Any]:
-    return db._store.orphan_results(code, before, n)
+def _scan_results(db: Database, code: int | None, before: int, n: int, queue: str | None,
+                  task: str | None) -> list[Any]:
+    return db._store.orphan_results(code, before, n, queue=queue, task=task)
 
 
 def list_jobs(db: Database, *, state: str | None = None, task: str | None = None,
               queue: str | None = None, limit: int = 50) -> list[JobInfo]:
     """The newest jobs (task messages, and outcomes of jobs whose message is gone),
-    newest first, optionally only those in *state*, of *task*, or on *queue*."""
+    newest first, optionally only those in *state*, of *task*, or on *queue*.
+
+    *state* ``"dead"`` is accepted for ``"failed"`` (the message state's name)."""
+    if state == "dead":
+        state = "failed"
     if state is not None and state not in JOB_STATES:
         raise InvalidArgument(f"state must be one of {', '.join(JOB_STATES)}, got {state!r}")
     _positive_int(limit, "limit")
@@ -696,12 +729,12 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
         if len(rows) < chunk:
             break
         before = rows[-1][0]
-    if queue is None and (state is None or state in _RESULT_CODES):
+    if state is None or state in _RESULT_CODES:
         before = 2**63 - 1
         code = _RESULT_CODES[state] if state else None
         extra: list[JobInfo] = []
         while len(extra) < limit:
-            rows = _scan_results(db, code, before, chunk)
+            rows = _scan_results(db, code, before, chunk, queue, task)
             for res in rows:
                 info = _info_from(db, None, res, queue_name)
                 if keep(info):

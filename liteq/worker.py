@@ -78,6 +78,7 @@ from .task import (
     Task,
     TaskTimeout,
     _current,
+    outcome_row,
     registry,
     run_coroutine,
     task_call,
@@ -211,8 +212,9 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
             if final is not None:
                 now = store.clock()
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
-                store.save_results([(mid, ctx.task, final, None, text, attempts, now,
-                                     None if ttl is None else now + ttl)])
+                store.save_results([outcome_row(ctx, final, attempts=attempts, now=now,
+                                                ttl=ttl, error=text,
+                                                duration=outcome.duration)])
     except LeaseLost:
         logger.warning("job %d %s: its lease was lost (the worker did not renew it in time); "
                        "another worker runs it", mid, ctx.task)
@@ -461,6 +463,7 @@ class _Consumer:
     def _atomic(self, task: Task[Any, Any], msg: Message, ctx: JobContext, args: list[Any],
                 kwargs: dict[str, Any]) -> tuple[Any, bool]:
         q = msg._q
+        start = time.perf_counter()
         with contextlib.suppress(_Lost), self.db.transaction():
             if task.is_async:
                 result = run_coroutine(self._event_loop(), task.fn(*args, **kwargs), task.timeout)
@@ -470,12 +473,13 @@ class _Consumer:
                 logger.warning("job %d %s: its lease was lost before the ack; its writes "
                                "were rolled back and another worker runs it", msg.id, task.name)
                 raise _Lost()  # rolls the task's own writes back with the ack
-            self.store.save_results([self._result_row(msg, task, ctx, result)])
+            self.store.save_results([self._result_row(
+                msg, task, ctx, result, time.perf_counter() - start)])
             return result, True
         return None, False
 
     def _result_row(self, msg: Message, task: Task[Any, Any], ctx: JobContext,
-                    result: Any) -> tuple[Any, ...]:
+                    result: Any, duration: float) -> tuple[Any, ...]:
         value = note = None
         if task.store_result:
             try:
@@ -484,9 +488,8 @@ class _Consumer:
                 note = f"the return value was not stored: {exc}"
                 logger.warning("job %d %s: %s", msg.id, task.name, note)
         now = self.store.clock()
-        ttl = task.result_ttl
-        return (msg.id, task.name, DONE, value, note, msg.attempts, now,
-                None if ttl is None else now + ttl)
+        return outcome_row(ctx, DONE, attempts=msg.attempts, now=now, ttl=task.result_ttl,
+                           error=note, value=value, duration=duration)
 
     def _flush(self) -> None:
         """Ack the jobs that succeeded, with their results rows, in one transaction."""
@@ -501,7 +504,7 @@ class _Consumer:
             with self.db.transaction():
                 for q, pairs in by_queue.values():
                     lost.update(self.store.ack(q.id, pairs, q.config.retention))
-                self.store.save_results([self._result_row(m, t, c, o.result)
+                self.store.save_results([self._result_row(m, t, c, o.result, o.duration)
                                          for m, t, c, o in done if m.id not in lost])
         except LiteqError:
             logger.exception("could not ack %d finished job(s); they will run again once "

@@ -66,7 +66,7 @@ def test_add_then_list_and_next_show_fire_times_in_local_time_utc_and_the_schedu
     # 2035-10-28 is the last Sunday of October: Berlin falls back from CEST to CET.
     out = ok(path, "schedule", "add", "nightly", "--cron", "30 2 * * *", "--tz",
              "Europe/Berlin", "--start", "2035-10-27T12:00:00+02:00", "--task", "app.report",
-             "--args", "[1]", "--kwargs", '{"full": true}').output
+             "--args", "[1]", "--kwargs", '{"full": true}', "--queue", "default").output
     assert "schedule 'nightly' saved: At 02:30 every day (Europe/Berlin)" in out
     assert "app.report(1, full=true) on queue 'default'" in out
     assert "next: 2035-10-27 20:30:00 EDT  (2035-10-28 00:30:00 UTC)" in out

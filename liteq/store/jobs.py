@@ -27,7 +27,9 @@ class JobVerbs(StoreBase):
 
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Record job outcomes ``(id, task, state, value, error, attempts, finished_at,
-        expires_at)``; joins the caller's transaction (so it can commit with the ack)."""
+        expires_at, queue, call, enqueued_at, started_at, duration)`` (see
+        ``task.outcome_row``); joins the caller's transaction (so it can commit with
+        the ack)."""
         with self.write() as cur:
             if len(rows) == 1:
                 cur.execute(SQL_RESULT_PUT, rows[0])
@@ -45,13 +47,20 @@ class JobVerbs(StoreBase):
         with self.read() as cur:
             return [tuple(r) for r in cur.execute(sql, (before, *states, n)).fetchall()]
 
-    def orphan_results(self, state: int | None, before: int, n: int) -> list[tuple[Any, ...]]:
-        """Results rows with ``id < before`` (in *state*, if given) whose message is
-        gone, newest first."""
-        sql = SQL_ORPHAN_RESULTS.replace("{where}", "" if state is None else "AND r.state = ?")
-        params = (before,) + (() if state is None else (state,)) + (n,)
+    def orphan_results(self, state: int | None, before: int, n: int, *,
+                       queue: str | None = None, task: str | None = None
+                       ) -> list[tuple[Any, ...]]:
+        """Results rows with ``id < before`` (in *state*, on *queue*, of *task*, when
+        given) whose message is gone, newest first."""
+        where: list[str] = []
+        params: list[Any] = [before]
+        for column, value in (("state", state), ("queue", queue), ("task", task)):
+            if value is not None:
+                where.append(f"AND r.{column} = ?")
+                params.append(value)
+        sql = SQL_ORPHAN_RESULTS.replace("{where}", " ".join(where))
         with self.read() as cur:
-            return [tuple(r) for r in cur.execute(sql, params).fetchall()]
+            return [tuple(r) for r in cur.execute(sql, (*params, n)).fetchall()]
 
     def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
         """Give leased messages ``(id, token)`` back, ready at once and without counting

@@ -276,23 +276,25 @@ SELECT EXISTS (SELECT 1 FROM messages WHERE qid = :qid AND state = {READY}), {_N
 
 # --- SQL: task results ---------------------------------------------------------------
 
-SQL_RESULT_PUT = """
-INSERT INTO results (id, task, state, value, error, attempts, finished_at, expires_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_RESULT_COLUMNS = ("id, task, state, value, error, attempts, finished_at, expires_at, "
+                   "queue, call, enqueued_at, started_at, duration")
+SQL_RESULT_PUT = f"""
+INSERT INTO results ({_RESULT_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
     value = excluded.value, error = excluded.error, attempts = excluded.attempts,
-    finished_at = excluded.finished_at, expires_at = excluded.expires_at
+    finished_at = excluded.finished_at, expires_at = excluded.expires_at,
+    queue = excluded.queue, call = excluded.call, enqueued_at = excluded.enqueued_at,
+    started_at = excluded.started_at, duration = excluded.duration
 """
-SQL_RESULT_GET = """
-SELECT id, task, state, value, error, attempts, finished_at, expires_at FROM results WHERE id = ?
-"""
+SQL_RESULT_GET = f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?"
 SQL_JOB_MESSAGES = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id < ? AND state IN ({{marks}})
 ORDER BY id DESC LIMIT ?
 """
-SQL_ORPHAN_RESULTS = """
-SELECT r.id, r.task, r.state, r.value, r.error, r.attempts, r.finished_at, r.expires_at
-FROM results AS r WHERE r.id < ? {where}
+SQL_ORPHAN_RESULTS = f"""
+SELECT {", ".join("r." + c for c in _RESULT_COLUMNS.split(", "))}
+FROM results AS r WHERE r.id < ? {{where}}
   AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.id = r.id)
 ORDER BY r.id DESC LIMIT ?
 """
