@@ -7,6 +7,7 @@ to find the :class:`~liteq.Database` its tasks are registered on, and serves the
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from .cli_base import DURATION, POSITIVE_INT, CliError, CliState, open_db
+from .cli_base import DURATION, EX_USAGE, POSITIVE_INT, CliError, CliState, open_db
 from .cli_output import (
     Column,
     Output,
@@ -42,37 +43,78 @@ _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"
                                                                               "asctime"}
 
 
-def load_app(spec: str) -> Database:
-    """The Database named by APP: ``module`` (its one Database, or the one called
-    ``db``) or ``module:attr`` (an attribute path; a callable is called)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or ":" in attr or (":" in spec and not attr):
-        raise click.UsageError(f"APP is module or module:attr (e.g. myapp or myapp.tasks:db), "
-                               f"got {spec!r}")
+class AppError(CliError):
+    """``Error: MESSAGE`` on stderr, exit code 2: APP (or a --hook) names the wrong
+    kind of thing; nothing was called and nothing written."""
+
+    exit_code = EX_USAGE
+
+
+def _import(module_name: str, what: str) -> Any:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like 'python -m': the current directory first
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise CliError(f"cannot import APP module {module_name!r}: {exc} (run from the "
+            raise CliError(f"cannot import {what} module {module_name!r}: {exc} (run from the "
                            f"directory that holds it, or set PYTHONPATH)") from exc
         raise CliError(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
         raise CliError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
-    if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
-        if callable(obj) and not isinstance(obj, Database):
-            obj = obj()
-        if not isinstance(obj, Database):
-            raise CliError(f"{spec} is a {type(obj).__name__}, not a liteq Database")
-        return obj
+
+
+def _attribute(module: Any, module_name: str, attr: str) -> Any:
+    """``module.attr`` (a dotted path), looked up only: nothing is called."""
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = inspect.getattr_static(obj, part)
+        except AttributeError:
+            raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _found(obj: Any) -> str:
+    """What a wrong APP is, for the error: 'a liteq Task (app.send)', 'a function'."""
+    from .task import Task
+
+    if isinstance(obj, Task):
+        return f"a liteq Task ({obj.name}), not the Database"
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj):
+        return "a function, not a liteq Database (APP is never called)"
+    if inspect.isclass(obj):
+        return f"the class {obj.__name__}, not a liteq Database"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}, not a liteq Database"
+    kind = type(obj).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}, not a liteq Database"
+
+
+def load_app(spec: str) -> Database:
+    """The Database named by APP: ``module`` (its one Database, or the one called
+    ``db``) or ``module:attr`` (an attribute path to a Database).
+
+    Resolving APP only imports the module and looks attributes up: nothing is
+    called (a task named by mistake must not run). Anything but a Database is
+    refused with :class:`AppError` (exit code 2), naming what was found and the
+    Database to give instead.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or ":" in attr or (":" in spec and not attr):
+        raise click.UsageError(f"APP is module or module:attr (e.g. myapp or myapp.tasks:db), "
+                               f"got {spec!r}")
+    module = _import(module_name, "APP")
     found = {name: v for name, v in vars(module).items() if isinstance(v, Database)}
+    if attr:
+        obj = _attribute(module, module_name, attr)
+        if isinstance(obj, Database):
+            return obj
+        mine = [n for n, v in found.items() if v is inspect.getattr_static(obj, "db", None)]
+        names = sorted(mine or found) or ["db"]
+        suggest = f"{module_name}:{'db' if 'db' in names else names[0]}"
+        raise AppError(f"{spec} is {_found(obj)}: APP names the Database the tasks are "
+                       f"registered on, e.g. {suggest}")
     if "db" in found:
         return found["db"]
     if len(found) == 1:
@@ -142,9 +184,9 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
            with_scheduler: bool) -> None:
     """Run the tasks of APP until stopped.
 
-    APP is a module (its Database called db, or its only one) or module:attr,
-    imported from the current directory. The database is APP's: --db, if given,
-    must name the same file.
+    APP is a module (its Database called db, or its only one) or module:attr
+    naming the Database, imported from the current directory; it is looked up,
+    never called. The database is APP's: --db, if given, must name the same file.
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish for --grace;
     then they are released so another worker takes them at once. A second
