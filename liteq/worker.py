@@ -451,6 +451,13 @@ class _Consumer:
                                                 f"{timeout or 0:g} s")
             return Outcome("retrying", time.perf_counter() - start, error=why), False
         except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
+            unfit = task.binding_error(args, kwargs) if isinstance(exc, TypeError) else None
+            if unfit is not None:
+                # The call itself could not be made: no attempt would do better.
+                error = JobError("TypeError", f"the job's arguments do not fit the task: {unfit}; "
+                                 f"failed without retrying (did the task's signature change "
+                                 f"after the job was enqueued?)")
+                return Outcome("failed", time.perf_counter() - start, error=error), False
             return Outcome("retrying", time.perf_counter() - start,
                            error=JobError.from_exception(exc, skip=1)), False
         finally:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from helpers import file_digest
+from helpers import file_digest, message_rows
+from workerapp_tools import drain, wait_until
 
 import liteq
 from liteq.cli import cli
@@ -78,3 +79,66 @@ def test_worker_refuses_an_app_that_is_not_a_database_without_calling_it_or_writ
     db = liteq.connect(app)
     assert db.queues() == [] and db.execute("SELECT count(*) FROM messages") == [(0,)]
     db.close()
+
+
+# -- 4. arguments that cannot bind ------------------------------------------------------------
+
+def test_enqueueing_arguments_that_do_not_fit_the_signature_raises_and_writes_nothing(
+        db: liteq.Database) -> None:
+    @db.task(name="fc.send_welcome")
+    def send_welcome(user_id: int, lang: str = "en") -> None:
+        """Nothing."""
+
+    for call in (lambda: send_welcome.delay(1, 2, 3, 4),
+                 lambda: send_welcome.delay(1, langg="de"),
+                 lambda: send_welcome.enqueue(kwargs={"lang": "de"}),
+                 lambda: send_welcome.enqueue_many([(1,), (1, 2, 3)])):
+        with pytest.raises(liteq.InvalidArgument) as exc:
+            call()
+        assert str(exc.value).startswith("cannot enqueue task fc.send_welcome: ")
+        assert "(the signature is fc.send_welcome(user_id, lang='en'))" in \
+            str(exc.value)
+    assert "too many positional arguments" in _bind_message(send_welcome, (1, 2, 3, 4), {})
+    assert db.queues() == []
+    assert message_rows(db) == []
+    assert send_welcome.delay(7, lang="de").state == "queued"
+
+
+def _bind_message(task: liteq.Task[..., None], args: tuple[int, ...],
+                  kwargs: dict[str, str]) -> str:
+    with pytest.raises(liteq.InvalidArgument) as exc:
+        task.enqueue(args, kwargs)
+    return str(exc.value)
+
+
+def test_a_job_whose_arguments_no_longer_fit_fails_at_once_without_retries(
+        db: liteq.Database) -> None:
+    calls: list[object] = []
+
+    @db.task(name="fc.resize", max_attempts=5, backoff=liteq.Backoff(base=0.01, jitter=0))
+    def resize(image: str, width: int) -> None:
+        calls.append((image, width))
+
+    # Enqueued by an older deploy, whose resize() took a third argument.
+    stale = db.queue("default").put({"task": "fc.resize", "args": ["a.png", 10, 20],
+                                     "kwargs": {}})
+    drain(db)
+    job = db.job(stale)
+    assert (job.state, job.attempts, calls) == ("failed", 1, [])
+    assert job.error is not None and job.error.type == "TypeError"
+    assert "the job's arguments do not fit the task: too many positional arguments" in \
+        job.error.message
+    assert "failed without retrying" in job.error.message
+
+
+def test_a_type_error_raised_inside_a_task_is_still_retried(db: liteq.Database) -> None:
+    @db.task(name="fc.fragile", max_attempts=2, backoff=liteq.Backoff(base=0.01, jitter=0))
+    def fragile(n: int) -> None:
+        raise TypeError("a bug inside the task")
+
+    job = fragile.delay(1)
+    drain(db)
+    assert (job.state, job.attempts) == ("retrying", 1)
+    wait_until(lambda: drain(db) and job.state == "failed", what="the second attempt")
+    assert job.attempts == 2
+    assert job.error is not None and job.error.message == "a bug inside the task"
