@@ -6,6 +6,8 @@ subprocesses on real files."""
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -142,3 +144,20 @@ def test_a_type_error_raised_inside_a_task_is_still_retried(db: liteq.Database) 
     wait_until(lambda: drain(db) and job.state == "failed", what="the second attempt")
     assert job.attempts == 2
     assert job.error is not None and job.error.message == "a bug inside the task"
+
+
+# -- 5. which duration is which in the log ----------------------------------------------------
+
+def test_the_log_of_a_retried_job_names_its_run_time_and_its_retry_delay(
+        db: liteq.Database, caplog: pytest.LogCaptureFixture) -> None:
+    @db.task(name="fc.flaky", max_attempts=3, backoff=liteq.Backoff(base=0.25, jitter=0))
+    def flaky() -> None:
+        raise ValueError("not yet")
+
+    job = flaky.delay()
+    with caplog.at_level(logging.DEBUG, logger="liteq.worker"):
+        drain(db)
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    assert lines[1] == (f"job {job.id} fc.flaky attempt 1 of 3 failed: ValueError: not yet; "
+                        f"next attempt in 0.25 s (retry delay)")
+    assert re.fullmatch(rf"job {job.id} fc\.flaky retrying \(run time [0-9.]+ ms\)", lines[2])
