@@ -100,6 +100,7 @@ _FLUSH_SECONDS = 0.05  # ack finished jobs at least this often within a batch
 _HOLD_SECONDS = 0.5  # a batch still unstarted after this long goes back to the queue
 _TICK = 0.1  # the supervisor's polling period (timeouts, children, summaries)
 _PRUNE_EVERY = 60.0
+_LOOK_FOR_QUEUES = 0.1  # how often a consumer looks for served queues that are missing
 
 # -- releasing leases -----------------------------------------------------------------
 
@@ -124,7 +125,15 @@ class _Leases:
         self._held: dict[int, tuple[int, int]] = {}  # id -> (token, qid)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def watch(self, q: Queue) -> None:
+        """Also renew leases of *q* (a served queue that appeared after the start),
+        at its own lease's pace from now on."""
+        with self._lock:
+            self.queues = [*self.queues, q]
+        self._wake.set()
 
     def add(self, msgs: Sequence[Message]) -> None:
         with self._lock:
@@ -146,6 +155,7 @@ class _Leases:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5.0)
 
@@ -154,7 +164,11 @@ class _Leases:
         return max(0.05, min(leases) / 3)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval()):
+        while True:
+            self._wake.wait(self._interval())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except Exception:
@@ -240,7 +254,8 @@ class _Consumer:
         self.w = worker
         self.db = worker.db
         self.store = worker.db._store
-        self.queues = [worker.db.queue(name) for name in worker.queues]
+        self.queues: list[Queue] = worker.existing_queues()
+        self._looked_for_queues = time.monotonic()
         self.tasks = worker.tasks
         self.hooks = worker._hooks
         self.leases = leases
@@ -301,6 +316,7 @@ class _Consumer:
         looks = Looks(claim=True, hinted=False)
         while not self.w._stopping:
             waiter.arm()  # before looking: a commit from now on wakes the wait
+            self._find_new_queues()
             due_at = math.inf
             for q in self.queues:
                 if not looks.claim:
@@ -315,10 +331,28 @@ class _Consumer:
             if self.w.burst:
                 return []
             if looks.claim:
-                due_at = min(store.next_due(q.id) for q in self.queues)
+                due_at = min((store.next_due(q.id) for q in self.queues), default=math.inf)
             timeout = max(0.0005, min(due_at - store.clock(), 1.0))
             looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
         return []
+
+    def _find_new_queues(self) -> None:
+        """Serve a queue that did not exist at the start once something created it
+        (a put does): looked for at most every ``_LOOK_FOR_QUEUES`` seconds."""
+        if len(self.queues) == len(self.w.queues):
+            return
+        now = time.monotonic()
+        if now - self._looked_for_queues < _LOOK_FOR_QUEUES:
+            return
+        self._looked_for_queues = now
+        known = {q.name for q in self.queues}
+        if not any(self.db.has_queue(n) for n in self.w.queues if n not in known):
+            return
+        self.queues = self.w.existing_queues()
+        for q in self.queues:
+            if q.name not in known:
+                logger.info("queue %r now exists: serving it", q.name)
+                self.leases.watch(q)
 
     def _work(self, msgs: list[Message]) -> None:
         self.leases.add(msgs)
@@ -550,7 +584,10 @@ class Worker(ProcessPool):
 
     *queues* are served in order of preference (a claim takes from the first one
     that has due jobs); default: the queues of the registered tasks, in order of
-    registration, or ``["default"]``. *concurrency* consumers run at once: threads
+    registration, or ``["default"]``. A served queue that does not exist is created
+    at the start if a registered task uses it; any other is logged as a warning
+    (a typo?) and left missing, and is served once something creates it.
+    *concurrency* consumers run at once: threads
     (``pool="thread"``, default 4) or child processes (``pool="process"``, default
     one per CPU; Linux and macOS, by ``fork()``). *grace* seconds for running jobs to
     finish after a stop signal, *prefetch* the most jobs claimed at once, *burst* to
@@ -610,8 +647,7 @@ class Worker(ProcessPool):
         self._signals = 0
         self._parent = os.getpid()
         old = self._install_signals()
-        for name in self.queues:
-            self.db.queue(name)  # create missing queues before any child starts
+        self._warn_missing_queues()
         self._warn_limits()
         self._hooks.call("on_worker_start", self)
         try:
@@ -708,6 +744,23 @@ class Worker(ProcessPool):
             while os.read(self._pipes[2], 4096):
                 pass
 
+    def existing_queues(self) -> list[Queue]:
+        """The served queues that exist now, in order of preference."""
+        return [self.db.queue(n) for n in self.queues if self.db.has_queue(n)]
+
+    def _warn_missing_queues(self) -> None:
+        """Create the missing queues that tasks use (before any child starts); warn
+        about the others, probably mistyped, and leave them missing: a consumer
+        serves one once something is put on it."""
+        used = {t.queue for t in self.tasks.values()}
+        for name in self.queues:
+            if name in used:
+                self.db.queue(name)
+            elif not self.db.has_queue(name):
+                logger.warning("queue %r does not exist and no task of this app uses it "
+                               "(their queues: %s); it is served once something is put on "
+                               "it: is the name right?", name, ", ".join(sorted(used)) or "none")
+
     def _warn_limits(self) -> None:
         for task in self.tasks.values():
             if task.queue in self.queues:
@@ -739,7 +792,7 @@ class Worker(ProcessPool):
     # -- thread pool --------------------------------------------------------------------
 
     def _run_threads(self) -> None:
-        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases = _Leases(self.db, self.existing_queues())
         leases.start()
         self._consumers = [_Consumer(self, leases) for _ in range(self.concurrency)]
         self._threads = threads = [
@@ -776,7 +829,7 @@ class Worker(ProcessPool):
         self._stats = StatsHook()
         self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
         slot.publish(counts=self._stats.snapshot())
-        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases = _Leases(self.db, self.existing_queues())
         leases.start()
         try:
             _Consumer(self, leases, slot).run()

@@ -10,13 +10,15 @@ import logging
 import re
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from helpers import file_digest, message_rows
-from workerapp_tools import drain, wait_until
+from workerapp_tools import PATIENCE, drain, wait_until
 
 import liteq
 from liteq.cli import cli
@@ -161,3 +163,44 @@ def test_the_log_of_a_retried_job_names_its_run_time_and_its_retry_delay(
     assert lines[1] == (f"job {job.id} fc.flaky attempt 1 of 3 failed: ValueError: not yet; "
                         f"next attempt in 0.25 s (retry delay)")
     assert re.fullmatch(rf"job {job.id} fc\.flaky retrying \(run time [0-9.]+ ms\)", lines[2])
+
+
+# -- 2. a served queue that does not exist --------------------------------------------------
+
+def test_a_served_queue_that_does_not_exist_and_no_task_uses_is_warned_about_and_not_created(
+        app: str) -> None:
+    result = invoke("worker", "fcapp", "-Q", "typoq,default", "--burst")
+    assert result.exit_code == 0, result.output
+    assert ("queue 'typoq' does not exist and no task of this app uses it (their queues: "
+            "default); it is served once something is put on it: is the name right?"
+            in result.stderr)
+    assert "'default' does not exist" not in result.stderr
+    db = liteq.connect(app)
+    assert db.queues() == ["default"]  # the tasks' queue is created, the typo is not
+    db.close()
+
+
+def test_a_worker_serves_a_missing_queue_once_it_appears_and_renews_its_leases(
+        db: liteq.Database) -> None:
+    runs: list[int] = []
+
+    @db.task(name="fc.slow_double", store_result=True)
+    def slow_double(x: int) -> int:
+        runs.append(x)
+        time.sleep(1.0)  # longer than the queue's lease: the heartbeat must renew it
+        return 2 * x
+
+    w = liteq.Worker(db, ["later"], concurrency=2, install_signals=False, summary_interval=0)
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the consumers have looked for it, and are waiting
+        assert not db.has_queue("later")
+        db.queue("later", lease=0.3)
+        job = slow_double.enqueue([21], queue="later")
+        assert job.result(wait=PATIENCE) == 42
+    finally:
+        w.stop()
+        thread.join(PATIENCE)
+    assert (runs, job.attempts) == ([21], 1)
+    assert db.queues() == ["later"]
