@@ -170,9 +170,13 @@ class LoggingHook(Hook):
                               "state": "failed", "error": str(error)})
 
     def on_worker_start(self, worker: Worker) -> None:
-        self.log.info("worker started: pool=%s concurrency=%d queues=%s tasks=%d db=%s",
+        served = sorted(t.name for t in worker.tasks.values() if t.queue in worker.queues)
+        others = len(worker.tasks) - len(served)
+        more = f" (and {others} on queues not served)" if others else ""
+        self.log.info("worker started: pool=%s concurrency=%d queues=%s tasks=%s%s db=%s",
                       worker.pool, worker.concurrency, ",".join(worker.queues),
-                      len(worker.tasks), worker.db.path)
+                      ",".join(served) or "none", more, worker.db.path,
+                      extra={"tasks": served})
 
     def on_worker_stop(self, worker: Worker) -> None:
         counts = worker.counts()

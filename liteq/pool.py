@@ -116,6 +116,8 @@ class ProcessPool:
     _supervise_wait: Callable[[], None]  # one supervisor tick
     _open_pipes: Callable[[], None]
     _close_pipes: Callable[[], None]
+    _announce_stop: Callable[[], None]
+    _running_jobs: Callable[[], int]
     stop: Callable[..., None]
 
     def _consume(self, slot: Slot) -> None:
@@ -146,12 +148,14 @@ class ProcessPool:
             return total
 
         self._counts = counts
+        self._running_jobs = lambda: sum(1 for i in children.values() if slots[i].read()[1][0])
         for i in range(n):
             self._spawn(slots[i], children, born)
         timers = self._timers()
-        termed = False
+        termed = graced = False
         try:
             while children or (respawn and not self._stopping):
+                self._announce_stop()
                 now = time.monotonic()
                 for pid in list(children):
                     self._reap(pid, slots, children, born, killed, respawn, retired)
@@ -167,6 +171,10 @@ class ProcessPool:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGTERM)
                 if self._stop_now or (self._stopping and now > self._stop_deadline):
+                    if not self._stop_now and not graced:
+                        graced = True
+                        logger.warning("the grace period is over: stopping %d worker "
+                                       "process(es); their jobs are released", len(children))
                     for pid in children:
                         if pid not in killed:
                             killed[pid] = "stop"

@@ -269,6 +269,7 @@ class _Consumer:
         self._deadline = 0.0
         self._interrupted = False
         self.thread_id = 0
+        self.current = 0  # the id of the job running now, or 0
 
     def run(self) -> None:
         self.thread_id = threading.get_ident()
@@ -441,6 +442,7 @@ class _Consumer:
                  args: list[Any], kwargs: dict[str, Any]) -> tuple[Outcome, bool]:
         ctx.started_at = self.store.clock()
         _current.job = ctx
+        self.current = msg.id
         timeout = task.timeout
         if self.slot is not None:
             # The supervisor kills this process past the deadline (async tasks get a
@@ -471,6 +473,7 @@ class _Consumer:
                     with self._lock:
                         self._running = None
                 _current.job = None
+                self.current = 0
         except Retry as sig:
             return Outcome("retrying", time.perf_counter() - start,
                            error=JobError("liteq.Retry", sig.reason), delay=sig.delay), False
@@ -630,6 +633,10 @@ class Worker(ProcessPool):
         self._stop_now = False
         self._stop_deadline = 0.0
         self._signals = 0
+        self._signal_name = ""
+        self._announced = 0  # stop phases logged: 1 stopping, 2 stopping now
+        self._running_jobs: Callable[[], int] = lambda: sum(1 for c in self._consumers
+                                                            if c.current)
         self._pipes: tuple[int, int, int, int] | None = None
         self._counts: Callable[[], dict[str, int]] = self._stats.snapshot
         self._parent = os.getpid()
@@ -644,7 +651,7 @@ class Worker(ProcessPool):
             raise InvalidArgument("this worker is already running")
         self._open_pipes()
         self._stopping = self._stop_now = False
-        self._signals = 0
+        self._signals = self._announced = 0
         self._parent = os.getpid()
         old = self._install_signals()
         self._warn_missing_queues()
@@ -683,7 +690,32 @@ class Worker(ProcessPool):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
+        self._signal_name = signal.Signals(signum).name
         self.stop(now=self._signals > 1)
+
+    def _announce_stop(self) -> None:
+        """Log, once per phase and within a supervisor tick of the signal (not in
+        the handler, which may interrupt a log call), what stopping does now."""
+        phase = 2 if self._stop_now else 1 if self._stopping else 0
+        if phase <= self._announced:
+            return
+        running = self._running_jobs()
+        jobs = f"{running} job{'s' if running != 1 else ''} running"
+        why = f"{self._signal_name} received" if self._signal_name else "stop requested"
+        if phase == 1:
+            self._announced = 1
+            if not running:
+                logger.info("%s: stopping (no job running)", why)
+            else:
+                again = (f"; send {self._signal_name} or SIGINT again to stop now"
+                         if self._signal_name else "")
+                logger.warning("%s: stopping; %s may finish within %g s (the grace "
+                               "period), then they are released for another worker%s",
+                               why, jobs, self.grace, again)
+        else:
+            self._announced = 2
+            logger.warning("%s again: stopping now; %s released for another worker",
+                           self._signal_name or "stop", jobs)
 
     def _install_signals(self) -> dict[int, Any]:
         if not self.install_signals or threading.current_thread() is not threading.main_thread():
@@ -803,10 +835,13 @@ class Worker(ProcessPool):
         timers = self._timers()
         try:
             while any(t.is_alive() for t in threads):
+                self._announce_stop()
                 if self._stop_now or (self._stopping and time.monotonic() > self._stop_deadline):
                     held = leases.items()
+                    if held and not self._stop_now:
+                        logger.warning("the grace period is over: releasing %d job(s) still "
+                                       "running or claimed", len(held))
                     if held:
-                        logger.warning("stopping now: releasing %d job(s) still running", len(held))
                         release(self.db, held)
                         leases.discard(mid for mid, _t, _q in held)
                         self._stats.count("released", len(held))

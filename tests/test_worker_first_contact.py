@@ -6,19 +6,23 @@ subprocesses on real files."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import re
+import signal
 import sys
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner, Result
 from helpers import file_digest, message_rows
-from workerapp_tools import PATIENCE, drain, wait_until
+from workerapp_tools import PATIENCE, drain, start_worker, stop, wait_until
 
 import liteq
 from liteq.cli import cli
@@ -42,6 +46,8 @@ def make_db():
     ran.append("make_db")
     return db
 """
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process pool needs fork()")
 
 
 def invoke(*args: str) -> Result:
@@ -204,3 +210,40 @@ def test_a_worker_serves_a_missing_queue_once_it_appears_and_renews_its_leases(
         thread.join(PATIENCE)
     assert (runs, job.attempts) == ([21], 1)
     assert db.queues() == ["later"]
+
+
+# -- 3. what a stop signal does, said at once; the tasks served, named -----------------------
+
+@pytest.fixture
+def workerapp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The worker tests' app (``tests/workerapp.py``) on a fresh file."""
+    monkeypatch.setenv("LITEQ_DB", str(tmp_path / "w.db"))
+    import workerapp as module
+
+    module = importlib.reload(module)
+    yield module
+    module.db.close()
+
+
+@needs_fork
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_the_first_stop_signal_says_at_once_what_runs_how_long_it_may_and_how_to_stop_now(
+        workerapp: ModuleType, tmp_path: Path, pool: str) -> None:
+    db = workerapp.db
+    job = workerapp.sleepy.delay("long", 60.0, 0.01)  # 60 s the first time it runs
+    log = tmp_path / "worker.log"
+    w = start_worker(db.path, "--pool", pool, "-c", "2", "--grace", "45s", log=log)
+    wait_until(lambda: db.execute("SELECT count(*) FROM starts")[0][0] == 1, what="the start")
+    banner = log.read_text()
+    assert ("tasks=app.base,app.die,app.forever,app.noop,app.record,app.sleepy,app.touch,"
+            "app.whoami db=") in banner
+    w.send_signal(signal.SIGTERM)
+    said = ("SIGTERM received: stopping; 1 job running may finish within 45 s (the grace "
+            "period), then they are released for another worker; send SIGTERM or SIGINT "
+            "again to stop now")
+    wait_until(lambda: said in log.read_text(), what="the stop to be announced")
+    assert w.poll() is None and job.state == "running"  # said while the job still runs
+    assert stop(w, signal.SIGINT) == 0
+    assert "SIGINT again: stopping now; 1 job running released for another worker" in \
+        log.read_text()
+    assert (job.state, db.execute("SELECT count(*) FROM finishes")[0][0]) == ("queued", 0)
