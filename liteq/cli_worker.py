@@ -34,10 +34,12 @@ from .cli_output import (
 )
 from .database import Database
 from .errors import LiteqError
+from .hooks import Hook
 from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
 from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
 
-__all__ = ["worker", "jobs", "job", "load_app", "worker_demo", "JsonLogFormatter"]
+__all__ = ["worker", "jobs", "job", "load_app", "load_hook", "AppError", "worker_demo",
+           "JsonLogFormatter"]
 
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
                                                                               "asctime"}
@@ -75,20 +77,30 @@ def _attribute(module: Any, module_name: str, attr: str) -> Any:
     return obj
 
 
-def _found(obj: Any) -> str:
-    """What a wrong APP is, for the error: 'a liteq Task (app.send)', 'a function'."""
+def _kind(obj: Any) -> str:
+    """What a wrong APP or hook is, for an error: 'a liteq Task (app.send)', 'an int'."""
     from .task import Task
 
     if isinstance(obj, Task):
-        return f"a liteq Task ({obj.name}), not the Database"
+        return f"a liteq Task ({obj.name})"
     if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj):
-        return "a function, not a liteq Database (APP is never called)"
+        return "a function"
     if inspect.isclass(obj):
-        return f"the class {obj.__name__}, not a liteq Database"
+        return f"the class {obj.__name__}"
     if inspect.ismodule(obj):
-        return f"the module {obj.__name__}, not a liteq Database"
+        return f"the module {obj.__name__}"
     kind = type(obj).__name__
-    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}, not a liteq Database"
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
+def _found(obj: Any) -> str:
+    from .task import Task
+
+    if isinstance(obj, Task):
+        return f"{_kind(obj)}, not the Database"
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj):
+        return f"{_kind(obj)}, not a liteq Database (APP is never called)"
+    return f"{_kind(obj)}, not a liteq Database"
 
 
 def load_app(spec: str) -> Database:
@@ -124,6 +136,26 @@ def load_app(spec: str) -> Database:
                        f"{module_name}:ATTR)")
     raise CliError(f"module {module_name!r} has several Databases ({', '.join(sorted(found))}): "
                    f"choose one as {module_name}:ATTR")
+
+
+def load_hook(spec: str) -> Hook:
+    """The hook named by ``--hook module:HookClass``: a :class:`~liteq.Hook` subclass,
+    made with no arguments (or a Hook instance, used as it is)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr or ":" in attr:
+        raise click.BadParameter(f"a hook is module:HookClass (e.g. myapp.hooks:Timing), "
+                                 f"got {spec!r}", param_hint="'--hook'")
+    obj = _attribute(_import(module_name, "hook"), module_name, attr)
+    if isinstance(obj, Hook):
+        return obj
+    if not inspect.isclass(obj) or not issubclass(obj, Hook):
+        raise AppError(f"--hook {spec} is {_kind(obj)}, not a liteq.Hook subclass: a hook "
+                       f"is a class that derives from liteq.Hook")
+    try:
+        return obj()
+    except Exception as exc:
+        raise CliError(f"--hook {spec}: {obj.__name__}() raised {type(exc).__name__}: {exc} "
+                       f"(a hook given on the command line is made with no arguments)") from exc
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -177,11 +209,13 @@ def setup_logging(level: str, json_logs: bool) -> None:
                    "worker's rights. Off by default.")
 @click.option("--scheduler", "with_scheduler", is_flag=True,
               help="Also fire due schedules (any number of schedulers may run on a file).")
+@click.option("--hook", "hook_specs", multiple=True, metavar="MODULE:CLASS",
+              help="Add a liteq.Hook subclass, made with no arguments (repeatable).")
 @click.pass_context
 def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
            verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
-           with_scheduler: bool) -> None:
+           with_scheduler: bool, hook_specs: tuple[str, ...]) -> None:
     """Run the tasks of APP until stopped.
 
     APP is a module (its Database called db, or its only one) or module:attr
@@ -192,9 +226,12 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     then they are released so another worker takes them at once. A second
     signal stops now. Exits 0 after a stop by signal.
 
+    --hook adds a liteq.Hook subclass (metrics, error reporting) by name.
+
     \b
     Examples:
       liteq worker myapp --queues emails,default --concurrency 8
+      liteq worker myapp --hook myapp.metrics:Timing --hook myapp.metrics:Sentry
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
     """
     setup_logging("debug" if verbose else log_level, json_logs)
@@ -202,6 +239,7 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     state = ctx.find_object(CliState)
     if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
         raise CliError(f"APP's database is {db.path}, but --db names {os.path.abspath(state.path)}")
+    hooks = [load_hook(spec) for spec in hook_specs]
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if allow_shell:
         from .scheduler import SHELL_QUEUE, register_shell_task
@@ -210,7 +248,8 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
         if names is not None and SHELL_QUEUE not in names:
             names.append(SHELL_QUEUE)
     runner = Worker(db, names, concurrency=concurrency, pool=pool, grace=grace,
-                    prefetch=prefetch, burst=burst, summary_interval=summary_interval)
+                    prefetch=prefetch, burst=burst, summary_interval=summary_interval,
+                    hooks=hooks)
     stop_scheduler = _start_scheduler(db, pool) if with_scheduler else None
     try:
         runner.run()

@@ -247,3 +247,71 @@ def test_the_first_stop_signal_says_at_once_what_runs_how_long_it_may_and_how_to
     assert "SIGINT again: stopping now; 1 job running released for another worker" in \
         log.read_text()
     assert (job.state, db.execute("SELECT count(*) FROM finishes")[0][0]) == ("queued", 0)
+
+
+# -- 6. hooks from the command line -----------------------------------------------------------
+
+HOOKS = """
+import liteq
+
+seen = []
+
+class Recorder(liteq.Hook):
+    def on_worker_start(self, worker):
+        seen.append(("start", type(self).__name__))
+
+    def after_job(self, job, outcome):
+        seen.append((job.task, outcome.state))
+
+class Second(Recorder):
+    pass
+
+class NotAHook:
+    pass
+
+class NeedsArgs(liteq.Hook):
+    def __init__(self, url):
+        self.url = url
+"""
+
+
+@pytest.fixture
+def hooks_module(app: str, tmp_path: Path) -> Iterator[None]:
+    (tmp_path / "fchooks.py").write_text(textwrap.dedent(HOOKS))
+    yield
+    sys.modules.pop("fchooks", None)
+
+
+def test_worker_attaches_each_hook_given_with_hook(app: str, hooks_module: None) -> None:
+    import fcapp  # type: ignore[import-not-found]
+
+    job = fcapp.send_welcome.delay(7)
+    result = invoke("worker", "fcapp", "--burst", "--hook", "fchooks:Recorder",
+                    "--hook", "fchooks:Second")
+    assert result.exit_code == 0, result.output
+    assert job.result() == "en:7"
+    assert sys.modules["fchooks"].seen == [("start", "Recorder"), ("start", "Second"),
+                                           ("fc.send_welcome", "done"),
+                                           ("fc.send_welcome", "done")]
+
+
+@pytest.mark.parametrize("spec, message, code", [
+    ("fchooks", "Invalid value for '--hook': a hook is module:HookClass (e.g. "
+                "myapp.hooks:Timing), got 'fchooks'", 2),
+    ("fchooks:NotAHook", "Error: --hook fchooks:NotAHook is the class NotAHook, not a "
+                         "liteq.Hook subclass: a hook is a class that derives from liteq.Hook", 2),
+    ("fchooks:seen", "Error: --hook fchooks:seen is a list, not a liteq.Hook subclass", 2),
+    ("fchooks:Missing", "Error: 'fchooks' has no attribute 'Missing'", 1),
+    ("nosuchhooks:Timing", "Error: cannot import hook module 'nosuchhooks'", 1),
+    ("fchooks:NeedsArgs", "Error: --hook fchooks:NeedsArgs: NeedsArgs() raised TypeError: ", 1),
+])
+def test_worker_refuses_a_bad_hook_with_an_error_before_running_anything(
+        app: str, hooks_module: None, spec: str, message: str, code: int) -> None:
+    import fcapp
+
+    job = fcapp.send_welcome.delay(7)
+    result = invoke("worker", "fcapp", "--burst", "--hook", spec)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert job.state == "queued"
