@@ -211,11 +211,17 @@ def setup_logging(level: str, json_logs: bool) -> None:
               help="Also fire due schedules (any number of schedulers may run on a file).")
 @click.option("--hook", "hook_specs", multiple=True, metavar="MODULE:CLASS",
               help="Add a liteq.Hook subclass, made with no arguments (repeatable).")
+@click.option("--max-tasks-per-child", type=POSITIVE_INT, metavar="N",
+              help="Process pool: replace a child once it has run N jobs.")
+@click.option("--max-memory-per-child", type=click.FloatRange(min=0, min_open=True),
+              metavar="MB", help="Process pool: replace a child whose resident memory is "
+                                 "over MB after a job.")
 @click.pass_context
 def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
            verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
-           with_scheduler: bool, hook_specs: tuple[str, ...]) -> None:
+           with_scheduler: bool, hook_specs: tuple[str, ...], max_tasks_per_child: int | None,
+           max_memory_per_child: float | None) -> None:
     """Run the tasks of APP until stopped.
 
     APP is a module (its Database called db, or its only one) or module:attr
@@ -227,13 +233,22 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     signal stops now. Exits 0 after a stop by signal.
 
     --hook adds a liteq.Hook subclass (metrics, error reporting) by name.
+    With --pool process, --max-tasks-per-child and --max-memory-per-child
+    replace a child past either limit once its job is done (for leaky
+    libraries); the jobs it claimed but did not start go back to the queue.
 
     \b
     Examples:
       liteq worker myapp --queues emails,default --concurrency 8
       liteq worker myapp --hook myapp.metrics:Timing --hook myapp.metrics:Sentry
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
+      liteq worker myapp --pool process --max-tasks-per-child 100
     """
+    for name, value in (("--max-tasks-per-child", max_tasks_per_child),
+                        ("--max-memory-per-child", max_memory_per_child)):
+        if value is not None and pool != "process":
+            raise click.BadOptionUsage(name, f"{name} replaces child processes: it needs "
+                                             f"--pool process")
     setup_logging("debug" if verbose else log_level, json_logs)
     db = load_app(app)
     state = ctx.find_object(CliState)
@@ -249,7 +264,8 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
             names.append(SHELL_QUEUE)
     runner = Worker(db, names, concurrency=concurrency, pool=pool, grace=grace,
                     prefetch=prefetch, burst=burst, summary_interval=summary_interval,
-                    hooks=hooks)
+                    hooks=hooks, max_tasks_per_child=max_tasks_per_child,
+                    max_memory_per_child=max_memory_per_child)
     stop_scheduler = _start_scheduler(db, pool) if with_scheduler else None
     try:
         runner.run()

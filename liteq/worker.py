@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
-from .pool import Held, ProcessPool, Slot
+from .pool import RECYCLE_MEMORY, RECYCLE_TASKS, Held, ProcessPool, Slot, resident_mb
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
 from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
@@ -270,11 +270,13 @@ class _Consumer:
         self._interrupted = False
         self.thread_id = 0
         self.current = 0  # the id of the job running now, or 0
+        self.handled = 0  # messages taken from the batches so far
+        self.recycle = 0  # pool child: why it stops to be replaced (RECYCLE_*), or 0
 
     def run(self) -> None:
         self.thread_id = threading.get_ident()
         try:
-            while not self.w._stopping:
+            while not self.w._stopping and not self.recycle:
                 try:
                     msgs = self._claim()
                     if not msgs:
@@ -325,7 +327,7 @@ class _Consumer:
                     if not ready:
                         due_at = min(due_at, q_due)
                         continue
-                msgs = q.get_many(self.batch)
+                msgs = q.get_many(self._batch())
                 if msgs:
                     waiter.found()
                     return msgs
@@ -336,6 +338,29 @@ class _Consumer:
             timeout = max(0.0005, min(due_at - store.clock(), 1.0))
             looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
         return []
+
+    def _batch(self) -> int:
+        """How many to claim: the batch size, but no more than a pool child with
+        ``max_tasks_per_child`` may still run."""
+        limit = self.w.max_tasks_per_child
+        if self.slot is None or not limit:
+            return self.batch
+        return max(1, min(self.batch, limit - self.handled))
+
+    def _spent(self) -> bool:
+        """Pool child: past ``max_tasks_per_child`` or ``max_memory_per_child``? Then
+        it stops claiming (and says why), to be replaced by a new child."""
+        w = self.w
+        if w.max_tasks_per_child and self.handled >= w.max_tasks_per_child:
+            self.recycle = RECYCLE_TASKS
+            logger.info("worker process %d ran %d jobs (max_tasks_per_child): replacing it",
+                        os.getpid(), self.handled)
+        elif w.max_memory_per_child and (mb := resident_mb()) > w.max_memory_per_child:
+            self.recycle = RECYCLE_MEMORY
+            logger.info("worker process %d uses %.0f MB after %d jobs (max_memory_per_child "
+                        "%g MB): replacing it", os.getpid(), mb, self.handled,
+                        w.max_memory_per_child)
+        return bool(self.recycle)
 
     def _find_new_queues(self) -> None:
         """Serve a queue that did not exist at the start once something created it
@@ -377,6 +402,10 @@ class _Consumer:
                     msg.cancel_requested = self.store.cancel_requested(msg.id)
                 self._run(msg)
                 ran += 1
+                self.handled += 1
+                if self.slot is not None and self._spent():
+                    self._release(msgs[i + 1:], count=False)
+                    break
                 if self._done and time.monotonic() >= flush_at:
                     self._flush()
                     flush_at = time.monotonic() + _FLUSH_SECONDS
@@ -596,15 +625,34 @@ class Worker(ProcessPool):
     finish after a stop signal, *prefetch* the most jobs claimed at once, *burst* to
     stop once no job is due, *hooks* to add :class:`~liteq.Hook` objects,
     *summary_interval* seconds between summary log lines (0: none).
+
+    ``pool="process"`` only: a child that has run *max_tasks_per_child* jobs, or
+    whose resident memory is over *max_memory_per_child* MB after a job, finishes
+    that job, gives back the jobs it claimed but did not start, and is replaced by
+    a new child (for libraries that leak).
     """
 
     def __init__(self, db: Database, queues: Sequence[str] | None = None, *,
                  concurrency: int | None = None, pool: str = "thread",
                  hooks: Sequence[Hook] = (), grace: float = DEFAULT_GRACE,
                  prefetch: int = DEFAULT_PREFETCH, burst: bool = False,
-                 summary_interval: float = 60.0, install_signals: bool = True) -> None:
+                 summary_interval: float = 60.0, install_signals: bool = True,
+                 max_tasks_per_child: int | None = None,
+                 max_memory_per_child: float | None = None) -> None:
         if pool not in POOLS:
             raise InvalidArgument(f"pool must be 'thread' or 'process', got {pool!r}")
+        self.max_tasks_per_child = _positive_int(max_tasks_per_child, "max_tasks_per_child",
+                                                 allow_none=True)
+        mb = max_memory_per_child
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float))
+                               or not 0 < mb < math.inf):
+            raise InvalidArgument(f"max_memory_per_child must be a number of MB > 0, got "
+                                  f"{max_memory_per_child!r}")
+        self.max_memory_per_child = max_memory_per_child
+        if pool == "thread" and (max_tasks_per_child or max_memory_per_child):
+            raise InvalidArgument("max_tasks_per_child and max_memory_per_child replace "
+                                  "child processes: they need pool='process' (a thread "
+                                  "cannot be replaced to give its memory back)")
         if pool == "process" and not hasattr(os, "fork"):
             raise InvalidArgument("pool='process' needs fork(), which this system lacks")
         self.db = db
@@ -866,11 +914,12 @@ class Worker(ProcessPool):
         slot.publish(counts=self._stats.snapshot())
         leases = _Leases(self.db, self.existing_queues())
         leases.start()
+        consumer = _Consumer(self, leases, slot)
         try:
-            _Consumer(self, leases, slot).run()
+            consumer.run()
         finally:
             leases.stop()
-            slot.publish(counts=self._stats.snapshot())
+            slot.publish(counts=self._stats.snapshot(), recycled=consumer.recycle)
 
     def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,
                   code: int, held: Held) -> int:

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -315,3 +316,54 @@ def test_worker_refuses_a_bad_hook_with_an_error_before_running_anything(
     assert message in result.output
     assert "Traceback" not in result.output
     assert job.state == "queued"
+
+
+# -- 7. recycling the process pool's children ---------------------------------------------
+
+def _pids_of(jobs: list[liteq.Job]) -> Counter[int]:
+    return Counter(j.result() for j in jobs)
+
+
+@needs_fork
+def test_a_pool_child_is_replaced_after_max_tasks_per_child_jobs_and_no_job_is_lost_or_run_twice(
+        workerapp: ModuleType, tmp_path: Path) -> None:
+    db = workerapp.db
+    whoami = [workerapp.whoami.delay() for _ in range(12)]
+    workerapp.record.enqueue_many([(n,) for n in range(30)])  # exactly once each, atomic
+    w = start_worker(db.path, "--pool", "process", "-c", "2", "--max-tasks-per-child", "3",
+                     "--burst", log=tmp_path / "worker.log")
+    assert w.wait(PATIENCE) == 0
+    pids = _pids_of(whoami)
+    assert max(pids.values()) <= 3 and len(pids) >= 4  # 12 jobs, at most 3 per child
+    assert {j.attempts for j in whoami} == {1}
+    effects = Counter(n for (n,) in db.execute("SELECT n FROM effects"))
+    assert sorted(effects) == list(range(30)) and set(effects.values()) == {1}
+    assert db.execute("SELECT max(attempts) FROM results") == [(1,)]
+    assert db.queue("default").stats()["depth"] == db.queue("bad").stats()["depth"] == 0
+    assert "ran 3 jobs (max_tasks_per_child): replacing it" in (tmp_path / "worker.log").read_text()
+
+
+@needs_fork
+def test_a_pool_child_over_max_memory_per_child_after_a_job_is_replaced(
+        workerapp: ModuleType, tmp_path: Path) -> None:
+    db = workerapp.db
+    whoami = [workerapp.whoami.delay() for _ in range(3)]
+    w = start_worker(db.path, "--pool", "process", "-c", "1", "--max-memory-per-child", "1",
+                     "--burst", log=tmp_path / "worker.log")
+    assert w.wait(PATIENCE) == 0
+    assert sorted(_pids_of(whoami).values()) == [1, 1, 1]  # every child is over 1 MB
+    assert {j.attempts for j in whoami} == {1}
+    assert "(max_memory_per_child 1 MB): replacing it" in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("option", ["--max-tasks-per-child", "--max-memory-per-child"])
+def test_child_limits_are_refused_with_the_thread_pool(app: str, option: str) -> None:
+    result = invoke("worker", "fcapp", option, "5")
+    assert result.exit_code == 2
+    assert f"Error: {option} replaces child processes: it needs --pool process" in result.output
+    assert "fcapp" not in sys.modules  # refused before APP was imported
+    with liteq.connect(app) as db:
+        with pytest.raises(liteq.InvalidArgument, match="need pool='process'"):
+            liteq.Worker(db, max_tasks_per_child=5)
+        with pytest.raises(liteq.InvalidArgument, match="max_memory_per_child must be a number"):
+            liteq.Worker(db, pool="process", max_memory_per_child=0)
