@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .errors import InvalidArgument
 from .hooks import COUNTERS, logger
 
 if TYPE_CHECKING:
@@ -151,8 +152,42 @@ class ProcessPool:
     _running_jobs: Callable[[], int]
     stop: Callable[..., None]
 
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: float | None = None
+
     def _consume(self, slot: Slot) -> None:
         raise NotImplementedError
+
+    def _set_child_limits(self, pool: str, max_tasks: object, max_mb: object) -> None:
+        """Check and keep ``max_tasks_per_child`` and ``max_memory_per_child``."""
+        if max_tasks is not None and (isinstance(max_tasks, bool) or not isinstance(
+                max_tasks, int) or max_tasks < 1):
+            raise InvalidArgument(f"max_tasks_per_child must be a positive integer or None, "
+                                  f"got {max_tasks!r}")
+        if max_mb is not None and (isinstance(max_mb, bool) or not isinstance(
+                max_mb, (int, float)) or not 0 < max_mb < float("inf")):
+            raise InvalidArgument(f"max_memory_per_child must be a number of MB > 0 or None, "
+                                  f"got {max_mb!r}")
+        if pool != "process" and (max_tasks is not None or max_mb is not None):
+            raise InvalidArgument("max_tasks_per_child and max_memory_per_child replace "
+                                  "child processes: they need pool='process' (a thread "
+                                  "cannot be replaced to give its memory back)")
+        self.max_tasks_per_child = max_tasks
+        self.max_memory_per_child = None if max_mb is None else float(max_mb)
+
+    def _child_spent(self, handled: int) -> int:
+        """In a child that has handled *handled* jobs: why it should now stop and be
+        replaced (``RECYCLE_*``, logged), or 0."""
+        if self.max_tasks_per_child and handled >= self.max_tasks_per_child:
+            logger.info("worker process %d ran %d jobs (max_tasks_per_child): replacing it",
+                        os.getpid(), handled)
+            return RECYCLE_TASKS
+        limit = self.max_memory_per_child
+        if limit and (mb := resident_mb()) > limit:
+            logger.info("worker process %d uses %.0f MB after %d jobs (max_memory_per_child "
+                        "%g MB): replacing it", os.getpid(), mb, handled, limit)
+            return RECYCLE_MEMORY
+        return 0
 
     def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,
                   code: int, held: Held) -> int:

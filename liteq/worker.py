@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
-from .pool import RECYCLE_MEMORY, RECYCLE_TASKS, Held, ProcessPool, Slot, resident_mb
+from .pool import Held, ProcessPool, Slot
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
 from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
@@ -349,17 +349,8 @@ class _Consumer:
 
     def _spent(self) -> bool:
         """Pool child: past ``max_tasks_per_child`` or ``max_memory_per_child``? Then
-        it stops claiming (and says why), to be replaced by a new child."""
-        w = self.w
-        if w.max_tasks_per_child and self.handled >= w.max_tasks_per_child:
-            self.recycle = RECYCLE_TASKS
-            logger.info("worker process %d ran %d jobs (max_tasks_per_child): replacing it",
-                        os.getpid(), self.handled)
-        elif w.max_memory_per_child and (mb := resident_mb()) > w.max_memory_per_child:
-            self.recycle = RECYCLE_MEMORY
-            logger.info("worker process %d uses %.0f MB after %d jobs (max_memory_per_child "
-                        "%g MB): replacing it", os.getpid(), mb, self.handled,
-                        w.max_memory_per_child)
+        it stops claiming, to be replaced by a new child."""
+        self.recycle = self.w._child_spent(self.handled)
         return bool(self.recycle)
 
     def _find_new_queues(self) -> None:
@@ -641,18 +632,7 @@ class Worker(ProcessPool):
                  max_memory_per_child: float | None = None) -> None:
         if pool not in POOLS:
             raise InvalidArgument(f"pool must be 'thread' or 'process', got {pool!r}")
-        self.max_tasks_per_child = _positive_int(max_tasks_per_child, "max_tasks_per_child",
-                                                 allow_none=True)
-        mb = max_memory_per_child
-        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float))
-                               or not 0 < mb < math.inf):
-            raise InvalidArgument(f"max_memory_per_child must be a number of MB > 0, got "
-                                  f"{max_memory_per_child!r}")
-        self.max_memory_per_child = max_memory_per_child
-        if pool == "thread" and (max_tasks_per_child or max_memory_per_child):
-            raise InvalidArgument("max_tasks_per_child and max_memory_per_child replace "
-                                  "child processes: they need pool='process' (a thread "
-                                  "cannot be replaced to give its memory back)")
+        self._set_child_limits(pool, max_tasks_per_child, max_memory_per_child)
         if pool == "process" and not hasattr(os, "fork"):
             raise InvalidArgument("pool='process' needs fork(), which this system lacks")
         self.db = db
