@@ -7,6 +7,7 @@ to find the :class:`~liteq.Database` its tasks are registered on, and serves the
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from .cli_base import DURATION, POSITIVE_INT, CliError, CliState, open_db
+from .cli_base import DURATION, EX_USAGE, POSITIVE_INT, CliError, CliState, open_db
 from .cli_output import (
     Column,
     Output,
@@ -34,46 +35,99 @@ from .cli_output import (
 )
 from .database import Database
 from .errors import LiteqError
+from .hooks import Hook
 from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
 from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
 
-__all__ = ["worker", "jobs", "job", "load_app", "worker_demo", "JsonLogFormatter"]
+__all__ = ["worker", "jobs", "job", "load_app", "load_hook", "AppError", "worker_demo",
+           "JsonLogFormatter"]
 
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
                                                                               "asctime"}
 
 
-def load_app(spec: str) -> Database:
-    """The Database named by APP: ``module`` (its one Database, or the one called
-    ``db``) or ``module:attr`` (an attribute path; a callable is called)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or ":" in attr or (":" in spec and not attr):
-        raise click.UsageError(f"APP is module or module:attr (e.g. myapp or myapp.tasks:db), "
-                               f"got {spec!r}")
+class AppError(CliError):
+    """``Error: MESSAGE`` on stderr, exit code 2: APP (or a --hook) names the wrong
+    kind of thing; nothing was called and nothing written."""
+
+    exit_code = EX_USAGE
+
+
+def _import(module_name: str, what: str) -> Any:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like 'python -m': the current directory first
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise CliError(f"cannot import APP module {module_name!r}: {exc} (run from the "
+            raise CliError(f"cannot import {what} module {module_name!r}: {exc} (run from the "
                            f"directory that holds it, or set PYTHONPATH)") from exc
         raise CliError(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
         raise CliError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
-    if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
-        if callable(obj) and not isinstance(obj, Database):
-            obj = obj()
-        if not isinstance(obj, Database):
-            raise CliError(f"{spec} is a {type(obj).__name__}, not a liteq Database")
-        return obj
+
+
+def _attribute(module: Any, module_name: str, attr: str) -> Any:
+    """``module.attr`` (a dotted path), looked up only: nothing is called."""
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = inspect.getattr_static(obj, part)
+        except AttributeError:
+            raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _kind(obj: Any) -> str:
+    """What a wrong APP or hook is, for an error: 'a liteq Task (app.send)', 'an int'."""
+    from .task import Task
+
+    if isinstance(obj, Task):
+        return f"a liteq Task ({obj.name})"
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj):
+        return "a function"
+    if inspect.isclass(obj):
+        return f"the class {obj.__name__}"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}"
+    kind = type(obj).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
+def _found(obj: Any) -> str:
+    from .task import Task
+
+    if isinstance(obj, Task):
+        return f"{_kind(obj)}, not the Database"
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj):
+        return f"{_kind(obj)}, not a liteq Database (APP is never called)"
+    return f"{_kind(obj)}, not a liteq Database"
+
+
+def load_app(spec: str) -> Database:
+    """The Database named by APP: ``module`` (its one Database, or the one called
+    ``db``) or ``module:attr`` (an attribute path to a Database).
+
+    Resolving APP only imports the module and looks attributes up: nothing is
+    called (a task named by mistake must not run). Anything but a Database is
+    refused with :class:`AppError` (exit code 2), naming what was found and the
+    Database to give instead.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or ":" in attr or (":" in spec and not attr):
+        raise click.UsageError(f"APP is module or module:attr (e.g. myapp or myapp.tasks:db), "
+                               f"got {spec!r}")
+    module = _import(module_name, "APP")
     found = {name: v for name, v in vars(module).items() if isinstance(v, Database)}
+    if attr:
+        obj = _attribute(module, module_name, attr)
+        if isinstance(obj, Database):
+            return obj
+        mine = [n for n, v in found.items() if v is inspect.getattr_static(obj, "db", None)]
+        names = sorted(mine or found) or ["db"]
+        suggest = f"{module_name}:{'db' if 'db' in names else names[0]}"
+        raise AppError(f"{spec} is {_found(obj)}: APP names the Database the tasks are "
+                       f"registered on, e.g. {suggest}")
     if "db" in found:
         return found["db"]
     if len(found) == 1:
@@ -83,6 +137,26 @@ def load_app(spec: str) -> Database:
                        f"{module_name}:ATTR)")
     raise CliError(f"module {module_name!r} has several Databases ({', '.join(sorted(found))}): "
                    f"choose one as {module_name}:ATTR")
+
+
+def load_hook(spec: str) -> Hook:
+    """The hook named by ``--hook module:HookClass``: a :class:`~liteq.Hook` subclass,
+    made with no arguments (or a Hook instance, used as it is)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr or ":" in attr:
+        raise click.BadParameter(f"a hook is module:HookClass (e.g. myapp.hooks:Timing), "
+                                 f"got {spec!r}", param_hint="'--hook'")
+    obj = _attribute(_import(module_name, "hook"), module_name, attr)
+    if isinstance(obj, Hook):
+        return obj
+    if not inspect.isclass(obj) or not issubclass(obj, Hook):
+        raise AppError(f"--hook {spec} is {_kind(obj)}, not a liteq.Hook subclass: a hook "
+                       f"is a class that derives from liteq.Hook")
+    try:
+        return obj()
+    except Exception as exc:
+        raise CliError(f"--hook {spec}: {obj.__name__}() raised {type(exc).__name__}: {exc} "
+                       f"(a hook given on the command line is made with no arguments)") from exc
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -136,31 +210,52 @@ def setup_logging(level: str, json_logs: bool) -> None:
                    "worker's rights. Off by default.")
 @click.option("--scheduler", "with_scheduler", is_flag=True,
               help="Also fire due schedules (any number of schedulers may run on a file).")
+@click.option("--hook", "hook_specs", multiple=True, metavar="MODULE:CLASS",
+              help="Add a liteq.Hook subclass, made with no arguments (repeatable).")
+@click.option("--max-tasks-per-child", type=POSITIVE_INT, metavar="N",
+              help="Process pool: replace a child once it has run N jobs.")
+@click.option("--max-memory-per-child", type=click.FloatRange(min=0, min_open=True),
+              metavar="MB", help="Process pool: replace a child whose resident memory is "
+                                 "over MB after a job.")
 @click.pass_context
 def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
            verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
-           with_scheduler: bool) -> None:
+           with_scheduler: bool, hook_specs: tuple[str, ...], max_tasks_per_child: int | None,
+           max_memory_per_child: float | None) -> None:
     """Run the tasks of APP until stopped.
 
-    APP is a module (its Database called db, or its only one) or module:attr,
-    imported from the current directory. The database is APP's: --db, if given,
-    must name the same file.
+    APP is a module (its Database called db, or its only one) or module:attr
+    naming the Database, imported from the current directory; it is looked up,
+    never called. The database is APP's: --db, if given, must name the same file.
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish for --grace;
     then they are released so another worker takes them at once. A second
     signal stops now. Exits 0 after a stop by signal.
 
+    --hook adds a liteq.Hook subclass (metrics, error reporting) by name.
+    With --pool process, --max-tasks-per-child and --max-memory-per-child
+    replace a child past either limit once its job is done (for leaky
+    libraries); the jobs it claimed but did not start go back to the queue.
+
     \b
     Examples:
       liteq worker myapp --queues emails,default --concurrency 8
+      liteq worker myapp --hook myapp.metrics:Timing --hook myapp.metrics:Sentry
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
+      liteq worker myapp --pool process --max-tasks-per-child 100
     """
+    for name, value in (("--max-tasks-per-child", max_tasks_per_child),
+                        ("--max-memory-per-child", max_memory_per_child)):
+        if value is not None and pool != "process":
+            raise click.BadOptionUsage(name, f"{name} replaces child processes: it needs "
+                                             f"--pool process")
     setup_logging("debug" if verbose else log_level, json_logs)
     db = load_app(app)
     state = ctx.find_object(CliState)
     if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
         raise CliError(f"APP's database is {db.path}, but --db names {os.path.abspath(state.path)}")
+    hooks = [load_hook(spec) for spec in hook_specs]
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if allow_shell:
         from .scheduler import SHELL_QUEUE, register_shell_task
@@ -169,7 +264,9 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
         if names is not None and SHELL_QUEUE not in names:
             names.append(SHELL_QUEUE)
     runner = Worker(db, names, concurrency=concurrency, pool=pool, grace=grace,
-                    prefetch=prefetch, burst=burst, summary_interval=summary_interval)
+                    prefetch=prefetch, burst=burst, summary_interval=summary_interval,
+                    hooks=hooks, max_tasks_per_child=max_tasks_per_child,
+                    max_memory_per_child=max_memory_per_child)
     stop_scheduler = _start_scheduler(db, pool) if with_scheduler else None
     try:
         runner.run()

@@ -132,8 +132,8 @@ def _ms(seconds: float) -> str:
 class LoggingHook(Hook):
     """Log lines through ``logging.getLogger("liteq.worker")``.
 
-    One line per job start and finish at DEBUG (with the duration), retries at
-    WARNING, failures at ERROR (with the traceback), and the worker's start, stop
+    One line per job start and finish at DEBUG (with its "run time"), retries at
+    WARNING (with the "retry delay" before the next attempt), failures at ERROR (with the traceback), and the worker's start, stop
     and periodic summary at INFO. Every job line carries ``job_id``, ``task``,
     ``attempt`` (and ``duration``, ``state``) as ``extra`` fields for structured
     handlers.
@@ -150,16 +150,17 @@ class LoggingHook(Hook):
 
     def after_job(self, job: JobContext, outcome: Outcome) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("job %d %s %s in %s", job.id, job.task, outcome.state,
+            self.log.debug("job %d %s %s (run time %s)", job.id, job.task, outcome.state,
                            _ms(outcome.duration),
                            extra={"job_id": job.id, "task": job.task, "attempt": job.attempts,
                                   "state": outcome.state, "duration": outcome.duration})
 
     def on_retry(self, job: JobContext, error: JobError, delay: float) -> None:
-        self.log.warning("job %d %s attempt %d of %d failed: %s; retrying in %.3g s",
-                         job.id, job.task, job.attempts, job.max_attempts, error, delay,
+        self.log.warning("job %d %s attempt %d of %d failed: %s; next attempt in %.3g s "
+                         "(retry delay)", job.id, job.task, job.attempts, job.max_attempts,
+                         error, delay,
                          extra={"job_id": job.id, "task": job.task, "attempt": job.attempts,
-                                "state": "retrying", "error": str(error)})
+                                "state": "retrying", "error": str(error), "delay": delay})
 
     def on_failure(self, job: JobContext, error: JobError) -> None:
         tail = f"\n{error.traceback.rstrip()}" if error.traceback else ""
@@ -169,9 +170,13 @@ class LoggingHook(Hook):
                               "state": "failed", "error": str(error)})
 
     def on_worker_start(self, worker: Worker) -> None:
-        self.log.info("worker started: pool=%s concurrency=%d queues=%s tasks=%d db=%s",
+        served = sorted(t.name for t in worker.tasks.values() if t.queue in worker.queues)
+        others = len(worker.tasks) - len(served)
+        more = f" (and {others} on queues not served)" if others else ""
+        self.log.info("worker started: pool=%s concurrency=%d queues=%s tasks=%s%s db=%s",
                       worker.pool, worker.concurrency, ",".join(worker.queues),
-                      len(worker.tasks), worker.db.path)
+                      ",".join(served) or "none", more, worker.db.path,
+                      extra={"tasks": served})
 
     def on_worker_stop(self, worker: Worker) -> None:
         counts = worker.counts()

@@ -9,6 +9,9 @@ child per consumer, watches them, and settles what a dead child leaves behind.
   deadline), the leases it holds and its counters into its slot of one anonymous
   shared mapping; the supervisor reads the slots every tick. A seqlock keeps it
   from reading half a record.
+* **Recycling.** With ``max_tasks_per_child`` or ``max_memory_per_child``, a child
+  past either limit finishes its job, releases the jobs it claimed but did not
+  start, says why in its slot and exits; a new child takes the slot at once.
 * **Deaths.** A child that dies (a crash, or SIGKILL after its task's timeout)
   is reaped: the job it was running is settled as a failed attempt, the jobs it held
   without running are released, and a new child takes its slot (after a second if
@@ -29,12 +32,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .errors import InvalidArgument
 from .hooks import COUNTERS, logger
 
 if TYPE_CHECKING:
     from .hooks import StatsHook
 
-_HEAD = struct.Struct("<qqqqqd" + "q" * len(COUNTERS) + "q")
+_HEAD = struct.Struct("<qqqqqd" + "q" * len(COUNTERS) + "qq")
 _HELD = struct.Struct("<qqq")
 _SEQ = struct.Struct("<q")
 
@@ -56,20 +60,24 @@ class Slot:
         self.counts = [0] * len(COUNTERS)
         self.held: Held = []
         self.pid = 0
+        self.recycled = 0  # set by a child that ends to be replaced (RECYCLE_*)
 
     def _write(self, held: bool) -> None:
         off = self.off
         seq = _SEQ.unpack_from(self.buf, off)[0] + 1
         _SEQ.pack_into(self.buf, off, seq)
         _HEAD.pack_into(self.buf, off, seq, self.pid, *self.running, *self.counts,
-                        len(self.held))
+                        self.recycled, len(self.held))
         if held:
             for k, item in enumerate(self.held):
                 _HELD.pack_into(self.buf, off + _HEAD.size + k * _HELD.size, *item)
         _SEQ.pack_into(self.buf, off, seq + 1)
 
     def publish(self, *, running: tuple[int, int, int, float] | None = None,
-                held: Held | None = None, counts: dict[str, int] | None = None) -> None:
+                held: Held | None = None, counts: dict[str, int] | None = None,
+                recycled: int | None = None) -> None:
+        if recycled is not None:
+            self.recycled = recycled
         if running is not None:
             self.running = running
         if held is not None:
@@ -91,9 +99,33 @@ class Slot:
         counts = dict(zip(COUNTERS, head[6:6 + len(COUNTERS)], strict=True))
         return head[1], (head[2], head[3], head[4], head[5]), counts, held
 
+    def recycled_by(self) -> int:
+        """Why the child ended to be replaced (a ``RECYCLE_*`` code), or 0."""
+        return int(_HEAD.unpack_from(self.buf, self.off)[-2])
+
     def reset(self) -> None:
         self.running, self.held, self.counts, self.pid = (0, 0, 0, 0.0), [], [0] * len(COUNTERS), 0
+        self.recycled = 0
         self._write(True)
+
+
+#: Why a child ended to be replaced: it ran ``max_tasks_per_child`` jobs, or its
+#: resident memory passed ``max_memory_per_child``.
+RECYCLE_TASKS = 1
+RECYCLE_MEMORY = 2
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux; elsewhere its peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB; bytes on macOS
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class ProcessPool:
@@ -116,10 +148,46 @@ class ProcessPool:
     _supervise_wait: Callable[[], None]  # one supervisor tick
     _open_pipes: Callable[[], None]
     _close_pipes: Callable[[], None]
+    _announce_stop: Callable[[], None]
+    _running_jobs: Callable[[], int]
     stop: Callable[..., None]
+
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: float | None = None
 
     def _consume(self, slot: Slot) -> None:
         raise NotImplementedError
+
+    def _set_child_limits(self, pool: str, max_tasks: object, max_mb: object) -> None:
+        """Check and keep ``max_tasks_per_child`` and ``max_memory_per_child``."""
+        if max_tasks is not None and (isinstance(max_tasks, bool) or not isinstance(
+                max_tasks, int) or max_tasks < 1):
+            raise InvalidArgument(f"max_tasks_per_child must be a positive integer or None, "
+                                  f"got {max_tasks!r}")
+        if max_mb is not None and (isinstance(max_mb, bool) or not isinstance(
+                max_mb, (int, float)) or not 0 < max_mb < float("inf")):
+            raise InvalidArgument(f"max_memory_per_child must be a number of MB > 0 or None, "
+                                  f"got {max_mb!r}")
+        if pool != "process" and (max_tasks is not None or max_mb is not None):
+            raise InvalidArgument("max_tasks_per_child and max_memory_per_child replace "
+                                  "child processes: they need pool='process' (a thread "
+                                  "cannot be replaced to give its memory back)")
+        self.max_tasks_per_child = max_tasks
+        self.max_memory_per_child = None if max_mb is None else float(max_mb)
+
+    def _child_spent(self, handled: int) -> int:
+        """In a child that has handled *handled* jobs: why it should now stop and be
+        replaced (``RECYCLE_*``, logged), or 0."""
+        if self.max_tasks_per_child and handled >= self.max_tasks_per_child:
+            logger.info("worker process %d ran %d jobs (max_tasks_per_child): replacing it",
+                        os.getpid(), handled)
+            return RECYCLE_TASKS
+        limit = self.max_memory_per_child
+        if limit and (mb := resident_mb()) > limit:
+            logger.info("worker process %d uses %.0f MB after %d jobs (max_memory_per_child "
+                        "%g MB): replacing it", os.getpid(), mb, handled, limit)
+            return RECYCLE_MEMORY
+        return 0
 
     def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,
                   code: int, held: Held) -> int:
@@ -146,12 +214,14 @@ class ProcessPool:
             return total
 
         self._counts = counts
+        self._running_jobs = lambda: sum(1 for i in children.values() if slots[i].read()[1][0])
         for i in range(n):
             self._spawn(slots[i], children, born)
         timers = self._timers()
-        termed = False
+        termed = graced = False
         try:
             while children or (respawn and not self._stopping):
+                self._announce_stop()
                 now = time.monotonic()
                 for pid in list(children):
                     self._reap(pid, slots, children, born, killed, respawn, retired)
@@ -167,6 +237,10 @@ class ProcessPool:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGTERM)
                 if self._stop_now or (self._stopping and now > self._stop_deadline):
+                    if not self._stop_now and not graced:
+                        graced = True
+                        logger.warning("the grace period is over: stopping %d worker "
+                                       "process(es); their jobs are released", len(children))
                     for pid in children:
                         if pid not in killed:
                             killed[pid] = "stop"
@@ -224,10 +298,13 @@ class ProcessPool:
             return
         i = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
-        expected = self._stopping or (self.burst and code == 0)
+        recycled = code == 0 and slots[i].recycled_by() != 0
+        expected = self._stopping or (self.burst and code == 0 and not recycled)
         self._after_child(pid, code, slots[i], killed, retired)
         if not expected:
-            quick = time.monotonic() - born.pop(pid, 0.0) < 1.0
+            # A child replaced on purpose is replaced at once; one that died young
+            # waits a second, so that a child dying at start does not spin.
+            quick = time.monotonic() - born.pop(pid, 0.0) < 1.0 and not recycled
             respawn[i] = time.monotonic() + (1.0 if quick else 0.0)
         born.pop(pid, None)
 

@@ -237,6 +237,7 @@ class Task(Generic[P, R]):
         self.result_ttl = result_ttl
         self.atomic = atomic
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = _signature(fn)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -258,8 +259,8 @@ class Task(Generic[P, R]):
         Arguments go through CBOR: one that cannot be encoded raises
         :class:`~liteq.SerializationError` and nothing is written. Tuples arrive as lists.
         """
-        q = self._queue(queue)
         payload = self._payload(args, kwargs)
+        q = self._queue(queue)
         try:
             mid = q.put(payload, delay=delay, key=key,
                         priority=self.priority if priority is None else priority)
@@ -271,14 +272,30 @@ class Task(Generic[P, R]):
                      priority: int | None = None, queue: str | None = None) -> list[Job]:
         """Enqueue many calls in one transaction (all or none); each item is the
         positional arguments of one call. Returns their jobs in order."""
-        q = self._queue(queue)
         payloads = [self._payload(args, None) for args in calls]
+        q = self._queue(queue)
         try:
             ids = q.put_many(payloads, delay=delay,
                              priority=self.priority if priority is None else priority)
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc
         return [Job(self.db, mid, task=self.name) for mid in ids]
+
+    def binding_error(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+        """Why ``fn(*args, **kwargs)`` cannot be called with these arguments
+        (``inspect.signature(fn).bind``), or None when they fit (or the function's
+        signature cannot be read)."""
+        if self.signature is None:
+            return None
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            empty = inspect.Parameter.empty
+            plain = self.signature.replace(
+                parameters=[p.replace(annotation=empty) for p in self.signature.parameters.values()],
+                return_annotation=empty)
+            return f"{exc} (the signature is {self.name}{plain})"
+        return None
 
     def _queue(self, name: str | None) -> Queue:
         return self.db.queue(self.queue if name is None else name)
@@ -291,10 +308,22 @@ class Task(Generic[P, R]):
             kwargs = {}
         elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise InvalidArgument(f"kwargs of task {self.name} must be a dict with str keys")
+        # Checked here, where the caller can fix it: a call that cannot bind would
+        # only fail in the worker, every attempt.
+        why = self.binding_error(args, kwargs)
+        if why is not None:
+            raise InvalidArgument(f"cannot enqueue task {self.name}: {why}")
         return {"task": self.name, "args": list(args), "kwargs": kwargs}
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue!r}>"
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: their calls go unchecked
+        return None
 
 
 def register(db: Database, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,

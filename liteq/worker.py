@@ -101,6 +101,7 @@ _FLUSH_SECONDS = 0.05  # ack finished jobs at least this often within a batch
 _HOLD_SECONDS = 0.5  # a batch still unstarted after this long goes back to the queue
 _TICK = 0.1  # the supervisor's polling period (timeouts, children, summaries)
 _PRUNE_EVERY = 60.0
+_LOOK_FOR_QUEUES = 0.1  # how often a consumer looks for served queues that are missing
 
 # -- releasing leases -----------------------------------------------------------------
 
@@ -125,7 +126,15 @@ class _Leases:
         self._held: dict[int, tuple[int, int]] = {}  # id -> (token, qid)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def watch(self, q: Queue) -> None:
+        """Also renew leases of *q* (a served queue that appeared after the start),
+        at its own lease's pace from now on."""
+        with self._lock:
+            self.queues = [*self.queues, q]
+        self._wake.set()
 
     def add(self, msgs: Sequence[Message]) -> None:
         with self._lock:
@@ -147,6 +156,7 @@ class _Leases:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5.0)
 
@@ -155,7 +165,11 @@ class _Leases:
         return max(0.05, min(leases) / 3)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval()):
+        while True:
+            self._wake.wait(self._interval())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except Exception:
@@ -242,7 +256,8 @@ class _Consumer:
         self.w = worker
         self.db = worker.db
         self.store = worker.db._store
-        self.queues = [worker.db.queue(name) for name in worker.queues]
+        self.queues: list[Queue] = worker.existing_queues()
+        self._looked_for_queues = time.monotonic()
         self.tasks = worker.tasks
         self.hooks = worker._hooks
         self.leases = leases
@@ -256,11 +271,14 @@ class _Consumer:
         self._deadline = 0.0
         self._interrupted = False
         self.thread_id = 0
+        self.current = 0  # the id of the job running now, or 0
+        self.handled = 0  # messages taken from the batches so far
+        self.recycle = 0  # pool child: why it stops to be replaced (RECYCLE_*), or 0
 
     def run(self) -> None:
         self.thread_id = threading.get_ident()
         try:
-            while not self.w._stopping:
+            while not self.w._stopping and not self.recycle:
                 try:
                     msgs = self._claim()
                     if not msgs:
@@ -303,6 +321,7 @@ class _Consumer:
         looks = Looks(claim=True, hinted=False)
         while not self.w._stopping:
             waiter.arm()  # before looking: a commit from now on wakes the wait
+            self._find_new_queues()
             due_at = math.inf
             for q in self.queues:
                 if not looks.claim:
@@ -310,17 +329,49 @@ class _Consumer:
                     if not ready:
                         due_at = min(due_at, q_due)
                         continue
-                msgs = q.get_many(self.batch)
+                msgs = q.get_many(self._batch())
                 if msgs:
                     waiter.found()
                     return msgs
             if self.w.burst:
                 return []
             if looks.claim:
-                due_at = min(store.next_due(q.id) for q in self.queues)
+                due_at = min((store.next_due(q.id) for q in self.queues), default=math.inf)
             timeout = max(0.0005, min(due_at - store.clock(), 1.0))
             looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
         return []
+
+    def _batch(self) -> int:
+        """How many to claim: the batch size, but no more than a pool child with
+        ``max_tasks_per_child`` may still run."""
+        limit = self.w.max_tasks_per_child
+        if self.slot is None or not limit:
+            return self.batch
+        return max(1, min(self.batch, limit - self.handled))
+
+    def _spent(self) -> bool:
+        """Pool child: past ``max_tasks_per_child`` or ``max_memory_per_child``? Then
+        it stops claiming, to be replaced by a new child."""
+        self.recycle = self.w._child_spent(self.handled)
+        return bool(self.recycle)
+
+    def _find_new_queues(self) -> None:
+        """Serve a queue that did not exist at the start once something created it
+        (a put does): looked for at most every ``_LOOK_FOR_QUEUES`` seconds."""
+        if len(self.queues) == len(self.w.queues):
+            return
+        now = time.monotonic()
+        if now - self._looked_for_queues < _LOOK_FOR_QUEUES:
+            return
+        self._looked_for_queues = now
+        known = {q.name for q in self.queues}
+        if not any(self.db.has_queue(n) for n in self.w.queues if n not in known):
+            return
+        self.queues = self.w.existing_queues()
+        for q in self.queues:
+            if q.name not in known:
+                logger.info("queue %r now exists: serving it", q.name)
+                self.leases.watch(q)
 
     def _work(self, msgs: list[Message]) -> None:
         self.leases.add(msgs)
@@ -344,6 +395,10 @@ class _Consumer:
                     msg.cancel_requested = self.store.cancel_requested(msg.id)
                 self._run(msg)
                 ran += 1
+                self.handled += 1
+                if self.slot is not None and self._spent():
+                    self._release(msgs[i + 1:], count=False)
+                    break
                 if self._done and time.monotonic() >= flush_at:
                     self._flush()
                     flush_at = time.monotonic() + _FLUSH_SECONDS
@@ -409,6 +464,7 @@ class _Consumer:
                  args: list[Any], kwargs: dict[str, Any]) -> tuple[Outcome, bool]:
         ctx.started_at = self.store.clock()
         _current.job = ctx
+        self.current = msg.id
         timeout = task.timeout
         if self.slot is not None:
             # The supervisor kills this process past the deadline (async tasks get a
@@ -439,6 +495,7 @@ class _Consumer:
                     with self._lock:
                         self._running = None
                 _current.job = None
+                self.current = 0
         except Retry as sig:
             return Outcome("retrying", time.perf_counter() - start,
                            error=JobError("liteq.Retry", sig.reason), delay=sig.delay), False
@@ -453,6 +510,13 @@ class _Consumer:
                                                 f"{timeout or 0:g} s")
             return Outcome("retrying", time.perf_counter() - start, error=why), False
         except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
+            unfit = task.binding_error(args, kwargs) if isinstance(exc, TypeError) else None
+            if unfit is not None:
+                # The call itself could not be made: no attempt would do better.
+                error = JobError("TypeError", f"the job's arguments do not fit the task: {unfit}; "
+                                 f"failed without retrying (did the task's signature change "
+                                 f"after the job was enqueued?)")
+                return Outcome("failed", time.perf_counter() - start, error=error), False
             return Outcome("retrying", time.perf_counter() - start,
                            error=JobError.from_exception(exc, skip=1)), False
         finally:
@@ -546,21 +610,32 @@ class Worker(ProcessPool):
 
     *queues* are served in order of preference (a claim takes from the first one
     that has due jobs); default: the queues of the registered tasks, in order of
-    registration, or ``["default"]``. *concurrency* consumers run at once: threads
+    registration, or ``["default"]``. A served queue that does not exist is created
+    at the start if a registered task uses it; any other is logged as a warning
+    (a typo?) and left missing, and is served once something creates it.
+    *concurrency* consumers run at once: threads
     (``pool="thread"``, default 4) or child processes (``pool="process"``, default
     one per CPU; Linux and macOS, by ``fork()``). *grace* seconds for running jobs to
     finish after a stop signal, *prefetch* the most jobs claimed at once, *burst* to
     stop once no job is due, *hooks* to add :class:`~liteq.Hook` objects,
     *summary_interval* seconds between summary log lines (0: none).
+
+    ``pool="process"`` only: a child that has run *max_tasks_per_child* jobs, or
+    whose resident memory is over *max_memory_per_child* MB after a job, finishes
+    that job, gives back the jobs it claimed but did not start, and is replaced by
+    a new child (for libraries that leak).
     """
 
     def __init__(self, db: Database, queues: Sequence[str] | None = None, *,
                  concurrency: int | None = None, pool: str = "thread",
                  hooks: Sequence[Hook] = (), grace: float = DEFAULT_GRACE,
                  prefetch: int = DEFAULT_PREFETCH, burst: bool = False,
-                 summary_interval: float = 60.0, install_signals: bool = True) -> None:
+                 summary_interval: float = 60.0, install_signals: bool = True,
+                 max_tasks_per_child: int | None = None,
+                 max_memory_per_child: float | None = None) -> None:
         if pool not in POOLS:
             raise InvalidArgument(f"pool must be 'thread' or 'process', got {pool!r}")
+        self._set_child_limits(pool, max_tasks_per_child, max_memory_per_child)
         if pool == "process" and not hasattr(os, "fork"):
             raise InvalidArgument("pool='process' needs fork(), which this system lacks")
         self.db = db
@@ -589,6 +664,10 @@ class Worker(ProcessPool):
         self._stop_now = False
         self._stop_deadline = 0.0
         self._signals = 0
+        self._signal_name = ""
+        self._announced = 0  # stop phases logged: 1 stopping, 2 stopping now
+        self._running_jobs: Callable[[], int] = lambda: sum(1 for c in self._consumers
+                                                            if c.current)
         self._pipes: tuple[int, int, int, int] | None = None
         self._counts: Callable[[], dict[str, int]] = self._stats.snapshot
         self._parent = os.getpid()
@@ -603,11 +682,10 @@ class Worker(ProcessPool):
             raise InvalidArgument("this worker is already running")
         self._open_pipes()
         self._stopping = self._stop_now = False
-        self._signals = 0
+        self._signals = self._announced = 0
         self._parent = os.getpid()
         old = self._install_signals()
-        for name in self.queues:
-            self.db.queue(name)  # create missing queues before any child starts
+        self._warn_missing_queues()
         self._warn_limits()
         self._hooks.call("on_worker_start", self)
         try:
@@ -643,7 +721,32 @@ class Worker(ProcessPool):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals += 1
+        self._signal_name = signal.Signals(signum).name
         self.stop(now=self._signals > 1)
+
+    def _announce_stop(self) -> None:
+        """Log, once per phase and within a supervisor tick of the signal (not in
+        the handler, which may interrupt a log call), what stopping does now."""
+        phase = 2 if self._stop_now else 1 if self._stopping else 0
+        if phase <= self._announced:
+            return
+        running = self._running_jobs()
+        jobs = f"{running} job{'s' if running != 1 else ''} running"
+        why = f"{self._signal_name} received" if self._signal_name else "stop requested"
+        if phase == 1:
+            self._announced = 1
+            if not running:
+                logger.info("%s: stopping (no job running)", why)
+            else:
+                again = (f"; send {self._signal_name} or SIGINT again to stop now"
+                         if self._signal_name else "")
+                logger.warning("%s: stopping; %s may finish within %g s (the grace "
+                               "period), then they are released for another worker%s",
+                               why, jobs, self.grace, again)
+        else:
+            self._announced = 2
+            logger.warning("%s again: stopping now; %s released for another worker",
+                           self._signal_name or "stop", jobs)
 
     def _install_signals(self) -> dict[int, Any]:
         if not self.install_signals or threading.current_thread() is not threading.main_thread():
@@ -704,6 +807,23 @@ class Worker(ProcessPool):
             while os.read(self._pipes[2], 4096):
                 pass
 
+    def existing_queues(self) -> list[Queue]:
+        """The served queues that exist now, in order of preference."""
+        return [self.db.queue(n) for n in self.queues if self.db.has_queue(n)]
+
+    def _warn_missing_queues(self) -> None:
+        """Create the missing queues that tasks use (before any child starts); warn
+        about the others, probably mistyped, and leave them missing: a consumer
+        serves one once something is put on it."""
+        used = {t.queue for t in self.tasks.values()}
+        for name in self.queues:
+            if name in used:
+                self.db.queue(name)
+            elif not self.db.has_queue(name):
+                logger.warning("queue %r does not exist and no task of this app uses it "
+                               "(their queues: %s); it is served once something is put on "
+                               "it: is the name right?", name, ", ".join(sorted(used)) or "none")
+
     def _warn_limits(self) -> None:
         for task in self.tasks.values():
             if task.queue in self.queues:
@@ -735,7 +855,7 @@ class Worker(ProcessPool):
     # -- thread pool --------------------------------------------------------------------
 
     def _run_threads(self) -> None:
-        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases = _Leases(self.db, self.existing_queues())
         leases.start()
         self._consumers = [_Consumer(self, leases) for _ in range(self.concurrency)]
         self._threads = threads = [
@@ -746,10 +866,13 @@ class Worker(ProcessPool):
         timers = self._timers()
         try:
             while any(t.is_alive() for t in threads):
+                self._announce_stop()
                 if self._stop_now or (self._stopping and time.monotonic() > self._stop_deadline):
                     held = leases.items()
+                    if held and not self._stop_now:
+                        logger.warning("the grace period is over: releasing %d job(s) still "
+                                       "running or claimed", len(held))
                     if held:
-                        logger.warning("stopping now: releasing %d job(s) still running", len(held))
                         release(self.db, held)
                         leases.discard(mid for mid, _t, _q in held)
                         self._stats.count("released", len(held))
@@ -772,13 +895,14 @@ class Worker(ProcessPool):
         self._stats = StatsHook()
         self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
         slot.publish(counts=self._stats.snapshot())
-        leases = _Leases(self.db, [self.db.queue(n) for n in self.queues])
+        leases = _Leases(self.db, self.existing_queues())
         leases.start()
+        consumer = _Consumer(self, leases, slot)
         try:
-            _Consumer(self, leases, slot).run()
+            consumer.run()
         finally:
             leases.stop()
-            slot.publish(counts=self._stats.snapshot())
+            slot.publish(counts=self._stats.snapshot(), recycled=consumer.recycle)
 
     def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,
                   code: int, held: Held) -> int:

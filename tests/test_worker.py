@@ -385,7 +385,7 @@ def test_each_job_logs_one_line_as_it_starts_and_one_with_its_duration_as_it_end
     with caplog.at_level(logging.DEBUG, logger="liteq.worker"):
         drain(db)
     lines = [r for r in caplog.records if getattr(r, "job_id", None) == job.id]
-    assert [r.getMessage().split(" in ")[0] for r in lines] == [
+    assert [r.getMessage().split(" (run time ")[0] for r in lines] == [
         f"job {job.id} app.hello started (attempt 1 of 5)", f"job {job.id} app.hello done"]
     assert lines[1].duration >= 0 and lines[1].task == "app.hello"  # type: ignore[attr-defined]
 

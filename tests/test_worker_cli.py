@@ -113,7 +113,7 @@ def test_job_waits_for_the_job_to_finish_when_asked(app: str) -> None:
     (["job", "999"], "Error: no job with id 999", 1),
     (["worker", "missing_module"], "Error: cannot import APP module 'missing_module'", 1),
     (["worker", "nodb"], "Error: module 'nodb' has no liteq Database", 1),
-    (["worker", "nodb:x"], "Error: nodb:x is a int, not a liteq Database", 1),
+    (["worker", "nodb:x"], "Error: nodb:x is an int, not a liteq Database", 2),
     (["worker", "cliapp:nothing"], "Error: 'cliapp' has no attribute 'nothing'", 1),
     (["worker", "a:b:c"], "APP is module or module:attr", 2),
     (["worker", "cliapp", "--pool", "fork"], "Invalid value for '--pool'", 2),
