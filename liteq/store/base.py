@@ -3,6 +3,7 @@ WAL checkpoints, transactions, the statistics totals, and translating apsw error
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -21,6 +22,15 @@ from ..errors import (
     LiteqError,
     SchemaError,
     StorageError,
+)
+from .files import (
+    dir_cause,
+    disk_is_full,
+    file_cause,
+    os_cause,
+    read_only_uri,
+    resolve,
+    wal_is_empty,
 )
 from .sql import SQL_TOTALS, TOTALS_EVERY
 
@@ -83,6 +93,7 @@ class StoreBase:
         durability: str = "normal",
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
@@ -92,7 +103,14 @@ class StoreBase:
             raise InvalidArgument(
                 f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
             )
+        if not isinstance(read_only, bool):
+            raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        #: The path as given (made absolute): what messages name.
         self.path = os.path.abspath(os.fspath(path))
+        #: The real path, resolved once: SQLite, the schema lock and the wake-up watch
+        #: all use it, so every name for one file meets the same side files.
+        self.file = resolve(self.path, read_only=read_only)
+        self.read_only = read_only
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.clock = clock
@@ -151,18 +169,26 @@ class StoreBase:
         return 0  # SQLITE_OK
 
     def _open(self) -> apsw.Connection:
-        path = self.path
-        if os.path.isdir(path):
-            raise LiteqError(f"cannot open {path}: it is a directory, not a database file")
-        parent = os.path.dirname(path) or "."
-        if not os.path.isdir(parent):
-            raise LiteqError(f"cannot open {path}: directory {parent} does not exist")
+        if self.read_only:
+            conn = self._open_read_only()
+        else:
+            conn = self._open_read_write()
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _open_read_write(self) -> apsw.Connection:
+        real = self.file
+        if os.path.exists(real):
+            # SQLite would quietly open a file it may not write read-only and fail
+            # later, having perhaps created side files: refuse before it starts.
+            cause = file_cause(real)
+            if cause is not None:
+                raise LiteqError(f"cannot open {self.path}: {cause}")
         try:
-            conn = apsw.Connection(
-                path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-            )
+            conn = apsw.Connection(real, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         except apsw.Error as exc:
-            raise LiteqError(f"cannot open {path}: {_reason(exc)}") from exc
+            raise LiteqError(f"cannot open {self.path}: {self._cause(exc)}") from exc
         conn.set_busy_handler(self._busy_handler())
         conn.set_wal_hook(self._wal_hook)
         try:
@@ -171,9 +197,102 @@ class StoreBase:
         except BaseException:
             conn.close()
             raise
-        with self._all_lock:
-            self._all.append(conn)
         return conn
+
+    def _open_read_only(self) -> apsw.Connection:
+        if wal_is_empty(self.file):
+            # Every commit is in the main file: judge it from that alone (immutable=1
+            # creates nothing), so that a file liteq refuses gets no -wal and -shm
+            # from the mode=ro open below.
+            self._check_read_only(*self._look_read_only(immutable=True, close=True)[1])
+        # mode=ro follows other connections' commits. When it can neither use nor
+        # create the -shm (the directory is not writable and no writer has the file
+        # open, or the disk is full) and the -wal holds nothing, read the main file as
+        # it is (immutable=1), touching no side file.
+        try:
+            conn, header = self._look_read_only(immutable=False)
+        except _NoShm as no_shm:
+            if not wal_is_empty(self.file):
+                name = os.path.basename(self.file)
+                raise LiteqError(
+                    f"cannot open {self.path} read-only: SQLite needs {name}-shm beside it "
+                    f"to read the commits in {name}-wal, and could not use it: {no_shm}"
+                ) from no_shm.__cause__
+            conn, header = self._look_read_only(immutable=True)
+        try:
+            self._check_read_only(*header)
+            conn.set_busy_handler(self._busy_handler())
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _look_read_only(
+        self, *, immutable: bool, close: bool = False
+    ) -> tuple[Any, tuple[int, int, list[str]]]:
+        """A read-only connection and the file's header; _NoShm when mode=ro could
+        not use the -shm; LiteqError for anything else."""
+        try:
+            conn = apsw.Connection(read_only_uri(self.file, immutable=immutable),
+                                   flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        except apsw.Error as exc:
+            raise LiteqError(f"cannot open {self.path}: {self._cause(exc)}") from exc
+        try:
+            header = self._header(conn)
+        except (apsw.ReadOnlyError, apsw.CantOpenError, apsw.IOError, apsw.FullError) as exc:
+            error: Exception = self._open_error(exc, conn) if immutable else \
+                _NoShm(self._cause(exc, conn, looking=True))
+            conn.close()
+            raise error from exc
+        except apsw.Error as exc:
+            error = self._open_error(exc, conn)
+            conn.close()
+            raise error from exc
+        if close:
+            conn.close()
+        return conn, header
+
+    def _check_read_only(self, app_id: int, version: int, names: list[str]) -> None:
+        if app_id == schema.APPLICATION_ID and version == schema.SCHEMA_VERSION:
+            return
+        self._refuse_foreign(app_id, version, names)
+        if version == 0 and not names:
+            raise LiteqError(f"cannot open {self.path} read-only: it is empty, not a liteq "
+                             f"database yet")
+        raise LiteqError(
+            f"cannot open {self.path} read-only: it has liteq schema version {version}, "
+            f"older than this liteq's {schema.SCHEMA_VERSION}; open it read-write once to "
+            f"upgrade it"
+        )
+
+    def _cause(self, exc: BaseException, conn: Any = None, *, looking: bool = False) -> str:
+        """Why an open failed, in words: the OS's reason where SQLite only says "disk
+        I/O error" or "unable to open", the directory where it is the directory."""
+        code = getattr(exc, "errno", None) or (conn.system_errno if conn is not None else 0)
+        denied = code in (errno.EACCES, errno.EPERM) or isinstance(
+            exc, apsw.ReadOnlyError | apsw.CantOpenError)
+        if denied and not looking:
+            cause = dir_cause(self.file)
+            if cause is None and os.path.exists(self.file):
+                cause = file_cause(self.file)
+            if cause is not None:
+                return cause
+        words = os_cause(code, self.file) if code else None
+        if words is None and isinstance(exc, apsw.IOError | apsw.FullError | OSError) \
+                and disk_is_full(self.file):
+            words = os_cause(errno.ENOSPC, self.file)
+        if words is not None:
+            return words
+        if isinstance(exc, apsw.Error):
+            return _reason(exc)
+        return str(getattr(exc, "strerror", None) or exc)
+
+    def _open_error(self, exc: apsw.Error, conn: Any) -> LiteqError:
+        if isinstance(exc, apsw.NotADBError):
+            return LiteqError(
+                f"cannot open {self.path}: not a SQLite database (file is not a database)")
+        return LiteqError(f"cannot open {self.path}: {self._cause(exc, conn)}")
 
     def _busy_handler(self) -> Callable[[int], bool]:
         # Short sleeps first: a consumer woken by a commit often meets the tail of
@@ -193,30 +312,29 @@ class StoreBase:
 
         return handler
 
-    def _read_header(self, conn: Any) -> tuple[int, int, list[str]]:
+    def _header(self, conn: Any) -> tuple[int, int, list[str]]:
         # One read transaction: three autocommit reads could straddle another
         # process's schema creation and see tables without the liteq marks.
+        conn.execute("BEGIN")
         try:
-            conn.execute("BEGIN")
-            try:
-                app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
-                version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-                names = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
-                    ).fetchall()
-                ]
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-        except apsw.NotADBError as exc:
-            raise LiteqError(
-                f"cannot open {self.path}: not a SQLite database (file is not a database)"
-            ) from exc
-        except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+            app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchall()
+            ]
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         return app_id, version, names
+
+    def _read_header(self, conn: Any) -> tuple[int, int, list[str]]:
+        try:
+            return self._header(conn)
+        except apsw.Error as exc:
+            raise self._open_error(exc, conn) from exc
 
     def _check_and_migrate(self, conn: apsw.Connection) -> None:
         app_id, version, names = self._read_header(conn)
@@ -226,7 +344,7 @@ class StoreBase:
         # New file or an older schema: create/migrate under a file lock so that many
         # processes opening a brand-new file at the same moment all succeed.
         try:
-            lock = filelock.FileLock(self.path + ".lock", timeout=max(self.busy_timeout, 1))
+            lock = filelock.FileLock(self.file + ".lock", timeout=max(self.busy_timeout, 1))
             with lock:
                 app_id, version, names = self._read_header(conn)
                 self._refuse_foreign(app_id, version, names)
@@ -237,7 +355,7 @@ class StoreBase:
                 f"cannot open {self.path}: timed out waiting for the schema lock {exc.lock_file}"
             ) from exc
         except OSError as exc:
-            raise LiteqError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+            raise LiteqError(f"cannot open {self.path}: {self._cause(exc)}") from exc
 
     def _refuse_foreign(self, app_id: int, version: int, names: list[str]) -> None:
         if app_id == schema.APPLICATION_ID:
@@ -275,10 +393,8 @@ class StoreBase:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        except apsw.ReadOnlyError as exc:
-            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
         except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+            raise LiteqError(f"cannot open {self.path}: {self._cause(exc, conn)}") from exc
 
     def _pragmas(self, conn: apsw.Connection) -> None:
         try:
@@ -290,10 +406,8 @@ class StoreBase:
             conn.execute("PRAGMA temp_store = MEMORY")
             # Touch the file so the -wal exists (the wake-up watches it).
             conn.execute("SELECT count(*) FROM queues").fetchall()
-        except apsw.ReadOnlyError as exc:
-            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
         except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
+            raise LiteqError(f"cannot open {self.path}: {self._cause(exc, conn)}") from exc
 
     def close(self) -> None:
         """Close every connection this store opened in this process."""
@@ -444,6 +558,10 @@ class StoreBase:
     def vacuum(self) -> None:
         self.execute("VACUUM")
 
+
+
+class _NoShm(Exception):
+    """A mode=ro connection could neither use nor create the -shm (its text: why)."""
 
 
 class _Write:
