@@ -110,6 +110,13 @@ class Database:
         return self._store.durability
 
     @property
+    def real_path(self) -> str:
+        """The database file's real path (symlinks resolved once, at open): SQLite's
+        ``-wal`` and ``-shm`` and liteq's ``.lock`` sit beside it. :attr:`path` is the
+        path as given, made absolute."""
+        return self._store.file
+
+    @property
     def read_only(self) -> bool:
         """True when opened with ``read_only=True`` (for looking only)."""
         return self._store.read_only
@@ -359,7 +366,7 @@ class Database:
         local = self._local
         if getattr(local, "pid", None) != os.getpid() or local.waiter is None:
             # SQLite keeps the WAL beside the real file, not beside a symlink to it.
-            local.waiter = Waiter(self._store.file + "-wal")
+            local.waiter = Waiter(self.real_path + "-wal")
             local.pid = os.getpid()
         return local.waiter
 

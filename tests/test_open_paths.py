@@ -79,7 +79,7 @@ def test_a_database_opened_through_a_symlink_keeps_its_path_and_knows_the_real_f
     db = liteq.connect(str(alias))
     db.queue("q").put(1)
     assert db.path == str(alias)
-    assert db._store.file == str(real)
+    assert db.real_path == str(real)
     db.close()
     assert liteq.connect(str(real)).queue("q").peek(5)[0].payload == 1
 

@@ -30,7 +30,7 @@ import urllib.parse
 from ..errors import LiteqError
 
 __all__ = [
-    "resolve", "side_files", "wal_is_empty", "read_only_uri", "os_cause", "disk_is_full",
+    "resolve", "wal_is_empty", "read_only_uri", "os_cause", "disk_is_full",
     "dir_cause", "file_cause",
 ]
 
@@ -78,12 +78,6 @@ def resolve(path: str, *, read_only: bool) -> str:
         what = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
         raise LiteqError(f"cannot open {shown}: it is {what}, not a database file")
     return real
-
-
-def side_files(real: str) -> tuple[str, str, str]:
-    """The files kept beside the database file: SQLite's ``-wal`` and ``-shm`` and
-    liteq's schema lock ``.lock``."""
-    return real + "-wal", real + "-shm", real + ".lock"
 
 
 def wal_is_empty(real: str) -> bool:
