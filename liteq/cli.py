@@ -69,7 +69,8 @@ def _command(words: str) -> click.Command:
 for words in LOOKS:
     looks_only(_command(words))
 for words in WRITES:
-    writes(_command(words))
+    writes(_command(words), " With APP: the durability APP's connect() chose."
+           if words == "scheduler" else "")
 
 
 def main() -> None:

@@ -272,14 +272,16 @@ def _remember_durability(ctx: click.Context, param: click.Parameter, value: str)
     return value
 
 
-def writes(command: click.Command) -> click.Command:
+def writes(command: click.Command, note: str = "") -> click.Command:
     """Give *command*, one that writes, the ``--durability`` option
-    (``$LITEQ_DURABILITY``) that :func:`open_db` opens the database with."""
+    (``$LITEQ_DURABILITY``) that :func:`open_db` opens the database with; *note* is
+    added to the option's help."""
     command.params.append(click.Option(
         ["--durability"], type=click.Choice(sorted(DURABILITY)), default="normal",
         envvar="LITEQ_DURABILITY", show_default=True, show_envvar=True, expose_value=False,
         callback=_remember_durability,
-        help="normal: commits survive a process crash; full: a power cut too (slower)."))
+        help="normal: commits survive a process crash; full: a power cut too "
+             f"(slower).{note}"))
     return command
 
 
