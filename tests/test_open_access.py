@@ -238,6 +238,17 @@ def test_a_writable_file_in_an_unwritable_directory_names_the_directory_and_why(
     assert snapshot(shared_dir) == before
 
 
+def test_a_new_file_in_an_unwritable_directory_names_the_directory(shared_dir) -> None:
+    path = os.path.join(shared_dir, "new.db")
+
+    kind, text = as_nobody(lambda: liteq.connect(path).close())["error"]
+
+    assert kind == "LiteqError"
+    assert f"the directory {shared_dir} is not writable" in text, text
+    assert "cannot be created there" in text
+    assert os.listdir(shared_dir) == []
+
+
 def test_an_unwritable_file_is_named_as_such_and_read_only_is_suggested(shared_dir) -> None:
     path = os.path.join(shared_dir, "app.db")
     _filled(path).close()

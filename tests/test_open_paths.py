@@ -107,6 +107,7 @@ def test_a_consumer_waiting_through_a_symlinked_path_is_woken_by_inotify_not_pol
         msg = q.get(wait=PATIENCE)
         assert msg is not None and msg.payload == "hello"
     finally:
+        go.set()
         producer.join(PATIENCE)
         db.close()
 

@@ -126,6 +126,12 @@ def dir_cause(real: str) -> str | None:
     if os.access(parent, os.W_OK | os.X_OK):
         return None
     name = os.path.basename(real)
+    if not os.path.exists(real):
+        return (
+            f"the directory {parent} is not writable by this user, so the database file "
+            f"cannot be created there (SQLite also creates {name}-wal and {name}-shm "
+            f"beside it, and liteq {name}.lock): choose a writable directory"
+        )
     return (
         f"the directory {parent} is not writable by this user, and SQLite creates "
         f"{name}-wal and {name}-shm beside the database file (liteq also {name}.lock): "
