@@ -243,7 +243,7 @@ def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Databa
 READ_ONLY_COMMANDS: set[click.Command] = set()
 
 _READ_ONLY_NOTE = (
-    "Read-only: opens the file with SQLite mode=ro and writes nothing, so read access "
+    "Read-only: opens the file with SQLite mode=ro and never writes it, so read access "
     "to the database file is enough."
 )
 
