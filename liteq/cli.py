@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli_base import cli
+import click
+
+from .cli_base import cli, looks_only, writes
 from .cli_demo import demo, demo_step
 from .cli_messages import ack, cancel, get, peek, put, retry, show
 from .cli_queues import dead, prune, purge, queue_group, vacuum
@@ -44,6 +46,31 @@ for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, qu
     cli.add_command(command)
 demo_step(60)(worker_demo)
 demo_step(70)(schedule_demo)
+
+#: Commands that only look open the file read-only (an operator without write access
+#: can run them); commands that write take --durability. The worker and a scheduler
+#: given APP use the Database that APP's liteq.connect() made, with its durability.
+LOOKS = ["stats", "peek", "show", "topics", "jobs", "job", "dead list", "schedule list",
+         "schedule next", "schedule history"]
+WRITES = ["put", "get", "ack", "retry", "cancel", "purge", "prune", "vacuum", "publish",
+          "subscribe", "unsubscribe", "tail", "dead redrive", "dead purge", "queue create",
+          "queue config", "queue delete", "schedule add", "schedule rm", "schedule pause",
+          "schedule resume", "schedule run", "scheduler"]
+
+
+def _command(words: str) -> click.Command:
+    command: click.Command = cli
+    for word in words.split():
+        assert isinstance(command, click.Group), words
+        command = command.commands[word]
+    return command
+
+
+for words in LOOKS:
+    looks_only(_command(words))
+for words in WRITES:
+    writes(_command(words), " With APP: the durability APP's connect() chose."
+           if words == "scheduler" else "")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ code at the edge, never a traceback.
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from . import __version__
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
 from .queue import Queue, validate_name
+from .store import DURABILITY
 
 __all__ = [
     "cli",
@@ -44,6 +46,9 @@ __all__ = [
     "MAX_DEPTH",
     "DEAD_LETTER",
     "open_db",
+    "looks_only",
+    "writes",
+    "READ_ONLY_COMMANDS",
     "existing_queue",
     "parse_json",
     "confirm",
@@ -87,10 +92,12 @@ class LiteqGroup(click.Group):
 
 @dataclass
 class CliState:
-    """What the root group knows: the database path and whether the user chose it."""
+    """What the root group knows: the database path and whether the user chose it;
+    the durability a command that writes opens it with (its ``--durability``)."""
 
     path: str
     chosen: bool
+    durability: str = "normal"
 
 
 # -- parameter types -------------------------------------------------------------------
@@ -234,7 +241,9 @@ def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Databa
     """Connect to the database chosen by ``--db``; closed when the command ends.
 
     Unless *create*, a missing (or empty) file is an error rather than a new
-    database: a command that only looks must not leave a file behind.
+    database: a command that only looks must not leave a file behind. A command
+    marked with :func:`looks_only` opens it read-only; one marked with :func:`writes`
+    with its ``--durability``.
     """
     ctx = ctx or click.get_current_context()
     state = ctx.find_object(CliState)
@@ -247,9 +256,56 @@ def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Databa
                 f"'liteq put' and 'liteq queue create' make a new one)")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise CliError(f"{path} is an empty file, not a liteq database")
-    db = connect(path)
+    db = connect(path, durability=state.durability,
+                 read_only=ctx.command in READ_ONLY_COMMANDS)
     ctx.find_root().call_on_close(db.close)
     return db
+
+
+#: The commands that only look: :func:`open_db` opens the file read-only for them.
+READ_ONLY_COMMANDS: set[click.Command] = set()
+
+_READ_ONLY_NOTE = (
+    "Read-only: opens the file with SQLite mode=ro and never writes it, so read access "
+    "to the database file is enough."
+)
+
+
+def _before_example(help_text: str | None, paragraph: str) -> str:
+    """*help_text* with *paragraph* added before its closing example."""
+    text = inspect.cleandoc(help_text or "")
+    at = max(text.rfind("\n\nExample"), text.rfind("\n\n\b\nExample"))
+    if at < 0:
+        return f"{text}\n\n{paragraph}"
+    return f"{text[:at]}\n\n{paragraph}{text[at:]}"
+
+
+def looks_only(command: click.Command) -> click.Command:
+    """Mark *command* as one that only looks: it opens the database read-only
+    (an operator without write access can run it), and its help says so."""
+    READ_ONLY_COMMANDS.add(command)
+    command.help = _before_example(command.help, _READ_ONLY_NOTE)
+    return command
+
+
+def _remember_durability(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    state = ctx.find_object(CliState)
+    if state is not None:
+        state.durability = value
+    return value
+
+
+def writes(command: click.Command, note: str = "") -> click.Command:
+    """Give *command*, one that writes, the ``--durability`` option
+    (``$LITEQ_DURABILITY``) that :func:`open_db` opens the database with; *note* is
+    added to the option's help."""
+    command.params.append(click.Option(
+        ["--durability"], type=click.Choice(sorted(DURABILITY)), default="normal",
+        envvar="LITEQ_DURABILITY", show_default=True, show_envvar=True, expose_value=False,
+        callback=_remember_durability,
+        help="normal: commits survive a process crash; full: a power cut too "
+             f"(slower).{note}"))
+    return command
 
 
 def existing_queue(db: Database, name: str) -> Queue:
@@ -284,7 +340,9 @@ def cli(ctx: click.Context, db_path: str) -> None:
 
     Look inside a queue database and act on it. The database is --db PATH, else
     $LITEQ_DB, else ./liteq.db. Only put, queue create and demo make a new file;
-    the other commands say so when it is missing.
+    the other commands say so when it is missing. Commands that only look (stats,
+    peek, show, jobs ...) open it read-only: read access is enough. Commands that
+    write take --durability normal|full (or $LITEQ_DURABILITY).
 
     Output is an aligned table; --json (and --nl, one object per line, on
     commands that list rows) prints JSON for scripts, with bytes in payloads as

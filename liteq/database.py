@@ -76,6 +76,7 @@ def connect(
     busy_timeout: float = 30.0,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     clock: Callable[[], float] | None = None,
+    read_only: bool = False,
 ) -> Database:
     """Open (creating if needed) the liteq database at *path*.
 
@@ -84,6 +85,17 @@ def connect(
     also survives power loss, at several times the cost per commit. *busy_timeout*
     bounds how long an operation waits for the write lock before raising
     :class:`~liteq.DatabaseBusy`. *clock* replaces ``time.time`` (for tests).
+
+    ``read_only=True`` opens an existing liteq file for looking only (SQLite
+    ``mode=ro``): read access to the file is enough, nothing is created or changed
+    beside it but SQLite's own ``-wal``/``-shm`` where the directory allows, and any
+    write raises :class:`~liteq.StorageError`. Where SQLite cannot use the ``-shm``
+    (the directory is not writable and no writer has the file open, or the disk is
+    full) and the ``-wal`` is empty, the main file is read as it is (``immutable=1``):
+    that connection does not see later commits.
+
+    The path is resolved once (symlinks followed): SQLite's side files, the schema
+    lock ``PATH.lock`` and the wake-up watch sit beside the real file.
 
     Raises :class:`~liteq.LiteqError` naming the path if the file is a directory,
     not a SQLite database, another application's database or not writable, and
@@ -95,6 +107,7 @@ def connect(
         busy_timeout=busy_timeout,
         max_payload=max_payload,
         clock=clock,
+        read_only=read_only,
     )
 
 
@@ -110,13 +123,14 @@ class Database:
         busy_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         clock: Callable[[], float] | None = None,
+        read_only: bool = False,
     ) -> None:
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise InvalidArgument(f"max_payload must be a positive number of bytes, got {max_payload!r}")
         self.max_payload = max_payload
         self._store = Store(
             os.fspath(path), durability=durability, busy_timeout=busy_timeout,
-            clock=clock or time.time,
+            clock=clock or time.time, read_only=read_only,
         )
         self.path = self._store.path
         self._queues: dict[str, Queue] = {}
@@ -128,6 +142,18 @@ class Database:
     @property
     def durability(self) -> str:
         return self._store.durability
+
+    @property
+    def real_path(self) -> str:
+        """The database file's real path (symlinks resolved once, at open): SQLite's
+        ``-wal`` and ``-shm`` and liteq's ``.lock`` sit beside it. :attr:`path` is the
+        path as given, made absolute."""
+        return self._store.file
+
+    @property
+    def read_only(self) -> bool:
+        """True when opened with ``read_only=True`` (for looking only)."""
+        return self._store.read_only
 
     @property
     def connection(self) -> Any:
@@ -391,9 +417,11 @@ class Database:
     def _waiter(self) -> Waiter:
         local = self._local
         if getattr(local, "pid", None) != os.getpid() or local.waiter is None:
-            local.waiter = Waiter(self.path + "-wal")
+            # SQLite keeps the WAL beside the real file, not beside a symlink to it.
+            local.waiter = Waiter(self.real_path + "-wal")
             local.pid = os.getpid()
         return local.waiter
 
     def __repr__(self) -> str:
-        return f"<liteq.Database {self.path!r} durability={self.durability}>"
+        mode = " read_only" if self.read_only else ""
+        return f"<liteq.Database {self.path!r} durability={self.durability}{mode}>"

@@ -22,7 +22,10 @@ The package holds one module per concept, joined into :class:`Store`:
 
 ================  ==========================================================
 ``sql.py``        every SQL statement, as named constants
-``base.py``       connections, pragmas, busy handler, WAL checkpoints,
+``files.py``      the path: what it is, its real path, side files, causes
+``opening.py``    opening a connection: checks, schema creation and migration,
+                  pragmas, read-only opens, why an open failed
+``base.py``       connections per thread, busy handler, WAL checkpoints,
                   transactions (``write``/``read``), error translation
 ``queues.py``     queue rows, put, back pressure, administration, stats
 ``messages.py``   claim, expiry, ack, retry, extend, heartbeat, fail, bury

@@ -1,5 +1,6 @@
-"""The connection layer: opening and checking the file, pragmas, the busy handler,
-WAL checkpoints, transactions, the statistics totals, and translating apsw errors."""
+"""The connection layer: one connection per thread and process (opened and checked by
+``opening.py``), the busy handler, WAL checkpoints, transactions, the statistics totals,
+and translating apsw errors."""
 
 from __future__ import annotations
 
@@ -12,34 +13,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import apsw
-import filelock
 
-from .. import schema
-from ..errors import (
-    DatabaseBusy,
-    InvalidArgument,
-    LiteqError,
-    SchemaError,
-    StorageError,
-)
+from ..errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from .files import resolve
+from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .sql import SQL_TOTALS, TOTALS_EVERY
 
-#: durability name -> PRAGMA synchronous value. The apsw wheel's SQLite defaults to
-#: FULL, so the setting is always made explicitly.
-DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+__all__ = ["StoreBase", "DURABILITY", "JOURNAL_SIZE_LIMIT", "MAINTAIN_EVERY", "PAGE_SIZE"]
 
 #: Claims settle delayed and expired messages of a queue at least this often (s).
 MAINTAIN_EVERY = 0.05
-
-#: Page size of a new file, in bytes (SQLite's default is 4,096). At synchronous=NORMAL
-#: the cost of a commit follows the bytes it appends to the WAL, and a queue operation
-#: changes a few small rows on 3-5 pages: 2,048-byte pages made per-message put +27%
-#: and get+ack +15% faster, with no loss up to 16 KB payloads (1,024: 16 KB payloads
-#: at half speed). Measured and decided in DESIGN-NOTES.md ("Page size").
-PAGE_SIZE = 2048
-
-#: Truncate the WAL back to this size after a checkpoint (64 MiB).
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 #: How long a RESTART checkpoint may wait for readers before giving up for now.
 WAL_RESTART_WAIT = 0.05
@@ -73,7 +56,7 @@ os.register_at_fork(after_in_child=_forked)
 _ABANDONED: list[Any] = []
 
 
-class StoreBase:
+class StoreBase(Opening):
     """One database file, with one apsw connection per thread (and per process)."""
 
     def __init__(
@@ -83,6 +66,7 @@ class StoreBase:
         durability: str = "normal",
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
@@ -92,7 +76,14 @@ class StoreBase:
             raise InvalidArgument(
                 f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
             )
+        if not isinstance(read_only, bool):
+            raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        #: The path as given (made absolute): what messages name.
         self.path = os.path.abspath(os.fspath(path))
+        #: The real path, resolved once: SQLite, the schema lock and the wake-up watch
+        #: all use it, so every name for one file meets the same side files.
+        self.file = resolve(self.path, read_only=read_only)
+        self.read_only = read_only
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.clock = clock
@@ -151,26 +142,10 @@ class StoreBase:
         return 0  # SQLITE_OK
 
     def _open(self) -> apsw.Connection:
-        path = self.path
-        if os.path.isdir(path):
-            raise LiteqError(f"cannot open {path}: it is a directory, not a database file")
-        parent = os.path.dirname(path) or "."
-        if not os.path.isdir(parent):
-            raise LiteqError(f"cannot open {path}: directory {parent} does not exist")
-        try:
-            conn = apsw.Connection(
-                path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-            )
-        except apsw.Error as exc:
-            raise LiteqError(f"cannot open {path}: {_reason(exc)}") from exc
-        conn.set_busy_handler(self._busy_handler())
-        conn.set_wal_hook(self._wal_hook)
-        try:
-            self._check_and_migrate(conn)
-            self._pragmas(conn)
-        except BaseException:
-            conn.close()
-            raise
+        if self.read_only:
+            conn = self._open_read_only()
+        else:
+            conn = self._open_read_write()
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -192,108 +167,6 @@ class StoreBase:
             return True
 
         return handler
-
-    def _read_header(self, conn: Any) -> tuple[int, int, list[str]]:
-        # One read transaction: three autocommit reads could straddle another
-        # process's schema creation and see tables without the liteq marks.
-        try:
-            conn.execute("BEGIN")
-            try:
-                app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
-                version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-                names = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
-                    ).fetchall()
-                ]
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-        except apsw.NotADBError as exc:
-            raise LiteqError(
-                f"cannot open {self.path}: not a SQLite database (file is not a database)"
-            ) from exc
-        except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
-        return app_id, version, names
-
-    def _check_and_migrate(self, conn: apsw.Connection) -> None:
-        app_id, version, names = self._read_header(conn)
-        if app_id == schema.APPLICATION_ID and version == schema.SCHEMA_VERSION:
-            return
-        self._refuse_foreign(app_id, version, names)
-        # New file or an older schema: create/migrate under a file lock so that many
-        # processes opening a brand-new file at the same moment all succeed.
-        try:
-            lock = filelock.FileLock(self.path + ".lock", timeout=max(self.busy_timeout, 1))
-            with lock:
-                app_id, version, names = self._read_header(conn)
-                self._refuse_foreign(app_id, version, names)
-                if version < schema.SCHEMA_VERSION:
-                    self._migrate(conn, version)
-        except filelock.Timeout as exc:
-            raise DatabaseBusy(
-                f"cannot open {self.path}: timed out waiting for the schema lock {exc.lock_file}"
-            ) from exc
-        except OSError as exc:
-            raise LiteqError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
-
-    def _refuse_foreign(self, app_id: int, version: int, names: list[str]) -> None:
-        if app_id == schema.APPLICATION_ID:
-            if version > schema.SCHEMA_VERSION:
-                raise SchemaError(
-                    f"{self.path} has liteq schema version {version}, but this liteq "
-                    f"understands up to version {schema.SCHEMA_VERSION}: upgrade liteq"
-                )
-            return
-        if app_id != 0 or names or version != 0:
-            shown = ", ".join(sorted(names)[:5]) or "none"
-            raise LiteqError(
-                f"cannot open {self.path}: it is a SQLite database of another application "
-                f"(application_id {app_id}, user_version {version}, tables: {shown}); "
-                f"liteq leaves it untouched"
-            )
-
-    def _migrate(self, conn: apsw.Connection, version: int) -> None:
-        try:
-            # The page size only takes on a file with no pages yet; then WAL (which
-            # cannot change inside a transaction) before the schema.
-            if version == 0:
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-            if str(mode).lower() != "wal":
-                raise LiteqError(f"cannot open {self.path}: WAL mode refused (got {mode})")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for step in schema.MIGRATIONS[version:]:
-                    conn.execute(step)
-                conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except apsw.ReadOnlyError as exc:
-            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
-        except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
-
-    def _pragmas(self, conn: apsw.Connection) -> None:
-        try:
-            mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
-            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}").fetchall()
-            conn.execute("PRAGMA temp_store = MEMORY")
-            # Touch the file so the -wal exists (the wake-up watches it).
-            conn.execute("SELECT count(*) FROM queues").fetchall()
-        except apsw.ReadOnlyError as exc:
-            raise LiteqError(f"cannot open {self.path}: the file is not writable") from exc
-        except apsw.Error as exc:
-            raise LiteqError(f"cannot open {self.path}: {_reason(exc)}") from exc
 
     def close(self) -> None:
         """Close every connection this store opened in this process."""
@@ -535,19 +408,6 @@ def _lost_text(mid: int) -> str:
         f"message was claimed again, or it was finished, cancelled or purged)"
     )
 
-
-
-def _reason(exc: apsw.Error) -> str:
-    if isinstance(exc, apsw.CantOpenError):
-        return "unable to open the file (missing directory or no permission)"
-    if isinstance(exc, apsw.ReadOnlyError):
-        return "the file is not writable"
-    if isinstance(exc, apsw.NotADBError):
-        return "not a SQLite database"
-    if isinstance(exc, apsw.CorruptError):
-        return "the database file is corrupt"
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text else text
 
 
 def _translate(exc: apsw.Error, path: str) -> LiteqError:
