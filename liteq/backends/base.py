@@ -1,0 +1,506 @@
+"""The storage interface: every verb the domain code (queues, topics, tasks, schedules,
+the worker, the CLI) needs from an engine, and the contract a second engine must honour.
+
+Written down from what ``liteq.store.Store`` does today (issue 17, step A2): parameter
+names and kinds are the Store's, so the SQLite store implements this class as it
+stands. Where the intended interface differs, a ``# later:`` comment says how and in
+which step. ``conn``, ``write``, ``read`` and ``statement`` stay out: they are SQLite
+internals.
+
+Rules for every verb unless its docstring says otherwise (numbers are DESIGN.md's
+guarantees):
+
+* **Atomic.** A write is all-or-nothing: one transaction, or a savepoint inside the
+  caller's :meth:`Backend.transaction` (which it then joins: guarantee 7). A read sees
+  one consistent snapshot and, inside :meth:`Backend.transaction`, the caller's own
+  uncommitted writes.
+* **Durable.** A write returns only after its commit (guarantee 1), at the durability
+  the backend was opened with; inside :meth:`Backend.transaction` the commit is the
+  caller's.
+* **Clock.** "Now" is :attr:`Backend.clock`, read after the write lock (or row locks)
+  was granted, so waiting for it never shortens a lease or ages a due time.
+* **Guards.** A change to a leased message is guarded by its lease token and the
+  expected state, so a race changes zero rows instead of the wrong one (guarantee 4).
+* **Errors.** Only :class:`~liteq.LiteqError` subclasses escape: ``StorageError``
+  (I/O error, disk full, corrupt or read-only database, lost connection) and
+  ``DatabaseBusy`` (locks held past ``busy_timeout``) from any verb, with nothing of
+  the operation changed; others as each verb says. Engine exceptions never escape.
+* **Threads and processes.** One backend object serves every thread of a process;
+  each thread uses its own connection, and a child process after ``fork()`` opens its
+  own without touching (or closing) the parent's.
+* **Records.** Rows leave as the records of :mod:`liteq.backends.records` (or plain
+  tuples in their field order, where a verb says so for speed). Today's store still
+  returns plain tuples everywhere, in exactly these orders (records are tuples, so
+  callers that index keep working); ``tests/test_backend_interface.py`` checks them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from .records import (
+    Capabilities,
+    Fire,
+    MessageRecord,
+    NewRow,
+    QueueRecord,
+    QueueStats,
+    ResultRecord,
+    ScheduleRecord,
+    ScheduleRun,
+    State,
+    Subscriptions,
+)
+
+__all__ = ["Backend", "Waiter"]
+
+
+class Waiter(Protocol):
+    """Sleeps until another connection may have committed, or a timeout passes
+    (``liteq.wake.Waiter`` on SQLite: inotify on the ``-wal`` file, else polling).
+
+    Protocol: :meth:`arm` before looking for work, :meth:`wait` after finding none, so
+    a commit landing in between is not missed. Hints may be spurious or early (sent
+    before the commit is visible), so callers always bound each wait and look again
+    (``liteq.wake.Looks``).
+    """
+
+    #: A descriptor that becomes readable on a hint, for ``select`` beside other
+    #: descriptors (the worker, the scheduler); -1 when the waiter polls.
+    fd: int
+
+    def arm(self) -> bool:
+        """Forget hints received so far; True if there were any (then look again)."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to *timeout* seconds; True if woken by a hint, False on timeout or
+        after a poll interval."""
+        ...
+
+    def found(self) -> None:
+        """Work was found: a polling waiter starts its backoff fast again."""
+        ...
+
+    def close(self) -> None:
+        """Release the descriptor; the waiter is not used afterwards."""
+        ...
+
+
+class Backend(ABC):
+    """One database, seen through the verbs liteq's domain code calls.
+
+    Abstract methods add no cost per call (they are checked once, at instantiation);
+    engines must not add wrappers, ``__getattr__`` forwarding or per-verb dispatch
+    on the hot paths (``put_ready``, ``claim``, ``ack``): see the performance guard
+    in the boundary plan.
+    """
+
+    #: Where the database is, as users name it (an absolute path on SQLite); used
+    #: in error messages. # later (B6): a redacted URL on PostgreSQL, ``description``.
+    path: str
+    #: ``"normal"`` or ``"full"`` (see ``liteq.connect``).
+    durability: str
+    #: Opened read-only: every write raises StorageError.
+    read_only: bool
+    #: Epoch seconds; injectable so tests can move time.
+    clock: Callable[[], float]
+    #: What this engine can do, fixed when the backend is opened (an instance
+    #: attribute, not a ClassVar: SQLite's wake-up kind depends on the platform).
+    #: Callers read it once when they are built, never per call.
+    capabilities: Capabilities
+
+    # later (B6): using(connection) -> Backend: the same verbs on the application's own
+    # connection and transaction (the PostgreSQL outbox), when capabilities.foreign_connection.
+    # later (D1): export_<table>(after_id, limit) / import_<table>(records) for ``liteq copy``.
+
+    # -- lifecycle and application SQL ----------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush the totals (best effort) and close every connection this backend
+        opened in this process. Verbs must not be called afterwards."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """The application's transaction (guarantee 7): every verb and :meth:`execute`
+        in the block commits at its end or rolls back on an exception, together.
+        Nested use is a savepoint. If the engine rolled it back under the block
+        (I/O error), every later verb in the block raises StorageError."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run the application's own SQL (engine dialect, ``capabilities.paramstyle``)
+        on the connection this thread's verbs use, so it joins :meth:`transaction`.
+        Returns every row, read to the end (no lock outlives the call)."""
+
+    @abstractmethod
+    def connection(self) -> Any:
+        """The driver connection this thread's verbs use (``Database.connection``).
+        Gap: today ``Store.conn()``; the name ``conn`` stays SQLite-internal."""
+
+    @abstractmethod
+    def waiter(self) -> Waiter:
+        """A new :class:`Waiter` woken by commits of any process to this database; the
+        caller owns it (keeps one per thread and process, and closes it).
+        Gap: today ``Database._waiter()`` builds ``wake.Waiter(real_path + "-wal")``."""
+
+    @abstractmethod
+    def flush_totals(self) -> None:
+        """Write this process's in-memory put/ack totals (statistics, normally written
+        about once a second) now, in a transaction of their own; kept on failure."""
+
+    # -- maintenance (only when the matching capability is true) --------------------
+
+    @abstractmethod
+    def integrity_check(self) -> list[str]:
+        """The engine's consistency check, one line per finding; ``["ok"]`` if healthy."""
+
+    @abstractmethod
+    def checkpoint(self, mode: str = "TRUNCATE") -> None:
+        """Copy the write-ahead log into the database and shrink it (SQLite WAL).
+        # later (A4): no *mode*; an engine-neutral verb takes no SQLite pragma word."""
+
+    @abstractmethod
+    def vacuum(self) -> None:
+        """Rebuild the storage to give free space back. Not inside :meth:`transaction`."""
+
+    @abstractmethod
+    def storage_size(self) -> int:
+        """Bytes the database takes on disk now (SQLite: the file plus its ``-wal``).
+        Gap: today ``cli_queues._size`` adds ``"-wal"`` to the path itself."""
+
+    # -- queues ---------------------------------------------------------------------
+
+    @abstractmethod
+    def queue_row(self, name: str) -> QueueRecord | None:
+        """The queue named *name*, or None. # later (A5-1): ``queue(name)``."""
+
+    @abstractmethod
+    def queue_row_by_id(self, qid: int) -> QueueRecord | None:
+        """The queue with id *qid*, or None if it was deleted.
+        # later (A5-1): ``queue_by_id(qid)``."""
+
+    @abstractmethod
+    def ensure_queue(
+        self, name: str, defaults: dict[str, Any], updates: dict[str, Any]
+    ) -> QueueRecord:
+        """Create queue *name* from *defaults* (every option column) if missing, then
+        set the *updates* columns; atomic, so concurrent declarers agree. Changing
+        ``max_depth``/``count_depth`` recounts the unfinished messages in the same
+        transaction. With no updates and an existing queue it only reads.
+        # later (A6): *defaults* is a ``QueueOptions``, *updates* its field names."""
+
+    @abstractmethod
+    def create_queue(self, name: str, options: dict[str, Any]) -> QueueRecord:
+        """Create queue *name* with *options* (every option column). The existence
+        check and the insert are atomic: of two creators, one gets InvalidArgument
+        ("already exists"). # later (A6): *options* is a ``QueueOptions``."""
+
+    @abstractmethod
+    def queue_names(self) -> list[str]:
+        """Every queue's name (subscriptions included), sorted."""
+
+    @abstractmethod
+    def delete_queue(self, qid: int) -> None:
+        """Delete the queue and every message in it, atomically. Holders of its
+        leases get stale tokens. # later: bump the subscription version when it is a
+        subscription (today a publisher's cached routes then fail on the gone qid)."""
+
+    @abstractmethod
+    def room(self, qid: int) -> tuple[int, int | None]:
+        """``(unfinished messages, max_depth)`` without taking the write lock: the
+        depth counter where one is kept (O(1)), else an index count. Raises
+        LiteqError if the queue was deleted. Feeds ``put(block=True)`` and ``len()``."""
+
+    @abstractmethod
+    def stats(self, qid: int) -> QueueStats:
+        """Exact counts per state and the queue's totals, in one snapshot, plus this
+        process's unflushed totals. Raises LiteqError if the queue was deleted."""
+
+    # -- put (hot path: put_ready) --------------------------------------------------
+
+    @abstractmethod
+    def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
+        """Insert *rows* (:class:`~liteq.backends.records.NewMessage` or plain tuples in
+        its order) all-or-nothing (guarantee 1); their ids in row order.
+
+        A row whose key an unfinished message (or an earlier row) holds gets that id
+        and is not inserted. Raises QueueFull, writing nothing, if the new rows do not
+        fit under max_depth (exact under concurrent producers: guarantee 6); *force*
+        (schedules, dead letters, redrive) counts them without the check. A row due
+        after now is DELAYED. LiteqError if the queue was deleted.
+        # later (A5-1): ids need not be consecutive (SQLite's are, by its single writer).
+        """
+
+    @abstractmethod
+    def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
+        """The common put: one message due now, no key, headers or rank; its id. Same
+        contract as :meth:`put` of one row; engines make it one round trip (one
+        autocommit statement on SQLite while the queue keeps no depth counter)."""
+
+    # -- claim and lease (hot path: claim, ack) --------------------------------------
+
+    @abstractmethod
+    def claim(self, qid: int, n: int, lease: float) -> tuple[list[tuple[Any, ...]], float]:
+        """Lease up to *n* ready messages in one transaction (guarantee 2: no two
+        claims ever hold one message); ``(rows, lease_until)``.
+
+        Rows are plain tuples in :class:`~liteq.backends.records.ClaimedRow` order (hot
+        path), in queue order (priority desc, rank with None first, run_at, id), every
+        one LEASED by this claim with one fresh token, attempts + 1 and *lease_until* =
+        now + *lease*. Only rows the claim actually changed are returned. Also promotes
+        due delayed messages and settles expired leases (as :meth:`expire`) when the
+        claim comes up short, and otherwise at least every ``MAINTAIN_EVERY`` seconds.
+        """
+
+    @abstractmethod
+    def probe(self, qid: int) -> tuple[bool, float]:
+        """Without the write lock: is a message ready, and when does the next delayed
+        message fall due or lease run out (``inf`` if never)? A waiting consumer's look."""
+
+    @abstractmethod
+    def next_due(self, qid: int) -> float:
+        """When the next delayed message falls due or lease runs out (``inf`` if never)."""
+
+    @abstractmethod
+    def expire(self, qid: int) -> None:
+        """Promote due delayed messages; settle leases that ran out (guarantees 3, 5):
+        cancellation asked -> CANCELLED, last attempt -> buried ("lease expired"),
+        else READY again; one transaction. A lease renewed or finished meanwhile is
+        left alone (SQLite: its write lock; concurrent writers: guard on the state)."""
+
+    @abstractmethod
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+        """Finish leased messages ``(id, token)`` in one transaction: delete them, or
+        keep them DONE when *retention* > 0; release their depth. Returns the ids whose
+        token was stale (unchanged; the caller raises LeaseLost). A pair given twice
+        counts once. One round trip for a single pair on an uncounted queue."""
+
+    @abstractmethod
+    def retry(
+        self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
+    ) -> bool:
+        """Give a leased message back (nack), keeping *error*: READY, or DELAYED until
+        now + *delay* (a callable gets the attempts so far). Buried instead after its
+        last attempt, CANCELLED if cancellation was asked: then False. Atomic; raises
+        LeaseLost if the token is stale (guarantee 4)."""
+
+    @abstractmethod
+    def extend(self, mid: int, token: int, seconds: float) -> float:
+        """Move the lease deadline to now + *seconds*; return it. Raises LeaseLost,
+        changing nothing, if the token is stale."""
+
+    @abstractmethod
+    def heartbeat(self, items: Sequence[tuple[int, int]], seconds: float) -> tuple[list[int], list[int]]:
+        """Extend many leases ``(id, token)`` to now + *seconds* in one transaction;
+        ``(lost, cancel)``: stale ids (unchanged) and ids whose cancellation was asked."""
+
+    @abstractmethod
+    def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
+        """Bury a leased message now, with *reason*, whatever its attempts (guarantee 5):
+        DEAD here, or moved READY to the dead-letter queue (created with default
+        options if missing, never refused for its max_depth). Raises LeaseLost if stale."""
+
+    @abstractmethod
+    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
+        """Give leases ``(id, token)`` back without counting the attempt (a worker
+        shutting down): READY at once, run_at kept. Returns the stale ids (unchanged).
+        # later: lives in ``jobs.py`` today; belongs with the lease verbs."""
+
+    # -- administration -------------------------------------------------------------
+
+    @abstractmethod
+    def redrive(self, qid: int, limit: int | None) -> int:
+        """Make up to *limit* (None: all) DEAD messages of the queue READY again, oldest
+        first, attempts reset; a key an unfinished message holds is dropped. Counted
+        without the max_depth check; atomic; returns how many."""
+
+    @abstractmethod
+    def cancel(self, mid: int) -> bool:
+        """READY or DELAYED -> CANCELLED (depth released); False if it is leased,
+        finished or gone (guarded by state)."""
+
+    @abstractmethod
+    def retry_finished(self, mid: int) -> bool:
+        """DEAD or CANCELLED -> READY (as :meth:`redrive` does); False otherwise."""
+
+    @abstractmethod
+    def purge(self, qid: int, state: State | None) -> int:
+        """Delete the queue's messages in *state* (None: all, and the depth counter
+        is reset); depth released for unfinished ones. Atomic; returns how many."""
+
+    @abstractmethod
+    def prune(self, qid: int, before: float) -> int:
+        """Delete DONE and CANCELLED messages of the queue finished before *before*."""
+
+    @abstractmethod
+    def message(self, mid: int) -> MessageRecord | None:
+        """One message by id, any state, or None."""
+
+    @abstractmethod
+    def peek(self, qid: int, state: State | None, n: int) -> list[MessageRecord]:
+        """Up to *n* messages in *state* in claim order, or (None) in any state by id.
+        Reads only: never claims or changes anything."""
+
+    # -- jobs (tasks) -----------------------------------------------------------------
+
+    @abstractmethod
+    def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert or replace results rows (plain tuples in
+        :class:`~liteq.backends.records.ResultRecord` order, or records), atomically;
+        joins the caller's transaction, so the worker commits them with the ack."""
+
+    @abstractmethod
+    def result(self, mid: int) -> ResultRecord | None:
+        """A job's results row, or None (not finished, not stored, or pruned)."""
+
+    @abstractmethod
+    def job(self, mid: int) -> tuple[MessageRecord | None, ResultRecord | None]:
+        """A job's message and results rows read in one snapshot.
+        Gap: today task.py reads both inside ``Store.read()``."""
+
+    @abstractmethod
+    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[MessageRecord]:
+        """Up to *n* messages (any queue) with ``id < before`` in one of *states*
+        (State values), newest first: a page of ``liteq jobs``."""
+
+    @abstractmethod
+    def orphan_results(
+        self,
+        state: int | None,
+        before: int,
+        n: int,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+    ) -> list[ResultRecord]:
+        """Up to *n* results rows with ``id < before`` whose message is gone, filtered
+        by *state* (a State value), *queue* and *task* when given, newest first."""
+
+    @abstractmethod
+    def prune_results(self, before: float) -> int:
+        """Delete results rows whose ``expires_at`` is before *before*; how many."""
+
+    @abstractmethod
+    def request_cancel(self, mid: int) -> str:
+        """Cancel a job atomically: ``"cancelled"`` (was READY/DELAYED, now CANCELLED),
+        ``"requested"`` (LEASED: its cancel flag is set and survives restarts; the
+        holder sees it on heartbeat, retry or expiry) or ``"finished"``.
+        # later (A5-2): returns ``Literal["cancelled", "requested", "finished"]``."""
+
+    @abstractmethod
+    def cancel_requested(self, mid: int) -> bool:
+        """Whether cancellation was asked for this (running) message."""
+
+    # -- schedules --------------------------------------------------------------------
+
+    @abstractmethod
+    def schedule_upsert(self, values: dict[str, Any]) -> ScheduleRecord:
+        """Create schedule ``values["name"]`` enabled, or replace its timing, target
+        and payload (id, created_at, enabled and history kept); the row after.
+        *values*: name, kind, spec, tz, target, queue, payload, misfire, misfire_cap,
+        next_run_at. # later (A5-3): keep next_run_at when (kind, spec, tz) is
+        unchanged inside this verb (scheduler.py reads then writes today)."""
+
+    @abstractmethod
+    def schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule named *name*, or None."""
+
+    @abstractmethod
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    @abstractmethod
+    def schedule_delete(self, name: str) -> bool:
+        """Delete the schedule and its history atomically; False if there was none.
+        Messages it already enqueued stay."""
+
+    @abstractmethod
+    def schedule_enable(self, name: str, enabled: bool, next_run_at: float | None) -> bool:
+        """Pause or resume; *next_run_at* None keeps it. False if no such schedule."""
+
+    @abstractmethod
+    def schedule_runs(self, name: str, limit: int) -> list[ScheduleRun]:
+        """The schedule's newest *limit* fires, newest first."""
+
+    @abstractmethod
+    def prune_schedule_runs(self, keep: int = 1000, older_than: float | None = None) -> int:
+        """Delete each schedule's runs but the newest *keep*, and any fired more than
+        *older_than* seconds ago; how many. Safe: a past fire is never planned again."""
+
+    @abstractmethod
+    def next_schedule_due(self) -> float:
+        """The earliest next_run_at of an enabled schedule (``inf`` if none)."""
+
+    @abstractmethod
+    def schedule_tick(
+        self,
+        plan: Callable[[ScheduleRecord, float], tuple[list[float], float | None]],
+        *,
+        only: str | None = None,
+        fire_now: bool = False,
+    ) -> list[Fire]:
+        """Fire every due enabled schedule once per fire time (guarantee 8), with any
+        number of schedulers on the database and no leader.
+
+        ``plan(record, now)`` (pure; called under the transaction's locks) gives
+        ``(fire_times, next_run_at)`` for each due schedule. Each fire is recorded in
+        the runs history, unique per (schedule, fire time), and put with
+        ``force=True`` and key ``schedule:NAME:FIRE_AT`` (its queue created with
+        default options if missing); next_run_at advances in the same transaction.
+        *only* ticks that one schedule, due or not (``plan`` decides); with *fire_now*
+        it fires once at now and keeps its next_run_at.
+        """
+
+    # -- topics ---------------------------------------------------------------------
+
+    @abstractmethod
+    def subs_version(self) -> int:
+        """The subscription-set version (0 before any): bumped by every subscribe,
+        unsubscribe and expiry, so a publisher re-reads routes only when it moved."""
+
+    @abstractmethod
+    def subscriptions(self, topic: str) -> Subscriptions:
+        """The topic's subscription queues and the version, read in one snapshot."""
+
+    @abstractmethod
+    def topics(self) -> list[str]:
+        """Every topic with at least one subscription, sorted."""
+
+    @abstractmethod
+    def subscribe(
+        self, topic: str, name: str, pattern: str, defaults: dict[str, Any], updates: dict[str, Any]
+    ) -> QueueRecord:
+        """Create subscription queue *name* of *topic* (from *defaults*) or update its
+        *pattern* and the *updates* columns; bumps the version; atomic. Raises
+        InvalidArgument if *name* is a queue that is not a subscription of *topic*.
+        # later (A6): *defaults* is a ``QueueOptions``."""
+
+    @abstractmethod
+    def unsubscribe(self, qid: int) -> None:
+        """Delete the subscription queue and its messages, and bump the version,
+        atomically: no publish routed under the old version can commit into it."""
+
+    @abstractmethod
+    def touch_subscription(self, qid: int, expires_at: float) -> bool:
+        """Renew a temporary subscription's own lease to *expires_at*; False if gone."""
+
+    @abstractmethod
+    def drop_expired_subscriptions(self) -> int:
+        """Delete subscriptions whose expires_at passed (their owner died), with their
+        messages, bumping the version; how many. Cheap when there are none."""
+
+    @abstractmethod
+    def publish(self, version: int, deliveries: dict[int, list[NewRow]]) -> int:
+        """Put each subscription's rows (``{qid: rows}``, as :meth:`put`) in one
+        transaction: all subscriptions get them or none do; how many ids.
+
+        Raises StaleRoutes (an internal signal, not a LiteqError: the caller re-reads
+        :meth:`subscriptions` and retries) if the version is no longer *version* when
+        the transaction holds its locks, and QueueFull naming the first full
+        subscription. # later (A3): StaleRoutes moves to ``records.py``.
+        """
