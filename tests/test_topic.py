@@ -180,6 +180,19 @@ def test_unsubscribe_removes_the_subscription_and_its_messages(tmp_path) -> None
         t.unsubscribe("a")
 
 
+def test_deleting_a_subscription_as_a_queue_reroutes_a_publisher_that_cached_its_routes(
+    tmp_path,
+) -> None:
+    db = liteq.connect(tmp_path / "t.db")
+    t = db.topic("orders")
+    t.subscribe("a")
+    b = t.subscribe("b")
+    assert t.publish(1) == 2  # the publisher now holds the routes to a and b
+    db.delete_queue("orders:a")
+    assert t.publish(2) == 1
+    assert [m.payload for m in b.get_many(10)] == [1, 2]
+
+
 def test_a_publisher_sees_subscriptions_made_by_another_connection(tmp_path) -> None:
     path = tmp_path / "t.db"
     pub = liteq.connect(path).topic("t")

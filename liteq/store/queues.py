@@ -38,6 +38,7 @@ from .sql import (
     SQL_RESERVE_FORCE,
     SQL_REVIVE,
     SQL_STATS,
+    SQL_SUBS_BUMP,
     SQL_UNFINISHED,
 )
 
@@ -96,7 +97,11 @@ class QueueVerbs(StoreBase):
     def delete_queue(self, qid: int) -> None:
         with self.write() as cur:
             cur.execute(SQL_PURGE_ALL, {"qid": qid})
-            cur.execute(SQL_QUEUE_DELETE, (qid,))
+            topics = [topic for (topic,) in cur.execute(SQL_QUEUE_DELETE, (qid,))]
+            if topics and topics[0] is not None:
+                # A publisher caches its routes until subs_version moves: without the
+                # bump it would keep routing to the deleted queue's id.
+                cur.execute(SQL_SUBS_BUMP)
 
     # -- put ------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ VALUES (:name, :max_depth, :lease, :max_attempts, :dead_letter, :retention,
 ON CONFLICT (name) DO NOTHING
 """
 SQL_QUEUE_NAMES = "SELECT name FROM queues ORDER BY name"
-SQL_QUEUE_DELETE = "DELETE FROM queues WHERE id = ?"
+# RETURNING topic: deleting a subscription changes the routes (subs_version must move).
+SQL_QUEUE_DELETE = "DELETE FROM queues WHERE id = ? RETURNING topic"
 
 # Back pressure in one statement: the row changes only if there is room, so a
 # missing RETURNING row means "full" (or "unbounded") and nothing was written.
