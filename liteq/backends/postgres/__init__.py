@@ -28,7 +28,7 @@ B5 ``waiter`` (LISTEN/NOTIFY); B6 ``liteq.connect("postgresql://...")`` itself a
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
 outside a transaction is a transaction of its own (``self.conns.statement``: one round
-trip); several statements go in ``with self.conns.tx() as cur:`` (a savepoint inside the
+trip; a savepoint inside the application's transaction); several statements go in ``with self.conns.tx() as cur:`` (a savepoint inside the
 application's transaction); "now" is ``self.clock()``.
 """
 
@@ -164,7 +164,7 @@ class PostgresBackend(Pending):
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Run the application's SQL (psycopg placeholders: ``%s``, ``%(name)s``) on this
         thread's connection, joining :meth:`transaction`; every row, as tuples."""
-        return self.conns.execute(sql, params or None)
+        return self.conns.statement(sql, params or None)
 
     def flush_totals(self) -> None:
         """Nothing to write yet: the put/ack totals arrive with the verbs (B1)."""

@@ -46,8 +46,8 @@ verb or statement fails, as it is on SQLite.
 StorageError and the thread's connection is dropped; the next call opens a new one.
 Inside ``db.transaction()`` every later call of the block raises the same StorageError
 instead (a new connection would commit on its own what the block meant to commit
-together); the next call after the block reconnects. A connection lost during COMMIT
-says the outcome is unknown.
+together); the next call after the block reconnects. A connection lost during a COMMIT
+or an autocommit statement says that whether it was committed is unknown.
 """
 
 from __future__ import annotations
@@ -292,37 +292,36 @@ class Connections:
     def statement(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[Any]:
         """Run one statement and return its rows (all of them; ``[]`` if it returns
         none). Outside a transaction it is a transaction of its own (autocommit, one
-        round trip); inside one it is part of it. Use :meth:`tx` when a failure must
-        leave the caller's transaction usable."""
+        round trip). Inside one (``db.transaction()``) it runs under a savepoint, so
+        that an error in it (say a unique violation the application catches) leaves
+        the transaction usable, as on SQLite; a verb's statements inside its own
+        :meth:`tx` use the cursor instead. Also ``db.execute()``.
+        # later (B2): pipeline SAVEPOINT, the statement and RELEASE into one round trip.
+        """
         conn, cur = self._handles()
+        if conn.info.transaction_status != _IDLE:
+            with self.tx() as cur:
+                try:
+                    cur.execute(sql, params)
+                    return cur.fetchall() if cur.description is not None else []
+                except psycopg.Error as exc:
+                    raise self.failure(conn, exc) from exc
         try:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
-            raise self.failure(conn, exc) from exc
-
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """The application's own SQL (``db.execute``): inside a transaction under a
-        savepoint, so that an error in it (say a unique violation the application
-        catches) leaves the transaction usable, as on SQLite."""
-        conn, cur = self._handles()
-        if conn.info.transaction_status == _IDLE:
-            return self.statement(sql, params)
-        with self.tx():
-            try:
-                cur.execute(sql, params)
-                return cur.fetchall() if cur.description is not None else []
-            except psycopg.Error as exc:
-                raise self.failure(conn, exc) from exc
+            raise self.failure(conn, exc, committing=True) from exc
 
     def failure(self, conn: psycopg.Connection[Any], exc: psycopg.Error, committing: bool = False) -> LiteqError:
         """The liteq error for *exc*, met on *conn*; a lost connection is dropped (the
-        next call reconnects) and, inside ``db.transaction()``, breaks the block."""
+        next call reconnects) and, inside ``db.transaction()``, breaks the block.
+        *committing*: *exc* came from a COMMIT or an autocommit statement, whose
+        outcome a lost connection leaves unknown."""
         if not (conn.closed or conn.broken):
             return translate(exc, self.description)
         self._drop(conn)
         outcome = (
-            "the commit may or may not have happened" if committing
+            "whether it was committed is unknown" if committing
             else "the operation was rolled back; try it again"
         )
         text = f"{self.description}: lost the connection to the server ({str(exc).strip()}); {outcome}"
