@@ -365,6 +365,35 @@ def test_a_forked_child_uses_its_own_connection_and_never_ends_the_parents(
     assert backend.execute("SELECT pg_backend_pid()") == [(parent_pid,)]
 
 
+def test_a_child_forked_while_another_thread_was_opening_a_connection_can_open_its_own(
+    backend: PostgresBackend,
+) -> None:
+    # As if another thread were inside Connections._open (holding its lock) at the fork.
+    backend.conns._all_lock.acquire()
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover (runs in the child)
+            code = 1
+            try:
+                backend.execute("SELECT 1")
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        backend.conns._all_lock.release()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the child hung on the lock it inherited")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 # -- the clock ----------------------------------------------------------------------------
 
 

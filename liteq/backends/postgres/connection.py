@@ -86,11 +86,17 @@ _pid = os.getpid()
 _OPEN: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 # Connections inherited across a fork: never used, never closed, never collected.
 _ABANDONED: list[psycopg.Connection[Any]] = []
+# Every Connections object of this process (the fork hook resets them).
+_INSTANCES: weakref.WeakSet[Connections] = weakref.WeakSet()
 
 
 def _abandon_after_fork() -> None:
     global _pid
     _pid = os.getpid()
+    for conns in list(_INSTANCES):
+        # Another thread of the parent may have held the lock at fork: a fresh one.
+        conns._all_lock = threading.Lock()
+        conns._all = []
     if not _OPEN:
         return
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -201,9 +207,9 @@ class Connections:
             "on" if read_only else "off",
         )
         self._local = _Local()
-        self._pid = _pid
         self._all: list[tuple[weakref.ref[threading.Thread], psycopg.Connection[Any]]] = []
         self._all_lock = threading.Lock()
+        _INSTANCES.add(self)
 
     # -- connections ----------------------------------------------------------------
 
@@ -251,8 +257,6 @@ class Connections:
         _OPEN.add(conn)
         me = threading.current_thread()
         with self._all_lock:
-            if self._pid != _pid:  # forked: the inherited ones are abandoned
-                self._all, self._pid = [], _pid
             ended = [c for t, c in self._all if not _alive(t)]
             self._all = [(t, c) for t, c in self._all if _alive(t) and not c.closed]
             self._all.append((weakref.ref(me), conn))
@@ -270,8 +274,7 @@ class Connections:
         """Close every connection opened in this process (not the parent's, after a
         fork). Calls afterwards open new ones."""
         with self._all_lock:
-            conns = [c for _t, c in self._all] if self._pid == _pid else []
-            self._all = []
+            conns, self._all = [c for _t, c in self._all], []
         for c in conns:
             _close(c)
         self._local = _Local()
@@ -279,7 +282,7 @@ class Connections:
     def count(self) -> int:
         """How many connections this process holds open now."""
         with self._all_lock:
-            return sum(1 for _t, c in self._all if not c.closed) if self._pid == _pid else 0
+            return sum(1 for _t, c in self._all if not c.closed)
 
     # -- statements and transactions ------------------------------------------------
 
@@ -299,7 +302,7 @@ class Connections:
         # later (B2): pipeline SAVEPOINT, the statement and RELEASE into one round trip.
         """
         conn, cur = self._handles()
-        if conn.info.transaction_status != _IDLE:
+        if conn.pgconn.transaction_status != _IDLE:
             with self.tx() as cur:
                 try:
                     cur.execute(sql, params)
@@ -349,7 +352,7 @@ class Connections:
         try:
             if conn is None:
                 conn = self.get()
-            if conn.info.transaction_status != _IDLE:
+            if conn.pgconn.transaction_status != _IDLE:
                 return None
             best: tuple[float, float] | None = None
             cur = conn.cursor()
@@ -400,7 +403,7 @@ class Tx:
         conn, cur = conns._handles()
         self.conn, self.cur = conn, cur
         try:
-            if conn.info.transaction_status != _IDLE:
+            if conn.pgconn.transaction_status != _IDLE:
                 self.nested = True
                 cur.execute("SAVEPOINT liteq_op", prepare=False)
             else:
