@@ -9,6 +9,9 @@ from helpers import FakeClock
 
 import liteq
 
+# The PostgreSQL server and per-module databases (pg_server, pg_url, pg_schema).
+pytest_plugins = ["conftest_pg"]
+
 
 @pytest.fixture
 def db_path(tmp_path) -> str:

@@ -1,0 +1,219 @@
+"""The PostgreSQL engine (issue 17): ``PostgresBackend``, for databases several hosts share.
+
+Needs the ``postgres`` extra (``pip install 'liteq-queue[postgres]'``: psycopg 3); this
+package is the only place that imports psycopg.
+
+Layout::
+
+    __init__.py    PostgresBackend: opening, the plumbing verbs, maintenance
+    connection.py  a sticky connection per thread, fork safety, transactions and
+                   savepoints, session settings, error translation, ServerClock
+    schema.py      the tables in their own schema, migrations under an advisory lock
+    pending.py     the verbs not written yet (NotImplementedError), by step
+
+What exists (step B0): opening (connect, session settings, create or migrate the
+schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``execute``
+(psycopg's ``%s`` / ``%(name)s`` placeholders), ``clock`` (the server's), ``capabilities``,
+``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``,
+``flush_totals`` (no totals kept yet).
+
+Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
+B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
+and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
+``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
+B5 ``waiter`` (LISTEN/NOTIFY); B6 ``liteq.connect("postgresql://...")`` itself and
+``using(connection)``. Until B6 the engine is reached only as
+``PostgresBackend(url, ...)``.
+
+How verbs are written here (for the next steps): SQL as named statements with ``{s}``
+for the schema (``schema.qualify``, once per backend, never per call); one statement
+outside a transaction is a transaction of its own (``self.conns.statement``: one round
+trip; a savepoint inside the application's transaction); several statements go in ``with self.conns.tx() as cur:`` (a savepoint inside the
+application's transaction); "now" is ``self.clock()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from ...errors import InvalidArgument, LiteqError
+from ..records import Capabilities
+from .connection import Connections, ServerClock
+from .pending import Pending
+from .schema import DEFAULT_SCHEMA, SCHEMA_VERSION, TABLES, check_schema_name, migrate, qualify
+
+__all__ = ["PostgresBackend", "CAPABILITIES"]
+
+#: What the PostgreSQL engine can do (B5 makes ``wakeup`` "listen", B6 adds ``using``).
+CAPABILITIES = Capabilities(
+    engine="postgres",
+    wakeup="poll",
+    paramstyle="format",
+    shared_across_hosts=True,
+    local_file=False,
+    vacuum=True,
+    checkpoint=False,
+    integrity_check=True,
+    foreign_connection=False,
+)
+
+# Invariants integrity_check() verifies; each query returns the offending row count.
+_CHECKS = (
+    ("messages with a state outside 0-5",
+     "SELECT count(*) FROM {s}.messages WHERE state NOT BETWEEN 0 AND 5"),
+    ("leased messages without a token or lease_until",
+     "SELECT count(*) FROM {s}.messages WHERE state = 2 AND (token IS NULL OR lease_until IS NULL)"),
+    ("messages of a queue that does not exist",
+     "SELECT count(*) FROM {s}.messages m WHERE NOT EXISTS "
+     "(SELECT 1 FROM {s}.queues q WHERE q.id = m.qid)"),
+    ("depth stripes of a queue that does not exist",
+     "SELECT count(*) FROM {s}.depth_stripes d WHERE NOT EXISTS "
+     "(SELECT 1 FROM {s}.queues q WHERE q.id = d.qid)"),
+    ("depth stripes with used above cap",
+     "SELECT count(*) FROM {s}.depth_stripes WHERE cap IS NOT NULL AND used > cap"),
+)
+
+
+class PostgresBackend(Pending):
+    """One liteq schema in a PostgreSQL database.
+
+    *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
+    ``host=... dbname=...``). *schema* names the PostgreSQL schema holding liteq's tables
+    (created, or migrated, on first open unless *read_only*). *durability* "normal" sets
+    ``synchronous_commit=off``, "full" ``on``. *busy_timeout* (seconds) is the
+    ``lock_timeout`` after which a verb raises DatabaseBusy. *clock*, when given, replaces
+    the server's clock (tests move time with it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        durability: str = "normal",
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] | None = None,
+        read_only: bool = False,
+    ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidArgument(
+                f"url must be a PostgreSQL connection string such as "
+                f"postgresql://USER@HOST:PORT/DBNAME, got {url!r}"
+            )
+        if not isinstance(read_only, bool):
+            raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        if clock is not None and not callable(clock):
+            raise InvalidArgument(f"clock must be a function returning epoch seconds, got {clock!r}")
+        #: The PostgreSQL schema holding liteq's tables.
+        self.schema = check_schema_name(schema)
+        self.conns = Connections(
+            url, durability=durability, busy_timeout=busy_timeout, read_only=read_only
+        )
+        #: The connection string without its password (what messages name).
+        self.path = self.conns.description
+        self.durability = durability
+        self.busy_timeout = float(busy_timeout)
+        self.read_only = read_only
+        self.capabilities = CAPABILITIES
+        try:
+            conn = self.conns.get()
+            try:
+                #: The schema versions this open applied (``[]``: it was current).
+                self.migrated = migrate(conn, self.schema, self.path, read_only)
+            except psycopg.Error as exc:
+                raise self.conns.failure(conn, exc) from exc
+            self.clock = clock if clock is not None else ServerClock(
+                self.conns.measure_offset
+            )
+        except BaseException:
+            self.conns.close()
+            raise
+
+    @classmethod
+    def open(cls, url: str, **options: Any) -> PostgresBackend:
+        """The same as ``PostgresBackend(url, **options)``."""
+        return cls(url, **options)
+
+    # -- lifecycle and application SQL ----------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this backend opened in this process (a forked child
+        leaves its parent's alone)."""
+        try:
+            self.flush_totals()
+        except LiteqError:
+            pass
+        self.conns.close()
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """This thread's psycopg connection (autocommit mode; liteq's transactions are
+        explicit ``BEGIN``/``SAVEPOINT`` statements on it)."""
+        return self.conns.get()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The application's transaction: verbs and :meth:`execute` in the block commit
+        together at its end or roll back on an exception; nested blocks are savepoints."""
+        with self.conns.tx(app=True):
+            yield
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run the application's SQL (psycopg placeholders: ``%s``, ``%(name)s``) on this
+        thread's connection, joining :meth:`transaction`; every row, as tuples."""
+        return self.conns.statement(sql, params or None)
+
+    def flush_totals(self) -> None:
+        """Nothing to write yet: the put/ack totals arrive with the verbs (B1)."""
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """``["ok"]``, or one line per problem: a schema behind this liteq, a missing
+        table, or rows breaking liteq's invariants (PostgreSQL checks its own pages)."""
+        found = self.conns.statement(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+            (self.schema,),
+        )
+        tables = {r[0] for r in found}
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            return [f"schema {self.schema!r}: missing tables {', '.join(missing)}"]
+        lines = []
+        version = self.conns.statement(qualify("SELECT max(version) FROM {s}.migrations", self.schema))
+        if version[0][0] != SCHEMA_VERSION:
+            lines.append(f"schema {self.schema!r} is at version {version[0][0]}, expected {SCHEMA_VERSION}")
+        for what, sql in _CHECKS:
+            n = self.conns.statement(qualify(sql, self.schema))[0][0]
+            if n:
+                lines.append(f"{n} {what}")
+        return lines or ["ok"]
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> None:
+        """Nothing to do: the server manages its own write-ahead log."""
+
+    def vacuum(self) -> None:
+        """``VACUUM (ANALYZE)`` liteq's tables: dead rows' space becomes reusable and the
+        planner's statistics fresh (not ``VACUUM FULL``, which locks out every verb)."""
+        if self.conns.get().info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise InvalidArgument("vacuum() cannot run inside db.transaction()")
+        for table in TABLES:
+            self.conns.statement(qualify(f"VACUUM (ANALYZE) {{s}}.{table}", self.schema))
+
+    def storage_size(self) -> int:
+        """Bytes liteq's tables, indexes and TOAST data take in the database now."""
+        rows = self.conns.statement(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'S')",
+            (self.schema,),
+        )
+        return int(rows[0][0])
+
+    def __repr__(self) -> str:
+        return f"<PostgresBackend {self.path} schema={self.schema}>"
+

@@ -1,0 +1,486 @@
+"""Connections to PostgreSQL: one sticky connection per thread and process, transactions
+with nested savepoints, the session settings, the server's clock, and translating
+psycopg errors into liteq's.
+
+**A sticky connection per thread, not a pool checkout per verb.** Every verb of a thread
+runs on that thread's own connection, opened on first use (as on SQLite), for three
+reasons. (1) ``db.transaction()`` must see every verb and ``db.execute()`` of its block
+on one connection, so a thread keeps its connection for the block anyway; keeping it for
+the thread's life makes that the only rule. (2) The hot verbs (put, claim, ack) are one
+round trip each; a pool checkout and return around each costs a lock and a few
+microseconds more for nothing, since liteq's threads (workers, producers) live long.
+(3) After ``fork()`` a pool's background threads do not exist in the child and its
+connections are the parent's; plain connections are simply abandoned (below). Not
+measured (the brief said measure neither): the reasons are structural. The cost is one
+server session per thread that uses the database; a thread's connection is closed when
+another thread of the process next opens one after it has ended, and all of them by
+``close()``. ``psycopg_pool`` stays in the ``postgres`` extra as planned; nothing here
+uses it yet.
+
+**Fork safety.** A child process must never use its parent's sessions, and must never
+*close* them either: closing sends the server a Terminate message on the socket the
+parent still uses, which ends the parent's session. At fork every connection of the
+process is abandoned in the child: its socket descriptor is pointed at ``/dev/null``
+(so even a later close or garbage collection writes nowhere) and the object is kept
+alive; the child opens its own connections on first use.
+
+**Session settings**, set once per connection in one round trip:
+``synchronous_commit`` off for durability "normal" (a commit returns before its WAL
+record is flushed; a server crash can lose the last few hundred milliseconds of commits
+but never corrupts or half-applies one, as SQLite's ``synchronous=NORMAL`` in WAL mode)
+and on for "full"; ``lock_timeout`` = ``busy_timeout`` (0 becomes 1 ms: PostgreSQL's 0
+means wait forever); ``plan_cache_mode = force_custom_plan`` (a statement psycopg
+prepares after a few runs keeps being planned with its actual parameters: a generic plan
+made while a queue table was empty can be a sequential scan that costs ~10 ms per claim
+at 10,000 rows, issue 17); ``default_transaction_read_only`` for read-only opens.
+
+**Transactions.** Connections are in autocommit mode: a single statement outside a
+transaction is its own transaction (one round trip, as SQLite's autocommit statements).
+:meth:`Connections.tx` opens ``BEGIN`` ... ``COMMIT``, or a ``SAVEPOINT`` inside an open
+transaction, so every verb is all-or-nothing and joins ``db.transaction()``. Unlike
+SQLite, an error in PostgreSQL aborts the whole transaction; the savepoint per verb (and
+per ``db.execute()`` inside a transaction) keeps the caller's transaction usable after a
+verb or statement fails, as it is on SQLite.
+
+**A lost connection** (server restart, ``pg_terminate_backend``, network) raises
+StorageError and the thread's connection is dropped; the next call opens a new one.
+Inside ``db.transaction()`` every later call of the block raises the same StorageError
+instead (a new connection would commit on its own what the block meant to commit
+together); the next call after the block reconnects. A connection lost during a COMMIT
+or an autocommit statement says that whether it was committed is unknown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+
+__all__ = ["DURABILITY", "Connections", "ServerClock", "Tx", "redact", "translate"]
+
+#: liteq's durability names -> ``synchronous_commit``.
+DURABILITY = {"normal": "off", "full": "on"}
+
+#: How often the server clock's offset is measured again (seconds).
+CLOCK_EVERY = 60.0
+#: After a failed or deferred measurement, try again this much later (seconds).
+CLOCK_RETRY = 5.0
+
+_IDLE = TransactionStatus.IDLE
+
+# This process's id, kept by a fork hook: a child must open its own connections.
+_pid = os.getpid()
+# Every connection this process opened and has not closed (for the fork hook).
+_OPEN: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+# Connections inherited across a fork: never used, never closed, never collected.
+_ABANDONED: list[psycopg.Connection[Any]] = []
+# Every Connections object of this process (the fork hook resets them).
+_INSTANCES: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _abandon_after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+    for conns in list(_INSTANCES):
+        # Another thread of the parent may have held the lock at fork: a fresh one.
+        conns._all_lock = threading.Lock()
+        conns._all = []
+    if not _OPEN:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for conn in list(_OPEN):
+            try:
+                os.dup2(devnull, conn.pgconn.socket)
+            except (OSError, psycopg.Error):
+                pass  # already closed
+            _ABANDONED.append(conn)
+    finally:
+        os.close(devnull)
+    _OPEN.clear()
+
+
+os.register_at_fork(after_in_child=_abandon_after_fork)
+
+
+def redact(conninfo: str) -> str:
+    """*conninfo* (a URL or ``key=value`` string) without its password, for messages."""
+    if "://" in conninfo:
+        parts = urlsplit(conninfo)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = userinfo.split(":", 1)[0] + "@" + host
+        query = "&".join(
+            p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return re.sub(r"\s*password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", conninfo).strip()
+
+
+def translate(exc: psycopg.Error, where: str) -> LiteqError:
+    """A psycopg error as the liteq error that says what happened and what to do."""
+    diag = getattr(exc, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(exc)).strip()
+    code = getattr(exc, "sqlstate", None)
+    if isinstance(exc, pgerrors.LockNotAvailable):
+        return DatabaseBusy(f"{where}: a lock stayed taken past busy_timeout ({text})")
+    if isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure):
+        return DatabaseBusy(f"{where}: {text}; the operation was rolled back, try it again")
+    if isinstance(exc, pgerrors.InFailedSqlTransaction):
+        return StorageError(
+            f"{where}: the transaction was aborted by an earlier error; nothing of it will "
+            f"be committed (leave the db.transaction() block and start again)"
+        )
+    if isinstance(exc, pgerrors.ReadOnlySqlTransaction):
+        return StorageError(f"{where}: the database is read-only here ({text})")
+    if isinstance(exc, pgerrors.DiskFull):
+        return StorageError(f"{where}: the server's disk is full; the operation was rolled back")
+    if isinstance(exc, pgerrors.InsufficientPrivilege):
+        return StorageError(f"{where}: permission denied ({text}); grant the role access")
+    if code:
+        return StorageError(f"{where}: {text} (SQLSTATE {code})")
+    return StorageError(f"{where}: {type(exc).__name__}: {text}")
+
+
+class _Local(threading.local):
+    """Per-thread state; the class attributes are the defaults."""
+
+    pid: int | None = None
+    conn: psycopg.Connection[Any] | None = None
+    cur: psycopg.Cursor[Any] | None = None  # reused by every statement of the thread
+    app_depth = 0  # nesting of the application's db.transaction() blocks
+    broken: str | None = None  # why the application's transaction is unusable
+
+
+class Connections:
+    """This process's connections to one database: one per thread (see the module
+    docstring), the transactions on them, and error translation."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        durability: str = "normal",
+        busy_timeout: float = 30.0,
+        read_only: bool = False,
+    ) -> None:
+        if durability not in DURABILITY:
+            raise InvalidArgument(
+                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
+            )
+        if not (isinstance(busy_timeout, (int, float)) and busy_timeout >= 0):
+            raise InvalidArgument(
+                f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
+            )
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise InvalidArgument(
+                f"not a PostgreSQL connection string: {redact(conninfo)!r} ({exc}); "
+                f"write postgresql://USER@HOST:PORT/DBNAME"
+            ) from exc
+        #: The connection string without its password: what messages name.
+        self.description = redact(conninfo)
+        self.read_only = read_only
+        self._conninfo = conninfo
+        self._connect_args: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            self._connect_args["connect_timeout"] = 10
+        if "application_name" not in params:
+            self._connect_args["application_name"] = "liteq"
+        self._settings = (
+            DURABILITY[durability],
+            f"{max(1, round(busy_timeout * 1000))}ms",
+            "on" if read_only else "off",
+        )
+        self._local = _Local()
+        self._all: list[tuple[weakref.ref[threading.Thread], psycopg.Connection[Any]]] = []
+        self._all_lock = threading.Lock()
+        _INSTANCES.add(self)
+
+    # -- connections ----------------------------------------------------------------
+
+    def get(self) -> psycopg.Connection[Any]:
+        """This thread's connection, opened on first use, after a fork and after a
+        lost connection."""
+        local = self._local
+        conn = local.conn
+        if local.pid == _pid and conn is not None and not conn.closed:
+            return conn
+        return self._reopen()[0]
+
+    def _handles(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        local = self._local
+        if local.broken is not None:
+            raise StorageError(local.broken)
+        conn, cur = local.conn, local.cur
+        if local.pid == _pid and conn is not None and cur is not None and not conn.closed:
+            return conn, cur
+        return self._reopen()
+
+    def _reopen(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        local = self._local
+        local.conn = local.cur = None
+        conn = self._open()
+        local.conn, local.cur, local.pid = conn, conn.cursor(), _pid
+        return conn, local.cur
+
+    def _open(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._conninfo, **self._connect_args)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.description}: cannot connect: {str(exc).strip()}") from exc
+        try:
+            conn.execute(
+                "SELECT set_config('synchronous_commit', %s, false),"
+                " set_config('lock_timeout', %s, false),"
+                " set_config('default_transaction_read_only', %s, false),"
+                " set_config('plan_cache_mode', 'force_custom_plan', false)",
+                self._settings,
+            )
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc, self.description) from exc
+        _OPEN.add(conn)
+        me = threading.current_thread()
+        with self._all_lock:
+            ended = [c for t, c in self._all if not _alive(t)]
+            self._all = [(t, c) for t, c in self._all if _alive(t) and not c.closed]
+            self._all.append((weakref.ref(me), conn))
+        for c in ended:  # connections of threads that have finished
+            _close(c)
+        return conn
+
+    def _drop(self, conn: psycopg.Connection[Any]) -> None:
+        local = self._local
+        if local.conn is conn:
+            local.conn = local.cur = None
+        _close(conn)
+
+    def close(self) -> None:
+        """Close every connection opened in this process (not the parent's, after a
+        fork). Calls afterwards open new ones."""
+        with self._all_lock:
+            conns, self._all = [c for _t, c in self._all], []
+        for c in conns:
+            _close(c)
+        self._local = _Local()
+
+    def count(self) -> int:
+        """How many connections this process holds open now."""
+        with self._all_lock:
+            return sum(1 for _t, c in self._all if not c.closed)
+
+    # -- statements and transactions ------------------------------------------------
+
+    def tx(self, app: bool = False) -> Tx:
+        """A transaction: ``with conns.tx() as cur:``. ``BEGIN`` ... ``COMMIT``, or a
+        savepoint inside an open one; rolled back on an exception; psycopg errors
+        leave it as liteq errors. *app* marks the application's ``db.transaction()``."""
+        return Tx(self, app)
+
+    def statement(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement and return its rows (all of them; ``[]`` if it returns
+        none). Outside a transaction it is a transaction of its own (autocommit, one
+        round trip). Inside one (``db.transaction()``) it runs under a savepoint, so
+        that an error in it (say a unique violation the application catches) leaves
+        the transaction usable, as on SQLite; a verb's statements inside its own
+        :meth:`tx` use the cursor instead. Also ``db.execute()``.
+        # later (B2): pipeline SAVEPOINT, the statement and RELEASE into one round trip.
+        """
+        conn, cur = self._handles()
+        if conn.pgconn.transaction_status != _IDLE:
+            with self.tx() as cur:
+                try:
+                    cur.execute(sql, params)
+                    return cur.fetchall() if cur.description is not None else []
+                except psycopg.Error as exc:
+                    raise self.failure(conn, exc) from exc
+        try:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise self.failure(conn, exc, committing=True) from exc
+
+    def failure(self, conn: psycopg.Connection[Any], exc: psycopg.Error, committing: bool = False) -> LiteqError:
+        """The liteq error for *exc*, met on *conn*; a lost connection is dropped (the
+        next call reconnects) and, inside ``db.transaction()``, breaks the block.
+        *committing*: *exc* came from a COMMIT or an autocommit statement, whose
+        outcome a lost connection leaves unknown."""
+        if not (conn.closed or conn.broken):
+            return translate(exc, self.description)
+        self._drop(conn)
+        outcome = (
+            "whether it was committed is unknown" if committing
+            else "the operation was rolled back; try it again"
+        )
+        text = f"{self.description}: lost the connection to the server ({str(exc).strip()}); {outcome}"
+        local = self._local
+        if local.app_depth > 0 and local.broken is None:
+            local.broken = (
+                f"{self.description}: the connection was lost inside db.transaction(); nothing "
+                f"of the transaction was committed ({str(exc).strip()})"
+            )
+            return StorageError(local.broken)
+        return StorageError(text)
+
+    # -- the server's clock ----------------------------------------------------------
+
+    def measure_offset(self, samples: int = 5) -> float | None:
+        """Server clock minus this host's (seconds), from the fastest of *samples*
+        round trips; None when this thread's connection is inside a transaction or the
+        server cannot be reached now."""
+        local = self._local
+        if local.broken is not None or local.app_depth:
+            return None
+        conn = local.conn
+        if conn is not None and (local.pid != _pid or conn.closed):
+            conn = None
+        try:
+            if conn is None:
+                conn = self.get()
+            if conn.pgconn.transaction_status != _IDLE:
+                return None
+            best: tuple[float, float] | None = None
+            cur = conn.cursor()
+            for _ in range(samples):
+                t0 = time.time()
+                cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                row = cur.fetchone()
+                t1 = time.time()
+                if row is None:
+                    return None
+                sample = (t1 - t0, float(row[0]) - (t0 + t1) / 2)
+                if best is None or sample < best:
+                    best = sample
+            return best[1] if best is not None else None
+        except psycopg.Error as exc:
+            if conn is not None:
+                self.failure(conn, exc)
+            return None
+        except LiteqError:
+            return None
+
+
+def _alive(ref: weakref.ref[threading.Thread]) -> bool:
+    t = ref()
+    return t is not None and t.is_alive()
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    _OPEN.discard(conn)
+    try:
+        conn.close()
+    except psycopg.Error:
+        pass
+
+
+class Tx:
+    """The context manager behind :meth:`Connections.tx` (a class, not a generator: it
+    runs on every multi-statement verb)."""
+
+    __slots__ = ("conns", "app", "conn", "cur", "nested")
+
+    def __init__(self, conns: Connections, app: bool) -> None:
+        self.conns = conns
+        self.app = app
+
+    def __enter__(self) -> psycopg.Cursor[Any]:
+        conns = self.conns
+        conn, cur = conns._handles()
+        self.conn, self.cur = conn, cur
+        try:
+            if conn.pgconn.transaction_status != _IDLE:
+                self.nested = True
+                cur.execute("SAVEPOINT liteq_op", prepare=False)
+            else:
+                self.nested = False
+                cur.execute("BEGIN", prepare=False)
+        except psycopg.Error as exc:
+            raise conns.failure(conn, exc) from exc
+        if self.app:
+            conns._local.app_depth += 1
+        return cur
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        conns, conn, cur = self.conns, self.conn, self.cur
+        local = conns._local
+        if self.app:
+            local.app_depth -= 1
+        ends_app = self.app and local.app_depth == 0
+        try:
+            if local.broken is not None:
+                # The connection was lost inside the application's block.
+                if ends_app and exc is None:
+                    raise StorageError(local.broken)
+                return  # the block's own exception (a StorageError) says so
+            if exc is None:
+                try:
+                    cur.execute("RELEASE SAVEPOINT liteq_op" if self.nested else "COMMIT", prepare=False)
+                    return
+                except psycopg.Error as err:
+                    if not self.nested and (conn.closed or conn.broken):
+                        raise conns.failure(conn, err, committing=True) from err
+                    exc = err
+            if not (conn.closed or conn.broken):
+                try:
+                    if self.nested:
+                        cur.execute("ROLLBACK TO SAVEPOINT liteq_op", prepare=False)
+                        cur.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
+                    else:
+                        cur.execute("ROLLBACK", prepare=False)
+                except psycopg.Error:
+                    pass  # lost now: failure() below or the next call notices
+            if isinstance(exc, psycopg.Error):
+                raise conns.failure(conn, exc) from exc
+        finally:
+            if ends_app:
+                local.broken = None
+
+
+class ServerClock:
+    """Epoch seconds by the database server's clock: this host's ``time.time()`` plus an
+    offset measured at connect and again every :data:`CLOCK_EVERY` seconds, so every
+    host sharing the database agrees on lease and due times without a round trip per
+    reading. A measurement that cannot run now (the thread is inside a transaction, the
+    server is away) keeps the last offset and is tried again later."""
+
+    __slots__ = ("offset", "_due", "_measure", "_every")
+
+    def __init__(self, measure: Callable[[], float | None], every: float = CLOCK_EVERY) -> None:
+        self._measure = measure
+        self._every = every
+        #: Server minus local time, seconds.
+        self.offset = 0.0
+        self._due = 0.0
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Measure the offset now; False (and the old offset kept) if it could not."""
+        offset = self._measure()
+        if offset is None:
+            self._due = time.time() + min(CLOCK_RETRY, self._every)
+            return False
+        self.offset = offset
+        self._due = time.time() + self._every
+        return True
+
+    def __call__(self) -> float:
+        now = time.time()
+        if now >= self._due:
+            self.refresh()
+            now = time.time()
+        return now + self.offset
