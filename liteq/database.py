@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .backends.base import Waiter
+from .backends.sqlite import SQLiteBackend, default_queue_options
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
 from .queue import (
@@ -22,9 +24,7 @@ from .queue import (
     option_columns,
     validate_name,
 )
-from .store import Store, default_queue_options
 from .topic import Topic
-from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
 
@@ -128,7 +128,7 @@ class Database:
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise InvalidArgument(f"max_payload must be a positive number of bytes, got {max_payload!r}")
         self.max_payload = max_payload
-        self._store = Store(
+        self._store = SQLiteBackend(
             os.fspath(path), durability=durability, busy_timeout=busy_timeout,
             clock=clock or time.time, read_only=read_only,
         )
@@ -417,8 +417,7 @@ class Database:
     def _waiter(self) -> Waiter:
         local = self._local
         if getattr(local, "pid", None) != os.getpid() or local.waiter is None:
-            # SQLite keeps the WAL beside the real file, not beside a symlink to it.
-            local.waiter = Waiter(self.real_path + "-wal")
+            local.waiter = self._store.waiter()
             local.pid = os.getpid()
         return local.waiter
 

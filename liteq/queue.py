@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .backends.records import STATE_NAMES, STATES
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
-from .schema import STATE_NAMES, STATES
 from .wake import Looks
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@
 
 A schedule is a row in the ``schedules`` table. Each **fire** enqueues the schedule's
 stored payload into its queue. The whole tick is one ``BEGIN IMMEDIATE`` transaction
-in ``Store.schedule_tick``: it takes the due rows, asks :func:`plan` which fire times
+in ``Backend.schedule_tick``: it takes the due rows, asks :func:`plan` which fire times
 to enqueue, records each in ``schedule_runs`` (unique per schedule and fire time),
 enqueues it with the dedup key ``schedule:NAME:FIRE_AT`` and advances ``next_run_at``.
 So any number of schedulers on one file enqueue each (schedule, fire time) once.
@@ -250,7 +250,7 @@ def _seconds_text(s: float) -> str:
 def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
     """``(fire_times, next_run_at)`` for a due schedule row: the misfire policy.
 
-    Called by ``Store.schedule_tick`` inside its transaction for each row whose
+    Called by ``Backend.schedule_tick`` inside its transaction for each row whose
     ``next_run_at <= now``. Fire times are those in ``[next_run_at, now]``; see the
     module docstring for what each policy fires.
     """
@@ -446,7 +446,7 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     with db.transaction():
         old = store.schedule(name)
         if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
-            first = old[_NEXT]
+            first = old.next_run_at
         row = store.schedule_upsert({
             "name": name, "kind": kind, "spec": spec, "tz": tz_name, "target": target,
             "queue": queue_name, "payload": blob, "misfire": policy, "misfire_cap": cap,

@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import codec
+from .backends.records import State
 from .errors import InvalidArgument, LiteqError, SerializationError
 from .queue import Backoff, Queue, _positive_int, _priority, _seconds, validate_name
-from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
 
 if TYPE_CHECKING:
     from .database import Database
@@ -504,18 +504,18 @@ class JobInfo:
 
 
 def _message_state(state: int, attempts: int, origin: str | None) -> str:
-    if state == LEASED:
+    if state == State.LEASED:
         return "running"
-    if state in (READY, DELAYED):
+    if state in (State.READY, State.DELAYED):
         if origin is not None:
             return "failed"  # dead-lettered into another queue
         if attempts:
             return "retrying"
-        return "queued" if state == READY else "scheduled"
-    return {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}[state]
+        return "queued" if state == State.READY else "scheduled"
+    return _RESULT_STATES[state]
 
 
-_RESULT_STATES = {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}
+_RESULT_STATES: dict[int, str] = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
 def _info_from(db: Database, row: Sequence[Any] | None, res: Sequence[Any] | None,
@@ -678,7 +678,7 @@ class Job:
                 task = registry(db).get(name) if name else None
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
                 now = store.clock()
-                store.save_results([(self.id, name, CANCELLED, None, "cancelled before it ran",
+                store.save_results([(self.id, name, State.CANCELLED, None, "cancelled before it ran",
                                      row[8], now, None if ttl is None else now + ttl,
                                      row[14] or self._queue_name(row[1]), row[5] if call else None,
                                      row[9], None, None)])
@@ -704,11 +704,11 @@ def _safe_decode(blob: bytes) -> Any:
 # -- listing jobs (for ``liteq jobs``) ------------------------------------------------------
 #
 _STATE_CODES = {
-    "queued": (READY,), "scheduled": (DELAYED,), "retrying": (READY, DELAYED),
-    "running": (LEASED,), "done": (DONE,), "failed": (DEAD, READY, DELAYED),
-    "cancelled": (CANCELLED,),
+    "queued": (State.READY,), "scheduled": (State.DELAYED,), "retrying": (State.READY, State.DELAYED),
+    "running": (State.LEASED,), "done": (State.DONE,), "failed": (State.DEAD, State.READY, State.DELAYED),
+    "cancelled": (State.CANCELLED,),
 }
-_RESULT_CODES = {"done": DONE, "failed": DEAD, "cancelled": CANCELLED}
+_RESULT_CODES = {"done": State.DONE, "failed": State.DEAD, "cancelled": State.CANCELLED}
 
 
 def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> list[Any]:
@@ -744,7 +744,7 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
             (task is None or info.task == task) and (queue is None or info.queue == queue)
 
     found: list[JobInfo] = []
-    codes = _STATE_CODES[state] if state else tuple(range(6))
+    codes = _STATE_CODES[state] if state else tuple(State)
     before, chunk = 2**63 - 1, 500
     while len(found) < limit:
         rows = _scan_messages(db, codes, before, chunk)

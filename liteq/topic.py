@@ -33,9 +33,10 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .backends.records import StaleRoutes
+from .backends.sqlite import default_queue_options
 from .errors import InvalidArgument
 from .queue import Message, Queue, _priority, _seconds, option_columns
-from .store import StaleRoutes, default_queue_options
 
 if TYPE_CHECKING:
     from .database import Database

@@ -62,11 +62,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .backends.records import State
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .pool import Held, ProcessPool, Slot
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
-from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
     DEFAULT_RESULT_TTL,
     Cancelled,
@@ -215,14 +215,14 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
                     outcome.delay = backoff.delay(attempts)
                 if not store.retry(q.id, mid, token, outcome.delay, text):
                     row = store.message(mid)
-                    final = CANCELLED if row is not None and row[2] == CANCELLED else DEAD
+                    final = State.CANCELLED if row is not None and row[2] == State.CANCELLED else State.DEAD
             elif outcome.state == "cancelled":
                 store.request_cancel(mid)  # flags it, so the retry below cancels it
                 store.retry(q.id, mid, token, 0.0, text)
-                final = CANCELLED
+                final = State.CANCELLED
             else:
                 store.fail(q.id, mid, token, text or "failed")
-                final = DEAD
+                final = State.DEAD
             if final is not None:
                 now = store.clock()
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
@@ -235,7 +235,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
         outcome.state = "lost"
         final = None
     if final is not None:
-        outcome.state = "cancelled" if final == CANCELLED else "failed"
+        outcome.state = "cancelled" if final == State.CANCELLED else "failed"
     hooks = worker._hooks
     if outcome.state == "retrying" and error is not None:
         hooks.call("on_retry", ctx, error, outcome.delay or 0.0)
@@ -310,7 +310,7 @@ class _Consumer:
         Claims every queue at first and after a wait that timed out (only a claim
         promotes due delayed messages and expired leases). After a wake-up by a commit,
         which may be anyone's (another consumer's ack, a put to another queue, a
-        results row), it looks without the write lock first (``Store.probe``) and
+        results row), it looks without the write lock first (``Backend.probe``) and
         claims only a queue that has something ready: idle consumers then no longer
         queue on the write lock behind every commit (one idle 4-thread worker on
         another queue cut a producer's puts from 67k to 29k/s). An empty look is
@@ -552,7 +552,7 @@ class _Consumer:
                 note = f"the return value was not stored: {exc}"
                 logger.warning("job %d %s: %s", msg.id, task.name, note)
         now = self.store.clock()
-        return outcome_row(ctx, DONE, attempts=msg.attempts, now=now, ttl=task.result_ttl,
+        return outcome_row(ctx, State.DONE, attempts=msg.attempts, now=now, ttl=task.result_ttl,
                            error=note, value=value, duration=duration)
 
     def _flush(self) -> None:
@@ -925,7 +925,7 @@ class Worker(ProcessPool):
     def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
                        code: int) -> None:
         row = self.db._store.message(mid)
-        if row is None or row[11] != token or row[2] != LEASED:
+        if row is None or row[11] != token or row[2] != State.LEASED:
             return  # it was settled after all
         q = self.db._queue_by_id(qid)
         call = task_call(_decode(row[5]))

@@ -225,7 +225,7 @@ def _until_started_waiting(thread: threading.Thread, clock) -> None:
         frame = sys._current_frames().get(thread.ident or -1)
         while frame is not None:
             code = frame.f_code
-            if code.co_filename.endswith("store.py") and code.co_name == "handler":
+            if code.co_filename.endswith(os.path.join("sqlite", "base.py")) and code.co_name == "handler":
                 return
             frame = frame.f_back
         time.sleep(0.005)

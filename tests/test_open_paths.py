@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from helpers import PATIENCE, open_new_file_at_once, put_when_told
 
 import liteq
+from liteq.backends.sqlite.schema import SCHEMA_VERSION
 from liteq.cli import cli
-from liteq.schema import SCHEMA_VERSION
 
 
 def _open_at_once(paths: list[str], out_dir: str) -> list[str]:

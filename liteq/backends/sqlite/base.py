@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from ..errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .sql import SQL_TOTALS, TOTALS_EVERY
@@ -320,7 +320,7 @@ class StoreBase(Opening):
 
 
 class _Write:
-    """The context manager behind :meth:`Store.write` (a class, not a generator:
+    """The context manager behind :meth:`StoreBase.write` (a class, not a generator:
     it runs on every operation, and this is several times cheaper)."""
 
     __slots__ = ("store", "conn", "cur", "nested", "app")
