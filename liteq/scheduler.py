@@ -442,7 +442,7 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     target, queue_name, value = _target(db, task, queue, args, kwargs, payload, command)
     policy, cap = _policy(misfire, misfire_cap)
     blob = codec.encode(value, db.max_payload)
-    store = db._store
+    store = db.backend
     with db.transaction():
         old = store.schedule(name)
         if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
@@ -457,19 +457,19 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
 
 def get_schedule(db: Database, name: str) -> Schedule | None:
     """Schedule *name*, or None."""
-    row = db._store.schedule(name)
+    row = db.backend.schedule(name)
     return None if row is None else Schedule(db, row)
 
 
 def schedules(db: Database) -> list[Schedule]:
     """Every schedule in the file, by name."""
-    return [Schedule(db, row) for row in db._store.schedules()]
+    return [Schedule(db, row) for row in db.backend.schedules()]
 
 
 def unschedule(db: Database, name: str) -> bool:
     """Delete schedule *name* and its history; False if there was none. Messages it
     already enqueued stay."""
-    return db._store.schedule_delete(name)
+    return db.backend.schedule_delete(name)
 
 
 # -- schedule objects ------------------------------------------------------------------
@@ -577,7 +577,7 @@ class Schedule:
 
     def pause(self) -> Schedule:
         """Stop firing (a scheduler skips it) until :meth:`resume`."""
-        if not self.db._store.schedule_enable(self.name, False, None):
+        if not self.db.backend.schedule_enable(self.name, False, None):
             raise ScheduleError(f"no schedule named {self.name!r}")
         return self.refresh()
 
@@ -589,7 +589,7 @@ class Schedule:
         if self.kind != "at":
             base = self.next_run_at if self.kind == "every" else None
             nxt = _first_fire(self.kind, self.spec, self.zone, self.db.clock(), base)
-        if not self.db._store.schedule_enable(self.name, True, nxt):
+        if not self.db.backend.schedule_enable(self.name, True, nxt):
             raise ScheduleError(f"no schedule named {self.name!r}")
         return self.refresh()
 
@@ -597,7 +597,7 @@ class Schedule:
         """Fire once now, outside the timing (paused or not); return the job."""
         from .task import Job
 
-        fired = self.db._store.schedule_tick(_safe_plan, only=self.name, fire_now=True)
+        fired = self.db.backend.schedule_tick(_safe_plan, only=self.name, fire_now=True)
         if not fired:
             self.refresh()  # raises if it was deleted
             # schedule_runs already holds a fire for this very instant
@@ -616,7 +616,7 @@ class Schedule:
 
     def refresh(self) -> Schedule:
         """Read the row again (raises ScheduleError if it was deleted)."""
-        row = self.db._store.schedule(self.name)
+        row = self.db.backend.schedule(self.name)
         if row is None:
             raise ScheduleError(f"no schedule named {self.name!r} (it was deleted)")
         self._load(row)
@@ -663,7 +663,7 @@ class Scheduler:
             # schedule_runs would otherwise grow forever (86,400 rows a day for a
             # per-second schedule); keep each schedule's newest runs.
             self._pruned_at = time.monotonic()
-            self.db._store.prune_schedule_runs(keep=HISTORY_KEEP)
+            self.db.backend.prune_schedule_runs(keep=HISTORY_KEEP)
         return fires
 
     def run(self, stop_event: threading.Event | None = None) -> None:
@@ -673,12 +673,12 @@ class Scheduler:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         self._pipe = (read_fd, write_fd)
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         try:
             while not self._stopped(stop_event):
                 waiter.arm()  # before reading: a commit after the read wakes the wait
                 try:
-                    due = self.db._store.next_schedule_due()
+                    due = self.db.backend.next_schedule_due()
                     if due <= self.db.clock():
                         self.tick()
                         continue

@@ -452,7 +452,7 @@ class JobContext:
             now = time.monotonic()
             if now - self._checked_at >= _CANCEL_CHECK:
                 self._checked_at = now
-                self._cancel = self.db._store.cancel_requested(self.id)
+                self._cancel = self.db.backend.cancel_requested(self.id)
         return self._cancel
 
     def checkpoint(self) -> None:
@@ -585,10 +585,7 @@ class Job:
 
     def info(self) -> JobInfo:
         """Everything about the job now; raises :class:`JobNotFound` if it does not exist."""
-        store = self.db._store
-        with store.read():  # one snapshot for both rows
-            row = store.message(self.id)
-            res = store.result(self.id)
+        row, res = self.db.backend.job(self.id)  # one snapshot for both rows
         info = _info_from(self.db, row, res, self._queue_name)
         if info is None:
             raise JobNotFound(
@@ -597,7 +594,7 @@ class Job:
         return info
 
     def _queue_name(self, qid: int) -> str | None:
-        row = self.db._store.queue_row_by_id(qid)
+        row = self.db.backend.queue_row_by_id(qid)
         return row[1] if row else None
 
     @property
@@ -655,7 +652,7 @@ class Job:
                 raise ResultTimeout(f"job {self.id} ({info.task}) is still {info.state} "
                                     f"after waiting {w:g} s")
             if waiter is None:
-                waiter = self.db._waiter()
+                waiter = self.db.waiter()
                 continue
             waiter.wait(min(left, 0.5))
 
@@ -664,7 +661,7 @@ class Job:
         ``"requested"`` if it is running (it stops at its next ``checkpoint()``, or
         is not retried; the request survives a worker restart), ``"finished"`` if it
         had already ended."""
-        db, store = self.db, self.db._store
+        db, store = self.db, self.db.backend
         with db.transaction():
             row = store.message(self.id)
             if row is None:
@@ -712,12 +709,12 @@ _RESULT_CODES = {"done": State.DONE, "failed": State.DEAD, "cancelled": State.CA
 
 
 def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> list[Any]:
-    return db._store.job_messages(codes, before, n)
+    return db.backend.job_messages(codes, before, n)
 
 
 def _scan_results(db: Database, code: int | None, before: int, n: int, queue: str | None,
                   task: str | None) -> list[Any]:
-    return db._store.orphan_results(code, before, n, queue=queue, task=task)
+    return db.backend.orphan_results(code, before, n, queue=queue, task=task)
 
 
 def list_jobs(db: Database, *, state: str | None = None, task: str | None = None,
@@ -735,7 +732,7 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
 
     def queue_name(qid: int) -> str | None:
         if qid not in names:
-            row = db._store.queue_row_by_id(qid)
+            row = db.backend.queue_row_by_id(qid)
             names[qid] = row[1] if row else None
         return names[qid]
 

@@ -112,7 +112,7 @@ def release(db: Database, items: Iterable[tuple[int, int, int]]) -> list[int]:
     by_queue: dict[int, list[tuple[int, int]]] = {}
     for mid, token, qid in items:
         by_queue.setdefault(qid, []).append((mid, token))
-    return [mid for qid, pairs in by_queue.items() for mid in db._store.release(qid, pairs)]
+    return [mid for qid, pairs in by_queue.items() for mid in db.backend.release(qid, pairs)]
 
 
 # -- the heartbeat ----------------------------------------------------------------------
@@ -184,7 +184,7 @@ class _Leases:
         for mid, token, qid in items:
             by_queue.setdefault(qid, []).append((mid, token))
         leases = {q.id: q.config.lease for q in self.queues}
-        store = self.db._store
+        store = self.db.backend
         for qid, pairs in by_queue.items():
             lost, _cancel = store.heartbeat(pairs, leases.get(qid, 30.0))
             # A lost lease shows up (and is logged) when its job is settled;
@@ -200,7 +200,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
             ran: bool) -> None:
     """Record a run that did not succeed: retry, fail or cancel it, with its results
     row in the same transaction when the job is over; then call the hooks."""
-    db, store = worker.db, worker.db._store
+    db, store = worker.db, worker.db.backend
     error = outcome.error
     text = error.format() if error else None
     max_attempts = task.max_attempts if task else q.config.max_attempts
@@ -255,7 +255,7 @@ class _Consumer:
     def __init__(self, worker: Worker, leases: _Leases, slot: Slot | None = None) -> None:
         self.w = worker
         self.db = worker.db
-        self.store = worker.db._store
+        self.store = worker.db.backend
         self.queues: list[Queue] = worker.existing_queues()
         self._looked_for_queues = time.monotonic()
         self.tasks = worker.tasks
@@ -316,7 +316,7 @@ class _Consumer:
         another queue cut a producer's puts from 67k to 29k/s). An empty look is
         repeated as in :meth:`Queue.get_many` (:class:`~liteq.wake.Looks`).
         """
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         store = self.store
         looks = Looks(claim=True, hinted=False)
         while not self.w._stopping:
@@ -843,7 +843,7 @@ class Worker(ProcessPool):
         if now >= state["prune"]:
             state["prune"] = now + _PRUNE_EVERY
             try:
-                self.db._store.prune_results(self.db._store.clock())
+                self.db.prune_results()
             except LiteqError:
                 logger.exception("pruning expired job results failed; trying again later")
 
@@ -924,10 +924,10 @@ class Worker(ProcessPool):
 
     def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
                        code: int) -> None:
-        row = self.db._store.message(mid)
+        row = self.db.backend.message(mid)
         if row is None or row[11] != token or row[2] != State.LEASED:
             return  # it was settled after all
-        q = self.db._queue_by_id(qid)
+        q = self.db.queue_by_id(qid)
         call = task_call(_decode(row[5]))
         name, args, kwargs = call if call else ("?", [], {})
         task = self.tasks.get(name)

@@ -97,7 +97,7 @@ def test_a_consumer_waiting_through_a_symlinked_path_is_woken_by_inotify_not_pol
     producer = ctx.Process(target=put_when_told, args=(str(real), "q", go, "hello"))
     producer.start()
     try:
-        waiter = db._waiter()
+        waiter = db.waiter()
         # Polling (the fallback when the watched -wal does not exist) never reports a
         # wake-up: wait() returns False after each poll.
         assert waiter.uses_inotify, "the watch is not on the WAL beside the real file"
