@@ -141,7 +141,7 @@ class Database:
         )
         # The engine's former name, kept until issue 17 A7 for code written before the
         # boundary (branches in flight); new code uses ``backend``.
-        self._store = self.backend
+        self._store: Backend = self.backend
         self.path = self.backend.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}

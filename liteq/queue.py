@@ -15,15 +15,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import codec
 from .backends.records import STATE_NAMES, STATES, State
+from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .wake import Looks
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
 
@@ -298,7 +296,7 @@ class Message:
 class Queue:
     """A durable named queue in a liteq database. Get one with ``db.queue(name)``."""
 
-    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, row: Sequence[Any]) -> None:
         self.db = db
         self._store = db.backend
         self.id: int = row[0]

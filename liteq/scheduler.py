@@ -55,12 +55,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from . import codec
+from .context import Context
 from .errors import InvalidArgument, LiteqError, ScheduleError
 from .queue import validate_name
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
 
 if TYPE_CHECKING:
-    from .database import Database
     from .task import Job, Task
 
 __all__ = [
@@ -340,7 +340,7 @@ def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
     return kind, spec, tz_name, _first_fire(kind, spec, zone, now, first_start)
 
 
-def _target(db: Database, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
+def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
             command: Any) -> tuple[str, str, Any]:
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
     from .task import Task, registry
@@ -400,7 +400,7 @@ def validate(*, cron: Any = None, every: Any = None, at: Any = None, tz: Any = N
     _policy(misfire, misfire_cap)
 
 
-def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = None,
+def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = None,
              at: Any = None, tz: str | None = None, task: str | Task[Any, Any] | None = None,
              queue: str | None = None, args: Sequence[Any] | None = None,
              kwargs: dict[str, Any] | None = None, payload: Any = _UNSET,
@@ -455,18 +455,18 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     return Schedule(db, row)
 
 
-def get_schedule(db: Database, name: str) -> Schedule | None:
+def get_schedule(db: Context, name: str) -> Schedule | None:
     """Schedule *name*, or None."""
     row = db.backend.schedule(name)
     return None if row is None else Schedule(db, row)
 
 
-def schedules(db: Database) -> list[Schedule]:
+def schedules(db: Context) -> list[Schedule]:
     """Every schedule in the file, by name."""
     return [Schedule(db, row) for row in db.backend.schedules()]
 
 
-def unschedule(db: Database, name: str) -> bool:
+def unschedule(db: Context, name: str) -> bool:
     """Delete schedule *name* and its history; False if there was none. Messages it
     already enqueued stay."""
     return db.backend.schedule_delete(name)
@@ -502,7 +502,7 @@ class Schedule:
     seconds; :meth:`next` gives datetimes in the schedule's time zone.
     """
 
-    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, row: Sequence[Any]) -> None:
         self.db = db
         self._load(row)
 
@@ -641,7 +641,7 @@ class Scheduler:
     schedule may be due sooner).
     """
 
-    def __init__(self, db: Database, interval: float = 1.0) -> None:
+    def __init__(self, db: Context, interval: float = 1.0) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
                 or not 0 < interval < math.inf:
             raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")

@@ -48,15 +48,13 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import codec
 from .backends.records import State
+from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
 from .queue import Backoff, Queue, _positive_int, _priority, _seconds, validate_name
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = [
     "Task", "register", "registry", "Job", "JobInfo", "JobError", "JobContext", "Outcome",
@@ -197,7 +195,7 @@ class JobError:
 
 # -- tasks ----------------------------------------------------------------------------
 
-def registry(db: Database) -> dict[str, Task[Any, Any]]:
+def registry(db: Context) -> dict[str, Task[Any, Any]]:
     """The tasks registered on *db*, by name (kept on the Database object)."""
     tasks: dict[str, Task[Any, Any]] = db.__dict__.setdefault("_tasks", {})
     return tasks
@@ -221,7 +219,7 @@ class Task(Generic[P, R]):
     """A function registered with ``@db.task``. Calling it runs it; :meth:`delay`
     and :meth:`enqueue` queue a call for a worker and return a :class:`Job`."""
 
-    def __init__(self, db: Database, fn: Callable[P, R], *, name: str, queue: str,
+    def __init__(self, db: Context, fn: Callable[P, R], *, name: str, queue: str,
                  max_attempts: int, backoff: Backoff | None, timeout: float | None,
                  priority: int, store_result: bool, result_ttl: float | None,
                  atomic: bool) -> None:
@@ -326,7 +324,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def register(db: Database, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              queue: str = "default", max_attempts: int = 5, backoff: Backoff | None = None,
              timeout: float | None = None, priority: int = 0, store_result: bool = False,
              result_ttl: float | None = DEFAULT_RESULT_TTL, atomic: bool = False) -> Any:
@@ -428,7 +426,7 @@ class JobContext:
     __slots__ = ("db", "id", "task", "queue", "attempts", "max_attempts", "args", "kwargs",
                  "enqueued_at", "started_at", "_checked_at", "_cancel")
 
-    def __init__(self, db: Database, job_id: int, task: str, queue: str, attempts: int,
+    def __init__(self, db: Context, job_id: int, task: str, queue: str, attempts: int,
                  max_attempts: int, args: list[Any], kwargs: dict[str, Any],
                  enqueued_at: float) -> None:
         self.db = db
@@ -518,7 +516,7 @@ def _message_state(state: int, attempts: int, origin: str | None) -> str:
 _RESULT_STATES: dict[int, str] = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
-def _info_from(db: Database, row: Sequence[Any] | None, res: Sequence[Any] | None,
+def _info_from(db: Context, row: Sequence[Any] | None, res: Sequence[Any] | None,
                queue_name: Callable[[int], str | None]) -> JobInfo | None:
     """A job from its message row, its results row, or both (the message wins for
     what it still holds; the results row keeps the rest once the message is gone)."""
@@ -576,7 +574,7 @@ class Job:
 
     __slots__ = ("db", "id", "_task")
 
-    def __init__(self, db: Database, job_id: int, *, task: str | None = None) -> None:
+    def __init__(self, db: Context, job_id: int, *, task: str | None = None) -> None:
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
             raise InvalidArgument(f"a job id is a positive integer, got {job_id!r}")
         self.db = db
@@ -708,16 +706,16 @@ _STATE_CODES = {
 _RESULT_CODES = {"done": State.DONE, "failed": State.DEAD, "cancelled": State.CANCELLED}
 
 
-def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> list[Any]:
+def _scan_messages(db: Context, codes: Sequence[int], before: int, n: int) -> list[Any]:
     return db.backend.job_messages(codes, before, n)
 
 
-def _scan_results(db: Database, code: int | None, before: int, n: int, queue: str | None,
+def _scan_results(db: Context, code: int | None, before: int, n: int, queue: str | None,
                   task: str | None) -> list[Any]:
     return db.backend.orphan_results(code, before, n, queue=queue, task=task)
 
 
-def list_jobs(db: Database, *, state: str | None = None, task: str | None = None,
+def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
               queue: str | None = None, limit: int = 50) -> list[JobInfo]:
     """The newest jobs (task messages, and outcomes of jobs whose message is gone),
     newest first, optionally only those in *state*, of *task*, or on *queue*.

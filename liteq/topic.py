@@ -30,16 +30,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import codec
 from .backends.records import StaleRoutes
 from .backends.sqlite import default_queue_options
+from .context import Context
 from .errors import InvalidArgument
 from .queue import Message, Queue, _priority, _seconds, option_columns
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
 
@@ -139,7 +137,7 @@ class Router:
 class Topic:
     """A named topic. Get one with ``db.topic(name)``."""
 
-    def __init__(self, db: Database, name: str) -> None:
+    def __init__(self, db: Context, name: str) -> None:
         self.db = db
         self.name = validate_topic_name(name)
         self._store = db.backend

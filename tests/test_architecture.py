@@ -89,3 +89,9 @@ def test_the_import_graph_is_read_from_the_source() -> None:
 def test_the_worker_its_hooks_and_its_pool_import_one_way() -> None:
     worker = {"liteq.worker", "liteq.hooks", "liteq.pool"}
     assert [c for c in import_cycles() if worker & set(c)] == []
+
+
+def test_no_liteq_module_imports_itself_back_through_others() -> None:
+    # database -> queue/topic/task/scheduler/shell, never back: those annotate
+    # liteq.context.Context, a protocol that Database satisfies.
+    assert import_cycles() == []
