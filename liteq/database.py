@@ -77,6 +77,7 @@ def connect(
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     clock: Callable[[], float] | None = None,
     read_only: bool = False,
+    create: bool = True,
 ) -> Database:
     """Open (creating if needed) the liteq database at *path*.
 
@@ -94,6 +95,9 @@ def connect(
     full) and the ``-wal`` is empty, the main file is read as it is (``immutable=1``):
     that connection does not see later commits.
 
+    ``create=False`` opens only an existing database: a missing or empty file raises
+    :class:`~liteq.LiteqError` and nothing is created (``read_only`` never creates).
+
     The path is resolved once (symlinks followed): SQLite's side files, the schema
     lock ``PATH.lock`` and the wake-up watch sit beside the real file.
 
@@ -108,6 +112,7 @@ def connect(
         max_payload=max_payload,
         clock=clock,
         read_only=read_only,
+        create=create,
     )
 
 
@@ -129,6 +134,7 @@ class Database:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise InvalidArgument(f"max_payload must be a positive number of bytes, got {max_payload!r}")
@@ -137,7 +143,7 @@ class Database:
         #: verbs of :class:`liteq.backends.Backend`, for liteq's own domain objects.
         self.backend: Backend = SQLiteBackend(
             os.fspath(path), durability=durability, busy_timeout=busy_timeout,
-            clock=clock or time.time, read_only=read_only,
+            clock=clock or time.time, read_only=read_only, create=create,
         )
         # The engine's former name, kept until issue 17 A7 for code written before the
         # boundary (branches in flight); new code uses ``backend``.

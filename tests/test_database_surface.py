@@ -97,3 +97,31 @@ def test_vacuum_through_a_symlink_counts_the_real_files_wal(tmp_path: Path) -> N
         assert wal > 0
         result = as_json(str(link), "vacuum")
     assert result["bytes_before"] == size
+
+
+def test_connect_without_create_refuses_a_missing_file_and_makes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "none.db"
+    with pytest.raises(liteq.LiteqError, match=f"no liteq database at {path}"):
+        liteq.connect(path, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_connect_without_create_refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(liteq.LiteqError, match="is an empty file, not a liteq database"):
+        liteq.connect(path, create=False)
+    assert path.stat().st_size == 0 and [p.name for p in tmp_path.iterdir()] == ["empty.db"]
+
+
+def test_connect_without_create_opens_an_existing_database(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    with liteq.connect(path) as db:
+        db.queue("jobs").put(1)
+    with liteq.connect(path, create=False) as db:
+        assert len(db.queue("jobs")) == 1
+
+
+def test_create_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(liteq.InvalidArgument, match="create must be True or False, got 'no'"):
+        liteq.connect(tmp_path / "q.db", create="no")  # type: ignore[arg-type]

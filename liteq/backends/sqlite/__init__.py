@@ -81,9 +81,10 @@ class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, Backend):
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(path, durability=durability, busy_timeout=busy_timeout,
-                         clock=clock, read_only=read_only)
+                         clock=clock, read_only=read_only, create=create)
         #: Read once by callers when they are built; ``wakeup`` says whether this
         #: process can watch the file with inotify (Linux) or polls.
         self.capabilities = Capabilities(

@@ -67,6 +67,7 @@ class StoreBase(Opening):
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
@@ -78,12 +79,18 @@ class StoreBase(Opening):
             )
         if not isinstance(read_only, bool):
             raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        if not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True or False, got {create!r}")
         #: The path as given (made absolute): what messages name.
         self.path = os.path.abspath(os.fspath(path))
         #: The real path, resolved once: SQLite, the schema lock and the wake-up watch
         #: all use it, so every name for one file meets the same side files.
         self.file = resolve(self.path, read_only=read_only)
         self.read_only = read_only
+        #: A missing file becomes a new database (never when read_only).
+        self.create = create and not read_only
+        if not create and not read_only:
+            _refuse_missing(self.path, self.file)
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.clock = clock
@@ -400,6 +407,19 @@ class _Write:
             if outer_app:
                 local.app_tx = False
                 local.broken = None
+
+
+def _refuse_missing(path: str, real: str) -> None:
+    """Raise LiteqError if *real* does not exist or is empty (SQLite would make an
+    empty file a new database): for ``connect(create=False)``."""
+    try:
+        size = os.path.getsize(real)
+    except FileNotFoundError:
+        raise LiteqError(
+            f"no liteq database at {path} (connect() without create=False makes one)"
+        ) from None
+    if size == 0:
+        raise LiteqError(f"{path} is an empty file, not a liteq database")
 
 
 def _lost_text(mid: int) -> str:

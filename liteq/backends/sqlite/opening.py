@@ -44,6 +44,7 @@ class Opening:
         path: str
         file: str
         read_only: bool
+        create: bool
         durability: str
         busy_timeout: float
 
@@ -60,7 +61,9 @@ class Opening:
             if cause is not None:
                 raise LiteqError(f"cannot open {self.path}: {cause}")
         try:
-            conn = apsw.Connection(real, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+            # Without create, a file deleted since the check is not made anew.
+            flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if self.create else 0)
+            conn = apsw.Connection(real, flags=flags)
         except apsw.Error as exc:
             raise LiteqError(f"cannot open {self.path}: {self._cause(exc)}") from exc
         conn.set_busy_handler(self._busy_handler())
