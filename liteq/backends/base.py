@@ -161,9 +161,8 @@ class Backend(ABC):
         """The engine's consistency check, one line per finding; ``["ok"]`` if healthy."""
 
     @abstractmethod
-    def checkpoint(self, mode: str = "TRUNCATE") -> None:
-        """Copy the write-ahead log into the database and shrink it (SQLite WAL).
-        # later (A4): no *mode*; an engine-neutral verb takes no SQLite pragma word."""
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and shrink it (SQLite's WAL)."""
 
     @abstractmethod
     def vacuum(self) -> None:

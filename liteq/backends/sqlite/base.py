@@ -318,8 +318,9 @@ class StoreBase(Opening):
         """``PRAGMA integrity_check`` lines (``['ok']`` for a healthy file)."""
         return [r[0] for r in self.execute("PRAGMA integrity_check")]
 
-    def checkpoint(self, mode: str = "TRUNCATE") -> None:
-        self.execute(f"PRAGMA wal_checkpoint({mode})")
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def vacuum(self) -> None:
         self.execute("VACUUM")
