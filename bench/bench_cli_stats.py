@@ -92,9 +92,9 @@ def _propose_stats_fix() -> bool:
     clause: ``state = 3`` does not let it use an index ``WHERE state >= 3``, so each
     count of done, dead and cancelled messages scanned the whole table (about 33 ms
     per count at 1M rows). Adding ``state >= 3`` makes each an index search. False
-    if store.py needs no such change (already fixed).
+    if the statement needs no such change (already fixed).
     """
-    from liteq import store
+    from liteq.backends import sqlite as store
 
     fixed = store.SQL_STATS
     if "state >= 3 AND state = 3" in fixed:

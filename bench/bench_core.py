@@ -30,7 +30,7 @@ import cbor2
 import pytest
 
 import liteq
-from liteq.store.base import PAGE_SIZE
+from liteq.backends.sqlite.base import PAGE_SIZE
 
 PAYLOAD = {"to": "someone@example.com", "subject": "hello", "n": 0}
 ROUNDS = 3000

@@ -23,10 +23,10 @@ from typing import Any
 import click
 
 from . import __version__
+from .backends.sqlite import DURABILITY
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
 from .queue import Queue, validate_name
-from .store import DURABILITY
 
 __all__ = [
     "cli",

@@ -317,7 +317,7 @@ def cancel(message_id: int, out: Output) -> None:
     """
     db = open_db()
     msg = _message(db, message_id)
-    outcome = db._store.request_cancel(message_id)
+    outcome = db.request_cancel(message_id)
     if outcome == "finished":
         raise CliError(f"message {message_id} is {msg.state}: only ready, delayed or "
                        f"leased messages can be cancelled")

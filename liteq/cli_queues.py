@@ -3,7 +3,6 @@ create|config|delete, prune and vacuum."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -275,8 +274,8 @@ def prune(queues: tuple[str, ...], older_than: float | None, out: Output) -> Non
     names = list(queues) or db.queues()
     targets = [existing_queue(db, name) for name in names]
     rows = [{"queue": q.name, "pruned": q.prune(older_than)} for q in targets]
-    db._store.prune_results(db.clock())  # expired job outcomes (result_ttl)
-    db._store.prune_schedule_runs()  # schedule history: the newest 1,000 runs each
+    db.prune_results()  # expired job outcomes (result_ttl)
+    db.prune_schedule_runs()  # schedule history: the newest 1,000 runs each
     out.rows(rows, [Column("queue"), Column("pruned", numeric=True)],
              empty=f"no queues in {db.path}")
 
@@ -292,17 +291,13 @@ def vacuum(out: Output) -> None:
     Example: liteq vacuum
     """
     db = open_db()
-    before = _size(db.path)
+    before = db.storage_size()
     db.checkpoint()
     db.vacuum()
     db.checkpoint()
-    after = _size(db.path)
+    after = db.storage_size()
     out.result({"path": db.path, "bytes_before": before, "bytes_after": after},
                f"{db.path}: {_mb(before)} -> {_mb(after)}")
-
-
-def _size(path: str) -> int:
-    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
 def _mb(n: int) -> str:

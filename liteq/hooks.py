@@ -26,28 +26,44 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .counters import COUNTERS, logger
 from .task import JobContext, JobError, Outcome
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .database import Database
 
-__all__ = ["Hook", "LoggingHook", "StatsHook", "HookRunner", "COUNTERS", "logger"]
+__all__ = ["Hook", "LoggingHook", "StatsHook", "HookRunner", "WorkerInfo", "COUNTERS", "logger"]
 
-logger = logging.getLogger("liteq.worker")
 
-#: The counters a StatsHook keeps (and ``on_summary`` receives).
-COUNTERS = ("started", "done", "retried", "failed", "cancelled", "released", "lost")
+class WorkerInfo(Protocol):
+    """What a hook sees of the :class:`liteq.Worker` that calls it (a protocol, so that
+    this module needs no import of the worker, which imports it)."""
+
+    #: The database it serves.
+    db: Database
+    #: The registered tasks, by name.
+    tasks: dict[str, Any]
+    #: Names of the queues it consumes.
+    queues: list[str]
+    #: ``"thread"``, ``"process"`` or ``"async"``.
+    pool: str
+    #: Jobs run at once.
+    concurrency: int | None
+
+    def counts(self) -> dict[str, int]:
+        """Jobs started, done, retried, failed, cancelled, released, lost so far."""
+        ...
 
 
 class Hook:
     """Base class of worker hooks; every method is a no-op."""
 
-    def on_worker_start(self, worker: Worker) -> None:
+    def on_worker_start(self, worker: WorkerInfo) -> None:
         """The worker is about to claim its first job."""
 
-    def on_worker_stop(self, worker: Worker) -> None:
+    def on_worker_stop(self, worker: WorkerInfo) -> None:
         """The worker stopped (every job finished or was released)."""
 
     def before_job(self, job: JobContext) -> None:
@@ -65,7 +81,7 @@ class Hook:
     def on_failure(self, job: JobContext, error: JobError) -> None:
         """The job failed for good (it is dead, with *error* kept)."""
 
-    def on_summary(self, worker: Worker, counts: dict[str, int], seconds: float) -> None:
+    def on_summary(self, worker: WorkerInfo, counts: dict[str, int], seconds: float) -> None:
         """Periodically (``summary_interval``): *counts* are totals since the worker
         started, summed over its processes; *seconds* since the previous summary."""
 
@@ -169,7 +185,7 @@ class LoggingHook(Hook):
                        extra={"job_id": job.id, "task": job.task, "attempt": job.attempts,
                               "state": "failed", "error": str(error)})
 
-    def on_worker_start(self, worker: Worker) -> None:
+    def on_worker_start(self, worker: WorkerInfo) -> None:
         served = sorted(t.name for t in worker.tasks.values() if t.queue in worker.queues)
         others = len(worker.tasks) - len(served)
         more = f" (and {others} on queues not served)" if others else ""
@@ -178,13 +194,13 @@ class LoggingHook(Hook):
                       ",".join(served) or "none", more, worker.db.path,
                       extra={"tasks": served})
 
-    def on_worker_stop(self, worker: Worker) -> None:
+    def on_worker_stop(self, worker: WorkerInfo) -> None:
         counts = worker.counts()
         self.log.info("worker stopped: %d done, %d retried, %d failed, %d cancelled, "
                       "%d released", counts["done"], counts["retried"], counts["failed"],
                       counts["cancelled"], counts["released"])
 
-    def on_summary(self, worker: Worker, counts: dict[str, int], seconds: float) -> None:
+    def on_summary(self, worker: WorkerInfo, counts: dict[str, int], seconds: float) -> None:
         last = getattr(self, "_last", None) or dict.fromkeys(COUNTERS, 0)
         self._last = dict(counts)
         delta = {k: counts[k] - last.get(k, 0) for k in COUNTERS}

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .counters import COUNTERS, logger
 from .errors import InvalidArgument
-from .hooks import COUNTERS, logger
 
 if TYPE_CHECKING:
     from .hooks import StatsHook

@@ -15,15 +15,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import codec
+from .backends.records import STATE_NAMES, STATES, State
+from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
-from .schema import STATE_NAMES, STATES
 from .wake import Looks
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
 
@@ -298,9 +296,9 @@ class Message:
 class Queue:
     """A durable named queue in a liteq database. Get one with ``db.queue(name)``."""
 
-    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, row: Sequence[Any]) -> None:
         self.db = db
-        self._store = db._store
+        self._store = db.backend
         self.id: int = row[0]
         self.name: str = row[1]
         self._config = QueueConfig.from_row(row)
@@ -424,7 +422,7 @@ class Queue:
         if max_depth is not None and len(rows) > max_depth:
             depth, _ = self._store.room(self.id)
             raise QueueFull(self.name, depth, max_depth, len(rows))  # can never fit
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         while True:
             waiter.arm()
             try:
@@ -457,7 +455,7 @@ class Queue:
         # drains the descriptor with system calls an immediate find does not need
         # (~3 us of a 36 us get+ack, measured).
         msgs = self._claim(n)
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         if msgs:
             waiter.found()
             return msgs
@@ -653,7 +651,7 @@ def inspectable(q: Queue, row: Sequence[Any]) -> Message:
     return msg
 
 
-def _state(state: str | None) -> int | None:
+def _state(state: str | None) -> State | None:
     if state is None:
         return None
     if state not in STATES:

@@ -9,7 +9,7 @@
 
 A schedule is a row in the ``schedules`` table. Each **fire** enqueues the schedule's
 stored payload into its queue. The whole tick is one ``BEGIN IMMEDIATE`` transaction
-in ``Store.schedule_tick``: it takes the due rows, asks :func:`plan` which fire times
+in ``Backend.schedule_tick``: it takes the due rows, asks :func:`plan` which fire times
 to enqueue, records each in ``schedule_runs`` (unique per schedule and fire time),
 enqueues it with the dedup key ``schedule:NAME:FIRE_AT`` and advances ``next_run_at``.
 So any number of schedulers on one file enqueue each (schedule, fire time) once.
@@ -55,12 +55,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from . import codec
+from .context import Context
 from .errors import InvalidArgument, LiteqError, ScheduleError
 from .queue import validate_name
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
 
 if TYPE_CHECKING:
-    from .database import Database
     from .task import Job, Task
 
 __all__ = [
@@ -250,7 +250,7 @@ def _seconds_text(s: float) -> str:
 def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
     """``(fire_times, next_run_at)`` for a due schedule row: the misfire policy.
 
-    Called by ``Store.schedule_tick`` inside its transaction for each row whose
+    Called by ``Backend.schedule_tick`` inside its transaction for each row whose
     ``next_run_at <= now``. Fire times are those in ``[next_run_at, now]``; see the
     module docstring for what each policy fires.
     """
@@ -340,7 +340,7 @@ def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
     return kind, spec, tz_name, _first_fire(kind, spec, zone, now, first_start)
 
 
-def _target(db: Database, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
+def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
             command: Any) -> tuple[str, str, Any]:
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
     from .task import Task, registry
@@ -400,7 +400,7 @@ def validate(*, cron: Any = None, every: Any = None, at: Any = None, tz: Any = N
     _policy(misfire, misfire_cap)
 
 
-def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = None,
+def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = None,
              at: Any = None, tz: str | None = None, task: str | Task[Any, Any] | None = None,
              queue: str | None = None, args: Sequence[Any] | None = None,
              kwargs: dict[str, Any] | None = None, payload: Any = _UNSET,
@@ -442,11 +442,11 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     target, queue_name, value = _target(db, task, queue, args, kwargs, payload, command)
     policy, cap = _policy(misfire, misfire_cap)
     blob = codec.encode(value, db.max_payload)
-    store = db._store
+    store = db.backend
     with db.transaction():
         old = store.schedule(name)
         if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
-            first = old[_NEXT]
+            first = old.next_run_at
         row = store.schedule_upsert({
             "name": name, "kind": kind, "spec": spec, "tz": tz_name, "target": target,
             "queue": queue_name, "payload": blob, "misfire": policy, "misfire_cap": cap,
@@ -455,21 +455,21 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     return Schedule(db, row)
 
 
-def get_schedule(db: Database, name: str) -> Schedule | None:
+def get_schedule(db: Context, name: str) -> Schedule | None:
     """Schedule *name*, or None."""
-    row = db._store.schedule(name)
+    row = db.backend.schedule(name)
     return None if row is None else Schedule(db, row)
 
 
-def schedules(db: Database) -> list[Schedule]:
+def schedules(db: Context) -> list[Schedule]:
     """Every schedule in the file, by name."""
-    return [Schedule(db, row) for row in db._store.schedules()]
+    return [Schedule(db, row) for row in db.backend.schedules()]
 
 
-def unschedule(db: Database, name: str) -> bool:
+def unschedule(db: Context, name: str) -> bool:
     """Delete schedule *name* and its history; False if there was none. Messages it
     already enqueued stay."""
-    return db._store.schedule_delete(name)
+    return db.backend.schedule_delete(name)
 
 
 # -- schedule objects ------------------------------------------------------------------
@@ -502,7 +502,7 @@ class Schedule:
     seconds; :meth:`next` gives datetimes in the schedule's time zone.
     """
 
-    def __init__(self, db: Database, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, row: Sequence[Any]) -> None:
         self.db = db
         self._load(row)
 
@@ -577,7 +577,7 @@ class Schedule:
 
     def pause(self) -> Schedule:
         """Stop firing (a scheduler skips it) until :meth:`resume`."""
-        if not self.db._store.schedule_enable(self.name, False, None):
+        if not self.db.backend.schedule_enable(self.name, False, None):
             raise ScheduleError(f"no schedule named {self.name!r}")
         return self.refresh()
 
@@ -589,7 +589,7 @@ class Schedule:
         if self.kind != "at":
             base = self.next_run_at if self.kind == "every" else None
             nxt = _first_fire(self.kind, self.spec, self.zone, self.db.clock(), base)
-        if not self.db._store.schedule_enable(self.name, True, nxt):
+        if not self.db.backend.schedule_enable(self.name, True, nxt):
             raise ScheduleError(f"no schedule named {self.name!r}")
         return self.refresh()
 
@@ -597,7 +597,7 @@ class Schedule:
         """Fire once now, outside the timing (paused or not); return the job."""
         from .task import Job
 
-        fired = self.db._store.schedule_tick(_safe_plan, only=self.name, fire_now=True)
+        fired = self.db.backend.schedule_tick(_safe_plan, only=self.name, fire_now=True)
         if not fired:
             self.refresh()  # raises if it was deleted
             # schedule_runs already holds a fire for this very instant
@@ -616,7 +616,7 @@ class Schedule:
 
     def refresh(self) -> Schedule:
         """Read the row again (raises ScheduleError if it was deleted)."""
-        row = self.db._store.schedule(self.name)
+        row = self.db.backend.schedule(self.name)
         if row is None:
             raise ScheduleError(f"no schedule named {self.name!r} (it was deleted)")
         self._load(row)
@@ -641,7 +641,7 @@ class Scheduler:
     schedule may be due sooner).
     """
 
-    def __init__(self, db: Database, interval: float = 1.0) -> None:
+    def __init__(self, db: Context, interval: float = 1.0) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
                 or not 0 < interval < math.inf:
             raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")
@@ -663,7 +663,7 @@ class Scheduler:
             # schedule_runs would otherwise grow forever (86,400 rows a day for a
             # per-second schedule); keep each schedule's newest runs.
             self._pruned_at = time.monotonic()
-            self.db._store.prune_schedule_runs(keep=HISTORY_KEEP)
+            self.db.backend.prune_schedule_runs(keep=HISTORY_KEEP)
         return fires
 
     def run(self, stop_event: threading.Event | None = None) -> None:
@@ -673,12 +673,12 @@ class Scheduler:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
         self._pipe = (read_fd, write_fd)
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         try:
             while not self._stopped(stop_event):
                 waiter.arm()  # before reading: a commit after the read wakes the wait
                 try:
-                    due = self.db._store.next_schedule_due()
+                    due = self.db.backend.next_schedule_due()
                     if due <= self.db.clock():
                         self.tick()
                         continue

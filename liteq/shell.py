@@ -16,8 +16,9 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from .context import Context
+
 if TYPE_CHECKING:
-    from .database import Database
     from .task import Task
 
 __all__ = ["SHELL_TASK", "SHELL_QUEUE", "OUTPUT_TAIL", "CommandFailed", "run_shell",
@@ -101,7 +102,7 @@ def run_shell(command: str, timeout: float | None = None, *,
             "duration": round(time.monotonic() - began, 6), "timed_out": timed_out}
 
 
-def register_shell_task(db: Database, *, queue: str = SHELL_QUEUE, timeout: float | None = None,
+def register_shell_task(db: Context, *, queue: str = SHELL_QUEUE, timeout: float | None = None,
                         max_attempts: int = 5, backoff: Any = None) -> Task[Any, Any]:
     """Register the task ``liteq.shell`` on *db*: it runs its one argument with
     :func:`run_shell`, returns (and stores) the result, and raises

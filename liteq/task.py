@@ -48,15 +48,13 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import codec
+from .backends.records import State
+from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
 from .queue import Backoff, Queue, _positive_int, _priority, _seconds, validate_name
-from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = [
     "Task", "register", "registry", "Job", "JobInfo", "JobError", "JobContext", "Outcome",
@@ -197,7 +195,7 @@ class JobError:
 
 # -- tasks ----------------------------------------------------------------------------
 
-def registry(db: Database) -> dict[str, Task[Any, Any]]:
+def registry(db: Context) -> dict[str, Task[Any, Any]]:
     """The tasks registered on *db*, by name (kept on the Database object)."""
     tasks: dict[str, Task[Any, Any]] = db.__dict__.setdefault("_tasks", {})
     return tasks
@@ -221,7 +219,7 @@ class Task(Generic[P, R]):
     """A function registered with ``@db.task``. Calling it runs it; :meth:`delay`
     and :meth:`enqueue` queue a call for a worker and return a :class:`Job`."""
 
-    def __init__(self, db: Database, fn: Callable[P, R], *, name: str, queue: str,
+    def __init__(self, db: Context, fn: Callable[P, R], *, name: str, queue: str,
                  max_attempts: int, backoff: Backoff | None, timeout: float | None,
                  priority: int, store_result: bool, result_ttl: float | None,
                  atomic: bool) -> None:
@@ -326,7 +324,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def register(db: Database, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              queue: str = "default", max_attempts: int = 5, backoff: Backoff | None = None,
              timeout: float | None = None, priority: int = 0, store_result: bool = False,
              result_ttl: float | None = DEFAULT_RESULT_TTL, atomic: bool = False) -> Any:
@@ -428,7 +426,7 @@ class JobContext:
     __slots__ = ("db", "id", "task", "queue", "attempts", "max_attempts", "args", "kwargs",
                  "enqueued_at", "started_at", "_checked_at", "_cancel")
 
-    def __init__(self, db: Database, job_id: int, task: str, queue: str, attempts: int,
+    def __init__(self, db: Context, job_id: int, task: str, queue: str, attempts: int,
                  max_attempts: int, args: list[Any], kwargs: dict[str, Any],
                  enqueued_at: float) -> None:
         self.db = db
@@ -452,7 +450,7 @@ class JobContext:
             now = time.monotonic()
             if now - self._checked_at >= _CANCEL_CHECK:
                 self._checked_at = now
-                self._cancel = self.db._store.cancel_requested(self.id)
+                self._cancel = self.db.backend.cancel_requested(self.id)
         return self._cancel
 
     def checkpoint(self) -> None:
@@ -504,21 +502,21 @@ class JobInfo:
 
 
 def _message_state(state: int, attempts: int, origin: str | None) -> str:
-    if state == LEASED:
+    if state == State.LEASED:
         return "running"
-    if state in (READY, DELAYED):
+    if state in (State.READY, State.DELAYED):
         if origin is not None:
             return "failed"  # dead-lettered into another queue
         if attempts:
             return "retrying"
-        return "queued" if state == READY else "scheduled"
-    return {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}[state]
+        return "queued" if state == State.READY else "scheduled"
+    return _RESULT_STATES[state]
 
 
-_RESULT_STATES = {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}
+_RESULT_STATES: dict[int, str] = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
-def _info_from(db: Database, row: Sequence[Any] | None, res: Sequence[Any] | None,
+def _info_from(db: Context, row: Sequence[Any] | None, res: Sequence[Any] | None,
                queue_name: Callable[[int], str | None]) -> JobInfo | None:
     """A job from its message row, its results row, or both (the message wins for
     what it still holds; the results row keeps the rest once the message is gone)."""
@@ -576,7 +574,7 @@ class Job:
 
     __slots__ = ("db", "id", "_task")
 
-    def __init__(self, db: Database, job_id: int, *, task: str | None = None) -> None:
+    def __init__(self, db: Context, job_id: int, *, task: str | None = None) -> None:
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
             raise InvalidArgument(f"a job id is a positive integer, got {job_id!r}")
         self.db = db
@@ -585,10 +583,7 @@ class Job:
 
     def info(self) -> JobInfo:
         """Everything about the job now; raises :class:`JobNotFound` if it does not exist."""
-        store = self.db._store
-        with store.read():  # one snapshot for both rows
-            row = store.message(self.id)
-            res = store.result(self.id)
+        row, res = self.db.backend.job(self.id)  # one snapshot for both rows
         info = _info_from(self.db, row, res, self._queue_name)
         if info is None:
             raise JobNotFound(
@@ -597,7 +592,7 @@ class Job:
         return info
 
     def _queue_name(self, qid: int) -> str | None:
-        row = self.db._store.queue_row_by_id(qid)
+        row = self.db.backend.queue_row_by_id(qid)
         return row[1] if row else None
 
     @property
@@ -655,7 +650,7 @@ class Job:
                 raise ResultTimeout(f"job {self.id} ({info.task}) is still {info.state} "
                                     f"after waiting {w:g} s")
             if waiter is None:
-                waiter = self.db._waiter()
+                waiter = self.db.waiter()
                 continue
             waiter.wait(min(left, 0.5))
 
@@ -664,7 +659,7 @@ class Job:
         ``"requested"`` if it is running (it stops at its next ``checkpoint()``, or
         is not retried; the request survives a worker restart), ``"finished"`` if it
         had already ended."""
-        db, store = self.db, self.db._store
+        db, store = self.db, self.db.backend
         with db.transaction():
             row = store.message(self.id)
             if row is None:
@@ -678,7 +673,7 @@ class Job:
                 task = registry(db).get(name) if name else None
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
                 now = store.clock()
-                store.save_results([(self.id, name, CANCELLED, None, "cancelled before it ran",
+                store.save_results([(self.id, name, State.CANCELLED, None, "cancelled before it ran",
                                      row[8], now, None if ttl is None else now + ttl,
                                      row[14] or self._queue_name(row[1]), row[5] if call else None,
                                      row[9], None, None)])
@@ -704,23 +699,23 @@ def _safe_decode(blob: bytes) -> Any:
 # -- listing jobs (for ``liteq jobs``) ------------------------------------------------------
 #
 _STATE_CODES = {
-    "queued": (READY,), "scheduled": (DELAYED,), "retrying": (READY, DELAYED),
-    "running": (LEASED,), "done": (DONE,), "failed": (DEAD, READY, DELAYED),
-    "cancelled": (CANCELLED,),
+    "queued": (State.READY,), "scheduled": (State.DELAYED,), "retrying": (State.READY, State.DELAYED),
+    "running": (State.LEASED,), "done": (State.DONE,), "failed": (State.DEAD, State.READY, State.DELAYED),
+    "cancelled": (State.CANCELLED,),
 }
-_RESULT_CODES = {"done": DONE, "failed": DEAD, "cancelled": CANCELLED}
+_RESULT_CODES = {"done": State.DONE, "failed": State.DEAD, "cancelled": State.CANCELLED}
 
 
-def _scan_messages(db: Database, codes: Sequence[int], before: int, n: int) -> list[Any]:
-    return db._store.job_messages(codes, before, n)
+def _scan_messages(db: Context, codes: Sequence[int], before: int, n: int) -> list[Any]:
+    return db.backend.job_messages(codes, before, n)
 
 
-def _scan_results(db: Database, code: int | None, before: int, n: int, queue: str | None,
+def _scan_results(db: Context, code: int | None, before: int, n: int, queue: str | None,
                   task: str | None) -> list[Any]:
-    return db._store.orphan_results(code, before, n, queue=queue, task=task)
+    return db.backend.orphan_results(code, before, n, queue=queue, task=task)
 
 
-def list_jobs(db: Database, *, state: str | None = None, task: str | None = None,
+def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
               queue: str | None = None, limit: int = 50) -> list[JobInfo]:
     """The newest jobs (task messages, and outcomes of jobs whose message is gone),
     newest first, optionally only those in *state*, of *task*, or on *queue*.
@@ -735,7 +730,7 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
 
     def queue_name(qid: int) -> str | None:
         if qid not in names:
-            row = db._store.queue_row_by_id(qid)
+            row = db.backend.queue_row_by_id(qid)
             names[qid] = row[1] if row else None
         return names[qid]
 
@@ -744,7 +739,7 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
             (task is None or info.task == task) and (queue is None or info.queue == queue)
 
     found: list[JobInfo] = []
-    codes = _STATE_CODES[state] if state else tuple(range(6))
+    codes = _STATE_CODES[state] if state else tuple(State)
     before, chunk = 2**63 - 1, 500
     while len(found) < limit:
         rows = _scan_messages(db, codes, before, chunk)

@@ -30,15 +30,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import codec
+from .backends.records import StaleRoutes
+from .backends.sqlite import default_queue_options
+from .context import Context
 from .errors import InvalidArgument
 from .queue import Message, Queue, _priority, _seconds, option_columns
-from .store import StaleRoutes, default_queue_options
-
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
 
@@ -138,10 +137,10 @@ class Router:
 class Topic:
     """A named topic. Get one with ``db.topic(name)``."""
 
-    def __init__(self, db: Database, name: str) -> None:
+    def __init__(self, db: Context, name: str) -> None:
         self.db = db
         self.name = validate_topic_name(name)
-        self._store = db._store
+        self._store = db.backend
         self._lock = threading.Lock()
         self._version = -1
         self._router = Router()
@@ -161,7 +160,7 @@ class Topic:
         row = self._store.subscribe(
             self.name, self.queue_name(name), pattern, default_queue_options(), updates
         )
-        return self.db._adopt(row)
+        return self.db.adopt(row)
 
     def queue_name(self, subscription: str) -> str:
         """The queue name of subscription *subscription* of this topic."""
@@ -174,13 +173,13 @@ class Topic:
         if row is None or row[11] != self.name:
             raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
         self._store.unsubscribe(row[0])
-        self.db._forget(self.queue_name(name))
+        self.db.forget(self.queue_name(name))
 
     def subscriptions(self) -> list[Queue]:
         """This topic's subscriptions (expired temporary ones are cleaned up first)."""
         self._store.drop_expired_subscriptions()
         _, rows = self._store.subscriptions(self.name)
-        return [self.db._adopt(r) for r in rows]
+        return [self.db.adopt(r) for r in rows]
 
     def subscription(self, name: str) -> Queue:
         """The existing subscription *name* (InvalidArgument if there is none)."""
@@ -188,7 +187,7 @@ class Topic:
         row = self._store.queue_row(self.queue_name(name))
         if row is None or row[11] != self.name:
             raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
-        return self.db._adopt(row)
+        return self.db.adopt(row)
 
     # -- publishing -----------------------------------------------------------------
 
@@ -300,7 +299,7 @@ class Topic:
             self.name, self.queue_name(name), pattern,
             default_queue_options(), {"expires_at": self._store.clock() + TEMP_LEASE},
         )
-        return Tail(self, self.db._adopt(row))
+        return Tail(self, self.db.adopt(row))
 
     def __repr__(self) -> str:
         return f"<Topic {self.name!r} of {self.db.path}>"
@@ -312,7 +311,7 @@ class Tail:
     def __init__(self, topic: Topic, queue: Queue) -> None:
         self.topic = topic
         self.queue = queue
-        self._store = topic._store
+        self._store = topic.db.backend
         self._renewed = time.monotonic()
         self._buffer: list[Message] = []
         self.closed = False
@@ -347,7 +346,7 @@ class Tail:
         try:
             self._store.unsubscribe(self.queue.id)
         finally:
-            self.topic.db._forget(self.queue.name)
+            self.topic.db.forget(self.queue.name)
 
     def __enter__(self) -> Tail:
         return self

@@ -62,11 +62,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .backends.records import State
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .pool import Held, ProcessPool, Slot
 from .queue import Message, Queue, _positive_int, _seconds, validate_name
-from .schema import CANCELLED, DEAD, DONE, LEASED
 from .task import (
     DEFAULT_RESULT_TTL,
     Cancelled,
@@ -112,7 +112,7 @@ def release(db: Database, items: Iterable[tuple[int, int, int]]) -> list[int]:
     by_queue: dict[int, list[tuple[int, int]]] = {}
     for mid, token, qid in items:
         by_queue.setdefault(qid, []).append((mid, token))
-    return [mid for qid, pairs in by_queue.items() for mid in db._store.release(qid, pairs)]
+    return [mid for qid, pairs in by_queue.items() for mid in db.backend.release(qid, pairs)]
 
 
 # -- the heartbeat ----------------------------------------------------------------------
@@ -184,7 +184,7 @@ class _Leases:
         for mid, token, qid in items:
             by_queue.setdefault(qid, []).append((mid, token))
         leases = {q.id: q.config.lease for q in self.queues}
-        store = self.db._store
+        store = self.db.backend
         for qid, pairs in by_queue.items():
             lost, _cancel = store.heartbeat(pairs, leases.get(qid, 30.0))
             # A lost lease shows up (and is logged) when its job is settled;
@@ -200,7 +200,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
             ran: bool) -> None:
     """Record a run that did not succeed: retry, fail or cancel it, with its results
     row in the same transaction when the job is over; then call the hooks."""
-    db, store = worker.db, worker.db._store
+    db, store = worker.db, worker.db.backend
     error = outcome.error
     text = error.format() if error else None
     max_attempts = task.max_attempts if task else q.config.max_attempts
@@ -215,14 +215,14 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
                     outcome.delay = backoff.delay(attempts)
                 if not store.retry(q.id, mid, token, outcome.delay, text):
                     row = store.message(mid)
-                    final = CANCELLED if row is not None and row[2] == CANCELLED else DEAD
+                    final = State.CANCELLED if row is not None and row[2] == State.CANCELLED else State.DEAD
             elif outcome.state == "cancelled":
                 store.request_cancel(mid)  # flags it, so the retry below cancels it
                 store.retry(q.id, mid, token, 0.0, text)
-                final = CANCELLED
+                final = State.CANCELLED
             else:
                 store.fail(q.id, mid, token, text or "failed")
-                final = DEAD
+                final = State.DEAD
             if final is not None:
                 now = store.clock()
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
@@ -235,7 +235,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
         outcome.state = "lost"
         final = None
     if final is not None:
-        outcome.state = "cancelled" if final == CANCELLED else "failed"
+        outcome.state = "cancelled" if final == State.CANCELLED else "failed"
     hooks = worker._hooks
     if outcome.state == "retrying" and error is not None:
         hooks.call("on_retry", ctx, error, outcome.delay or 0.0)
@@ -255,7 +255,7 @@ class _Consumer:
     def __init__(self, worker: Worker, leases: _Leases, slot: Slot | None = None) -> None:
         self.w = worker
         self.db = worker.db
-        self.store = worker.db._store
+        self.store = worker.db.backend
         self.queues: list[Queue] = worker.existing_queues()
         self._looked_for_queues = time.monotonic()
         self.tasks = worker.tasks
@@ -310,13 +310,13 @@ class _Consumer:
         Claims every queue at first and after a wait that timed out (only a claim
         promotes due delayed messages and expired leases). After a wake-up by a commit,
         which may be anyone's (another consumer's ack, a put to another queue, a
-        results row), it looks without the write lock first (``Store.probe``) and
+        results row), it looks without the write lock first (``Backend.probe``) and
         claims only a queue that has something ready: idle consumers then no longer
         queue on the write lock behind every commit (one idle 4-thread worker on
         another queue cut a producer's puts from 67k to 29k/s). An empty look is
         repeated as in :meth:`Queue.get_many` (:class:`~liteq.wake.Looks`).
         """
-        waiter = self.db._waiter()
+        waiter = self.db.waiter()
         store = self.store
         looks = Looks(claim=True, hinted=False)
         while not self.w._stopping:
@@ -552,7 +552,7 @@ class _Consumer:
                 note = f"the return value was not stored: {exc}"
                 logger.warning("job %d %s: %s", msg.id, task.name, note)
         now = self.store.clock()
-        return outcome_row(ctx, DONE, attempts=msg.attempts, now=now, ttl=task.result_ttl,
+        return outcome_row(ctx, State.DONE, attempts=msg.attempts, now=now, ttl=task.result_ttl,
                            error=note, value=value, duration=duration)
 
     def _flush(self) -> None:
@@ -843,7 +843,7 @@ class Worker(ProcessPool):
         if now >= state["prune"]:
             state["prune"] = now + _PRUNE_EVERY
             try:
-                self.db._store.prune_results(self.db._store.clock())
+                self.db.prune_results()
             except LiteqError:
                 logger.exception("pruning expired job results failed; trying again later")
 
@@ -924,10 +924,10 @@ class Worker(ProcessPool):
 
     def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
                        code: int) -> None:
-        row = self.db._store.message(mid)
-        if row is None or row[11] != token or row[2] != LEASED:
+        row = self.db.backend.message(mid)
+        if row is None or row[11] != token or row[2] != State.LEASED:
             return  # it was settled after all
-        q = self.db._queue_by_id(qid)
+        q = self.db.queue_by_id(qid)
         call = task_call(_decode(row[5]))
         name, args, kwargs = call if call else ("?", [], {})
         task = self.tasks.get(name)

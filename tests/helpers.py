@@ -26,15 +26,18 @@ PATIENCE = 120.0
 
 def count_claims(db: liteq.Database) -> list[int]:
     """From now on, record the queue id of every claim *db* makes (each claim is a
-    write transaction: what an idle consumer should not take on other commits)."""
+    write transaction: what an idle consumer should not take on other commits).
+
+    Patches the engine (``db.backend``), which every queue of *db* shares; should queues
+    bind the engine's verbs once when made, call this before making them."""
     claims: list[int] = []
-    claim = db._store.claim
+    claim = db.backend.claim
 
     def counting_claim(qid: int, n: int, lease: float) -> Any:
         claims.append(qid)
         return claim(qid, n, lease)
 
-    db._store.claim = counting_claim  # type: ignore[method-assign]
+    db.backend.claim = counting_claim  # type: ignore[method-assign]
     return claims
 
 

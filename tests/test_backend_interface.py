@@ -1,9 +1,8 @@
-"""The written storage interface (liteq.backends) matches the store it describes.
+"""The written storage interface (liteq.backends) matches the SQLite engine behind it.
 
-Issue 17, step A2: ``Backend`` lists every verb of today's ``liteq.store.Store`` with
-the same parameters, ``State`` has the stored integers, and every record's fields
-are, in order, the columns the store's statements select. Until the store implements
-``Backend`` (step A3) these tests are what keeps the two in step.
+Issue 17: ``Backend`` lists every verb the domain code calls, and ``SQLiteBackend``
+implements each with the same parameters (A3); ``State`` has the stored integers, and
+every record's fields are, in order, the columns the engine's statements select.
 
 Column lists are read from the store's public statement text (the ``_..._COLUMNS``
 constants are private); the stats row, which has no column names, is checked by
@@ -13,14 +12,15 @@ putting messages in known states and reading them back through the record.
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from helpers import FakeClock
 
-from liteq import schema, wake
 from liteq.backends import (
     STATE_NAMES,
     STATES,
@@ -38,18 +38,8 @@ from liteq.backends import (
     Subscriptions,
     Waiter,
 )
-from liteq.store import Store, default_queue_options
-from liteq.store import sql as S
-
-# Verbs the domain code needs that today's Store does not have yet (each docstring in
-# base.py says where the domain gets it today). Expected to fail until A3/A4/A5 add them;
-# strict, so the marker has to go when the gap closes.
-GAPS = {
-    "connection": "A4: today Store.conn(); Database.connection returns it",
-    "waiter": "A3/A4: today Database._waiter() builds wake.Waiter(real_path + '-wal')",
-    "storage_size": "A5-6: today cli_queues._size() adds '-wal' to the path",
-    "job": "A5-2: today task.py reads message and result inside Store.read()",
-}
+from liteq.backends.sqlite import SQLiteBackend, default_queue_options, notifier, schema
+from liteq.backends.sqlite import sql as S
 
 ABSTRACT = sorted(Backend.__abstractmethods__)
 
@@ -78,28 +68,27 @@ def _selected(statement: str) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
-    s = Store(str(tmp_path / "iface.db"), clock=FakeClock())
+def store(tmp_path: Any) -> Iterator[SQLiteBackend]:
+    s = SQLiteBackend(str(tmp_path / "iface.db"), clock=FakeClock())
     yield s
     s.close()
 
 
 # -- (a) every verb of Backend exists on the store, with the same parameters ----------
 
-@pytest.mark.parametrize("verb", [
-    pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=GAPS[v])) if v in GAPS else v
-    for v in ABSTRACT
-])
-def test_every_backend_verb_exists_on_the_store_with_the_same_parameters(verb: str) -> None:
-    assert hasattr(Store, verb), f"Store has no {verb}()"
-    ours, theirs = getattr(Backend, verb), getattr(Store, verb)
+@pytest.mark.parametrize("verb", ABSTRACT)
+def test_every_backend_verb_exists_on_the_sqlite_engine_with_the_same_parameters(verb: str) -> None:
+    theirs = getattr(SQLiteBackend, verb)
+    assert not getattr(theirs, "__isabstractmethod__", False), f"SQLiteBackend has no {verb}()"
+    ours = getattr(Backend, verb)
     assert _shape(theirs) == _shape(ours), (
-        f"{verb}: Backend takes {_plain(ours)} but Store takes {_plain(theirs)}"
+        f"{verb}: Backend takes {_plain(ours)} but SQLiteBackend takes {_plain(theirs)}"
     )
 
 
-def test_the_known_gaps_are_backend_verbs_so_none_is_forgotten() -> None:
-    assert set(GAPS) <= set(ABSTRACT)
+def test_the_sqlite_engine_is_a_backend_with_every_verb(store: SQLiteBackend) -> None:
+    assert isinstance(store, Backend)
+    assert not SQLiteBackend.__abstractmethods__
 
 
 def test_the_interface_keeps_sqlite_internals_out() -> None:
@@ -107,14 +96,18 @@ def test_the_interface_keeps_sqlite_internals_out() -> None:
         assert not hasattr(Backend, internal), f"{internal} is SQLite-internal"
 
 
-@pytest.mark.parametrize("attribute", [
-    "path", "durability", "read_only", "clock",
-    pytest.param("capabilities", marks=pytest.mark.xfail(
-        strict=True, reason="A3: the SQLite engine declares its Capabilities")),
-])
-def test_every_backend_attribute_exists_on_an_open_store(store: Store, attribute: str) -> None:
+@pytest.mark.parametrize("attribute", ["path", "durability", "read_only", "clock", "capabilities"])
+def test_every_backend_attribute_exists_on_an_open_engine(store: SQLiteBackend, attribute: str) -> None:
     assert attribute in Backend.__annotations__
-    assert hasattr(store, attribute), f"Store has no attribute {attribute}"
+    assert hasattr(store, attribute), f"SQLiteBackend has no attribute {attribute}"
+
+
+def test_the_sqlite_engine_declares_what_it_can_do(store: SQLiteBackend) -> None:
+    caps = store.capabilities
+    assert (caps.engine, caps.paramstyle, caps.local_file, caps.shared_across_hosts) == (
+        "sqlite", "qmark", True, False)
+    assert caps.vacuum and caps.checkpoint and caps.integrity_check
+    assert caps.wakeup == ("inotify" if notifier.can_watch() else "poll")
 
 
 def test_the_backend_cannot_be_built_without_its_verbs() -> None:
@@ -122,15 +115,16 @@ def test_the_backend_cannot_be_built_without_its_verbs() -> None:
         Backend()  # type: ignore[abstract]
 
 
-def test_the_wake_waiter_has_every_member_of_the_waiter_protocol(tmp_path: Any) -> None:
-    waiter = wake.Waiter(str(tmp_path / "x.db-wal"))
+def test_the_sqlite_waiter_has_every_member_of_the_waiter_protocol(store: SQLiteBackend) -> None:
+    waiter = store.waiter()
     try:
+        assert isinstance(waiter, notifier.Waiter)
         assert isinstance(waiter.fd, int)
         for member in ("arm", "wait", "found", "close"):
-            ours, theirs = getattr(Waiter, member), getattr(wake.Waiter, member)
+            ours, theirs = getattr(Waiter, member), getattr(notifier.Waiter, member)
             assert _shape(theirs) == _shape(ours), (
                 f"Waiter.{member}: the protocol takes {_plain(ours)}, "
-                f"wake.Waiter takes {_plain(theirs)}"
+                f"notifier.Waiter takes {_plain(theirs)}"
             )
     finally:
         waiter.close()
@@ -174,7 +168,7 @@ def test_a_claimed_row_has_the_claim_columns() -> None:
     (ScheduleRecord, "schedules"),
 ], ids=["queues", "messages", "results", "schedules"])
 def test_each_record_names_only_columns_the_current_schema_has(
-    store: Store, record: Any, table: str
+    store: SQLiteBackend, record: Any, table: str
 ) -> None:
     columns = {r[1] for r in store.execute(f"PRAGMA table_info({table})")}
     assert set(record._fields) <= columns, set(record._fields) - columns
@@ -182,7 +176,7 @@ def test_each_record_names_only_columns_the_current_schema_has(
         assert set(record._fields) == columns, columns - set(record._fields)
 
 
-def test_queue_stats_fields_follow_the_stats_row(store: Store) -> None:
+def test_queue_stats_fields_follow_the_stats_row(store: SQLiteBackend) -> None:
     qid = store.ensure_queue("q", {**default_queue_options(), "max_depth": 10}, {})[0]
     now = store.clock()
     store.put(qid, [NewMessage(0, None, now, b"\xa0", None, None)] * 2)  # ready
@@ -197,7 +191,7 @@ def test_queue_stats_fields_follow_the_stats_row(store: Store) -> None:
     assert len(QueueStats._fields) == len(store.stats(qid))
 
 
-def test_a_new_message_is_the_row_put_takes_and_reads_back_in_place(store: Store) -> None:
+def test_a_new_message_is_the_row_put_takes_and_reads_back_in_place(store: SQLiteBackend) -> None:
     qid = store.ensure_queue("q", default_queue_options(), {})[0]
     new = NewMessage(priority=3, rank=b"r", run_at=store.clock() + 5, payload=b"\x01",
                      headers=b"\xa0", key="k")
@@ -210,7 +204,7 @@ def test_a_new_message_is_the_row_put_takes_and_reads_back_in_place(store: Store
     assert message.state == State.DELAYED
 
 
-def test_a_claim_returns_rows_in_claimed_row_order(store: Store) -> None:
+def test_a_claim_returns_rows_in_claimed_row_order(store: SQLiteBackend) -> None:
     qid = store.ensure_queue("q", default_queue_options(), {})[0]
     (mid,) = store.put(qid, [NewMessage(7, None, store.clock(), b"\x02", None, "k")])
     for n in (1, 2):  # the single claim and the batch claim take different paths
@@ -222,14 +216,14 @@ def test_a_claim_returns_rows_in_claimed_row_order(store: Store) -> None:
         store.release(qid, [(mid, claimed.token)])
 
 
-def test_subscriptions_are_a_version_and_queue_records(store: Store) -> None:
+def test_subscriptions_are_a_version_and_queue_records(store: SQLiteBackend) -> None:
     store.subscribe("t", "sub", "a.*", default_queue_options(), {})
     subs = Subscriptions._make(store.subscriptions("t"))
     assert subs.version == store.subs_version() == 1
     assert [QueueRecord._make(q).pattern for q in subs.queues] == ["a.*"]
 
 
-def test_a_fire_is_what_a_schedule_tick_returns(store: Store) -> None:
+def test_a_fire_is_what_a_schedule_tick_returns(store: SQLiteBackend) -> None:
     now = store.clock()
     store.schedule_upsert({
         "name": "s", "kind": "every", "spec": "60", "tz": None, "target": "queue",
@@ -241,3 +235,87 @@ def test_a_fire_is_what_a_schedule_tick_returns(store: Store) -> None:
     assert (fire.schedule, fire.fire_at) == ("s", now)
     assert store.message(fire.job_id) is not None
     assert ScheduleRecord._make(store.schedule("s")).last_job_id == fire.job_id  # type: ignore[arg-type]
+
+
+# -- (d) the verbs the SQLite engine added for the interface ------------------------------
+
+def test_reads_off_the_hot_path_return_records(store: SQLiteBackend) -> None:
+    queue = store.ensure_queue("q", default_queue_options(), {})
+    assert isinstance(queue, QueueRecord) and queue.name == "q"
+    assert store.queue_row("q") == store.queue_row_by_id(queue.id) == queue
+    (mid,) = store.put(queue.id, [NewMessage(0, None, store.clock(), b"\xa0", None, None)])
+    message = store.message(mid)
+    assert isinstance(message, MessageRecord) and message.state == State.READY
+    assert store.peek(queue.id, None, 10) == [message]
+    assert isinstance(store.stats(queue.id), QueueStats)
+    assert store.job_messages([State.READY], mid + 1, 10) == [message]
+
+
+def test_the_hot_path_keeps_plain_tuples(store: SQLiteBackend) -> None:
+    qid = store.ensure_queue("q", default_queue_options(), {}).id
+    store.put_ready(qid, 0, b"\xa0")
+    rows, _ = store.claim(qid, 1, 30.0)
+    assert type(rows[0]) is tuple
+
+
+def test_a_job_is_its_message_and_its_result_read_together(store: SQLiteBackend) -> None:
+    qid = store.ensure_queue("q", default_queue_options(), {}).id
+    mid = store.put_ready(qid, 0, b"\xa0")
+    message, result = store.job(mid)
+    assert message is not None and message.id == mid and result is None
+    (row,), _ = store.claim(qid, 1, 30.0)
+    now = store.clock()
+    with store.transaction():
+        store.ack(qid, [(mid, row[1])], 0.0)
+        store.save_results([(mid, "t", State.DONE, b"\xa0", None, 1, now, None, "q", None,
+                             now, now, 0.0)])
+    message, result = store.job(mid)
+    assert message is None and isinstance(result, ResultRecord)
+    assert (result.id, result.state) == (mid, State.DONE)
+    assert store.job(mid + 1) == (None, None)
+
+
+def test_the_connection_is_this_threads_and_the_one_execute_uses(store: SQLiteBackend) -> None:
+    conn = store.connection()
+    assert store.connection() is conn
+    with store.transaction():
+        store.execute("CREATE TABLE app (x)")
+        assert conn.in_transaction
+    others: list[Any] = []
+    thread = threading.Thread(target=lambda: others.append(store.connection()))
+    thread.start()
+    thread.join()
+    assert others[0] is not conn
+
+
+def test_storage_size_is_the_real_file_and_its_wal(tmp_path: Any) -> None:
+    real = tmp_path / "real.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    engine = SQLiteBackend(str(link))
+    try:
+        qid = engine.ensure_queue("q", default_queue_options(), {}).id
+        for _ in range(50):
+            engine.put_ready(qid, 0, b"\xa0" * 1000)
+        wal = os.path.getsize(str(real) + "-wal")
+        assert wal > 0
+        assert engine.storage_size() == os.path.getsize(real) + wal
+    finally:
+        engine.close()
+
+
+def test_a_waiter_wakes_when_another_connection_commits(store: SQLiteBackend) -> None:
+    if not store.capabilities.wakeup == "inotify":
+        pytest.skip("polling waiters are woken by time, not by commits")
+    qid = store.ensure_queue("q", default_queue_options(), {}).id
+    waiter = store.waiter()
+    try:
+        waiter.arm()
+        other = SQLiteBackend(store.path)
+        try:
+            other.put_ready(qid, 0, b"\xa0")
+        finally:
+            other.close()
+        assert waiter.wait(5.0)
+    finally:
+        waiter.close()

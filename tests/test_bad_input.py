@@ -15,7 +15,7 @@ import pytest
 from helpers import file_digest, message_rows, queue_rows
 
 import liteq
-from liteq.schema import SCHEMA_VERSION
+from liteq.backends.sqlite.schema import SCHEMA_VERSION
 
 # --- payloads ------------------------------------------------------------------------
 

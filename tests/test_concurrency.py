@@ -225,7 +225,7 @@ def _until_started_waiting(thread: threading.Thread, clock) -> None:
         frame = sys._current_frames().get(thread.ident or -1)
         while frame is not None:
             code = frame.f_code
-            if code.co_filename.endswith("store.py") and code.co_name == "handler":
+            if code.co_filename.endswith(os.path.join("sqlite", "base.py")) and code.co_name == "handler":
                 return
             frame = frame.f_back
         time.sleep(0.005)
@@ -300,8 +300,8 @@ class _LateCommits:
                  on_wait: Any = None) -> None:
         self.waits: list[float] = []
         self.landed: list[int] = []
-        waiter = db._waiter()
-        real_wait, real_probe = waiter.wait, db._store.probe
+        waiter = db.waiter()
+        real_wait, real_probe = waiter.wait, db.backend.probe
         probes: list[int] = []
 
         def waiter_after_a_commit() -> Any:  # get_many asks for it right after the claim
@@ -319,16 +319,16 @@ class _LateCommits:
             probes.append(qid)
             return (False, float("inf")) if len(probes) <= misses else real_probe(qid)
 
-        db._waiter = waiter_after_a_commit  # type: ignore[method-assign]
+        db.waiter = waiter_after_a_commit  # type: ignore[method-assign]
         waiter.wait = recording_wait  # type: ignore[method-assign]
-        db._store.probe = late_probe  # type: ignore[method-assign]
+        db.backend.probe = late_probe  # type: ignore[method-assign]
 
 
 @pytest.fixture
 def two_connections(db_path: str) -> Any:
     """A consumer's connection (with inotify wake-ups) and another one to commit from."""
     db = liteq.connect(db_path)
-    if not db._waiter().uses_inotify:
+    if not db.waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
     other = liteq.connect(db_path)
     yield db, other
@@ -383,7 +383,7 @@ def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commit
     # another queue cost it no claims (a claim is a write transaction: it would queue
     # on the lock with the producers).
     db = liteq.connect(db_path)
-    if not db._waiter().uses_inotify:
+    if not db.waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
     waiting = db.queue("idle")
     claims = count_claims(db)

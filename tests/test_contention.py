@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from liteq.store import JOURNAL_SIZE_LIMIT
+from liteq.backends.sqlite import JOURNAL_SIZE_LIMIT
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "contention.py"
 

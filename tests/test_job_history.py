@@ -11,10 +11,10 @@ import apsw
 from click.testing import CliRunner, Result
 
 import liteq
+from liteq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from liteq.cli import cli as root
 from liteq.cli_base import LiteqGroup
 from liteq.cli_worker import job, jobs
-from liteq.schema import MIGRATIONS, SCHEMA_VERSION
 from liteq.task import list_jobs
 from liteq.worker import Worker
 

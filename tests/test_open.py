@@ -14,8 +14,8 @@ import pytest
 from helpers import PATIENCE, open_new_file_at_once
 
 import liteq
-from liteq.schema import APPLICATION_ID, SCHEMA_VERSION
-from liteq.store.base import PAGE_SIZE
+from liteq.backends.sqlite.base import PAGE_SIZE
+from liteq.backends.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 
 EXPECTED_TABLES = {"queues", "messages", "meta"}
 

@@ -25,8 +25,8 @@ from click.testing import CliRunner
 from helpers import file_digest
 
 import liteq
+from liteq.backends.sqlite.schema import SCHEMA_VERSION
 from liteq.cli import cli
-from liteq.schema import SCHEMA_VERSION
 
 NOBODY = 65534
 

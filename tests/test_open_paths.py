@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from helpers import PATIENCE, open_new_file_at_once, put_when_told
 
 import liteq
+from liteq.backends.sqlite.schema import SCHEMA_VERSION
 from liteq.cli import cli
-from liteq.schema import SCHEMA_VERSION
 
 
 def _open_at_once(paths: list[str], out_dir: str) -> list[str]:
@@ -97,7 +97,7 @@ def test_a_consumer_waiting_through_a_symlinked_path_is_woken_by_inotify_not_pol
     producer = ctx.Process(target=put_when_told, args=(str(real), "q", go, "hello"))
     producer.start()
     try:
-        waiter = db._waiter()
+        waiter = db.waiter()
         # Polling (the fallback when the watched -wal does not exist) never reports a
         # wake-up: wait() returns False after each poll.
         assert waiter.uses_inotify, "the watch is not on the WAL beside the real file"

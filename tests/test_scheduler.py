@@ -281,7 +281,7 @@ def test_any_number_of_schedulers_on_one_clock_enqueue_each_fire_once(
     t0 = clock.now
     for _ in range(60):
         clock.advance(0.5)
-        wait_until(lambda: dbs[0]._store.next_schedule_due() > clock.now, what="catch-up")
+        wait_until(lambda: dbs[0].backend.next_schedule_due() > clock.now, what="catch-up")
     stop.set()
     for t in threads:
         t.join(PATIENCE)

@@ -16,7 +16,7 @@ import pytest
 from workerapp_tools import drain
 
 import liteq
-from liteq.schema import CANCELLED, DONE
+from liteq.backends import State
 from liteq.task import (
     Job,
     JobCancelled,
@@ -171,9 +171,9 @@ def test_a_done_jobs_result_outlives_its_deleted_message_until_its_result_ttl(cd
     drain(cdb)
     assert cdb.message(job.id) is None  # acked with retention 0: the message is gone
     assert (job.state, job.result(), job.attempts) == ("done", 42, 1)
-    assert cdb._store.result(job.id)[2] == DONE
+    assert cdb.backend.result(job.id)[2] == State.DONE
     clock.advance(3601)
-    cdb._store.prune_results(clock())
+    cdb.backend.prune_results(clock())
     with pytest.raises(JobNotFound, match="result_ttl"):
         job.state  # noqa: B018
 
@@ -266,7 +266,7 @@ def test_a_queued_job_that_is_cancelled_never_runs_and_stays_cancelled(db) -> No
     drain(db)
     assert ran == []
     assert job.state == "cancelled"
-    assert db._store.result(job.id)[2] == CANCELLED
+    assert db.backend.result(job.id)[2] == State.CANCELLED
     assert job.cancel() == "finished"
 
 

@@ -268,7 +268,7 @@ def test_a_job_whose_lease_was_lost_while_it_ran_is_not_acked_by_the_late_worker
     assert w.counts()["lost"] == 1
     assert taken[0] is not None and taken[0].id == job.id and taken[0].attempts == 2
     assert job.state == "running"  # the second holder has it; nothing was acked under it
-    assert cdb._store.result(job.id) is None
+    assert cdb.backend.result(job.id) is None
 
 
 # -- cancellation -----------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_p
     # (each claim is a write transaction, queued on the lock with the producer), and a
     # job enqueued afterwards still starts at once.
     db = liteq.connect(db_path)
-    if not db._waiter().uses_inotify:
+    if not db.waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
     started = threading.Event()
 

@@ -17,7 +17,7 @@ import pytest
 from workerapp_tools import PATIENCE, alive, children_of, start_worker, stop, wait_until
 
 import liteq
-from liteq.schema import DEAD, DONE
+from liteq.backends import State
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process pool needs fork()")
 
@@ -33,7 +33,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]
     module.db.close()
 
 
-def _results(db: liteq.Database, state: int = DONE) -> int:
+def _results(db: liteq.Database, state: int = State.DONE) -> int:
     return db.execute("SELECT count(*) FROM results WHERE state = ?", (state,))[0][0]
 
 
@@ -184,4 +184,4 @@ def test_bad_messages_each_end_as_documented_and_the_process_pool_keeps_serving(
     # The timed-out and crashed children were replaced by new processes.
     assert pid_before != pid_after
     # Each has a results row, except the undecodable one: the claim buried it.
-    assert db.execute("SELECT count(*) FROM results WHERE state = ?", (DEAD,))[0][0] == 7
+    assert db.execute("SELECT count(*) FROM results WHERE state = ?", (State.DEAD,))[0][0] == 7

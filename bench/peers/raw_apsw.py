@@ -21,7 +21,7 @@ from typing import Any
 import apsw
 import cbor2
 
-from liteq.store.base import PAGE_SIZE
+from liteq.backends.sqlite.base import PAGE_SIZE
 
 from .base import Peer
 

@@ -15,7 +15,7 @@ and times two claim alternatives:
   AND state = 0 RETURNING <12 columns>`` (one transaction under the write lock, so
   no other connection can take the row in between).
 
-Uses liteq's internal SQL (``liteq.store``): a bench tool, not an API.
+Uses liteq's internal SQL (``liteq.backends.sqlite``): a bench tool, not an API.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import cbor2
 
 import liteq
-from liteq import store as S
+from liteq.backends import sqlite as S
 
 from .raw_apsw import SQL_CLAIM as RAW_CLAIM
 from .raw_apsw import SQL_DELETE as RAW_DELETE

@@ -6,7 +6,7 @@ Layout (issue 17; the file list shows the architecture)::
       records.py     State, the typed records that cross the boundary, Capabilities
       base.py        Backend: every verb the domain code calls, with its contract;
                      Waiter: how a consumer sleeps until another process commits
-      sqlite/        the SQLite engine (today's ``liteq/store/`` and ``liteq/schema.py``)
+      sqlite/        the SQLite engine (``SQLiteBackend``; was ``liteq/store/``)
       postgres/      the PostgreSQL engine (optional extra)
 
 Dependencies run one way: ``Database`` -> domain modules (queue, topic, task,
@@ -16,9 +16,10 @@ its own package: ``apsw`` is imported only under ``backends/sqlite`` and ``psyco
 only under ``backends/postgres``, so nothing above an engine sees SQL, a driver or a
 positional row.
 
-For now this package exports the interface only; no engine is imported here.
-# later (A3): ``backends/sqlite`` (``SQLiteBackend``); (B0): ``open_backend(target)``
-# choosing the engine from the target ("postgres(ql)://" URL, else a SQLite path).
+This package exports the interface only; no engine is imported here (import
+``liteq.backends.sqlite`` for ``SQLiteBackend``).
+# later (B0): ``open_backend(target)`` choosing the engine from the target
+# ("postgres(ql)://" URL, else a SQLite path).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .records import (
     ResultRecord,
     ScheduleRecord,
     ScheduleRun,
+    StaleRoutes,
     State,
     Subscriptions,
 )
@@ -52,4 +54,6 @@ __all__ = [
     # records
     "QueueRecord", "QueueStats", "NewMessage", "NewRow", "MessageRecord", "ClaimedRow",
     "ResultRecord", "ScheduleRecord", "ScheduleRun", "Fire", "Subscriptions",
+    # signals
+    "StaleRoutes",
 ]

@@ -1,9 +1,9 @@
 """The storage interface: every verb the domain code (queues, topics, tasks, schedules,
 the worker, the CLI) needs from an engine, and the contract a second engine must honour.
 
-Written down from what ``liteq.store.Store`` does today (issue 17, step A2): parameter
-names and kinds are the Store's, so the SQLite store implements this class as it
-stands. Where the intended interface differs, a ``# later:`` comment says how and in
+Written down from what the SQLite engine did (issue 17, step A2); since A3,
+``liteq.backends.sqlite.SQLiteBackend`` implements it, with the same parameter names
+and kinds (``tests/test_backend_interface.py`` checks them). Where the intended interface differs, a ``# later:`` comment says how and in
 which step. ``conn``, ``write``, ``read`` and ``statement`` stay out: they are SQLite
 internals.
 
@@ -29,9 +29,10 @@ guarantees):
   each thread uses its own connection, and a child process after ``fork()`` opens its
   own without touching (or closing) the parent's.
 * **Records.** Rows leave as the records of :mod:`liteq.backends.records` (or plain
-  tuples in their field order, where a verb says so for speed). Today's store still
-  returns plain tuples everywhere, in exactly these orders (records are tuples, so
-  callers that index keep working); ``tests/test_backend_interface.py`` checks them.
+  tuples in their field order, where a verb says so for speed: the claim, the put
+  and ack paths and the worker's results rows). Records are tuples, so callers that
+  still index a row keep working; ``tests/test_backend_interface.py`` checks the
+  field orders.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ __all__ = ["Backend", "Waiter"]
 
 class Waiter(Protocol):
     """Sleeps until another connection may have committed, or a timeout passes
-    (``liteq.wake.Waiter`` on SQLite: inotify on the ``-wal`` file, else polling).
+    (on SQLite ``liteq.backends.sqlite.notifier.Waiter``: inotify on the ``-wal``
+    file, else polling).
 
     Protocol: :meth:`arm` before looking for work, :meth:`wait` after finding none, so
     a commit landing in between is not missed. Hints may be spurious or early (sent
@@ -139,14 +141,13 @@ class Backend(ABC):
 
     @abstractmethod
     def connection(self) -> Any:
-        """The driver connection this thread's verbs use (``Database.connection``).
-        Gap: today ``Store.conn()``; the name ``conn`` stays SQLite-internal."""
+        """The driver connection this thread's verbs use (``Database.connection``):
+        an ``apsw.Connection`` on SQLite."""
 
     @abstractmethod
     def waiter(self) -> Waiter:
         """A new :class:`Waiter` woken by commits of any process to this database; the
-        caller owns it (keeps one per thread and process, and closes it).
-        Gap: today ``Database._waiter()`` builds ``wake.Waiter(real_path + "-wal")``."""
+        caller owns it (keeps one per thread and process, and closes it)."""
 
     @abstractmethod
     def flush_totals(self) -> None:
@@ -160,9 +161,8 @@ class Backend(ABC):
         """The engine's consistency check, one line per finding; ``["ok"]`` if healthy."""
 
     @abstractmethod
-    def checkpoint(self, mode: str = "TRUNCATE") -> None:
-        """Copy the write-ahead log into the database and shrink it (SQLite WAL).
-        # later (A4): no *mode*; an engine-neutral verb takes no SQLite pragma word."""
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and shrink it (SQLite's WAL)."""
 
     @abstractmethod
     def vacuum(self) -> None:
@@ -170,8 +170,8 @@ class Backend(ABC):
 
     @abstractmethod
     def storage_size(self) -> int:
-        """Bytes the database takes on disk now (SQLite: the file plus its ``-wal``).
-        Gap: today ``cli_queues._size`` adds ``"-wal"`` to the path itself."""
+        """Bytes the database takes on disk now (SQLite: the real file plus its
+        ``-wal``)."""
 
     # -- queues ---------------------------------------------------------------------
 
@@ -360,8 +360,8 @@ class Backend(ABC):
 
     @abstractmethod
     def job(self, mid: int) -> tuple[MessageRecord | None, ResultRecord | None]:
-        """A job's message and results rows read in one snapshot.
-        Gap: today task.py reads both inside ``Store.read()``."""
+        """A job's message and results rows read in one snapshot (a job finishing
+        meanwhile is seen running or finished, never neither)."""
 
     @abstractmethod
     def job_messages(self, states: Sequence[int], before: int, n: int) -> list[MessageRecord]:
@@ -502,5 +502,5 @@ class Backend(ABC):
         Raises StaleRoutes (an internal signal, not a LiteqError: the caller re-reads
         :meth:`subscriptions` and retries) if the version is no longer *version* when
         the transaction holds its locks, and QueueFull naming the first full
-        subscription. # later (A3): StaleRoutes moves to ``records.py``.
+        subscription.
         """

@@ -1,7 +1,7 @@
 """What crosses the storage boundary: message states, typed rows, and what an engine can do.
 
 Every record is a ``NamedTuple`` whose fields are, in order, the columns the engines
-select today (``liteq/store/sql.py``), so a record and a plain row of the same query
+select today (``liteq/backends/sqlite/sql.py``), so a record and a plain row of the same query
 are interchangeable: code that still indexes a row keeps working when an engine
 starts returning records, and an engine may return plain tuples in a record's field
 order where building a record per row would cost too much (the claim, the worker's
@@ -30,10 +30,8 @@ __all__ = [
     "State", "STATES", "STATE_NAMES", "UNFINISHED", "FINISHED",
     "QueueRecord", "QueueStats", "NewMessage", "NewRow", "MessageRecord", "ClaimedRow",
     "ResultRecord", "ScheduleRecord", "ScheduleRun", "Fire", "Subscriptions",
-    "Capabilities",
+    "Capabilities", "StaleRoutes",
 ]
-
-# later (A3): StaleRoutes (today liteq.store.topics) moves here.
 
 
 class State(IntEnum):
@@ -106,7 +104,7 @@ class QueueRecord(NamedTuple):
 
 
 class QueueStats(NamedTuple):
-    """Exact counts of one queue (``SQL_STATS`` after ``store/queues.py`` folds it:
+    """Exact counts of one queue (``SQL_STATS`` after ``sqlite/queues.py`` folds it:
     ``count_depth`` dropped, ``depth`` filled in, this process's unflushed totals added)."""
 
     #: Messages due and claimable.
@@ -356,3 +354,9 @@ class Capabilities:
     integrity_check: bool
     #: Verbs can run on the application's own connection and transaction (``using``).
     foreign_connection: bool
+
+
+class StaleRoutes(Exception):
+    """``Backend.publish``: the subscription set changed since the caller read it;
+    re-read :meth:`~liteq.backends.base.Backend.subscriptions` and retry. An internal
+    signal between the topic and its backend, not a LiteqError: it never reaches users."""

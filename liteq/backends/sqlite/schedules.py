@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..records import ScheduleRecord, ScheduleRun
 from .queues import QueueVerbs, default_queue_options
 from .sql import (
     SQL_RUN_INSERT,
@@ -28,20 +29,20 @@ class ScheduleVerbs(QueueVerbs):
 
     # -- schedules ------------------------------------------------------------------
 
-    def schedule_upsert(self, values: dict[str, Any]) -> tuple[Any, ...]:
+    def schedule_upsert(self, values: dict[str, Any]) -> ScheduleRecord:
         """Create or replace schedule ``values["name"]`` (its history is kept)."""
         with self.write() as cur:
             cur.execute(SQL_SCHEDULE_UPSERT, {**values, "now": self.clock()})
-            return tuple(cur.execute(SQL_SCHEDULE_GET, (values["name"],)).fetchall()[0])
+            return ScheduleRecord._make(cur.execute(SQL_SCHEDULE_GET, (values["name"],)).fetchall()[0])
 
-    def schedule(self, name: str) -> tuple[Any, ...] | None:
+    def schedule(self, name: str) -> ScheduleRecord | None:
         with self.read() as cur:
             rows = cur.execute(SQL_SCHEDULE_GET, (name,)).fetchall()
-        return tuple(rows[0]) if rows else None
+        return ScheduleRecord._make(rows[0]) if rows else None
 
-    def schedules(self) -> list[tuple[Any, ...]]:
+    def schedules(self) -> list[ScheduleRecord]:
         with self.read() as cur:
-            return [tuple(r) for r in cur.execute(SQL_SCHEDULE_ALL).fetchall()]
+            return [ScheduleRecord._make(r) for r in cur.execute(SQL_SCHEDULE_ALL).fetchall()]
 
     def schedule_delete(self, name: str) -> bool:
         """Delete a schedule and its history; False if there was none."""
@@ -61,9 +62,9 @@ class ScheduleVerbs(QueueVerbs):
             )
             return bool(cur.connection.changes())
 
-    def schedule_runs(self, name: str, limit: int) -> list[tuple[Any, ...]]:
+    def schedule_runs(self, name: str, limit: int) -> list[ScheduleRun]:
         with self.read() as cur:
-            return [tuple(r) for r in cur.execute(SQL_RUNS, (name, limit)).fetchall()]
+            return [ScheduleRun._make(r) for r in cur.execute(SQL_RUNS, (name, limit)).fetchall()]
 
     def prune_schedule_runs(self, keep: int = 1000, older_than: float | None = None) -> int:
         """Delete each schedule's runs but the newest *keep*, and any fired more than

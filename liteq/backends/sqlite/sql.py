@@ -1,11 +1,11 @@
 """Every SQL statement of liteq, as named constants (the verbs live beside this
-module, one per concept; nothing outside ``liteq.store`` sees SQL)."""
+module, one per concept; nothing outside ``liteq.backends.sqlite`` sees SQLite SQL)."""
 
 from __future__ import annotations
 
 import functools
 
-from ..schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
+from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
 
 #: Put/ack totals are written at most this often (seconds, per process).
 TOTALS_EVERY = 1.0

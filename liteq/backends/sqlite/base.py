@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from ..errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .sql import SQL_TOTALS, TOTALS_EVERY
@@ -67,6 +67,7 @@ class StoreBase(Opening):
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
@@ -78,12 +79,18 @@ class StoreBase(Opening):
             )
         if not isinstance(read_only, bool):
             raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        if not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True or False, got {create!r}")
         #: The path as given (made absolute): what messages name.
         self.path = os.path.abspath(os.fspath(path))
         #: The real path, resolved once: SQLite, the schema lock and the wake-up watch
         #: all use it, so every name for one file meets the same side files.
         self.file = resolve(self.path, read_only=read_only)
         self.read_only = read_only
+        #: A missing file becomes a new database (never when read_only).
+        self.create = create and not read_only
+        if not create and not read_only:
+            _refuse_missing(self.path, self.file)
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.clock = clock
@@ -311,8 +318,9 @@ class StoreBase(Opening):
         """``PRAGMA integrity_check`` lines (``['ok']`` for a healthy file)."""
         return [r[0] for r in self.execute("PRAGMA integrity_check")]
 
-    def checkpoint(self, mode: str = "TRUNCATE") -> None:
-        self.execute(f"PRAGMA wal_checkpoint({mode})")
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def vacuum(self) -> None:
         self.execute("VACUUM")
@@ -320,7 +328,7 @@ class StoreBase(Opening):
 
 
 class _Write:
-    """The context manager behind :meth:`Store.write` (a class, not a generator:
+    """The context manager behind :meth:`StoreBase.write` (a class, not a generator:
     it runs on every operation, and this is several times cheaper)."""
 
     __slots__ = ("store", "conn", "cur", "nested", "app")
@@ -400,6 +408,19 @@ class _Write:
             if outer_app:
                 local.app_tx = False
                 local.broken = None
+
+
+def _refuse_missing(path: str, real: str) -> None:
+    """Raise LiteqError if *real* does not exist or is empty (SQLite would make an
+    empty file a new database): for ``connect(create=False)``."""
+    try:
+        size = os.path.getsize(real)
+    except FileNotFoundError:
+        raise LiteqError(
+            f"no liteq database at {path} (connect() without create=False makes one)"
+        ) from None
+    if size == 0:
+        raise LiteqError(f"{path} is an empty file, not a liteq database")
 
 
 def _lost_text(mid: int) -> str:

@@ -3,7 +3,7 @@
 The schema version lives in ``pragma user_version`` and the file is marked as
 liteq's with ``pragma application_id``, so a SQLite file of another application is
 recognised and left untouched. ``MIGRATIONS[n]`` takes a file from version ``n`` to
-``n + 1``; they run in one transaction under a file lock (see ``store/base.py``).
+``n + 1``; they run in one transaction under a file lock (see ``opening.py``).
 
 Message states are small integers, ordered so that "unfinished" is ``state < DONE``:
 

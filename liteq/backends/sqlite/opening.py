@@ -2,7 +2,7 @@
 or migrating the schema under the schema lock, the pragmas, read-only opens, and saying
 why an open failed.
 
-:class:`Opening` is a part of :class:`~liteq.store.base.StoreBase`; it runs once per
+:class:`Opening` is a part of :class:`~liteq.backends.sqlite.base.StoreBase`; it runs once per
 connection (per thread and process), never on a queue operation.
 """
 
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import filelock
 
-from .. import schema
-from ..errors import DatabaseBusy, LiteqError, SchemaError
+from ...errors import DatabaseBusy, LiteqError, SchemaError
+from . import schema
 from .files import dir_cause, disk_is_full, file_cause, os_cause, read_only_uri, wal_is_empty
 
 __all__ = ["Opening", "DURABILITY", "PAGE_SIZE", "JOURNAL_SIZE_LIMIT"]
@@ -38,12 +38,13 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class Opening:
-    """How :class:`~liteq.store.base.StoreBase` opens and checks a connection."""
+    """How :class:`~liteq.backends.sqlite.base.StoreBase` opens and checks a connection."""
 
     if TYPE_CHECKING:
         path: str
         file: str
         read_only: bool
+        create: bool
         durability: str
         busy_timeout: float
 
@@ -60,7 +61,9 @@ class Opening:
             if cause is not None:
                 raise LiteqError(f"cannot open {self.path}: {cause}")
         try:
-            conn = apsw.Connection(real, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+            # Without create, a file deleted since the check is not made anew.
+            flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if self.create else 0)
+            conn = apsw.Connection(real, flags=flags)
         except apsw.Error as exc:
             raise LiteqError(f"cannot open {self.path}: {self._cause(exc)}") from exc
         conn.set_busy_handler(self._busy_handler())

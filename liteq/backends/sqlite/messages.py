@@ -7,12 +7,12 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     LeaseLost,
 )
-from ..schema import CANCELLED, DELAYED, READY
 from .base import MAINTAIN_EVERY, _lost_text
 from .queues import QueueVerbs, default_queue_options
+from .schema import CANCELLED, DELAYED, READY
 from .sql import (
     IDS_PER_STATEMENT,
     SQL_ACK_DELETE,

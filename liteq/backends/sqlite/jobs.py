@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..records import MessageRecord, ResultRecord
 from .base import StoreBase
 from .sql import (
     SQL_CANCEL,
     SQL_CANCEL_FLAG,
     SQL_CANCEL_LEASED,
     SQL_JOB_MESSAGES,
+    SQL_MESSAGE,
     SQL_ORPHAN_RESULTS,
     SQL_RELEASE,
     SQL_RELEASE_LEASE,
@@ -36,20 +38,29 @@ class JobVerbs(StoreBase):
             elif rows:
                 cur.executemany(SQL_RESULT_PUT, rows)
 
-    def result(self, mid: int) -> tuple[Any, ...] | None:
+    def result(self, mid: int) -> ResultRecord | None:
         with self.read() as cur:
             rows = cur.execute(SQL_RESULT_GET, (mid,)).fetchall()
-        return tuple(rows[0]) if rows else None
+        return ResultRecord._make(rows[0]) if rows else None
 
-    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[tuple[Any, ...]]:
+    def job(self, mid: int) -> tuple[MessageRecord | None, ResultRecord | None]:
+        """The job's message and results rows, read in one snapshot (so a job that
+        finishes meanwhile is seen either running or finished, never neither)."""
+        with self.read() as cur:
+            message = cur.execute(SQL_MESSAGE, (mid,)).fetchall()
+            result = cur.execute(SQL_RESULT_GET, (mid,)).fetchall()
+        return (MessageRecord._make(message[0]) if message else None,
+                ResultRecord._make(result[0]) if result else None)
+
+    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[MessageRecord]:
         """Message rows with ``id < before`` in one of *states*, newest first."""
         sql = SQL_JOB_MESSAGES.replace("{marks}", ",".join("?" * len(states)))
         with self.read() as cur:
-            return [tuple(r) for r in cur.execute(sql, (before, *states, n)).fetchall()]
+            return [MessageRecord._make(r) for r in cur.execute(sql, (before, *states, n)).fetchall()]
 
     def orphan_results(self, state: int | None, before: int, n: int, *,
                        queue: str | None = None, task: str | None = None
-                       ) -> list[tuple[Any, ...]]:
+                       ) -> list[ResultRecord]:
         """Results rows with ``id < before`` (in *state*, on *queue*, of *task*, when
         given) whose message is gone, newest first."""
         where: list[str] = []
@@ -60,7 +71,7 @@ class JobVerbs(StoreBase):
                 params.append(value)
         sql = SQL_ORPHAN_RESULTS.replace("{where}", " ".join(where))
         with self.read() as cur:
-            return [tuple(r) for r in cur.execute(sql, (*params, n)).fetchall()]
+            return [ResultRecord._make(r) for r in cur.execute(sql, (*params, n)).fetchall()]
 
     def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
         """Give leased messages ``(id, token)`` back, ready at once and without counting

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     InvalidArgument,
 )
+from ..records import QueueRecord, StaleRoutes, Subscriptions
 from .queues import QueueVerbs
 from .sql import (
     SQL_EXPIRED_SUBS,
@@ -21,11 +22,6 @@ from .sql import (
 )
 
 
-class StaleRoutes(Exception):
-    """The subscription set changed since the caller read it: re-read and retry."""
-
-
-
 class TopicVerbs(QueueVerbs):
     """Subscriptions and publishing."""
 
@@ -36,13 +32,13 @@ class TopicVerbs(QueueVerbs):
             rows = cur.execute(SQL_SUBS_VERSION).fetchall()
         return int(rows[0][0]) if rows else 0
 
-    def subscriptions(self, topic: str) -> tuple[int, list[tuple[Any, ...]]]:
+    def subscriptions(self, topic: str) -> Subscriptions:
         """``(version, rows)``: the subscription set of *topic* and its version."""
         with self.read() as cur:
             rows = cur.execute(SQL_SUBS_VERSION).fetchall()
             version = int(rows[0][0]) if rows else 0
-            subs = [tuple(r) for r in cur.execute(SQL_SUBSCRIPTIONS, (topic,)).fetchall()]
-        return version, subs
+            subs = [QueueRecord._make(r) for r in cur.execute(SQL_SUBSCRIPTIONS, (topic,)).fetchall()]
+        return Subscriptions(version, subs)
 
     def topics(self) -> list[str]:
         with self.read() as cur:
@@ -50,7 +46,7 @@ class TopicVerbs(QueueVerbs):
 
     def subscribe(
         self, topic: str, name: str, pattern: str, defaults: dict[str, Any], updates: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    ) -> QueueRecord:
         """Create (or update the pattern and options of) subscription queue *name*."""
         with self.write() as cur:
             existing = cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()
@@ -63,7 +59,7 @@ class TopicVerbs(QueueVerbs):
             sets = ", ".join(f"{col} = :{col}" for col in cols)
             cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**cols, "name": name})
             cur.execute(SQL_SUBS_BUMP)
-            row = tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
+            row = QueueRecord._make(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
             if "max_depth" in updates or "count_depth" in updates:
                 cur.execute(SQL_RECOUNT, {"qid": row[0]})
             return row

@@ -27,7 +27,7 @@ import os
 import stat
 import urllib.parse
 
-from ..errors import LiteqError
+from ...errors import LiteqError
 
 __all__ = [
     "resolve", "wal_is_empty", "read_only_uri", "os_cause", "disk_is_full",

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     InvalidArgument,
     LiteqError,
     QueueFull,
 )
-from ..schema import DELAYED, DONE, READY
+from ..records import MessageRecord, QueueRecord, QueueStats
 from .base import StoreBase
+from .schema import DELAYED, DONE, READY
 from .sql import (
     SQL_CANCEL,
     SQL_DEAD_IDS,
@@ -48,19 +49,19 @@ class QueueVerbs(StoreBase):
 
     # -- queues ---------------------------------------------------------------------
 
-    def queue_row(self, name: str) -> tuple[Any, ...] | None:
+    def queue_row(self, name: str) -> QueueRecord | None:
         with self.read() as cur:
             rows = cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()
-        return tuple(rows[0]) if rows else None
+        return QueueRecord._make(rows[0]) if rows else None
 
-    def queue_row_by_id(self, qid: int) -> tuple[Any, ...] | None:
+    def queue_row_by_id(self, qid: int) -> QueueRecord | None:
         with self.read() as cur:
             rows = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()
-        return tuple(rows[0]) if rows else None
+        return QueueRecord._make(rows[0]) if rows else None
 
     def ensure_queue(
         self, name: str, defaults: dict[str, Any], updates: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    ) -> QueueRecord:
         """Create queue *name* with *defaults* if missing, then apply *updates*."""
         row = self.queue_row(name)
         if row is not None and not updates:
@@ -70,12 +71,12 @@ class QueueVerbs(StoreBase):
             if updates:
                 sets = ", ".join(f"{col} = :{col}" for col in updates)
                 cur.execute(f"UPDATE queues SET {sets} WHERE name = :name", {**updates, "name": name})
-            row = tuple(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
+            row = QueueRecord._make(cur.execute(SQL_QUEUE_BY_NAME, (name,)).fetchall()[0])
             if "max_depth" in updates or "count_depth" in updates:
                 cur.execute(SQL_RECOUNT, {"qid": row[0]})
         return row
 
-    def create_queue(self, name: str, options: dict[str, Any]) -> tuple[Any, ...]:
+    def create_queue(self, name: str, options: dict[str, Any]) -> QueueRecord:
         """Create queue *name* with *options* (full column values), or raise
         InvalidArgument if it exists: one transaction, so two creators cannot race."""
         with self.write() as cur:
@@ -84,7 +85,7 @@ class QueueVerbs(StoreBase):
             qid = self._create_queue(cur, name, options)
             if options.get("max_depth") is not None or options.get("count_depth"):
                 cur.execute(SQL_RECOUNT, {"qid": qid})
-            return tuple(cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0])
+            return QueueRecord._make(cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0])
 
     def _create_queue(self, cur: Any, name: str, options: dict[str, Any]) -> int:
         cur.execute(SQL_QUEUE_INSERT, {**options, "name": name, "now": self.clock()})
@@ -266,18 +267,20 @@ class QueueVerbs(StoreBase):
             cur.execute(SQL_PRUNE, {"qid": qid, "before": before})
             return int(cur.connection.changes())
 
-    def message(self, mid: int) -> tuple[Any, ...] | None:
+    def message(self, mid: int) -> MessageRecord | None:
         with self.read() as cur:
             rows = cur.execute(SQL_MESSAGE, (mid,)).fetchall()
-        return tuple(rows[0]) if rows else None
+        return MessageRecord._make(rows[0]) if rows else None
 
-    def peek(self, qid: int, state: int | None, n: int) -> list[tuple[Any, ...]]:
+    def peek(self, qid: int, state: int | None, n: int) -> list[MessageRecord]:
         with self.read() as cur:
             if state is None:
-                return cur.execute(SQL_PEEK_ALL, {"qid": qid, "n": n}).fetchall()
-            return cur.execute(SQL_PEEK, {"qid": qid, "state": state, "n": n}).fetchall()
+                rows = cur.execute(SQL_PEEK_ALL, {"qid": qid, "n": n}).fetchall()
+            else:
+                rows = cur.execute(SQL_PEEK, {"qid": qid, "state": state, "n": n}).fetchall()
+        return [MessageRecord._make(r) for r in rows]
 
-    def stats(self, qid: int) -> tuple[Any, ...]:
+    def stats(self, qid: int) -> QueueStats:
         """Exact counts per state (``state >= DONE AND state = X`` lets the partial
         index msg_finished serve the finished states), depth, max_depth, totals."""
         with self.read() as cur:
@@ -293,7 +296,7 @@ class QueueVerbs(StoreBase):
             if pending:
                 row[9] += pending[0]
                 row[10] += pending[1]
-        return tuple(row)
+        return QueueStats._make(row)
 
 
 def default_queue_options() -> dict[str, Any]:
