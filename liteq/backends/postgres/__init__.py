@@ -193,7 +193,7 @@ class PostgresBackend(Pending):
                 lines.append(f"{n} {what}")
         return lines or ["ok"]
 
-    def checkpoint(self, mode: str = "TRUNCATE") -> None:
+    def checkpoint(self) -> None:
         """Nothing to do: the server manages its own write-ahead log."""
 
     def vacuum(self) -> None:
