@@ -10,7 +10,7 @@ from helpers import FakeClock
 import liteq
 
 # The PostgreSQL server and per-module databases (pg_server, pg_url, pg_schema).
-pytest_plugins = ["conftest_pg"]
+pytest_plugins = ["conftest_pg", "engines"]
 
 
 @pytest.fixture
