@@ -23,7 +23,8 @@ import click
 from . import __version__
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
-from .queue import Queue, validate_name
+from .queue import Queue
+from .validate import validate_name
 
 __all__ = [
     "cli",

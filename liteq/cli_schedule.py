@@ -30,7 +30,6 @@ from .cli_output import Column, Output, fmt_when, jsonable, output_options, plur
 from .cli_worker import setup_logging
 from .database import Database
 from .errors import InvalidArgument, ScheduleError
-from .queue import validate_name
 from .scheduler import (
     DEFAULT_MISFIRE_CAP,
     MISFIRE_POLICIES,
@@ -42,6 +41,7 @@ from .scheduler import (
     validate,
 )
 from .scheduler import schedule as save_schedule
+from .validate import validate_name
 
 __all__ = ["schedule_group", "scheduler", "schedule_demo", "schedule_dict"]
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
-from .queue import _UNSET, Message, Queue, inspectable, option_columns, validate_name
+from .queue import Message, Queue, inspectable, option_columns
 from .store import Store, default_queue_options
 from .topic import Topic
+from .validate import UNSET, validate_name
 from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
@@ -110,13 +111,13 @@ class Database:
         self,
         name: str,
         *,
-        max_depth: Any = _UNSET,
-        lease: Any = _UNSET,
-        max_attempts: Any = _UNSET,
-        dead_letter: Any = _UNSET,
-        retention: Any = _UNSET,
-        backoff: Any = _UNSET,
-        count_depth: Any = _UNSET,
+        max_depth: Any = UNSET,
+        lease: Any = UNSET,
+        max_attempts: Any = UNSET,
+        dead_letter: Any = UNSET,
+        retention: Any = UNSET,
+        backoff: Any = UNSET,
+        count_depth: Any = UNSET,
     ) -> Queue:
         """The queue *name*, created on first use.
 

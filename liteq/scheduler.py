@@ -56,8 +56,8 @@ from cronsim import CronSim, CronSimError
 
 from . import codec
 from .errors import InvalidArgument, LiteqError, ScheduleError
-from .queue import validate_name
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
+from .validate import UNSET, validate_name
 
 if TYPE_CHECKING:
     from .database import Database
@@ -89,7 +89,6 @@ _ALIASES = {
 }
 _SCAN = 1000  # missed cron fires walked forward before jumping back from now
 _RETRY_BROKEN = 60.0  # a row plan() cannot handle is looked at again this much later
-_UNSET: Any = object()
 
 # Row columns, in store.sql._SCHEDULE_COLUMNS order.
 (_ID, _NAME, _KIND, _SPEC, _TZ, _TARGET, _QUEUE, _PAYLOAD, _MISFIRE, _CAP, _ENABLED,
@@ -345,7 +344,7 @@ def _target(db: Database, task: Any, queue: Any, args: Any, kwargs: Any, payload
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
     from .task import Task, registry
 
-    has_payload = payload is not _UNSET
+    has_payload = payload is not UNSET
     given = [k for k, v in (("task", task is not None), ("payload", has_payload),
                             ("command", command is not None)) if v]
     if len(given) != 1:
@@ -403,7 +402,7 @@ def validate(*, cron: Any = None, every: Any = None, at: Any = None, tz: Any = N
 def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = None,
              at: Any = None, tz: str | None = None, task: str | Task[Any, Any] | None = None,
              queue: str | None = None, args: Sequence[Any] | None = None,
-             kwargs: dict[str, Any] | None = None, payload: Any = _UNSET,
+             kwargs: dict[str, Any] | None = None, payload: Any = UNSET,
              command: str | None = None, misfire: str = "once",
              misfire_cap: int = DEFAULT_MISFIRE_CAP, start: Any = None) -> Schedule:
     """Create or replace schedule *name* (``db.schedule``); return it.
@@ -431,7 +430,7 @@ def schedule(db: Database, name: str, *, cron: str | None = None, every: Any = N
     """
     validate_name(name, "schedule")
     nothing = (cron, every, at, tz, task, queue, args, kwargs, command, start)
-    if payload is _UNSET and all(v is None for v in nothing):
+    if payload is UNSET and all(v is None for v in nothing):
         found = get_schedule(db, name)
         if found is None:
             raise ScheduleError(f"no schedule named {name!r} (give cron=, every= or at= and "

@@ -52,8 +52,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import codec
 from .errors import InvalidArgument, LiteqError, SerializationError
-from .queue import Backoff, Queue, _positive_int, _priority, _seconds, validate_name
+from .queue import Backoff, Queue
 from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
+from .validate import check_positive_int, check_priority, check_seconds, validate_name
 
 if TYPE_CHECKING:
     from .database import Database
@@ -86,7 +87,7 @@ class Retry(Exception):  # noqa: N818 - a flow signal, named for what it asks
     def __init__(self, reason: str = "", *, delay: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.delay = None if delay is None else _seconds(delay, "Retry delay")
+        self.delay = None if delay is None else check_seconds(delay, "Retry delay")
 
 
 class Fail(Exception):  # noqa: N818 - a flow signal
@@ -349,16 +350,16 @@ def _check_options(name: Any, queue: Any, max_attempts: Any, backoff: Any, timeo
         raise InvalidArgument(f"task name must be a non-empty string of up to 200 characters, "
                               f"got {name!r}")
     validate_name(queue)
-    _positive_int(max_attempts, "max_attempts")
+    check_positive_int(max_attempts, "max_attempts")
     if backoff is not None and not isinstance(backoff, Backoff):
         raise InvalidArgument(f"backoff must be a liteq.Backoff or None, got {backoff!r}")
-    t = _seconds(timeout, "timeout", allow_none=True)
+    t = check_seconds(timeout, "timeout", allow_none=True)
     if t == 0:
         raise InvalidArgument("timeout must be a number of seconds > 0 or None, got 0")
     return {
         "queue": queue, "max_attempts": max_attempts, "backoff": backoff, "timeout": t,
-        "priority": _priority(priority), "store_result": bool(store_result),
-        "result_ttl": _seconds(result_ttl, "result_ttl", allow_none=True),
+        "priority": check_priority(priority), "store_result": bool(store_result),
+        "result_ttl": check_seconds(result_ttl, "result_ttl", allow_none=True),
         "atomic": bool(atomic),
     }
 
@@ -574,7 +575,7 @@ class Job:
         if it was cancelled, :class:`NoResult` if it finished without a stored value,
         :class:`ResultTimeout` if it has not finished within *wait*.
         """
-        w = _seconds(wait, "wait")
+        w = check_seconds(wait, "wait")
         assert w is not None
         deadline = time.monotonic() + w
         waiter = None
@@ -668,7 +669,7 @@ def list_jobs(db: Database, *, state: str | None = None, task: str | None = None
     newest first, optionally only those in *state*, of *task*, or on *queue*."""
     if state is not None and state not in JOB_STATES:
         raise InvalidArgument(f"state must be one of {', '.join(JOB_STATES)}, got {state!r}")
-    _positive_int(limit, "limit")
+    check_positive_int(limit, "limit")
     names: dict[int, str | None] = {}
 
     def queue_name(qid: int) -> str | None:

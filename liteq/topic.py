@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import InvalidArgument
-from .queue import Message, Queue, _priority, _seconds, option_columns
+from .queue import Message, Queue, option_columns
 from .store import StaleRoutes, default_queue_options
+from .validate import check_priority, check_seconds
 
 if TYPE_CHECKING:
     from .database import Database
@@ -219,9 +220,9 @@ class Topic:
     ) -> int:
         """Publish many ``(key, payload)`` pairs in one transaction: all or nothing.
         Returns the total number of deliveries."""
-        d = _seconds(delay, "delay")
+        d = check_seconds(delay, "delay")
         assert d is not None
-        prio = _priority(priority)
+        prio = check_priority(priority)
         if headers is not None and not isinstance(headers, dict):
             raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
         limit = self.db.max_payload
