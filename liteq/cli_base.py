@@ -24,7 +24,7 @@ from . import __version__
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
 from .queue import Queue
-from .validate import validate_name
+from .validate import INT64_MAX, validate_name
 
 __all__ = [
     "cli",
@@ -157,8 +157,9 @@ class MaxDepth(click.ParamType):
             n = int(value)
         except (TypeError, ValueError):
             n = 0
-        if n < 1:
-            self.fail(f"max depth must be a positive integer or 'none', got {value!r}", param, ctx)
+        if not 1 <= n <= INT64_MAX:
+            self.fail(f"max depth must be a positive integer (at most {INT64_MAX}) or 'none', "
+                      f"got {value!r}", param, ctx)
         return n
 
 
@@ -178,7 +179,8 @@ class DeadLetter(click.ParamType):
 
 #: Message states a command can select, and "all".
 STATE_CHOICES = ["ready", "delayed", "leased", "done", "dead", "cancelled", "all"]
-POSITIVE_INT = click.IntRange(min=1)
+#: 1 to the largest integer SQLite stores (ids, limits, counts).
+POSITIVE_INT = click.IntRange(1, INT64_MAX)
 DURATION = Duration()
 POSITIVE_DURATION = Duration(positive=True)
 QUEUE = QueueName()

@@ -134,9 +134,11 @@ def _bad(exc: Exception) -> click.UsageError:
               help="Cron expression: 5 fields, 6 with seconds first, or @daily etc.")
 @click.option("--tz", metavar="TZ", help="Time zone of --cron/--at (IANA name; default UTC).")
 @click.option("--every", type=POSITIVE_DURATION, metavar="SECONDS",
-              help="Fire every this long (1.5, 90s, 5m, 2h, 1d).")
+              help="Fire every this long, at least 1 s (1.5, 90s, 5m, 2h, 1d).")
 @click.option("--at", "at_", metavar="ISO8601",
               help="Fire once at this time (without an offset: in --tz).")
+@click.option("--allow-past", is_flag=True,
+              help="Accept an --at more than a minute in the past (it fires at once).")
 @click.option("--start", metavar="ISO8601",
               help="No fire before this time; the grid of --every starts here.")
 @click.option("--task", "task_name", metavar="NAME", help="Enqueue a call of this task.")
@@ -157,7 +159,7 @@ def _bad(exc: Exception) -> click.UsageError:
                                                     "all enqueues.")
 @output_options
 def schedule_add(name: str, cron: str | None, tz: str | None, every: float | None,
-                 at_: str | None, start: str | None, task_name: str | None,
+                 at_: str | None, allow_past: bool, start: str | None, task_name: str | None,
                  args_json: str | None, kwargs_json: str | None, queue: str | None,
                  payload_json: str | None, command: str | None, misfire: str,
                  misfire_cap: int, out: Output) -> None:
@@ -196,7 +198,7 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
         raise click.UsageError("--payload needs --queue")
     try:
         validate(cron=cron, every=every, at=at_, tz=tz, start=start, misfire=misfire,
-                 misfire_cap=misfire_cap)
+                 misfire_cap=misfire_cap, allow_past=allow_past)
     except ScheduleError as exc:
         raise _bad(exc) from None
     args = parse_json(args_json, "--args") if args_json is not None else None
@@ -217,7 +219,8 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
     db = open_db(create=True)
     try:
         s = save_schedule(db, name, cron=cron, every=every, at=at_, tz=tz, start=start,
-                          queue=queue, misfire=misfire, misfire_cap=misfire_cap, **target)
+                          queue=queue, misfire=misfire, misfire_cap=misfire_cap,
+                          allow_past=allow_past, **target)
     except (ScheduleError, InvalidArgument) as exc:
         raise _bad(exc) from None
     nxt = s.next(3)

@@ -14,7 +14,7 @@ from .errors import InvalidArgument, LeaseLost
 from .queue import Message, Queue, inspectable, option_columns
 from .store import Store, default_queue_options
 from .topic import Topic
-from .validate import UNSET, validate_name
+from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
 from .wake import Waiter
 
 __all__ = ["Database", "connect", "default_path"]
@@ -24,11 +24,15 @@ def parse_receipt(receipt: str) -> tuple[int, int]:
     """Split a receipt ``"ID:TOKEN"`` into integers, or raise InvalidArgument."""
     try:
         mid, token = str(receipt).split(":")
-        return int(mid), int(token)
-    except ValueError:
+        pair = int(mid), int(token)
+    except ValueError:  # also a number of more digits than int() reads
+        pair = (0, 0)
+    if not 1 <= pair[0] <= INT64_MAX or not INT64_MIN <= pair[1] <= INT64_MAX:
         raise InvalidArgument(
-            f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417), got {receipt!r}"
-        ) from None
+            f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417; both 64-bit "
+            f"integers, the ID positive), got {short(receipt)}"
+        )
+    return pair
 
 
 def default_path() -> str:
@@ -218,7 +222,7 @@ class Database:
         """The :class:`liteq.task.Job` handle of job *job_id*."""
         from .task import Job
 
-        return Job(self, job_id)
+        return Job(self, check_id(job_id, "job id"))
 
     # -- schedules --------------------------------------------------------------------
 
@@ -249,7 +253,7 @@ class Database:
 
     def message(self, message_id: int) -> Message | None:
         """Any message by id, in whatever state (None if it does not exist)."""
-        row = self._store.message(message_id)
+        row = self._store.message(check_id(message_id))
         if row is None:
             return None
         return inspectable(self._queue_by_id(row[1]), row)
@@ -269,11 +273,11 @@ class Database:
 
     def retry(self, message_id: int) -> bool:
         """Make a dead or cancelled message ready again; False if it is neither."""
-        return self._store.retry_finished(message_id)
+        return self._store.retry_finished(check_id(message_id))
 
     def cancel(self, message_id: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
-        return self._store.cancel(message_id)
+        return self._store.cancel(check_id(message_id))
 
     def _queue_by_id(self, qid: int) -> Queue:
         for q in list(self._queues.values()):

@@ -21,9 +21,13 @@ from .schema import STATE_NAMES, STATES
 from .validate import (
     PRIORITY_LIMIT,
     UNSET,
+    check_id,
+    check_number,
     check_positive_int,
     check_priority,
     check_seconds,
+    check_text,
+    short,
     validate_name,
 )
 from .wake import Looks
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from .database import Database
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
+
+#: The largest backoff factor (each retry waits at most this many times longer).
+MAX_BACKOFF_FACTOR = 1000.0
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -46,14 +54,16 @@ class Backoff:
     def __post_init__(self) -> None:
         check_seconds(self.base, "backoff base")
         check_seconds(self.max, "backoff max")
-        if not isinstance(self.factor, (int, float)) or self.factor < 1:
-            raise InvalidArgument(f"backoff factor must be a number >= 1, got {self.factor!r}")
-        if not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
-            raise InvalidArgument(f"backoff jitter must be a fraction in [0, 1], got {self.jitter!r}")
+        check_number(self.factor, "backoff factor", least=1, most=MAX_BACKOFF_FACTOR)
+        check_number(self.jitter, "backoff jitter (a fraction)", least=0, most=1)
 
     def delay(self, attempt: int, rand: random.Random | None = None) -> float:
         """Seconds to wait before the retry that follows failed attempt number *attempt*."""
-        raw = min(self.max, self.base * self.factor ** max(attempt - 1, 0))
+        try:
+            # In floats: an int factor ** a large attempt number would be a huge int.
+            raw = min(self.max, self.base * float(self.factor) ** max(attempt - 1, 0))
+        except OverflowError:  # passed 1e308
+            raw = self.max
         if self.jitter:
             raw *= 1 + (rand or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw)
@@ -365,7 +375,8 @@ class Queue:
         d = check_seconds(delay, "delay")
         assert d is not None
         if key is not None and (not isinstance(key, str) or not key or len(key) > 1000):
-            raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {key!r}")
+            raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {short(key)}")
+        check_text(key, "key", allow_none=True)
         if headers is not None and not isinstance(headers, dict):
             raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
         if rank is not None and not isinstance(rank, bytes):
@@ -508,6 +519,7 @@ class Queue:
 
     def nack(self, msg: Message, delay: float | None = None, error: str | None = None) -> None:
         """Give *msg* back for another delivery (see :meth:`Message.nack`)."""
+        check_text(error, "error", allow_none=True)
         if delay is None:
             backoff = self.config.backoff
             self._store.retry(self.id, msg.id, msg.token, backoff.delay, error)  # type: ignore[arg-type]
@@ -523,7 +535,9 @@ class Queue:
 
     def fail(self, msg: Message, reason: str) -> None:
         """Bury *msg* now with *reason* (see :meth:`Message.fail`)."""
-        self._store.fail(self.id, msg.id, msg.token, str(reason))  # type: ignore[arg-type]
+        text = check_text(str(reason), "reason")
+        assert text is not None
+        self._store.fail(self.id, msg.id, msg.token, text)  # type: ignore[arg-type]
         msg._settled = True
 
     # -- looking and administration -------------------------------------------------
@@ -593,7 +607,7 @@ class Queue:
 
     def cancel(self, message_id: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
-        return self._store.cancel(message_id)
+        return self._store.cancel(check_id(message_id))
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} of {self.db.path}>"

@@ -36,7 +36,7 @@ from . import codec
 from .errors import InvalidArgument
 from .queue import Message, Queue, option_columns
 from .store import StaleRoutes, default_queue_options
-from .validate import check_priority, check_seconds
+from .validate import check_priority, check_seconds, check_text, short
 
 if TYPE_CHECKING:
     from .database import Database
@@ -68,7 +68,8 @@ def validate_topic_name(name: object, what: str = "topic") -> str:
 
 def _check_key(key: object, what: str = "routing key") -> str:
     if not isinstance(key, str):
-        raise InvalidArgument(f"{what} must be a string of dot-separated words, got {key!r}")
+        raise InvalidArgument(f"{what} must be a string of dot-separated words, got {short(key)}")
+    check_text(key, what)
     if len(key.encode("utf-8")) > _MAX_KEY:
         raise InvalidArgument(f"{what} must be at most {_MAX_KEY} bytes in UTF-8, got {len(key)} characters")
     return key

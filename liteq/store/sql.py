@@ -330,7 +330,7 @@ SQL_SCHEDULE_DELETE = "DELETE FROM schedules WHERE name = ?"
 SQL_SCHEDULE_DUE = f"""
 SELECT {_SCHEDULE_COLUMNS} FROM schedules
 WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?
-ORDER BY next_run_at
+ORDER BY next_run_at LIMIT ?
 """
 SQL_SCHEDULE_NEXT = """
 SELECT min(next_run_at) FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL
