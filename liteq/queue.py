@@ -19,6 +19,7 @@ from . import codec
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .schema import STATE_NAMES, STATES
 from .validate import (
+    MAX_EXTEND,
     PRIORITY_LIMIT,
     UNSET,
     check_id,
@@ -531,6 +532,13 @@ class Queue:
     def extend(self, msg: Message, seconds: float) -> None:
         """Renew *msg*'s lease to end *seconds* from now."""
         s = check_seconds(seconds, "seconds")
+        assert s is not None
+        longest = max(MAX_EXTEND, self.config.lease)
+        if s > longest:
+            raise InvalidArgument(
+                f"extend takes at most {longest:g} seconds (MAX_EXTEND, or the queue's lease if "
+                f"longer), got {seconds!r}: a longer lease could not be told apart from one "
+                f"left behind by a clock stepping back; extend again before it runs out")
         msg.lease_until = self._store.extend(msg.id, msg.token, s)  # type: ignore[arg-type]
 
     def fail(self, msg: Message, reason: str) -> None:

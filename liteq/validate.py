@@ -14,7 +14,7 @@ from typing import Any
 from .errors import InvalidArgument
 
 __all__ = [
-    "UNSET", "PRIORITY_LIMIT", "INT64_MIN", "INT64_MAX", "MAX_SECONDS", "MAX_INSTANT",
+    "UNSET", "PRIORITY_LIMIT", "INT64_MIN", "INT64_MAX", "MAX_SECONDS", "MAX_INSTANT", "MAX_EXTEND",
     "validate_name", "check_seconds", "check_positive_int", "check_priority", "check_id",
     "check_int64", "check_text", "check_number", "short",
 ]
@@ -38,6 +38,12 @@ MAX_SECONDS = 1e9
 #: The latest instant (epoch seconds) a schedule accepts: 3000-01-01T00:00:00Z. The
 #: earliest is the epoch (0). Every fire time stays a date Python can show.
 MAX_INSTANT = 32503680000.0
+
+#: The longest ``extend`` in seconds (or the queue's lease, if that is longer). With
+#: it, no real lease ends more than ``lease + MAX_EXTEND`` from now: a deadline
+#: further ahead was set before the wall clock stepped back, and a claim treats it
+#: as expired (so a backward step holds a dead consumer's message at most this long).
+MAX_EXTEND = 3600.0
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
 

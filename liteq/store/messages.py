@@ -11,6 +11,7 @@ from ..errors import (
     LeaseLost,
 )
 from ..schema import CANCELLED, DELAYED, READY
+from ..validate import MAX_EXTEND
 from .base import MAINTAIN_EVERY, _lost_text
 from .queues import QueueVerbs, default_queue_options
 from .sql import (
@@ -113,7 +114,8 @@ class MessageVerbs(QueueVerbs):
         """Promote due delayed rows and settle expired leases; True if any row changed."""
         cur.execute(SQL_PROMOTE, {"qid": qid, "now": now})
         changed = cur.connection.changes() > 0
-        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now}).fetchall()
+        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now, "max_extend": MAX_EXTEND}
+                              ).fetchall()
         if not expired:
             return changed
         qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]

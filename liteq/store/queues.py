@@ -12,6 +12,7 @@ from ..errors import (
     QueueFull,
 )
 from ..schema import DELAYED, DONE, READY
+from ..validate import MAX_EXTEND
 from .base import StoreBase
 from .sql import (
     SQL_CANCEL,
@@ -276,7 +277,8 @@ class QueueVerbs(StoreBase):
         """Exact counts per state (``state >= DONE AND state = X`` lets the partial
         index msg_finished serve the finished states), depth, max_depth, totals."""
         with self.read() as cur:
-            rows = cur.execute(SQL_STATS, {"qid": qid, "now": self.clock()}).fetchall()
+            rows = cur.execute(SQL_STATS, {"qid": qid, "now": self.clock(),
+                                           "max_extend": MAX_EXTEND}).fetchall()
         if not rows:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
         row = list(rows[0])

@@ -91,9 +91,19 @@ SQL_PROMOTE = f"""
 UPDATE messages SET state = {READY}
 WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
 """
+# A lease is expired when its deadline has passed, or when it lies further ahead
+# than any claim or extend can set (the queue's lease plus MAX_EXTEND): such a
+# deadline was set before the wall clock stepped back, and would hold the message
+# for as long as the step. Settled by the same statement, so claims pay nothing
+# more: two range reads of msg_leased (one OR of the two would read every lease).
+_HORIZON = ":now + :max_extend + (SELECT lease FROM queues WHERE id = :qid)"
+_LEASE_GONE = f"(lease_until <= :now OR lease_until > {_HORIZON})"
 SQL_EXPIRED = f"""
 SELECT id, attempts, cancel FROM messages
 WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now
+UNION ALL
+SELECT id, attempts, cancel FROM messages
+WHERE qid = :qid AND state = {LEASED} AND lease_until > {_HORIZON}
 """
 SQL_CANCEL_EXPIRED = f"""
 UPDATE messages SET state = {CANCELLED}, token = NULL, lease_until = NULL,
@@ -260,7 +270,7 @@ SELECT
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {CANCELLED}),
   depth, max_depth, enqueued, finished, count_depth,
-  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now)
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND {_LEASE_GONE})
 FROM queues WHERE id = :qid
 """
 _NEXT_DUE = f"""min(
