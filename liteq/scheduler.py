@@ -62,6 +62,7 @@ from .validate import (
     MAX_SECONDS,
     UNSET,
     check_positive_int,
+    check_seconds,
     check_text,
     short,
     validate_name,
@@ -716,11 +717,11 @@ class Scheduler:
     """
 
     def __init__(self, db: Database, interval: float = 1.0) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not 0 < interval < math.inf:
+        seconds = check_seconds(interval, "interval")
+        if not seconds:
             raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")
         self.db = db
-        self.interval = float(interval)
+        self.interval = seconds
         self.fired = 0
         self._pruned_at = time.monotonic()
         self._stop = threading.Event()

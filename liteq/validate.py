@@ -62,14 +62,23 @@ def check_seconds(value: object, what: str, *, allow_none: bool = False) -> floa
     """*value* as a float number of seconds >= 0 (finite, not a bool)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InvalidArgument(f"{what} must be a number of seconds >= 0, got {value!r}")
-    if value < 0 or math.isinf(value):
-        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {value!r}")
-    if value > MAX_SECONDS:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or math.isnan(number := _float(value)):
+        raise InvalidArgument(f"{what} must be a number of seconds >= 0, got {short(value)}")
+    if number < 0 or math.isinf(number):
+        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {short(value)}")
+    if number > MAX_SECONDS:
         raise InvalidArgument(f"{what} must be at most {MAX_SECONDS:.0f} seconds (about 31 years), "
-                              f"got {value!r}")
-    return float(value)
+                              f"got {short(value)}")
+    return number
+
+
+def _float(value: int | float) -> float:
+    """float(value), or an infinity of its sign for an int past 1e308."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def check_positive_int(value: object, what: str, *, allow_none: bool = False,
@@ -104,10 +113,7 @@ def check_number(value: object, what: str, *, least: float, most: float) -> floa
     """*value* as a float in [*least*, *most*]: a finite int or float, not a bool."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgument(f"{what} must be a number from {least:g} to {most:g}, got {short(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int past 1e308
-        number = math.inf
+    number = _float(value)
     if not least <= number <= most:  # NaN fails both comparisons
         raise InvalidArgument(f"{what} must be a number from {least:g} to {most:g}, got {short(value)}")
     return number
