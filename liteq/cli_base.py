@@ -179,8 +179,9 @@ class DeadLetter(click.ParamType):
 
 #: Message states a command can select, and "all".
 STATE_CHOICES = ["ready", "delayed", "leased", "done", "dead", "cancelled", "all"]
-#: 1 to the largest integer SQLite stores (ids, limits, counts).
-POSITIVE_INT = click.IntRange(1, INT64_MAX)
+# No upper bound here (click would print it in every help): the library refuses
+# integers past 64 bits with InvalidArgument, shown as Error: (exit 1).
+POSITIVE_INT = click.IntRange(min=1)
 DURATION = Duration()
 POSITIVE_DURATION = Duration(positive=True)
 QUEUE = QueueName()

@@ -54,7 +54,14 @@ from . import codec
 from .errors import InvalidArgument, LiteqError, SerializationError
 from .queue import Backoff, Queue
 from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
-from .validate import check_positive_int, check_priority, check_seconds, validate_name
+from .validate import (
+    INT64_MAX,
+    check_positive_int,
+    check_priority,
+    check_seconds,
+    short,
+    validate_name,
+)
 
 if TYPE_CHECKING:
     from .database import Database
@@ -523,8 +530,9 @@ class Job:
     __slots__ = ("db", "id", "_task")
 
     def __init__(self, db: Database, job_id: int, *, task: str | None = None) -> None:
-        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
-            raise InvalidArgument(f"a job id is a positive integer, got {job_id!r}")
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= INT64_MAX:
+            raise InvalidArgument(f"a job id is a positive integer (at most {INT64_MAX}), "
+                                  f"got {short(job_id)}")
         self.db = db
         self.id = job_id
         self._task = task
