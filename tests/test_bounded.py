@@ -133,3 +133,25 @@ def test_a_scheduler_fed_the_worst_rows_lets_another_process_write_within_a_seco
         writer.close()
         db.close()
     assert len(liteq.connect(path).queue("other")) == puts
+
+
+def test_a_claim_settles_at_most_maintain_rows_due_messages_and_the_next_claims_the_rest(
+        clocked_db, clock) -> None:
+    from liteq.store.base import MAINTAIN_ROWS
+
+    q = clocked_db.queue("q", lease=30)
+    total = 2 * MAINTAIN_ROWS + 500
+    q.put_many(range(total), delay=10)
+    clock.advance(10)  # all of them fall due at once
+    assert q.get() is not None
+    stats = q.stats()
+    assert (stats["ready"] + stats["leased"], stats["delayed"]) == (MAINTAIN_ROWS, total - MAINTAIN_ROWS)
+    # The next claim settles the next MAINTAIN_ROWS first (it knows some were left).
+    assert len(q.get_many(total)) == 2 * MAINTAIN_ROWS - 1
+    assert q.stats()["delayed"] == 500
+    q.expire()  # in as many bounded transactions as it takes
+    assert q.stats()["delayed"] == 0
+    assert len(q.get_many(total)) == 500
+    clock.advance(31)  # every lease runs out at once
+    q.get()
+    assert q.stats()["expired_leases"] == total - MAINTAIN_ROWS

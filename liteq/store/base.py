@@ -30,6 +30,10 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
 #: Claims settle delayed and expired messages of a queue at least this often (s).
 MAINTAIN_EVERY = 0.05
+#: ... and settle at most this many delayed and this many expired messages each time
+#: (the rest at the next claim), so that a claim's transaction stays short however
+#: many fell due at once.
+MAINTAIN_ROWS = 1000
 
 #: Page size of a new file, in bytes (SQLite's default is 4,096). At synchronous=NORMAL
 #: the cost of a commit follows the bytes it appends to the WAL, and a queue operation
@@ -98,6 +102,7 @@ class StoreBase:
         self.clock = clock
         self._local = _Local()
         self._maintained: dict[int, float] = {}
+        self._behind: set[int] = set()  # queues whose last maintenance left rows to settle
         self._totals: dict[int, list[int]] = {}
         self._totals_at = time.monotonic()
         self._totals_lock = threading.Lock()

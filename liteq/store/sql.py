@@ -87,9 +87,12 @@ WHERE EXISTS (SELECT 1 FROM queues WHERE id = ?1 AND max_depth IS NULL AND NOT c
 SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
 
 # Delayed rows live outside the ready index; move the due ones in before claiming.
+# Both settle at most :most rows (MAINTAIN_ROWS), the earliest first, so that no
+# claim's transaction grows with the number of messages that fell due at once.
 SQL_PROMOTE = f"""
 UPDATE messages SET state = {READY}
-WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+WHERE id IN (SELECT id FROM messages WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+             ORDER BY run_at LIMIT :most)
 """
 # A lease is expired when its deadline has passed, or when it lies further ahead
 # than any claim or extend can set (the queue's lease plus MAX_EXTEND): such a
@@ -104,6 +107,7 @@ WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now
 UNION ALL
 SELECT id, attempts, cancel FROM messages
 WHERE qid = :qid AND state = {LEASED} AND lease_until > {_HORIZON}
+LIMIT :most
 """
 SQL_CANCEL_EXPIRED = f"""
 UPDATE messages SET state = {CANCELLED}, token = NULL, lease_until = NULL,
