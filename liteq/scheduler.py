@@ -407,7 +407,8 @@ def _target(db: Database, task: Any, queue: Any, args: Any, kwargs: Any, payload
     if task is not None:
         if isinstance(task, Task):
             name, default_queue = task.name, task.queue
-        elif isinstance(task, str) and 0 < len(task) <= 200 and check_text(task, "task name"):
+        elif isinstance(task, str) and 0 < len(task) <= 200:
+            check_text(task, "task name")
             known = registry(db).get(task)
             name, default_queue = task, known.queue if known else "default"
         else:

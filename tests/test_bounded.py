@@ -155,3 +155,17 @@ def test_a_claim_settles_at_most_maintain_rows_due_messages_and_the_next_claims_
     clock.advance(31)  # every lease runs out at once
     q.get()
     assert q.stats()["expired_leases"] == total - MAINTAIN_ROWS
+
+
+def test_a_stored_interval_below_the_floor_is_shown_resumed_and_planned_at_one_second(
+        clocked_db, clock) -> None:
+    db = clocked_db
+    db.schedule("tiny", every=60, queue="q", payload=1)
+    db.execute("UPDATE schedules SET spec = '1e-15', next_run_at = ? WHERE name = 'tiny'",
+               (clock.now - 1e6,))
+    s = db.schedule("tiny").pause().resume()  # resume walks the grid forward from its start
+    assert s.next_run_at is not None and clock.now <= s.next_run_at <= clock.now + MIN_EVERY
+    times = [d.timestamp() for d in s.next(3)]
+    assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [MIN_EVERY] * 2
+    clock.advance(10)
+    assert len(Scheduler(db).tick()) == 1  # misfire "once": one fire for the ten missed
