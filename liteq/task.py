@@ -60,6 +60,7 @@ from .validate import (
     check_priority,
     check_seconds,
     short,
+    storable,
     validate_name,
 )
 
@@ -178,7 +179,9 @@ class JobError:
         text = "".join(traceback.format_exception(kind, exc, tb)).rstrip("\n")
         if len(text) > MAX_TRACEBACK:
             text = _TB_HEAD + "\n  ...\n" + text[-MAX_TRACEBACK:]
-        return cls(name, str(exc), text)
+        # Stored as text in SQLite: a lone surrogate in the message (a decoded file
+        # name, say) would make the record itself fail.
+        return cls(name, storable(str(exc)), storable(text))
 
     @classmethod
     def parse(cls, text: str | None) -> JobError | None:

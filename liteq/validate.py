@@ -16,7 +16,7 @@ from .errors import InvalidArgument
 __all__ = [
     "UNSET", "PRIORITY_LIMIT", "INT64_MIN", "INT64_MAX", "MAX_SECONDS", "MAX_INSTANT", "MAX_EXTEND",
     "validate_name", "check_seconds", "check_positive_int", "check_priority", "check_id",
-    "check_int64", "check_text", "check_number", "short",
+    "check_int64", "check_text", "check_number", "short", "storable",
 ]
 
 #: The default of an option that was not given (``None`` can be a real value).
@@ -133,6 +133,16 @@ def check_text(value: object, what: str, *, allow_none: bool = False) -> str | N
             f"{what} contains a lone surrogate ({value[exc.start]!r} at position {exc.start}), "
             f"which is not text UTF-8 can store") from None
     return value
+
+
+def storable(text: str) -> str:
+    """*text* with any lone surrogate written as ``\\udXXX``: for text liteq stores on
+    its own (a task's traceback), which is recorded rather than refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def short(value: object) -> str:

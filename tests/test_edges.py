@@ -161,3 +161,24 @@ def test_every_cli_command_refuses_out_of_range_input_with_error_and_no_tracebac
     assert not isinstance(result.exception, (OverflowError, UnicodeError)) or \
         isinstance(result.exception, SystemExit)
     assert file_digest(full_db.path) == before
+
+
+def test_a_task_whose_exception_holds_a_lone_surrogate_fails_with_the_text_kept(db) -> None:
+    import threading
+
+    from helpers import wait_until
+
+    @db.task(name="surrogate", max_attempts=1)
+    def surrogate() -> None:
+        raise ValueError("file x\udcff.txt")
+
+    job = surrogate.delay()
+    worker = liteq.Worker(db, concurrency=1, install_signals=False, summary_interval=0)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: job.state == "failed", what="the job to fail")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert "file x\\udcff.txt" in str(job.error)
