@@ -26,7 +26,8 @@ from . import __version__
 from .backends.sqlite import DURABILITY
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
-from .queue import Queue, validate_name
+from .queue import Queue
+from .validate import INT64_MAX, validate_name
 
 __all__ = [
     "cli",
@@ -164,8 +165,9 @@ class MaxDepth(click.ParamType):
             n = int(value)
         except (TypeError, ValueError):
             n = 0
-        if n < 1:
-            self.fail(f"max depth must be a positive integer or 'none', got {value!r}", param, ctx)
+        if not 1 <= n <= INT64_MAX:
+            self.fail(f"max depth must be a positive integer (at most {INT64_MAX}) or 'none', "
+                      f"got {value!r}", param, ctx)
         return n
 
 
@@ -185,6 +187,8 @@ class DeadLetter(click.ParamType):
 
 #: Message states a command can select, and "all".
 STATE_CHOICES = ["ready", "delayed", "leased", "done", "dead", "cancelled", "all"]
+# No upper bound here (click would print it in every help): the library refuses
+# integers past 64 bits with InvalidArgument, shown as Error: (exit 1).
 POSITIVE_INT = click.IntRange(min=1)
 DURATION = Duration()
 POSITIVE_DURATION = Duration(positive=True)

@@ -30,7 +30,6 @@ from .cli_output import Column, Output, fmt_when, jsonable, output_options, plur
 from .cli_worker import load_app, setup_logging
 from .database import Database
 from .errors import InvalidArgument, ScheduleError
-from .queue import validate_name
 from .scheduler import (
     DEFAULT_MISFIRE_CAP,
     MISFIRE_POLICIES,
@@ -43,6 +42,7 @@ from .scheduler import (
 )
 from .scheduler import schedule as save_schedule
 from .task import Task, registry
+from .validate import validate_name
 
 __all__ = ["schedule_group", "scheduler", "schedule_demo", "schedule_dict"]
 
@@ -141,9 +141,11 @@ def _bad(exc: Exception) -> click.UsageError:
               help="Cron expression: 5 fields, 6 with seconds first, or @daily etc.")
 @click.option("--tz", metavar="TZ", help="Time zone of --cron/--at (IANA name; default UTC).")
 @click.option("--every", type=POSITIVE_DURATION, metavar="SECONDS",
-              help="Fire every this long (1.5, 90s, 5m, 2h, 1d).")
+              help="Fire every this long, at least 1 s (1.5, 90s, 5m, 2h, 1d).")
 @click.option("--at", "at_", metavar="ISO8601",
               help="Fire once at this time (without an offset: in --tz).")
+@click.option("--allow-past", is_flag=True,
+              help="Accept an --at more than a minute in the past (it fires at once).")
 @click.option("--start", metavar="ISO8601",
               help="No fire before this time; the grid of --every starts here.")
 @click.option("--task", "task_name", metavar="NAME",
@@ -168,7 +170,7 @@ def _bad(exc: Exception) -> click.UsageError:
                                                     "all enqueues.")
 @output_options
 def schedule_add(name: str, cron: str | None, tz: str | None, every: float | None,
-                 at_: str | None, start: str | None, task_name: str | None,
+                 at_: str | None, allow_past: bool, start: str | None, task_name: str | None,
                  app_spec: str | None, args_json: str | None, kwargs_json: str | None,
                  queue: str | None,
                  payload_json: str | None, command: str | None, misfire: str,
@@ -213,7 +215,7 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
         raise click.UsageError("--payload needs --queue")
     try:
         validate(cron=cron, every=every, at=at_, tz=tz, start=start, misfire=misfire,
-                 misfire_cap=misfire_cap)
+                 misfire_cap=misfire_cap, allow_past=allow_past)
     except ScheduleError as exc:
         raise _bad(exc) from None
     args = parse_json(args_json, "--args") if args_json is not None else None
@@ -245,7 +247,8 @@ def schedule_add(name: str, cron: str | None, tz: str | None, every: float | Non
         db = open_db(create=True)
     try:
         s = save_schedule(db, name, cron=cron, every=every, at=at_, tz=tz, start=start,
-                          queue=queue, misfire=misfire, misfire_cap=misfire_cap, **target)
+                          queue=queue, misfire=misfire, misfire_cap=misfire_cap,
+                          allow_past=allow_past, **target)
     except (ScheduleError, InvalidArgument) as exc:
         raise _bad(exc) from None
     nxt = s.next(3)

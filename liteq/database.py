@@ -15,16 +15,15 @@ from .backends.sqlite import SQLiteBackend, default_queue_options
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
 from .queue import (
-    _UNSET,
     Backoff,
     Message,
     Queue,
     QueueConfig,
     inspectable,
     option_columns,
-    validate_name,
 )
 from .topic import Topic
+from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
 
 __all__ = ["Database", "connect", "default_path"]
 
@@ -35,11 +34,15 @@ def parse_receipt(receipt: str) -> tuple[int, int]:
     """Split a receipt ``"ID:TOKEN"`` into integers, or raise InvalidArgument."""
     try:
         mid, token = str(receipt).split(":")
-        return int(mid), int(token)
-    except ValueError:
+        pair = int(mid), int(token)
+    except ValueError:  # also a number of more digits than int() reads
+        pair = (0, 0)
+    if not 1 <= pair[0] <= INT64_MAX or not INT64_MIN <= pair[1] <= INT64_MAX:
         raise InvalidArgument(
-            f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417), got {receipt!r}"
-        ) from None
+            f"a receipt is ID:TOKEN as printed by 'liteq get' (e.g. 12:-4417; both 64-bit "
+            f"integers, the ID positive), got {short(receipt)}"
+        )
+    return pair
 
 
 def _warn_changed(config: QueueConfig, updates: dict[str, Any]) -> None:
@@ -188,13 +191,13 @@ class Database:
         self,
         name: str,
         *,
-        max_depth: Any = _UNSET,
-        lease: Any = _UNSET,
-        max_attempts: Any = _UNSET,
-        dead_letter: Any = _UNSET,
-        retention: Any = _UNSET,
-        backoff: Any = _UNSET,
-        count_depth: Any = _UNSET,
+        max_depth: Any = UNSET,
+        lease: Any = UNSET,
+        max_attempts: Any = UNSET,
+        dead_letter: Any = UNSET,
+        retention: Any = UNSET,
+        backoff: Any = UNSET,
+        count_depth: Any = UNSET,
     ) -> Queue:
         """The queue *name*, created on first use.
 
@@ -317,7 +320,7 @@ class Database:
         """The :class:`liteq.task.Job` handle of job *job_id*."""
         from .task import Job
 
-        return Job(self, job_id)
+        return Job(self, check_id(job_id, "job id"))
 
     # -- schedules --------------------------------------------------------------------
 
@@ -348,7 +351,7 @@ class Database:
 
     def message(self, message_id: int) -> Message | None:
         """Any message by id, in whatever state (None if it does not exist)."""
-        row = self.backend.message(message_id)
+        row = self.backend.message(check_id(message_id))
         if row is None:
             return None
         return inspectable(self.queue_by_id(row[1]), row)
@@ -368,11 +371,11 @@ class Database:
 
     def retry(self, message_id: int) -> bool:
         """Make a dead or cancelled message ready again; False if it is neither."""
-        return self.backend.retry_finished(message_id)
+        return self.backend.retry_finished(check_id(message_id))
 
     def cancel(self, message_id: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
-        return self.backend.cancel(message_id)
+        return self.backend.cancel(check_id(message_id))
 
     def request_cancel(self, message_id: int) -> str:
         """Cancel a message whatever its state: ``"cancelled"`` (it was ready or

@@ -8,9 +8,7 @@ is fenced by that token (:class:`~liteq.LeaseLost` if it went stale).
 
 from __future__ import annotations
 
-import math
 import random
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,51 +19,25 @@ from . import codec
 from .backends.records import STATE_NAMES, STATES, State
 from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
+from .validate import (
+    MAX_EXTEND,
+    PRIORITY_LIMIT,
+    UNSET,
+    check_id,
+    check_number,
+    check_positive_int,
+    check_priority,
+    check_seconds,
+    check_text,
+    short,
+    validate_name,
+)
 from .wake import Looks
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")
-_UNSET: Any = object()
-
-
-def validate_name(name: object, what: str = "queue") -> str:
-    """Return *name* if it is a valid queue/topic/schedule name, else raise InvalidArgument."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"{what} name must be 1-200 characters of letters, digits, '_', '-', '.' or ':' "
-            f"(not starting with a punctuation mark), got {name!r}"
-        )
-    return name
-
-
-def _seconds(value: object, what: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InvalidArgument(f"{what} must be a number of seconds >= 0, got {value!r}")
-    if value < 0 or math.isinf(value):
-        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _positive_int(value: object, what: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        tail = " or None" if allow_none else ""
-        raise InvalidArgument(f"{what} must be a positive integer{tail}, got {value!r}")
-    return value
-
-
-#: Priorities are integers strictly between -PRIORITY_LIMIT and PRIORITY_LIMIT.
-PRIORITY_LIMIT = 2**62
-
-
-def _priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -PRIORITY_LIMIT < value < PRIORITY_LIMIT:
-        raise InvalidArgument(f"priority must be an integer (higher runs first), got {value!r}")
-    return value
+#: The largest backoff factor (each retry waits at most this many times longer).
+MAX_BACKOFF_FACTOR = 1000.0
 
 
 @dataclass(frozen=True)
@@ -79,16 +51,18 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        _seconds(self.base, "backoff base")
-        _seconds(self.max, "backoff max")
-        if not isinstance(self.factor, (int, float)) or self.factor < 1:
-            raise InvalidArgument(f"backoff factor must be a number >= 1, got {self.factor!r}")
-        if not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
-            raise InvalidArgument(f"backoff jitter must be a fraction in [0, 1], got {self.jitter!r}")
+        check_seconds(self.base, "backoff base")
+        check_seconds(self.max, "backoff max")
+        check_number(self.factor, "backoff factor", least=1, most=MAX_BACKOFF_FACTOR)
+        check_number(self.jitter, "backoff jitter (a fraction)", least=0, most=1)
 
     def delay(self, attempt: int, rand: random.Random | None = None) -> float:
         """Seconds to wait before the retry that follows failed attempt number *attempt*."""
-        raw = min(self.max, self.base * self.factor ** max(attempt - 1, 0))
+        try:
+            # In floats: an int factor ** a large attempt number would be a huge int.
+            raw = min(self.max, self.base * float(self.factor) ** max(attempt - 1, 0))
+        except OverflowError:  # passed 1e308
+            raw = self.max
         if self.jitter:
             raw *= 1 + (rand or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw)
@@ -127,36 +101,36 @@ class QueueConfig:
 
 def option_columns(
     *,
-    max_depth: Any = _UNSET,
-    lease: Any = _UNSET,
-    max_attempts: Any = _UNSET,
-    dead_letter: Any = _UNSET,
-    retention: Any = _UNSET,
-    backoff: Any = _UNSET,
-    count_depth: Any = _UNSET,
+    max_depth: Any = UNSET,
+    lease: Any = UNSET,
+    max_attempts: Any = UNSET,
+    dead_letter: Any = UNSET,
+    retention: Any = UNSET,
+    backoff: Any = UNSET,
+    count_depth: Any = UNSET,
 ) -> dict[str, Any]:
     """Validate queue options given by the caller; return the columns to store."""
     cols: dict[str, Any] = {}
-    if max_depth is not _UNSET:
-        cols["max_depth"] = _positive_int(max_depth, "max_depth", allow_none=True)
-    if lease is not _UNSET:
-        value = _seconds(lease, "lease")
+    if max_depth is not UNSET:
+        cols["max_depth"] = check_positive_int(max_depth, "max_depth", allow_none=True)
+    if lease is not UNSET:
+        value = check_seconds(lease, "lease")
         if value == 0:
             raise InvalidArgument("lease must be a number of seconds > 0, got 0")
         cols["lease"] = value
-    if max_attempts is not _UNSET:
-        cols["max_attempts"] = _positive_int(max_attempts, "max_attempts")
-    if dead_letter is not _UNSET:
+    if max_attempts is not UNSET:
+        cols["max_attempts"] = check_positive_int(max_attempts, "max_attempts")
+    if dead_letter is not UNSET:
         cols["dead_letter"] = (
             None if dead_letter is None else validate_name(dead_letter, "dead_letter queue")
         )
-    if retention is not _UNSET:
-        cols["retention"] = _seconds(retention, "retention")
-    if count_depth is not _UNSET:
+    if retention is not UNSET:
+        cols["retention"] = check_seconds(retention, "retention")
+    if count_depth is not UNSET:
         if not isinstance(count_depth, bool):
             raise InvalidArgument(f"count_depth must be True or False, got {count_depth!r}")
         cols["count_depth"] = int(count_depth)
-    if backoff is not _UNSET:
+    if backoff is not UNSET:
         if not isinstance(backoff, Backoff):
             raise InvalidArgument(f"backoff must be a liteq.Backoff, got {backoff!r}")
         cols.update(
@@ -185,7 +159,7 @@ class Message:
         "finished_at", "cancel_requested", "decode_error", "_q", "_settled",
     )
 
-    def __init__(self, q: Queue, row: Sequence[Any], payload: Any = _UNSET) -> None:
+    def __init__(self, q: Queue, row: Sequence[Any], payload: Any = UNSET) -> None:
         (mid, _qid, state, priority, run_at, blob, headers, key, attempts, enqueued_at,
          lease_until, token, error, finished_at, origin, _rank, cancel) = row
         self._q = q
@@ -193,11 +167,11 @@ class Message:
         self.queue: str = q.name
         #: Why the stored payload or headers could not be decoded (None when they could).
         self.decode_error: str | None = None
-        self.payload: Any = codec.decode(blob) if payload is _UNSET else payload
+        self.payload: Any = codec.decode(blob) if payload is UNSET else payload
         try:
             self.headers: dict[str, Any] = codec.decode(headers) if headers is not None else {}
         except SerializationError as exc:
-            if payload is _UNSET:
+            if payload is UNSET:
                 raise  # a claim buries it; peek and message() pass a payload and go on
             self.headers = {}
             self.decode_error = f"headers: {exc}"
@@ -397,17 +371,18 @@ class Queue:
         headers: Any,
         rank: bytes | None,
     ) -> tuple[int, bytes | None, float, bytes, bytes | None, str | None]:
-        d = _seconds(delay, "delay")
+        d = check_seconds(delay, "delay")
         assert d is not None
         if key is not None and (not isinstance(key, str) or not key or len(key) > 1000):
-            raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {key!r}")
+            raise InvalidArgument(f"key must be a non-empty string of up to 1000 characters, got {short(key)}")
+        check_text(key, "key", allow_none=True)
         if headers is not None and not isinstance(headers, dict):
             raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
         if rank is not None and not isinstance(rank, bytes):
             raise InvalidArgument(f"rank must be bytes or None, got {type(rank).__name__}")
         limit = self.db.max_payload
         return (
-            _priority(priority),
+            check_priority(priority),
             rank,
             self._store.clock() + d,
             codec.encode(payload, limit),
@@ -416,7 +391,7 @@ class Queue:
         )
 
     def _put_blocking(self, rows: list[Any], timeout: float | None) -> list[int]:
-        t = _seconds(timeout, "timeout", allow_none=True)
+        t = check_seconds(timeout, "timeout", allow_none=True)
         deadline = None if t is None else time.monotonic() + t
         max_depth = self.config.max_depth
         if max_depth is not None and len(rows) > max_depth:
@@ -445,8 +420,8 @@ class Queue:
     def get_many(self, n: int, wait: float = 0) -> list[Message]:
         """Claim up to *n* due messages in one transaction (waiting up to *wait*
         seconds for at least one). Returns [] when there are none."""
-        _positive_int(n, "n")
-        w = _seconds(wait, "wait")
+        check_positive_int(n, "n")
+        w = check_seconds(wait, "wait")
         assert w is not None
         if w == 0:
             return self._claim(n)
@@ -543,29 +518,39 @@ class Queue:
 
     def nack(self, msg: Message, delay: float | None = None, error: str | None = None) -> None:
         """Give *msg* back for another delivery (see :meth:`Message.nack`)."""
+        check_text(error, "error", allow_none=True)
         if delay is None:
             backoff = self.config.backoff
             self._store.retry(self.id, msg.id, msg.token, backoff.delay, error)  # type: ignore[arg-type]
         else:
-            d = _seconds(delay, "delay")
+            d = check_seconds(delay, "delay")
             self._store.retry(self.id, msg.id, msg.token, d, error)  # type: ignore[arg-type]
         msg._settled = True
 
     def extend(self, msg: Message, seconds: float) -> None:
         """Renew *msg*'s lease to end *seconds* from now."""
-        s = _seconds(seconds, "seconds")
+        s = check_seconds(seconds, "seconds")
+        assert s is not None
+        longest = max(MAX_EXTEND, self.config.lease)
+        if s > longest:
+            raise InvalidArgument(
+                f"extend takes at most {longest:g} seconds (MAX_EXTEND, or the queue's lease if "
+                f"longer), got {seconds!r}: a longer lease could not be told apart from one "
+                f"left behind by a clock stepping back; extend again before it runs out")
         msg.lease_until = self._store.extend(msg.id, msg.token, s)  # type: ignore[arg-type]
 
     def fail(self, msg: Message, reason: str) -> None:
         """Bury *msg* now with *reason* (see :meth:`Message.fail`)."""
-        self._store.fail(self.id, msg.id, msg.token, str(reason))  # type: ignore[arg-type]
+        text = check_text(str(reason), "reason")
+        assert text is not None
+        self._store.fail(self.id, msg.id, msg.token, text)  # type: ignore[arg-type]
         msg._settled = True
 
     # -- looking and administration -------------------------------------------------
 
     def peek(self, n: int = 10, state: str | None = "ready") -> list[Message]:
         """Read up to *n* messages in *state* (None: every state) without claiming them."""
-        _positive_int(n, "n")
+        check_positive_int(n, "n")
         code = _state(state)
         return [inspectable(self, row) for row in self._store.peek(self.id, code, n)]
 
@@ -612,7 +597,7 @@ class Queue:
 
     def redrive(self, limit: int | None = None) -> int:
         """Make dead messages of this queue ready again, attempts reset; return how many."""
-        _positive_int(limit, "limit", allow_none=True)
+        check_positive_int(limit, "limit", allow_none=True)
         return self._store.redrive(self.id, limit)
 
     def purge(self, state: str | None = None) -> int:
@@ -622,13 +607,13 @@ class Queue:
     def prune(self, older_than: float | None = None) -> int:
         """Delete done and cancelled messages finished more than *older_than* seconds
         ago (default: the queue's retention)."""
-        age = self.config.retention if older_than is None else _seconds(older_than, "older_than")
+        age = self.config.retention if older_than is None else check_seconds(older_than, "older_than")
         assert age is not None
         return self._store.prune(self.id, self._store.clock() - age)
 
     def cancel(self, message_id: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
-        return self._store.cancel(message_id)
+        return self._store.cancel(check_id(message_id))
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} of {self.db.path}>"

@@ -57,8 +57,17 @@ from cronsim import CronSim, CronSimError
 from . import codec
 from .context import Context
 from .errors import InvalidArgument, LiteqError, ScheduleError
-from .queue import validate_name
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
+from .validate import (
+    MAX_INSTANT,
+    MAX_SECONDS,
+    UNSET,
+    check_positive_int,
+    check_seconds,
+    check_text,
+    short,
+    validate_name,
+)
 
 if TYPE_CHECKING:
     from .task import Job, Task
@@ -76,6 +85,24 @@ KINDS = ("cron", "every", "at")
 MISFIRE_POLICIES = ("skip", "once", "all")
 #: Most fires one catch-up of a ``misfire="all"`` schedule enqueues (the latest ones).
 DEFAULT_MISFIRE_CAP = 100
+#: The largest misfire_cap accepted (a stored one above it counts as this).
+MAX_MISFIRE_CAP = 1000
+#: The shortest ``every`` accepted, in seconds. A scheduler looks about once a second
+#: and each fire is a transaction and a message: work more often than this belongs in
+#: a loop of its own. A stored interval below it (an old version, a hand-written row)
+#: fires at this interval.
+MIN_EVERY = 1.0
+
+# The bound on a tick (one write transaction). It takes at most TICK_SCHEDULES due
+# schedules, and stops taking more once it has enqueued TICK_FIRES fires or run for
+# TICK_SECONDS; each schedule plans at most MAX_MISFIRE_CAP fires and walks at most
+# _SCAN + MAX_MISFIRE_CAP cron times. So a tick enqueues fewer than TICK_FIRES +
+# MAX_MISFIRE_CAP fires and holds the write lock for about TICK_SECONDS plus one
+# schedule's work, whatever the rows say; the schedules it left are due at once and
+# the next tick (after a pause that lets other writers in) takes them.
+TICK_SCHEDULES = 1000
+TICK_FIRES = 1000
+TICK_SECONDS = 0.2
 #: A fire at most this late (or half the gap to the next fire, if shorter) is on time.
 MISFIRE_GRACE = 60.0
 #: Runs of history kept per schedule, pruned by schedulers every _PRUNE_EVERY seconds.
@@ -89,7 +116,6 @@ _ALIASES = {
 }
 _SCAN = 1000  # missed cron fires walked forward before jumping back from now
 _RETRY_BROKEN = 60.0  # a row plan() cannot handle is looked at again this much later
-_UNSET: Any = object()
 
 # Row columns, in store.sql._SCHEDULE_COLUMNS order.
 (_ID, _NAME, _KIND, _SPEC, _TZ, _TARGET, _QUEUE, _PAYLOAD, _MISFIRE, _CAP, _ENABLED,
@@ -119,20 +145,40 @@ def _moment(value: Any, zone: ZoneInfo, what: str) -> dt.datetime:
     """*value* as an aware datetime: a datetime, epoch seconds (UTC), or an ISO 8601
     string; a time without an offset is in *zone*."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ScheduleError(f"{what} must be a finite time, got {value!r}")
+        _check_instant(value, what)
         return dt.datetime.fromtimestamp(value, dt.UTC)
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise ScheduleError(
-                f"{what} {value!r} is not an ISO 8601 time (e.g. 2030-01-31T09:00:00+01:00, "
+                f"{what} {short(value)} is not an ISO 8601 time (e.g. 2030-01-31T09:00:00+01:00, "
                 f"2030-01-31 09:00 with tz=..., or ...Z for UTC)") from None
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=zone) if value.tzinfo is None else value
+        moment = value.replace(tzinfo=zone) if value.tzinfo is None else value
+        try:
+            instant = moment.timestamp()
+        except (OverflowError, ValueError):  # year 1 in a zone east of UTC
+            instant = -1.0
+        _check_instant(instant, what, value)
+        return moment
     raise ScheduleError(f"{what} must be a datetime, epoch seconds or an ISO 8601 string, "
                         f"got {value!r}")
+
+
+def _check_instant(instant: float, what: str, given: Any = None) -> None:
+    if not 0 <= instant <= MAX_INSTANT:  # NaN fails too
+        raise ScheduleError(
+            f"{what} must be a time from 1970-01-01 to 3000-01-01 UTC (epoch seconds 0 to "
+            f"{MAX_INSTANT:.0f}), got {short(instant if given is None else given)}")
+
+
+def _every(spec: str) -> float:
+    """A stored interval, raised to MIN_EVERY (ValueError if it is not a finite number)."""
+    every = float(spec)
+    if not math.isfinite(every):
+        raise ValueError(f"interval {spec!r} is not a finite number")
+    return max(every, MIN_EVERY)
 
 
 def _instant(value: Any, zone: ZoneInfo, what: str) -> float:
@@ -195,7 +241,7 @@ def fire_times(kind: str, spec: str, tz: str | None, first: float | None,
         return []
     out = [first]
     if kind == "every":
-        every = float(spec)
+        every = _every(spec)
         out += [first + k * every for k in range(1, n)]
     elif kind == "cron":
         it = _cron_after(spec, _zone(tz), first)
@@ -209,7 +255,7 @@ def _first_fire(kind: str, spec: str, zone: ZoneInfo, now: float,
     if kind == "at":
         return _instant(spec, zone, "at")
     if kind == "every":
-        every = float(spec)
+        every = _every(spec)
         if start is None:
             return now + every
         if start >= now:
@@ -257,13 +303,13 @@ def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
     kind, spec, first = row[_KIND], row[_SPEC], row[_NEXT]
     if first is None or first > now:
         return [], first
-    policy, cap = row[_MISFIRE], max(1, int(row[_CAP]))
+    policy, cap = row[_MISFIRE], min(max(1, int(row[_CAP])), MAX_MISFIRE_CAP)
     keep = cap if policy == "all" else 1
     nxt: float | None
     if kind == "at":
         missed, nxt = [first], None
     elif kind == "every":
-        every = float(spec)
+        every = _every(spec)
         k = math.floor((now - first) / every)  # index of the latest fire at or before now
         while k > 0 and first + k * every > now:
             k -= 1
@@ -329,8 +375,10 @@ def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
         if isinstance(every, dt.timedelta):
             every = every.total_seconds()
         if isinstance(every, bool) or not isinstance(every, (int, float)) \
-                or not math.isfinite(every) or every <= 0:
-            raise ScheduleError(f"every must be a number of seconds > 0, got {every!r}")
+                or not MIN_EVERY <= every <= MAX_SECONDS:  # NaN fails too
+            raise ScheduleError(
+                f"every must be a number of seconds from {MIN_EVERY:g} to {MAX_SECONDS:.0f}, "
+                f"got {short(every)} (liteq's schedules fire at most once a second)")
         spec = repr(float(every))
     else:
         if start is not None:
@@ -345,7 +393,7 @@ def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload:
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
     from .task import Task, registry
 
-    has_payload = payload is not _UNSET
+    has_payload = payload is not UNSET
     given = [k for k, v in (("task", task is not None), ("payload", has_payload),
                             ("command", command is not None)) if v]
     if len(given) != 1:
@@ -360,6 +408,7 @@ def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload:
         if isinstance(task, Task):
             name, default_queue = task.name, task.queue
         elif isinstance(task, str) and 0 < len(task) <= 200:
+            check_text(task, "task name")
             known = registry(db).get(task)
             name, default_queue = task, known.queue if known else "default"
         else:
@@ -376,7 +425,8 @@ def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload:
                                                 "kwargs": kwargs}
     if command is not None:
         if not isinstance(command, str) or not command.strip():
-            raise ScheduleError(f"command must be a non-empty string, got {command!r}")
+            raise ScheduleError(f"command must be a non-empty string, got {short(command)}")
+        check_text(command, "command")
         return "command", queue or SHELL_QUEUE, {"task": SHELL_TASK, "args": [command],
                                                  "kwargs": {}}
     if queue is None:
@@ -387,25 +437,42 @@ def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload:
 def _policy(misfire: Any, misfire_cap: Any) -> tuple[str, int]:
     if misfire not in MISFIRE_POLICIES:
         raise ScheduleError(f"misfire must be one of skip, once, all; got {misfire!r}")
-    if isinstance(misfire_cap, bool) or not isinstance(misfire_cap, int) or misfire_cap < 1:
-        raise ScheduleError(f"misfire_cap must be a positive integer, got {misfire_cap!r}")
+    if isinstance(misfire_cap, bool) or not isinstance(misfire_cap, int) \
+            or not 1 <= misfire_cap <= MAX_MISFIRE_CAP:
+        raise ScheduleError(f"misfire_cap must be an integer from 1 to {MAX_MISFIRE_CAP}, "
+                            f"got {short(misfire_cap)}")
     return misfire, misfire_cap
 
 
 def validate(*, cron: Any = None, every: Any = None, at: Any = None, tz: Any = None,
              start: Any = None, misfire: Any = "once",
-             misfire_cap: Any = DEFAULT_MISFIRE_CAP, now: float | None = None) -> None:
+             misfire_cap: Any = DEFAULT_MISFIRE_CAP, now: float | None = None,
+             allow_past: bool = False) -> None:
     """Check a schedule's timing and policy without a database (the CLI's first step)."""
-    _timing(cron, every, at, tz, start, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    kind, spec, _, first = _timing(cron, every, at, tz, start, now)
     _policy(misfire, misfire_cap)
+    if kind == "at" and not allow_past:
+        _check_future(spec, first, now)
+
+
+def _check_future(spec: str, first: float | None, now: float) -> None:
+    # A fire this late would still be on time (MISFIRE_GRACE): "now" typed to the
+    # minute is not refused.
+    if first is not None and first < now - MISFIRE_GRACE:
+        raise ScheduleError(
+            f"at {spec} is in the past (now {_utc(now)}); pass allow_past=True "
+            f"(liteq schedule add --allow-past) to create it anyway: it then fires at once, "
+            f"or not at all with misfire='skip'")
 
 
 def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = None,
              at: Any = None, tz: str | None = None, task: str | Task[Any, Any] | None = None,
              queue: str | None = None, args: Sequence[Any] | None = None,
-             kwargs: dict[str, Any] | None = None, payload: Any = _UNSET,
+             kwargs: dict[str, Any] | None = None, payload: Any = UNSET,
              command: str | None = None, misfire: str = "once",
-             misfire_cap: int = DEFAULT_MISFIRE_CAP, start: Any = None) -> Schedule:
+             misfire_cap: int = DEFAULT_MISFIRE_CAP, start: Any = None,
+             allow_past: bool = False) -> Schedule:
     """Create or replace schedule *name* (``db.schedule``); return it.
 
     Timing, exactly one of: *cron* (with *tz*, an IANA name, default UTC), *every*
@@ -426,12 +493,16 @@ def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = No
     starts over from now. Its history is kept either way. With only *name*, returns
     the existing schedule.
 
+    *every* is at least MIN_EVERY (1 s). An *at* more than MISFIRE_GRACE (60 s) in
+    the past is refused unless *allow_past* (or the schedule exists with that very
+    timing, as when an app that declares it starts again).
+
     Raises :class:`~liteq.ScheduleError` naming the field for a bad cron expression,
     time zone or definition, and writes nothing.
     """
     validate_name(name, "schedule")
     nothing = (cron, every, at, tz, task, queue, args, kwargs, command, start)
-    if payload is _UNSET and all(v is None for v in nothing):
+    if payload is UNSET and all(v is None for v in nothing):
         found = get_schedule(db, name)
         if found is None:
             raise ScheduleError(f"no schedule named {name!r} (give cron=, every= or at= and "
@@ -447,6 +518,8 @@ def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = No
         old = store.schedule(name)
         if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
             first = old.next_run_at
+        elif kind == "at" and not allow_past:
+            _check_future(spec, first, now)  # raising here rolls back: nothing written
         row = store.schedule_upsert({
             "name": name, "kind": kind, "spec": spec, "tz": tz_name, "target": target,
             "queue": queue_name, "payload": blob, "misfire": policy, "misfire_cap": cap,
@@ -567,8 +640,10 @@ class Schedule:
     def next(self, n: int = 5) -> list[dt.datetime]:
         """The next *n* fire times, in the schedule's time zone (UTC for ``every``).
 
-        A paused schedule shows those it would have once resumed now.
+        A paused schedule shows those it would have once resumed now. *n* is at
+        most 1000.
         """
+        check_positive_int(n, "n", most=1000)
         first = self.next_run_at
         if self.paused and self.kind != "at":
             first = _first_fire(self.kind, self.spec, self.zone, self.db.clock(), first)
@@ -608,6 +683,7 @@ class Schedule:
 
     def history(self, limit: int = 20) -> list[ScheduleRun]:
         """The last *limit* fires, newest first."""
+        check_positive_int(limit, "limit")
         return [ScheduleRun(*r) for r in self.db._store.schedule_runs(self.name, limit)]
 
     def delete(self) -> bool:
@@ -642,11 +718,11 @@ class Scheduler:
     """
 
     def __init__(self, db: Context, interval: float = 1.0) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not 0 < interval < math.inf:
+        seconds = check_seconds(interval, "interval")
+        if not seconds:
             raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")
         self.db = db
-        self.interval = float(interval)
+        self.interval = seconds
         self.fired = 0
         self._pruned_at = time.monotonic()
         self._stop = threading.Event()
@@ -654,7 +730,8 @@ class Scheduler:
 
     def tick(self) -> list[Fire]:
         """Fire every due schedule once per due fire time; return what was enqueued."""
-        fires = [Fire(*f) for f in self.db._store.schedule_tick(_safe_plan)]
+        fires = [Fire(*f) for f in self.db._store.schedule_tick(
+            _safe_plan, limits=(TICK_SCHEDULES, TICK_FIRES, TICK_SECONDS))]
         for f in fires:
             logger.info("schedule %s fired for %s: job %d", f.schedule, _utc(f.fire_at),
                         f.job_id)
@@ -680,7 +757,12 @@ class Scheduler:
                 try:
                     due = self.db.backend.next_schedule_due()
                     if due <= self.db.clock():
-                        self.tick()
+                        began = time.monotonic()
+                        fires = self.tick()
+                        if len(fires) >= TICK_FIRES or time.monotonic() - began >= TICK_SECONDS:
+                            # Cut short (see TICK_SECONDS): let other writers take
+                            # the lock before the next tick goes on.
+                            select.select([read_fd], [], [], _MIN_RECHECK)
                         continue
                 except Exception:  # a locked or broken file must not end the loop
                     logger.exception("scheduler tick failed; trying again in %g s",

@@ -54,7 +54,16 @@ from . import codec
 from .backends.records import State
 from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
-from .queue import Backoff, Queue, _positive_int, _priority, _seconds, validate_name
+from .queue import Backoff, Queue
+from .validate import (
+    INT64_MAX,
+    check_positive_int,
+    check_priority,
+    check_seconds,
+    short,
+    storable,
+    validate_name,
+)
 
 __all__ = [
     "Task", "register", "registry", "Job", "JobInfo", "JobError", "JobContext", "Outcome",
@@ -84,7 +93,7 @@ class Retry(Exception):  # noqa: N818 - a flow signal, named for what it asks
     def __init__(self, reason: str = "", *, delay: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.delay = None if delay is None else _seconds(delay, "Retry delay")
+        self.delay = None if delay is None else check_seconds(delay, "Retry delay")
 
 
 class Fail(Exception):  # noqa: N818 - a flow signal
@@ -168,7 +177,9 @@ class JobError:
         text = "".join(traceback.format_exception(kind, exc, tb)).rstrip("\n")
         if len(text) > MAX_TRACEBACK:
             text = _TB_HEAD + "\n  ...\n" + text[-MAX_TRACEBACK:]
-        return cls(name, str(exc), text)
+        # Stored as text in SQLite: a lone surrogate in the message (a decoded file
+        # name, say) would make the record itself fail.
+        return cls(name, storable(str(exc)), storable(text))
 
     @classmethod
     def parse(cls, text: str | None) -> JobError | None:
@@ -376,16 +387,16 @@ def _check_options(name: Any, queue: Any, max_attempts: Any, backoff: Any, timeo
         raise InvalidArgument(f"task name must be a non-empty string of up to 200 characters, "
                               f"got {name!r}")
     validate_name(queue)
-    _positive_int(max_attempts, "max_attempts")
+    check_positive_int(max_attempts, "max_attempts")
     if backoff is not None and not isinstance(backoff, Backoff):
         raise InvalidArgument(f"backoff must be a liteq.Backoff or None, got {backoff!r}")
-    t = _seconds(timeout, "timeout", allow_none=True)
+    t = check_seconds(timeout, "timeout", allow_none=True)
     if t == 0:
         raise InvalidArgument("timeout must be a number of seconds > 0 or None, got 0")
     return {
         "queue": queue, "max_attempts": max_attempts, "backoff": backoff, "timeout": t,
-        "priority": _priority(priority), "store_result": bool(store_result),
-        "result_ttl": _seconds(result_ttl, "result_ttl", allow_none=True),
+        "priority": check_priority(priority), "store_result": bool(store_result),
+        "result_ttl": check_seconds(result_ttl, "result_ttl", allow_none=True),
         "atomic": bool(atomic),
     }
 
@@ -575,8 +586,9 @@ class Job:
     __slots__ = ("db", "id", "_task")
 
     def __init__(self, db: Context, job_id: int, *, task: str | None = None) -> None:
-        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
-            raise InvalidArgument(f"a job id is a positive integer, got {job_id!r}")
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= INT64_MAX:
+            raise InvalidArgument(f"a job id is a positive integer (at most {INT64_MAX}), "
+                                  f"got {short(job_id)}")
         self.db = db
         self.id = job_id
         self._task = task
@@ -624,7 +636,7 @@ class Job:
         if it was cancelled, :class:`NoResult` if it finished without a stored value,
         :class:`ResultTimeout` if it has not finished within *wait*.
         """
-        w = _seconds(wait, "wait")
+        w = check_seconds(wait, "wait")
         assert w is not None
         deadline = time.monotonic() + w
         waiter = None
@@ -725,7 +737,7 @@ def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
         state = "failed"
     if state is not None and state not in JOB_STATES:
         raise InvalidArgument(f"state must be one of {', '.join(JOB_STATES)}, got {state!r}")
-    _positive_int(limit, "limit")
+    check_positive_int(limit, "limit")
     names: dict[int, str | None] = {}
 
     def queue_name(qid: int) -> str | None:

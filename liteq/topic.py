@@ -37,7 +37,8 @@ from .backends.records import StaleRoutes
 from .backends.sqlite import default_queue_options
 from .context import Context
 from .errors import InvalidArgument
-from .queue import Message, Queue, _priority, _seconds, option_columns
+from .queue import Message, Queue, option_columns
+from .validate import check_priority, check_seconds, check_text, short
 
 __all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
 
@@ -66,7 +67,8 @@ def validate_topic_name(name: object, what: str = "topic") -> str:
 
 def _check_key(key: object, what: str = "routing key") -> str:
     if not isinstance(key, str):
-        raise InvalidArgument(f"{what} must be a string of dot-separated words, got {key!r}")
+        raise InvalidArgument(f"{what} must be a string of dot-separated words, got {short(key)}")
+    check_text(key, what)
     if len(key.encode("utf-8")) > _MAX_KEY:
         raise InvalidArgument(f"{what} must be at most {_MAX_KEY} bytes in UTF-8, got {len(key)} characters")
     return key
@@ -218,9 +220,9 @@ class Topic:
     ) -> int:
         """Publish many ``(key, payload)`` pairs in one transaction: all or nothing.
         Returns the total number of deliveries."""
-        d = _seconds(delay, "delay")
+        d = check_seconds(delay, "delay")
         assert d is not None
-        prio = _priority(priority)
+        prio = check_priority(priority)
         if headers is not None and not isinstance(headers, dict):
             raise InvalidArgument(f"headers must be a dict or None, got {type(headers).__name__}")
         limit = self.db.max_payload

@@ -66,7 +66,7 @@ from .backends.records import State
 from .errors import InvalidArgument, LeaseLost, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .pool import Held, ProcessPool, Slot
-from .queue import Message, Queue, _positive_int, _seconds, validate_name
+from .queue import Message, Queue
 from .task import (
     DEFAULT_RESULT_TTL,
     Cancelled,
@@ -83,6 +83,7 @@ from .task import (
     run_coroutine,
     task_call,
 )
+from .validate import check_positive_int, check_seconds, validate_name
 from .wake import Looks
 
 if TYPE_CHECKING:
@@ -647,12 +648,12 @@ class Worker(ProcessPool):
         self.queues = [validate_name(q) for q in queues]
         self.pool = pool
         default = 4 if pool == "thread" else (os.cpu_count() or 1)
-        self.concurrency = _positive_int(default if concurrency is None else concurrency,
+        self.concurrency = check_positive_int(default if concurrency is None else concurrency,
                                          "concurrency") or 1
-        self.grace = _seconds(grace, "grace") or 0.0
-        self.prefetch = min(_positive_int(prefetch, "prefetch") or 1, 1000)
+        self.grace = check_seconds(grace, "grace") or 0.0
+        self.prefetch = min(check_positive_int(prefetch, "prefetch") or 1, 1000)
         self.burst = bool(burst)
-        self.summary_interval = _seconds(summary_interval, "summary_interval") or 0.0
+        self.summary_interval = check_seconds(summary_interval, "summary_interval") or 0.0
         self.install_signals = install_signals
         for h in hooks:
             if not isinstance(h, Hook):

@@ -37,7 +37,7 @@ def test_a_45_second_soak_with_random_kills_loses_nothing_and_applies_every_effe
     # every role, redeliveries and refused stale acks.
     assert report["queue_messages"] > 1000 and report["tasks"] > 500, summary
     assert report["deliveries"] > 500, summary
-    assert report["fires"] >= 80, summary  # one every half second, none missed
+    assert report["fires"] >= 40, summary  # one a second, none missed
     assert report["kills"] >= 20, summary
     assert set(report["kills_by_role"]) >= {"producer", "consumer", "worker", "subscriber",
                                             "scheduler"}, summary

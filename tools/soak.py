@@ -13,7 +13,7 @@ For ``--duration`` seconds this starts, as separate processes on one database fi
 * a **publisher** on topic ``events`` (recording each publish in the same
   transaction) and **subscribers** acking each delivery with an effect row;
 * **schedulers** (``liteq scheduler``, and the process-pool worker with
-  ``--scheduler``) firing a schedule every half second into queue ``soak-fires``
+  ``--scheduler``) firing a schedule every second into queue ``soak-fires``
   (misfire policy ``all``), which the consumers also drain.
 
 At random moments a random one of them is killed with SIGKILL (its whole process
@@ -26,7 +26,7 @@ stop, the consumers drain every queue, and the history is checked from the file:
   claims, extends and nacks, a message is claimed again only after the previous
   lease ended or was given back (``overlapping leases``);
 * every publish reached exactly the subscriptions its key matches;
-* the schedule fired once per half-second step of its grid, without a gap (fires
+* the schedule fired once per one-second step of its grid, without a gap (fires
   missed while every scheduler was down come late, not never) and without a double;
 * nothing is dead or left over, the depth counters are back to zero,
   and ``PRAGMA integrity_check`` is ok.
@@ -66,7 +66,7 @@ QUEUE = "soak"
 TASK_QUEUE = "soak-tasks"
 FIRE_QUEUE = "soak-fires"
 SCHEDULE = "soak-tick"
-EVERY = 0.5
+EVERY = 1.0  # the shortest interval a schedule accepts (scheduler.MIN_EVERY)
 TOPIC = "events"
 #: subscription -> routing pattern
 SUBSCRIPTIONS = {"all": "#", "eu": "*.*.eu", "orders": "order.#"}
@@ -326,7 +326,7 @@ def setup(path: Path, lease: float) -> None:
     db.queue(FIRE_QUEUE, lease=lease, max_attempts=MAX_ATTEMPTS,
              backoff=liteq.Backoff(base=0.05, max=0.5))
     db.schedule(SCHEDULE, every=EVERY, queue=FIRE_QUEUE, payload={"tick": True}, misfire="all",
-                misfire_cap=100_000)
+                misfire_cap=1000)  # the most allowed: more fires than a run can miss
     db.close()
 
 

@@ -443,6 +443,7 @@ class Backend(ABC):
         *,
         only: str | None = None,
         fire_now: bool = False,
+        limits: tuple[int, int, float] | None = None,
     ) -> list[Fire]:
         """Fire every due enabled schedule once per fire time (guarantee 8), with any
         number of schedulers on the database and no leader.
@@ -454,6 +455,9 @@ class Backend(ABC):
         default options if missing); next_run_at advances in the same transaction.
         *only* ticks that one schedule, due or not (``plan`` decides); with *fire_now*
         it fires once at now and keeps its next_run_at.
+        *limits* ``(rows, fires, seconds)`` bound one call whatever the stored rows say:
+        at most *rows* due schedules (earliest first), and no further schedule once
+        *fires* fires were made or *seconds* have run; what is left stays due.
         """
 
     # -- topics ---------------------------------------------------------------------

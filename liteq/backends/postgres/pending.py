@@ -198,6 +198,7 @@ class Pending(Backend):
         *,
         only: str | None = None,
         fire_now: bool = False,
+        limits: tuple[int, int, float] | None = None,
     ) -> list[Fire]:
         raise _not_yet('schedule_tick')
 

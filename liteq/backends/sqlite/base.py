@@ -23,6 +23,10 @@ __all__ = ["StoreBase", "DURABILITY", "JOURNAL_SIZE_LIMIT", "MAINTAIN_EVERY", "P
 
 #: Claims settle delayed and expired messages of a queue at least this often (s).
 MAINTAIN_EVERY = 0.05
+#: ... and settle at most this many delayed and this many expired messages each time
+#: (the rest at the next claim), so that a claim's transaction stays short however
+#: many fell due at once.
+MAINTAIN_ROWS = 1000
 
 #: How long a RESTART checkpoint may wait for readers before giving up for now.
 WAL_RESTART_WAIT = 0.05
@@ -96,6 +100,7 @@ class StoreBase(Opening):
         self.clock = clock
         self._local = _Local()
         self._maintained: dict[int, float] = {}
+        self._behind: set[int] = set()  # queues whose last maintenance left rows to settle
         self._totals: dict[int, list[int]] = {}
         self._totals_at = time.monotonic()
         self._totals_lock = threading.Lock()

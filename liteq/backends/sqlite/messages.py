@@ -10,7 +10,8 @@ from typing import Any
 from ...errors import (
     LeaseLost,
 )
-from .base import MAINTAIN_EVERY, _lost_text
+from ...validate import MAX_EXTEND
+from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, _lost_text
 from .queues import QueueVerbs, default_queue_options
 from .schema import CANCELLED, DELAYED, READY
 from .sql import (
@@ -104,18 +105,30 @@ class MessageVerbs(QueueVerbs):
         return rows
 
     def expire(self, qid: int) -> None:
-        """Promote due delayed messages and release expired leases of queue *qid*."""
-        with self.write() as cur:
-            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
-            self._maintain(cur, qid, now)
+        """Promote due delayed messages and release expired leases of queue *qid*
+        (in transactions of at most MAINTAIN_ROWS of each)."""
+        while True:
+            with self.write() as cur:
+                now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+                self._maintain(cur, qid, now)
+            if qid not in self._behind:
+                return
 
     def _maintain(self, cur: Any, qid: int, now: float) -> bool:
-        """Promote due delayed rows and settle expired leases; True if any row changed."""
-        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now})
-        changed = cur.connection.changes() > 0
-        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now}).fetchall()
+        """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
+        each; True if any row changed. With more left, the queue is in ``_behind``
+        and its next claim maintains again at once."""
+        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now, "most": MAINTAIN_ROWS})
+        promoted = cur.connection.changes()
+        expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now, "max_extend": MAX_EXTEND,
+                                            "most": MAINTAIN_ROWS}).fetchall()
+        if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:
+            self._behind.add(qid)
+            self._maintained.pop(qid, None)
+        else:
+            self._behind.discard(qid)
         if not expired:
-            return changed
+            return promoted > 0
         qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
         max_attempts = qrow[4]
         for mid, attempts, cancel in expired:

@@ -11,6 +11,7 @@ from ...errors import (
     LiteqError,
     QueueFull,
 )
+from ...validate import MAX_EXTEND
 from ..records import MessageRecord, QueueRecord, QueueStats
 from .base import StoreBase
 from .schema import DELAYED, DONE, READY
@@ -284,7 +285,8 @@ class QueueVerbs(StoreBase):
         """Exact counts per state (``state >= DONE AND state = X`` lets the partial
         index msg_finished serve the finished states), depth, max_depth, totals."""
         with self.read() as cur:
-            rows = cur.execute(SQL_STATS, {"qid": qid, "now": self.clock()}).fetchall()
+            rows = cur.execute(SQL_STATS, {"qid": qid, "now": self.clock(),
+                                           "max_extend": MAX_EXTEND}).fetchall()
         if not rows:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
         row = list(rows[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +87,7 @@ class ScheduleVerbs(QueueVerbs):
         *,
         only: str | None = None,
         fire_now: bool = False,
+        limits: tuple[int, int, float] | None = None,
     ) -> list[tuple[str, float, int]]:
         """Fire every due schedule once per fire time, in one transaction.
 
@@ -96,16 +98,26 @@ class ScheduleVerbs(QueueVerbs):
         so any number of schedulers on one file enqueue each fire exactly once.
         With *only* and *fire_now*, fires that schedule now, whatever its time.
         Returns ``(schedule, fire_at, job_id)`` for each fire enqueued.
+
+        *limits* ``(rows, fires, seconds)`` bound the transaction: it takes at most
+        *rows* due schedules, the earliest first, and takes no more once it has
+        enqueued *fires* fires or run for *seconds* (it always finishes the schedule
+        at hand, and takes at least one). The schedules left are still due.
         """
+        max_rows, max_fires, max_seconds = limits or (-1, 0, 0.0)
         fired: list[tuple[str, float, int]] = []
         added: dict[int, int] = {}
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE
+            began = time.monotonic()
             if only is not None:
                 rows = cur.execute(SQL_SCHEDULE_GET, (only,)).fetchall()
             else:
-                rows = cur.execute(SQL_SCHEDULE_DUE, (now,)).fetchall()
-            for row in rows:
+                rows = cur.execute(SQL_SCHEDULE_DUE, (now, max_rows)).fetchall()
+            for done, row in enumerate(rows):
+                if limits and done and (len(fired) >= max_fires
+                                        or time.monotonic() - began >= max_seconds):
+                    break  # bounded: the rest stay due for the next tick
                 row = tuple(row)
                 sid, name, queue_name, payload = row[0], row[1], row[6], row[7]
                 if fire_now:

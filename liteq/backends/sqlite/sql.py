@@ -88,13 +88,27 @@ WHERE EXISTS (SELECT 1 FROM queues WHERE id = ?1 AND max_depth IS NULL AND NOT c
 SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = ? AND key = ? AND state < 3"
 
 # Delayed rows live outside the ready index; move the due ones in before claiming.
+# Both settle at most :most rows (MAINTAIN_ROWS), the earliest first, so that no
+# claim's transaction grows with the number of messages that fell due at once.
 SQL_PROMOTE = f"""
 UPDATE messages SET state = {READY}
-WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+WHERE id IN (SELECT id FROM messages WHERE qid = :qid AND state = {DELAYED} AND run_at <= :now
+             ORDER BY run_at LIMIT :most)
 """
+# A lease is expired when its deadline has passed, or when it lies further ahead
+# than any claim or extend can set (the queue's lease plus MAX_EXTEND): such a
+# deadline was set before the wall clock stepped back, and would hold the message
+# for as long as the step. Settled by the same statement, so claims pay nothing
+# more: two range reads of msg_leased (one OR of the two would read every lease).
+_HORIZON = ":now + :max_extend + (SELECT lease FROM queues WHERE id = :qid)"
+_LEASE_GONE = f"(lease_until <= :now OR lease_until > {_HORIZON})"
 SQL_EXPIRED = f"""
 SELECT id, attempts, cancel FROM messages
 WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now
+UNION ALL
+SELECT id, attempts, cancel FROM messages
+WHERE qid = :qid AND state = {LEASED} AND lease_until > {_HORIZON}
+LIMIT :most
 """
 SQL_CANCEL_EXPIRED = f"""
 UPDATE messages SET state = {CANCELLED}, token = NULL, lease_until = NULL,
@@ -261,7 +275,7 @@ SELECT
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {DEAD}),
   (SELECT count(*) FROM messages WHERE qid = :qid AND state >= {DONE} AND state = {CANCELLED}),
   depth, max_depth, enqueued, finished, count_depth,
-  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND lease_until <= :now)
+  (SELECT count(*) FROM messages WHERE qid = :qid AND state = {LEASED} AND {_LEASE_GONE})
 FROM queues WHERE id = :qid
 """
 _NEXT_DUE = f"""min(
@@ -333,7 +347,7 @@ SQL_SCHEDULE_DELETE = "DELETE FROM schedules WHERE name = ?"
 SQL_SCHEDULE_DUE = f"""
 SELECT {_SCHEDULE_COLUMNS} FROM schedules
 WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?
-ORDER BY next_run_at
+ORDER BY next_run_at LIMIT ?
 """
 SQL_SCHEDULE_NEXT = """
 SELECT min(next_run_at) FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL
