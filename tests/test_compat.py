@@ -546,7 +546,9 @@ def test_a_queue_passed_to_another_process_by_pickle_is_the_same_queue(tmp_path)
 
 def test_an_item_got_but_never_finished_is_delivered_again_after_its_lease(tmp_path) -> None:
     path = str(tmp_path / "q.db")
-    first: compat.Queue[Any] = compat.Queue(path=path, name="jobs", lease=0.3)
+    # The lease must outlast the steps up to the second get (a loaded machine can take
+    # a few hundred ms), or "precious" comes back before "next" does.
+    first: compat.Queue[Any] = compat.Queue(path=path, name="jobs", lease=2.0)
     first.put("precious")
     first.put("next")
     assert first.get() == "precious"
