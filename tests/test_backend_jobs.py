@@ -483,3 +483,45 @@ def test_releasing_a_lease_another_claim_took_meanwhile_changes_nothing(pg: Any,
     assert lost() == [mid]
     assert _sql(first, "SELECT state, token, attempts FROM {s}.messages WHERE id = %s",
                 (mid,)) == [(State.LEASED, 2, 2)]
+
+
+@pytest.mark.postgres
+def test_release_on_postgresql_gives_leases_back_without_counting_the_attempt(pg: Any) -> None:
+    b = pg()
+    qid = _pg_queue(b)
+    first, second = _pg_message(b, qid, State.LEASED, token=9), _pg_message(b, qid, State.LEASED, token=9)
+    # One statement for the whole batch; the item given twice finds its lease gone.
+    assert b.release(qid, [(first, 9), (second, 9), (first, 9), (second, 8)]) == [first, second]
+    for mid in (first, second):
+        message = b.job(mid)[0]
+        assert message is not None
+        assert (message.state, message.attempts, message.token, message.lease_until,
+                message.run_at) == (State.READY, 0, None, None, 0.0)
+
+
+@pytest.mark.postgres
+def test_a_cancel_request_on_postgresql_is_seen_by_every_later_connection(pg: Any) -> None:
+    first = pg()
+    qid = _pg_queue(first)
+    mid = _pg_message(first, qid, State.LEASED, token=3)
+    assert first.request_cancel(mid) == "requested"
+    first.close()
+    again = pg()  # a restarted worker
+    assert again.cancel_requested(mid) is True
+    assert again.job_messages([State.LEASED], 2**62, 5)[0].cancel is True
+
+
+@pytest.mark.postgres
+def test_job_messages_on_postgresql_page_by_state_newest_first(pg: Any) -> None:
+    b = pg()
+    qid = _pg_queue(b)
+    ready = [_pg_message(b, qid, State.READY) for _ in range(3)]
+    leased = _pg_message(b, qid, State.LEASED, token=4)
+    assert [m.id for m in b.job_messages([State.READY], 2**62, 10)] == ready[::-1]
+    assert [m.id for m in b.job_messages([State.READY, State.LEASED], ready[2], 2)] == ready[1::-1]
+    assert [m.id for m in b.job_messages([State.LEASED, State.DELAYED], 2**62, 10)] == [leased]
+    (message,) = b.job_messages([State.LEASED], 2**62, 10)
+    assert b.job(leased) == (message, None)
+    assert _types(message) == ["int", "int", "int", "int", "float", "bytes", "NoneType",
+                               "NoneType", "int", "float", "float", "int", "NoneType",
+                               "NoneType", "NoneType", "NoneType", "bool"]
