@@ -10,10 +10,11 @@ savepoint, see ``Connections.statement``):
   SELECT FROM unnest(...)``), ``result``, ``job`` (message and results row read by one
   statement, hence one snapshot), ``job_messages``, ``orphan_results``, ``prune_results``,
   ``release`` (any number of leases: one ``UPDATE ... FROM unnest(...)``),
-  ``cancel_requested``, and ``request_cancel`` of a running or finished job;
-* ``request_cancel`` of a job not started yet: BEGIN, the cancel, the depth counter's
-  release (counted queues only: the queue's shared advisory lock and one stripe's
-  decrement), COMMIT: four round trips.
+  ``cancel_requested``;
+* ``request_cancel``: BEGIN, the cancel, COMMIT (three round trips) for a running or
+  finished job; one not started yet also frees its depth (the queue's shared advisory
+  lock, then one stripe's decrement, which finds no row on an uncounted queue): five.
+  Not a hot path; the depth release must commit with the cancel.
 
 Concurrency:
 
