@@ -12,9 +12,9 @@ savepoint, see ``Connections.statement``):
   ``release`` (any number of leases: one ``UPDATE ... FROM unnest(...)``),
   ``cancel_requested``;
 * ``request_cancel``: BEGIN, the cancel, COMMIT (three round trips) for a running or
-  finished job; one not started yet also frees its depth (the queue's shared advisory
-  lock, then one stripe's decrement, which finds no row on an uncounted queue): five.
-  Not a hot path; the depth release must commit with the cancel.
+  finished job; one not started yet also frees its depth (one stripe's decrement, which
+  finds no row where the queue has no stripes): four. Not a hot path; the depth release
+  must commit with the cancel.
 
 Concurrency:
 
@@ -123,13 +123,11 @@ UPDATE {{s}}.messages SET
 WHERE id = %(id)s AND state IN ({State.READY:d}, {State.DELAYED:d}, {State.LEASED:d})
 RETURNING qid, state
 """
-# A cancelled message no longer counts against max_depth. The queue's shared advisory
-# lock keeps the release from straddling a recount (boundary plan 3.6: a recount or a
-# max_depth change holds the exclusive form).
-SQL_DEPTH_LOCK = "SELECT pg_advisory_xact_lock_shared(%s)"
-# Release one unit of depth on a stripe nobody holds (SKIP LOCKED), else wait for the
-# queue's first stripe; a stripe's used may go below 0 (the sum is what counts). No
-# stripes (an uncounted queue): no row changes.
+# A cancelled message no longer counts against max_depth: release one unit on a stripe
+# nobody holds (SKIP LOCKED), else wait for the queue's first stripe; a stripe's used
+# may go below 0 (the sum is what counts). No stripes: no row changes. Lock order as
+# everywhere: the message row first, then one stripe. (The release of B1's depth.py
+# does the same; once both are merged, this can call it instead.)
 SQL_DEPTH_RELEASE = """
 WITH free AS (
     SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
@@ -155,15 +153,14 @@ class _Statements(NamedTuple):
     result_prune: str
     release_leases: str
     request_cancel: str
-    depth_lock: str
     depth_release: str
     cancel_flag: str
 
 
 _SOURCES = _Statements(SQL_RESULT_PUT, SQL_RESULT_PUT_MANY, SQL_RESULT_GET, SQL_JOB,
                        SQL_JOB_MESSAGES, SQL_ORPHAN_RESULTS, SQL_RESULT_PRUNE,
-                       SQL_RELEASE_LEASES, SQL_REQUEST_CANCEL, SQL_DEPTH_LOCK,
-                       SQL_DEPTH_RELEASE, SQL_CANCEL_FLAG)
+                       SQL_RELEASE_LEASES, SQL_REQUEST_CANCEL, SQL_DEPTH_RELEASE,
+                       SQL_CANCEL_FLAG)
 
 # Results columns whose values are sent as double precision / bigint: a Python int in
 # a float column (or an IntEnum) would otherwise make unnest's array of mixed types.
@@ -291,7 +288,6 @@ class JobVerbs:
             qid, state = row
             if state == State.LEASED:
                 return "requested"
-            cur.execute(sql.depth_lock, (qid,))
             cur.execute(sql.depth_release, {"qid": qid, "n": 1})
             return "cancelled"
 
