@@ -43,6 +43,7 @@ import psycopg
 from ...errors import InvalidArgument, LiteqError
 from ..records import Capabilities
 from .connection import Connections, ServerClock
+from .jobs import JobVerbs
 from .pending import Pending
 from .schema import DEFAULT_SCHEMA, SCHEMA_VERSION, TABLES, check_schema_name, migrate, qualify
 
@@ -78,7 +79,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(Pending):
+class PostgresBackend(JobVerbs, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

@@ -19,7 +19,6 @@ from ..records import (
     NewRow,
     QueueRecord,
     QueueStats,
-    ResultRecord,
     ScheduleRecord,
     ScheduleRun,
     State,
@@ -132,42 +131,7 @@ class Pending(Backend):
     def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
         raise _not_yet('fail')
 
-    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
-        raise _not_yet('release')
-
-    # -- B3: jobs and schedules (jobs.py, schedules.py, their .sql)
-    def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        raise _not_yet('save_results')
-
-    def result(self, mid: int) -> ResultRecord | None:
-        raise _not_yet('result')
-
-    def job(self, mid: int) -> tuple[MessageRecord | None, ResultRecord | None]:
-        raise _not_yet('job')
-
-    def job_messages(self, states: Sequence[int], before: int, n: int) -> list[MessageRecord]:
-        raise _not_yet('job_messages')
-
-    def orphan_results(
-        self,
-        state: int | None,
-        before: int,
-        n: int,
-        *,
-        queue: str | None = None,
-        task: str | None = None,
-    ) -> list[ResultRecord]:
-        raise _not_yet('orphan_results')
-
-    def prune_results(self, before: float) -> int:
-        raise _not_yet('prune_results')
-
-    def request_cancel(self, mid: int) -> str:
-        raise _not_yet('request_cancel')
-
-    def cancel_requested(self, mid: int) -> bool:
-        raise _not_yet('cancel_requested')
-
+    # -- B3: schedules (schedules.py; the jobs verbs and release are in jobs.py)
     def schedule_upsert(self, values: dict[str, Any]) -> ScheduleRecord:
         raise _not_yet('schedule_upsert')
 
