@@ -12,7 +12,7 @@ from typing import Any
 from .backends import open_backend
 from .backends.base import Backend, Waiter
 from .backends.sqlite import default_queue_options
-from .backends.targets import describe
+from .backends.targets import describe, is_postgres
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
 from .queue import (
@@ -169,10 +169,10 @@ class Database:
         #: What this database is: a file's path as given, made absolute, or the URL as
         #: given without its password (safe to print).
         self.path = describe(path)
-        #: What :func:`connect` was given: the path, or the URL *with* its password; to
-        #: open the same database elsewhere (a child process). Never print it: :attr:`path`
+        #: What opens this database again elsewhere (a child process): the file's
+        #: absolute path, or the URL *with* its password. Never print it: :attr:`path`
         #: is the printable name.
-        self.target: str = os.fspath(path)
+        self.target: str = str(path) if is_postgres(path) else self.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
         self._tasks: dict[str, Any] = {}  # name -> liteq.task.Task, filled by @db.task

@@ -225,3 +225,17 @@ def test_a_verb_not_yet_on_postgresql_raises_a_clear_error_in_python(pg_db: lite
         assert "not yet on PostgreSQL" in str(exc)
     else:
         pytest.skip("the PostgreSQL engine has queue_names() now")
+
+
+def test_target_reopens_the_same_database_with_its_password(pg_db: liteq.Database, url: str) -> None:
+    assert pg_db.target == url
+    with liteq.connect(pg_db.target) as again:
+        assert again.path == pg_db.path
+
+
+def test_target_of_a_file_is_its_absolute_path(tmp_path: os.PathLike[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with liteq.connect("app.db") as db:
+        assert db.target == db.path == os.path.join(os.path.realpath(tmp_path), "app.db")
+        assert db.real_path == db.target
