@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from .backends.targets import describe
 from .cli_base import (
     POSITIVE_DURATION,
     POSITIVE_INT,
@@ -276,9 +276,9 @@ def _app_db(spec: str) -> Database:
     """The app's Database (like ``liteq worker APP``); --db, if chosen, must agree."""
     db = load_app(spec)
     state = click.get_current_context().find_object(CliState)
-    if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
+    if state is not None and state.chosen and describe(state.path) != db.path:
         raise CliError(f"--app's database is {db.path}, but --db (or $LITEQ_DB) names "
-                       f"{os.path.abspath(state.path)}")
+                       f"{describe(state.path)}")
     return db
 
 
@@ -471,9 +471,9 @@ def scheduler(ctx: click.Context, app: str | None, interval: float, log_level: s
 
         db = load_app(app)
         state = ctx.find_object(CliState)
-        if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
+        if state is not None and state.chosen and describe(state.path) != db.path:
             raise CliError(f"APP's database is {db.path}, but --db names "
-                           f"{os.path.abspath(state.path)}")
+                           f"{describe(state.path)}")
     else:
         db = open_db()
     sched = Scheduler(db, interval=interval)

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from .backends.targets import describe
 from .cli_base import DURATION, EX_USAGE, POSITIVE_INT, CliError, CliState, open_db
 from .cli_output import (
     Column,
@@ -253,8 +254,8 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     setup_logging("debug" if verbose else log_level, json_logs)
     db = load_app(app)
     state = ctx.find_object(CliState)
-    if state is not None and state.chosen and os.path.abspath(state.path) != db.path:
-        raise CliError(f"APP's database is {db.path}, but --db names {os.path.abspath(state.path)}")
+    if state is not None and state.chosen and describe(state.path) != db.path:
+        raise CliError(f"APP's database is {db.path}, but --db names {describe(state.path)}")
     hooks = [load_hook(spec) for spec in hook_specs]
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if allow_shell:
@@ -283,7 +284,10 @@ def _start_scheduler(db: Database, pool: str) -> Callable[[], None]:
     child holding a lock), so there the scheduler is a process of its own.
     """
     if pool == "process":
-        proc = subprocess.Popen([sys.executable, "-m", "liteq", "--db", db.path, "scheduler"])
+        # The database through the environment, not argv: a URL's password stays out
+        # of the process list.
+        proc = subprocess.Popen([sys.executable, "-m", "liteq", "scheduler"],
+                                env={**os.environ, "LITEQ_DB": db.target})
 
         def stop_process() -> None:
             proc.terminate()

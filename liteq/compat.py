@@ -97,6 +97,7 @@ from typing import Any, Generic, TypeVar
 
 import cbor2
 
+from .backends.targets import is_postgres
 from .database import Database, connect
 from .errors import LeaseLost, LiteqError, QueueFull
 from .queue import Message
@@ -307,8 +308,10 @@ _databases_lock = threading.Lock()
 
 
 def _shared_database(path: str | os.PathLike[str]) -> Database:
-    """One liteq Database per file in this process (it is safe across threads)."""
-    key = os.path.realpath(os.fspath(path))
+    """One liteq Database per file (by real path) or PostgreSQL URL (as given) in this
+    process (it is safe across threads)."""
+    key = path if is_postgres(path) else os.path.realpath(os.fspath(path))
+    assert isinstance(key, str)
     with _databases_lock:
         db = _databases.get(key)
         if db is None:
@@ -383,7 +386,8 @@ class SimpleQueue(Generic[_T]):
             weakref.finalize(self, _remove_private, self._db, directory, os.getpid())
         else:
             self._db = _shared_database(path)
-        #: The database file (a private temporary one when no path was given).
+        #: The database file (a private temporary one when no path was given), or the
+        #: PostgreSQL URL without its password.
         self.path: str = self._db.path
         self._lease_option: dict[str, Any] = {} if lease is None else {"lease": lease}
         self._main: _LiteqQueue = self._db.queue(
@@ -478,7 +482,7 @@ class SimpleQueue(Generic[_T]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A child process (multiprocessing) reopens the same file and name.
-        return (_reopen, (type(self), self.path, self.name))
+        return (_reopen, (type(self), self._db.target, self.name))
 
     def __repr__(self) -> str:
         return f"<liteq.compat.{type(self).__name__} {self.name!r} in {self.path}>"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .backends import open_backend
 from .backends.base import Backend, Waiter
-from .backends.sqlite import SQLiteBackend, default_queue_options
+from .backends.sqlite import default_queue_options
+from .backends.targets import describe, is_postgres
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
 from .queue import (
@@ -68,7 +69,7 @@ def _warn_changed(config: QueueConfig, updates: dict[str, Any]) -> None:
 
 
 def default_path() -> str:
-    """``$LITEQ_DB`` if set, else ``./liteq.db``."""
+    """``$LITEQ_DB`` if set (a path or a ``postgresql://`` URL), else ``./liteq.db``."""
     return os.environ.get("LITEQ_DB") or "liteq.db"
 
 
@@ -81,10 +82,21 @@ def connect(
     clock: Callable[[], float] | None = None,
     read_only: bool = False,
     create: bool = True,
+    schema: str | None = None,
 ) -> Database:
-    """Open (creating if needed) the liteq database at *path*.
+    """Open (creating if needed) the liteq database at *path*: a SQLite file, or a
+    PostgreSQL database given as a URL.
 
-    *path* defaults to ``$LITEQ_DB``, else ``./liteq.db``. ``durability="normal"``
+    *path* defaults to ``$LITEQ_DB``, else ``./liteq.db``. A ``postgresql://`` or
+    ``postgres://`` URL (``postgresql://USER:PASSWORD@HOST:PORT/DBNAME``) opens the
+    PostgreSQL engine (``pip install 'liteq-queue[postgres]'``): liteq's tables live in
+    the schema *schema* (default ``liteq``; or ``?schema=NAME`` in the URL), created on
+    first open; the other options below keep their meaning (``durability`` sets
+    ``synchronous_commit``, ``busy_timeout`` the ``lock_timeout``, ``create=False`` and
+    ``read_only`` refuse a schema that does not exist yet, *clock* replaces the server's
+    clock). ``schema`` given for a SQLite file raises InvalidArgument, as does a URL of
+    another scheme; libpq's ``key=value`` strings are not taken (a file name may hold
+    ``=``). ``durability="normal"``
     (synchronous=NORMAL) survives any process crash; ``"full"`` (synchronous=FULL)
     also survives power loss, at several times the cost per commit. *busy_timeout*
     bounds how long an operation waits for the write lock before raising
@@ -116,6 +128,7 @@ def connect(
         clock=clock,
         read_only=read_only,
         create=create,
+        schema=schema,
     )
 
 
@@ -138,20 +151,28 @@ class Database:
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
         create: bool = True,
+        schema: str | None = None,
     ) -> None:
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise InvalidArgument(f"max_payload must be a positive number of bytes, got {max_payload!r}")
         self.max_payload = max_payload
-        #: The storage engine behind this database (SQLite: ``SQLiteBackend``): the
-        #: verbs of :class:`liteq.backends.Backend`, for liteq's own domain objects.
-        self.backend: Backend = SQLiteBackend(
-            os.fspath(path), durability=durability, busy_timeout=busy_timeout,
-            clock=clock or time.time, read_only=read_only, create=create,
+        #: The storage engine behind this database (``SQLiteBackend`` for a path,
+        #: ``PostgresBackend`` for a URL): the verbs of :class:`liteq.backends.Backend`,
+        #: for liteq's own domain objects.
+        self.backend: Backend = open_backend(
+            path, durability=durability, busy_timeout=busy_timeout, clock=clock,
+            read_only=read_only, create=create, schema=schema,
         )
         # The engine's former name, kept until issue 17 A7 for code written before the
         # boundary (branches in flight); new code uses ``backend``.
         self._store: Backend = self.backend
-        self.path = self.backend.path
+        #: What this database is: a file's path as given, made absolute, or the URL as
+        #: given without its password (safe to print).
+        self.path = describe(path)
+        #: What opens this database again elsewhere (a child process): the file's
+        #: absolute path, or the URL *with* its password. Never print it: :attr:`path`
+        #: is the printable name.
+        self.target: str = str(path) if is_postgres(path) else self.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
         self._tasks: dict[str, Any] = {}  # name -> liteq.task.Task, filled by @db.task
@@ -164,11 +185,13 @@ class Database:
         return self.backend.durability
 
     @property
-    def real_path(self) -> str:
+    def real_path(self) -> str | None:
         """The database file's real path (symlinks resolved once, at open): SQLite's
         ``-wal`` and ``-shm`` and liteq's ``.lock`` sit beside it. :attr:`path` is the
-        path as given, made absolute. SQLite only."""
-        return str(getattr(self.backend, "file", self.path))
+        path as given, made absolute. None for a database that is not a local file
+        (PostgreSQL): there is no file to point at, and :attr:`path` names it."""
+        file = getattr(self.backend, "file", None)
+        return None if file is None else str(file)
 
     @property
     def read_only(self) -> bool:

@@ -21,9 +21,8 @@ Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py`
 B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
 and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
 ``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
-B5 ``waiter`` (LISTEN/NOTIFY); B6 ``liteq.connect("postgresql://...")`` itself and
-``using(connection)``. Until B6 the engine is reached only as
-``PostgresBackend(url, ...)``.
+B5 ``waiter`` (LISTEN/NOTIFY); ``using(connection)``. ``liteq.connect("postgresql://...")``
+(B6) opens this engine through :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
@@ -45,7 +44,15 @@ from ..records import Capabilities
 from .connection import Connections, ServerClock
 from .jobs import JobVerbs
 from .pending import Pending
-from .schema import DEFAULT_SCHEMA, SCHEMA_VERSION, TABLES, check_schema_name, migrate, qualify
+from .schema import (
+    DEFAULT_SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+    check_schema_name,
+    migrate,
+    qualify,
+    schema_version,
+)
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
@@ -87,7 +94,8 @@ class PostgresBackend(JobVerbs, Pending):
     (created, or migrated, on first open unless *read_only*). *durability* "normal" sets
     ``synchronous_commit=off``, "full" ``on``. *busy_timeout* (seconds) is the
     ``lock_timeout`` after which a verb raises DatabaseBusy. *clock*, when given, replaces
-    the server's clock (tests move time with it).
+    the server's clock (tests move time with it). ``create=False`` opens only an existing
+    liteq schema: a missing one raises LiteqError and nothing is created.
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class PostgresBackend(JobVerbs, Pending):
         busy_timeout: float = 30.0,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         if not isinstance(url, str) or not url.strip():
             raise InvalidArgument(
@@ -107,6 +116,8 @@ class PostgresBackend(JobVerbs, Pending):
             )
         if not isinstance(read_only, bool):
             raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
+        if not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True or False, got {create!r}")
         if clock is not None and not callable(clock):
             raise InvalidArgument(f"clock must be a function returning epoch seconds, got {clock!r}")
         #: The PostgreSQL schema holding liteq's tables.
@@ -123,6 +134,12 @@ class PostgresBackend(JobVerbs, Pending):
         try:
             conn = self.conns.get()
             try:
+                if not create and schema_version(conn, self.schema) == 0:
+                    # As a missing file on SQLite with create=False.
+                    raise LiteqError(
+                        f"no liteq schema {self.schema!r} in {self.path} (connect() "
+                        f"without create=False makes one)"
+                    )
                 #: The schema versions this open applied (``[]``: it was current).
                 self.migrated = migrate(conn, self.schema, self.path, read_only)
             except psycopg.Error as exc:
