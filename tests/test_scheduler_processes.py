@@ -16,6 +16,7 @@ from pathlib import Path
 from helpers import PATIENCE, wait_until
 
 import liteq
+from liteq.scheduler import schedule
 
 HERE = Path(__file__).resolve().parent
 FIRES = 6  # fire times each schedule must reach before the schedulers are stopped
@@ -45,6 +46,12 @@ def test_three_scheduler_processes_enqueue_every_fire_time_exactly_once_and_none
     path = str(tmp_path / "s.db")
     db = liteq.connect(path)  # the file exists before a scheduler without APP opens it
     start = float(int(time.time()) + 3)  # whole seconds, after the processes are up
+    # Declared here first, as schedapp declares them: a process that starts late (a loaded
+    # machine) re-declares the same timing, which keeps next_run_at at the start; if it
+    # declared them first after the start had passed, the first fire would be a later one.
+    for name, timing, payload in (("every-second", {"every": 1}, "every"),
+                                  ("cron-second", {"cron": "* * * * * *"}, "cron")):
+        schedule(db, name, **timing, start=start, queue="fires", payload=payload, misfire="all")
     logs = [tmp_path / f"scheduler-{i}.log" for i in range(3)]
     procs = [
         start_scheduler(path, start, logs[0], "schedapp", "--interval", "0.5"),
