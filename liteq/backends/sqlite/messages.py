@@ -9,6 +9,7 @@ from typing import Any
 
 from ...errors import (
     LeaseLost,
+    StorageError,
 )
 from ...validate import MAX_EXTEND
 from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, _lost_text
@@ -99,9 +100,16 @@ class MessageVerbs(QueueVerbs):
             return list(cur.execute(SQL_CLAIM_ONE, (found[0][0], until)).fetchall())
         rows = list(cur.execute(SQL_CLAIM_SELECT, params).fetchall())
         head = (params["token"], until)
+        changes = cur.connection.changes
         for i in range(0, len(rows), IDS_PER_STATEMENT):
             part = rows[i:i + IDS_PER_STATEMENT]
             cur.execute(sql_claim_ids(len(part)), (*head, *[r[0] for r in part]))
+            # The write lock makes the selected rows the updated ones; should that ever
+            # not hold, handing out rows nobody leased would deliver them twice: roll back.
+            if changes() != len(part):
+                raise StorageError(
+                    f"a batch claim on queue {params['qid']} selected {len(part)} ready "
+                    f"message(s) but leased {changes()}; nothing was claimed, try again")
         return rows
 
     def expire(self, qid: int) -> None:
