@@ -11,11 +11,11 @@ they return.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from .backends.base import Backend, Waiter
+from .backends.records import QueueRecord
 
 __all__ = ["Context"]
 
@@ -25,8 +25,6 @@ class Context(Protocol):
 
     #: The storage engine: every verb of :class:`liteq.backends.Backend`.
     backend: Backend
-    #: The same engine under its pre-boundary name (issue 17: gone in A7).
-    _store: Backend
     #: Where the database is, as users name it (for messages and reprs).
     path: str
     #: The largest encoded payload accepted, in bytes.
@@ -48,7 +46,7 @@ class Context(Protocol):
         """The :class:`~liteq.Queue` *name*, created on first use."""
         ...
 
-    def adopt(self, record: Sequence[Any]) -> Any:
+    def adopt(self, record: QueueRecord) -> Any:
         """The :class:`~liteq.Queue` for a queue record the backend returned."""
         ...
 

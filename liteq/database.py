@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .backends.base import Backend, Waiter
+from .backends.records import QueueRecord
 from .backends.sqlite import SQLiteBackend, default_queue_options
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
@@ -148,9 +149,6 @@ class Database:
             os.fspath(path), durability=durability, busy_timeout=busy_timeout,
             clock=clock or time.time, read_only=read_only, create=create,
         )
-        # The engine's former name, kept until issue 17 A7 for code written before the
-        # boundary (branches in flight); new code uses ``backend``.
-        self._store: Backend = self.backend
         self.path = self.backend.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
@@ -238,14 +236,14 @@ class Database:
         elif warn:
             stored = self.backend.queue_row(name)
             if stored is not None:
-                _warn_changed(QueueConfig.from_row(stored), updates)
+                _warn_changed(QueueConfig.from_record(stored), updates)
         row = self.backend.ensure_queue(name, default_queue_options(), updates)
         q = Queue(self, row)
         with self._lock:
             self._queues[name] = q
         return q
 
-    def adopt(self, record: Sequence[Any]) -> Queue:
+    def adopt(self, record: QueueRecord) -> Queue:
         """The :class:`Queue` for a queue *record* the backend just returned (a topic's
         subscription, say), cached like those of :meth:`queue`. For liteq's domain
         objects; applications use :meth:`queue`."""
@@ -301,7 +299,7 @@ class Database:
         row = self.backend.queue_row(name)
         if row is None:
             raise InvalidArgument(f"no queue named {name!r}")
-        self.backend.delete_queue(row[0])
+        self.backend.delete_queue(row.id)
         with self._lock:
             self._queues.pop(name, None)
 
@@ -354,7 +352,7 @@ class Database:
         row = self.backend.message(check_id(message_id))
         if row is None:
             return None
-        return inspectable(self.queue_by_id(row[1]), row)
+        return inspectable(self.queue_by_id(row.qid), row)
 
     def ack(self, receipt: str) -> None:
         """Ack a delivery by its receipt ``"ID:TOKEN"`` (see ``Message.receipt``)."""
@@ -362,7 +360,7 @@ class Database:
         row = self.backend.message(mid)
         if row is None:
             raise LeaseLost(f"message {mid} does not exist (already acked or purged)", [mid])
-        q = self.queue_by_id(row[1])
+        q = self.queue_by_id(row.qid)
         lost = self.backend.ack(q.id, [(mid, token)], q.config.retention)
         if lost:
             raise LeaseLost(
@@ -393,7 +391,7 @@ class Database:
         row = self.backend.queue_row_by_id(qid)
         if row is None:
             raise InvalidArgument(f"queue id {qid} does not exist")
-        return self.queue(row[1])
+        return self.queue(row.name)
 
     # -- transactions and the application's SQL -------------------------------------
 

@@ -684,7 +684,7 @@ class Schedule:
     def history(self, limit: int = 20) -> list[ScheduleRun]:
         """The last *limit* fires, newest first."""
         check_positive_int(limit, "limit")
-        return [ScheduleRun(*r) for r in self.db._store.schedule_runs(self.name, limit)]
+        return [ScheduleRun(*r) for r in self.db.backend.schedule_runs(self.name, limit)]
 
     def delete(self) -> bool:
         """Delete this schedule and its history (``db.unschedule(name)``)."""
@@ -730,7 +730,7 @@ class Scheduler:
 
     def tick(self) -> list[Fire]:
         """Fire every due schedule once per due fire time; return what was enqueued."""
-        fires = [Fire(*f) for f in self.db._store.schedule_tick(
+        fires = [Fire(*f) for f in self.db.backend.schedule_tick(
             _safe_plan, limits=(TICK_SCHEDULES, TICK_FIRES, TICK_SECONDS))]
         for f in fires:
             logger.info("schedule %s fired for %s: job %d", f.schedule, _utc(f.fire_at),
