@@ -29,6 +29,8 @@ class Context(Protocol):
     path: str
     #: The largest encoded payload accepted, in bytes.
     max_payload: int
+    #: The tasks registered on this database, by name (``liteq.task.registry``).
+    tasks: dict[str, Any]
 
     def clock(self) -> float:
         """The current time as liteq sees it."""

@@ -152,7 +152,8 @@ class Database:
         self.path = self.backend.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
-        self._tasks: dict[str, Any] = {}  # name -> liteq.task.Task, filled by @db.task
+        #: The registered tasks, by name (``liteq.task.Task``, filled by ``@db.task``).
+        self.tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 

@@ -77,10 +77,10 @@ from .task import (
     Retry,
     Task,
     TaskTimeout,
-    _current,
     outcome_row,
     registry,
     run_coroutine,
+    set_current_job,
     task_call,
 )
 from .validate import check_positive_int, check_seconds, validate_name
@@ -464,7 +464,7 @@ class _Consumer:
     def _execute(self, task: Task[Any, Any], msg: Message, ctx: JobContext,
                  args: list[Any], kwargs: dict[str, Any]) -> tuple[Outcome, bool]:
         ctx.started_at = self.store.clock()
-        _current.job = ctx
+        set_current_job(ctx)
         self.current = msg.id
         timeout = task.timeout
         if self.slot is not None:
@@ -495,7 +495,7 @@ class _Consumer:
                 if self._running is not None:
                     with self._lock:
                         self._running = None
-                _current.job = None
+                set_current_job(None)
                 self.current = 0
         except Retry as sig:
             return Outcome("retrying", time.perf_counter() - start,
