@@ -403,8 +403,9 @@ class Backend(ABC):
         """Create schedule ``values["name"]`` enabled, or replace its timing, target
         and payload (id, created_at, enabled and history kept); the row after.
         *values*: name, kind, spec, tz, target, queue, payload, misfire, misfire_cap,
-        next_run_at. # later (A5-3): keep next_run_at when (kind, spec, tz) is
-        unchanged inside this verb (scheduler.py reads then writes today)."""
+        next_run_at. A replacement whose timing (kind, spec, tz) equals the stored one
+        keeps the stored next_run_at (the given one is ignored): decided inside this
+        one write, so that it holds with concurrent writers."""
 
     @abstractmethod
     def schedule(self, name: str) -> ScheduleRecord | None:
