@@ -12,7 +12,7 @@ from ...errors import (
     StorageError,
 )
 from ...validate import MAX_EXTEND
-from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, _lost_text
+from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, lost_text
 from .queues import QueueVerbs, default_queue_options
 from .schema import CANCELLED, DELAYED, READY
 from .sql import (
@@ -230,7 +230,7 @@ class MessageVerbs(QueueVerbs):
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
             if not found:
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
             attempts, cancel = found[0]
             if cancel:
                 # Cancellation was asked while it ran: no more attempts.
@@ -265,7 +265,7 @@ class MessageVerbs(QueueVerbs):
             until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
             cur.execute(SQL_EXTEND, {"until": until, "id": mid, "token": token})
             if not cur.connection.changes():
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
         return until
 
     def heartbeat(
@@ -295,7 +295,7 @@ class MessageVerbs(QueueVerbs):
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             if not cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall():
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
             qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
             self._bury(cur, qrow, mid, reason, now)
 
