@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from . import scheduler
 from .backends.base import Backend, Waiter
 from .backends.records import QueueRecord
 from .backends.sqlite import SQLiteBackend, default_queue_options
@@ -23,6 +24,7 @@ from .queue import (
     inspectable,
     option_columns,
 )
+from .task import Job, register
 from .topic import Topic
 from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
 
@@ -311,14 +313,10 @@ class Database:
 
         See :func:`liteq.task.register` for the options.
         """
-        from .task import register
-
         return register(self, fn, **options)
 
-    def job(self, job_id: int) -> Any:
+    def job(self, job_id: int) -> Job:
         """The :class:`liteq.task.Job` handle of job *job_id*."""
-        from .task import Job
-
         return Job(self, check_id(job_id, "job id"))
 
     # -- schedules --------------------------------------------------------------------
@@ -330,21 +328,15 @@ class Database:
             db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin",
                         task="send_report", args=[1])
         """
-        from .scheduler import schedule
-
-        return schedule(self, name, **options)
+        return scheduler.schedule(self, name, **options)
 
     def unschedule(self, name: str) -> bool:
         """Delete schedule *name* and its history; False if there was none."""
-        from .scheduler import unschedule
-
-        return unschedule(self, name)
+        return scheduler.unschedule(self, name)
 
     def schedules(self) -> list[Any]:
         """Every schedule in the file, by name."""
-        from .scheduler import schedules
-
-        return schedules(self)
+        return scheduler.schedules(self)
 
     # -- messages by id -------------------------------------------------------------
 

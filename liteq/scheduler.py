@@ -49,7 +49,7 @@ import select
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -59,6 +59,7 @@ from .backends.records import Fire, ScheduleRecord, ScheduleRun
 from .context import Context
 from .errors import InvalidArgument, LiteqError, ScheduleError
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
+from .task import Job, Task, registry
 from .validate import (
     MAX_INSTANT,
     MAX_SECONDS,
@@ -69,9 +70,6 @@ from .validate import (
     short,
     validate_name,
 )
-
-if TYPE_CHECKING:
-    from .task import Job, Task
 
 __all__ = [
     "Schedule", "ScheduleRun", "Fire", "Scheduler", "schedule", "unschedule", "schedules",
@@ -389,8 +387,6 @@ def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
 def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
             command: Any) -> tuple[str, str, Any]:
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
-    from .task import Task, registry
-
     has_payload = payload is not UNSET
     given = [k for k, v in (("task", task is not None), ("payload", has_payload),
                             ("command", command is not None)) if v]
@@ -649,8 +645,6 @@ class Schedule:
 
     def run_now(self) -> Job:
         """Fire once now, outside the timing (paused or not); return the job."""
-        from .task import Job
-
         fired = self.db.backend.schedule_tick(_safe_plan, only=self.name, fire_now=True)
         if not fired:
             self.refresh()  # raises if it was deleted
