@@ -56,7 +56,12 @@ from .records import (
     Subscriptions,
 )
 
-__all__ = ["Backend", "Waiter"]
+__all__ = ["Backend", "Waiter", "DURABILITY_LEVELS"]
+
+#: What ``connect(durability=...)`` (and ``liteq --durability``) accepts on every engine:
+#: ``"normal"`` (a commit survives the process being killed) or ``"full"`` (a power
+#: loss too). Each engine maps them to its own settings (SQLite: ``PRAGMA synchronous``).
+DURABILITY_LEVELS: tuple[str, ...] = ("full", "normal")
 
 
 class Waiter(Protocol):
