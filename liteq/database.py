@@ -13,17 +13,11 @@ from typing import Any
 from . import scheduler
 from .backends.base import Backend, Waiter
 from .backends.records import QueueRecord
-from .backends.sqlite import SQLiteBackend, default_queue_options
+from .backends.sqlite import SQLiteBackend
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
-from .queue import (
-    Backoff,
-    Message,
-    Queue,
-    QueueConfig,
-    inspectable,
-    option_columns,
-)
+from .options import QUEUE_OPTIONS, default_columns, option_columns
+from .queue import Message, Queue, inspectable
 from .task import Job, register
 from .topic import Topic
 from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
@@ -48,26 +42,21 @@ def parse_receipt(receipt: str) -> tuple[int, int]:
     return pair
 
 
-def _warn_changed(config: QueueConfig, updates: dict[str, Any]) -> None:
-    """Log which declared options differ from *config*, the stored ones."""
-    stored = {"max_depth": config.max_depth, "lease": config.lease,
-              "max_attempts": config.max_attempts, "dead_letter": config.dead_letter,
-              "retention": config.retention, "count_depth": int(config.count_depth)}
-    changed: list[tuple[str, Any, Any]] = [
-        (k, stored[k], v) for k, v in updates.items() if k in stored and stored[k] != v]
-    declared = Backoff(*(updates.get(f"backoff_{p}", getattr(config.backoff, p))
-                         for p in ("base", "factor", "max", "jitter")))
-    if declared != config.backoff:
-        changed.append(("backoff", config.backoff, declared))
-    for option, old, new in changed:
-        if option == "count_depth":
-            old, new = bool(old), bool(new)
+def _warn_changed(stored: QueueRecord, updates: dict[str, Any]) -> None:
+    """Log which declared options (*updates*, as columns) differ from the *stored* ones."""
+    cols = stored._asdict()
+    for option in QUEUE_OPTIONS:
+        if not updates.keys() & set(option.columns):
+            continue
+        old, new = option.read(cols), option.read({**cols, **updates})
+        if new == old:
+            continue
         logger.warning(
             "queue %r: %s=%r declared here differs from the stored %s=%r (declared by "
             "another process or version, or set with 'liteq queue config'); the declared "
             "value replaces it for every process. Declare the same options everywhere, or "
             "set them once with 'liteq queue config' and declare none",
-            config.name, option, new, option, old)
+            stored.name, option.name, new, option.name, old)
 
 
 def default_path() -> str:
@@ -239,8 +228,8 @@ class Database:
         elif warn:
             stored = self.backend.queue_row(name)
             if stored is not None:
-                _warn_changed(QueueConfig.from_record(stored), updates)
-        row = self.backend.ensure_queue(name, default_queue_options(), updates)
+                _warn_changed(stored, updates)
+        row = self.backend.ensure_queue(name, default_columns(), updates)
         q = Queue(self, row)
         with self._lock:
             self._queues[name] = q
@@ -285,7 +274,7 @@ class Database:
         """
         validate_name(name)
         updates = option_columns(**options)
-        row = self.backend.create_queue(name, {**default_queue_options(), **updates})
+        row = self.backend.create_queue(name, {**default_columns(), **updates})
         return self.adopt(row)
 
     def queues(self) -> list[str]:

@@ -8,10 +8,8 @@ is fenced by that token (:class:`~liteq.LeaseLost` if it went stale).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -19,12 +17,12 @@ from . import codec
 from .backends.records import STATE_NAMES, STATES, MessageRecord, QueueRecord, State
 from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
+from .options import Backoff, QueueConfig
 from .validate import (
     MAX_EXTEND,
     PRIORITY_LIMIT,
     UNSET,
     check_id,
-    check_number,
     check_positive_int,
     check_priority,
     check_seconds,
@@ -35,114 +33,6 @@ from .validate import (
 from .wake import Looks
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
-
-#: The largest backoff factor (each retry waits at most this many times longer).
-MAX_BACKOFF_FACTOR = 1000.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry delay after the n-th failed attempt: ``min(max, base * factor**(n-1))``,
-    then spread by ``± jitter`` (a fraction) so that retries do not arrive in step."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    max: float = 300.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_seconds(self.base, "backoff base")
-        check_seconds(self.max, "backoff max")
-        check_number(self.factor, "backoff factor", least=1, most=MAX_BACKOFF_FACTOR)
-        check_number(self.jitter, "backoff jitter (a fraction)", least=0, most=1)
-
-    def delay(self, attempt: int, rand: random.Random | None = None) -> float:
-        """Seconds to wait before the retry that follows failed attempt number *attempt*."""
-        try:
-            # In floats: an int factor ** a large attempt number would be a huge int.
-            raw = min(self.max, self.base * float(self.factor) ** max(attempt - 1, 0))
-        except OverflowError:  # passed 1e308
-            raw = self.max
-        if self.jitter:
-            raw *= 1 + (rand or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, raw)
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    """A queue's stored options (read from the database file)."""
-
-    name: str
-    max_depth: int | None
-    lease: float
-    max_attempts: int
-    dead_letter: str | None
-    retention: float
-    backoff: Backoff
-    topic: str | None = None
-    pattern: str | None = None
-    count_depth: bool = False
-
-    @classmethod
-    def from_record(cls, rec: QueueRecord) -> QueueConfig:
-        """The options of a queue's stored record."""
-        return cls(
-            name=rec.name,
-            max_depth=rec.max_depth,
-            lease=rec.lease,
-            max_attempts=rec.max_attempts,
-            dead_letter=rec.dead_letter,
-            retention=rec.retention,
-            backoff=Backoff(rec.backoff_base, rec.backoff_factor, rec.backoff_max, rec.backoff_jitter),
-            topic=rec.topic,
-            pattern=rec.pattern,
-            count_depth=bool(rec.count_depth),
-        )
-
-
-def option_columns(
-    *,
-    max_depth: Any = UNSET,
-    lease: Any = UNSET,
-    max_attempts: Any = UNSET,
-    dead_letter: Any = UNSET,
-    retention: Any = UNSET,
-    backoff: Any = UNSET,
-    count_depth: Any = UNSET,
-) -> dict[str, Any]:
-    """Validate queue options given by the caller; return the columns to store."""
-    cols: dict[str, Any] = {}
-    if max_depth is not UNSET:
-        cols["max_depth"] = check_positive_int(max_depth, "max_depth", allow_none=True)
-    if lease is not UNSET:
-        value = check_seconds(lease, "lease")
-        if value == 0:
-            raise InvalidArgument("lease must be a number of seconds > 0, got 0")
-        cols["lease"] = value
-    if max_attempts is not UNSET:
-        cols["max_attempts"] = check_positive_int(max_attempts, "max_attempts")
-    if dead_letter is not UNSET:
-        cols["dead_letter"] = (
-            None if dead_letter is None else validate_name(dead_letter, "dead_letter queue")
-        )
-    if retention is not UNSET:
-        cols["retention"] = check_seconds(retention, "retention")
-    if count_depth is not UNSET:
-        if not isinstance(count_depth, bool):
-            raise InvalidArgument(f"count_depth must be True or False, got {count_depth!r}")
-        cols["count_depth"] = int(count_depth)
-    if backoff is not UNSET:
-        if not isinstance(backoff, Backoff):
-            raise InvalidArgument(f"backoff must be a liteq.Backoff, got {backoff!r}")
-        cols.update(
-            backoff_base=float(backoff.base),
-            backoff_factor=float(backoff.factor),
-            backoff_max=float(backoff.max),
-            backoff_jitter=float(backoff.jitter),
-        )
-    return cols
-
-
 
 
 class Message:

@@ -54,7 +54,8 @@ from . import codec
 from .backends.records import MessageRecord, ResultRecord, State
 from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
-from .queue import Backoff, Queue
+from .options import Backoff
+from .queue import Queue
 from .validate import (
     INT64_MAX,
     check_positive_int,

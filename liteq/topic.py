@@ -34,10 +34,10 @@ from typing import Any
 
 from . import codec
 from .backends.records import StaleRoutes
-from .backends.sqlite import default_queue_options
 from .context import Context
 from .errors import InvalidArgument
-from .queue import Message, Queue, option_columns
+from .options import default_columns, option_columns
+from .queue import Message, Queue
 from .validate import check_priority, check_seconds, check_text, short
 
 __all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
@@ -160,7 +160,7 @@ class Topic:
         _check_key(pattern, "pattern")
         updates = option_columns(**options)
         row = self._backend.subscribe(
-            self.name, self.queue_name(name), pattern, default_queue_options(), updates
+            self.name, self.queue_name(name), pattern, default_columns(), updates
         )
         return self.db.adopt(row)
 
@@ -299,7 +299,7 @@ class Topic:
         name = f"tail-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         row = self._backend.subscribe(
             self.name, self.queue_name(name), pattern,
-            default_queue_options(), {"expires_at": self._backend.clock() + TEMP_LEASE},
+            default_columns(), {"expires_at": self._backend.clock() + TEMP_LEASE},
         )
         return Tail(self, self.db.adopt(row))
 
