@@ -140,7 +140,7 @@ class _Leases:
     def add(self, msgs: Sequence[Message]) -> None:
         with self._lock:
             for m in msgs:
-                self._held[m.id] = (m.token or 0, m.queue_id)
+                self._held[m.id] = (m.token or 0, m.owner.id)
 
     def discard(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -377,7 +377,7 @@ class _Consumer:
     def _work(self, msgs: list[Message]) -> None:
         self.leases.add(msgs)
         if self.slot is not None:
-            self.slot.publish(held=[(m.id, m.token or 0, m.queue_id) for m in msgs])
+            self.slot.publish(held=[(m.id, m.token or 0, m.owner.id) for m in msgs])
         started = time.monotonic()
         flush_at = started + _FLUSH_SECONDS
         ran = 0
@@ -416,7 +416,7 @@ class _Consumer:
             self.slot.publish(held=[], counts=self.w._stats.snapshot())
 
     def _release(self, msgs: list[Message], count: bool = True) -> None:
-        release(self.db, [(m.id, m.token or 0, m.queue_id) for m in msgs])
+        release(self.db, [(m.id, m.token or 0, m.owner.id) for m in msgs])
         self.leases.discard(m.id for m in msgs)
         if count:
             self.w._stats.count("released", len(msgs))
@@ -472,7 +472,7 @@ class _Consumer:
             # moment more, so that wait_for can end them cleanly first).
             deadline = time.monotonic() + timeout + (0.5 if task.is_async else 0) \
                 if timeout else 0.0
-            self.slot.publish(running=(msg.id, msg.token or 0, msg.queue_id, deadline),
+            self.slot.publish(running=(msg.id, msg.token or 0, msg.owner.id, deadline),
                               counts=self.w._stats.snapshot())
         elif timeout and not task.is_async:
             with self._lock:
@@ -563,7 +563,7 @@ class _Consumer:
         done, self._done = self._done, []
         by_queue: dict[int, tuple[Queue, list[tuple[int, int]]]] = {}
         for msg, _task, _ctx, _outcome in done:
-            by_queue.setdefault(msg.queue_id, (msg.owner, []))[1].append((msg.id, msg.token or 0))
+            by_queue.setdefault(msg.owner.id, (msg.owner, []))[1].append((msg.id, msg.token or 0))
         lost: set[int] = set()
         try:
             with self.db.transaction():
