@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .backends.sqlite import DURABILITY
+from .backends.base import DURABILITY_LEVELS
 from .backends.targets import is_postgres
 from .database import Database, connect, parse_receipt
 from .errors import LiteqError, QueueFull
@@ -310,7 +310,7 @@ def writes(command: click.Command, note: str = "") -> click.Command:
     (``$LITEQ_DURABILITY``) that :func:`open_db` opens the database with; *note* is
     added to the option's help."""
     command.params.append(click.Option(
-        ["--durability"], type=click.Choice(sorted(DURABILITY)), default="normal",
+        ["--durability"], type=click.Choice(DURABILITY_LEVELS), default="normal",
         envvar="LITEQ_DURABILITY", show_default=True, show_envvar=True, expose_value=False,
         callback=_remember_durability,
         help="normal: commits survive a process crash; full: a power cut too "

@@ -24,6 +24,7 @@ from .cli_base import (
     open_db,
 )
 from .cli_output import Column, Output, fmt_age, message_rows, output_options, plural
+from .options import QUEUE_OPTIONS
 from .queue import Queue
 
 __all__ = ["dead", "purge", "queue_group", "prune", "vacuum"]
@@ -124,25 +125,25 @@ def _purge(queue: str, state: str | None, yes: bool, out: Output) -> None:
 
 # -- queues ----------------------------------------------------------------------------
 
+#: The click type of each queue option that is a CLI option (see liteq.options).
+CLI_TYPES: dict[str, Any] = {
+    "max_depth": MAX_DEPTH,
+    "lease": POSITIVE_DURATION,
+    "max_attempts": POSITIVE_INT,
+    "dead_letter": DEAD_LETTER,
+    "retention": DURATION,
+}
+
+
 def queue_options(f: Any) -> Any:
-    """The options of ``queue create`` and ``queue config``."""
-    for decorator in reversed([
-        click.option("--max-depth", type=MAX_DEPTH, default=None,
-                     help="Most unfinished messages; a put beyond it fails with exit "
-                          "75 ('none': unbounded)."),
-        click.option("--lease", type=POSITIVE_DURATION, default=None,
-                     help="How long a claimed message stays leased before it is "
-                          "delivered again (default 30s)."),
-        click.option("--max-attempts", type=POSITIVE_INT, default=None, metavar="N",
-                     help="Deliveries before a message goes dead (default 5)."),
-        click.option("--dead-letter", type=DEAD_LETTER, default=None,
-                     help="Move dead messages to this queue, as ready messages "
-                          "('none': keep them here, in state dead)."),
-        click.option("--retention", type=DURATION, default=None,
-                     help="Keep acked messages this long, in state done (default 0: "
-                          "delete on ack)."),
-    ]):
-        f = decorator(f)
+    """The options of ``queue create`` and ``queue config``: one per declared queue
+    option with CLI help (:data:`liteq.options.QUEUE_OPTIONS`), in declared order."""
+    for option in reversed(QUEUE_OPTIONS):
+        if option.cli_flag is None:
+            continue
+        kind = CLI_TYPES[option.name]
+        f = click.option(option.cli_flag, type=kind, default=None, help=option.cli_help,
+                         metavar="N" if kind is POSITIVE_INT else None)(f)
     return f
 
 
@@ -152,19 +153,23 @@ def _option_updates(ctx: click.Context, **values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == source}
 
 
+#: How ``queue create|config`` shows each queue option, in declared order
+#: (count_depth is in the JSON only).
+SHOWN: dict[str, Any] = {
+    "max_depth": lambda v: "none (unbounded)" if v is None else str(v),
+    "lease": fmt_age,
+    "max_attempts": str,
+    "dead_letter": lambda v: v or "none (dead messages stay here)",
+    "retention": lambda v: fmt_age(v) if v else "0 (delete on ack)",
+    "backoff": lambda b: f"{b.base:g}s x{b.factor:g} up to {b.max:g}s, jitter {b.jitter:g}",
+}
+
+
 def _show_config(q: Queue, out: Output) -> None:
     cfg = q.refresh()
     data = asdict(cfg)
-    fields = [
-        ("queue", cfg.name),
-        ("max_depth", "none (unbounded)" if cfg.max_depth is None else str(cfg.max_depth)),
-        ("lease", fmt_age(cfg.lease)),
-        ("max_attempts", str(cfg.max_attempts)),
-        ("dead_letter", cfg.dead_letter or "none (dead messages stay here)"),
-        ("retention", fmt_age(cfg.retention) if cfg.retention else "0 (delete on ack)"),
-        ("backoff", f"{cfg.backoff.base:g}s x{cfg.backoff.factor:g} up to "
-                    f"{cfg.backoff.max:g}s, jitter {cfg.backoff.jitter:g}"),
-    ]
+    fields = [("queue", cfg.name)] + [
+        (o.name, SHOWN[o.name](getattr(cfg, o.name))) for o in QUEUE_OPTIONS if o.name in SHOWN]
     if cfg.topic:
         fields.append(("subscription", f"topic {cfg.topic!r}, pattern {cfg.pattern!r}"))
     out.record(data, fields)

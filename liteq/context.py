@@ -11,11 +11,11 @@ they return.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from .backends.base import Backend, Waiter
+from .backends.records import QueueRecord
 
 __all__ = ["Context"]
 
@@ -25,12 +25,12 @@ class Context(Protocol):
 
     #: The storage engine: every verb of :class:`liteq.backends.Backend`.
     backend: Backend
-    #: The same engine under its pre-boundary name (issue 17: gone in A7).
-    _store: Backend
     #: Where the database is, as users name it (for messages and reprs).
     path: str
     #: The largest encoded payload accepted, in bytes.
     max_payload: int
+    #: The tasks registered on this database, by name (``liteq.task.registry``).
+    tasks: dict[str, Any]
 
     def clock(self) -> float:
         """The current time as liteq sees it."""
@@ -48,7 +48,7 @@ class Context(Protocol):
         """The :class:`~liteq.Queue` *name*, created on first use."""
         ...
 
-    def adopt(self, record: Sequence[Any]) -> Any:
+    def adopt(self, record: QueueRecord) -> Any:
         """The :class:`~liteq.Queue` for a queue record the backend returned."""
         ...
 

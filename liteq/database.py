@@ -9,20 +9,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from . import scheduler
 from .backends import open_backend
 from .backends.base import Backend, Waiter
-from .backends.sqlite import default_queue_options
+from .backends.records import QueueRecord
 from .backends.targets import describe, is_postgres
 from .codec import DEFAULT_MAX_PAYLOAD
 from .errors import InvalidArgument, LeaseLost
-from .queue import (
-    Backoff,
-    Message,
-    Queue,
-    QueueConfig,
-    inspectable,
-    option_columns,
-)
+from .options import QUEUE_OPTIONS, default_columns, option_columns
+from .queue import Message, Queue, inspectable
+from .task import Job, register
 from .topic import Topic
 from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
 
@@ -46,26 +42,21 @@ def parse_receipt(receipt: str) -> tuple[int, int]:
     return pair
 
 
-def _warn_changed(config: QueueConfig, updates: dict[str, Any]) -> None:
-    """Log which declared options differ from *config*, the stored ones."""
-    stored = {"max_depth": config.max_depth, "lease": config.lease,
-              "max_attempts": config.max_attempts, "dead_letter": config.dead_letter,
-              "retention": config.retention, "count_depth": int(config.count_depth)}
-    changed: list[tuple[str, Any, Any]] = [
-        (k, stored[k], v) for k, v in updates.items() if k in stored and stored[k] != v]
-    declared = Backoff(*(updates.get(f"backoff_{p}", getattr(config.backoff, p))
-                         for p in ("base", "factor", "max", "jitter")))
-    if declared != config.backoff:
-        changed.append(("backoff", config.backoff, declared))
-    for option, old, new in changed:
-        if option == "count_depth":
-            old, new = bool(old), bool(new)
+def _warn_changed(stored: QueueRecord, updates: dict[str, Any]) -> None:
+    """Log which declared options (*updates*, as columns) differ from the *stored* ones."""
+    cols = stored._asdict()
+    for option in QUEUE_OPTIONS:
+        if not updates.keys() & set(option.columns):
+            continue
+        old, new = option.read(cols), option.read({**cols, **updates})
+        if new == old:
+            continue
         logger.warning(
             "queue %r: %s=%r declared here differs from the stored %s=%r (declared by "
             "another process or version, or set with 'liteq queue config'); the declared "
             "value replaces it for every process. Declare the same options everywhere, or "
             "set them once with 'liteq queue config' and declare none",
-            config.name, option, new, option, old)
+            stored.name, option.name, new, option.name, old)
 
 
 def default_path() -> str:
@@ -163,9 +154,6 @@ class Database:
             path, durability=durability, busy_timeout=busy_timeout, clock=clock,
             read_only=read_only, create=create, schema=schema,
         )
-        # The engine's former name, kept until issue 17 A7 for code written before the
-        # boundary (branches in flight); new code uses ``backend``.
-        self._store: Backend = self.backend
         #: What this database is: a file's path as given, made absolute, or the URL as
         #: given without its password (safe to print).
         self.path = describe(path)
@@ -175,7 +163,8 @@ class Database:
         self.target: str = str(path) if is_postgres(path) else self.path
         self._queues: dict[str, Queue] = {}
         self._topics: dict[str, Topic] = {}
-        self._tasks: dict[str, Any] = {}  # name -> liteq.task.Task, filled by @db.task
+        #: The registered tasks, by name (``liteq.task.Task``, filled by ``@db.task``).
+        self.tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -261,14 +250,14 @@ class Database:
         elif warn:
             stored = self.backend.queue_row(name)
             if stored is not None:
-                _warn_changed(QueueConfig.from_row(stored), updates)
-        row = self.backend.ensure_queue(name, default_queue_options(), updates)
+                _warn_changed(stored, updates)
+        row = self.backend.ensure_queue(name, default_columns(), updates)
         q = Queue(self, row)
         with self._lock:
             self._queues[name] = q
         return q
 
-    def adopt(self, record: Sequence[Any]) -> Queue:
+    def adopt(self, record: QueueRecord) -> Queue:
         """The :class:`Queue` for a queue *record* the backend just returned (a topic's
         subscription, say), cached like those of :meth:`queue`. For liteq's domain
         objects; applications use :meth:`queue`."""
@@ -307,7 +296,7 @@ class Database:
         """
         validate_name(name)
         updates = option_columns(**options)
-        row = self.backend.create_queue(name, {**default_queue_options(), **updates})
+        row = self.backend.create_queue(name, {**default_columns(), **updates})
         return self.adopt(row)
 
     def queues(self) -> list[str]:
@@ -324,7 +313,7 @@ class Database:
         row = self.backend.queue_row(name)
         if row is None:
             raise InvalidArgument(f"no queue named {name!r}")
-        self.backend.delete_queue(row[0])
+        self.backend.delete_queue(row.id)
         with self._lock:
             self._queues.pop(name, None)
 
@@ -335,14 +324,10 @@ class Database:
 
         See :func:`liteq.task.register` for the options.
         """
-        from .task import register
-
         return register(self, fn, **options)
 
-    def job(self, job_id: int) -> Any:
+    def job(self, job_id: int) -> Job:
         """The :class:`liteq.task.Job` handle of job *job_id*."""
-        from .task import Job
-
         return Job(self, check_id(job_id, "job id"))
 
     # -- schedules --------------------------------------------------------------------
@@ -354,21 +339,15 @@ class Database:
             db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin",
                         task="send_report", args=[1])
         """
-        from .scheduler import schedule
-
-        return schedule(self, name, **options)
+        return scheduler.schedule(self, name, **options)
 
     def unschedule(self, name: str) -> bool:
         """Delete schedule *name* and its history; False if there was none."""
-        from .scheduler import unschedule
-
-        return unschedule(self, name)
+        return scheduler.unschedule(self, name)
 
     def schedules(self) -> list[Any]:
         """Every schedule in the file, by name."""
-        from .scheduler import schedules
-
-        return schedules(self)
+        return scheduler.schedules(self)
 
     # -- messages by id -------------------------------------------------------------
 
@@ -377,7 +356,7 @@ class Database:
         row = self.backend.message(check_id(message_id))
         if row is None:
             return None
-        return inspectable(self.queue_by_id(row[1]), row)
+        return inspectable(self.queue_by_id(row.qid), row)
 
     def ack(self, receipt: str) -> None:
         """Ack a delivery by its receipt ``"ID:TOKEN"`` (see ``Message.receipt``)."""
@@ -385,7 +364,7 @@ class Database:
         row = self.backend.message(mid)
         if row is None:
             raise LeaseLost(f"message {mid} does not exist (already acked or purged)", [mid])
-        q = self.queue_by_id(row[1])
+        q = self.queue_by_id(row.qid)
         lost = self.backend.ack(q.id, [(mid, token)], q.config.retention)
         if lost:
             raise LeaseLost(
@@ -416,7 +395,7 @@ class Database:
         row = self.backend.queue_row_by_id(qid)
         if row is None:
             raise InvalidArgument(f"queue id {qid} does not exist")
-        return self.queue(row[1])
+        return self.queue(row.name)
 
     # -- transactions and the application's SQL -------------------------------------
 

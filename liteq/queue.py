@@ -8,23 +8,21 @@ is fenced by that token (:class:`~liteq.LeaseLost` if it went stale).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from . import codec
-from .backends.records import STATE_NAMES, STATES, State
+from .backends.records import STATE_NAMES, STATES, MessageRecord, QueueRecord, State
 from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
+from .options import Backoff, QueueConfig
 from .validate import (
     MAX_EXTEND,
     PRIORITY_LIMIT,
     UNSET,
     check_id,
-    check_number,
     check_positive_int,
     check_priority,
     check_seconds,
@@ -35,113 +33,6 @@ from .validate import (
 from .wake import Looks
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
-
-#: The largest backoff factor (each retry waits at most this many times longer).
-MAX_BACKOFF_FACTOR = 1000.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry delay after the n-th failed attempt: ``min(max, base * factor**(n-1))``,
-    then spread by ``± jitter`` (a fraction) so that retries do not arrive in step."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    max: float = 300.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_seconds(self.base, "backoff base")
-        check_seconds(self.max, "backoff max")
-        check_number(self.factor, "backoff factor", least=1, most=MAX_BACKOFF_FACTOR)
-        check_number(self.jitter, "backoff jitter (a fraction)", least=0, most=1)
-
-    def delay(self, attempt: int, rand: random.Random | None = None) -> float:
-        """Seconds to wait before the retry that follows failed attempt number *attempt*."""
-        try:
-            # In floats: an int factor ** a large attempt number would be a huge int.
-            raw = min(self.max, self.base * float(self.factor) ** max(attempt - 1, 0))
-        except OverflowError:  # passed 1e308
-            raw = self.max
-        if self.jitter:
-            raw *= 1 + (rand or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, raw)
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    """A queue's stored options (read from the database file)."""
-
-    name: str
-    max_depth: int | None
-    lease: float
-    max_attempts: int
-    dead_letter: str | None
-    retention: float
-    backoff: Backoff
-    topic: str | None = None
-    pattern: str | None = None
-    count_depth: bool = False
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> QueueConfig:
-        return cls(
-            name=row[1],
-            max_depth=row[2],
-            lease=row[3],
-            max_attempts=row[4],
-            dead_letter=row[5],
-            retention=row[6],
-            backoff=Backoff(row[7], row[8], row[9], row[10]),
-            topic=row[11],
-            pattern=row[12],
-            count_depth=bool(row[14]),
-        )
-
-
-def option_columns(
-    *,
-    max_depth: Any = UNSET,
-    lease: Any = UNSET,
-    max_attempts: Any = UNSET,
-    dead_letter: Any = UNSET,
-    retention: Any = UNSET,
-    backoff: Any = UNSET,
-    count_depth: Any = UNSET,
-) -> dict[str, Any]:
-    """Validate queue options given by the caller; return the columns to store."""
-    cols: dict[str, Any] = {}
-    if max_depth is not UNSET:
-        cols["max_depth"] = check_positive_int(max_depth, "max_depth", allow_none=True)
-    if lease is not UNSET:
-        value = check_seconds(lease, "lease")
-        if value == 0:
-            raise InvalidArgument("lease must be a number of seconds > 0, got 0")
-        cols["lease"] = value
-    if max_attempts is not UNSET:
-        cols["max_attempts"] = check_positive_int(max_attempts, "max_attempts")
-    if dead_letter is not UNSET:
-        cols["dead_letter"] = (
-            None if dead_letter is None else validate_name(dead_letter, "dead_letter queue")
-        )
-    if retention is not UNSET:
-        cols["retention"] = check_seconds(retention, "retention")
-    if count_depth is not UNSET:
-        if not isinstance(count_depth, bool):
-            raise InvalidArgument(f"count_depth must be True or False, got {count_depth!r}")
-        cols["count_depth"] = int(count_depth)
-    if backoff is not UNSET:
-        if not isinstance(backoff, Backoff):
-            raise InvalidArgument(f"backoff must be a liteq.Backoff, got {backoff!r}")
-        cols.update(
-            backoff_base=float(backoff.base),
-            backoff_factor=float(backoff.factor),
-            backoff_max=float(backoff.max),
-            backoff_jitter=float(backoff.jitter),
-        )
-    return cols
-
-
 
 
 class Message:
@@ -156,18 +47,18 @@ class Message:
     __slots__ = (
         "id", "queue", "payload", "headers", "priority", "run_at", "attempts",
         "enqueued_at", "lease_until", "token", "key", "state", "error", "origin",
-        "finished_at", "cancel_requested", "decode_error", "_q", "_settled",
+        "finished_at", "cancel_requested", "decode_error", "owner", "_settled",
     )
 
-    def __init__(self, q: Queue, row: Sequence[Any], payload: Any = UNSET) -> None:
-        (mid, _qid, state, priority, run_at, blob, headers, key, attempts, enqueued_at,
-         lease_until, token, error, finished_at, origin, _rank, cancel) = row
-        self._q = q
-        self.id: int = mid
+    def __init__(self, q: Queue, rec: MessageRecord, payload: Any = UNSET) -> None:
+        #: The :class:`Queue` object that read or claimed it (its ack, nack ... go there).
+        self.owner: Queue = q
+        self.id: int = rec.id
         self.queue: str = q.name
         #: Why the stored payload or headers could not be decoded (None when they could).
         self.decode_error: str | None = None
-        self.payload: Any = codec.decode(blob) if payload is UNSET else payload
+        self.payload: Any = codec.decode(rec.payload) if payload is UNSET else payload
+        headers = rec.headers
         try:
             self.headers: dict[str, Any] = codec.decode(headers) if headers is not None else {}
         except SerializationError as exc:
@@ -175,27 +66,28 @@ class Message:
                 raise  # a claim buries it; peek and message() pass a payload and go on
             self.headers = {}
             self.decode_error = f"headers: {exc}"
-        self.priority: int = priority
-        self.run_at: float = run_at
-        self.attempts: int = attempts
-        self.enqueued_at: float = enqueued_at
-        self.lease_until: float | None = lease_until
-        self.token: int | None = token
-        self.key: str | None = key
-        self.state: str = STATE_NAMES[state]
-        self.error: str | None = error
-        self.finished_at: float | None = finished_at
-        self.origin: str | None = origin
-        self.cancel_requested: bool = bool(cancel)
+        self.priority: int = rec.priority
+        self.run_at: float = rec.run_at
+        self.attempts: int = rec.attempts
+        self.enqueued_at: float = rec.enqueued_at
+        self.lease_until: float | None = rec.lease_until
+        self.token: int | None = rec.token
+        self.key: str | None = rec.key
+        self.state: str = STATE_NAMES[rec.state]
+        self.error: str | None = rec.error
+        self.finished_at: float | None = rec.finished_at
+        self.origin: str | None = rec.origin
+        self.cancel_requested: bool = bool(rec.cancel)
         self._settled = False
 
     @classmethod
-    def _claimed(cls, q: Queue, row: Sequence[Any], lease_until: float) -> Message:
-        """A message as the claim returned it (``store.CLAIM_COLUMNS``)."""
+    def from_claimed(cls, q: Queue, row: Sequence[Any], lease_until: float) -> Message:
+        """A message as the claim returned it: a plain tuple in
+        :class:`~liteq.backends.records.ClaimedRow` order, unpacked once (the hot path)."""
         (mid, token, attempts, blob, headers, priority, run_at, enqueued_at, key, _rank,
          error, origin) = row
         self = cls.__new__(cls)
-        self._q = q
+        self.owner = q
         self.id = mid
         self.queue = q.name
         self.payload = codec.decode(blob)
@@ -217,6 +109,11 @@ class Message:
         return self
 
     @property
+    def queue_id(self) -> int:
+        """The id of the queue it was read or claimed from."""
+        return self.owner.id
+
+    @property
     def routing_key(self) -> str | None:
         """The key a topic message was published with (None for a plain put)."""
         key = self.headers.get("routing_key")
@@ -229,20 +126,20 @@ class Message:
 
     def ack(self) -> None:
         """Finish the message (deleted, or kept as done for the queue's retention)."""
-        self._q.ack(self)
+        self.owner.ack(self)
 
     def nack(self, delay: float | None = None, error: str | None = None) -> None:
         """Give the message back for another delivery after *delay* seconds (the
         queue's backoff when None); past ``max_attempts`` it goes dead with *error*."""
-        self._q.nack(self, delay=delay, error=error)
+        self.owner.nack(self, delay=delay, error=error)
 
     def extend(self, seconds: float) -> None:
         """Renew the lease: it now ends *seconds* from now."""
-        self._q.extend(self, seconds)
+        self.owner.extend(self, seconds)
 
     def fail(self, reason: str) -> None:
         """Send the message to the dead letter place now, with *reason*; no retries."""
-        self._q.fail(self, reason)
+        self.owner.fail(self, reason)
 
     def __enter__(self) -> Message:
         return self
@@ -270,12 +167,17 @@ class Message:
 class Queue:
     """A durable named queue in a liteq database. Get one with ``db.queue(name)``."""
 
-    def __init__(self, db: Context, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, rec: QueueRecord) -> None:
         self.db = db
-        self._store = db.backend
-        self.id: int = row[0]
-        self.name: str = row[1]
-        self._config = QueueConfig.from_row(row)
+        backend = self._backend = db.backend
+        # The hot verbs, bound once: one attribute lookup per call instead of two.
+        self._put_ready = backend.put_ready
+        self._put_rows = backend.put
+        self._claim_rows = backend.claim
+        self._ack_rows = backend.ack
+        self.id: int = rec.id
+        self.name: str = rec.name
+        self._config = QueueConfig.from_record(rec)
         self._config_at = time.monotonic()
 
     # -- options --------------------------------------------------------------------
@@ -289,10 +191,10 @@ class Queue:
 
     def refresh(self) -> QueueConfig:
         """Re-read the stored options now."""
-        row = self._store.queue_row_by_id(self.id)
+        row = self._backend.queue_row_by_id(self.id)
         if row is None:
             raise InvalidArgument(f"queue {self.name!r} was deleted")
-        self._config = QueueConfig.from_row(row)
+        self._config = QueueConfig.from_record(row)
         self._config_at = time.monotonic()
         return self._config
 
@@ -331,10 +233,10 @@ class Queue:
             and -PRIORITY_LIMIT < priority < PRIORITY_LIMIT
         ):
             # The common case, with nothing else to check: the shortest path.
-            return self._store.put_ready(self.id, priority, codec.encode(payload, self.db.max_payload))
+            return self._put_ready(self.id, priority, codec.encode(payload, self.db.max_payload))
         row = self._row(payload, delay, priority, key, headers, rank)
         if not block:
-            return self._store.put(self.id, [row])[0]
+            return self._put_rows(self.id, [row])[0]
         return self._put_blocking([row], timeout)[0]
 
     def put_many(
@@ -359,7 +261,7 @@ class Queue:
         encode = codec.encode
         rows = [first] + [(prio, None, run_at, encode(p, limit), head, None) for p in items[1:]]
         if not block:
-            return self._store.put(self.id, rows)
+            return self._put_rows(self.id, rows)
         return self._put_blocking(rows, timeout)
 
     def _row(
@@ -384,7 +286,7 @@ class Queue:
         return (
             check_priority(priority),
             rank,
-            self._store.clock() + d,
+            self._backend.clock() + d,
             codec.encode(payload, limit),
             codec.encode(headers, limit) if headers else None,
             key,
@@ -395,13 +297,13 @@ class Queue:
         deadline = None if t is None else time.monotonic() + t
         max_depth = self.config.max_depth
         if max_depth is not None and len(rows) > max_depth:
-            depth, _ = self._store.room(self.id)
+            depth, _ = self._backend.room(self.id)
             raise QueueFull(self.name, depth, max_depth, len(rows))  # can never fit
         waiter = self.db.waiter()
         while True:
             waiter.arm()
             try:
-                return self._store.put(self.id, rows)
+                return self._put_rows(self.id, rows)
             except QueueFull:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -434,7 +336,7 @@ class Queue:
         if msgs:
             waiter.found()
             return msgs
-        store = self._store
+        store = self._backend
         # Then arm, and look once more without the write lock. A hint drained by that
         # arm() is a commit since the claim that may not be visible yet: re-look as
         # after a wake-up. No hint: sleep long after an empty look.
@@ -468,22 +370,22 @@ class Queue:
 
     def _claim(self, n: int) -> list[Message]:
         lease = self.config.lease
-        store = self._store
         out: list[Message] = []
         while len(out) < n:
-            rows, until = store.claim(self.id, n - len(out), lease)
+            rows, until = self._claim_rows(self.id, n - len(out), lease)
             if not rows:
                 break
             buried = False
             for row in rows:
                 try:
-                    out.append(Message._claimed(self, row, until))
+                    out.append(Message.from_claimed(self, row, until))
                 except SerializationError as exc:
                     # A stored payload that does not decode can never succeed: bury
                     # it now with the reason, hand out the others, claim again.
                     buried = True
                     try:
-                        store.fail(self.id, row[0], row[1], str(exc))
+                        mid, token, *_ = row  # ClaimedRow order
+                        self._backend.fail(self.id, mid, token, str(exc))
                     except LeaseLost:
                         pass
             if not buried:
@@ -494,7 +396,7 @@ class Queue:
 
     def ack(self, msg: Message) -> None:
         """Finish *msg*; raise :class:`LeaseLost` (changing nothing) if its token is stale."""
-        lost = self._store.ack(self.id, [(msg.id, msg.token or 0)], self.config.retention)
+        lost = self._ack_rows(self.id, [(msg.id, msg.token or 0)], self.config.retention)
         msg._settled = True
         if lost:
             raise LeaseLost(_lost(lost), lost)
@@ -507,10 +409,10 @@ class Queue:
         qid = self.id
         pairs = []
         for m in items:
-            if m._q.id != qid:
+            if m.owner.id != qid:
                 raise InvalidArgument(f"message {m.id} belongs to queue {m.queue!r}, not {self.name!r}")
             pairs.append((m.id, m.token or 0))
-        lost = self._store.ack(qid, pairs, self.config.retention)
+        lost = self._ack_rows(qid, pairs, self.config.retention)
         for m in items:
             m._settled = True
         if lost:
@@ -521,10 +423,10 @@ class Queue:
         check_text(error, "error", allow_none=True)
         if delay is None:
             backoff = self.config.backoff
-            self._store.retry(self.id, msg.id, msg.token, backoff.delay, error)  # type: ignore[arg-type]
+            self._backend.retry(self.id, msg.id, msg.token, backoff.delay, error)  # type: ignore[arg-type]
         else:
             d = check_seconds(delay, "delay")
-            self._store.retry(self.id, msg.id, msg.token, d, error)  # type: ignore[arg-type]
+            self._backend.retry(self.id, msg.id, msg.token, d, error)  # type: ignore[arg-type]
         msg._settled = True
 
     def extend(self, msg: Message, seconds: float) -> None:
@@ -537,13 +439,13 @@ class Queue:
                 f"extend takes at most {longest:g} seconds (MAX_EXTEND, or the queue's lease if "
                 f"longer), got {seconds!r}: a longer lease could not be told apart from one "
                 f"left behind by a clock stepping back; extend again before it runs out")
-        msg.lease_until = self._store.extend(msg.id, msg.token, s)  # type: ignore[arg-type]
+        msg.lease_until = self._backend.extend(msg.id, msg.token, s)  # type: ignore[arg-type]
 
     def fail(self, msg: Message, reason: str) -> None:
         """Bury *msg* now with *reason* (see :meth:`Message.fail`)."""
         text = check_text(str(reason), "reason")
         assert text is not None
-        self._store.fail(self.id, msg.id, msg.token, text)  # type: ignore[arg-type]
+        self._backend.fail(self.id, msg.id, msg.token, text)  # type: ignore[arg-type]
         msg._settled = True
 
     # -- looking and administration -------------------------------------------------
@@ -552,7 +454,7 @@ class Queue:
         """Read up to *n* messages in *state* (None: every state) without claiming them."""
         check_positive_int(n, "n")
         code = _state(state)
-        return [inspectable(self, row) for row in self._store.peek(self.id, code, n)]
+        return [inspectable(self, row) for row in self._backend.peek(self.id, code, n)]
 
     def stats(self) -> dict[str, Any]:
         """Exact counts per state, depth against max_depth, and the oldest ready age.
@@ -561,59 +463,59 @@ class Queue:
         ready at the next claim); ``enqueued_total``/``acked_total`` are statistics,
         written to the file about once a second by each process.
         """
-        (ready, oldest, delayed, leased, done, dead, cancelled, depth, max_depth,
-         enqueued, finished, expired) = self._store.stats(self.id)
-        now = self._store.clock()
+        st = self._backend.stats(self.id)
+        now = self._backend.clock()
+        oldest = st.oldest_ready_at
         return {
             "queue": self.name,
-            "ready": ready,
-            "delayed": delayed,
-            "leased": leased,
-            "expired_leases": expired,
-            "done": done,
-            "dead": dead,
-            "cancelled": cancelled,
-            "depth": depth,
-            "max_depth": max_depth,
+            "ready": st.ready,
+            "delayed": st.delayed,
+            "leased": st.leased,
+            "expired_leases": st.expired_leases,
+            "done": st.done,
+            "dead": st.dead,
+            "cancelled": st.cancelled,
+            "depth": st.depth,
+            "max_depth": st.max_depth,
             "oldest_ready_age": max(0.0, now - oldest) if oldest is not None else None,
-            "enqueued_total": enqueued,
-            "acked_total": finished,
+            "enqueued_total": st.enqueued,
+            "acked_total": st.finished,
         }
 
     def __len__(self) -> int:
         """Unfinished messages (ready, delayed, leased): the depth counter for a queue
         with ``max_depth`` or ``count_depth=True`` (O(1)), else an index count."""
-        return self._store.room(self.id)[0]
+        return self._backend.room(self.id)[0]
 
     def next_due(self) -> float:
         """The earliest time (on the database clock) at which a delayed message falls
         due or a lease runs out; ``inf`` if none."""
-        return self._store.next_due(self.id)
+        return self._backend.next_due(self.id)
 
     def expire(self) -> None:
         """Release expired leases and promote due delayed messages now (claims do
         this themselves; useful before :meth:`stats`)."""
-        self._store.expire(self.id)
+        self._backend.expire(self.id)
 
     def redrive(self, limit: int | None = None) -> int:
         """Make dead messages of this queue ready again, attempts reset; return how many."""
         check_positive_int(limit, "limit", allow_none=True)
-        return self._store.redrive(self.id, limit)
+        return self._backend.redrive(self.id, limit)
 
     def purge(self, state: str | None = None) -> int:
         """Delete this queue's messages (all, or those in *state*); return how many."""
-        return self._store.purge(self.id, _state(state))
+        return self._backend.purge(self.id, _state(state))
 
     def prune(self, older_than: float | None = None) -> int:
         """Delete done and cancelled messages finished more than *older_than* seconds
         ago (default: the queue's retention)."""
         age = self.config.retention if older_than is None else check_seconds(older_than, "older_than")
         assert age is not None
-        return self._store.prune(self.id, self._store.clock() - age)
+        return self._backend.prune(self.id, self._backend.clock() - age)
 
     def cancel(self, message_id: int) -> bool:
         """Cancel a ready or delayed message; False if it is leased or finished."""
-        return self._store.cancel(check_id(message_id))
+        return self._backend.cancel(check_id(message_id))
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} of {self.db.path}>"
@@ -623,14 +525,14 @@ def codec_error(exc: Exception) -> str:
     return f"<{exc}>"
 
 
-def inspectable(q: Queue, row: Sequence[Any]) -> Message:
+def inspectable(q: Queue, rec: MessageRecord) -> Message:
     """A message read for looking at (peek, show): one whose stored bytes do not
     decode still comes back, with ``decode_error`` saying why."""
     try:
-        payload, error = codec.decode(row[5]), None
+        payload, error = codec.decode(rec.payload), None
     except SerializationError as exc:
         payload, error = codec_error(exc), f"payload: {exc}"
-    msg = Message(q, row, payload=payload)  # undecodable headers: noted, not raised
+    msg = Message(q, rec, payload=payload)  # undecodable headers: noted, not raised
     if error is not None:
         msg.decode_error = error if msg.decode_error is None else f"{error}; {msg.decode_error}"
     return msg

@@ -49,15 +49,17 @@ import select
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
 from . import codec
+from .backends.records import Fire, ScheduleRecord, ScheduleRun
 from .context import Context
 from .errors import InvalidArgument, LiteqError, ScheduleError
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
+from .task import Job, Task, registry
 from .validate import (
     MAX_INSTANT,
     MAX_SECONDS,
@@ -68,9 +70,6 @@ from .validate import (
     short,
     validate_name,
 )
-
-if TYPE_CHECKING:
-    from .task import Job, Task
 
 __all__ = [
     "Schedule", "ScheduleRun", "Fire", "Scheduler", "schedule", "unschedule", "schedules",
@@ -117,9 +116,6 @@ _ALIASES = {
 _SCAN = 1000  # missed cron fires walked forward before jumping back from now
 _RETRY_BROKEN = 60.0  # a row plan() cannot handle is looked at again this much later
 
-# Row columns, in store.sql._SCHEDULE_COLUMNS order.
-(_ID, _NAME, _KIND, _SPEC, _TZ, _TARGET, _QUEUE, _PAYLOAD, _MISFIRE, _CAP, _ENABLED,
- _NEXT, _LAST, _LAST_JOB, _CREATED, _UPDATED) = range(16)
 
 
 # -- time: zones, instants, cron ------------------------------------------------------
@@ -293,17 +289,17 @@ def _seconds_text(s: float) -> str:
 
 # -- the misfire policy ----------------------------------------------------------------
 
-def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
-    """``(fire_times, next_run_at)`` for a due schedule row: the misfire policy.
+def plan(row: ScheduleRecord, now: float) -> tuple[list[float], float | None]:
+    """``(fire_times, next_run_at)`` for a due schedule: the misfire policy.
 
     Called by ``Backend.schedule_tick`` inside its transaction for each row whose
     ``next_run_at <= now``. Fire times are those in ``[next_run_at, now]``; see the
     module docstring for what each policy fires.
     """
-    kind, spec, first = row[_KIND], row[_SPEC], row[_NEXT]
+    kind, spec, first = row.kind, row.spec, row.next_run_at
     if first is None or first > now:
         return [], first
-    policy, cap = row[_MISFIRE], min(max(1, int(row[_CAP])), MAX_MISFIRE_CAP)
+    policy, cap = row.misfire, min(max(1, int(row.misfire_cap)), MAX_MISFIRE_CAP)
     keep = cap if policy == "all" else 1
     nxt: float | None
     if kind == "at":
@@ -318,7 +314,7 @@ def plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
         missed = [first + i * every for i in range(max(0, k + 1 - keep), k + 1)]
         nxt = first + (k + 1) * every
     else:
-        missed, nxt = _cron_missed(spec, _zone(row[_TZ]), first, now, keep)
+        missed, nxt = _cron_missed(spec, _zone(row.tz), first, now, keep)
     latest = missed[-1]
     if policy == "all":
         return missed, nxt
@@ -344,13 +340,13 @@ def _cron_missed(expr: str, zone: ZoneInfo, first: float, now: float,
     return sorted(back) or list(missed), next(_cron_after(expr, zone, now), None)
 
 
-def _safe_plan(row: Sequence[Any], now: float) -> tuple[list[float], float | None]:
+def _safe_plan(row: ScheduleRecord, now: float) -> tuple[list[float], float | None]:
     # An exception here would roll back the whole tick and block every schedule.
     try:
         return plan(row, now)
     except Exception:
         logger.exception("schedule %r (%s %r) cannot be planned; trying again in %g s",
-                         row[_NAME], row[_KIND], row[_SPEC], _RETRY_BROKEN)
+                         row.name, row.kind, row.spec, _RETRY_BROKEN)
         return [], now + _RETRY_BROKEN
 
 
@@ -391,8 +387,6 @@ def _timing(cron: Any, every: Any, at: Any, tz: Any, start: Any,
 def _target(db: Context, task: Any, queue: Any, args: Any, kwargs: Any, payload: Any,
             command: Any) -> tuple[str, str, Any]:
     """Validate the target; ``(target, queue, payload to enqueue)``. Writes nothing."""
-    from .task import Task, registry
-
     has_payload = payload is not UNSET
     given = [k for k, v in (("task", task is not None), ("payload", has_payload),
                             ("command", command is not None)) if v]
@@ -515,10 +509,12 @@ def schedule(db: Context, name: str, *, cron: str | None = None, every: Any = No
     blob = codec.encode(value, db.max_payload)
     store = db.backend
     with db.transaction():
+        # Unchanged timing keeps the stored next_run_at: the upsert decides that itself,
+        # so it holds with concurrent writers; this read only spares the past-time
+        # check to a schedule whose timing is not changing.
         old = store.schedule(name)
-        if old is not None and (old[_KIND], old[_SPEC], old[_TZ]) == (kind, spec, tz_name):
-            first = old.next_run_at
-        elif kind == "at" and not allow_past:
+        same = old is not None and (old.kind, old.spec, old.tz) == (kind, spec, tz_name)
+        if kind == "at" and not allow_past and not same:
             _check_future(spec, first, now)  # raising here rolls back: nothing written
         row = store.schedule_upsert({
             "name": name, "kind": kind, "spec": spec, "tz": tz_name, "target": target,
@@ -547,27 +543,6 @@ def unschedule(db: Context, name: str) -> bool:
 
 # -- schedule objects ------------------------------------------------------------------
 
-class ScheduleRun(NamedTuple):
-    """One fire in a schedule's history: planned time, when it was enqueued, its job."""
-
-    fire_at: float
-    fired_at: float
-    job_id: int | None
-
-    @property
-    def late(self) -> float:
-        """Seconds between the planned time and the enqueue."""
-        return self.fired_at - self.fire_at
-
-
-class Fire(NamedTuple):
-    """A fire a tick enqueued."""
-
-    schedule: str
-    fire_at: float
-    job_id: int
-
-
 class Schedule:
     """A snapshot of one schedule (``db.schedule(...)``, ``db.schedules()``).
 
@@ -575,30 +550,30 @@ class Schedule:
     seconds; :meth:`next` gives datetimes in the schedule's time zone.
     """
 
-    def __init__(self, db: Context, row: Sequence[Any]) -> None:
+    def __init__(self, db: Context, row: ScheduleRecord) -> None:
         self.db = db
         self._load(row)
 
-    def _load(self, row: Sequence[Any]) -> None:
-        self.id: int = row[_ID]
-        self.name: str = row[_NAME]
-        self.kind: str = row[_KIND]
-        self.spec: str = row[_SPEC]
-        self.tz: str | None = row[_TZ]
-        self.target: str = row[_TARGET]
-        self.queue: str = row[_QUEUE]
+    def _load(self, row: ScheduleRecord) -> None:
+        self.id: int = row.id
+        self.name: str = row.name
+        self.kind: str = row.kind
+        self.spec: str = row.spec
+        self.tz: str | None = row.tz
+        self.target: str = row.target
+        self.queue: str = row.queue
         try:
-            self.payload: Any = codec.decode(row[_PAYLOAD])
+            self.payload: Any = codec.decode(row.payload)
         except LiteqError as exc:
             self.payload = {"$error": str(exc)}
-        self.misfire: str = row[_MISFIRE]
-        self.misfire_cap: int = row[_CAP]
-        self.enabled: bool = bool(row[_ENABLED])
-        self.next_run_at: float | None = row[_NEXT]
-        self.last_run_at: float | None = row[_LAST]
-        self.last_job_id: int | None = row[_LAST_JOB]
-        self.created_at: float = row[_CREATED]
-        self.updated_at: float = row[_UPDATED]
+        self.misfire: str = row.misfire
+        self.misfire_cap: int = row.misfire_cap
+        self.enabled: bool = bool(row.enabled)
+        self.next_run_at: float | None = row.next_run_at
+        self.last_run_at: float | None = row.last_run_at
+        self.last_job_id: int | None = row.last_job_id
+        self.created_at: float = row.created_at
+        self.updated_at: float = row.updated_at
 
     @property
     def paused(self) -> bool:
@@ -670,8 +645,6 @@ class Schedule:
 
     def run_now(self) -> Job:
         """Fire once now, outside the timing (paused or not); return the job."""
-        from .task import Job
-
         fired = self.db.backend.schedule_tick(_safe_plan, only=self.name, fire_now=True)
         if not fired:
             self.refresh()  # raises if it was deleted
@@ -679,12 +652,12 @@ class Schedule:
             raise ScheduleError(f"schedule {self.name!r} already fired at this instant; "
                                 f"nothing was enqueued")
         self.refresh()
-        return Job(self.db, fired[-1][2], task=self.task)
+        return Job(self.db, fired[-1].job_id, task=self.task)
 
     def history(self, limit: int = 20) -> list[ScheduleRun]:
         """The last *limit* fires, newest first."""
         check_positive_int(limit, "limit")
-        return [ScheduleRun(*r) for r in self.db._store.schedule_runs(self.name, limit)]
+        return self.db.backend.schedule_runs(self.name, limit)
 
     def delete(self) -> bool:
         """Delete this schedule and its history (``db.unschedule(name)``)."""
@@ -730,8 +703,8 @@ class Scheduler:
 
     def tick(self) -> list[Fire]:
         """Fire every due schedule once per due fire time; return what was enqueued."""
-        fires = [Fire(*f) for f in self.db._store.schedule_tick(
-            _safe_plan, limits=(TICK_SCHEDULES, TICK_FIRES, TICK_SECONDS))]
+        fires = self.db.backend.schedule_tick(
+            _safe_plan, limits=(TICK_SCHEDULES, TICK_FIRES, TICK_SECONDS))
         for f in fires:
             logger.info("schedule %s fired for %s: job %d", f.schedule, _utc(f.fire_at),
                         f.job_id)

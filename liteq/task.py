@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import codec
-from .backends.records import State
+from .backends.records import MessageRecord, ResultRecord, State
 from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
-from .queue import Backoff, Queue
+from .options import Backoff
+from .queue import Queue
 from .validate import (
     INT64_MAX,
     check_positive_int,
@@ -208,7 +209,7 @@ class JobError:
 
 def registry(db: Context) -> dict[str, Task[Any, Any]]:
     """The tasks registered on *db*, by name (kept on the Database object)."""
-    tasks: dict[str, Task[Any, Any]] = db.__dict__.setdefault("_tasks", {})
+    tasks: dict[str, Task[Any, Any]] = db.tasks
     return tasks
 
 
@@ -423,6 +424,12 @@ def current_job() -> JobContext | None:
     return getattr(_current, "job", None)
 
 
+def set_current_job(ctx: JobContext | None) -> None:
+    """Make *ctx* the job :func:`current_job` returns in this thread (the worker, around
+    a task's call; None after it)."""
+    _current.job = ctx
+
+
 class JobContext:
     """What a running task (and a hook) can know about its job::
 
@@ -527,36 +534,33 @@ def _message_state(state: int, attempts: int, origin: str | None) -> str:
 _RESULT_STATES: dict[int, str] = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
-def _info_from(db: Context, row: Sequence[Any] | None, res: Sequence[Any] | None,
+def _info_from(db: Context, row: MessageRecord | None, res: ResultRecord | None,
                queue_name: Callable[[int], str | None]) -> JobInfo | None:
     """A job from its message row, its results row, or both (the message wins for
     what it still holds; the results row keeps the rest once the message is gone)."""
     kept: dict[str, Any] = {}
     if res is not None:
-        (rid, rname, rstate, value, rerror, rattempts, rfinished, expires_at, rqueue, rcall,
-         renqueued, started_at, duration) = res
-        kept = {"value": value, "expires_at": expires_at, "started_at": started_at,
-                "duration": duration}
+        kept = {"value": res.value, "expires_at": res.expires_at, "started_at": res.started_at,
+                "duration": res.duration}
     if row is not None:
-        (mid, qid, state, _prio, run_at, blob, _headers, _key, attempts, enqueued_at,
-         _lease, _token, error, finished_at, origin, _rank, _cancel) = row
-        call = task_call(_safe_decode(blob))
-        name, args, kwargs = call if call else (res[1] if res else None, None, None)
-        job_state = _message_state(state, attempts, origin)
+        call = task_call(_safe_decode(row.payload))
+        name, args, kwargs = call if call else (res.task if res else None, None, None)
+        job_state = _message_state(row.state, row.attempts, row.origin)
         finished = job_state in ("done", "failed", "cancelled")
         return JobInfo(
-            id=mid, task=name, queue=origin or queue_name(qid), state=job_state,
-            attempts=attempts,
-            error=JobError.parse(res[4] if finished and res and res[4] else error),
-            args=args, kwargs=kwargs, enqueued_at=enqueued_at, run_at=run_at,
-            finished_at=finished_at if finished_at is not None else (res[6] if res else None),
+            id=row.id, task=name, queue=row.origin or queue_name(row.qid), state=job_state,
+            attempts=row.attempts,
+            error=JobError.parse(res.error if finished and res and res.error else row.error),
+            args=args, kwargs=kwargs, enqueued_at=row.enqueued_at, run_at=row.run_at,
+            finished_at=row.finished_at if row.finished_at is not None else (
+                res.finished_at if res else None),
             **kept)
     if res is not None:
-        call = task_call(_safe_decode(rcall)) if rcall is not None else None
-        return JobInfo(id=rid, task=rname, queue=rqueue, state=_RESULT_STATES[rstate],
-                       attempts=rattempts, error=JobError.parse(rerror),
+        call = task_call(_safe_decode(res.call)) if res.call is not None else None
+        return JobInfo(id=res.id, task=res.task, queue=res.queue, state=_RESULT_STATES[res.state],
+                       attempts=res.attempts, error=JobError.parse(res.error),
                        args=call[1] if call else None, kwargs=call[2] if call else None,
-                       enqueued_at=renqueued, finished_at=rfinished, **kept)
+                       enqueued_at=res.enqueued_at, finished_at=res.finished_at, **kept)
     return None
 
 
@@ -605,7 +609,7 @@ class Job:
 
     def _queue_name(self, qid: int) -> str | None:
         row = self.db.backend.queue_row_by_id(qid)
-        return row[1] if row else None
+        return row.name if row else None
 
     @property
     def state(self) -> str:
@@ -680,15 +684,15 @@ class Job:
                 return "finished"
             outcome = store.request_cancel(self.id)
             if outcome == "cancelled":
-                call = task_call(_safe_decode(row[5]))
+                call = task_call(_safe_decode(row.payload))
                 name = call[0] if call else None
                 task = registry(db).get(name) if name else None
                 ttl = task.result_ttl if task else DEFAULT_RESULT_TTL
                 now = store.clock()
                 store.save_results([(self.id, name, State.CANCELLED, None, "cancelled before it ran",
-                                     row[8], now, None if ttl is None else now + ttl,
-                                     row[14] or self._queue_name(row[1]), row[5] if call else None,
-                                     row[9], None, None)])
+                                     row.attempts, now, None if ttl is None else now + ttl,
+                                     row.origin or self._queue_name(row.qid),
+                                     row.payload if call else None, row.enqueued_at, None, None)])
         return outcome
 
     def __eq__(self, other: object) -> bool:
@@ -718,12 +722,12 @@ _STATE_CODES = {
 _RESULT_CODES = {"done": State.DONE, "failed": State.DEAD, "cancelled": State.CANCELLED}
 
 
-def _scan_messages(db: Context, codes: Sequence[int], before: int, n: int) -> list[Any]:
+def _scan_messages(db: Context, codes: Sequence[int], before: int, n: int) -> list[MessageRecord]:
     return db.backend.job_messages(codes, before, n)
 
 
 def _scan_results(db: Context, code: int | None, before: int, n: int, queue: str | None,
-                  task: str | None) -> list[Any]:
+                  task: str | None) -> list[ResultRecord]:
     return db.backend.orphan_results(code, before, n, queue=queue, task=task)
 
 
@@ -743,7 +747,7 @@ def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
     def queue_name(qid: int) -> str | None:
         if qid not in names:
             row = db.backend.queue_row_by_id(qid)
-            names[qid] = row[1] if row else None
+            names[qid] = row.name if row else None
         return names[qid]
 
     def keep(info: JobInfo | None) -> bool:
@@ -756,7 +760,7 @@ def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
     while len(found) < limit:
         rows = _scan_messages(db, codes, before, chunk)
         for row in rows:
-            if task_call(_safe_decode(row[5])) is None:
+            if task_call(_safe_decode(row.payload)) is None:
                 continue
             info = _info_from(db, row, None, queue_name)
             if keep(info):
@@ -764,21 +768,21 @@ def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
                 found.append(info)
         if len(rows) < chunk:
             break
-        before = rows[-1][0]
+        before = rows[-1].id
     if state is None or state in _RESULT_CODES:
         before = 2**63 - 1
         code = _RESULT_CODES[state] if state else None
         extra: list[JobInfo] = []
         while len(extra) < limit:
-            rows = _scan_results(db, code, before, chunk, queue, task)
-            for res in rows:
+            results = _scan_results(db, code, before, chunk, queue, task)
+            for res in results:
                 info = _info_from(db, None, res, queue_name)
                 if keep(info):
                     assert info is not None
                     extra.append(info)
-            if len(rows) < chunk:
+            if len(results) < chunk:
                 break
-            before = rows[-1][0]
+            before = results[-1].id
         found.extend(extra)
     found.sort(key=lambda i: -i.id)
     return found[:limit]

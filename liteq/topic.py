@@ -34,10 +34,10 @@ from typing import Any
 
 from . import codec
 from .backends.records import StaleRoutes
-from .backends.sqlite import default_queue_options
 from .context import Context
 from .errors import InvalidArgument
-from .queue import Message, Queue, option_columns
+from .options import default_columns, option_columns
+from .queue import Message, Queue
 from .validate import check_priority, check_seconds, check_text, short
 
 __all__ = ["Topic", "Tail", "Router", "matches", "validate_topic_name"]
@@ -142,7 +142,7 @@ class Topic:
     def __init__(self, db: Context, name: str) -> None:
         self.db = db
         self.name = validate_topic_name(name)
-        self._store = db.backend
+        self._backend = db.backend
         self._lock = threading.Lock()
         self._version = -1
         self._router = Router()
@@ -159,8 +159,8 @@ class Topic:
         validate_topic_name(name, "subscription")
         _check_key(pattern, "pattern")
         updates = option_columns(**options)
-        row = self._store.subscribe(
-            self.name, self.queue_name(name), pattern, default_queue_options(), updates
+        row = self._backend.subscribe(
+            self.name, self.queue_name(name), pattern, default_columns(), updates
         )
         return self.db.adopt(row)
 
@@ -171,23 +171,23 @@ class Topic:
     def unsubscribe(self, name: str) -> None:
         """Delete subscription *name* and every message waiting in it."""
         validate_topic_name(name, "subscription")
-        row = self._store.queue_row(self.queue_name(name))
-        if row is None or row[11] != self.name:
+        row = self._backend.queue_row(self.queue_name(name))
+        if row is None or row.topic != self.name:
             raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
-        self._store.unsubscribe(row[0])
+        self._backend.unsubscribe(row.id)
         self.db.forget(self.queue_name(name))
 
     def subscriptions(self) -> list[Queue]:
         """This topic's subscriptions (expired temporary ones are cleaned up first)."""
-        self._store.drop_expired_subscriptions()
-        _, rows = self._store.subscriptions(self.name)
-        return [self.db.adopt(r) for r in rows]
+        self._backend.drop_expired_subscriptions()
+        subs = self._backend.subscriptions(self.name)
+        return [self.db.adopt(r) for r in subs.queues]
 
     def subscription(self, name: str) -> Queue:
         """The existing subscription *name* (InvalidArgument if there is none)."""
         validate_topic_name(name, "subscription")
-        row = self._store.queue_row(self.queue_name(name))
-        if row is None or row[11] != self.name:
+        row = self._backend.queue_row(self.queue_name(name))
+        if row is None or row.topic != self.name:
             raise InvalidArgument(f"topic {self.name!r} has no subscription {name!r}")
         return self.db.adopt(row)
 
@@ -236,31 +236,31 @@ class Topic:
         self._maybe_drop_expired()
         for _ in range(100):
             version = self._refresh_routes()
-            run_at = self._store.clock() + d
+            run_at = self._backend.clock() + d
             deliveries: dict[int, list[Any]] = {}
-            now = self._store.clock()
+            now = self._backend.clock()
             for key, blob, head_blob in encoded:
                 for qid in self._route(key, now):
                     deliveries.setdefault(qid, []).append((prio, None, run_at, blob, head_blob, None))
             if not deliveries:
                 return 0
             try:
-                return self._store.publish(version, deliveries)
+                return self._backend.publish(version, deliveries)
             except StaleRoutes:
                 continue  # a subscription came or went meanwhile: route again
         raise RuntimeError("subscriptions kept changing during publish")  # pragma: no cover
 
     def _refresh_routes(self) -> int:
-        version = self._store.subs_version()
+        version = self._backend.subs_version()
         if version == self._version:
             return version
-        version, rows = self._store.subscriptions(self.name)
+        version, subs = self._backend.subscriptions(self.name)
         router = Router()
         expiring = {}
-        for row in rows:
-            router.add(row[0], row[12] if row[12] is not None else "#")
-            if row[13] is not None:
-                expiring[row[0]] = row[13]
+        for sub in subs:
+            router.add(sub.id, sub.pattern if sub.pattern is not None else "#")
+            if sub.expires_at is not None:
+                expiring[sub.id] = sub.expires_at
         with self._lock:
             self._router, self._expiring, self._routes = router, expiring, {}
             self._version = version
@@ -282,7 +282,7 @@ class Topic:
         now = time.monotonic()
         if now - self._checked_expired > 5.0:
             self._checked_expired = now
-            self._store.drop_expired_subscriptions()
+            self._backend.drop_expired_subscriptions()
 
     # -- tail -----------------------------------------------------------------------
 
@@ -297,9 +297,9 @@ class Topic:
         """
         _check_key(pattern, "pattern")
         name = f"tail-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        row = self._store.subscribe(
+        row = self._backend.subscribe(
             self.name, self.queue_name(name), pattern,
-            default_queue_options(), {"expires_at": self._store.clock() + TEMP_LEASE},
+            default_columns(), {"expires_at": self._backend.clock() + TEMP_LEASE},
         )
         return Tail(self, self.db.adopt(row))
 
@@ -313,7 +313,7 @@ class Tail:
     def __init__(self, topic: Topic, queue: Queue) -> None:
         self.topic = topic
         self.queue = queue
-        self._store = topic.db.backend
+        self._backend = topic.db.backend
         self._renewed = time.monotonic()
         self._buffer: list[Message] = []
         self.closed = False
@@ -331,7 +331,7 @@ class Tail:
 
     def _renew(self) -> None:
         if time.monotonic() - self._renewed > TEMP_LEASE / 3:
-            self._store.touch_subscription(self.queue.id, self._store.clock() + TEMP_LEASE)
+            self._backend.touch_subscription(self.queue.id, self._backend.clock() + TEMP_LEASE)
             self._renewed = time.monotonic()
 
     def __iter__(self) -> Iterator[Message]:
@@ -346,7 +346,7 @@ class Tail:
             return
         self.closed = True
         try:
-            self._store.unsubscribe(self.queue.id)
+            self._backend.unsubscribe(self.queue.id)
         finally:
             self.topic.db.forget(self.queue.name)
 

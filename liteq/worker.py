@@ -77,10 +77,10 @@ from .task import (
     Retry,
     Task,
     TaskTimeout,
-    _current,
     outcome_row,
     registry,
     run_coroutine,
+    set_current_job,
     task_call,
 )
 from .validate import check_positive_int, check_seconds, validate_name
@@ -140,7 +140,7 @@ class _Leases:
     def add(self, msgs: Sequence[Message]) -> None:
         with self._lock:
             for m in msgs:
-                self._held[m.id] = (m.token or 0, m._q.id)
+                self._held[m.id] = (m.token or 0, m.owner.id)
 
     def discard(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -216,7 +216,7 @@ def _settle(worker: Worker, q: Queue, mid: int, token: int, attempts: int,
                     outcome.delay = backoff.delay(attempts)
                 if not store.retry(q.id, mid, token, outcome.delay, text):
                     row = store.message(mid)
-                    final = State.CANCELLED if row is not None and row[2] == State.CANCELLED else State.DEAD
+                    final = State.CANCELLED if row is not None and row.state == State.CANCELLED else State.DEAD
             elif outcome.state == "cancelled":
                 store.request_cancel(mid)  # flags it, so the retry below cancels it
                 store.retry(q.id, mid, token, 0.0, text)
@@ -377,7 +377,7 @@ class _Consumer:
     def _work(self, msgs: list[Message]) -> None:
         self.leases.add(msgs)
         if self.slot is not None:
-            self.slot.publish(held=[(m.id, m.token or 0, m._q.id) for m in msgs])
+            self.slot.publish(held=[(m.id, m.token or 0, m.owner.id) for m in msgs])
         started = time.monotonic()
         flush_at = started + _FLUSH_SECONDS
         ran = 0
@@ -416,13 +416,13 @@ class _Consumer:
             self.slot.publish(held=[], counts=self.w._stats.snapshot())
 
     def _release(self, msgs: list[Message], count: bool = True) -> None:
-        release(self.db, [(m.id, m.token or 0, m._q.id) for m in msgs])
+        release(self.db, [(m.id, m.token or 0, m.owner.id) for m in msgs])
         self.leases.discard(m.id for m in msgs)
         if count:
             self.w._stats.count("released", len(msgs))
 
     def _run(self, msg: Message) -> None:
-        q = msg._q
+        q = msg.owner
         call = task_call(msg.payload)
         if call is None:
             ctx = JobContext(self.db, msg.id, "?", q.name, msg.attempts, msg.attempts, [], {},
@@ -458,13 +458,13 @@ class _Consumer:
     def _settle(self, msg: Message, ctx: JobContext, task: Task[Any, Any] | None,
                 outcome: Outcome, ran: bool) -> None:
         self._flush()  # keep acks in order with this job's own transaction
-        _settle(self.w, msg._q, msg.id, msg.token or 0, msg.attempts, ctx, task, outcome, ran)
+        _settle(self.w, msg.owner, msg.id, msg.token or 0, msg.attempts, ctx, task, outcome, ran)
         self.leases.discard((msg.id,))
 
     def _execute(self, task: Task[Any, Any], msg: Message, ctx: JobContext,
                  args: list[Any], kwargs: dict[str, Any]) -> tuple[Outcome, bool]:
         ctx.started_at = self.store.clock()
-        _current.job = ctx
+        set_current_job(ctx)
         self.current = msg.id
         timeout = task.timeout
         if self.slot is not None:
@@ -472,7 +472,7 @@ class _Consumer:
             # moment more, so that wait_for can end them cleanly first).
             deadline = time.monotonic() + timeout + (0.5 if task.is_async else 0) \
                 if timeout else 0.0
-            self.slot.publish(running=(msg.id, msg.token or 0, msg._q.id, deadline),
+            self.slot.publish(running=(msg.id, msg.token or 0, msg.owner.id, deadline),
                               counts=self.w._stats.snapshot())
         elif timeout and not task.is_async:
             with self._lock:
@@ -495,7 +495,7 @@ class _Consumer:
                 if self._running is not None:
                     with self._lock:
                         self._running = None
-                _current.job = None
+                set_current_job(None)
                 self.current = 0
         except Retry as sig:
             return Outcome("retrying", time.perf_counter() - start,
@@ -527,7 +527,7 @@ class _Consumer:
 
     def _atomic(self, task: Task[Any, Any], msg: Message, ctx: JobContext, args: list[Any],
                 kwargs: dict[str, Any]) -> tuple[Any, bool]:
-        q = msg._q
+        q = msg.owner
         start = time.perf_counter()
         with contextlib.suppress(_Lost), self.db.transaction():
             if task.is_async:
@@ -563,7 +563,7 @@ class _Consumer:
         done, self._done = self._done, []
         by_queue: dict[int, tuple[Queue, list[tuple[int, int]]]] = {}
         for msg, _task, _ctx, _outcome in done:
-            by_queue.setdefault(msg._q.id, (msg._q, []))[1].append((msg.id, msg.token or 0))
+            by_queue.setdefault(msg.owner.id, (msg.owner, []))[1].append((msg.id, msg.token or 0))
         lost: set[int] = set()
         try:
             with self.db.transaction():
@@ -926,22 +926,22 @@ class Worker(ProcessPool):
     def _settle_orphan(self, mid: int, token: int, qid: int, reason: str | None,
                        code: int) -> None:
         row = self.db.backend.message(mid)
-        if row is None or row[11] != token or row[2] != State.LEASED:
+        if row is None or row.token != token or row.state != State.LEASED:
             return  # it was settled after all
         q = self.db.queue_by_id(qid)
-        call = task_call(_decode(row[5]))
+        call = task_call(_decode(row.payload))
         name, args, kwargs = call if call else ("?", [], {})
         task = self.tasks.get(name)
-        ctx = JobContext(self.db, mid, name, q.name, row[8],
+        ctx = JobContext(self.db, mid, name, q.name, row.attempts,
                          task.max_attempts if task else q.config.max_attempts, args, kwargs,
-                         row[9])
+                         row.enqueued_at)
         if reason == "timeout" and task is not None and task.timeout:
             error = JobError("liteq.TaskTimeout", f"task {name} exceeded its timeout of "
                                             f"{task.timeout:g} s; its worker process was killed")
         else:
             what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             error = JobError(None, f"the worker process running it died ({what})")
-        _settle(self, q, mid, token, row[8], ctx, task, Outcome("retrying", 0.0, error=error),
+        _settle(self, q, mid, token, row.attempts, ctx, task, Outcome("retrying", 0.0, error=error),
                 ran=True)
 
     def __repr__(self) -> str:

@@ -28,8 +28,8 @@ def count_claims(db: liteq.Database) -> list[int]:
     """From now on, record the queue id of every claim *db* makes (each claim is a
     write transaction: what an idle consumer should not take on other commits).
 
-    Patches the engine (``db.backend``), which every queue of *db* shares; should queues
-    bind the engine's verbs once when made, call this before making them."""
+    Patches the engine (``db.backend``), which every queue of *db* shares. A queue binds
+    the engine's claim once, when it is made: call this before making any queue."""
     claims: list[int] = []
     claim = db.backend.claim
 

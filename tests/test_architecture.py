@@ -5,6 +5,7 @@ imports under ``if TYPE_CHECKING:`` and inside functions count too."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import liteq
@@ -95,3 +96,67 @@ def test_no_liteq_module_imports_itself_back_through_others() -> None:
     # database -> queue/topic/task/scheduler/shell, never back: those annotate
     # liteq.context.Context, a protocol that Database satisfies.
     assert import_cycles() == []
+
+
+# -- what each module may reach ---------------------------------------------------------
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text()) for name, path in _modules().items()}
+
+
+def _imported_names(tree: ast.Module) -> list[tuple[int, str, str]]:
+    """``(line, module, name)`` of every ``from X import name`` and ``import X``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            dots = "." * node.level
+            found += [(node.lineno, dots + (node.module or ""), a.name) for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, "") for a in node.names]
+    return found
+
+
+def test_no_private_name_is_imported_from_another_liteq_module() -> None:
+    # A name another module needs is public in a small module (liteq.validate,
+    # liteq.counters ...), so that its owner can change its privates freely.
+    bad = [f"{name}:{line} from {module} import {imported}"
+           for name, tree in _trees().items()
+           for line, module, imported in _imported_names(tree)
+           if (module.startswith(".") or module.startswith("liteq"))
+           and imported.startswith("_") and not imported.startswith("__")]
+    assert bad == []
+
+
+def test_each_database_driver_is_imported_only_inside_its_engine() -> None:
+    engine_of = {"apsw": "liteq.backends.sqlite", "psycopg": "liteq.backends.postgres",
+                 "psycopg_pool": "liteq.backends.postgres"}
+    bad = []
+    for name, tree in _trees().items():
+        for line, module, _ in _imported_names(tree):
+            engine = engine_of.get(module.split(".")[0])
+            if engine and name != engine and not name.startswith(engine + "."):
+                bad.append(f"{name}:{line} imports {module}")
+    assert bad == []
+
+
+_ROW = re.compile(r"(\w*_)?(row|rows|rec|record|res|result|qrow)")
+
+
+def test_no_code_above_the_backends_reads_a_row_by_position() -> None:
+    # Records cross the boundary; above it fields are read by name (row.qid, not
+    # row[1]), so a column added or moved in an engine breaks nothing silently.
+    bad = [f"{name}:{node.lineno} {ast.unparse(node)}"
+           for name, tree in _trees().items() if not name.startswith("liteq.backends")
+           for node in ast.walk(tree)
+           if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+           and _ROW.fullmatch(node.value.id)
+           and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int)]
+    assert bad == []
+
+
+def test_the_rules_above_see_what_they_forbid() -> None:
+    code = ast.parse("from .base import _hidden\nimport apsw\nx = row[11]\n")
+    assert (1, ".base", "_hidden") in _imported_names(code)
+    assert (2, "apsw", "") in _imported_names(code)
+    subscript = next(n for n in ast.walk(code) if isinstance(n, ast.Subscript))
+    assert isinstance(subscript.value, ast.Name) and _ROW.fullmatch(subscript.value.id)

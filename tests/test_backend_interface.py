@@ -230,11 +230,32 @@ def test_a_fire_is_what_a_schedule_tick_returns(store: SQLiteBackend) -> None:
         "queue": "q", "payload": b"\xa0", "misfire": "skip", "misfire_cap": 1,
         "next_run_at": now,
     })
-    fired = store.schedule_tick(lambda row, at: ([row[11]], at + 60))
-    fire = Fire._make(fired[0])
-    assert (fire.schedule, fire.fire_at) == ("s", now)
+    fired = store.schedule_tick(lambda rec, at: ([at] if rec.next_run_at == at else [], at + 60))
+    (fire,) = fired
+    assert isinstance(fire, Fire) and (fire.schedule, fire.fire_at) == ("s", now)
     assert store.message(fire.job_id) is not None
-    assert ScheduleRecord._make(store.schedule("s")).last_job_id == fire.job_id  # type: ignore[arg-type]
+    stored = store.schedule("s")
+    assert stored is not None and stored.last_job_id == fire.job_id
+
+
+def _schedule(**changes: Any) -> dict[str, Any]:
+    return {"name": "s", "kind": "every", "spec": "60", "tz": None, "target": "queue",
+            "queue": "q", "payload": b"\xa0", "misfire": "skip", "misfire_cap": 1,
+            "next_run_at": 1000.0, **changes}
+
+
+def test_replacing_a_schedule_with_the_same_timing_keeps_its_planned_next_fire(
+    store: SQLiteBackend,
+) -> None:
+    # Decided inside the upsert, not by the caller reading first: a second writer
+    # replacing the schedule at the same moment cannot reset the plan.
+    store.schedule_upsert(_schedule())
+    kept = store.schedule_upsert(_schedule(next_run_at=5000.0, queue="other", misfire="all"))
+    assert (kept.next_run_at, kept.queue, kept.misfire) == (1000.0, "other", "all")
+    for change in ({"spec": "30"}, {"tz": "Europe/Berlin"}, {"kind": "cron", "spec": "* * * * *"}):
+        store.schedule_upsert(_schedule())  # back to the first timing (plan kept)
+        replaced = store.schedule_upsert(_schedule(next_run_at=7000.0, **change))
+        assert replaced.next_run_at == 7000.0, change
 
 
 # -- (d) the verbs the SQLite engine added for the interface ------------------------------

@@ -385,8 +385,8 @@ def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commit
     db = liteq.connect(db_path)
     if not db.waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
+    claims = count_claims(db)  # before the queue is made: it binds the claim once
     waiting = db.queue("idle")
-    claims = count_claims(db)
     other = liteq.connect(db_path)
     busy = other.queue("busy")
     got: list[Any] = []

@@ -681,3 +681,23 @@ def test_a_message_whose_stored_headers_do_not_decode_can_still_be_inspected(tmp
         db.close()
     result = CliRunner().invoke(cli, ["--db", path, "dead", "list", "q"])
     assert result.exit_code == 0 and str(bad) in result.output, result.output
+
+
+def test_a_batch_claim_that_leases_fewer_messages_than_it_selected_raises_and_claims_none(
+    db,
+) -> None:
+    # Under SQLite's write lock the selected rows are the updated ones; the guard is for
+    # the day that stops holding. A trigger that silently skips one row's update makes
+    # the UPDATE change fewer rows than the SELECT found.
+    q = db.queue("guarded")
+    ids = q.put_many(["a", "b", "c"])
+    db.execute(
+        f"CREATE TRIGGER skip_one BEFORE UPDATE OF state ON messages "
+        f"WHEN old.id = {ids[1]} BEGIN SELECT RAISE(IGNORE); END")
+
+    with pytest.raises(liteq.StorageError, match="selected 3 ready message.* but leased 2"):
+        q.get_many(3)
+
+    db.execute("DROP TRIGGER skip_one")
+    assert q.stats()["ready"] == 3  # rolled back: nothing was half claimed
+    assert [m.payload for m in q.get_many(3)] == ["a", "b", "c"]

@@ -738,3 +738,13 @@ def test_retry_of_a_cancelled_message_works_when_a_new_message_holds_its_dedup_k
     assert db.retry(old) is True
 
     assert sorted(m.id for m in q.peek(10)) == [old, new]
+
+
+def test_a_message_names_the_queue_it_came_from_by_object_and_id(db) -> None:
+    q = db.queue("origin")
+    q.put_many([1, 2])
+    claimed = q.get()
+    (peeked,) = q.peek(1)
+    found = db.message(peeked.id)
+    for msg in (claimed, peeked, found):
+        assert msg is not None and msg.owner is q and msg.queue_id == q.id

@@ -439,13 +439,13 @@ def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_p
     db = liteq.connect(db_path)
     if not db.waiter().uses_inotify:
         pytest.skip("needs inotify wake-ups (Linux)")
+    claims = count_claims(db)  # before any queue is made: queues bind the claim once
     started = threading.Event()
 
     @db.task(queue="work")
     def job() -> None:
         started.set()
 
-    claims = count_claims(db)
     other = liteq.connect(db_path)
     busy = other.queue("busy")
     with Background(db, queues=["work"], concurrency=2):

@@ -56,7 +56,12 @@ from .records import (
     Subscriptions,
 )
 
-__all__ = ["Backend", "Waiter"]
+__all__ = ["Backend", "Waiter", "DURABILITY_LEVELS"]
+
+#: What ``connect(durability=...)`` (and ``liteq --durability``) accepts on every engine:
+#: ``"normal"`` (a commit survives the process being killed) or ``"full"`` (a power
+#: loss too). Each engine maps them to its own settings (SQLite: ``PRAGMA synchronous``).
+DURABILITY_LEVELS: tuple[str, ...] = ("full", "normal")
 
 
 class Waiter(Protocol):
@@ -403,8 +408,9 @@ class Backend(ABC):
         """Create schedule ``values["name"]`` enabled, or replace its timing, target
         and payload (id, created_at, enabled and history kept); the row after.
         *values*: name, kind, spec, tz, target, queue, payload, misfire, misfire_cap,
-        next_run_at. # later (A5-3): keep next_run_at when (kind, spec, tz) is
-        unchanged inside this verb (scheduler.py reads then writes today)."""
+        next_run_at. A replacement whose timing (kind, spec, tz) equals the stored one
+        keeps the stored next_run_at (the given one is ignored): decided inside this
+        one write, so that it holds with concurrent writers."""
 
     @abstractmethod
     def schedule(self, name: str) -> ScheduleRecord | None:

@@ -63,9 +63,7 @@ __all__ = [
 ]
 
 
-# The ignore: schedule_tick still hands ``plan`` plain tuples in ScheduleRecord
-# order (issue 17, A5-3 makes them records).
-class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, Backend):  # type: ignore[misc]
+class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs

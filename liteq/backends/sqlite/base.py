@@ -428,7 +428,8 @@ def _refuse_missing(path: str, real: str) -> None:
         raise LiteqError(f"{path} is an empty file, not a liteq database")
 
 
-def _lost_text(mid: int) -> str:
+def lost_text(mid: int) -> str:
+    """Why a fenced change of message *mid* changed nothing (for LeaseLost)."""
     return (
         f"lease on message {mid} is lost: the token is stale (the lease ran out and the "
         f"message was claimed again, or it was finished, cancelled or purged)"

@@ -9,9 +9,10 @@ from typing import Any
 
 from ...errors import (
     LeaseLost,
+    StorageError,
 )
 from ...validate import MAX_EXTEND
-from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, _lost_text
+from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, lost_text
 from .queues import QueueVerbs, default_queue_options
 from .schema import CANCELLED, DELAYED, READY
 from .sql import (
@@ -99,9 +100,16 @@ class MessageVerbs(QueueVerbs):
             return list(cur.execute(SQL_CLAIM_ONE, (found[0][0], until)).fetchall())
         rows = list(cur.execute(SQL_CLAIM_SELECT, params).fetchall())
         head = (params["token"], until)
+        changes = cur.connection.changes
         for i in range(0, len(rows), IDS_PER_STATEMENT):
             part = rows[i:i + IDS_PER_STATEMENT]
             cur.execute(sql_claim_ids(len(part)), (*head, *[r[0] for r in part]))
+            # The write lock makes the selected rows the updated ones; should that ever
+            # not hold, handing out rows nobody leased would deliver them twice: roll back.
+            if changes() != len(part):
+                raise StorageError(
+                    f"a batch claim on queue {params['qid']} selected {len(part)} ready "
+                    f"message(s) but leased {changes()}; nothing was claimed, try again")
         return rows
 
     def expire(self, qid: int) -> None:
@@ -222,7 +230,7 @@ class MessageVerbs(QueueVerbs):
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             found = cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall()
             if not found:
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
             attempts, cancel = found[0]
             if cancel:
                 # Cancellation was asked while it ran: no more attempts.
@@ -257,7 +265,7 @@ class MessageVerbs(QueueVerbs):
             until = self.clock() + seconds  # after BEGIN IMMEDIATE: see claim()
             cur.execute(SQL_EXTEND, {"until": until, "id": mid, "token": token})
             if not cur.connection.changes():
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
         return until
 
     def heartbeat(
@@ -287,7 +295,7 @@ class MessageVerbs(QueueVerbs):
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             if not cur.execute(SQL_GET_LEASED, {"id": mid, "token": token}).fetchall():
-                raise LeaseLost(_lost_text(mid), [mid])
+                raise LeaseLost(lost_text(mid), [mid])
             qrow = cur.execute(SQL_QUEUE_BY_ID, (qid,)).fetchall()[0]
             self._bury(cur, qrow, mid, reason, now)
 

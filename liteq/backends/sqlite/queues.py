@@ -11,6 +11,7 @@ from ...errors import (
     LiteqError,
     QueueFull,
 )
+from ...options import default_columns
 from ...validate import MAX_EXTEND
 from ..records import MessageRecord, QueueRecord, QueueStats
 from .base import StoreBase
@@ -302,19 +303,6 @@ class QueueVerbs(StoreBase):
 
 
 def default_queue_options() -> dict[str, Any]:
-    """Column values for a queue created implicitly (e.g. as a dead-letter target)."""
-    return {
-        "max_depth": None,
-        "lease": 30.0,
-        "max_attempts": 5,
-        "dead_letter": None,
-        "retention": 0.0,
-        "backoff_base": 1.0,
-        "backoff_factor": 2.0,
-        "backoff_max": 300.0,
-        "backoff_jitter": 0.1,
-        "topic": None,
-        "pattern": None,
-        "expires_at": None,
-        "count_depth": 0,
-    }
+    """Column values for a queue created implicitly (e.g. as a dead-letter target):
+    the declared defaults (:func:`liteq.options.default_columns`)."""
+    return default_columns()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..records import ScheduleRecord, ScheduleRun
+from ..records import Fire, ScheduleRecord, ScheduleRun
 from .queues import QueueVerbs, default_queue_options
 from .sql import (
     SQL_RUN_INSERT,
@@ -83,12 +83,12 @@ class ScheduleVerbs(QueueVerbs):
 
     def schedule_tick(
         self,
-        plan: Callable[[tuple[Any, ...], float], tuple[list[float], float | None]],
+        plan: Callable[[ScheduleRecord, float], tuple[list[float], float | None]],
         *,
         only: str | None = None,
         fire_now: bool = False,
         limits: tuple[int, int, float] | None = None,
-    ) -> list[tuple[str, float, int]]:
+    ) -> list[Fire]:
         """Fire every due schedule once per fire time, in one transaction.
 
         ``plan(row, now)`` returns ``(fire_times, next_run_at)`` for a due row (the
@@ -97,7 +97,7 @@ class ScheduleVerbs(QueueVerbs):
         ``schedule:NAME:FIRE_AT``; ``next_run_at`` advances in the same transaction,
         so any number of schedulers on one file enqueue each fire exactly once.
         With *only* and *fire_now*, fires that schedule now, whatever its time.
-        Returns ``(schedule, fire_at, job_id)`` for each fire enqueued.
+        Returns a :class:`Fire` for each fire enqueued.
 
         *limits* ``(rows, fires, seconds)`` bound the transaction: it takes at most
         *rows* due schedules, the earliest first, and takes no more once it has
@@ -105,7 +105,7 @@ class ScheduleVerbs(QueueVerbs):
         at hand, and takes at least one). The schedules left are still due.
         """
         max_rows, max_fires, max_seconds = limits or (-1, 0, 0.0)
-        fired: list[tuple[str, float, int]] = []
+        fired: list[Fire] = []
         added: dict[int, int] = {}
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE
@@ -118,12 +118,12 @@ class ScheduleVerbs(QueueVerbs):
                 if limits and done and (len(fired) >= max_fires
                                         or time.monotonic() - began >= max_seconds):
                     break  # bounded: the rest stay due for the next tick
-                row = tuple(row)
-                sid, name, queue_name, payload = row[0], row[1], row[6], row[7]
+                rec = ScheduleRecord._make(row)
+                sid, name, queue_name, payload = rec.id, rec.name, rec.queue, rec.payload
                 if fire_now:
-                    times, next_run_at = [now], row[11]
+                    times, next_run_at = [now], rec.next_run_at
                 else:
-                    times, next_run_at = plan(row, now)
+                    times, next_run_at = plan(rec, now)
                 qrow = cur.execute("SELECT id FROM queues WHERE name = ?", (queue_name,)).fetchall()
                 qid = qrow[0][0] if qrow else self._create_queue(cur, queue_name, default_queue_options())
                 last_job = None
@@ -136,7 +136,7 @@ class ScheduleVerbs(QueueVerbs):
                     added[qid] = added.get(qid, 0) + n
                     last_job = ids[0]
                     cur.execute(SQL_RUN_JOB, (last_job, name, fire_at))
-                    fired.append((name, fire_at, last_job))
+                    fired.append(Fire(name, fire_at, last_job))
                 cur.execute(
                     SQL_SCHEDULE_ADVANCE,
                     {"next_run_at": next_run_at, "id": sid,

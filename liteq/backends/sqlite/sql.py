@@ -338,8 +338,12 @@ VALUES (:name, :kind, :spec, :tz, :target, :queue, :payload, :misfire, :misfire_
 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec,
     tz = excluded.tz, target = excluded.target, queue = excluded.queue,
     payload = excluded.payload, misfire = excluded.misfire,
-    misfire_cap = excluded.misfire_cap, next_run_at = excluded.next_run_at,
-    updated_at = excluded.updated_at
+    misfire_cap = excluded.misfire_cap, updated_at = excluded.updated_at,
+    -- Unchanged timing keeps the planned next fire (decided here, under the row's
+    -- write, not by a read before it: right with concurrent writers too).
+    next_run_at = CASE WHEN schedules.kind = excluded.kind AND schedules.spec = excluded.spec
+                        AND schedules.tz IS excluded.tz
+                       THEN schedules.next_run_at ELSE excluded.next_run_at END
 """
 SQL_SCHEDULE_GET = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
 SQL_SCHEDULE_ALL = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
