@@ -9,6 +9,8 @@ Layout::
     connection.py  a sticky connection per thread, fork safety, transactions and
                    savepoints, session settings, error translation, ServerClock
     schema.py      the tables in their own schema, migrations under an advisory lock
+    notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
+                   throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     pending.py     the verbs not written yet (NotImplementedError), by step
 
 What exists (step B0): opening (connect, session settings, create or migrate the
@@ -21,9 +23,8 @@ Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py`
 B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
 and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
 ``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
-B5 ``waiter`` (LISTEN/NOTIFY); B6 ``liteq.connect("postgresql://...")`` itself and
-``using(connection)``. Until B6 the engine is reached only as
-``PostgresBackend(url, ...)``.
+B6 ``liteq.connect("postgresql://...")`` itself and ``using(connection)``. Until B6 the
+engine is reached only as ``PostgresBackend(url, ...)``.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
@@ -43,15 +44,16 @@ import psycopg
 from ...errors import InvalidArgument, LiteqError
 from ..records import Capabilities
 from .connection import Connections, ServerClock
+from .notifier import Notifier
 from .pending import Pending
 from .schema import DEFAULT_SCHEMA, SCHEMA_VERSION, TABLES, check_schema_name, migrate, qualify
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
-#: What the PostgreSQL engine can do (B5 makes ``wakeup`` "listen", B6 adds ``using``).
+#: What the PostgreSQL engine can do (B6 adds ``using``).
 CAPABILITIES = Capabilities(
     engine="postgres",
-    wakeup="poll",
+    wakeup="listen",
     paramstyle="format",
     shared_across_hosts=True,
     local_file=False,
@@ -78,7 +80,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(Pending):
+class PostgresBackend(Notifier, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
@@ -142,7 +144,8 @@ class PostgresBackend(Pending):
 
     def close(self) -> None:
         """Close every connection this backend opened in this process (a forked child
-        leaves its parent's alone)."""
+        leaves its parent's alone), and detach its waiters from the listening session."""
+        self.stop_waking()
         try:
             self.flush_totals()
         except LiteqError:
