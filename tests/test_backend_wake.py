@@ -363,3 +363,50 @@ def test_the_channel_is_one_per_schema_and_fits_postgresqls_name_limit() -> None
     assert len(channel_for(long_a)) <= 63 and len(channel_for("b" * 63)) <= 63
     assert channel_for(long_a) != channel_for(long_b)
     assert notify_sql("s1") == "SELECT pg_notify('liteq_s1', %s)"
+
+
+def test_closing_the_backend_sends_the_trailing_notification_still_pending(
+    pg: Callable[..., Any], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from liteq.backends.postgres import notifier
+
+    monkeypatch.setattr(notifier, "WINDOW", 30.0)  # it would be due long after the test
+    backend = pg()
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        watch.execute(f'LISTEN "{backend.wake_channel}"')
+        conn = backend.connection()
+        backend.notify(conn, 8)
+        backend.notify(conn, 8)  # suppressed: a trailing one is pending
+        backend.close()
+        got = [n.payload for n in watch.notifies(timeout=5.0, stop_after=2)]
+    assert got == ["8", "8"]
+
+
+def test_one_commit_wakes_the_waiters_of_every_thread(pg: Callable[..., Any]) -> None:
+    backend, writer = pg(), pg()
+    armed = threading.Barrier(9)
+    woke: list[bool] = []
+    lock = threading.Lock()
+
+    def consumer() -> None:
+        waiter = backend.waiter()
+        try:
+            waiter.arm()
+            armed.wait(30)
+            result = waiter.wait(10.0)
+            with lock:
+                woke.append(result)
+        finally:
+            waiter.close()
+
+    threads = [threading.Thread(target=consumer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    armed.wait(30)
+    _commit_a_write(writer)
+    for t in threads:
+        t.join()
+    assert woke == [True] * 8
+    assert backend.listener().connects == 1  # one listening session for all of them

@@ -61,6 +61,7 @@ block's notifications of one queue into one anyway.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import select
 import threading
@@ -421,7 +422,19 @@ class Listener:
         pgconn = conn.pgconn
         sock = pgconn.socket
         trailing = f"SELECT pg_notify('{self.channel}', q) FROM unnest(%s::text[]) AS q"
-        while not self._stopping:
+        while True:
+            stopping = self._stopping
+            with self.lock:  # when stopping, every pending trailing notification now
+                due = self._throttle.take_due(math.inf if stopping else time.monotonic())
+            if due:
+                try:
+                    conn.execute(trailing, ([str(q) for q in due],))
+                except psycopg.Error:
+                    with self.lock:
+                        self._throttle.put_back(due)  # sent after the reconnect
+                    raise
+            if stopping:
+                return
             with self.lock:
                 due_at = self._throttle.next_due()
             timeout = None if due_at is None else max(0.0, due_at - time.monotonic())
@@ -440,15 +453,6 @@ class Listener:
                     self._wake_all()
                 if pgconn.status != psycopg.pq.ConnStatus.OK:
                     return
-            with self.lock:
-                due = self._throttle.take_due(time.monotonic())
-            if due:
-                try:
-                    conn.execute(trailing, ([str(q) for q in due],))
-                except psycopg.Error:
-                    with self.lock:
-                        self._throttle.put_back(due)  # sent after the reconnect
-                    raise
 
 
 def _close(conn: psycopg.Connection[Any]) -> None:
