@@ -40,7 +40,9 @@ puts, publishes, retries with a delay of 0, redrives; B3 for results)::
     # self.wake_channel the channel, both fixed once per backend.
 
 PostgreSQL delivers a ``NOTIFY`` when its transaction commits, never on rollback, and
-folds identical (channel, payload) pairs of one transaction into one.
+folds identical (channel, payload) pairs of one transaction into one. On a connection
+liteq does not manage (the application's own, B6 ``using(conn)``) run ``notify_sql``
+unconditionally: its commit may come at any time, so the throttle cannot speak for it.
 
 **The throttle** (:class:`Throttle`, per queue, per process): the first put of a queue
 notifies at once (leading edge); further puts of that queue within :data:`WINDOW`
