@@ -9,6 +9,8 @@ Layout::
     connection.py  a sticky connection per thread, fork safety, transactions and
                    savepoints, session settings, error translation, ServerClock
     schema.py      the tables in their own schema, migrations under an advisory lock
+    notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
+                   throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     pending.py     the verbs not written yet (NotImplementedError), by step
 
 What exists (step B0): opening (connect, session settings, create or migrate the
@@ -21,8 +23,8 @@ Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py`
 B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
 and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
 ``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
-B5 ``waiter`` (LISTEN/NOTIFY); ``using(connection)``. ``liteq.connect("postgresql://...")``
-(B6) opens this engine through :func:`liteq.backends.open_backend`.
+``using(connection)``. ``liteq.connect("postgresql://...")`` (B6) opens this engine
+through :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
@@ -43,6 +45,7 @@ from ...errors import InvalidArgument, LiteqError
 from ..records import Capabilities
 from .connection import Connections, ServerClock
 from .jobs import JobVerbs
+from .notifier import Notifier
 from .pending import Pending
 from .schema import (
     DEFAULT_SCHEMA,
@@ -56,10 +59,10 @@ from .schema import (
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
-#: What the PostgreSQL engine can do (B5 makes ``wakeup`` "listen", B6 adds ``using``).
+#: What the PostgreSQL engine can do (B6 adds ``using``).
 CAPABILITIES = Capabilities(
     engine="postgres",
-    wakeup="poll",
+    wakeup="listen",
     paramstyle="format",
     shared_across_hosts=True,
     local_file=False,
@@ -86,7 +89,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(JobVerbs, Pending):
+class PostgresBackend(JobVerbs, Notifier, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
@@ -160,7 +163,8 @@ class PostgresBackend(JobVerbs, Pending):
 
     def close(self) -> None:
         """Close every connection this backend opened in this process (a forked child
-        leaves its parent's alone)."""
+        leaves its parent's alone), and detach its waiters from the listening session."""
+        self.stop_waking()
         try:
             self.flush_totals()
         except LiteqError:

@@ -196,6 +196,7 @@ class Connections:
         self.description = redact(conninfo)
         self.read_only = read_only
         self._conninfo = conninfo
+        self._given = frozenset(params)
         self._connect_args: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             self._connect_args["connect_timeout"] = 10
@@ -278,6 +279,25 @@ class Connections:
         for c in conns:
             _close(c)
         self._local = _Local()
+
+    def open_session(self, **options: Any) -> psycopg.Connection[Any]:
+        """A new autocommit connection to this database, owned by the caller: no
+        thread's, not closed by :meth:`close`, and abandoned (never closed) in a forked
+        child like the others. *options* are libpq parameters the connection string
+        does not set already. For sessions that outlive every verb, such as the LISTEN
+        connection (``notifier.py``); StorageError if the server cannot be reached."""
+        args = {**{k: v for k, v in options.items() if k not in self._given}, **self._connect_args}
+        try:
+            conn = psycopg.connect(self._conninfo, **args)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.description}: cannot connect: {str(exc).strip()}") from exc
+        _OPEN.add(conn)
+        return conn
+
+    def in_transaction(self) -> bool:
+        """True inside the application's ``db.transaction()`` on this thread (what it
+        writes commits when the block ends, not when a verb returns)."""
+        return self._local.app_depth > 0
 
     def count(self) -> int:
         """How many connections this process holds open now."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..base import Backend, Waiter
+from ..base import Backend
 from ..records import (
     Fire,
     MessageRecord,
@@ -197,7 +197,3 @@ class Pending(Backend):
 
     def publish(self, version: int, deliveries: dict[int, list[NewRow]]) -> int:
         raise _not_yet('publish')
-
-    # -- B5: wake-up (notifier.py: LISTEN/NOTIFY)
-    def waiter(self) -> Waiter:
-        raise _not_yet('waiter')

@@ -1,0 +1,567 @@
+"""The PostgreSQL engine's wake-up channel: ``LISTEN``/``NOTIFY``, one listening
+connection per process, a pipe per waiter.
+
+**Receiving.** The first :meth:`Notifier.waiter` of a process starts a daemon thread
+(:class:`Listener`) that opens one connection of its own and runs ``LISTEN
+"liteq_<schema>"`` (:func:`channel_for`). Every waiter owns a non-blocking pipe; on a
+notification the thread writes one byte to each waiter that has no unread byte yet, so
+``Waiter.fd`` is selectable exactly like the SQLite engine's inotify descriptor (the
+worker and the scheduler ``select`` on it beside their own pipes). Every notification
+wakes every waiter of the process, whatever its payload (the queue id), as every commit
+does on SQLite: a waiter does not know which queues its caller looks at (the worker
+watches several, the scheduler and ``Job.result`` none), and the throttle below bounds
+the rate, so filtering would add bookkeeping for no measured gain. The thread also wakes
+every waiter after each (re)connect, the first included: a notification sent while no
+``LISTEN`` was in place is lost, and waiters made before the first one may have missed
+a commit. Hints stay hints: a waiter also returns on its timeout, and callers look
+again by ``liteq.wake.Looks`` and their periodic re-check.
+
+**Losing the connection** (server restart, ``pg_terminate_backend``, network): the
+thread reconnects with a backoff from :data:`RECONNECT_MIN` (50 ms) doubling to
+:data:`RECONNECT_MAX` (2 s), and wakes every waiter once ``LISTEN`` is back. TCP
+keepalives (:data:`KEEPALIVES`, unless the connection string sets them) find a peer
+that vanished silently within ~25 s.
+
+**Fork.** A child never touches its parent's listening session: connection.py abandons
+the inherited socket (pointed at ``/dev/null``), the registry of listeners starts empty
+in the child, and a waiter or backend used in the child starts the child's own listener
+on first use (a waiter made in the parent gets a new pipe there).
+
+**Sending: how the put path uses this** (every verb whose commit makes work visible:
+puts, publishes, retries with a delay of 0, redrives; B3 for results)::
+
+    # inside the verb, before or within its own transaction, on the verb's cursor:
+    self.notify(cur, qid)            # NOTIFY ... in this transaction, if the throttle says so
+    # or, to fold it into a single-statement put (one round trip):
+    if self.notify_wanted(qid):      # decide first, then choose the statement
+        sql = PUT_WITH_NOTIFY        # e.g. "WITH i AS (INSERT ... RETURNING id)
+                                     #  SELECT id, pg_notify('<channel>', '<qid>') FROM i"
+    # self.notify_sql is "SELECT pg_notify('<channel>', %s)" (payload: str(qid)) and
+    # self.wake_channel the channel, both fixed once per backend.
+
+PostgreSQL delivers a ``NOTIFY`` when its transaction commits, never on rollback, and
+folds identical (channel, payload) pairs of one transaction into one. On a connection
+liteq does not manage (the application's own, B6 ``using(conn)``) run ``notify_sql``
+unconditionally: its commit may come at any time, so the throttle cannot speak for it.
+
+**The throttle** (:class:`Throttle`, per queue, per process): the first put of a queue
+notifies at once (leading edge); further puts of that queue within :data:`WINDOW`
+(1 ms) send nothing and instead schedule one trailing ``NOTIFY`` that the listener
+thread sends :data:`WINDOW` after the first of them, on its own connection. So a queue
+gets at most about one notification per millisecond from each process under load, and
+the last put of a burst is always followed by one. Why these numbers (not measured, as
+the brief asked): a waiter needs one hint per look, a look costs ~0.1-0.3 ms, so 1 ms
+wastes nothing on the consumer side while bounding the commit-time serialization
+PostgreSQL's notification queue imposes (one global lock per notifying commit). A put
+whose own commit lands after the trailing notification (a round trip slower than 1 ms)
+is found by the waiter's re-looks (``RECHECK_AFTER``, up to ~7 ms) or its periodic
+re-check, never lost. Inside the application's ``db.transaction()`` nothing is
+throttled: that commit may come much later than the window, and PostgreSQL folds the
+block's notifications of one queue into one anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import select
+import threading
+import time
+import weakref
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ...errors import LiteqError
+
+if TYPE_CHECKING:
+    from .connection import Connections
+
+__all__ = [
+    "KEEPALIVES",
+    "RECONNECT_MAX",
+    "RECONNECT_MIN",
+    "READY_WAIT",
+    "WINDOW",
+    "Listener",
+    "Notifier",
+    "Throttle",
+    "Waiter",
+    "channel_for",
+    "notify_sql",
+]
+
+#: The throttle's window per queue and process (seconds): at most one notification each.
+WINDOW = 0.001
+#: First and longest pause between attempts to reconnect the listening session (seconds).
+RECONNECT_MIN = 0.05
+RECONNECT_MAX = 2.0
+#: How long the first waiter of a process waits for the listener's first connect (s).
+READY_WAIT = 2.0
+#: libpq keepalive settings of the listening session (it only ever reads).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+_PIPE_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC
+# PostgreSQL truncates identifiers (and refuses channels) longer than this.
+_NAME_MAX = 63
+
+
+def channel_for(schema: str) -> str:
+    """The notification channel of a liteq schema: ``liteq_<schema>``, shortened with a
+    hash when that would pass PostgreSQL's 63-character limit (still one per schema)."""
+    name = f"liteq_{schema}"
+    if len(name) <= _NAME_MAX:
+        return name
+    digest = hashlib.sha1(schema.encode()).hexdigest()[:10]
+    return f"{name[:_NAME_MAX - 11]}_{digest}"
+
+
+def notify_sql(schema: str) -> str:
+    """``SELECT pg_notify('<channel>', %s)``: the statement that announces a commit to
+    the schema's listeners; its one parameter is the queue id as text. The channel is a
+    literal (schema names are ``[a-z0-9_]``, checked at open)."""
+    return f"SELECT pg_notify('{channel_for(schema)}', %s)"
+
+
+class Throttle:
+    """Leading and trailing edge, per queue: :meth:`ask` says whether a put notifies now;
+    when it says no, one trailing notification is due :data:`WINDOW` later
+    (:meth:`take_due`). Not thread-safe: :class:`Listener` calls it under its lock."""
+
+    __slots__ = ("window", "_last", "_trailing")
+
+    def __init__(self, window: float = WINDOW) -> None:
+        self.window = window
+        self._last: dict[int, float] = {}  # qid -> when its last notification was sent
+        self._trailing: dict[int, float] = {}  # qid -> when its trailing one is due
+
+    def ask(self, qid: int, now: float) -> bool:
+        """True: notify in this transaction. False: a trailing notification is (now)
+        scheduled; see :meth:`next_due`."""
+        if qid in self._trailing:
+            return False
+        last = self._last.get(qid)
+        if last is None or now - last >= self.window:
+            self._last[qid] = now
+            if len(self._last) > 4096:  # forget quiet queues
+                self._last = {q: t for q, t in self._last.items() if now - t < self.window}
+            return True
+        # A window after this put, not after the last notification: its commit, a round
+        # trip away, should land before the trailing notification does.
+        self._trailing[qid] = now + self.window
+        return False
+
+    def next_due(self) -> float | None:
+        """When the earliest trailing notification is due (monotonic), or None."""
+        return min(self._trailing.values()) if self._trailing else None
+
+    def take_due(self, now: float) -> list[int]:
+        """The queues whose trailing notification is due, counted as sent now."""
+        due = [q for q, t in self._trailing.items() if t <= now]
+        for q in due:
+            del self._trailing[q]
+            self._last[q] = now
+        return due
+
+    def put_back(self, qids: list[int]) -> None:
+        """Trailing notifications that could not be sent: due again at once."""
+        for q in qids:
+            self._trailing[q] = 0.0
+
+
+class Waiter:
+    """Woken (``fd`` readable) by any commit that notifies this schema; implements
+    ``liteq.backends.base.Waiter``. Made by :meth:`Notifier.waiter`; the caller owns it."""
+
+    def __init__(self, owner: Notifier) -> None:
+        #: Readable when a hint arrived since the last :meth:`arm`; -1 once closed.
+        self.fd = -1
+        self._w = -1
+        # Weak: a registered waiter must not keep a dropped backend (and its sessions) alive.
+        self._owner: weakref.ref[Notifier] | None = weakref.ref(owner)
+        self._listener: Listener | None = None
+        self._pid = 0
+        self._hinted = False  # a byte is in the pipe (guarded by the listener's lock)
+        self._attach()
+
+    def _attach(self) -> None:
+        owner = self._owner() if self._owner is not None else None
+        if owner is None:
+            return  # closed, or its backend is gone: wait() sleeps, arm() says False
+        listener = owner.listener()
+        self.fd, self._w = os.pipe2(_PIPE_FLAGS)
+        self._pid = os.getpid()
+        self._hinted = False
+        self._listener = listener
+        owner.track(self)
+        listener.add(self)
+
+    def _release(self) -> None:
+        """Unregister and close the pipe (the listener or backend is going away, or the
+        owner closes it). In a forked child, only the child's copies are closed."""
+        listener, self._listener = self._listener, None
+        if listener is not None and self._pid == os.getpid():
+            with listener.lock:
+                listener.discard(self)
+                self._close_fds()
+        else:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self.fd, self._w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fd = self._w = -1
+
+    def signal(self) -> None:
+        """Write the hint byte unless one is unread (called under the listener's lock)."""
+        if not self._hinted and self._w >= 0:
+            try:
+                os.write(self._w, b"\x01")
+                self._hinted = True
+            except OSError:
+                pass  # full (cannot be, one byte at most) or closed: nothing to wake
+
+    def arm(self) -> bool:
+        """Forget hints received so far; True if there were any (look again)."""
+        listener = self._listener
+        if listener is not None and self._pid == os.getpid():
+            with listener.lock:
+                if self._listener is listener and self.fd >= 0:
+                    drained = False
+                    try:
+                        while os.read(self.fd, 64):
+                            drained = True
+                    except BlockingIOError:
+                        pass
+                    self._hinted = False
+                    return drained
+        if self._owner is None or self._owner() is None:
+            return False  # closed by its owner, or its backend is gone
+        # Detached by the backend's close(), or made in the parent before a fork: a new
+        # pipe on this process's listener. Look again, as after a hint.
+        self._release()
+        self._attach()
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a hint or *timeout* seconds: True if woken by a hint (a commit
+        that notified; it may be another queue's), False after the timeout."""
+        if timeout <= 0:
+            return False
+        if self.fd < 0 or self._pid != os.getpid():
+            time.sleep(min(timeout, 0.05))  # closed, or the parent's: arm() attaches
+            return False
+        try:
+            readable, _, _ = select.select([self.fd], [], [], timeout)
+        except (OSError, ValueError):
+            return False  # closed meanwhile by the backend's close() in another thread
+        return bool(readable)
+
+    def found(self) -> None:
+        """Nothing to do: this waiter never polls."""
+
+    def close(self) -> None:
+        """Unregister and close the pipe; the waiter is not used afterwards."""
+        self._owner = None
+        self._release()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Listener:
+    """One process's listening session on one channel: the daemon thread, its
+    connection, the registered waiters and the throttle (see the module docstring).
+    Shared by every backend of the process on the same database and schema."""
+
+    def __init__(self, key: tuple[str, str], conns: Connections, channel: str) -> None:
+        self.key = key
+        self.channel = channel
+        self.pid = os.getpid()
+        #: Backends holding this listener (it stops when the last one lets go).
+        self.users = 0
+        #: Guards the waiters, their hint flags and the throttle.
+        self.lock = threading.Lock()
+        #: Successful connects with ``LISTEN`` in place, so far (tests watch it).
+        self.connects = 0
+        #: The backend pid of the listening session while connected (tests kill it).
+        self.backend_pid: int | None = None
+        self._conns = conns
+        self._waiters: set[Waiter] = set()
+        self._throttle = Throttle(WINDOW)
+        self._poke_r, self._poke_w = os.pipe2(_PIPE_FLAGS)
+        self._closed = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._tried = threading.Event()  # the first connect attempt has finished
+
+    # -- called by waiters and backends ---------------------------------------------
+
+    def add(self, waiter: Waiter) -> None:
+        with self.lock:
+            self._waiters.add(waiter)
+            self._start()
+        self._tried.wait(READY_WAIT)
+
+    def discard(self, waiter: Waiter) -> None:
+        """Forget *waiter* (under :attr:`lock`)."""
+        self._waiters.discard(waiter)
+
+    def ask(self, qid: int) -> bool:
+        """The throttle's answer for a put to *qid* now (see :class:`Throttle`)."""
+        with self.lock:
+            if self._throttle.ask(qid, time.monotonic()):
+                return True
+            self._start()
+        self._poke()
+        return False
+
+    def stop(self) -> None:
+        """End the thread and close the session (after the last backend lets go)."""
+        with self.lock:
+            self._stopping = True
+            thread = self._thread
+            waiters, self._waiters = list(self._waiters), set()
+        for w in waiters:
+            w._release()
+        self._poke()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+        if thread is None:
+            self._close_pipe()
+
+    def abandon(self) -> None:
+        """In a forked child: never use this (the parent's) listener again; close the
+        child's copies of its pipe. Its session is abandoned by connection.py."""
+        self.lock = threading.Lock()  # the parent's thread may have held it at fork
+        self._stopping = True
+        self._close_pipe()
+
+    # -- the thread -----------------------------------------------------------------
+
+    def _start(self) -> None:  # under self.lock
+        if self._thread is None and not self._stopping:
+            self._thread = threading.Thread(
+                target=self._run, name=f"liteq-listen-{self.channel}", daemon=True
+            )
+            self._thread.start()
+
+    def _poke(self) -> None:
+        with self.lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._poke_w, b"\x01")
+            except OSError:
+                pass  # full: the thread is about to look anyway
+
+    def _close_pipe(self) -> None:
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._poke_r, self._poke_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _wake_all(self) -> None:
+        with self.lock:
+            for w in self._waiters:
+                w.signal()
+
+    def _run(self) -> None:
+        delay = RECONNECT_MIN
+        try:
+            while not self._stopping:
+                conn = None
+                try:
+                    conn = self._conns.open_session(**KEEPALIVES)
+                    conn.add_notify_handler(lambda _n: self._wake_all())
+                    conn.execute(f'LISTEN "{self.channel}"')
+                except (LiteqError, psycopg.Error, OSError):
+                    if conn is not None:
+                        _close(conn)
+                    self._tried.set()
+                    self._pause(delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+                    continue
+                delay = RECONNECT_MIN
+                self.connects += 1
+                self.backend_pid = conn.info.backend_pid
+                self._wake_all()  # whatever committed while no LISTEN was in place
+                self._tried.set()  # after: a waiter made now starts without that hint
+                try:
+                    self._serve(conn)
+                except (psycopg.Error, OSError):
+                    pass  # lost: reconnect
+                finally:
+                    self.backend_pid = None
+                    _close(conn)
+        finally:
+            self._close_pipe()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep *seconds*, or less if stopped meanwhile."""
+        try:
+            readable, _, _ = select.select([self._poke_r], [], [], seconds)
+            if readable:
+                os.read(self._poke_r, 4096)
+        except (OSError, ValueError):
+            time.sleep(seconds)
+
+    def _serve(self, conn: psycopg.Connection[Any]) -> None:
+        pgconn = conn.pgconn
+        sock = pgconn.socket
+        trailing = f"SELECT pg_notify('{self.channel}', q) FROM unnest(%s::text[]) AS q"
+        while True:
+            stopping = self._stopping
+            with self.lock:  # when stopping, every pending trailing notification now
+                due = self._throttle.take_due(math.inf if stopping else time.monotonic())
+            if due:
+                try:
+                    conn.execute(trailing, ([str(q) for q in due],))
+                except psycopg.Error:
+                    with self.lock:
+                        self._throttle.put_back(due)  # sent after the reconnect
+                    raise
+            if stopping:
+                return
+            with self.lock:
+                due_at = self._throttle.next_due()
+            timeout = None if due_at is None else max(0.0, due_at - time.monotonic())
+            readable, _, _ = select.select([sock, self._poke_r], [], [], timeout)
+            if self._poke_r in readable:
+                try:
+                    os.read(self._poke_r, 4096)
+                except BlockingIOError:
+                    pass
+            if sock in readable:
+                pgconn.consume_input()  # raises once the server has gone
+                got = False
+                while pgconn.notifies() is not None:
+                    got = True
+                if got:
+                    self._wake_all()
+                if pgconn.status != psycopg.pq.ConnStatus.OK:
+                    return
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.close()
+    except psycopg.Error:
+        pass
+
+
+# This process's listeners by (database, channel), and the lock that guards the map.
+_LISTENERS: dict[tuple[str, str], Listener] = {}
+_LISTENERS_LOCK = threading.Lock()
+
+
+def _forked() -> None:
+    global _LISTENERS_LOCK
+    _LISTENERS_LOCK = threading.Lock()
+    for listener in list(_LISTENERS.values()):
+        listener.abandon()
+    _LISTENERS.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class Notifier:
+    """The wake-up verbs of :class:`~liteq.backends.postgres.PostgresBackend` (a mixin:
+    ``waiter()``, and the helpers the put path calls). Needs ``self.conns`` and
+    ``self.schema``; ``PostgresBackend.close()`` calls :meth:`stop_waking`."""
+
+    conns: Connections
+    schema: str
+    _wake_listener: Listener | None = None
+    _wake_waiters: weakref.WeakSet[Waiter] | None = None
+
+    @cached_property
+    def wake_channel(self) -> str:
+        """This schema's notification channel (``liteq_<schema>``)."""
+        return channel_for(self.schema)
+
+    @cached_property
+    def notify_sql(self) -> str:
+        """``SELECT pg_notify('<channel>', %s)``; parameter: the queue id as text."""
+        return notify_sql(self.schema)
+
+    def waiter(self) -> Waiter:
+        """A new :class:`Waiter` woken by every commit that notifies this schema (any
+        process, any host); the first of a process starts the listening thread."""
+        return Waiter(self)
+
+    def notify_wanted(self, qid: int) -> bool:
+        """Should the put to *qid* being written now include ``NOTIFY``? Always inside
+        the application's transaction; else the per-queue throttle decides (False: a
+        trailing notification follows within ~2 ms)."""
+        if self.conns.in_transaction():
+            return True
+        return self.listener().ask(qid)
+
+    def notify(self, cur: Any, qid: int) -> None:
+        """Announce, at the commit of *cur*'s transaction (a cursor or connection of
+        this backend), that queue *qid* has new work, unless the throttle already will."""
+        if self.notify_wanted(qid):
+            cur.execute(self.notify_sql, (str(qid),))
+
+    def listener(self) -> Listener:
+        """This process's listener for this database and schema (shared by the
+        backends that use it, started lazily)."""
+        listener = self._wake_listener
+        pid = os.getpid()
+        if listener is not None and listener.pid == pid and not listener._stopping:
+            return listener
+        key = (self.conns.description, self.wake_channel)
+        with _LISTENERS_LOCK:
+            listener = self._wake_listener
+            if listener is not None and listener.pid == pid and not listener._stopping:
+                return listener
+            if listener is None or listener.pid != pid:
+                self._wake_waiters = weakref.WeakSet()
+            found = _LISTENERS.get(key)
+            if found is None or found._stopping:
+                found = _LISTENERS[key] = Listener(key, self.conns, self.wake_channel)
+            found.users += 1
+            self._wake_listener = found
+            return found
+
+    def track(self, waiter: Waiter) -> None:
+        """Remember *waiter*, so that :meth:`stop_waking` detaches it."""
+        if self._wake_waiters is None:
+            self._wake_waiters = weakref.WeakSet()
+        self._wake_waiters.add(waiter)
+
+    def stop_waking(self) -> None:
+        """Detach this backend's waiters (their next ``arm()`` attaches them again) and
+        let go of the listener: the last backend of the process to let go stops its
+        thread and closes its session. Nothing is touched in a forked child that has
+        not used it."""
+        listener = self._wake_listener
+        if listener is None or listener.pid != os.getpid():
+            self._wake_listener = None
+            return
+        for w in list(self._wake_waiters or ()):
+            w._release()
+        with _LISTENERS_LOCK:
+            self._wake_listener = None
+            listener.users -= 1
+            last = listener.users <= 0
+            if last and _LISTENERS.get(listener.key) is listener:
+                del _LISTENERS[listener.key]
+        if last:
+            listener.stop()
