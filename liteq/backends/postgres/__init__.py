@@ -9,18 +9,20 @@ Layout::
     connection.py  a sticky connection per thread, fork safety, transactions and
                    savepoints, session settings, error translation, ServerClock
     schema.py      the tables in their own schema, migrations under an advisory lock
+    queues.py      queues, put (ids, dedup keys), administration, stats, totals (B1)
+    depth.py       back pressure: the striped depth counter (B1)
+    messages.py    claims and leases: claim, maintenance, ack, retry, extend ... (B2)
     pending.py     the verbs not written yet (NotImplementedError), by step
 
 What exists (step B0): opening (connect, session settings, create or migrate the
 schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``execute``
 (psycopg's ``%s`` / ``%(name)s`` placeholders), ``clock`` (the server's), ``capabilities``,
-``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``,
-``flush_totals`` (no totals kept yet).
+``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``.
+Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
+``depth.py``, ``messages.py``, built by ``setup_core`` at open).
 
 Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
-B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
-and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
-``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
+B3 jobs and schedules; B4 topics;
 B5 ``waiter`` (LISTEN/NOTIFY); B6 ``liteq.connect("postgresql://...")`` itself and
 ``using(connection)``. Until B6 the engine is reached only as
 ``PostgresBackend(url, ...)``.
@@ -43,6 +45,7 @@ import psycopg
 from ...errors import InvalidArgument, LiteqError
 from ..records import Capabilities
 from .connection import Connections, ServerClock
+from .messages import MessageVerbs
 from .pending import Pending
 from .schema import DEFAULT_SCHEMA, SCHEMA_VERSION, TABLES, check_schema_name, migrate, qualify
 
@@ -78,7 +81,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(Pending):
+class PostgresBackend(MessageVerbs, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
@@ -119,6 +122,7 @@ class PostgresBackend(Pending):
         self.busy_timeout = float(busy_timeout)
         self.read_only = read_only
         self.capabilities = CAPABILITIES
+        self.setup_core()
         try:
             conn = self.conns.get()
             try:
@@ -165,9 +169,6 @@ class PostgresBackend(Pending):
         """Run the application's SQL (psycopg placeholders: ``%s``, ``%(name)s``) on this
         thread's connection, joining :meth:`transaction`; every row, as tuples."""
         return self.conns.statement(sql, params or None)
-
-    def flush_totals(self) -> None:
-        """Nothing to write yet: the put/ack totals arrive with the verbs (B1)."""
 
     # -- maintenance ----------------------------------------------------------------
 
