@@ -97,11 +97,6 @@ UPDATE {s}.depth_stripes d SET used = u.used, cap = u.cap
 FROM unnest(%(stripes)s::int[], %(used)s::bigint[], %(caps)s::bigint[]) AS u(stripe, used, cap)
 WHERE d.qid = %(qid)s AND d.stripe = u.stripe
 """
-SQL_DEPTH = """
-SELECT q.name, q.max_depth, (SELECT sum(used) FROM {s}.depth_stripes WHERE qid = q.id)
-FROM {s}.queues q WHERE q.id = %s
-"""
-
 
 def spread(total: int, max_depth: int | None) -> tuple[list[int], list[int | None]]:
     """``(used, caps)`` per stripe for a queue holding *total* unfinished messages:
@@ -129,7 +124,6 @@ class Depth:
         self.create_sql = qualify(SQL_CREATE)
         self.count_sql = qualify(SQL_COUNT)
         self.spread_sql = qualify(SQL_SPREAD)
-        self.depth_sql = qualify(SQL_DEPTH)
 
     def reserve(self, cur: Any, qid: int, n: int, force: bool = False) -> None:
         """Count *n* new unfinished messages of *qid* (already inserted, moved or
@@ -175,13 +169,3 @@ class Depth:
         """Uncount *n* messages of *qid* that finished in this transaction."""
         if n > 0:
             cur.execute(self.release_sql, {"n": n, "qid": qid})
-
-    def room(self, cur: Any, qid: int) -> tuple[str, int | None, int | None]:
-        """``(name, max_depth, depth or None if the queue has no stripes yet)``; raises
-        LiteqError if the queue is gone."""
-        cur.execute(self.depth_sql, (qid,))
-        found = cur.fetchall()
-        if not found:
-            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
-        name, max_depth, depth = found[0]
-        return name, max_depth, None if depth is None else int(depth)

@@ -57,17 +57,27 @@ SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = 
 FROM c, t WHERE m.id = c.id AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
+# Maintenance's common case in one statement: promote the due delayed rows (locked
+# SKIP LOCKED, at most :most) and say whether any lease has run out. Only then does
+# a transaction lock and settle the expired ones (SQL_EXPIRED).
+_HORIZON = "%(now)s + %(max_extend)s + (SELECT lease FROM {s}.queues WHERE id = %(qid)s)"
 SQL_PROMOTE = f"""
 WITH p AS (
   SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {DELAYED} AND run_at <= %(now)s
   ORDER BY run_at LIMIT %(most)s FOR UPDATE SKIP LOCKED
+), u AS (
+  UPDATE {{s}}.messages m SET state = {READY} FROM p WHERE m.id = p.id AND m.state = {DELAYED}
+  RETURNING 1
 )
-UPDATE {{s}}.messages m SET state = {READY} FROM p WHERE m.id = p.id AND m.state = {DELAYED}
+SELECT (SELECT count(*) FROM u),
+  EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+          AND lease_until <= %(now)s)
+  OR EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+             AND lease_until > {_HORIZON})
 """
 # Two range reads of msg_leased (one OR would read every lease), then the rows locked
 # with the condition checked again on their newest version (a lease extended or
 # finished meanwhile is skipped).
-_HORIZON = "%(now)s + %(max_extend)s + (SELECT lease FROM {s}.queues WHERE id = %(qid)s)"
 SQL_EXPIRED = f"""
 SELECT id, attempts, cancel FROM {{s}}.messages
 WHERE id IN (
@@ -219,34 +229,39 @@ class MessageVerbs(QueueVerbs):
 
     def _maintain(self, qid: int, now: float) -> bool:
         """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
-        each, in one transaction; True if any row changed. With more left the queue
-        is marked behind, and its next claim maintains again."""
+        each; True if any row changed. One statement when no lease ran out; with more
+        left the queue is marked behind, and its next claim maintains again."""
         params = {"qid": qid, "now": now, "most": MAINTAIN_ROWS, "max_extend": MAX_EXTEND}
-        with self.conns.tx() as cur:
-            cur.execute(self.ms.promote, params)
-            promoted = cur.rowcount
-            cur.execute(self.ms.expired, params)
-            expired = cur.fetchall()
-            if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:
-                self._behind.add(qid)
-                self._maintained.pop(qid, None)
-            else:
-                self._behind.discard(qid)
-            if not expired:
-                return promoted > 0
-            cur.execute(self.ms.queue_bury, (qid,))
-            qrow = cur.fetchall()[0]
-            cancel = [mid for mid, _, c in expired if c]
-            bury = [mid for mid, attempts, c in expired if not c and attempts >= qrow[2]]
-            unlease = [mid for mid, attempts, c in expired if not c and attempts < qrow[2]]
-            if cancel:
-                cur.execute(self.ms.cancel_expired, (now, cancel))
-                self.depth.release(cur, qid, cur.rowcount)
-            if bury:
-                self._bury(cur, qrow, bury, "lease expired", now)
-            if unlease:
-                cur.execute(self.ms.unlease, (unlease,))
-        return True
+        promoted, lapsed = self.conns.statement(self.ms.promote, params)[0]
+        expired: list[Any] = []
+        if lapsed:
+            with self.conns.tx() as cur:
+                cur.execute(self.ms.expired, params)
+                expired = cur.fetchall()
+                if expired:
+                    self._settle(cur, qid, expired, now)
+        if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:
+            self._behind.add(qid)
+            self._maintained.pop(qid, None)
+        else:
+            self._behind.discard(qid)
+        return bool(promoted or expired)
+
+    def _settle(self, cur: Any, qid: int, expired: list[Any], now: float) -> None:
+        # Rows locked by SQL_EXPIRED: cancellation asked -> CANCELLED, last attempt ->
+        # buried, else READY again.
+        cur.execute(self.ms.queue_bury, (qid,))
+        qrow = cur.fetchall()[0]
+        cancel = [mid for mid, _, c in expired if c]
+        bury = [mid for mid, attempts, c in expired if not c and attempts >= qrow[2]]
+        unlease = [mid for mid, attempts, c in expired if not c and attempts < qrow[2]]
+        if cancel:
+            cur.execute(self.ms.cancel_expired, (now, cancel))
+            self.depth.release(cur, qid, cur.rowcount)
+        if bury:
+            self._bury(cur, qrow, bury, "lease expired", now)
+        if unlease:
+            cur.execute(self.ms.unlease, (unlease,))
 
     def next_due(self, qid: int) -> float:
         value = self.conns.statement(self.ms.next_due, {"qid": qid})[0][0]

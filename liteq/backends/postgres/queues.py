@@ -97,7 +97,7 @@ FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(id, e, f) WHERE q.id 
 """
 
 # Ids first (unique, sorted into the caller's order), then the rows with them.
-SQL_NEW_IDS = "SELECT nextval(pg_get_serial_sequence('{s}.messages', 'id')) FROM generate_series(1, %s)"
+SQL_NEW_IDS = "SELECT nextval('{s}.messages_id_seq') FROM generate_series(1, %s)"
 SQL_INSERT_MANY = """
 INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
 SELECT id, %(qid)s, state, priority, rank, run_at, payload, headers, %(now)s
@@ -129,6 +129,39 @@ SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
 RETURNING id
 """
 
+# A batch without keys in one statement: ids drawn and sorted into the caller's order,
+# counted on one stripe with room for all of them, inserted only then. No row: the
+# full path of put() (full, busy stripes, no stripes or no queue).
+SQL_PUT_MANY = f"""
+WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
+s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
+r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
+  FROM (SELECT stripe FROM {{s}}.depth_stripes
+        WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
+  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+),
+i AS (
+  INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
+  SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
+         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
+  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
+              %(payloads)s::bytea[], %(headers)s::bytea[])
+       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)
+  JOIN s USING (ord)
+  WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord
+"""
+
+# The stripes' sum, or the messages counted while the queue has no stripes yet.
+SQL_ROOM = f"""
+SELECT coalesce((SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+                (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state < {DONE})),
+       q.max_depth
+FROM {{s}}.queues q WHERE q.id = %s
+"""
 SQL_DEAD_IDS = f"""
 SELECT id, qid, key FROM {{s}}.messages WHERE qid = %s AND state = {DEAD}
 ORDER BY id LIMIT %s FOR UPDATE
@@ -289,6 +322,16 @@ class QueueVerbs(Backend):
     # -- put ------------------------------------------------------------------------
 
     def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
+        if not force and rows and all(r[5] is None for r in rows):
+            found = self.conns.statement(self.qs.put_many, {
+                "qid": qid, "n": len(rows), "now": self.clock(),
+                "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
+                "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
+                "headers": [r[4] for r in rows],
+            })
+            if found:
+                self._tally(qid, len(rows), 0)
+                return [int(r[0]) for r in found]
         with self.conns.tx() as cur:
             ids, added = self.put_rows(cur, qid, rows, self.clock(), force)
         self._tally(qid, added, 0)
@@ -355,12 +398,11 @@ class QueueVerbs(Backend):
         return ids, added
 
     def room(self, qid: int) -> tuple[int, int | None]:
-        with self.conns.tx() as cur:
-            _, max_depth, depth = self.depth.room(cur, qid)
-            if depth is None:
-                cur.execute(self.depth.count_sql, (qid,))
-                depth = int(cur.fetchall()[0][0])
-        return depth, max_depth
+        found = self.conns.statement(self.qs.room, (qid,))
+        if not found:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        depth, max_depth = found[0]
+        return int(depth), max_depth
 
     # -- administration -------------------------------------------------------------
 
