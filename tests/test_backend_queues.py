@@ -573,3 +573,75 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
     assert "msg_ready" in plan, plan
     assert "Seq Scan on messages" not in plan, plan
     conn.execute("DEALLOCATE liteq_claim_plan")
+
+
+def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..n-1) in n threads released at once by a barrier; their results."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # reported, not swallowed
+            results[i] = exc
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(PATIENCE)
+    return results
+
+
+@pytest.mark.postgres
+def test_pg_producers_racing_with_one_key_all_get_the_one_message(pg: Callable[..., Any]) -> None:
+    b = pg()
+    q = make_queue(b, "dedup", max_depth=100)
+    got = _together(8, lambda i: b.put(q.id, [row(f"{i}".encode(), key="same", run_at=0.0)]))
+    assert all(isinstance(g, list) for g in got), got
+    assert len({g[0] for g in got}) == 1
+    assert b.stats(q.id).ready == 1 and b.room(q.id) == (1, 100)
+
+
+@pytest.mark.postgres
+def test_pg_creators_racing_for_one_name_make_one_queue(pg: Callable[..., Any]) -> None:
+    b = pg()
+    got = _together(6, lambda i: make_queue(b, "once", max_depth=10))
+    made = [g for g in got if isinstance(g, QueueRecord)]
+    assert len(made) == 1
+    assert all(isinstance(g, LiteqError) and "already exists" in str(g) for g in got if g not in made)
+    assert b.room(made[0].id) == (0, 10)
+
+
+@pytest.mark.postgres
+def test_pg_consumers_racing_over_expired_leases_settle_each_once(pg: Callable[..., Any]) -> None:
+    clock = FakeClock(START)
+    b = pg(clock=clock)
+    q = make_queue(b, "lapse", max_depth=500)
+    ids = b.put(q.id, [row(str(i).encode()) for i in range(300)])
+    assert len(b.claim(q.id, 300, 5.0)[0]) == 300
+    clock.advance(10)
+    got = _together(6, lambda i: [r for _ in range(100) for r in b.claim(q.id, 10, 30.0)[0]])
+    rows = [r for g in got for r in g]
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert {r[2] for r in rows} == {2}
+    assert b.room(q.id) == (300, 500)
+
+
+@pytest.mark.postgres
+def test_pg_a_lease_set_before_the_clock_stepped_back_counts_as_expired(
+    pg: Callable[..., Any], pg_schema: str
+) -> None:
+    clock = FakeClock(START)
+    b = pg(clock=clock)
+    q = make_queue(b, "stepped", lease=30.0)
+    (mid,) = b.put(q.id, [row(b"x")])
+    b.claim(q.id, 1, 30.0)
+    # As if claimed with a clock 2 hours ahead of the one now.
+    b.execute(f'UPDATE "{pg_schema}".messages SET lease_until = %s WHERE id = %s',
+              (START + 7200.0, mid))
+    assert b.stats(q.id).expired_leases == 1
+    rows, _ = b.claim(q.id, 1, 30.0)
+    assert [r[0] for r in rows] == [mid]
