@@ -371,6 +371,26 @@ def test_a_put_inside_a_rolled_back_transaction_leaves_nothing(b: Backend) -> No
     b.put(q.id, [row(b"a"), row(b"b")])
 
 
+def test_verbs_inside_a_transaction_join_it_and_a_refused_put_leaves_it_usable(b: Backend) -> None:
+    q = make_queue(b, max_depth=12)
+    with b.transaction():
+        for i in range(10):  # past psycopg's prepare threshold
+            b.put_ready(q.id, 0, str(i).encode())
+        with pytest.raises(QueueFull):
+            b.put(q.id, [row(b"x"), row(b"y"), row(b"z")])
+        rows, _ = b.claim(q.id, 1, 30.0)
+        assert b.ack(q.id, [(rows[0][0], rows[0][1])], 0.0) == []
+        with pytest.raises(LeaseLost):
+            b.extend(rows[0][0], rows[0][1], 10.0)
+        b.put(q.id, [row(b"x"), row(b"y")])
+    assert b.room(q.id) == (11, 12)
+    with pytest.raises(RuntimeError), b.transaction():
+        rows, _ = b.claim(q.id, 5, 30.0)
+        b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0)
+        raise RuntimeError
+    assert b.room(q.id) == (11, 12) and b.stats(q.id).ready == 11
+
+
 # == PostgreSQL only: real parallel connections =========================================
 
 
