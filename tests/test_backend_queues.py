@@ -201,6 +201,32 @@ def test_a_stale_token_raises_lease_lost_and_changes_nothing(b: Backend, clock: 
     assert b.stats(q.id).depth == 1
 
 
+def ask_cancel(b: Backend, mid: int) -> None:
+    """Set a leased message's cancel flag (request_cancel belongs to the jobs verbs)."""
+    if b.capabilities.engine == "postgres":
+        b.execute(f'UPDATE "{b.schema}".messages SET cancel = true WHERE id = %s', (mid,))  # type: ignore[attr-defined]
+    else:
+        b.execute("UPDATE messages SET cancel = 1 WHERE id = ?", (mid,))
+
+
+def test_a_cancelled_lease_ends_cancelled_on_retry_heartbeat_or_expiry(b: Backend, clock: FakeClock) -> None:
+    q = make_queue(b, max_depth=10)
+    ids = b.put(q.id, [row(b"a"), row(b"b")])
+    rows, _ = b.claim(q.id, 2, 5.0)
+    (a, ta), (bb, tb) = [(r[0], r[1]) for r in rows]
+    for mid in ids:
+        ask_cancel(b, mid)
+    assert b.heartbeat([(a, ta), (bb, tb)], 5.0) == ([], [a, bb])
+    assert b.retry(q.id, a, ta, 0.0, "stopped") is False
+    m = b.message(a)
+    assert m is not None and (m.state, m.error) == (State.CANCELLED, "stopped")
+    clock.advance(6)
+    b.expire(q.id)
+    m = b.message(bb)
+    assert m is not None and (m.state, m.error) == (State.CANCELLED, "cancelled while running; lease expired")
+    assert b.room(q.id) == (0, 10)
+
+
 def test_retry_extend_heartbeat_and_release_keep_the_lease_rules(b: Backend, clock: FakeClock) -> None:
     q = make_queue(b, max_attempts=2)
     ids = b.put(q.id, [row(b"a"), row(b"b")])
@@ -665,3 +691,22 @@ def test_pg_a_lease_set_before_the_clock_stepped_back_counts_as_expired(
     assert b.stats(q.id).expired_leases == 1
     rows, _ = b.claim(q.id, 1, 30.0)
     assert [r[0] for r in rows] == [mid]
+
+
+@pytest.mark.postgres
+def test_pg_a_claim_promotes_at_most_maintain_rows_and_the_next_claim_the_rest(
+    pg: Callable[..., Any]
+) -> None:
+    from liteq.backends.postgres.messages import MAINTAIN_ROWS
+
+    clock = FakeClock(START)
+    b = pg(clock=clock)
+    q = make_queue(b, "burst")
+    b.put(q.id, [row(b"x", run_at=START + 5)] * (MAINTAIN_ROWS + 500))
+    clock.advance(5)
+    assert len(b.claim(q.id, 1, 30.0)[0]) == 1
+    s = b.stats(q.id)
+    assert (s.ready, s.delayed) == (MAINTAIN_ROWS - 1, 500)
+    assert len(b.claim(q.id, 1, 30.0)[0]) == 1  # behind: maintains again at once
+    s = b.stats(q.id)
+    assert (s.ready, s.delayed) == (MAINTAIN_ROWS + 500 - 2, 0)
