@@ -307,6 +307,29 @@ def test_a_full_queue_refuses_a_put_or_a_batch_and_writes_nothing(b: Backend) ->
     assert b.room(q.id) == (4, 3)
 
 
+def test_after_a_forced_put_past_max_depth_puts_are_refused_until_the_depth_is_below_it(
+    b: Backend,
+) -> None:
+    q = make_queue(b, max_depth=3)
+    b.put(q.id, [row(b"a"), row(b"b"), row(b"c")])
+    b.put(q.id, [row(b"dead letter"), row(b"redriven")], force=True)
+    assert b.room(q.id) == (5, 3)
+    for expected in (4, 3):
+        rows, _ = b.claim(q.id, 1, 30.0)
+        b.ack(q.id, [(rows[0][0], rows[0][1])], 0.0)
+        assert b.room(q.id) == (expected, 3)
+        with pytest.raises(QueueFull):
+            b.put_ready(q.id, 0, b"no room")
+        with pytest.raises(QueueFull):
+            b.put(q.id, [row(b"no room")])
+    rows, _ = b.claim(q.id, 1, 30.0)
+    b.ack(q.id, [(rows[0][0], rows[0][1])], 0.0)
+    b.put_ready(q.id, 0, b"fits")
+    with pytest.raises(QueueFull):
+        b.put_ready(q.id, 0, b"no room")
+    assert b.room(q.id) == (3, 3)
+
+
 def test_raising_max_depth_makes_room_and_lowering_it_refuses(b: Backend) -> None:
     q = make_queue(b, max_depth=2)
     b.put(q.id, [row(b"a"), row(b"b")])
@@ -498,22 +521,29 @@ def _produce(url: str, schema: str, qid: int, n: int, out: Any) -> None:
 
     backend = PostgresBackend(url, schema=schema)
     ok = full = 0
-    for i in range(n):
-        try:
-            if i % 3 == 0:
-                backend.put(qid, [row(b"x", run_at=0.0), row(b"y", run_at=0.0)])
-                ok += 2
-            else:
-                backend.put_ready(qid, 0, b"z")
-                ok += 1
-        except QueueFull:
-            full += 1
+    try:
+        for i in range(n):
+            try:
+                if i % 3 == 0:
+                    backend.put(qid, [row(b"x", run_at=0.0), row(b"y", run_at=0.0)])
+                    ok += 2
+                elif i % 3 == 1:
+                    backend.put(qid, [row(b"k", run_at=0.0, key=f"{os.getpid()}-{i}")])
+                    ok += 1
+                else:
+                    backend.put_ready(qid, 0, b"z")
+                    ok += 1
+            except QueueFull:
+                full += 1
+    except Exception as exc:  # reported to the test (say a deadlock), not a hang
+        out.put(repr(exc))
+        return
     backend.close()
     out.put((ok, full))
 
 
 @pytest.mark.postgres
-def test_pg_four_producer_processes_never_push_a_queue_past_max_depth(
+def test_pg_four_producer_processes_never_push_a_queue_past_max_depth_nor_deadlock(
     pg: Callable[..., Any], pg_url: str, pg_schema: str
 ) -> None:
     b = pg()
@@ -548,6 +578,7 @@ def test_pg_four_producer_processes_never_push_a_queue_past_max_depth(
     stop.set()
     for t in threads:
         t.join()
+    assert all(isinstance(r, tuple) for r in results), results
     assert all(full for _, full in results)  # the bound was met
     assert seen and max(seen) <= 150
     final = b.execute(sql, (q.id,))[0][0]

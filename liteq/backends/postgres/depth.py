@@ -22,8 +22,9 @@ concurrent producers.
   every stripe is busy, wait for one. ``used`` may go below 0 on one stripe; the
   invariant still holds (``used <= cap`` only gets truer).
 * **Forced** reservations (dead letters, redrive, schedules: never refused) take the
-  slow path, so the caps always sum to max_depth and later puts see the queue as full
-  until the forced rows are gone.
+  slow path. Past max_depth by ``excess``, each cap becomes ``used - excess``: a put
+  fits on a stripe only after ``excess`` + 1 releases there, by which time the queue
+  is below max_depth (see :func:`spread`).
 * **Every queue is counted**, bounded or not (unbounded ones have ``cap`` NULL): so a
   put or an ack never has to ask "is this queue counted?", whose answer could change
   between the question and the insert (SQLite reads it under its write lock; here it
@@ -101,12 +102,20 @@ WHERE d.qid = %(qid)s AND d.stripe = u.stripe
 def spread(total: int, max_depth: int | None) -> tuple[list[int], list[int | None]]:
     """``(used, caps)`` per stripe for a queue holding *total* unfinished messages:
     the count and the free room each split evenly (the remainders on the first
-    stripes); caps NULL when unbounded, and equal to ``used`` (no room) when *total*
-    is past *max_depth* (forced rows)."""
+    stripes); caps NULL when unbounded.
+
+    Past *max_depth* (forced rows, ``excess`` over it) every cap is ``used - excess``:
+    a stripe regains room only after ``excess`` releases of its own, which means the
+    queue as a whole dropped below max_depth, so no put can overshoot while releases
+    pay the excess off on whichever stripes they land (caps merely equal to ``used``
+    would let the first release anywhere admit a put)."""
     used = [total // STRIPES + (1 if i < total % STRIPES else 0) for i in range(STRIPES)]
     if max_depth is None:
         return used, [None] * STRIPES
-    free = max(0, max_depth - total)
+    if total > max_depth:
+        excess = total - max_depth
+        return used, [u - excess for u in used]
+    free = max_depth - total
     caps: list[int | None] = [
         u + free // STRIPES + (1 if i < free % STRIPES else 0) for i, u in enumerate(used)
     ]
@@ -132,9 +141,17 @@ class Depth:
         if n <= 0:
             return
         if not force:
+            # Under a savepoint: a stripe the search locked and then found full on its
+            # newest version stays locked (READ COMMITTED's recheck); holding it into
+            # the slow path, which locks every stripe in order, would deadlock with
+            # another slow path. Rolling back to the savepoint lets it go.
+            cur.execute("SAVEPOINT liteq_reserve", prepare=False)
             cur.execute(self.reserve_sql, {"n": n, "qid": qid})
             if cur.fetchall():
+                cur.execute("RELEASE SAVEPOINT liteq_reserve", prepare=False)
                 return
+            cur.execute("ROLLBACK TO SAVEPOINT liteq_reserve", prepare=False)
+            cur.execute("RELEASE SAVEPOINT liteq_reserve", prepare=False)
         self.respread(cur, qid, add=n, force=force, inserted=n)
 
     def respread(
