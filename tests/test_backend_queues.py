@@ -90,6 +90,17 @@ def test_deleting_a_queue_deletes_its_messages_and_makes_its_leases_stale(b: Bac
         b.room(q.id)
 
 
+def test_deleting_a_subscription_queue_moves_the_subscription_version(b: Backend) -> None:
+    meta = f'"{b.schema}".meta' if b.capabilities.engine == "postgres" else "meta"  # type: ignore[attr-defined]
+    sql = f"SELECT value FROM {meta} WHERE key = 'subs_version'"
+    q = make_queue(b, "billing", topic="orders", pattern="order.#")
+    before = b.execute(sql)
+    b.delete_queue(q.id)
+    after = b.execute(sql)
+    assert after and after[0][0] == (before[0][0] + 1 if before else 1)
+    assert b.queue_row("billing") is None
+
+
 # -- put and claim order ------------------------------------------------------------------
 
 
@@ -741,3 +752,40 @@ def test_pg_a_claim_promotes_at_most_maintain_rows_and_the_next_claim_the_rest(
     assert len(b.claim(q.id, 1, 30.0)[0]) == 1  # behind: maintains again at once
     s = b.stats(q.id)
     assert (s.ready, s.delayed) == (MAINTAIN_ROWS + 500 - 2, 0)
+
+
+@pytest.mark.postgres
+def test_pg_the_depth_equals_the_unfinished_count_after_racing_puts_acks_and_bound_changes(
+    pg: Callable[..., Any], pg_schema: str
+) -> None:
+    b = pg()
+    q = make_queue(b, "racy", max_depth=60)
+    opts = default_queue_options()
+
+    def work(i: int) -> int:
+        refused = 0
+        for n in range(60):
+            try:
+                if i == 0:
+                    b.ensure_queue("racy", opts, {"max_depth": 40 + (n % 3) * 20})
+                elif i % 3 == 1:
+                    b.put(q.id, [row(b"a", run_at=0.0), row(b"b", run_at=0.0, key=f"{i}-{n % 7}")])
+                elif i % 3 == 2:
+                    b.put_ready(q.id, 0, b"c")
+                else:
+                    rows, _ = b.claim(q.id, 4, 30.0)
+                    b.ack(q.id, [(r[0], r[1]) for r in rows[:2]], 0.0)
+                    for r in rows[2:]:
+                        b.retry(q.id, r[0], r[1], 0.0, "again")
+            except QueueFull:
+                refused += 1
+        return refused
+
+    got = _together(7, work)
+    assert all(isinstance(g, int) for g in got), got
+    count = b.execute(
+        f'SELECT count(*) FROM "{pg_schema}".messages WHERE qid = %s AND state < 3', (q.id,)
+    )[0][0]
+    depth, max_depth = b.room(q.id)
+    assert depth == count == b.stats(q.id).depth
+    assert depth <= 80  # the largest bound it had
