@@ -9,6 +9,10 @@ Layout::
     connection.py  a sticky connection per thread, fork safety, transactions and
                    savepoints, session settings, error translation, ServerClock
     schema.py      the tables in their own schema, migrations under an advisory lock
+    queues.py      queues, put (ids, dedup keys), administration, stats, totals (B1)
+    depth.py       back pressure: the striped depth counter (B1)
+    messages.py    claims and leases: claim, maintenance, ack, retry, extend ... (B2)
+    jobs.py        task results and cancellation (B3, jobs part)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     pending.py     the verbs not written yet (NotImplementedError), by step
@@ -16,15 +20,13 @@ Layout::
 What exists (step B0): opening (connect, session settings, create or migrate the
 schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``execute``
 (psycopg's ``%s`` / ``%(name)s`` placeholders), ``clock`` (the server's), ``capabilities``,
-``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``,
-``flush_totals`` (no totals kept yet).
+``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``.
+Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
+``depth.py``, ``messages.py``, built by ``setup_core`` at open).
 
 Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
-B1 queues, put, back pressure and administration (``queue_row`` ... ``peek``); B2 claims
-and leases (``claim``, ``ack``, ``retry``, ``extend``, ``heartbeat``, ``fail``,
-``release``, ``probe``, ``next_due``, ``expire``); B3 jobs and schedules; B4 topics;
-``using(connection)``. ``liteq.connect("postgresql://...")`` (B6) opens this engine
-through :func:`liteq.backends.open_backend`.
+B3 schedules; B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
+(B6) opens this engine through :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
@@ -45,6 +47,7 @@ from ...errors import InvalidArgument, LiteqError
 from ..records import Capabilities
 from .connection import Connections, ServerClock
 from .jobs import JobVerbs
+from .messages import MessageVerbs
 from .notifier import Notifier
 from .pending import Pending
 from .schema import (
@@ -89,7 +92,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(JobVerbs, Notifier, Pending):
+class PostgresBackend(MessageVerbs, JobVerbs, Notifier, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
@@ -134,6 +137,7 @@ class PostgresBackend(JobVerbs, Notifier, Pending):
         self.busy_timeout = float(busy_timeout)
         self.read_only = read_only
         self.capabilities = CAPABILITIES
+        self.setup_core()
         try:
             conn = self.conns.get()
             try:
@@ -187,9 +191,6 @@ class PostgresBackend(JobVerbs, Notifier, Pending):
         """Run the application's SQL (psycopg placeholders: ``%s``, ``%(name)s``) on this
         thread's connection, joining :meth:`transaction`; every row, as tuples."""
         return self.conns.statement(sql, params or None)
-
-    def flush_totals(self) -> None:
-        """Nothing to write yet: the put/ack totals arrive with the verbs (B1)."""
 
     # -- maintenance ----------------------------------------------------------------
 

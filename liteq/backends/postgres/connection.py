@@ -161,6 +161,7 @@ class _Local(threading.local):
     pid: int | None = None
     conn: psycopg.Connection[Any] | None = None
     cur: psycopg.Cursor[Any] | None = None  # reused by every statement of the thread
+    side: Any = None  # a second cursor: savepoints pipelined around a statement
     app_depth = 0  # nesting of the application's db.transaction() blocks
     broken: str | None = None  # why the application's transaction is unusable
 
@@ -236,7 +237,7 @@ class Connections:
         local = self._local
         local.conn = local.cur = None
         conn = self._open()
-        local.conn, local.cur, local.pid = conn, conn.cursor(), _pid
+        local.conn, local.cur, local.side, local.pid = conn, conn.cursor(), conn.cursor(), _pid
         return conn, local.cur
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -268,7 +269,7 @@ class Connections:
     def _drop(self, conn: psycopg.Connection[Any]) -> None:
         local = self._local
         if local.conn is conn:
-            local.conn = local.cur = None
+            local.conn = local.cur = local.side = None
         _close(conn)
 
     def close(self) -> None:
@@ -318,17 +319,29 @@ class Connections:
         round trip). Inside one (``db.transaction()``) it runs under a savepoint, so
         that an error in it (say a unique violation the application catches) leaves
         the transaction usable, as on SQLite; a verb's statements inside its own
-        :meth:`tx` use the cursor instead. Also ``db.execute()``.
-        # later (B2): pipeline SAVEPOINT, the statement and RELEASE into one round trip.
+        :meth:`tx` use the cursor instead. Also ``db.execute()``. The savepoint, the
+        statement and the release go to the server in one pipeline: one round trip.
         """
         conn, cur = self._handles()
         if conn.pgconn.transaction_status != _IDLE:
-            with self.tx() as cur:
-                try:
+            side = self._local.side  # its own results, so cur keeps the statement's
+            try:
+                with conn.pipeline():
+                    side.execute("SAVEPOINT liteq_op", prepare=False)
                     cur.execute(sql, params)
-                    return cur.fetchall() if cur.description is not None else []
-                except psycopg.Error as exc:
-                    raise self.failure(conn, exc) from exc
+                    side.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
+                return cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                if not (conn.closed or conn.broken or isinstance(exc, pgerrors.InFailedSqlTransaction)):
+                    # The statement failed after our savepoint: back to it, so the
+                    # caller's transaction stays usable (a failed SAVEPOINT means the
+                    # transaction was already aborted: nothing of ours to undo).
+                    try:
+                        side.execute("ROLLBACK TO SAVEPOINT liteq_op", prepare=False)
+                        side.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
+                    except psycopg.Error:
+                        pass  # lost now: failure() below or the next call notices
+                raise self.failure(conn, exc) from exc
         try:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description is not None else []

@@ -101,16 +101,6 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone
 """
-# Give leases back without counting the attempt (a worker shutting down): ready at
-# once, in their old place (run_at kept). Guarded by token and state: a stale holder
-# changes nothing. Depth is untouched (leased and ready are both unfinished).
-SQL_RELEASE_LEASES = f"""
-UPDATE {{s}}.messages AS m SET state = {State.READY:d}, token = NULL, lease_until = NULL,
-    attempts = greatest(m.attempts - 1, 0)
-FROM unnest(%s::bigint[], %s::bigint[]) AS i(id, token)
-WHERE m.id = i.id AND m.token = i.token AND m.state = {State.LEASED:d}
-RETURNING m.id
-"""
 # One row lock decides: the CASEs read the version of the row the UPDATE locked (the
 # newest, when another transaction changed it meanwhile), so a message claimed or
 # released concurrently gets the answer that matches its state at that moment.
@@ -151,7 +141,6 @@ class _Statements(NamedTuple):
     job_messages: str
     orphan_results: str
     result_prune: str
-    release_leases: str
     request_cancel: str
     depth_release: str
     cancel_flag: str
@@ -159,7 +148,7 @@ class _Statements(NamedTuple):
 
 _SOURCES = _Statements(SQL_RESULT_PUT, SQL_RESULT_PUT_MANY, SQL_RESULT_GET, SQL_JOB,
                        SQL_JOB_MESSAGES, SQL_ORPHAN_RESULTS, SQL_RESULT_PRUNE,
-                       SQL_RELEASE_LEASES, SQL_REQUEST_CANCEL, SQL_DEPTH_RELEASE,
+                       SQL_REQUEST_CANCEL, SQL_DEPTH_RELEASE,
                        SQL_CANCEL_FLAG)
 
 # Results columns whose values are sent as double precision / bigint: a Python int in
@@ -255,25 +244,6 @@ class JobVerbs:
         return int(self.conns.statement(self._jobs_sql.result_prune, (before,))[0][0])
 
     # -- leases and cancellation ------------------------------------------------------
-
-    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
-        """Give leased messages ``(id, token)`` back, ready at once and without counting
-        the attempt; return the ids whose token was stale (left unchanged)."""
-        if not items:
-            return []
-        ids = [int(mid) for mid, _ in items]
-        tokens = [int(token) for _, token in items]
-        released = [r[0] for r in self.conns.statement(self._jobs_sql.release_leases, (ids, tokens))]
-        # Each released row answers one item; a repeated item finds the lease gone, as
-        # the second of two releases one after the other would.
-        left = {mid: released.count(mid) for mid in set(released)}
-        lost = []
-        for mid in ids:
-            if left.get(mid):
-                left[mid] -= 1
-            else:
-                lost.append(mid)
-        return lost
 
     def request_cancel(self, mid: int) -> str:
         """Cancel a job's message: ``"cancelled"`` if it had not started, ``"requested"``

@@ -9,19 +9,16 @@ against the interface today (``tests/test_postgres_engine.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..base import Backend
 from ..records import (
     Fire,
-    MessageRecord,
     NewRow,
     QueueRecord,
-    QueueStats,
     ScheduleRecord,
     ScheduleRun,
-    State,
     Subscriptions,
 )
 
@@ -34,102 +31,6 @@ def _not_yet(verb: str) -> NotImplementedError:
 
 class Pending(Backend):
     """Every verb not yet written for PostgreSQL (see the module docstring)."""
-
-    # -- B1: queues, put, depth stripes and administration (queues.py, depth.py, queries/queues.sql)
-    def queue_row(self, name: str) -> QueueRecord | None:
-        raise _not_yet('queue_row')
-
-    def queue_row_by_id(self, qid: int) -> QueueRecord | None:
-        raise _not_yet('queue_row_by_id')
-
-    def ensure_queue(
-        self,
-        name: str,
-        defaults: dict[str, Any],
-        updates: dict[str, Any],
-    ) -> QueueRecord:
-        raise _not_yet('ensure_queue')
-
-    def create_queue(self, name: str, options: dict[str, Any]) -> QueueRecord:
-        raise _not_yet('create_queue')
-
-    def queue_names(self) -> list[str]:
-        raise _not_yet('queue_names')
-
-    def delete_queue(self, qid: int) -> None:
-        raise _not_yet('delete_queue')
-
-    def room(self, qid: int) -> tuple[int, int | None]:
-        raise _not_yet('room')
-
-    def stats(self, qid: int) -> QueueStats:
-        raise _not_yet('stats')
-
-    def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
-        raise _not_yet('put')
-
-    def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
-        raise _not_yet('put_ready')
-
-    def redrive(self, qid: int, limit: int | None) -> int:
-        raise _not_yet('redrive')
-
-    def cancel(self, mid: int) -> bool:
-        raise _not_yet('cancel')
-
-    def retry_finished(self, mid: int) -> bool:
-        raise _not_yet('retry_finished')
-
-    def purge(self, qid: int, state: State | None) -> int:
-        raise _not_yet('purge')
-
-    def prune(self, qid: int, before: float) -> int:
-        raise _not_yet('prune')
-
-    def message(self, mid: int) -> MessageRecord | None:
-        raise _not_yet('message')
-
-    def peek(self, qid: int, state: State | None, n: int) -> list[MessageRecord]:
-        raise _not_yet('peek')
-
-    # -- B2: claims and leases (messages.py, queries/messages.sql)
-    def claim(self, qid: int, n: int, lease: float) -> tuple[list[tuple[Any, ...]], float]:
-        raise _not_yet('claim')
-
-    def probe(self, qid: int) -> tuple[bool, float]:
-        raise _not_yet('probe')
-
-    def next_due(self, qid: int) -> float:
-        raise _not_yet('next_due')
-
-    def expire(self, qid: int) -> None:
-        raise _not_yet('expire')
-
-    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
-        raise _not_yet('ack')
-
-    def retry(
-        self,
-        qid: int,
-        mid: int,
-        token: int,
-        delay: float | Callable[[int], float],
-        error: str | None,
-    ) -> bool:
-        raise _not_yet('retry')
-
-    def extend(self, mid: int, token: int, seconds: float) -> float:
-        raise _not_yet('extend')
-
-    def heartbeat(
-        self,
-        items: Sequence[tuple[int, int]],
-        seconds: float,
-    ) -> tuple[list[int], list[int]]:
-        raise _not_yet('heartbeat')
-
-    def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
-        raise _not_yet('fail')
 
     # -- B3: schedules (schedules.py; the jobs verbs and release are in jobs.py)
     def schedule_upsert(self, values: dict[str, Any]) -> ScheduleRecord:

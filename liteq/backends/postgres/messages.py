@@ -1,0 +1,393 @@
+"""Claims and leases on PostgreSQL (issue 17, step B2; boundary plan 3.1, 3.2, 3.4, 3.7).
+
+* **The claim is one statement**: the ready rows are chosen in queue order and locked
+  ``FOR UPDATE SKIP LOCKED`` in a CTE, and the UPDATE changes exactly those rows (still
+  guarded on ``state``), so two consumers never hold one message and never wait for
+  each other. One token per claim from the ``lease_token`` sequence, shared by the rows
+  of a batch (as on SQLite, so a batch ack is one statement). RETURNING's order is
+  unspecified: a batch is sorted in Python.
+* **Maintenance** (promote due delayed messages, settle expired leases) runs in its own
+  short transaction before a claim when the queue was not maintained for
+  ``MAINTAIN_EVERY`` seconds by this process, and after a claim that came up short.
+  Rows are taken ``FOR UPDATE SKIP LOCKED`` (two claimers settle different rows) and at
+  most ``MAINTAIN_ROWS`` of each kind per transaction; every change re-checks the state.
+  A lease whose deadline lies beyond now + the queue's lease + ``MAX_EXTEND`` is
+  expired too (a clock that stepped back), as on SQLite.
+* **Every later change is guarded by token and state**: ack, extend, heartbeat and
+  release are one statement each; retry and fail lock the row (``FOR UPDATE``, token
+  and state in the WHERE) before deciding. The common ack (one message, no retention)
+  is one statement that deletes the row and releases its depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ...errors import LeaseLost
+from .queues import (
+    CANCELLED,
+    DEAD,
+    DELAYED,
+    LEASED,
+    MAX_EXTEND,
+    QUEUE_ORDER,
+    READY,
+    QueueVerbs,
+    Statements,
+)
+
+__all__ = ["MessageVerbs", "MAINTAIN_EVERY", "MAINTAIN_ROWS", "lost_text"]
+
+#: Claims settle delayed and expired messages of a queue at least this often (s).
+MAINTAIN_EVERY = 0.05
+#: ... and at most this many of each per transaction (the SQLite engine's bound).
+MAINTAIN_ROWS = 1000
+
+CLAIM_COLUMNS = (
+    "id, token, attempts, payload, headers, priority, run_at, enqueued_at, key, rank, error, origin"
+)
+SQL_CLAIM = f"""
+WITH c AS (
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}
+  ORDER BY {QUEUE_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED
+), t AS (SELECT nextval('{{s}}.lease_token') AS token)
+UPDATE {{s}}.messages m
+SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = %(until)s
+FROM c, t WHERE m.id = c.id AND m.state = {READY}
+RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
+"""
+# Maintenance's common case in one statement: promote the due delayed rows (locked
+# SKIP LOCKED, at most :most) and say whether any lease has run out. Only then does
+# a transaction lock and settle the expired ones (SQL_EXPIRED).
+_HORIZON = "%(now)s + %(max_extend)s + (SELECT lease FROM {s}.queues WHERE id = %(qid)s)"
+SQL_PROMOTE = f"""
+WITH p AS (
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {DELAYED} AND run_at <= %(now)s
+  ORDER BY run_at LIMIT %(most)s FOR UPDATE SKIP LOCKED
+), u AS (
+  UPDATE {{s}}.messages m SET state = {READY} FROM p WHERE m.id = p.id AND m.state = {DELAYED}
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM u),
+  EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+          AND lease_until <= %(now)s)
+  OR EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+             AND lease_until > {_HORIZON})
+"""
+# Two range reads of msg_leased (one OR would read every lease), then the rows locked
+# with the condition checked again on their newest version (a lease extended or
+# finished meanwhile is skipped).
+SQL_EXPIRED = f"""
+SELECT id, attempts, cancel FROM {{s}}.messages
+WHERE id IN (
+  (SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+     AND lease_until <= %(now)s ORDER BY lease_until LIMIT %(most)s)
+  UNION ALL
+  (SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
+     AND lease_until > {_HORIZON} LIMIT %(most)s))
+AND state = {LEASED} AND (lease_until <= %(now)s OR lease_until > {_HORIZON})
+LIMIT %(most)s
+FOR UPDATE SKIP LOCKED
+"""
+SQL_CANCEL_EXPIRED = f"""
+UPDATE {{s}}.messages SET state = {CANCELLED}, token = NULL, lease_until = NULL,
+    finished_at = %s, error = 'cancelled while running; lease expired'
+WHERE id = ANY(%s) AND state = {LEASED}
+"""
+SQL_UNLEASE = f"""
+UPDATE {{s}}.messages SET state = {READY}, token = NULL, lease_until = NULL, error = 'lease expired'
+WHERE id = ANY(%s) AND state = {LEASED}
+"""
+_NEXT_DUE = f"""least(
+  (SELECT min(run_at) FROM {{s}}.messages WHERE qid = %(qid)s AND state = {DELAYED}),
+  (SELECT min(lease_until) FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}))"""
+SQL_NEXT_DUE = f"SELECT {_NEXT_DUE}"
+SQL_PROBE = f"""
+SELECT EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}), {_NEXT_DUE}
+"""
+
+# The common ack in one statement: delete, then release the depth on a stripe (any
+# unlocked one, else wait for stripe 0). Returns whether a row was deleted.
+SQL_ACK_ONE = f"""
+WITH d AS (
+  DELETE FROM {{s}}.messages WHERE id = %(id)s AND token = %(token)s AND state = {LEASED}
+  RETURNING qid
+), r1 AS (
+  UPDATE {{s}}.depth_stripes s SET used = s.used - 1
+  FROM (SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
+        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
+  WHERE s.qid = %(qid)s AND s.stripe = p.stripe AND EXISTS (SELECT 1 FROM d)
+  RETURNING 1
+), r2 AS (
+  UPDATE {{s}}.depth_stripes SET used = used - 1
+  WHERE qid = %(qid)s AND stripe = 0 AND EXISTS (SELECT 1 FROM d)
+    AND NOT EXISTS (SELECT 1 FROM r1)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r1) + (SELECT count(*) FROM r2)
+"""
+SQL_ACK_DELETE = f"""
+DELETE FROM {{s}}.messages m USING unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
+RETURNING m.id
+"""
+SQL_ACK_RETAIN = f"""
+UPDATE {{s}}.messages m SET state = 3, token = NULL, lease_until = NULL, finished_at = %s
+FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
+RETURNING m.id
+"""
+SQL_GET_LEASED = f"""
+SELECT attempts, cancel FROM {{s}}.messages WHERE id = %s AND token = %s AND state = {LEASED}
+FOR UPDATE
+"""
+SQL_CANCEL_LEASED = f"""
+UPDATE {{s}}.messages SET state = {CANCELLED}, finished_at = %s, token = NULL,
+    lease_until = NULL, error = %s
+WHERE id = %s AND state = {LEASED}
+"""
+SQL_RETRY = f"""
+UPDATE {{s}}.messages SET state = %s, run_at = %s, token = NULL, lease_until = NULL, error = %s
+WHERE id = %s AND token = %s AND state = {LEASED}
+"""
+SQL_EXTEND = f"""
+UPDATE {{s}}.messages SET lease_until = %s WHERE id = %s AND token = %s AND state = {LEASED}
+RETURNING id
+"""
+SQL_HEARTBEAT = f"""
+UPDATE {{s}}.messages m SET lease_until = %s
+FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
+RETURNING m.id, m.cancel
+"""
+SQL_RELEASE_LEASES = f"""
+UPDATE {{s}}.messages m SET state = {READY}, token = NULL, lease_until = NULL,
+    attempts = greatest(m.attempts - 1, 0)
+FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
+RETURNING m.id
+"""
+SQL_QUEUE_BURY = "SELECT id, name, max_attempts, dead_letter FROM {s}.queues WHERE id = %s"
+SQL_BURY_HERE = f"""
+UPDATE {{s}}.messages SET state = {DEAD}, token = NULL, lease_until = NULL, error = %s,
+    finished_at = %s
+WHERE id = ANY(%s) AND state = {LEASED}
+"""
+SQL_BURY_MOVE = f"""
+UPDATE {{s}}.messages SET qid = %s, state = {READY}, token = NULL, lease_until = NULL,
+    attempts = 0, error = %s, origin = %s, run_at = %s, finished_at = NULL, key = NULL
+WHERE id = ANY(%s) AND state = {LEASED}
+"""
+
+
+def lost_text(mid: int) -> str:
+    """LeaseLost's message for message *mid* (the SQLite engine's words)."""
+    return (
+        f"lease on message {mid} is lost: the token is stale (the lease ran out and the "
+        f"message was claimed again, or it was finished, cancelled or purged)"
+    )
+
+
+class MessageVerbs(QueueVerbs):
+    """A message's life under a lease (a mixin of PostgresBackend)."""
+
+    def setup_core(self) -> None:
+        super().setup_core()
+        self.ms = Statements(globals(), self.schema)
+        self._maintained: dict[int, float] = {}
+        self._behind: set[int] = set()
+
+    # -- claim and maintenance --------------------------------------------------------
+
+    def claim(self, qid: int, n: int, lease: float) -> tuple[list[tuple[Any, ...]], float]:
+        now = self.clock()
+        if not 0 <= now - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY:
+            self._maintained[qid] = now
+            self._maintain(qid, now)
+            maintained = True
+        else:
+            maintained = False
+        until = now + lease
+        rows = self.conns.statement(self.ms.claim, {"qid": qid, "n": n, "until": until})
+        if len(rows) < n and not maintained:
+            self._maintained[qid] = now
+            if self._maintain(qid, now):
+                more = self.conns.statement(
+                    self.ms.claim, {"qid": qid, "n": n - len(rows), "until": until}
+                )
+                rows = rows + more if rows else more
+        if len(rows) > 1:
+            rows.sort(key=_claim_order)
+        return rows, until
+
+    def expire(self, qid: int) -> None:
+        while True:
+            self._maintain(qid, self.clock())
+            if qid not in self._behind:
+                return
+
+    def _maintain(self, qid: int, now: float) -> bool:
+        """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
+        each; True if any row changed. One statement when no lease ran out; with more
+        left the queue is marked behind, and its next claim maintains again."""
+        params = {"qid": qid, "now": now, "most": MAINTAIN_ROWS, "max_extend": MAX_EXTEND}
+        promoted, lapsed = self.conns.statement(self.ms.promote, params)[0]
+        expired: list[Any] = []
+        if lapsed:
+            with self.conns.tx() as cur:
+                cur.execute(self.ms.expired, params)
+                expired = cur.fetchall()
+                if expired:
+                    self._settle(cur, qid, expired, now)
+        if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:
+            self._behind.add(qid)
+            self._maintained.pop(qid, None)
+        else:
+            self._behind.discard(qid)
+        return bool(promoted or expired)
+
+    def _settle(self, cur: Any, qid: int, expired: list[Any], now: float) -> None:
+        # Rows locked by SQL_EXPIRED: cancellation asked -> CANCELLED, last attempt ->
+        # buried, else READY again.
+        cur.execute(self.ms.queue_bury, (qid,))
+        qrow = cur.fetchall()[0]
+        cancel = [mid for mid, _, c in expired if c]
+        bury = [mid for mid, attempts, c in expired if not c and attempts >= qrow[2]]
+        unlease = [mid for mid, attempts, c in expired if not c and attempts < qrow[2]]
+        if cancel:
+            cur.execute(self.ms.cancel_expired, (now, cancel))
+            self.depth.release(cur, qid, cur.rowcount)
+        if bury:
+            self._bury(cur, qrow, bury, "lease expired", now)
+        if unlease:
+            cur.execute(self.ms.unlease, (unlease,))
+
+    def next_due(self, qid: int) -> float:
+        value = self.conns.statement(self.ms.next_due, {"qid": qid})[0][0]
+        return float(value) if value is not None else float("inf")
+
+    def probe(self, qid: int) -> tuple[bool, float]:
+        ready, value = self.conns.statement(self.ms.probe, {"qid": qid})[0]
+        return bool(ready), float(value) if value is not None else float("inf")
+
+    # -- finishing ------------------------------------------------------------------
+
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+        pairs = list(items)
+        if len(pairs) > 1:
+            pairs = list(dict.fromkeys(pairs))  # the same (id, token) twice is acked once
+        if not pairs:
+            return []
+        if len(pairs) == 1 and retention <= 0:
+            mid, token = pairs[0]
+            deleted, _ = self.conns.statement(
+                self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
+            )[0]
+            if deleted:
+                self._tally(qid, 0, 1)
+                return []
+            return [mid]
+        ids = [p[0] for p in pairs]
+        tokens = [p[1] for p in pairs]
+        with self.conns.tx() as cur:
+            if retention > 0:
+                cur.execute(self.ms.ack_retain, (self.clock(), ids, tokens))
+            else:
+                cur.execute(self.ms.ack_delete, (ids, tokens))
+            done = {r[0] for r in cur.fetchall()}
+            self.depth.release(cur, qid, len(done))
+        self._tally(qid, 0, len(done))
+        return [mid for mid in dict.fromkeys(ids) if mid not in done]
+
+    def retry(
+        self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None
+    ) -> bool:
+        with self.conns.tx() as cur:
+            now = self.clock()
+            cur.execute(self.ms.get_leased, (mid, token))
+            found = cur.fetchall()
+            if not found:
+                raise LeaseLost(lost_text(mid), [mid])
+            attempts, cancel = found[0]
+            if cancel:
+                # Cancellation was asked while it ran: no more attempts.
+                cur.execute(self.ms.cancel_leased, (now, error, mid))
+                self.depth.release(cur, qid, 1)
+                return False
+            cur.execute(self.ms.queue_bury, (qid,))
+            qrow = cur.fetchall()[0]
+            if attempts >= qrow[2]:
+                self._bury(cur, qrow, [mid], error or f"gave up after {attempts} attempts", now)
+                return False
+            seconds = delay(attempts) if callable(delay) else delay
+            state = DELAYED if seconds > 0 else READY
+            cur.execute(self.ms.retry, (state, now + seconds, error, mid, token))
+            self.notify(cur, qid)  # ready again, or a new due time for the waiters
+            return True
+
+    def extend(self, mid: int, token: int, seconds: float) -> float:
+        until = self.clock() + seconds
+        if not self.conns.statement(self.ms.extend, (until, mid, token)):
+            raise LeaseLost(lost_text(mid), [mid])
+        return until
+
+    def heartbeat(
+        self, items: Sequence[tuple[int, int]], seconds: float
+    ) -> tuple[list[int], list[int]]:
+        if not items:
+            return [], []
+        until = self.clock() + seconds
+        rows = self.conns.statement(
+            self.ms.heartbeat, (until, [p[0] for p in items], [p[1] for p in items])
+        )
+        alive = {mid: cancel for mid, cancel in rows}
+        lost = [mid for mid, _ in items if mid not in alive]
+        return lost, [mid for mid, _ in items if alive.get(mid)]
+
+    def fail(self, qid: int, mid: int, token: int, reason: str) -> None:
+        with self.conns.tx() as cur:
+            now = self.clock()
+            cur.execute(self.ms.get_leased, (mid, token))
+            if not cur.fetchall():
+                raise LeaseLost(lost_text(mid), [mid])
+            cur.execute(self.ms.queue_bury, (qid,))
+            self._bury(cur, cur.fetchall()[0], [mid], reason, now)
+
+    def release(self, qid: int, items: Sequence[tuple[int, int]]) -> list[int]:
+        if not items:
+            return []
+        ids = [int(mid) for mid, _ in items]
+        rows = self.conns.statement(self.ms.release_leases, (ids, [int(t) for _, t in items]))
+        # Each released row answers one item: an item given twice finds its lease gone
+        # the second time, as two releases one after the other would (SQLite's answer).
+        left = {mid: 0 for mid in ids}
+        for (mid,) in rows:
+            left[mid] += 1
+        lost = []
+        for mid in ids:
+            if left[mid]:
+                left[mid] -= 1
+            else:
+                lost.append(mid)
+        return lost
+
+    def _bury(self, cur: Any, qrow: Sequence[Any], ids: list[int], reason: str, now: float) -> None:
+        """Bury leased messages *ids* of queue *qrow* (locked by the caller): DEAD here,
+        or moved READY to the dead-letter queue (made if missing, never refused for
+        its max_depth: losing them would be worse than a queue over its bound)."""
+        qid, name, _, dead_letter = qrow
+        if dead_letter is None:
+            cur.execute(self.ms.bury_here, (reason, now, ids))
+            self.depth.release(cur, qid, cur.rowcount)
+            return
+        target = self.queue_id(cur, dead_letter)
+        cur.execute(self.ms.bury_move, (target, reason, name, now, ids))
+        moved = cur.rowcount
+        self.depth.release(cur, qid, moved)
+        self.depth.reserve(cur, target, moved, force=True)
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    # SQL's ORDER BY priority DESC, rank NULLS FIRST, run_at, id.
+    return (-row[5], row[9] is not None, row[9] or b"", row[6], row[0])

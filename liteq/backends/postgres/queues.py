@@ -1,0 +1,570 @@
+"""Queues, putting messages (ids, dedup keys, back pressure) and administration on
+PostgreSQL (issue 17, step B1; boundary plan 3.3, 3.5, 3.6, 3.10).
+
+What differs from SQLite, where concurrent writers make its algorithms unsafe:
+
+* **Ids** come from the identity sequence before the insert (``nextval`` for each new
+  row, sorted), then the rows go in with their ids through ``unnest`` arrays: unique
+  and in the caller's order, not necessarily consecutive (another producer's ids may
+  lie between them).
+* **Dedup keys**: ``INSERT ... ON CONFLICT (qid, key) WHERE key IS NOT NULL AND state
+  < 3 DO NOTHING`` on the ``msg_key`` index, then the holder's id. A holder that
+  finished in between leaves neither: the insert is tried again.
+* **Back pressure**: the striped counter of :mod:`.depth`, reserved after the insert in
+  the same transaction (only rows actually inserted count; QueueFull rolls the insert
+  back).
+* **create_queue** is ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: no row means
+  another creator won.
+* **The common put** (:meth:`QueueVerbs.put_ready`) is one statement: reserve on a
+  stripe with room and insert, or nothing (then the full path).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from ...errors import InvalidArgument, LiteqError
+from ...validate import MAX_EXTEND
+from ..base import Backend
+from ..records import MessageRecord, NewRow, QueueRecord, QueueStats, State
+from .connection import Connections
+from .depth import Depth
+from .schema import qualify
+
+__all__ = ["QueueVerbs", "Statements", "DEFAULT_QUEUE_OPTIONS", "OPTION_COLUMNS",
+           "TOTALS_EVERY", "MAX_EXTEND"]
+
+READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
+DONE, DEAD, CANCELLED = int(State.DONE), int(State.DEAD), int(State.CANCELLED)
+
+#: Put/ack totals are written at most this often (seconds, per process), as on SQLite.
+TOTALS_EVERY = 1.0
+#: A lease whose deadline lies further ahead than the queue's lease plus this counts as
+#: expired (a deadline set before the wall clock stepped back); the SQLite engine's
+#: rule (issue 16 item 8).
+
+#: Column values of a queue created implicitly (a dead-letter target), as on SQLite.
+DEFAULT_QUEUE_OPTIONS: dict[str, Any] = {
+    "max_depth": None, "lease": 30.0, "max_attempts": 5, "dead_letter": None,
+    "retention": 0.0, "backoff_base": 1.0, "backoff_factor": 2.0, "backoff_max": 300.0,
+    "backoff_jitter": 0.1, "topic": None, "pattern": None, "expires_at": None,
+    "count_depth": False,
+}
+#: The option columns ``ensure_queue`` may update (names are spliced into SQL: only these).
+OPTION_COLUMNS = frozenset(DEFAULT_QUEUE_OPTIONS)
+
+_QUEUE_COLUMNS = (
+    "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth"
+)
+_MESSAGE_COLUMNS = (
+    "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
+    "lease_until, token, error, finished_at, origin, rank, cancel"
+)
+#: The queue order (the msg_ready index's): NULL ranks first, as SQLite sorts them.
+QUEUE_ORDER = "priority DESC, rank NULLS FIRST, run_at, id"
+
+SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE name = %s"
+SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE id = %s"
+SQL_QUEUE_INSERT = """
+INSERT INTO {s}.queues (name, max_depth, lease, max_attempts, dead_letter, retention,
+    backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
+    expires_at, count_depth, created_at)
+VALUES (%(name)s, %(max_depth)s, %(lease)s, %(max_attempts)s, %(dead_letter)s, %(retention)s,
+    %(backoff_base)s, %(backoff_factor)s, %(backoff_max)s, %(backoff_jitter)s, %(topic)s,
+    %(pattern)s, %(expires_at)s, %(count_depth)s, %(now)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING id
+"""
+SQL_QUEUE_ID = "SELECT id FROM {s}.queues WHERE name = %s"
+SQL_QUEUE_NAMES = "SELECT name FROM {s}.queues ORDER BY name"
+SQL_QUEUE_LOCK = "SELECT topic FROM {s}.queues WHERE id = %s FOR UPDATE"
+SQL_TOPIC_LOCK = "SELECT pg_advisory_xact_lock(hashtext('liteq.topic:' || %s))"
+SQL_QUEUE_DELETE = "DELETE FROM {s}.queues WHERE id = %s"
+SQL_STRIPES_DELETE = "DELETE FROM {s}.depth_stripes WHERE qid = %s"
+SQL_SUBS_BUMP = """
+INSERT INTO {s}.meta (key, value) VALUES ('subs_version', 1)
+ON CONFLICT (key) DO UPDATE SET value = meta.value + 1
+"""
+SQL_TOTALS = """
+UPDATE {s}.queues q SET enqueued = q.enqueued + t.e, finished = q.finished + t.f
+FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(id, e, f) WHERE q.id = t.id
+"""
+
+# Ids first (unique, sorted into the caller's order), then the rows with them.
+SQL_NEW_IDS = "SELECT nextval('{s}.messages_id_seq') FROM generate_series(1, %s)"
+SQL_INSERT_MANY = """
+INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
+SELECT id, %(qid)s, state, priority, rank, run_at, payload, headers, %(now)s
+FROM unnest(%(ids)s::bigint[], %(states)s::int[], %(priorities)s::bigint[], %(ranks)s::bytea[],
+            %(run_ats)s::float8[], %(payloads)s::bytea[], %(headers)s::bytea[])
+     AS u(id, state, priority, rank, run_at, payload, headers)
+"""
+SQL_INSERT_KEYED = """
+INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, key, enqueued_at)
+VALUES (%(id)s, %(qid)s, %(state)s, %(priority)s, %(rank)s, %(run_at)s, %(payload)s,
+        %(headers)s, %(key)s, %(now)s)
+ON CONFLICT (qid, key) WHERE key IS NOT NULL AND state < 3 DO NOTHING
+RETURNING id
+"""
+SQL_FIND_KEY = "SELECT id FROM {s}.messages WHERE qid = %s AND key = %s AND state < 3"
+# The common put in one statement: count it on a stripe with room nobody holds, and
+# insert it only then. No row: full, every stripe busy, no stripes or no queue; put()
+# takes the full path (and says which).
+SQL_PUT_READY = f"""
+WITH r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + 1
+  FROM (SELECT stripe FROM {{s}}.depth_stripes
+        WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
+  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+)
+INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
+SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+RETURNING id
+"""
+
+# A batch without keys in one statement: ids drawn and sorted into the caller's order,
+# counted on one stripe with room for all of them, inserted only then. No row: the
+# full path of put() (full, busy stripes, no stripes or no queue).
+SQL_PUT_MANY = f"""
+WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
+s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
+r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
+  FROM (SELECT stripe FROM {{s}}.depth_stripes
+        WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
+  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+),
+i AS (
+  INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
+  SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
+         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
+  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
+              %(payloads)s::bytea[], %(headers)s::bytea[])
+       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)
+  JOIN s USING (ord)
+  WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord
+"""
+
+# The stripes' sum, or the messages counted while the queue has no stripes yet.
+SQL_ROOM = f"""
+SELECT coalesce((SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+                (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state < {DONE})),
+       q.max_depth
+FROM {{s}}.queues q WHERE q.id = %s
+"""
+SQL_DEAD_IDS = f"""
+SELECT id, qid, key FROM {{s}}.messages WHERE qid = %s AND state = {DEAD}
+ORDER BY id LIMIT %s FOR UPDATE
+"""
+SQL_FINISHED_ROW = f"""
+SELECT id, qid, key FROM {{s}}.messages WHERE id = %s AND state IN ({DEAD}, {CANCELLED}) FOR UPDATE
+"""
+SQL_REVIVE = f"""
+UPDATE {{s}}.messages SET state = {READY}, attempts = 0, run_at = %(now)s, finished_at = NULL,
+    token = NULL, lease_until = NULL, cancel = false, key = CASE WHEN %(drop_key)s THEN NULL ELSE key END
+WHERE id = %(id)s AND state IN ({DEAD}, {CANCELLED})
+"""
+SQL_CANCEL = f"""
+UPDATE {{s}}.messages SET state = {CANCELLED}, finished_at = %s
+WHERE id = %s AND state IN ({READY}, {DELAYED})
+RETURNING qid
+"""
+SQL_PURGE_STATE = "DELETE FROM {s}.messages WHERE qid = %s AND state = %s"
+SQL_PURGE_ALL = f"""
+WITH d AS (DELETE FROM {{s}}.messages WHERE qid = %s RETURNING state)
+SELECT count(*), count(*) FILTER (WHERE state < {DONE}) FROM d
+"""
+SQL_PRUNE = f"""
+DELETE FROM {{s}}.messages WHERE qid = %s AND state IN ({DONE}, {CANCELLED}) AND finished_at < %s
+"""
+SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE id = %s"
+SQL_PEEK = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE qid = %s AND state = %s
+ORDER BY {QUEUE_ORDER} LIMIT %s
+"""
+SQL_PEEK_ALL = f"SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE qid = %s ORDER BY id LIMIT %s"
+# Each count is one range read of a partial index. Depth is the stripes' sum (NULL when
+# the queue has none yet: then the counts).
+_HORIZON = "%(now)s + %(max_extend)s + q.lease"
+SQL_STATS = f"""
+SELECT
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {READY}),
+  (SELECT min(run_at) FROM {{s}}.messages WHERE qid = q.id AND state = {READY}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {DELAYED}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {LEASED}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DONE}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DEAD}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {CANCELLED}),
+  (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+  q.max_depth, q.enqueued, q.finished,
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {LEASED}
+     AND (lease_until <= %(now)s OR lease_until > {_HORIZON}))
+FROM {{s}}.queues q WHERE q.id = %(qid)s
+"""
+
+
+class Statements:
+    """A module's ``SQL_*`` constants with the schema filled in, as attributes named
+    without the prefix (``statements.insert_keyed``): built once per backend."""
+
+    def __init__(self, constants: dict[str, Any], schema: str) -> None:
+        for name, text in constants.items():
+            if name.startswith("SQL_") and isinstance(text, str):
+                setattr(self, name[4:].lower(), qualify(text, schema))
+
+    def __getattr__(self, name: str) -> str:  # for the type checker: every attribute is SQL
+        raise AttributeError(name)
+
+
+class QueueVerbs(Backend):
+    """Queue rows, put, back pressure and administration (a mixin of PostgresBackend)."""
+
+    conns: Connections
+    schema: str
+    clock: Callable[[], float]
+    # From the Notifier mixin (notifier.py): NOTIFY at the commit of a put, throttled.
+    notify: Callable[[Any, int], None]
+    notify_wanted: Callable[[int], bool]
+    notify_sql: str
+
+    def setup_core(self) -> None:
+        """Build this backend's statements and per-process state (called once, at open)."""
+        self.qs = Statements(globals(), self.schema)
+        self.depth = Depth(lambda sql: qualify(sql, self.schema))
+        self._totals: dict[int, list[int]] = {}
+        self._totals_at = time.monotonic()
+        self._totals_lock = threading.Lock()
+
+    # -- queues ---------------------------------------------------------------------
+
+    def queue_row(self, name: str) -> QueueRecord | None:
+        rows = self.conns.statement(self.qs.queue_by_name, (name,))
+        return QueueRecord._make(rows[0]) if rows else None
+
+    def queue_row_by_id(self, qid: int) -> QueueRecord | None:
+        rows = self.conns.statement(self.qs.queue_by_id, (qid,))
+        return QueueRecord._make(rows[0]) if rows else None
+
+    def ensure_queue(
+        self, name: str, defaults: dict[str, Any], updates: dict[str, Any]
+    ) -> QueueRecord:
+        row = self.queue_row(name)
+        if row is not None and not updates:
+            return row
+        _check_columns(updates)
+        with self.conns.tx() as cur:
+            qid = self.create_queue_row(cur, name, defaults)
+            created = qid is not None
+            if updates:
+                sets = ", ".join(f"{col} = %({col})s" for col in updates)
+                cur.execute(
+                    qualify(f"UPDATE {{s}}.queues SET {sets} WHERE name = %(name)s", self.schema),
+                    {**_options(updates), "name": name},
+                )
+            cur.execute(self.qs.queue_by_name, (name,))
+            row = QueueRecord._make(cur.fetchall()[0])
+            if created or "max_depth" in updates:
+                self.depth.respread(cur, row.id)  # the caps follow max_depth
+        return row
+
+    def create_queue(self, name: str, options: dict[str, Any]) -> QueueRecord:
+        with self.conns.tx() as cur:
+            qid = self.create_queue_row(cur, name, options)
+            if qid is None:
+                raise InvalidArgument(f"queue {name!r} already exists")
+            self.depth.respread(cur, qid)
+            cur.execute(self.qs.queue_by_id, (qid,))
+            return QueueRecord._make(cur.fetchall()[0])
+
+    def create_queue_row(self, cur: Any, name: str, options: dict[str, Any]) -> int | None:
+        """Insert queue *name* with *options* in the caller's transaction; its id, or
+        None if it existed (the caller then makes its stripes, or finds them)."""
+        values = {**DEFAULT_QUEUE_OPTIONS, **_options(options), "name": name, "now": self.clock()}
+        cur.execute(self.qs.queue_insert, values)
+        found = cur.fetchall()
+        return int(found[0][0]) if found else None
+
+    def queue_id(self, cur: Any, name: str) -> int:
+        """The id of queue *name*, created with default options if missing (a
+        dead-letter target), in the caller's transaction."""
+        qid = self.create_queue_row(cur, name, DEFAULT_QUEUE_OPTIONS)
+        if qid is not None:
+            self.depth.respread(cur, qid)
+            return qid
+        cur.execute(self.qs.queue_id, (name,))
+        return int(cur.fetchall()[0][0])
+
+    def queue_names(self) -> list[str]:
+        return [r[0] for r in self.conns.statement(self.qs.queue_names)]
+
+    def delete_queue(self, qid: int) -> None:
+        with self.conns.tx() as cur:
+            cur.execute(self.qs.queue_lock, (qid,))
+            found = cur.fetchall()
+            topic = found[0][0] if found else None
+            if topic is not None:
+                # The topic's publishers hold this lock shared while they route: none
+                # can commit into the queue after it is gone (boundary plan 3.9).
+                cur.execute(self.qs.topic_lock, (topic,))
+            cur.execute(self.qs.purge_all, (qid,))
+            cur.execute(self.qs.stripes_delete, (qid,))
+            cur.execute(self.qs.queue_delete, (qid,))
+            if topic is not None:
+                # A publisher caches its routes until subs_version moves.
+                cur.execute(self.qs.subs_bump)
+
+    # -- put ------------------------------------------------------------------------
+
+    def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
+        if not force and rows and all(r[5] is None for r in rows):
+            found = self._announced(qid, self.qs.put_many, {
+                "qid": qid, "n": len(rows), "now": self.clock(),
+                "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
+                "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
+                "headers": [r[4] for r in rows],
+            })
+            if found:
+                self._tally(qid, len(rows), 0)
+                return [int(r[0]) for r in found]
+        with self.conns.tx() as cur:
+            ids, added = self.put_rows(cur, qid, rows, self.clock(), force)
+        self._tally(qid, added, 0)
+        return ids
+
+    def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
+        now = self.clock()
+        found = self._announced(
+            qid, self.qs.put_ready, {"qid": qid, "priority": priority, "now": now, "payload": payload}
+        )
+        if not found:
+            return self.put(qid, [(priority, None, now, payload, None, None)])[0]
+        self._tally(qid, 1, 0)
+        return int(found[0][0])
+
+    def put_rows(
+        self, cur: Any, qid: int, rows: Sequence[NewRow], now: float, force: bool
+    ) -> tuple[list[int], int]:
+        """Insert *rows* into *qid* in the caller's transaction (dedup keys, depth);
+        ``(ids in row order, how many were inserted)``. For publish and schedules too."""
+        cur.execute(self.qs.new_ids, (len(rows),))
+        fresh = sorted(int(r[0]) for r in cur.fetchall())
+        ids: list[int] = [0] * len(rows)
+        seen: dict[str, int] = {}
+        plain: list[int] = []
+        added = 0
+        for i, (priority, rank, run_at, payload, headers, key) in enumerate(rows):
+            state = DELAYED if run_at > now else READY
+            if key is None:
+                ids[i] = fresh[i]
+                plain.append(i)
+                continue
+            if key in seen:
+                ids[i] = seen[key]
+                continue
+            values = {"id": fresh[i], "qid": qid, "state": state, "priority": priority,
+                      "rank": rank, "run_at": run_at, "payload": payload, "headers": headers,
+                      "key": key, "now": now}
+            while True:
+                cur.execute(self.qs.insert_keyed, values)
+                if cur.fetchall():
+                    ids[i] = fresh[i]
+                    added += 1
+                    break
+                cur.execute(self.qs.find_key, (qid, key))
+                holder = cur.fetchall()
+                if holder:  # else it finished in between: try the insert again
+                    ids[i] = int(holder[0][0])
+                    break
+            seen[key] = ids[i]
+        if plain:
+            cur.execute(self.qs.insert_many, {
+                "qid": qid, "now": now,
+                "ids": [ids[i] for i in plain],
+                "states": [DELAYED if rows[i][2] > now else READY for i in plain],
+                "priorities": [rows[i][0] for i in plain],
+                "ranks": [rows[i][1] for i in plain],
+                "run_ats": [rows[i][2] for i in plain],
+                "payloads": [rows[i][3] for i in plain],
+                "headers": [rows[i][4] for i in plain],
+            })
+            added += len(plain)
+        self.depth.reserve(cur, qid, added, force)
+        if added:
+            self.notify(cur, qid)
+        return ids, added
+
+    def _announced(self, qid: int, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one put statement; with the NOTIFY that wakes consumers when the throttle
+        wants one (then the statement and the NOTIFY share one transaction, a second
+        round trip only for the first put of a burst: see notifier.py)."""
+        if not self.notify_wanted(qid):
+            return self.conns.statement(sql, params)
+        with self.conns.tx() as cur:
+            cur.execute(sql, params)
+            found = cur.fetchall()
+            if found:
+                cur.execute(self.notify_sql, (str(qid),))
+        return found
+
+    def room(self, qid: int) -> tuple[int, int | None]:
+        found = self.conns.statement(self.qs.room, (qid,))
+        if not found:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        depth, max_depth = found[0]
+        return int(depth), max_depth
+
+    # -- administration -------------------------------------------------------------
+
+    def redrive(self, qid: int, limit: int | None) -> int:
+        with self.conns.tx() as cur:
+            cur.execute(self.qs.dead_ids, (qid, limit))
+            rows = cur.fetchall()
+            self.revive(cur, rows)
+        return len(rows)
+
+    def revive(self, cur: Any, rows: Sequence[tuple[int, int, str | None]]) -> None:
+        """Make finished messages ``(id, qid, key)`` READY again (attempts reset), in the
+        caller's transaction; a key an unfinished message holds is given up."""
+        now = self.clock()
+        for mid, _qid, key in rows:
+            values = {"id": mid, "now": now, "drop_key": False}
+            if key is None:
+                cur.execute(self.qs.revive, values)
+                continue
+            # The unique index decides (a holder may be committing right now): try with
+            # the key under a savepoint, and without it if another message holds it.
+            cur.execute("SAVEPOINT liteq_revive", prepare=False)
+            try:
+                cur.execute(self.qs.revive, values)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT liteq_revive", prepare=False)
+                cur.execute(self.qs.revive, {**values, "drop_key": True})
+            cur.execute("RELEASE SAVEPOINT liteq_revive", prepare=False)
+        for qid in {r[1] for r in rows}:
+            self.depth.reserve(cur, qid, sum(1 for r in rows if r[1] == qid), force=True)
+            self.notify(cur, qid)
+
+    def cancel(self, mid: int) -> bool:
+        with self.conns.tx() as cur:
+            cur.execute(self.qs.cancel, (self.clock(), mid))
+            rows = cur.fetchall()
+            if rows:
+                self.depth.release(cur, rows[0][0], 1)
+        return bool(rows)
+
+    def retry_finished(self, mid: int) -> bool:
+        with self.conns.tx() as cur:
+            cur.execute(self.qs.finished_row, (mid,))
+            rows = cur.fetchall()
+            self.revive(cur, rows)
+        return bool(rows)
+
+    def purge(self, qid: int, state: State | None) -> int:
+        """Delete the queue's messages (all, or in *state*); the depth drops by the
+        unfinished ones deleted. (SQLite sets its counter to 0 after purging all;
+        here a put committing meanwhile keeps its own count, so 0 could undercount.)"""
+        with self.conns.tx() as cur:
+            if state is None:
+                cur.execute(self.qs.purge_all, (qid,))
+                n, unfinished = cur.fetchall()[0]
+            else:
+                cur.execute(self.qs.purge_state, (qid, int(state)))
+                n = cur.rowcount
+                unfinished = n if state < DONE else 0
+            self.depth.release(cur, qid, int(unfinished))
+        return int(n)
+
+    def prune(self, qid: int, before: float) -> int:
+        with self.conns.tx() as cur:
+            cur.execute(self.qs.prune, (qid, before))
+            return int(cur.rowcount)
+
+    def message(self, mid: int) -> MessageRecord | None:
+        rows = self.conns.statement(self.qs.message, (mid,))
+        return MessageRecord._make(rows[0]) if rows else None
+
+    def peek(self, qid: int, state: State | None, n: int) -> list[MessageRecord]:
+        if state is None:
+            rows = self.conns.statement(self.qs.peek_all, (qid, n))
+        else:
+            rows = self.conns.statement(self.qs.peek, (qid, int(state), n))
+        return [MessageRecord._make(r) for r in rows]
+
+    def stats(self, qid: int) -> QueueStats:
+        rows = self.conns.statement(
+            self.qs.stats, {"qid": qid, "now": self.clock(), "max_extend": MAX_EXTEND}
+        )
+        if not rows:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        row = list(rows[0])
+        if row[7] is None:
+            row[7] = row[0] + row[2] + row[3]  # no stripes yet: depth from the counts
+        row[7] = int(row[7])
+        with self._totals_lock:
+            pending = self._totals.get(qid)
+            if pending:
+                row[9] += pending[0]
+                row[10] += pending[1]
+        return QueueStats._make(row)
+
+    # -- totals (statistics) ----------------------------------------------------------
+
+    def _tally(self, qid: int, enqueued: int, finished: int) -> None:
+        # After the commit, so a rolled-back operation is not counted.
+        with self._totals_lock:
+            t = self._totals.get(qid)
+            if t is None:
+                self._totals[qid] = [enqueued, finished]
+            else:
+                t[0] += enqueued
+                t[1] += finished
+            now = time.monotonic()
+            due = now - self._totals_at >= TOTALS_EVERY
+            if due:
+                self._totals_at = now
+        if due and self.conns.get().info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            try:
+                self.flush_totals()
+            except LiteqError:
+                pass  # statistics only; kept for the next flush
+
+    def flush_totals(self) -> None:
+        """Write this process's put/ack totals now (one statement); kept on failure."""
+        with self._totals_lock:
+            pending, self._totals = self._totals, {}
+        if not pending:
+            return
+        try:
+            self.conns.statement(self.qs.totals, (
+                list(pending), [e for e, _ in pending.values()], [f for _, f in pending.values()]
+            ))
+        except BaseException:
+            with self._totals_lock:
+                for qid, (e, f) in pending.items():
+                    t = self._totals.setdefault(qid, [0, 0])
+                    t[0] += e
+                    t[1] += f
+            raise
+
+
+def _options(values: dict[str, Any]) -> dict[str, Any]:
+    """Option values as PostgreSQL's columns take them (``count_depth`` is boolean)."""
+    if "count_depth" in values:
+        return {**values, "count_depth": bool(values["count_depth"])}
+    return values
+
+
+def _check_columns(updates: dict[str, Any]) -> None:
+    unknown = set(updates) - OPTION_COLUMNS
+    if unknown:
+        raise InvalidArgument(f"not queue options: {', '.join(sorted(unknown))}")
