@@ -182,3 +182,13 @@ def test_a_task_whose_exception_holds_a_lone_surrogate_fails_with_the_text_kept(
         worker.stop()
         thread.join(30)
     assert "file x\\udcff.txt" in str(job.error)
+
+
+@pytest.mark.parametrize("busy_timeout", [10**400, float("nan"), float("inf"), -1, True, "1"])
+def test_connect_refuses_a_busy_timeout_that_is_not_a_finite_number_of_seconds(
+    tmp_path, busy_timeout
+) -> None:
+    path = tmp_path / "q.db"
+    with pytest.raises(liteq.InvalidArgument, match="busy_timeout"):
+        liteq.connect(path, busy_timeout=busy_timeout)
+    assert not path.exists()  # refused before anything was opened

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ..errors import InvalidArgument
+from ..validate import check_seconds
 from .records import (
     Capabilities,
     Fire,
@@ -56,12 +58,22 @@ from .records import (
     Subscriptions,
 )
 
-__all__ = ["Backend", "Waiter", "DURABILITY_LEVELS"]
+__all__ = ["Backend", "Waiter", "DURABILITY_LEVELS", "check_open_options"]
 
 #: What ``connect(durability=...)`` (and ``liteq --durability``) accepts on every engine:
 #: ``"normal"`` (a commit survives the process being killed) or ``"full"`` (a power
 #: loss too). Each engine maps them to its own settings (SQLite: ``PRAGMA synchronous``).
 DURABILITY_LEVELS: tuple[str, ...] = ("full", "normal")
+
+
+def check_open_options(durability: object, busy_timeout: object) -> None:
+    """Refuse, with :class:`~liteq.InvalidArgument`, the options every engine opens with
+    when they are out of range (one check for all engines, before anything is opened)."""
+    if durability not in DURABILITY_LEVELS:
+        raise InvalidArgument(
+            f"durability must be one of {sorted(DURABILITY_LEVELS)}, got {durability!r}"
+        )
+    check_seconds(busy_timeout, "busy_timeout")
 
 
 class Waiter(Protocol):

@@ -59,7 +59,6 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -67,6 +66,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ..base import check_open_options
+from ..targets import redact_url
 
 __all__ = ["DURABILITY", "Connections", "ServerClock", "Tx", "redact", "translate"]
 
@@ -118,15 +119,7 @@ os.register_at_fork(after_in_child=_abandon_after_fork)
 def redact(conninfo: str) -> str:
     """*conninfo* (a URL or ``key=value`` string) without its password, for messages."""
     if "://" in conninfo:
-        parts = urlsplit(conninfo)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            netloc = userinfo.split(":", 1)[0] + "@" + host
-        query = "&".join(
-            p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        return redact_url(conninfo)
     return re.sub(r"\s*password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", conninfo).strip()
 
 
@@ -178,14 +171,7 @@ class Connections:
         busy_timeout: float = 30.0,
         read_only: bool = False,
     ) -> None:
-        if durability not in DURABILITY:
-            raise InvalidArgument(
-                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
-            )
-        if not (isinstance(busy_timeout, (int, float)) and busy_timeout >= 0):
-            raise InvalidArgument(
-                f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
-            )
+        check_open_options(durability, busy_timeout)
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:

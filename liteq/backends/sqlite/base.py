@@ -15,6 +15,7 @@ from typing import Any
 import apsw
 
 from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ..base import check_open_options
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .sql import SQL_TOTALS, TOTALS_EVERY
@@ -73,14 +74,7 @@ class StoreBase(Opening):
         read_only: bool = False,
         create: bool = True,
     ) -> None:
-        if durability not in DURABILITY:
-            raise InvalidArgument(
-                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
-            )
-        if not (isinstance(busy_timeout, (int, float)) and busy_timeout >= 0):
-            raise InvalidArgument(
-                f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}"
-            )
+        check_open_options(durability, busy_timeout)
         if not isinstance(read_only, bool):
             raise InvalidArgument(f"read_only must be True or False, got {read_only!r}")
         if not isinstance(create, bool):
