@@ -61,6 +61,7 @@ from .validate import (
     check_positive_int,
     check_priority,
     check_seconds,
+    check_text,
     short,
     storable,
     validate_name,
@@ -387,6 +388,7 @@ def _check_options(name: Any, queue: Any, max_attempts: Any, backoff: Any, timeo
     if name is not None and (not isinstance(name, str) or not name or len(name) > 200):
         raise InvalidArgument(f"task name must be a non-empty string of up to 200 characters, "
                               f"got {name!r}")
+    check_text(name, "task name", allow_none=True)  # a lone surrogate cannot be stored
     validate_name(queue)
     check_positive_int(max_attempts, "max_attempts")
     if backoff is not None and not isinstance(backoff, Backoff):

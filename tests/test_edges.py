@@ -192,3 +192,10 @@ def test_connect_refuses_a_busy_timeout_that_is_not_a_finite_number_of_seconds(
     with pytest.raises(liteq.InvalidArgument, match="busy_timeout"):
         liteq.connect(path, busy_timeout=busy_timeout)
     assert not path.exists()  # refused before anything was opened
+
+
+def test_a_task_name_with_a_lone_surrogate_is_refused_at_registration(tmp_path) -> None:
+    db = liteq.connect(tmp_path / "q.db")
+    with pytest.raises(liteq.InvalidArgument, match="lone surrogate"):
+        db.task(name="send\ud800")(lambda: None)
+    assert db.tasks == {} or all("\ud800" not in n for n in db.tasks)
