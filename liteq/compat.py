@@ -99,9 +99,10 @@ import cbor2
 
 from .backends.targets import is_postgres
 from .database import Database, connect
-from .errors import LeaseLost, LiteqError, QueueFull
+from .errors import InvalidArgument, LeaseLost, LiteqError, QueueFull
 from .queue import Message
 from .queue import Queue as _LiteqQueue
+from .validate import INT64_MAX, short
 
 __all__ = [
     # the standard library's names
@@ -532,6 +533,9 @@ class Queue(SimpleQueue[_T]):
     def maxsize(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"maxsize must be an integer, got {value!r}")
+        if value > INT64_MAX:  # the file stores it as a signed 64-bit integer
+            raise InvalidArgument(f"maxsize must be at most {INT64_MAX} (or <= 0 for "
+                                  f"unbounded), got {short(value)}")
         bound = value if value > 0 else None
         self._main = self._db.configure_queue(self.name, max_depth=bound)
         self._maxsize_given = value

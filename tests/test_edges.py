@@ -199,3 +199,10 @@ def test_a_task_name_with_a_lone_surrogate_is_refused_at_registration(tmp_path) 
     with pytest.raises(liteq.InvalidArgument, match="lone surrogate"):
         db.task(name="send\ud800")(lambda: None)
     assert db.tasks == {} or all("\ud800" not in n for n in db.tasks)
+
+
+def test_a_compat_maxsize_past_64_bits_is_refused_naming_maxsize(tmp_path) -> None:
+    from liteq import compat
+
+    with pytest.raises(liteq.InvalidArgument, match="maxsize must be at most"):
+        compat.Queue(maxsize=2**64, path=str(tmp_path / "q.db"), name="jobs")
