@@ -8,6 +8,8 @@ damages liteq's rows directly says so through these helpers instead of SQLite's 
   ``FROM``/``JOIN``/``UPDATE``/``INTO`` are qualified with the database's schema (the
   engine leaves ``search_path`` alone, so the application's names resolve as usual).
 * :func:`rows` reads a whole table in id order; :func:`count` counts rows.
+* :func:`app_table` makes an application table (``id`` counting up, then *columns*) next
+  to liteq's, for the outbox tests (the application's SQL and a put in one transaction).
 * :func:`corrupt_payload` overwrites a message's payload with bytes no codec decodes.
 """
 
@@ -19,12 +21,19 @@ from typing import Any
 
 import liteq
 
-__all__ = ["TABLES", "is_postgres", "sql", "rows", "count", "corrupt_payload"]
+__all__ = ["TABLES", "is_postgres", "sql", "rows", "count", "corrupt_payload", "app_table"]
 
 #: liteq's tables (the engine's schema); anything else is the application's.
 TABLES = ("queues", "messages", "results", "schedules", "schedule_runs", "meta")
 
-_TABLE = re.compile(r"\b(FROM|JOIN|UPDATE|INTO)\s+(" + "|".join(TABLES) + r")\b", re.IGNORECASE)
+#: The application tables tests make with :func:`app_table` (kept in the test's schema
+#: on PostgreSQL, so that no two tests of a module share one).
+APP_TABLES = ("orders", "ledger")
+
+_TABLE = re.compile(
+    r"\b(FROM|JOIN|UPDATE|INTO|TABLE)\s+(" + "|".join(TABLES + APP_TABLES) + r")\b",
+    re.IGNORECASE,
+)
 
 #: Bytes that are not a valid encoding of anything (an undecodable payload).
 GARBAGE = b"\xff\xff"
@@ -66,3 +75,12 @@ def count(db: liteq.Database, table: str) -> int:
 def corrupt_payload(db: liteq.Database, message_id: int, garbage: bytes = GARBAGE) -> None:
     """Overwrite message *message_id*'s stored payload with *garbage* (undecodable)."""
     sql(db, "UPDATE messages SET payload = ? WHERE id = ?", (garbage, message_id))
+
+
+def app_table(db: liteq.Database, name: str, columns: str) -> None:
+    """Create the application table *name* (one of ``APP_TABLES``): an ``id`` primary key
+    numbering rows in insertion order, then *columns* (portable SQL types)."""
+    if name not in APP_TABLES:
+        raise ValueError(f"{name!r} is not one of APP_TABLES {APP_TABLES}")
+    key = "BIGINT GENERATED ALWAYS AS IDENTITY" if is_postgres(db) else "INTEGER"
+    sql(db, f"CREATE TABLE {name} (id {key} PRIMARY KEY, {columns})")
