@@ -14,7 +14,8 @@ Two levels:
   ``$LITEQ_TEST_ENGINES`` (comma-separated, default ``sqlite``). A test there that is about
   SQLite itself carries ``@pytest.mark.sqlite_only("why")`` and runs on SQLite only; the
   collection check below refuses a test of such a module that builds a database file
-  (requests ``db_path``, or names ``tmp_path / "....db"``) without that marker. Modules that
+  (requests ``db_path``, names ``tmp_path / "....db"``, or calls the CLI tests'
+  ``fresh(tmp_path)``) without that marker. Modules that
   have not opted in run their ``db`` tests on SQLite only.
 
 The default is ``sqlite`` because the PostgreSQL engine does not have every verb yet
@@ -59,8 +60,9 @@ ENGINES = ["sqlite", "postgres"]
 #: What a PostgreSQL verb not written yet says (liteq/backends/postgres/pending.py).
 _NOT_YET = re.compile(r"(\w+)\(\) is not yet on PostgreSQL")
 
-#: A database file built by hand from ``tmp_path`` (the collection check's second test).
-_FILE_DB = re.compile(r"tmp_path\s*/\s*[\"'][^\"']*\.db[\"']")
+#: A database file built by hand from ``tmp_path`` (the collection check's second test;
+#: ``fresh`` is test_cli.py's helper naming one).
+_FILE_DB = re.compile(r"tmp_path\s*/\s*[\"'][^\"']*\.db[\"']|\bfresh\(tmp_path\)")
 
 
 def engines_under_test() -> list[str]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dbsql
 import pytest
 from click.testing import CliRunner, Result
 
@@ -71,8 +72,7 @@ def error(result: Result, code: int = 1) -> str:
 def snapshot(path: str) -> list[tuple[Any, ...]]:
     """Every queue and message row: equal before and after means nothing changed."""
     with liteq.connect(path) as db:
-        return (db.execute("SELECT * FROM queues ORDER BY id")
-                + db.execute("SELECT * FROM messages ORDER BY id"))
+        return dbsql.rows(db, "queues") + dbsql.rows(db, "messages")
 
 
 def digest(path: str) -> str:
