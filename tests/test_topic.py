@@ -292,7 +292,9 @@ def _fanout_consume(path: str, sub: str, expected: int, out: str) -> None:
         f.write("\n".join(f"{p} {i}" for p, i in got))
 
 
-def test_fan_out_from_two_publishers_reaches_each_subscription_exactly_once_in_order(tmp_path, db_target) -> None:
+def test_fan_out_from_two_publishers_reaches_each_subscription_exactly_once_in_order(
+    tmp_path, db_target
+) -> None:
     path = db_target
     db = liteq.connect(path)
     t = db.topic("orders")
