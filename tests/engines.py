@@ -21,7 +21,8 @@ Two levels:
 The default is ``sqlite`` because the PostgreSQL engine does not have every verb yet
 (issue 17, steps B1-B5). ``LITEQ_TEST_ENGINES=sqlite,postgres`` runs the opted-in modules on
 both; there a test that reaches a verb not written yet (``NotImplementedError("X() is not
-yet on PostgreSQL ...")``, raised, or printed by the CLI or a child process) is reported
+yet on PostgreSQL ...")``, raised, or in the failure's text or captured output: the CLI's
+``Error:`` line, a child process's traceback) is reported
 SKIPPED "not yet on PostgreSQL: X", never passed, never failed. Once every verb is there,
 the next step makes ``sqlite,postgres`` the default and deletes that hook.
 
@@ -147,7 +148,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     callspec = getattr(item, "callspec", None)
     if callspec is None or callspec.params.get("engine") != "postgres":
         return
-    verb = not_yet_verb(call.excinfo, str(report.longrepr))
+    captured = "\n".join(content for _title, content in report.sections)
+    verb = not_yet_verb(call.excinfo, f"{report.longreprtext}\n{captured}")
     if verb is not None:
         path, lineno, _ = item.location
         report.outcome = "skipped"
