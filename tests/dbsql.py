@@ -21,7 +21,7 @@ from typing import Any
 
 import liteq
 
-__all__ = ["TABLES", "is_postgres", "sql", "rows", "count", "corrupt_payload", "app_table"]
+__all__ = ["TABLES", "missing_words", "is_postgres", "sql", "rows", "count", "corrupt_payload", "app_table"]
 
 #: liteq's tables (the engine's schema); anything else is the application's.
 TABLES = ("queues", "messages", "results", "schedules", "schedule_runs", "meta")
@@ -84,3 +84,12 @@ def app_table(db: liteq.Database, name: str, columns: str) -> None:
         raise ValueError(f"{name!r} is not one of APP_TABLES {APP_TABLES}")
     key = "BIGINT GENERATED ALWAYS AS IDENTITY" if is_postgres(db) else "INTEGER"
     sql(db, f"CREATE TABLE {name} (id {key} PRIMARY KEY, {columns})")
+
+
+def missing_words(target: str) -> str:
+    """The words liteq's error starts with when *target* holds no liteq database yet
+    (``create=False``, the CLI's looking commands): no file on SQLite, no schema on
+    PostgreSQL."""
+    return "no liteq schema" if target.startswith(("postgresql:", "postgres:")) else (
+        "no liteq database at"
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from dbsql import sql
+from dbsql import missing_words, sql
 from helpers import file_digest
 
 import liteq
@@ -181,7 +181,7 @@ def test_a_bad_schedule_name_is_refused_with_exit_2(db_target: str) -> None:
 def test_commands_on_a_missing_schedule_or_file_say_so_with_exit_1(db_target: str) -> None:
     path = db_target
     missing = run(path, "schedule", "list")
-    assert missing.exit_code == 1 and "no liteq database at" in missing.stderr
+    assert missing.exit_code == 1 and missing_words(path) in missing.stderr
     assert run(path, "scheduler").exit_code == 1
     ok(path, "schedule", "add", "x", "--every", "60", "--queue", "q", "--payload", "1")
     for command in ("next", "pause", "resume", "rm", "run", "history"):
