@@ -48,7 +48,11 @@ def translate(db: liteq.Database, text: str) -> str:
     """*text* (SQLite-style, ``?`` placeholders) in *db*'s engine dialect."""
     if not is_postgres(db):
         return text
-    schema = db.backend.schema  # type: ignore[attr-defined]
+    return to_postgres(text, db.backend.schema)  # type: ignore[attr-defined]
+
+
+def to_postgres(text: str, schema: str) -> str:
+    """*text* with psycopg's placeholders and liteq's tables in *schema*."""
     text = text.replace("%", "%%").replace("?", "%s")
     return _TABLE.sub(lambda m: f'{m.group(1)} "{schema}".{m.group(2)}', text)
 
