@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dbsql import sql
+
 import liteq
 
 #: Generous bound for anything that waits on another process or thread. Waits end as
@@ -68,15 +70,16 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def message_rows(db: liteq.Database) -> list[tuple[Any, ...]]:
     """Every message row, raw, ordered by id: the ground truth for "nothing changed"."""
-    return db.execute(
+    return sql(
+        db,
         "SELECT id, qid, state, priority, run_at, payload, headers, key, attempts, "
-        "lease_until, token, error, finished_at, origin FROM messages ORDER BY id"
+        "lease_until, token, error, finished_at, origin FROM messages ORDER BY id",
     )
 
 
 def queue_rows(db: liteq.Database) -> list[tuple[Any, ...]]:
     """Every queue row, raw (options and counters), ordered by id."""
-    return db.execute("SELECT * FROM queues ORDER BY id")
+    return sql(db, "SELECT * FROM queues ORDER BY id")
 
 
 def counts(q: liteq.Queue) -> dict[str, Any]:

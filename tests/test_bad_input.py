@@ -12,10 +12,13 @@ from typing import Any
 
 import apsw
 import pytest
+from dbsql import corrupt_payload
 from helpers import file_digest, message_rows, queue_rows
 
 import liteq
 from liteq.backends.sqlite.schema import SCHEMA_VERSION
+
+pytestmark = pytest.mark.every_engine
 
 # --- payloads ------------------------------------------------------------------------
 
@@ -51,8 +54,10 @@ def test_a_payload_cbor_cannot_encode_raises_serialization_error_naming_the_type
     assert message_rows(db) == [] and queue_rows(db) == before
 
 
-def test_a_payload_over_the_size_limit_raises_payload_too_large_and_writes_nothing(db_path) -> None:
-    db = liteq.connect(db_path, max_payload=100)
+def test_a_payload_over_the_size_limit_raises_payload_too_large_and_writes_nothing(
+    db_target,
+) -> None:
+    db = liteq.connect(db_target, max_payload=100)
     q = db.queue("q")
     before = queue_rows(db)
 
@@ -200,7 +205,7 @@ def test_a_stored_payload_that_does_not_decode_goes_dead_and_the_others_are_deli
     q = db.queue("q")
     bad = q.put("will be corrupted")
     good = q.put_many(["good 1", "good 2"])
-    db.execute("UPDATE messages SET payload = x'ff' WHERE id = ?", (bad,))
+    corrupt_payload(db, bad, b"\xff")
 
     msgs = q.get_many(10)
 
@@ -217,7 +222,7 @@ def test_get_skips_an_undecodable_message_and_returns_the_next_due_one(db) -> No
     q = db.queue("q")
     bad = q.put("will be corrupted")
     good = q.put("good")
-    db.execute("UPDATE messages SET payload = x'ff' WHERE id = ?", (bad,))
+    corrupt_payload(db, bad, b"\xff")
 
     # Found as a bug (get() returned None here); fixed by claiming again after burying.
     msg = q.get()
@@ -230,7 +235,7 @@ def test_an_undecodable_payload_with_a_dead_letter_queue_moves_there_with_the_re
     q = db.queue("q", dead_letter="q.dead")
     bad = q.put("x")
     good = q.put("fine")
-    db.execute("UPDATE messages SET payload = x'82' WHERE id = ?", (bad,))
+    corrupt_payload(db, bad, b"\x82")
 
     msgs = q.get_many(5)
 
@@ -267,6 +272,7 @@ def _assert_refused_untouched(path: str, error: type[Exception], *fragments: str
     return text
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 @pytest.mark.parametrize(
     "content",
     [os.urandom(8192), b"hello, world\n" * 3, b"SQLite format 3\x00" + os.urandom(200)],
@@ -281,6 +287,7 @@ def test_a_file_that_is_not_sqlite_raises_liteq_error_naming_the_path_and_stays_
     _assert_refused_untouched(path, liteq.LiteqError, "cannot open")
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 def test_a_directory_raises_liteq_error_naming_the_path(lonely_dir) -> None:
     with pytest.raises(liteq.LiteqError) as info:
         liteq.connect(lonely_dir)
@@ -288,6 +295,7 @@ def test_a_directory_raises_liteq_error_naming_the_path(lonely_dir) -> None:
     assert os.listdir(lonely_dir) == []
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 def test_another_applications_sqlite_file_raises_liteq_error_and_stays_untouched(lonely_dir) -> None:
     path = os.path.join(lonely_dir, "app.db")
     conn = apsw.Connection(path)
@@ -298,6 +306,7 @@ def test_another_applications_sqlite_file_raises_liteq_error_and_stays_untouched
     _assert_refused_untouched(path, liteq.LiteqError, "another application", "customers")
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 def test_another_applications_wal_mode_file_with_only_a_user_version_is_refused(lonely_dir) -> None:
     path = os.path.join(lonely_dir, "app.db")
     conn = apsw.Connection(path)
@@ -308,6 +317,7 @@ def test_another_applications_wal_mode_file_with_only_a_user_version_is_refused(
     _assert_refused_untouched(path, liteq.LiteqError, "another application", "user_version 3")
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 def test_a_file_from_a_newer_schema_raises_schema_error_with_both_versions(lonely_dir) -> None:
     path = os.path.join(lonely_dir, "newer.db")
     db = liteq.connect(path)
@@ -380,6 +390,7 @@ def shared_dir() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 @pytest.mark.parametrize("lock_dir_too", [False, True], ids=["file-read-only", "dir-read-only"])
 def test_an_unwritable_database_file_raises_liteq_error_naming_the_path_and_stays_untouched(
     shared_dir, lock_dir_too
@@ -402,6 +413,7 @@ def test_an_unwritable_database_file_raises_liteq_error_naming_the_path_and_stay
     assert sorted(os.listdir(shared_dir)) == listing
 
 
+@pytest.mark.sqlite_only("a file that is not a liteq database, or one liteq may not write")
 def test_a_new_file_in_an_unwritable_directory_raises_liteq_error_naming_the_path(shared_dir) -> None:
     os.chmod(shared_dir, 0o555)
     path = os.path.join(shared_dir, "new.db")

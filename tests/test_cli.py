@@ -2,8 +2,9 @@
 that look (stats, peek, show). The helpers at the top are shared by the other
 ``test_cli_*.py`` files.
 
-Every test drives the real command through click's CliRunner against a real file in
-``tmp_path``, and checks the file through the library afterwards.
+Every test drives the real command through click's CliRunner against a real database of
+each engine under test (``db_target``; tests about files are ``sqlite_only``), and checks
+it through the library afterwards.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dbsql
 import pytest
 from click.testing import CliRunner, Result
 
 import liteq
 from liteq.cli import cli
 from liteq.cli_stats import _frame, sample
+
+pytestmark = pytest.mark.every_engine
 
 # -- helpers (imported by the other test_cli_*.py files) -------------------------------
 
@@ -71,8 +75,7 @@ def error(result: Result, code: int = 1) -> str:
 def snapshot(path: str) -> list[tuple[Any, ...]]:
     """Every queue and message row: equal before and after means nothing changed."""
     with liteq.connect(path) as db:
-        return (db.execute("SELECT * FROM queues ORDER BY id")
-                + db.execute("SELECT * FROM messages ORDER BY id"))
+        return dbsql.rows(db, "queues") + dbsql.rows(db, "messages")
 
 
 def digest(path: str) -> str:
@@ -100,14 +103,15 @@ def test_version_option_prints_the_version() -> None:
     assert ok(None, "--version").stdout.strip() == f"liteq, version {liteq.__version__}"
 
 
-def test_the_database_comes_from_LITEQ_DB_when_no_db_option_is_given(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_the_database_comes_from_LITEQ_DB_when_no_db_option_is_given(db_target: str) -> None:
+    path = db_target
     make(path, payloads=[1])
     result = run(None, "stats", "--json", env={"LITEQ_DB": path})
     assert result.exit_code == 0
     assert [r["queue"] for r in json.loads(result.stdout)] == ["jobs"]
 
 
+@pytest.mark.sqlite_only("the default is the file liteq.db")
 def test_the_default_database_is_liteq_db_in_the_current_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -131,6 +135,7 @@ LOOK_AND_ACT = [
 
 
 @pytest.mark.parametrize("args", LOOK_AND_ACT, ids=" ".join)
+@pytest.mark.sqlite_only("checks that no file is created")
 def test_a_missing_database_file_is_an_error_and_no_file_is_created(
         tmp_path: Path, args: list[str]) -> None:
     path = fresh(tmp_path)
@@ -140,6 +145,7 @@ def test_a_missing_database_file_is_an_error_and_no_file_is_created(
 
 
 @pytest.mark.parametrize("args", LOOK_AND_ACT, ids=" ".join)
+@pytest.mark.sqlite_only("a SQLite file that is not liteq's")
 def test_a_foreign_sqlite_file_is_refused_and_left_untouched(
         tmp_path: Path, args: list[str]) -> None:
     path = str(tmp_path / "other.db")
@@ -152,6 +158,7 @@ def test_a_foreign_sqlite_file_is_refused_and_left_untouched(
     assert digest(path) == before
 
 
+@pytest.mark.sqlite_only("a file that is not SQLite")
 def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello, I am not a database\n" * 100)
@@ -161,6 +168,7 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path: Path)
     assert digest(str(path)) == before
 
 
+@pytest.mark.sqlite_only("an empty file")
 def test_an_empty_file_is_not_taken_for_a_database(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.touch()
@@ -168,6 +176,7 @@ def test_an_empty_file_is_not_taken_for_a_database(tmp_path: Path) -> None:
     assert path.stat().st_size == 0
 
 
+@pytest.mark.sqlite_only("a directory where the file should be")
 def test_a_directory_as_database_is_an_error(tmp_path: Path) -> None:
     assert "is a directory" in error(run(str(tmp_path), "stats"))
 
@@ -182,8 +191,8 @@ UNKNOWN_QUEUE = [
 
 
 @pytest.mark.parametrize("args", UNKNOWN_QUEUE, ids=" ".join)
-def test_an_unknown_queue_is_an_error_and_is_not_created(tmp_path: Path, args: list[str]) -> None:
-    path = fresh(tmp_path)
+def test_an_unknown_queue_is_an_error_and_is_not_created(db_target: str, args: list[str]) -> None:
+    path = db_target
     make(path, payloads=[1])
     before = snapshot(path)
     assert error(run(path, *args)) == "no queue named 'nope'"
@@ -193,23 +202,23 @@ def test_an_unknown_queue_is_an_error_and_is_not_created(tmp_path: Path, args: l
 @pytest.mark.parametrize("args", [["peek", "bad name"], ["put", "bad name", "1"],
                                   ["stats", "x y"], ["queue", "create", "-"]], ids=" ".join)
 def test_an_invalid_queue_name_is_a_usage_error_that_says_what_is_allowed(
-        tmp_path: Path, args: list[str]) -> None:
-    path = fresh(tmp_path)
+        db_target: str, args: list[str]) -> None:
+    path = db_target
     result = run(path, *args)
     assert result.exit_code == 2
     assert "Error:" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(path)
 
 
-def test_a_queue_name_error_quotes_the_allowed_characters(tmp_path: Path) -> None:
-    result = run(fresh(tmp_path), "peek", "bad name")
+def test_a_queue_name_error_quotes_the_allowed_characters(db_target: str) -> None:
+    result = run(db_target, "peek", "bad name")
     assert "queue name must be 1-200 characters of letters, digits" in result.stderr
 
 
 # -- stats -----------------------------------------------------------------------------
 
-def test_stats_shows_a_table_with_a_row_per_queue(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_shows_a_table_with_a_row_per_queue(db_target: str) -> None:
+    path = db_target
     make(path, "emails", [1, 2, 3], max_depth=100)
     make(path, "reports", [])
     with liteq.connect(path) as db:
@@ -225,8 +234,8 @@ def test_stats_shows_a_table_with_a_row_per_queue(tmp_path: Path) -> None:
     assert lines[1].index("100") + 3 == lines[0].index("MAX_DEPTH") + len("MAX_DEPTH")
 
 
-def test_stats_json_has_every_counter_and_no_rates_from_one_sample(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_json_has_every_counter_and_no_rates_from_one_sample(db_target: str) -> None:
+    path = db_target
     make(path, "emails", [1, 2], max_depth=10)
     [row] = as_json(path, "stats")
     assert row["queue"] == "emails" and row["ready"] == 2 and row["max_depth"] == 10
@@ -236,22 +245,22 @@ def test_stats_json_has_every_counter_and_no_rates_from_one_sample(tmp_path: Pat
     assert not any(key.startswith("_") for key in row)
 
 
-def test_stats_nl_prints_one_object_per_queue(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_nl_prints_one_object_per_queue(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1])
     make(path, "b", [1, 2])
     assert [(r["queue"], r["ready"]) for r in as_nl(path, "stats")] == [("a", 1), ("b", 2)]
 
 
-def test_stats_of_named_queues_shows_only_those(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_of_named_queues_shows_only_those(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1])
     make(path, "b", [1])
     assert [r["queue"] for r in as_json(path, "stats", "b")] == ["b"]
 
 
-def test_stats_with_an_interval_shows_rates(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_with_an_interval_shows_rates(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1])
     result = ok(path, "stats", "--interval", "50ms")
     assert result.stdout.split("\n")[0].split()[-2:] == ["PUT/S", "ACK/S"]
@@ -260,8 +269,8 @@ def test_stats_with_an_interval_shows_rates(tmp_path: Path) -> None:
 
 
 def test_rates_are_the_change_of_the_counters_over_the_time_between_samples(
-        tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+        db_target: str) -> None:
+    path = db_target
     make(path, "a", [])
     with liteq.connect(path) as db:
         before = {r["queue"]: r for r in sample(db)}
@@ -275,16 +284,16 @@ def test_rates_are_the_change_of_the_counters_over_the_time_between_samples(
     assert row["ack_rate"] == pytest.approx(4 / elapsed)
 
 
-def test_stats_on_a_database_without_queues_says_so(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_on_a_database_without_queues_says_so(db_target: str) -> None:
+    path = db_target
     liteq.connect(path).close()
     result = ok(path, "stats")
     assert result.stdout == "" and result.stderr.startswith("no queues in ")
     assert as_json(path, "stats") == []
 
 
-def test_stats_watch_refreshes_count_times_then_stops(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_watch_refreshes_count_times_then_stops(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1, 2])
     out = ok(path, "stats", "--watch", "--interval", "10ms", "--count", "3").stdout
     assert out.count("liteq stats  ") == 3
@@ -292,8 +301,8 @@ def test_stats_watch_refreshes_count_times_then_stops(tmp_path: Path) -> None:
     assert "\x1b" not in out  # not a terminal: frames follow each other, no escapes
 
 
-def test_stats_watch_nl_streams_rows_with_a_time(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_stats_watch_nl_streams_rows_with_a_time(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1])
     rows = as_nl(path, "stats", "--watch", "-i", "10ms", "-c", "2")
     assert len(rows) == 2 and rows[0]["queue"] == "a" and rows[1]["time"] >= rows[0]["time"]
@@ -312,8 +321,8 @@ def test_watch_on_a_terminal_redraws_in_place_and_cuts_a_tall_frame(
         f"{x}\x1b[K\n" for x in ["head", "", "T", "a", "... and 3 more (name the queues to show)"])
 
 
-def test_a_queue_deleted_while_watching_drops_out_of_the_table(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_a_queue_deleted_while_watching_drops_out_of_the_table(db_target: str) -> None:
+    path = db_target
     make(path, "a", [1])
     make(path, "b", [1])
     with liteq.connect(path) as db:
@@ -330,17 +339,17 @@ def test_a_queue_deleted_while_watching_drops_out_of_the_table(tmp_path: Path) -
     (["--interval", "-1"], "is not a duration"),
     (["--interval", "soon"], "is not a duration"),
 ])
-def test_stats_option_mistakes_are_usage_errors(tmp_path: Path, args: list[str],
+def test_stats_option_mistakes_are_usage_errors(db_target: str, args: list[str],
                                                 message: str) -> None:
-    path = fresh(tmp_path)
+    path = db_target
     make(path, "a", [1])
     assert message in error(run(path, "stats", *args), 2)
 
 
 # -- peek ------------------------------------------------------------------------------
 
-def test_peek_shows_ready_messages_in_delivery_order(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_shows_ready_messages_in_delivery_order(db_target: str) -> None:
+    path = db_target
     with liteq.connect(path) as db:
         q = db.queue("jobs")
         low = q.put({"n": "low"})
@@ -352,8 +361,8 @@ def test_peek_shows_ready_messages_in_delivery_order(tmp_path: Path) -> None:
     assert lines[2].split()[0] == str(low)
 
 
-def test_peek_json_gives_whole_messages(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_json_gives_whole_messages(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [{"to": "a@b.c", "n": [1, 2]}])
     [m] = as_json(path, "peek", "jobs")
     assert m["id"] == mid and m["queue"] == "jobs" and m["state"] == "ready"
@@ -362,8 +371,8 @@ def test_peek_json_gives_whole_messages(tmp_path: Path) -> None:
     assert "receipt" not in m
 
 
-def test_peek_by_state_limit_and_all(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_by_state_limit_and_all(db_target: str) -> None:
+    path = db_target
     with liteq.connect(path) as db:
         q = db.queue("jobs")
         q.put_many(range(5))
@@ -374,16 +383,16 @@ def test_peek_by_state_limit_and_all(tmp_path: Path) -> None:
     assert "in 9m" in ok(path, "peek", "jobs", "-s", "delayed").stdout
 
 
-def test_peek_of_an_empty_state_says_so_on_stderr(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_of_an_empty_state_says_so_on_stderr(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     result = ok(path, "peek", "jobs", "--state", "dead")
     assert result.stdout == "" and result.stderr == "no dead messages in queue 'jobs'\n"
     assert as_json(path, "peek", "jobs", "--state", "dead") == []
 
 
-def test_peek_shows_bytes_and_control_characters_safely(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_shows_bytes_and_control_characters_safely(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [b"\x00\x1b[2J\xff", "bell\x07 and \x1b[31mred\x9b"])
     table = ok(path, "peek", "jobs").stdout
     assert "\x1b" not in table and "\x07" not in table and "\x9b" not in table
@@ -393,8 +402,8 @@ def test_peek_shows_bytes_and_control_characters_safely(tmp_path: Path) -> None:
     assert payloads == [{"$bytes": "ABtbMkr/"}, "bell\x07 and \x1b[31mred\x9b"]
 
 
-def test_peek_cuts_long_payloads_to_the_terminal_width(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_cuts_long_payloads_to_the_terminal_width(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", ["x" * 500])
     result = CliRunner().invoke(cli, ["--db", path, "peek", "jobs"], env={"COLUMNS": "80"})
     lines = result.stdout.splitlines()
@@ -404,8 +413,8 @@ def test_peek_cuts_long_payloads_to_the_terminal_width(tmp_path: Path) -> None:
 
 # -- show ------------------------------------------------------------------------------
 
-def test_show_lists_everything_about_a_dead_message(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_show_lists_everything_about_a_dead_message(db_target: str) -> None:
+    path = db_target
     with liteq.connect(path) as db:
         q = db.queue("jobs", max_attempts=1)
         mid = q.put({"a": 1}, headers={"trace": "t-1"}, key="k1")
@@ -421,24 +430,24 @@ def test_show_lists_everything_about_a_dead_message(tmp_path: Path) -> None:
     assert 'payload      {\n               "a": 1\n             }' in out
 
 
-def test_show_json_is_the_whole_message(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_show_json_is_the_whole_message(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [{"a": b"\x01"}])
     m = as_json(path, "show", str(mid))
     assert m["id"] == mid and m["payload"] == {"a": {"$bytes": "AQ=="}}
     assert m["state"] == "ready" and m["run_at"] == pytest.approx(m["enqueued_at"])
 
 
-def test_show_an_undecodable_payload_says_so_instead_of_failing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_show_an_undecodable_payload_says_so_instead_of_failing(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [1])
     with liteq.connect(path) as db:
-        db.execute("UPDATE messages SET payload = x'ff' WHERE id = ?", (mid,))
+        dbsql.corrupt_payload(db, mid, b"\xff")
     assert "undecodable payload" in as_json(path, "show", str(mid))["payload"]
 
 
-def test_show_of_a_missing_message_is_an_error(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_show_of_a_missing_message_is_an_error(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     assert error(run(path, "show", "99")).startswith("no message with id 99")
     assert "Invalid value for 'ID'" in error(run(path, "show", "x"), 2)

@@ -15,6 +15,8 @@ from test_cli import as_json, as_nl, error, fresh, make, ok, run, snapshot
 import liteq
 from liteq.cli_messages import PROGRESS_MIN, STDIN_BATCH
 
+pytestmark = pytest.mark.every_engine
+
 
 def state_of(path: str, mid: int) -> str:
     with liteq.connect(path) as db:
@@ -35,8 +37,8 @@ def dead_message(path: str, queue: str = "jobs", payload: object = "poison") -> 
 
 # -- put -------------------------------------------------------------------------------
 
-def test_put_prints_the_id_and_makes_the_file_and_the_queue(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_prints_the_id_and_makes_the_file_and_the_queue(db_target: str) -> None:
+    path = db_target
     result = ok(path, "put", "emails", '{"to": "a@b.c"}')
     mid = int(result.stdout)
     with liteq.connect(path) as db:
@@ -45,13 +47,13 @@ def test_put_prints_the_id_and_makes_the_file_and_the_queue(tmp_path: Path) -> N
         assert db.queue("emails").config.max_depth is None
 
 
-def test_put_json_names_queue_and_id(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_json_names_queue_and_id(db_target: str) -> None:
+    path = db_target
     assert as_json(path, "put", "emails", "[1, 2]") == {"queue": "emails", "id": 1}
 
 
-def test_put_with_delay_priority_and_a_dedup_key(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_with_delay_priority_and_a_dedup_key(db_target: str) -> None:
+    path = db_target
     later = int(ok(path, "put", "jobs", '"later"', "--delay", "1h").stdout)
     first = int(ok(path, "put", "jobs", '"urgent"', "--priority", "7", "--key", "k").stdout)
     again = int(ok(path, "put", "jobs", '"urgent again"', "--key", "k").stdout)
@@ -65,6 +67,7 @@ def test_put_with_delay_priority_and_a_dedup_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("payload", ["{bad", "hello", "", "[1, 2", "{'a': 1}"])
+@pytest.mark.sqlite_only("checks that a refused command creates no file")
 def test_a_malformed_json_payload_is_a_usage_error_and_makes_no_file(
         tmp_path: Path, payload: str) -> None:
     path = fresh(tmp_path)
@@ -72,8 +75,8 @@ def test_a_malformed_json_payload_is_a_usage_error_and_makes_no_file(
     assert os.listdir(tmp_path) == []
 
 
-def test_a_malformed_json_payload_writes_nothing_to_an_existing_file(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_a_malformed_json_payload_writes_nothing_to_an_existing_file(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     before = snapshot(path)
     text = error(run(path, "put", "jobs", "hello"), 2)
@@ -82,8 +85,8 @@ def test_a_malformed_json_payload_writes_nothing_to_an_existing_file(tmp_path: P
     assert snapshot(path) == before
 
 
-def test_put_on_a_full_queue_exits_75_and_writes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_on_a_full_queue_exits_75_and_writes_nothing(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1], max_depth=1)
     before = snapshot(path)
     text = error(run(path, "put", "jobs", "2"), 75)
@@ -92,16 +95,16 @@ def test_put_on_a_full_queue_exits_75_and_writes_nothing(tmp_path: Path) -> None
     assert snapshot(path) == before
 
 
-def test_put_wait_waits_for_room_then_exits_75(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_wait_waits_for_room_then_exits_75(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1], max_depth=1)
     start = time.monotonic()
     error(run(path, "put", "jobs", "2", "--wait", "150ms"), 75)
     assert time.monotonic() - start >= 0.15
 
 
-def test_a_payload_over_the_size_limit_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_a_payload_over_the_size_limit_is_an_error_and_writes_nothing(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     before = snapshot(path)
     text = error(run(path, "put", "jobs", json.dumps("x" * (1 << 20))))
@@ -109,8 +112,8 @@ def test_a_payload_over_the_size_limit_is_an_error_and_writes_nothing(tmp_path: 
     assert snapshot(path) == before
 
 
-def test_put_dash_reads_one_payload_per_line(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_dash_reads_one_payload_per_line(db_target: str) -> None:
+    path = db_target
     n = STDIN_BATCH * 2 + 500
     lines = "\n".join(json.dumps({"n": i}) + ("\n" if i % 100 == 0 else "") for i in range(n))
     result = ok(path, "put", "nums", "-", "--priority", "3", input=lines)
@@ -123,18 +126,19 @@ def test_put_dash_reads_one_payload_per_line(tmp_path: Path) -> None:
         assert {m.priority for m in q.peek(10)} == {3}
 
 
-def test_put_dash_json_says_how_many(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_dash_json_says_how_many(db_target: str) -> None:
+    path = db_target
     assert as_json(path, "put", "nums", "-", input="1\n2\n") == {"queue": "nums", "count": 2}
 
 
-def test_put_dash_shows_a_progress_bar_on_stderr_for_large_inputs(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_dash_shows_a_progress_bar_on_stderr_for_large_inputs(db_target: str) -> None:
+    path = db_target
     result = ok(path, "put", "nums", "-", input="1\n" * PROGRESS_MIN)
     assert "put on nums" in result.stderr
     assert result.stdout == f"put {PROGRESS_MIN} messages on queue 'nums'\n"
 
 
+@pytest.mark.sqlite_only("checks that a refused command creates no file")
 def test_put_dash_with_a_malformed_line_writes_nothing(tmp_path: Path) -> None:
     path = fresh(tmp_path)
     lines = "1\n" * (STDIN_BATCH + 10) + "{oops}\n" + "2\n"
@@ -143,8 +147,8 @@ def test_put_dash_with_a_malformed_line_writes_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_put_dash_with_an_oversized_line_writes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_put_dash_with_an_oversized_line_writes_nothing(db_target: str) -> None:
+    path = db_target
     make(path, "nums", [])
     before = snapshot(path)
     lines = "1\n" * 10 + json.dumps("x" * (1 << 20)) + "\n"
@@ -154,8 +158,8 @@ def test_put_dash_with_an_oversized_line_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_put_dash_that_meets_a_full_queue_exits_75_and_says_how_many_went_in(
-        tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+        db_target: str) -> None:
+    path = db_target
     make(path, "nums", [], max_depth=STDIN_BATCH + 1)
     n = STDIN_BATCH * 2
     text = error(run(path, "put", "nums", "-", input="1\n" * n), 75)
@@ -166,6 +170,7 @@ def test_put_dash_that_meets_a_full_queue_exits_75_and_says_how_many_went_in(
         assert db.queue("nums").stats()["ready"] == STDIN_BATCH
 
 
+@pytest.mark.sqlite_only("checks that a refused command creates no file")
 def test_put_dash_with_a_key_is_a_usage_error(tmp_path: Path) -> None:
     path = fresh(tmp_path)
     assert "--key needs a single PAYLOAD_JSON" in error(
@@ -174,6 +179,7 @@ def test_put_dash_with_a_key_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--delay", "-5"], ["--priority", "high"], ["--wait", "x"]])
+@pytest.mark.sqlite_only("checks that a refused command creates no file")
 def test_put_option_mistakes_are_usage_errors_and_write_nothing(
         tmp_path: Path, args: list[str]) -> None:
     path = fresh(tmp_path)
@@ -183,8 +189,8 @@ def test_put_option_mistakes_are_usage_errors_and_write_nothing(
 
 # -- get and ack -----------------------------------------------------------------------
 
-def test_get_claims_a_message_and_prints_its_receipt(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_get_claims_a_message_and_prints_its_receipt(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [{"a": 1}])
     lines = ok(path, "get", "jobs").stdout.splitlines()
     label, receipt = lines[0].split()
@@ -196,8 +202,8 @@ def test_get_claims_a_message_and_prints_its_receipt(tmp_path: Path) -> None:
     assert state_of(path, mid) == "gone"
 
 
-def test_get_json_has_the_receipt_and_the_payload(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_get_json_has_the_receipt_and_the_payload(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [[1, b"\xff"]])
     m = as_json(path, "get", "jobs")
     assert m["id"] == mid and m["state"] == "leased" and m["attempts"] == 1
@@ -206,8 +212,8 @@ def test_get_json_has_the_receipt_and_the_payload(tmp_path: Path) -> None:
     assert as_json(path, "ack", m["receipt"]) == {"id": mid, "acked": True}
 
 
-def test_get_ack_finishes_the_message_at_once(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_get_ack_finishes_the_message_at_once(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [1])
     out = ok(path, "get", "jobs", "--ack").stdout
     assert "receipt      (acked)" in out
@@ -218,24 +224,24 @@ def test_get_ack_finishes_the_message_at_once(tmp_path: Path) -> None:
     assert state_of(path, mid2) == "gone"
 
 
-def test_get_on_an_empty_queue_prints_nothing_and_exits_0(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_get_on_an_empty_queue_prints_nothing_and_exits_0(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [])
     result = ok(path, "get", "jobs")
     assert result.stdout == "" and result.stderr == "no message ready in queue 'jobs'\n"
     assert ok(path, "get", "jobs", "--json").stdout == "null\n"
 
 
-def test_get_wait_waits_that_long_for_a_message(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_get_wait_waits_that_long_for_a_message(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [])
     start = time.monotonic()
     assert ok(path, "get", "jobs", "--wait", "0.2", "--json").stdout == "null\n"
     assert time.monotonic() - start >= 0.2
 
 
-def test_a_stale_receipt_is_an_error_and_changes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_a_stale_receipt_is_an_error_and_changes_nothing(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1], lease=0.05)
     old = as_json(path, "get", "jobs")["receipt"]
     time.sleep(0.1)
@@ -248,32 +254,32 @@ def test_a_stale_receipt_is_an_error_and_changes_nothing(tmp_path: Path) -> None
     ok(path, "ack", new)
 
 
-def test_ack_of_a_finished_message_is_an_error(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_ack_of_a_finished_message_is_an_error(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     receipt = as_json(path, "get", "jobs", "--ack")["receipt"]
     assert error(run(path, "ack", receipt)).startswith("message 1 does not exist")
 
 
 @pytest.mark.parametrize("receipt", ["12", "a:b", "1:2:3", ""])
-def test_a_malformed_receipt_is_a_usage_error(tmp_path: Path, receipt: str) -> None:
-    path = fresh(tmp_path)
+def test_a_malformed_receipt_is_a_usage_error(db_target: str, receipt: str) -> None:
+    path = db_target
     make(path, "jobs", [1])
     assert "a receipt is ID:TOKEN" in error(run(path, "ack", receipt), 2)
 
 
 # -- retry and cancel ------------------------------------------------------------------
 
-def test_retry_makes_a_dead_message_ready_again(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_retry_makes_a_dead_message_ready_again(db_target: str) -> None:
+    path = db_target
     mid, mid2 = dead_message(path), dead_message(path)
     assert ok(path, "retry", str(mid)).stdout == f"message {mid} is ready again in queue 'jobs'\n"
     assert state_of(path, mid) == "ready"
     assert as_json(path, "retry", str(mid2)) == {"id": mid2, "queue": "jobs", "state": "ready"}
 
 
-def test_retry_of_a_message_that_is_not_dead_is_an_error(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_retry_of_a_message_that_is_not_dead_is_an_error(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [1])
     before = snapshot(path)
     assert error(run(path, "retry", str(mid))) == (
@@ -282,8 +288,8 @@ def test_retry_of_a_message_that_is_not_dead_is_an_error(tmp_path: Path) -> None
     assert snapshot(path) == before
 
 
-def test_cancel_takes_a_ready_message_out_of_delivery(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_cancel_takes_a_ready_message_out_of_delivery(db_target: str) -> None:
+    path = db_target
     a, b = make(path, "jobs", [1, 2])
     assert ok(path, "cancel", str(a)).stdout == f"cancelled message {a} of queue 'jobs'\n"
     assert as_json(path, "cancel", str(b)) == {"id": b, "queue": "jobs", "state": "cancelled"}
@@ -292,8 +298,8 @@ def test_cancel_takes_a_ready_message_out_of_delivery(tmp_path: Path) -> None:
 
 
 def test_cancel_of_a_leased_message_requests_cancellation_and_it_is_not_redelivered(
-        tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+        db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [1])
     got = as_json(path, "get", "jobs")
     assert "cancellation requested" in ok(path, "cancel", str(mid)).stdout
@@ -313,8 +319,8 @@ def msg_with_token(db: liteq.Database, mid: int, receipt: str) -> liteq.Message:
     return msg
 
 
-def test_cancel_of_a_finished_or_missing_message_is_an_error(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_cancel_of_a_finished_or_missing_message_is_an_error(db_target: str) -> None:
+    path = db_target
     [mid] = make(path, "jobs", [1])
     ok(path, "cancel", str(mid))
     before = snapshot(path)
@@ -326,8 +332,8 @@ def test_cancel_of_a_finished_or_missing_message_is_an_error(tmp_path: Path) -> 
 
 # -- dead ------------------------------------------------------------------------------
 
-def test_dead_list_shows_each_message_with_why_it_died(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_dead_list_shows_each_message_with_why_it_died(db_target: str) -> None:
+    path = db_target
     mid = dead_message(path)
     lines = ok(path, "dead", "list", "jobs").stdout.splitlines()
     assert lines[0].split() == ["ID", "STATE", "PRIORITY", "ATTEMPTS", "AGE", "FINISHED",
@@ -339,16 +345,16 @@ def test_dead_list_shows_each_message_with_why_it_died(tmp_path: Path) -> None:
     assert as_json(path, "dead", "list", "jobs") == [row]
 
 
-def test_dead_list_of_a_queue_with_a_dead_letter_queue_points_there(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_dead_list_of_a_queue_with_a_dead_letter_queue_points_there(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [], dead_letter="jobs.dead")
     result = ok(path, "dead", "list", "jobs")
     assert result.stderr == ("no dead messages in queue 'jobs' "
                              "(it moves them to queue 'jobs.dead')\n")
 
 
-def test_dead_redrive_makes_dead_messages_ready(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_dead_redrive_makes_dead_messages_ready(db_target: str) -> None:
+    path = db_target
     a, b = dead_message(path), dead_message(path)
     assert as_json(path, "dead", "redrive", "jobs", "--limit", "1") == {
         "queue": "jobs", "redriven": 1}
@@ -357,8 +363,8 @@ def test_dead_redrive_makes_dead_messages_ready(tmp_path: Path) -> None:
     assert state_of(path, a) == state_of(path, b) == "ready"
 
 
-def test_dead_purge_asks_first_and_deletes_only_dead_messages(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_dead_purge_asks_first_and_deletes_only_dead_messages(db_target: str) -> None:
+    path = db_target
     mid = dead_message(path)
     [live] = make(path, "jobs", [1])
     result = ok(path, "dead", "purge", "jobs", input="y\n")
@@ -370,8 +376,8 @@ def test_dead_purge_asks_first_and_deletes_only_dead_messages(tmp_path: Path) ->
         "queue": "other", "state": "dead", "purged": 1}
 
 
-def test_a_purge_answered_no_changes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_a_purge_answered_no_changes_nothing(db_target: str) -> None:
+    path = db_target
     dead_message(path)
     before = snapshot(path)
     for answer in ("n\n", None):
@@ -382,8 +388,8 @@ def test_a_purge_answered_no_changes_nothing(tmp_path: Path) -> None:
 
 # -- purge -----------------------------------------------------------------------------
 
-def test_purge_deletes_every_message_after_confirmation(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_purge_deletes_every_message_after_confirmation(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1, 2, 3], max_depth=3)
     result = ok(path, "purge", "jobs", input="y\n")
     assert "Delete 3 messages of queue 'jobs'" in result.stderr
@@ -394,8 +400,8 @@ def test_purge_deletes_every_message_after_confirmation(tmp_path: Path) -> None:
     ok(path, "put", "jobs", "4")  # room again
 
 
-def test_purge_by_state_with_yes_and_json(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_purge_by_state_with_yes_and_json(db_target: str) -> None:
+    path = db_target
     with liteq.connect(path) as db:
         q = db.queue("jobs")
         q.put_many([1, 2])
@@ -407,8 +413,8 @@ def test_purge_by_state_with_yes_and_json(tmp_path: Path) -> None:
         "no dead messages in queue 'jobs'\n")
 
 
-def test_purge_answered_no_changes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_purge_answered_no_changes_nothing(db_target: str) -> None:
+    path = db_target
     make(path, "jobs", [1, 2])
     before = snapshot(path)
     assert error(run(path, "purge", "jobs", input="n\n")).startswith("cancelled")
@@ -417,8 +423,8 @@ def test_purge_answered_no_changes_nothing(tmp_path: Path) -> None:
 
 # -- queue -----------------------------------------------------------------------------
 
-def test_queue_create_stores_the_options_and_shows_them(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_queue_create_stores_the_options_and_shows_them(db_target: str) -> None:
+    path = db_target
     out = ok(path, "queue", "create", "emails", "--max-depth", "100", "--lease", "1m",
              "--max-attempts", "3", "--dead-letter", "emails.dead", "--retention", "1d").stdout
     assert "max_depth     100" in out and "lease         1m00s" in out
@@ -429,15 +435,15 @@ def test_queue_create_stores_the_options_and_shows_them(tmp_path: Path) -> None:
             100, 60.0, 3, "emails.dead", 86400.0)
 
 
-def test_queue_create_json_is_the_config_with_defaults(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_queue_create_json_is_the_config_with_defaults(db_target: str) -> None:
+    path = db_target
     cfg = as_json(path, "queue", "create", "emails")
     assert cfg["name"] == "emails" and cfg["max_depth"] is None and cfg["lease"] == 30
     assert cfg["max_attempts"] == 5 and cfg["backoff"]["factor"] == 2
 
 
-def test_queue_create_of_an_existing_queue_is_an_error_unless_ignore(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_queue_create_of_an_existing_queue_is_an_error_unless_ignore(db_target: str) -> None:
+    path = db_target
     make(path, "emails", [1], max_depth=5)
     before = snapshot(path)
     assert error(run(path, "queue", "create", "emails", "--max-depth", "9")) == (
@@ -452,6 +458,7 @@ def test_queue_create_of_an_existing_queue_is_an_error_unless_ignore(tmp_path: P
     ["--max-depth", "0"], ["--max-depth", "lots"], ["--lease", "0"], ["--lease", "-1"],
     ["--max-attempts", "0"], ["--dead-letter", "bad name"], ["--retention", "forever"],
 ])
+@pytest.mark.sqlite_only("checks that a refused command creates no file")
 def test_queue_create_option_mistakes_are_usage_errors_and_make_no_file(
         tmp_path: Path, args: list[str]) -> None:
     path = fresh(tmp_path)
@@ -459,8 +466,8 @@ def test_queue_create_option_mistakes_are_usage_errors_and_make_no_file(
     assert os.listdir(tmp_path) == []
 
 
-def test_queue_config_shows_and_changes_only_the_options_given(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_queue_config_shows_and_changes_only_the_options_given(db_target: str) -> None:
+    path = db_target
     make(path, "emails", [], max_depth=10, lease=5, dead_letter="dlq")
     assert as_json(path, "queue", "config", "emails")["max_depth"] == 10
     out = ok(path, "queue", "config", "emails", "--max-depth", "none", "--dead-letter",
@@ -472,8 +479,8 @@ def test_queue_config_shows_and_changes_only_the_options_given(tmp_path: Path) -
             None, 5.0, 9, None)
 
 
-def test_queue_delete_removes_the_queue_and_its_messages(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_queue_delete_removes_the_queue_and_its_messages(db_target: str) -> None:
+    path = db_target
     make(path, "scratch", [1, 2])
     before = snapshot(path)
     assert error(run(path, "queue", "delete", "scratch", input="n\n")).startswith("cancelled")
@@ -489,8 +496,8 @@ def test_queue_delete_removes_the_queue_and_its_messages(tmp_path: Path) -> None
 
 # -- prune and vacuum ------------------------------------------------------------------
 
-def test_prune_drops_retained_finished_messages_older_than_asked(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_prune_drops_retained_finished_messages_older_than_asked(db_target: str) -> None:
+    path = db_target
     with liteq.connect(path) as db:
         q = db.queue("kept", retention=3600)
         q.put_many([1, 2, 3])
@@ -504,6 +511,7 @@ def test_prune_drops_retained_finished_messages_older_than_asked(tmp_path: Path)
     assert liteq.connect(path).queue("kept").stats()["done"] == 0
 
 
+@pytest.mark.sqlite_only("vacuum reports the file size")
 def test_vacuum_reports_the_file_size_before_and_after(tmp_path: Path) -> None:
     path = fresh(tmp_path)
     make(path, "jobs", ["x" * 1000] * 500)

@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_cli import as_json, as_nl, error, fresh, ok, run, snapshot
 
 import liteq
 
+pytestmark = pytest.mark.every_engine
 
-def test_subscribe_then_publish_delivers_to_matching_subscriptions(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+
+def test_subscribe_then_publish_delivers_to_matching_subscriptions(db_target: str) -> None:
+    path = db_target
     assert "matches 'order.*.eu'" in ok(path, "subscribe", "orders", "billing",
                                          "--pattern", "order.*.eu").stdout
     ok(path, "subscribe", "orders", "all")
@@ -27,8 +30,8 @@ def test_subscribe_then_publish_delivers_to_matching_subscriptions(tmp_path: Pat
     assert got["payload"] == {"id": 7}
 
 
-def test_topics_lists_each_subscription_with_pattern_and_depth(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_topics_lists_each_subscription_with_pattern_and_depth(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "orders", "billing", "--pattern", "order.*.eu", "--max-depth", "10")
     ok(path, "subscribe", "logs", "errors", "--pattern", "*.error")
     ok(path, "publish", "orders", "order.x.eu", "1")
@@ -42,8 +45,8 @@ def test_topics_lists_each_subscription_with_pattern_and_depth(tmp_path: Path) -
         ("logs", "errors", 0, None), ("orders", "billing", 1, 10)]
 
 
-def test_publish_meeting_a_full_subscription_exits_75_and_delivers_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_publish_meeting_a_full_subscription_exits_75_and_delivers_nothing(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "t", "tight", "--max-depth", "1")
     ok(path, "subscribe", "t", "roomy")
     ok(path, "publish", "t", "k", "1")
@@ -52,8 +55,8 @@ def test_publish_meeting_a_full_subscription_exits_75_and_delivers_nothing(tmp_p
     assert snapshot(path) == before
 
 
-def test_publish_with_malformed_json_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_publish_with_malformed_json_exits_2_and_writes_nothing(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "t", "s")
     before = snapshot(path)
     result = run(path, "publish", "t", "k", "{oops")
@@ -61,16 +64,16 @@ def test_publish_with_malformed_json_exits_2_and_writes_nothing(tmp_path: Path) 
     assert snapshot(path) == before
 
 
-def test_bad_topic_and_subscription_names_are_usage_errors(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_bad_topic_and_subscription_names_are_usage_errors(db_target: str) -> None:
+    path = db_target
     assert run(path, "subscribe", "a:b", "x").exit_code == 2
     assert run(path, "subscribe", "ok", "x y").exit_code == 2
     assert run(path, "publish", "bad topic", "k", "1").exit_code == 2
     assert not os.path.exists(path)
 
 
-def test_unsubscribe_removes_the_subscription_and_unknown_ones_are_errors(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_unsubscribe_removes_the_subscription_and_unknown_ones_are_errors(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "t", "a")
     ok(path, "subscribe", "t", "b")
     ok(path, "unsubscribe", "t", "a")
@@ -78,14 +81,15 @@ def test_unsubscribe_removes_the_subscription_and_unknown_ones_are_errors(tmp_pa
     assert error(run(path, "unsubscribe", "t", "a")) == "topic 't' has no subscription 'a'"
 
 
+@pytest.mark.sqlite_only("checks that no file is created")
 def test_topics_on_a_missing_file_is_an_error_and_makes_no_file(tmp_path: Path) -> None:
     path = fresh(tmp_path)
     assert "no liteq database" in error(run(path, "topics"))
     assert not os.path.exists(path)
 
 
-def test_tail_prints_matching_messages_and_leaves_no_subscription(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_tail_prints_matching_messages_and_leaves_no_subscription(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "logs", "keep")
     proc = subprocess.Popen(
         [sys.executable, "-m", "liteq", "--db", path, "tail", "logs", "--pattern", "app.*",
@@ -107,8 +111,8 @@ def test_tail_prints_matching_messages_and_leaves_no_subscription(tmp_path: Path
     assert [q.name for q in t.subscriptions()] == ["logs:keep"]
 
 
-def test_tail_ended_by_ctrl_c_exits_0_and_removes_its_subscription(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_tail_ended_by_ctrl_c_exits_0_and_removes_its_subscription(db_target: str) -> None:
+    path = db_target
     ok(path, "subscribe", "logs", "keep")
     proc = subprocess.Popen([sys.executable, "-m", "liteq", "--db", path, "tail", "logs"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

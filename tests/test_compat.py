@@ -32,6 +32,8 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 import liteq
 from liteq import compat
 
+pytestmark = pytest.mark.every_engine
+
 KINDS: dict[str, tuple[Any, Any]] = {
     "Queue": (queue.Queue, compat.Queue),
     "LifoQueue": (queue.LifoQueue, compat.LifoQueue),
@@ -493,8 +495,8 @@ del _kind, _machine, _case
 # --- what only a persistent queue does ---------------------------------------------------
 
 
-def test_a_named_queue_on_a_path_keeps_its_items_across_reopening(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_a_named_queue_on_a_path_keeps_its_items_across_reopening(db_target) -> None:
+    path = db_target
     q: compat.Queue[Any] = compat.Queue(path=path, name="jobs")
     for i in range(3):
         q.put({"n": i})
@@ -505,8 +507,8 @@ def test_a_named_queue_on_a_path_keeps_its_items_across_reopening(tmp_path) -> N
     assert [again.get_nowait()["n"] for _ in range(3)] == [0, 1, 2]
 
 
-def test_queue_objects_on_one_file_and_name_share_items_and_maxsize(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_queue_objects_on_one_file_and_name_share_items_and_maxsize(db_target) -> None:
+    path = db_target
     producer: compat.Queue[Any] = compat.Queue(2, path=path, name="jobs")
     consumer: compat.Queue[Any] = compat.Queue(path=path, name="jobs")  # keeps maxsize
     assert consumer.maxsize == 2
@@ -527,8 +529,8 @@ def test_queue_objects_on_one_file_and_name_share_items_and_maxsize(tmp_path) ->
         producer.task_done()  # task_done belongs to the object that got the item
 
 
-def test_lifo_order_holds_across_queue_objects(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_lifo_order_holds_across_queue_objects(db_target) -> None:
+    path = db_target
     a: compat.LifoQueue[str] = compat.LifoQueue(path=path, name="stack")
     b: compat.LifoQueue[str] = compat.LifoQueue(path=path, name="stack")
     for i in range(5):
@@ -536,16 +538,16 @@ def test_lifo_order_holds_across_queue_objects(tmp_path) -> None:
     assert [a.get() for _ in range(5)] == ["4", "3", "2", "1", "0"]
 
 
-def test_a_queue_passed_to_another_process_by_pickle_is_the_same_queue(tmp_path) -> None:
-    q: compat.Queue[Any] = compat.Queue(path=str(tmp_path / "q.db"), name="jobs")
+def test_a_queue_passed_to_another_process_by_pickle_is_the_same_queue(db_target) -> None:
+    q: compat.Queue[Any] = compat.Queue(path=db_target, name="jobs")
     q.put("hello")
     copy = pickle.loads(pickle.dumps(q))
     assert type(copy) is compat.Queue and copy.path == q.path and copy.name == "jobs"
     assert copy.get_nowait() == "hello"
 
 
-def test_an_item_got_but_never_finished_is_delivered_again_after_its_lease(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_an_item_got_but_never_finished_is_delivered_again_after_its_lease(db_target) -> None:
+    path = db_target
     # The lease must outlast the steps up to the second get (a loaded machine can take
     # a few hundred ms), or "precious" comes back before "next" does.
     first: compat.Queue[Any] = compat.Queue(path=path, name="jobs", lease=2.0)
@@ -562,8 +564,8 @@ def test_an_item_got_but_never_finished_is_delivered_again_after_its_lease(tmp_p
     second.join()
 
 
-def test_a_held_item_stays_held_past_its_lease_while_the_holder_lives(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_a_held_item_stays_held_past_its_lease_while_the_holder_lives(db_target) -> None:
+    path = db_target
     holder: compat.Queue[Any] = compat.Queue(path=path, name="jobs", lease=0.2)
     other: compat.Queue[Any] = compat.Queue(path=path, name="jobs")
     holder.put("mine")
@@ -577,8 +579,8 @@ def test_a_held_item_stays_held_past_its_lease_while_the_holder_lives(tmp_path) 
     assert other.unfinished_tasks == 0
 
 
-def test_task_done_finishes_the_item_the_calling_thread_got(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_task_done_finishes_the_item_the_calling_thread_got(db_target) -> None:
+    path = db_target
     q: compat.Queue[str] = compat.Queue(path=path, name="jobs")
     q.put("first")
     q.put("second")
@@ -655,8 +657,8 @@ def test_a_private_queue_file_is_removed_at_interpreter_exit() -> None:
     assert not os.path.exists(os.path.dirname(path))
 
 
-def test_bad_names_and_leases_are_refused_with_value_error(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
+def test_bad_names_and_leases_are_refused_with_value_error(db_target) -> None:
+    path = db_target
     with pytest.raises(ValueError):
         compat.Queue(path=path, name="no spaces")
     with pytest.raises(ValueError):

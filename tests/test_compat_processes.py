@@ -10,7 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from liteq import compat
+
+pytestmark = pytest.mark.every_engine
 
 PATIENCE = 60.0  # only bounds how long a broken build hangs
 LEASE = 0.5  # how long an item held by the killed consumer stays invisible
@@ -57,8 +61,8 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.005)
 
 
-def test_a_consumer_killed_half_way_and_restarted_loses_nothing(tmp_path) -> None:
-    path = str(tmp_path / "shared.db")
+def test_a_consumer_killed_half_way_and_restarted_loses_nothing(db_target) -> None:
+    path = db_target
     n = 300
     # Options first (they are stored in the file): liteq processes re-read a queue's
     # options at most once a second, so set them before the workers start.

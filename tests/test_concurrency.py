@@ -27,11 +27,15 @@ from helpers import (
 import liteq
 from liteq.wake import RECHECK_AFTER
 
+pytestmark = pytest.mark.every_engine
+
 SPAWN = mp.get_context("spawn")
 
 
-def test_four_processes_of_two_threads_ack_each_of_20000_messages_exactly_once(tmp_path) -> None:
-    path = str(tmp_path / "drain.db")
+def test_four_processes_of_two_threads_ack_each_of_20000_messages_exactly_once(
+    tmp_path, db_target
+) -> None:
+    path = db_target
     out = tmp_path / "results"
     out.mkdir()
     db = liteq.connect(path)
@@ -106,11 +110,11 @@ def test_threads_released_together_each_take_different_messages(db) -> None:
     assert q.stats()["leased"] == 400
 
 
-def test_get_with_wait_returns_a_message_put_by_another_process(db_path) -> None:
-    db = liteq.connect(db_path)
+def test_get_with_wait_returns_a_message_put_by_another_process(db_target) -> None:
+    db = liteq.connect(db_target)
     q = db.queue("inbox")
     go = SPAWN.Event()
-    child = SPAWN.Process(target=put_when_told, args=(db_path, "inbox", go, {"hello": "there"}))
+    child = SPAWN.Process(target=put_when_told, args=(db_target, "inbox", go, {"hello": "there"}))
     child.start()
     go.set()
 
@@ -123,8 +127,8 @@ def test_get_with_wait_returns_a_message_put_by_another_process(db_path) -> None
     db.close()
 
 
-def test_a_forked_child_can_use_the_parents_database_object(db_path) -> None:
-    db = liteq.connect(db_path)
+def test_a_forked_child_can_use_the_parents_database_object(db_target) -> None:
+    db = liteq.connect(db_target)
     q = db.queue("shared")
     q.put_many(["for the child", "for the parent"])
     assert q.peek(1)[0].payload == "for the child"  # the parent's connection is in use
@@ -154,9 +158,9 @@ def test_a_forked_child_can_use_the_parents_database_object(db_path) -> None:
 
 
 def test_producers_blocked_by_max_depth_and_consumers_in_other_processes_lose_nothing(
-    tmp_path,
+    tmp_path, db_target,
 ) -> None:
-    path = str(tmp_path / "flow.db")
+    path = db_target
     out = tmp_path / "results"
     out.mkdir()
     db = liteq.connect(path)
@@ -257,6 +261,7 @@ def _while_the_write_lock_is_held_for(seconds: float, clock, db_path: str, actio
     return result["value"]
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock with a raw apsw BEGIN IMMEDIATE")
 def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path) -> None:
     clock = _ClockThatSeesOtherThreads()
     db = liteq.connect(db_path, clock=clock)
@@ -273,6 +278,7 @@ def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path
     db.close()
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock with a raw apsw BEGIN IMMEDIATE")
 def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(db_path) -> None:
     clock = _ClockThatSeesOtherThreads()
     db = liteq.connect(db_path, clock=clock)
@@ -336,6 +342,7 @@ def two_connections(db_path: str) -> Any:
     db.close()
 
 
+@pytest.mark.sqlite_only("a commit's -wal frames come before it is visible: SQLite's inotify wake-up")
 def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_again(
     two_connections,
 ) -> None:
@@ -353,6 +360,7 @@ def test_a_commit_between_the_first_claim_and_arming_the_waiter_is_looked_for_ag
     msg.ack()
 
 
+@pytest.mark.sqlite_only("a commit's -wal frames come before it is visible: SQLite's inotify wake-up")
 def test_a_commit_waking_a_consumer_during_its_re_looks_gets_re_looks_of_its_own(
     two_connections,
 ) -> None:
@@ -375,6 +383,7 @@ def test_a_commit_waking_a_consumer_during_its_re_looks_gets_re_looks_of_its_own
     msg.ack()
 
 
+@pytest.mark.sqlite_only("counts the claims of consumers woken by inotify on the -wal file")
 def test_a_waiting_consumer_does_not_take_the_write_lock_for_other_queues_commits(
     db_path,
 ) -> None:

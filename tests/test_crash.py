@@ -10,10 +10,13 @@ import signal
 import time
 from collections import Counter
 
+import dbsql
 import pytest
 from helpers import PATIENCE, claim_then_hang, put_batches_forever, wait_until
 
 import liteq
+
+pytestmark = pytest.mark.every_engine
 
 SPAWN = mp.get_context("spawn")
 
@@ -25,12 +28,14 @@ def _kill(proc: mp.process.BaseProcess) -> None:
     assert proc.exitcode == -signal.SIGKILL
 
 
-def test_a_consumer_killed_while_holding_leases_loses_them_and_its_tokens_go_stale(db_path) -> None:
-    db = liteq.connect(db_path)
+def test_a_consumer_killed_while_holding_leases_loses_them_and_its_tokens_go_stale(
+    db_target,
+) -> None:
+    db = liteq.connect(db_target)
     q = db.queue("jobs", lease=1.0, max_attempts=5)
     ids = q.put_many([{"n": n} for n in range(8)])
     parent_end, child_end = SPAWN.Pipe()
-    child = SPAWN.Process(target=claim_then_hang, args=(db_path, "jobs", 5, child_end))
+    child = SPAWN.Process(target=claim_then_hang, args=(db_target, "jobs", 5, child_end))
     child.start()
     assert parent_end.poll(PATIENCE), "the consumer never reported its claims"
     held = parent_end.recv()
@@ -59,7 +64,7 @@ def test_a_consumer_killed_while_holding_leases_loses_them_and_its_tokens_go_sta
         assert redelivered[mid].token != token
 
     # The dead consumer's tokens are stale: every verb raises LeaseLost, nothing changes.
-    before = db.execute("SELECT * FROM messages ORDER BY id")
+    before = dbsql.rows(db, "messages")
     for mid, token, _attempts, receipt in held:
         with pytest.raises(liteq.LeaseLost):
             db.ack(receipt)
@@ -74,7 +79,7 @@ def test_a_consumer_killed_while_holding_leases_loses_them_and_its_tokens_go_sta
             stale.extend(60)
         with pytest.raises(liteq.LeaseLost):
             stale.fail("from beyond the grave")
-    assert db.execute("SELECT * FROM messages ORDER BY id") == before
+    assert dbsql.rows(db, "messages") == before
 
     q.ack_many(list(redelivered.values()))
     assert q.stats()["depth"] == 0
@@ -84,9 +89,9 @@ def test_a_consumer_killed_while_holding_leases_loses_them_and_its_tokens_go_sta
 
 @pytest.mark.parametrize("batch_size", [50, 400])
 def test_a_producer_killed_mid_put_many_leaves_every_batch_whole_or_absent(
-    tmp_path, batch_size
+    tmp_path, db_target, batch_size
 ) -> None:
-    path = str(tmp_path / "crash.db")
+    path = db_target
     setup = liteq.connect(path)
     setup.queue("batches", max_depth=10**9)  # bounded: the depth counter is kept
     setup.close()
@@ -108,7 +113,7 @@ def test_a_producer_killed_mid_put_many_leaves_every_batch_whole_or_absent(
     db = liteq.connect(path)
     assert db.integrity_check() == ["ok"]
     q = db.queue("batches")
-    rows = db.execute("SELECT payload FROM messages")
+    rows = dbsql.sql(db, "SELECT payload FROM messages")
     per_batch = Counter(liteq.codec.decode(p)["batch"] for (p,) in rows)
     partial = {b: n for b, n in per_batch.items() if n != batch_size}
     assert partial == {}, f"half-written batches: {partial}"

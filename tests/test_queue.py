@@ -10,9 +10,12 @@ import queue as stdlib_queue
 import threading
 
 import pytest
+from dbsql import app_table, sql
 from helpers import PATIENCE, counts, message_rows, queue_rows
 
 import liteq
+
+pytestmark = pytest.mark.every_engine
 
 # --- back pressure ---------------------------------------------------------------------
 
@@ -111,14 +114,14 @@ def test_a_put_many_that_does_not_fit_fails_whole_and_writes_nothing(db) -> None
 
 
 def test_a_bound_set_by_another_connection_holds_for_a_queue_object_made_before_it(
-    db, db_path
+    db, db_target
 ) -> None:
     # The Queue object caches its options for a second; the put's own transaction
     # must still see the new max_depth (the one-statement put checks it there).
     q = db.queue("late")
     assert q.max_depth is None
     q.put("before the bound")
-    other = liteq.connect(db_path)
+    other = liteq.connect(db_target)
     try:
         other.queue("late", max_depth=2)
     finally:
@@ -181,7 +184,7 @@ def test_depth_counts_ready_delayed_and_leased_messages_but_not_dead_ones(clocke
 
 
 def _make_orders_table(db: liteq.Database) -> None:
-    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL NOT NULL)")
+    app_table(db, "orders", "total REAL NOT NULL")
 
 
 def test_an_exception_inside_a_transaction_leaves_neither_the_app_row_nor_the_message(db) -> None:
@@ -190,25 +193,27 @@ def test_an_exception_inside_a_transaction_leaves_neither_the_app_row_nor_the_me
 
     with pytest.raises(RuntimeError, match="payment declined"):
         with db.transaction():
-            db.execute("INSERT INTO orders (total) VALUES (?)", (42.0,))
+            sql(db, "INSERT INTO orders (total) VALUES (?)", (42.0,))
             q.put({"order_total": 42.0})
             raise RuntimeError("payment declined")
 
-    assert db.execute("SELECT count(*) FROM orders") == [(0,)]
+    assert sql(db, "SELECT count(*) FROM orders") == [(0,)]
     assert q.stats()["ready"] == 0 and q.stats()["depth"] == 0
     assert message_rows(db) == []
 
 
-def test_a_transaction_that_succeeds_commits_the_app_row_and_the_message_together(db) -> None:
+def test_a_transaction_that_succeeds_commits_the_app_row_and_the_message_together(
+    db, db_target
+) -> None:
     _make_orders_table(db)
     q = db.queue("emails")
 
     with db.transaction():
-        db.execute("INSERT INTO orders (total) VALUES (?)", (42.0,))
+        sql(db, "INSERT INTO orders (total) VALUES (?)", (42.0,))
         q.put({"order_total": 42.0})
 
-    other = liteq.connect(db.path)  # a second connection sees both
-    assert other.execute("SELECT total FROM orders") == [(42.0,)]
+    other = liteq.connect(db_target)  # a second connection sees both
+    assert sql(other, "SELECT total FROM orders") == [(42.0,)]
     msg = other.queue("emails").get()
     assert msg is not None and msg.payload == {"order_total": 42.0}
     other.close()
@@ -223,13 +228,13 @@ def test_an_ack_inside_a_transaction_that_rolls_back_leaves_the_message_leased(d
 
     with pytest.raises(RuntimeError):
         with db.transaction():
-            db.execute("INSERT INTO orders (total) VALUES (1.0)")
+            sql(db, "INSERT INTO orders (total) VALUES (1.0)")
             msg.ack()
             raise RuntimeError("the effect failed")
 
     row = db.message(msg.id)
     assert row is not None and row.state == "leased" and row.token == msg.token
-    assert db.execute("SELECT count(*) FROM orders") == [(0,)]
+    assert sql(db, "SELECT count(*) FROM orders") == [(0,)]
     assert q.stats()["depth"] == 1
     db.ack(msg.receipt)  # the lease is still good: the real ack succeeds
     assert db.message(msg.id) is None
@@ -243,10 +248,10 @@ def test_an_ack_and_the_apps_effect_commit_together(db) -> None:
     assert msg is not None
 
     with db.transaction():
-        db.execute("INSERT INTO orders (total) VALUES (?)", (msg.payload["total"],))
+        sql(db, "INSERT INTO orders (total) VALUES (?)", (msg.payload["total"],))
         msg.ack()
 
-    assert db.execute("SELECT total FROM orders") == [(9.5,)]
+    assert sql(db, "SELECT total FROM orders") == [(9.5,)]
     assert db.message(msg.id) is None and q.stats()["depth"] == 0
 
 
@@ -586,6 +591,7 @@ def test_the_context_manager_nacks_on_an_exception(db) -> None:
     assert q.stats()["leased"] == 0 and q.stats()["depth"] == 1
 
 
+@pytest.mark.sqlite_only("PRAGMA synchronous is SQLite's own setting")
 @pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
 def test_durability_sets_synchronous_on_every_connection(db_path, durability, synchronous) -> None:
     database = liteq.connect(db_path, durability=durability)
@@ -614,12 +620,14 @@ def test_payloads_and_headers_round_trip_with_their_types(db) -> None:
     assert msg.payload == payload and msg.headers == {"trace": "abc"}
 
 
-def test_a_committed_message_is_there_after_the_database_is_closed_and_reopened(db_path) -> None:
-    first = liteq.connect(db_path)
+def test_a_committed_message_is_there_after_the_database_is_closed_and_reopened(
+    db_target,
+) -> None:
+    first = liteq.connect(db_target)
     mid = first.queue("durable", max_depth=10, lease=7).put("kept")
     first.close()
 
-    second = liteq.connect(db_path)
+    second = liteq.connect(db_target)
     q = second.queue("durable")
     assert (q.config.max_depth, q.config.lease) == (10, 7.0)
     msg = q.get()
@@ -633,12 +641,12 @@ def test_a_queue_full_caught_inside_a_transaction_leaves_the_rest_of_it_to_commi
     q.put("already here")
 
     with db.transaction():
-        db.execute("INSERT INTO orders (total) VALUES (1.0)")
+        sql(db, "INSERT INTO orders (total) VALUES (1.0)")
         with pytest.raises(liteq.QueueFull):
             q.put("no room")
-        db.execute("INSERT INTO orders (total) VALUES (2.0)")
+        sql(db, "INSERT INTO orders (total) VALUES (2.0)")
 
-    assert db.execute("SELECT total FROM orders ORDER BY id") == [(1.0,), (2.0,)]
+    assert sql(db, "SELECT total FROM orders ORDER BY id") == [(1.0,), (2.0,)]
     assert [m.payload for m in q.peek(10)] == ["already here"]
     assert q.stats()["depth"] == 1
 

@@ -8,9 +8,9 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from dbsql import sql
 from helpers import PATIENCE, FakeClock, wait_until
 
 import liteq
@@ -24,6 +24,8 @@ from liteq.scheduler import (
     unschedule,
 )
 
+pytestmark = pytest.mark.every_engine
+
 
 def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
@@ -35,11 +37,11 @@ def at(text: str) -> float:
 
 
 def schedule_rows(db: liteq.Database) -> list[tuple[object, ...]]:
-    return db.execute("SELECT * FROM schedules ORDER BY id")
+    return sql(db, "SELECT * FROM schedules ORDER BY id")
 
 
 def fired(db: liteq.Database, name: str) -> list[float]:
-    return [r[0] for r in db.execute(
+    return [r[0] for r in sql(db,
         "SELECT fire_at FROM schedule_runs WHERE schedule = ? ORDER BY fire_at", (name,))]
 
 
@@ -98,8 +100,8 @@ NEXT_TIMES = [
 @pytest.mark.parametrize("expr,tz,after,expected", NEXT_TIMES,
                          ids=[f"{e} {z} after {a}" for e, z, a, _ in NEXT_TIMES])
 def test_next_fire_times_match_the_calendar_including_dst_days(
-        tmp_path: Path, expr: str, tz: str, after: str, expected: list[str]) -> None:
-    with liteq.connect(tmp_path / "t.db", clock=lambda: at(after)) as db:
+        db_target: str, expr: str, tz: str, after: str, expected: list[str]) -> None:
+    with liteq.connect(db_target, clock=lambda: at(after)) as db:
         s = schedule(db, "s", cron=expr, tz=tz, queue="q", payload=None)
         got = s.next(len(expected))
         assert [iso(d.timestamp()) for d in got] == [iso(at(e)) for e in expected]
@@ -108,13 +110,13 @@ def test_next_fire_times_match_the_calendar_including_dst_days(
         assert [d.isoformat() for d in got] == expected
 
 
-def test_a_cron_schedule_fires_once_on_each_day_across_a_fall_back_night(tmp_path: Path) -> None:
+def test_a_cron_schedule_fires_once_on_each_day_across_a_fall_back_night(db_target: str) -> None:
     clock = FakeClock(at("2024-10-25T12:00:00+02:00"))
-    with liteq.connect(tmp_path / "t.db", clock=clock) as db:
+    with liteq.connect(db_target, clock=clock) as db:
         schedule(db, "night", cron="30 2 * * *", tz="Europe/Berlin", queue="q", payload="x")
         scheduler = Scheduler(db)
         for _ in range(4):
-            nxt = db.execute("SELECT next_run_at FROM schedules")[0][0]
+            nxt = sql(db, "SELECT next_run_at FROM schedules")[0][0]
             clock.now = nxt
             assert len(scheduler.tick()) == 1
             clock.advance(1800)  # the scheduler keeps ticking through the repeated hour
@@ -162,7 +164,7 @@ def test_a_scheduler_down_for_ten_intervals_fires_0_skip_1_once_10_all(clocked_d
     assert Counter(f.schedule for f in scheduler.tick()) == {"skip": 1, "once": 1, "all": 1}
     # the queue holds exactly what schedule_runs recorded, each with its own key
     msgs = db.queue("ticks").peek(100)
-    runs = db.execute("SELECT schedule, fire_at, job_id FROM schedule_runs")
+    runs = sql(db, "SELECT schedule, fire_at, job_id FROM schedule_runs")
     assert len(msgs) == len(runs) == 3 + 11 + 3
     assert sorted(m.id for m in msgs) == sorted(r[2] for r in runs)
     assert {m.key for m in msgs} == {f"schedule:{r[0]}:{r[1]!r}" for r in runs}
@@ -173,7 +175,7 @@ def test_a_cron_schedule_down_for_ten_minutes_fires_0_skip_1_once_10_all(clocked
     db = clocked_db
     for policy in ("skip", "once", "all"):
         schedule(db, policy, cron="* * * * *", queue="ticks", payload=policy, misfire=policy)
-    first = db.execute("SELECT next_run_at FROM schedules")[0][0]
+    first = sql(db, "SELECT next_run_at FROM schedules")[0][0]
     assert first % 60 == 0 and 0 < first - clock.now <= 60
     scheduler = Scheduler(db)
     clock.now = first
@@ -260,8 +262,8 @@ def test_every_with_a_start_in_the_past_keeps_to_its_grid(clocked_db, clock) -> 
 
 
 def test_any_number_of_schedulers_on_one_clock_enqueue_each_fire_once(
-        tmp_path: Path, clock: FakeClock) -> None:
-    path = tmp_path / "t.db"
+        db_target: str, clock: FakeClock) -> None:
+    path = db_target
     dbs = [liteq.connect(path, clock=clock) for _ in range(4)]
     schedule(dbs[0], "fast", every=1, queue="q", payload=1, misfire="all")
     schedule(dbs[0], "cron", cron="* * * * * *", queue="q", payload=2, misfire="all")
@@ -336,7 +338,7 @@ def test_a_bad_definition_raises_schedule_error_naming_the_field_and_writes_noth
     with pytest.raises(liteq.ScheduleError):
         schedule(db, "keep", **kwargs)  # type: ignore[arg-type]
     assert schedule_rows(db) == before
-    assert db.execute("SELECT count(*) FROM messages")[0][0] == 0
+    assert sql(db, "SELECT count(*) FROM messages")[0][0] == 0
 
 
 def test_bad_names_and_payloads_are_refused_and_nothing_is_written(db: liteq.Database) -> None:
@@ -396,7 +398,7 @@ def test_pause_stops_fires_resume_goes_on_from_now_and_run_now_fires_anyway(
     assert [r.fire_at for r in runs] == [t0 + 60, t0 + 55]  # newest first
     assert all(r.late == 0 for r in runs)
     assert unschedule(db, "p") is True and unschedule(db, "p") is False
-    assert db.execute("SELECT count(*) FROM schedule_runs")[0][0] == 0
+    assert sql(db, "SELECT count(*) FROM schedule_runs")[0][0] == 0
     assert len(db.queue("q")) == 2  # what it enqueued stays
 
 

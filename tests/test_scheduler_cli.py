@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from dbsql import missing_words, sql
 from helpers import file_digest
 
 import liteq
 from liteq.cli import cli as root
 from liteq.cli_base import LiteqGroup
 from liteq.cli_schedule import schedule_group, scheduler
+
+pytestmark = pytest.mark.every_engine
 
 # The root group with the schedule commands attached, without touching the real one.
 cli = LiteqGroup(name="liteq", params=list(root.params), callback=root.callback,
@@ -61,8 +64,8 @@ def new_york() -> Iterator[None]:
 
 
 def test_add_then_list_and_next_show_fire_times_in_local_time_utc_and_the_schedules_zone(
-        tmp_path: Path, new_york: None) -> None:
-    path = str(tmp_path / "s.db")
+        db_target: str, new_york: None) -> None:
+    path = db_target
     # 2035-10-28 is the last Sunday of October: Berlin falls back from CEST to CET.
     out = ok(path, "schedule", "add", "nightly", "--cron", "30 2 * * *", "--tz",
              "Europe/Berlin", "--start", "2035-10-27T12:00:00+02:00", "--task", "app.report",
@@ -94,8 +97,8 @@ def test_add_then_list_and_next_show_fire_times_in_local_time_utc_and_the_schedu
     assert item["next_utc"] == "2035-10-28 00:30:00 UTC"
 
 
-def test_run_history_pause_resume_and_rm(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
+def test_run_history_pause_resume_and_rm(db_target: str) -> None:
+    path = db_target
     ok(path, "schedule", "add", "ping", "--every", "1h", "--queue", "pings",
        "--payload", '{"ping": 1}')
     assert "schedule 'ping' fired: job 1 on queue 'pings'" in ok(path, "schedule", "run",
@@ -119,8 +122,8 @@ def test_run_history_pause_resume_and_rm(tmp_path: Path) -> None:
         assert [m.payload for m in db.queue("pings").peek()] == [{"ping": 1}]
 
 
-def test_a_command_schedule_goes_to_the_shell_queue(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
+def test_a_command_schedule_goes_to_the_shell_queue(db_target: str) -> None:
+    path = db_target
     ok(path, "schedule", "add", "backup", "--cron", "@daily", "--command", "backup.sh --full",
        "--misfire", "skip")
     [item] = json.loads(ok(path, "schedule", "list", "--json").output)
@@ -153,6 +156,7 @@ BAD_ADD = [
 
 
 @pytest.mark.parametrize("args,message", BAD_ADD, ids=[m for _, m in BAD_ADD])
+@pytest.mark.sqlite_only("checks that no file is created")
 def test_a_bad_schedule_is_refused_with_exit_2_and_nothing_is_written(
         tmp_path: Path, args: list[str], message: str) -> None:
     path = str(tmp_path / "s.db")
@@ -168,16 +172,16 @@ def test_a_bad_schedule_is_refused_with_exit_2_and_nothing_is_written(
     assert file_digest(path) == before, "the file was not touched"
 
 
-def test_a_bad_schedule_name_is_refused_with_exit_2(tmp_path: Path) -> None:
-    result = run(str(tmp_path / "s.db"), "schedule", "add", "no spaces", "--every", "5",
+def test_a_bad_schedule_name_is_refused_with_exit_2(db_target: str) -> None:
+    result = run(db_target, "schedule", "add", "no spaces", "--every", "5",
                  "--task", "t")
     assert result.exit_code == 2 and "schedule name must be" in result.stderr
 
 
-def test_commands_on_a_missing_schedule_or_file_say_so_with_exit_1(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
+def test_commands_on_a_missing_schedule_or_file_say_so_with_exit_1(db_target: str) -> None:
+    path = db_target
     missing = run(path, "schedule", "list")
-    assert missing.exit_code == 1 and "no liteq database at" in missing.stderr
+    assert missing.exit_code == 1 and missing_words(path) in missing.stderr
     assert run(path, "scheduler").exit_code == 1
     ok(path, "schedule", "add", "x", "--every", "60", "--queue", "q", "--payload", "1")
     for command in ("next", "pause", "resume", "rm", "run", "history"):
@@ -187,15 +191,15 @@ def test_commands_on_a_missing_schedule_or_file_say_so_with_exit_1(tmp_path: Pat
 
 
 def test_the_demo_step_fires_an_every_second_schedule_a_few_times(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db_target: str, capsys: pytest.CaptureFixture[str]) -> None:
     from liteq.cli_demo import DemoRun
     from liteq.cli_schedule import schedule_demo
 
-    with liteq.connect(tmp_path / "demo.db") as db:
+    with liteq.connect(db_target) as db:
         schedule_demo(DemoRun(db=db, path=db.path, messages=0))
         out = capsys.readouterr().out
-        runs = db.execute("SELECT fire_at, job_id FROM schedule_runs WHERE schedule = 'demo.tick' "
-                          "ORDER BY fire_at")
+        runs = sql(db, "SELECT fire_at, job_id FROM schedule_runs WHERE schedule = 'demo.tick' "
+                   "ORDER BY fire_at")
         assert len(runs) >= 3
         assert [b[0] - a[0] for a, b in zip(runs, runs[1:], strict=False)] == [1.0] * (len(runs) - 1)
         assert len(db.queue("demo-schedule")) == len(runs)

@@ -13,10 +13,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+from dbsql import sql
 from helpers import PATIENCE, wait_until
 
 import liteq
 from liteq.scheduler import schedule
+
+pytestmark = pytest.mark.every_engine
 
 HERE = Path(__file__).resolve().parent
 FIRES = 6  # fire times each schedule must reach before the schedulers are stopped
@@ -37,13 +41,13 @@ def start_scheduler(db_path: str, start: float, log: Path, *args: str) -> subpro
 
 
 def runs(db: liteq.Database, name: str) -> list[tuple[float, int]]:
-    return [(r[0], r[1]) for r in db.execute(
+    return [(r[0], r[1]) for r in sql(db,
         "SELECT fire_at, job_id FROM schedule_runs WHERE schedule = ? ORDER BY fire_at", (name,))]
 
 
 def test_three_scheduler_processes_enqueue_every_fire_time_exactly_once_and_none_is_missing(
-        tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
+        tmp_path: Path, db_target: str) -> None:
+    path = db_target
     db = liteq.connect(path)  # the file exists before a scheduler without APP opens it
     start = float(int(time.time()) + 3)  # whole seconds, after the processes are up
     # Declared here first, as schedapp declares them: a process that starts late (a loaded
@@ -79,8 +83,8 @@ def test_three_scheduler_processes_enqueue_every_fire_time_exactly_once_and_none
         assert len(set(jobs)) == len(jobs)
         assert [msgs[j].key for j in jobs] == [f"schedule:{name}:{t!r}" for t in times]
         assert {msgs[j].payload for j in jobs} == {payload}
-        s = db.execute("SELECT next_run_at, last_run_at, last_job_id FROM schedules "
-                       "WHERE name = ?", (name,))[0]
+        s = sql(db, "SELECT next_run_at, last_run_at, last_job_id FROM schedules "
+                    "WHERE name = ?", (name,))[0]
         assert s == (times[-1] + 1, times[-1], jobs[-1])
     assert len(msgs) == len(runs(db, "every-second")) + len(runs(db, "cron-second"))
 

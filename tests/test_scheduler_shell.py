@@ -23,6 +23,8 @@ from liteq.scheduler import (
 )
 from liteq.worker import Worker
 
+pytestmark = pytest.mark.every_engine
+
 
 def test_run_shell_records_the_exit_code_and_the_output_of_stdout_and_stderr() -> None:
     result = run_shell("echo out; echo err >&2; exit 3")

@@ -1,7 +1,7 @@
 """Tasks and job handles: registration, enqueueing, states, results, cancellation.
 
 Jobs are run by an in-process worker in burst mode (it stops once nothing is due),
-against a real file in ``tmp_path``.
+against a real database of each engine under test (tests/engines.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+import dbsql
 import pytest
 from workerapp_tools import drain
 
@@ -31,6 +32,8 @@ from liteq.task import (
 )
 from liteq.worker import Worker
 
+pytestmark = pytest.mark.every_engine
+
 
 @pytest.fixture
 def cdb(clocked_db: liteq.Database) -> liteq.Database:
@@ -40,7 +43,7 @@ def cdb(clocked_db: liteq.Database) -> liteq.Database:
 
 
 def rows(db: liteq.Database) -> list[tuple[Any, ...]]:
-    return db.execute("SELECT * FROM messages ORDER BY id")
+    return dbsql.rows(db, "messages")
 
 
 # -- registration --------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 import liteq
 from liteq.topic import TEMP_LEASE, Router, matches
 
+pytestmark = pytest.mark.every_engine
+
 # (pattern, key, expected) -- AMQP 0-9-1 topic exchange semantics as RabbitMQ
 # implements them: '*' is exactly one word, '#' zero or more; the empty key has no
 # words; empty words between dots are words.
@@ -83,8 +85,8 @@ def test_a_router_with_many_patterns_returns_exactly_the_matching_subscriptions(
         assert router.route(key) == expected
 
 
-def test_publish_delivers_one_copy_to_each_matching_subscription(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_publish_delivers_one_copy_to_each_matching_subscription(db_target) -> None:
+    db = liteq.connect(db_target)
     orders = db.topic("orders")
     eu = orders.subscribe("eu", pattern="order.*.eu")
     everything = orders.subscribe("all")
@@ -100,8 +102,8 @@ def test_publish_delivers_one_copy_to_each_matching_subscription(tmp_path) -> No
     assert got[0].headers["topic"] == "orders"
 
 
-def test_a_publish_that_matches_nothing_returns_zero_and_writes_nothing(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_a_publish_that_matches_nothing_returns_zero_and_writes_nothing(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("logs")
     sub = t.subscribe("errors", pattern="*.error")
     assert t.publish("x", key="app.info") == 0
@@ -109,8 +111,8 @@ def test_a_publish_that_matches_nothing_returns_zero_and_writes_nothing(tmp_path
     assert sub.stats()["ready"] == 0
 
 
-def test_a_publish_that_meets_one_full_subscription_changes_no_subscription(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_a_publish_that_meets_one_full_subscription_changes_no_subscription(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     roomy = t.subscribe("roomy")
     tight = t.subscribe("tight", max_depth=1)
@@ -126,8 +128,8 @@ def test_a_publish_that_meets_one_full_subscription_changes_no_subscription(tmp_
     assert [m.payload for m in roomy.peek(10)] == [1]
 
 
-def test_publish_many_is_all_or_nothing(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_publish_many_is_all_or_nothing(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     eu = t.subscribe("eu", pattern="*.eu", max_depth=2)
     us = t.subscribe("us", pattern="*.us")
@@ -139,8 +141,8 @@ def test_publish_many_is_all_or_nothing(tmp_path) -> None:
     assert [m.payload for m in us.peek(10)] == [1, 3]
 
 
-def test_publish_rolls_back_with_the_application_transaction(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_publish_rolls_back_with_the_application_transaction(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     sub = t.subscribe("all")
     with pytest.raises(RuntimeError), db.transaction():
@@ -149,8 +151,8 @@ def test_publish_rolls_back_with_the_application_transaction(tmp_path) -> None:
     assert sub.stats()["ready"] == 0
 
 
-def test_a_subscription_is_a_queue_with_its_own_options(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_a_subscription_is_a_queue_with_its_own_options(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     sub = t.subscribe("billing", pattern="#", max_attempts=1, lease=5)
     assert sub.name == "orders:billing" and sub.config.max_attempts == 1
@@ -166,8 +168,8 @@ def test_a_subscription_is_a_queue_with_its_own_options(tmp_path) -> None:
     assert t.publish("q", key="k") == 0
 
 
-def test_unsubscribe_removes_the_subscription_and_its_messages(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_unsubscribe_removes_the_subscription_and_its_messages(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     t.subscribe("a")
     t.subscribe("b")
@@ -181,9 +183,9 @@ def test_unsubscribe_removes_the_subscription_and_its_messages(tmp_path) -> None
 
 
 def test_deleting_a_subscription_as_a_queue_reroutes_a_publisher_that_cached_its_routes(
-    tmp_path,
+    db_target,
 ) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+    db = liteq.connect(db_target)
     t = db.topic("orders")
     t.subscribe("a")
     b = t.subscribe("b")
@@ -193,8 +195,8 @@ def test_deleting_a_subscription_as_a_queue_reroutes_a_publisher_that_cached_its
     assert [m.payload for m in b.get_many(10)] == [1, 2]
 
 
-def test_a_publisher_sees_subscriptions_made_by_another_connection(tmp_path) -> None:
-    path = tmp_path / "t.db"
+def test_a_publisher_sees_subscriptions_made_by_another_connection(db_target) -> None:
+    path = db_target
     pub = liteq.connect(path).topic("t")
     assert pub.publish(0, key="x") == 0
     sub = liteq.connect(path).topic("t").subscribe("late")
@@ -202,8 +204,8 @@ def test_a_publisher_sees_subscriptions_made_by_another_connection(tmp_path) -> 
     assert sub.get().payload == 1  # type: ignore[union-attr]
 
 
-def test_bad_topic_names_patterns_and_keys_are_refused(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_bad_topic_names_patterns_and_keys_are_refused(db_target) -> None:
+    db = liteq.connect(db_target)
     for bad in ["", "a b", "a:b", ".a", "x" * 101, 7]:
         with pytest.raises(ValueError, match="topic name"):
             db.topic(bad)  # type: ignore[arg-type]
@@ -219,8 +221,8 @@ def test_bad_topic_names_patterns_and_keys_are_refused(tmp_path) -> None:
     assert db.topics() == []
 
 
-def test_tail_sees_new_matching_messages_and_removes_its_subscription(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "t.db")
+def test_tail_sees_new_matching_messages_and_removes_its_subscription(db_target) -> None:
+    db = liteq.connect(db_target)
     t = db.topic("logs")
     t.publish("before", key="app.x")
     t.subscribe("keep")
@@ -243,8 +245,8 @@ def _tail_forever(path: str, ready) -> None:
     time.sleep(60)
 
 
-def test_a_killed_tails_subscription_is_removed_after_its_own_lease(tmp_path) -> None:
-    path = str(tmp_path / "t.db")
+def test_a_killed_tails_subscription_is_removed_after_its_own_lease(db_target) -> None:
+    path = db_target
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     proc = ctx.Process(target=_tail_forever, args=(path, ready))
@@ -290,8 +292,10 @@ def _fanout_consume(path: str, sub: str, expected: int, out: str) -> None:
         f.write("\n".join(f"{p} {i}" for p, i in got))
 
 
-def test_fan_out_from_two_publishers_reaches_each_subscription_exactly_once_in_order(tmp_path) -> None:
-    path = str(tmp_path / "t.db")
+def test_fan_out_from_two_publishers_reaches_each_subscription_exactly_once_in_order(
+    tmp_path, db_target
+) -> None:
+    path = db_target
     db = liteq.connect(path)
     t = db.topic("orders")
     for name, pattern in FANOUT_PATTERNS.items():

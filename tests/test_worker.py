@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from dbsql import app_table, corrupt_payload, sql
 from helpers import count_claims
 from workerapp_tools import PATIENCE, drain, wait_until
 
@@ -26,6 +27,8 @@ from liteq.task import (
     current_job,
 )
 from liteq.worker import Worker
+
+pytestmark = pytest.mark.every_engine
 
 
 @pytest.fixture
@@ -171,7 +174,7 @@ def test_an_undecodable_payload_is_buried_and_the_worker_goes_on(db) -> None:
     def fine() -> None: ...
 
     mid = q.put({"task": "x", "args": [], "kwargs": {}})
-    db.execute("UPDATE messages SET payload = x'ffff' WHERE id = ?", (mid,))
+    corrupt_payload(db, mid)
     job = fine.delay()
     drain(db)
     assert db.job(mid).state == "failed"
@@ -236,11 +239,11 @@ def test_an_async_task_past_its_timeout_is_cancelled_in_the_event_loop(db) -> No
 # -- atomic tasks: side effects commit with the ack ------------------------------------------
 
 def test_an_atomic_tasks_writes_commit_with_its_ack_and_roll_back_when_it_fails(db) -> None:
-    db.execute("CREATE TABLE ledger (n INTEGER)")
+    app_table(db, "ledger", "n INTEGER")
 
     @db.task(atomic=True, max_attempts=2, backoff=liteq.Backoff(base=0, jitter=0))
     def book(n: int, fail_first: bool) -> None:
-        db.execute("INSERT INTO ledger VALUES (?)", (n,))
+        sql(db, "INSERT INTO ledger (n) VALUES (?)", (n,))
         job = current_job()
         if fail_first and job is not None and job.attempts == 1:
             raise RuntimeError("half way")
@@ -249,7 +252,7 @@ def test_an_atomic_tasks_writes_commit_with_its_ack_and_roll_back_when_it_fails(
     drain(db)
     assert ok.state == retried.state == "done"
     assert retried.attempts == 2
-    assert sorted(db.execute("SELECT n FROM ledger")) == [(1,), (2,)]
+    assert sorted(sql(db, "SELECT n FROM ledger")) == [(1,), (2,)]
 
 
 def test_a_job_whose_lease_was_lost_while_it_ran_is_not_acked_by_the_late_worker(cdb, clock) -> None:
@@ -431,6 +434,7 @@ def test_a_worker_takes_from_its_first_queue_before_the_next(db) -> None:
     assert [q for q, _ in order] == ["high"] * 3 + ["low"] * 3
 
 
+@pytest.mark.sqlite_only("counts the claims of consumers woken by inotify on the -wal file")
 def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_path) -> None:
     # Every commit to the file wakes every idle consumer. A woken consumer looks without
     # the write lock first, so 50 puts to another queue cost the idle worker no claims

@@ -19,6 +19,8 @@ from liteq.cli import cli as root
 from liteq.cli_base import LiteqGroup
 from liteq.cli_worker import job, jobs, worker
 
+pytestmark = pytest.mark.every_engine
+
 # The root group with the task commands attached, without touching the real one.
 cli = LiteqGroup(name="liteq", params=list(root.params), callback=root.callback,
                  commands={**root.commands, "worker": worker, "jobs": jobs, "job": job},
@@ -45,9 +47,10 @@ def run(db_path: str | None, *args: str) -> Result:
 
 
 @pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A module ``cliapp`` in a fresh directory (the current one), with its database."""
-    path = str(tmp_path / "app.db")
+def app(tmp_path: Path, db_target: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A module ``cliapp`` in a fresh directory (the current one), with its database
+    (``db_target``: a file, or a PostgreSQL schema)."""
+    path = db_target
     (tmp_path / "cliapp.py").write_text(textwrap.dedent(APP.format(path=path)))
     (tmp_path / "nodb.py").write_text("x = 1\n")
     monkeypatch.chdir(tmp_path)
@@ -128,6 +131,7 @@ def test_bad_input_prints_an_error_and_exits_non_zero_without_a_traceback(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.sqlite_only("names the other database by a file next to the app's")
 def test_worker_refuses_a_db_option_naming_another_file_than_the_apps(app: str,
                                                                       tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "other.db"), "worker", "cliapp"],

@@ -14,6 +14,8 @@ import pytest
 
 import liteq
 
+pytestmark = pytest.mark.every_engine
+
 APP = '''
 import liteq
 db = liteq.connect({path!r})
@@ -42,8 +44,8 @@ def _wait_for(predicate, timeout: float = 60) -> bool:  # type: ignore[no-untype
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_worker_with_scheduler_and_allow_shell_fires_schedules_and_runs_commands(
-        tmp_path: Path, pool: str) -> None:
-    path = str(tmp_path / "w.db")
+        tmp_path: Path, db_target: str, pool: str) -> None:
+    path = db_target
     (tmp_path / "flagapp.py").write_text(APP.format(path=path))
     db = liteq.connect(path)
     marker = tmp_path / "from-shell"
@@ -62,8 +64,8 @@ def test_a_worker_with_scheduler_and_allow_shell_fires_schedules_and_runs_comman
     assert "done" in states and "failed" not in states
 
 
-def test_without_allow_shell_the_workers_queues_leave_commands_alone(tmp_path: Path) -> None:
-    path = str(tmp_path / "w.db")
+def test_without_allow_shell_the_workers_queues_leave_commands_alone(tmp_path: Path, db_target: str) -> None:
+    path = db_target
     (tmp_path / "flagapp.py").write_text(APP.format(path=path))
     db = liteq.connect(path)
     marker = tmp_path / "from-shell"
