@@ -24,7 +24,8 @@ schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``exec
 (psycopg's ``%s`` / ``%(name)s`` placeholders), ``clock`` (the server's), ``capabilities``,
 ``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``.
 Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
-``depth.py``, ``messages.py``, built by ``setup_core`` at open).
+``depth.py``, ``messages.py``, built by ``setup_core`` at open). Step B3: task jobs
+(``jobs.py``) and schedules (``schedules.py``).
 
 Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
 B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
