@@ -13,6 +13,8 @@ Layout::
     depth.py       back pressure: the striped depth counter (B1)
     messages.py    claims and leases: claim, maintenance, ack, retry, extend ... (B2)
     jobs.py        task results and cancellation (B3, jobs part)
+    schedules.py   schedules, their history, and the tick that fires each time once
+                   with no leader (B3, schedules part)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     pending.py     the verbs not written yet (NotImplementedError), by step
@@ -22,10 +24,11 @@ schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``exec
 (psycopg's ``%s`` / ``%(name)s`` placeholders), ``clock`` (the server's), ``capabilities``,
 ``integrity_check``, ``vacuum``, ``checkpoint`` (nothing to do), ``storage_size``.
 Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
-``depth.py``, ``messages.py``, built by ``setup_core`` at open).
+``depth.py``, ``messages.py``, built by ``setup_core`` at open). Step B3: task jobs
+(``jobs.py``) and schedules (``schedules.py``).
 
 Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
-B3 schedules; B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
+B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
 (B6) opens this engine through :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
@@ -50,6 +53,7 @@ from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
 from .pending import Pending
+from .schedules import ScheduleVerbs
 from .schema import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
@@ -92,7 +96,7 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(MessageVerbs, JobVerbs, Notifier, Pending):
+class PostgresBackend(MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
