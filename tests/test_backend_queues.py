@@ -50,6 +50,13 @@ def payloads(rows: list[tuple[Any, ...]]) -> list[bytes]:
     return [r[3] for r in rows]
 
 
+def test_queue_names_come_in_byte_order_on_every_engine(b: Backend) -> None:
+    # SQLite compares text byte by byte; a PostgreSQL database's collation may not.
+    for name in ["b", "B", "a", "A_", "a.b"]:
+        make_queue(b, name)
+    assert b.queue_names() == ["A_", "B", "a", "a.b", "b"]
+
+
 def states(b: Backend, ids: list[int]) -> list[int | None]:
     out = []
     for mid in ids:

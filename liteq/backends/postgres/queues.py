@@ -82,7 +82,8 @@ ON CONFLICT (name) DO NOTHING
 RETURNING id
 """
 SQL_QUEUE_ID = "SELECT id FROM {s}.queues WHERE name = %s"
-SQL_QUEUE_NAMES = "SELECT name FROM {s}.queues ORDER BY name"
+# COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
+SQL_QUEUE_NAMES = 'SELECT name FROM {s}.queues ORDER BY name COLLATE "C"'
 SQL_QUEUE_LOCK = "SELECT topic FROM {s}.queues WHERE id = %s FOR UPDATE"
 SQL_TOPIC_LOCK = "SELECT pg_advisory_xact_lock(hashtext('liteq.topic:' || %s))"
 SQL_QUEUE_DELETE = "DELETE FROM {s}.queues WHERE id = %s"
