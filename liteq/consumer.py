@@ -16,24 +16,24 @@ from . import codec
 from .backends.records import State
 from .errors import LiteqError
 from .hooks import logger
+from .job import task_call
 from .leases import Leases, release
 from .pool import Slot
 from .queue import Message, Queue
-from .settle import SettleHost, settle
-from .task import (
+from .running import (
     Cancelled,
     Fail,
     JobContext,
     JobError,
     Outcome,
     Retry,
-    Task,
     TaskTimeout,
     outcome_row,
     run_coroutine,
     set_current_job,
-    task_call,
 )
+from .settle import SettleHost, settle
+from .task import Task
 from .wake import Looks
 
 if TYPE_CHECKING:

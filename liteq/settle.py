@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .backends.records import State
 from .errors import LeaseLost
 from .hooks import logger
+from .job import DEFAULT_RESULT_TTL
 from .queue import Queue
-from .task import DEFAULT_RESULT_TTL, JobContext, Outcome, Task, outcome_row
+from .running import JobContext, Outcome, outcome_row
+from .task import Task
 
 if TYPE_CHECKING:
     from .database import Database

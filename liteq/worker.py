@@ -67,11 +67,13 @@ from .backends.records import State
 from .consumer import Consumer
 from .errors import InvalidArgument, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
+from .job import task_call
 from .leases import Leases, release
 from .pool import Held, ProcessPool, Slot
 from .queue import Queue
+from .running import JobContext, JobError, Outcome
 from .settle import settle
-from .task import JobContext, JobError, Outcome, registry, task_call
+from .task import registry
 from .validate import check_positive_int, check_seconds, validate_name
 
 if TYPE_CHECKING:
