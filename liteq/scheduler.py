@@ -77,9 +77,10 @@ logger = logging.getLogger("liteq.scheduler")
 # schedules, and stops taking more once it has enqueued TICK_FIRES fires or run for
 # TICK_SECONDS; each schedule plans at most MAX_MISFIRE_CAP fires and walks at most
 # _SCAN + MAX_MISFIRE_CAP cron times (both in liteq.timing). So a tick enqueues fewer
-# than TICK_FIRES + MAX_MISFIRE_CAP fires and holds the write lock for about TICK_SECONDS plus one
-# schedule's work, whatever the rows say; the schedules it left are due at once and
-# the next tick (after a pause that lets other writers in) takes them.
+# than TICK_FIRES + MAX_MISFIRE_CAP fires and holds the write lock for about
+# TICK_SECONDS plus one schedule's work, whatever the rows say; the schedules it left
+# are due at once and the next tick (after a pause that lets other writers in) takes
+# them.
 TICK_SCHEDULES = 1000
 TICK_FIRES = 1000
 TICK_SECONDS = 0.2
