@@ -13,14 +13,14 @@ application can catch them all in one place::
     ├── ScheduleError        (also ValueError)  bad cron expression or time zone
     ├── StorageError                            SQLite said no: I/O error, disk full ...
     │   └── DatabaseBusy                        the write lock stayed taken past busy_timeout
-    │   (defined in task.py, about jobs:)
+    │   (defined in job.py, about jobs:)
     ├── JobNotFound          (also LookupError) no job with that id
     ├── JobFailed                               job.result() of a failed job
     ├── JobCancelled                            job.result() of a cancelled job
     ├── NoResult                                the task stores no result
     └── ResultTimeout        (also TimeoutError) job.result(wait=...) ran out
 
-Flow signals are not errors and live in task.py: ``Retry``, ``Fail``, ``Cancelled``
+Flow signals are not errors and live in running.py: ``Retry``, ``Fail``, ``Cancelled``
 (raised by ``checkpoint()``) and ``TaskTimeout`` (a BaseException, so a task's
 ``except Exception`` cannot swallow it).
 """
