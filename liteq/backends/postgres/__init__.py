@@ -13,6 +13,7 @@ Layout::
     depth.py       back pressure: the striped depth counter (B1)
     messages.py    claims and leases: claim, maintenance, ack, retry, extend ... (B2)
     jobs.py        task results and cancellation (B3, jobs part)
+    topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     pending.py     the verbs not written yet (NotImplementedError), by step
@@ -25,7 +26,7 @@ Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
 ``depth.py``, ``messages.py``, built by ``setup_core`` at open).
 
 Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
-B3 schedules; B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
+B3 schedules; ``using(connection)``. ``liteq.connect("postgresql://...")``
 (B6) opens this engine through :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
@@ -59,6 +60,7 @@ from .schema import (
     qualify,
     schema_version,
 )
+from .topics import TopicVerbs
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
@@ -92,7 +94,9 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(MessageVerbs, JobVerbs, Notifier, Pending):
+# TopicVerbs first: its base QueueVerbs then precedes Notifier (whose notify_sql
+# property QueueVerbs only declares).
+class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, Notifier, Pending):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

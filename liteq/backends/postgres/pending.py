@@ -15,11 +15,8 @@ from typing import Any
 from ..base import Backend
 from ..records import (
     Fire,
-    NewRow,
-    QueueRecord,
     ScheduleRecord,
     ScheduleRun,
-    Subscriptions,
 )
 
 __all__ = ["Pending"]
@@ -66,35 +63,3 @@ class Pending(Backend):
         limits: tuple[int, int, float] | None = None,
     ) -> list[Fire]:
         raise _not_yet('schedule_tick')
-
-    # -- B4: topics (topics.py, queries/topics.sql)
-    def subs_version(self) -> int:
-        raise _not_yet('subs_version')
-
-    def subscriptions(self, topic: str) -> Subscriptions:
-        raise _not_yet('subscriptions')
-
-    def topics(self) -> list[str]:
-        raise _not_yet('topics')
-
-    def subscribe(
-        self,
-        topic: str,
-        name: str,
-        pattern: str,
-        defaults: dict[str, Any],
-        updates: dict[str, Any],
-    ) -> QueueRecord:
-        raise _not_yet('subscribe')
-
-    def unsubscribe(self, qid: int) -> None:
-        raise _not_yet('unsubscribe')
-
-    def touch_subscription(self, qid: int, expires_at: float) -> bool:
-        raise _not_yet('touch_subscription')
-
-    def drop_expired_subscriptions(self) -> int:
-        raise _not_yet('drop_expired_subscriptions')
-
-    def publish(self, version: int, deliveries: dict[int, list[NewRow]]) -> int:
-        raise _not_yet('publish')
