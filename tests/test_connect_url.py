@@ -207,27 +207,6 @@ def test_a_command_on_a_url_without_the_liteq_schema_says_so(url: str) -> None:
     assert SECRET not in result.output
 
 
-def test_a_verb_not_yet_on_postgresql_is_an_error_line_not_a_traceback(url: str) -> None:
-    liteq.connect(url).close()
-    # topics are not yet on PostgreSQL (issue 17, B4): skip once they are
-    result = CliRunner().invoke(cli, ["--db", url, "topics"])
-    if result.exit_code == 0:
-        pytest.skip("the PostgreSQL engine has this verb now: nothing left to report")
-    assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: ")
-    assert "not yet on PostgreSQL" in result.output
-    assert not isinstance(result.exception, NotImplementedError)
-
-
-def test_a_verb_not_yet_on_postgresql_raises_a_clear_error_in_python(pg_db: liteq.Database) -> None:
-    try:
-        pg_db.topics()
-    except NotImplementedError as exc:
-        assert "not yet on PostgreSQL" in str(exc)
-    else:
-        pytest.skip("the PostgreSQL engine has topics() now")
-
-
 def test_target_reopens_the_same_database_with_its_password(pg_db: liteq.Database, url: str) -> None:
     assert pg_db.target == url
     with liteq.connect(pg_db.target) as again:

@@ -15,9 +15,9 @@ Layout::
     jobs.py        task results and cancellation (B3, jobs part)
     schedules.py   schedules, their history, and the tick that fires each time once
                    with no leader (B3, schedules part)
+    topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
-    pending.py     the verbs not written yet (NotImplementedError), by step
 
 What exists (step B0): opening (connect, session settings, create or migrate the
 schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``execute``
@@ -27,9 +27,10 @@ Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
 ``depth.py``, ``messages.py``, built by ``setup_core`` at open). Step B3: task jobs
 (``jobs.py``) and schedules (``schedules.py``).
 
-Not yet (``NotImplementedError("... not yet on PostgreSQL")``, see ``pending.py``):
-B4 topics; ``using(connection)``. ``liteq.connect("postgresql://...")``
-(B6) opens this engine through :func:`liteq.backends.open_backend`.
+Step B4: topics (``topics.py``). Every verb of ``Backend`` exists. Not yet: putting on
+the application's own psycopg connection (``using(connection)``, not in the interface
+yet). ``liteq.connect("postgresql://...")`` (B6) opens this engine through
+:func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
 for the schema (``schema.qualify``, once per backend, never per call); one statement
@@ -47,12 +48,12 @@ from typing import Any
 import psycopg
 
 from ...errors import InvalidArgument, LiteqError
+from ..base import Backend
 from ..records import Capabilities
 from .connection import Connections, ServerClock
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
-from .pending import Pending
 from .schedules import ScheduleVerbs
 from .schema import (
     DEFAULT_SCHEMA,
@@ -63,6 +64,7 @@ from .schema import (
     qualify,
     schema_version,
 )
+from .topics import TopicVerbs
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
@@ -96,7 +98,10 @@ _CHECKS = (
 )
 
 
-class PostgresBackend(MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Pending):
+# TopicVerbs first: its base QueueVerbs then precedes Notifier (whose notify_sql
+# property QueueVerbs only declares). Backend last: it only declares the verbs, so the
+# mixins' definitions come first in the method order (as SQLiteBackend does).
+class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

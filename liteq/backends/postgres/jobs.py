@@ -177,7 +177,7 @@ def _result_params(row: Sequence[Any]) -> list[Any]:
 
 class JobVerbs:
     """What the task layer needs beyond plain messages (a mixin of ``PostgresBackend``,
-    before ``Pending`` in its bases)."""
+    before ``Backend`` in its bases)."""
 
     conns: Connections
     schema: str

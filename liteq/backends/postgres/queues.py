@@ -84,6 +84,7 @@ RETURNING id
 SQL_QUEUE_ID = "SELECT id FROM {s}.queues WHERE name = %s"
 # COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
 SQL_QUEUE_NAMES = 'SELECT name FROM {s}.queues ORDER BY name COLLATE "C"'
+SQL_QUEUE_TOPIC = "SELECT topic FROM {s}.queues WHERE id = %s"
 SQL_QUEUE_LOCK = "SELECT topic FROM {s}.queues WHERE id = %s FOR UPDATE"
 SQL_TOPIC_LOCK = "SELECT pg_advisory_xact_lock(hashtext('liteq.topic:' || %s))"
 SQL_QUEUE_DELETE = "DELETE FROM {s}.queues WHERE id = %s"
@@ -310,13 +311,16 @@ class QueueVerbs(Backend):
 
     def delete_queue(self, qid: int) -> None:
         with self.conns.tx() as cur:
-            cur.execute(self.qs.queue_lock, (qid,))
+            # A queue's topic never changes: read without a lock, so the topic lock is
+            # taken before the queue row's, in the order subscribe takes them (topics.py).
+            cur.execute(self.qs.queue_topic, (qid,))
             found = cur.fetchall()
             topic = found[0][0] if found else None
             if topic is not None:
                 # The topic's publishers hold this lock shared while they route: none
                 # can commit into the queue after it is gone (boundary plan 3.9).
                 cur.execute(self.qs.topic_lock, (topic,))
+            cur.execute(self.qs.queue_lock, (qid,))
             cur.execute(self.qs.purge_all, (qid,))
             cur.execute(self.qs.stripes_delete, (qid,))
             cur.execute(self.qs.queue_delete, (qid,))
