@@ -101,7 +101,7 @@ from .backends.targets import is_postgres
 from .database import Database, connect
 from .errors import InvalidArgument, LeaseLost, LiteqError, QueueFull
 from .queue import Message
-from .queue import Queue as _LiteqQueue
+from .queue import Queue as LiteqQueue
 from .validate import INT64_MAX, short
 
 __all__ = [
@@ -391,7 +391,7 @@ class SimpleQueue(Generic[_T]):
         #: PostgreSQL URL without its password.
         self.path: str = self._db.path
         self._lease_option: dict[str, Any] = {} if lease is None else {"lease": lease}
-        self._main: _LiteqQueue = self._db.queue(
+        self._main: LiteqQueue = self._db.queue(
             self.name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
         if not self._main.config.count_depth:
@@ -505,7 +505,7 @@ class Queue(SimpleQueue[_T]):
         if maxsize is not None:
             self.maxsize = maxsize
         held_name = self.name + HELD_SUFFIX
-        self._held_q: _LiteqQueue = self._db.queue(
+        self._held_q: LiteqQueue = self._db.queue(
             held_name, max_attempts=_MAX_ATTEMPTS, **self._lease_option
         )
         if not self._held_q.config.count_depth:
