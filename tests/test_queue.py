@@ -308,7 +308,12 @@ def test_a_batch_claim_topped_up_by_due_delayed_messages_hands_them_out_in_queue
     msgs = q.get_many(10)
 
     assert [m.id for m in msgs] == delayed + ready
-    assert {m.attempts for m in msgs} == {1} and len({m.token for m in msgs}) == 1
+    assert {m.attempts for m in msgs} == {1}
+    if clocked_db.backend.capabilities.engine == "sqlite":
+        # SQLite's batch claim shares one token (one transaction: ack_many deletes a
+        # claim's messages with one statement). PostgreSQL's top-up is a second claim
+        # statement with a token of its own: fencing needs a fresh token per claim only.
+        assert len({m.token for m in msgs}) == 1
     assert q.stats()["leased"] == 4
     q.ack_many(msgs)
     assert q.stats()["depth"] == 0
