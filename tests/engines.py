@@ -11,20 +11,16 @@ Two levels:
   ``tmp_path`` on SQLite, ``postgresql://...?schema=...`` naming a fresh schema on
   PostgreSQL), and ``db`` / ``clocked_db`` opened on it. A module opts in with
   ``pytestmark = pytest.mark.every_engine``; its tests then run once per engine listed in
-  ``$LITEQ_TEST_ENGINES`` (comma-separated, default ``sqlite``). A test there that is about
+  ``$LITEQ_TEST_ENGINES`` (comma-separated, default both). A test there that is about
   SQLite itself carries ``@pytest.mark.sqlite_only("why")`` and runs on SQLite only; the
   collection check below refuses a test of such a module that builds a database file
   (requests ``db_path``, names ``tmp_path / "....db"``, or calls the CLI tests'
   ``fresh(tmp_path)``) without that marker. Modules that
   have not opted in run their ``db`` tests on SQLite only.
 
-The default is ``sqlite`` because the PostgreSQL engine does not have every verb yet
-(issue 17, steps B1-B5). ``LITEQ_TEST_ENGINES=sqlite,postgres`` runs the opted-in modules on
-both; there a test that reaches a verb not written yet (``NotImplementedError("X() is not
-yet on PostgreSQL ...")``, raised, or in the failure's text or captured output: the CLI's
-``Error:`` line, a child process's traceback) is reported
-SKIPPED "not yet on PostgreSQL: X", never passed, never failed. Once every verb is there,
-the next step makes ``sqlite,postgres`` the default and deletes that hook.
+The default is both engines. ``LITEQ_TEST_ENGINES=sqlite`` runs the suite on SQLite alone
+(no PostgreSQL server needed); ``-m postgres`` / ``-m "not postgres"`` select one engine's
+runs (every PostgreSQL-parametrized test carries the ``postgres`` marker).
 
 Registered from ``tests/conftest.py`` (``pytest_plugins``).
 """
@@ -58,17 +54,14 @@ __all__ = [
 #: Every engine there is.
 ENGINES = ["sqlite", "postgres"]
 
-#: What a PostgreSQL verb not written yet says (liteq/backends/postgres/pending.py).
-_NOT_YET = re.compile(r"(\w+)\(\) is not yet on PostgreSQL")
-
 #: A database file built by hand from ``tmp_path`` (the collection check's second test;
 #: ``fresh`` is test_cli.py's helper naming one).
 _FILE_DB = re.compile(r"tmp_path\s*/\s*[\"'][^\"']*\.db[\"']|\bfresh\(tmp_path\)")
 
 
 def engines_under_test() -> list[str]:
-    """The engines named by ``$LITEQ_TEST_ENGINES`` (default ``sqlite``), in order."""
-    raw = os.environ.get("LITEQ_TEST_ENGINES", "") or "sqlite"
+    """The engines named by ``$LITEQ_TEST_ENGINES`` (default: every engine), in order."""
+    raw = os.environ.get("LITEQ_TEST_ENGINES", "") or ",".join(ENGINES)
     names = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in names if name not in ENGINES]
     if unknown or not names:
@@ -125,37 +118,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("\n".join(unmarked))
 
 
-def not_yet_verb(excinfo: Any, text: str) -> str | None:
-    """The PostgreSQL verb a failure ran into (raised, or quoted in *text*), else None."""
-    exc = excinfo.value if excinfo is not None else None
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, NotImplementedError):
-            found = _NOT_YET.search(str(exc))
-            return found.group(1) if found else "an unwritten verb"
-        exc = exc.__cause__ or exc.__context__
-    found = _NOT_YET.search(text)
-    return found.group(1) if found else None
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if not report.failed or report.when == "teardown":
-        return
-    callspec = getattr(item, "callspec", None)
-    if callspec is None or callspec.params.get("engine") != "postgres":
-        return
-    captured = "\n".join(content for _title, content in report.sections)
-    verb = not_yet_verb(call.excinfo, f"{report.longreprtext}\n{captured}")
-    if verb is not None:
-        path, lineno, _ = item.location
-        report.outcome = "skipped"
-        report.longrepr = (path, (lineno or 0) + 1, f"Skipped: not yet on PostgreSQL: {verb}")
-
-
 # -- Backend level ------------------------------------------------------------------------
 
 
@@ -201,8 +163,7 @@ def backend(open_backend: Callable[..., Backend]) -> Backend:
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str:
     """The engine this test runs on: ``sqlite`` or ``postgres`` (parametrized by
-    ``pytest_generate_tests`` above, from ``$LITEQ_TEST_ENGINES``; default ``sqlite``
-    until the PostgreSQL engine has every verb)."""
+    ``pytest_generate_tests`` above, from ``$LITEQ_TEST_ENGINES``; default both)."""
     return str(getattr(request, "param", "sqlite"))
 
 

@@ -3,9 +3,9 @@ rows, jobs listings, released leases and cancellation.
 
 The shared tests take ``backend``/``open_backend`` (``tests/engines.py``) and run on
 SQLite and PostgreSQL alike: what one engine answers, the other must, down to the types
-in the records. Tests that need messages create them with ``backend.put``/``claim``; on an
-engine without those verbs yet they skip, saying so. The PostgreSQL-only tests at the end
-set rows up with SQL and race real connections against each other.
+in the records. Tests that need messages create them with ``backend.put``/``claim``. The
+PostgreSQL-only tests at the end set rows up with SQL and race real connections against
+each other.
 """
 
 from __future__ import annotations
@@ -25,29 +25,20 @@ from liteq.errors import LiteqError
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _needs(what: str, call: Callable[[], Any]) -> Any:
-    """*call*, or skip the test when the engine does not have that verb yet."""
-    try:
-        return call()
-    except NotImplementedError as exc:
-        pytest.skip(f"{what} is not on this engine yet ({exc}); runs once it is")
-
-
 def _queue(backend: Backend, **options: Any) -> int:
     """A queue's id (default options, overridden by *options*)."""
-    return int(_needs("ensure_queue()", lambda: backend.ensure_queue(
-        "jobs", {**default_queue_options(), **options}, {}).id))
+    return int(backend.ensure_queue("jobs", {**default_queue_options(), **options}, {}).id)
 
 
 def _put(backend: Backend, qid: int, *, delay: float = 0.0, payload: bytes = b"\xa0") -> int:
     """Put one message (delayed by *delay* seconds); its id."""
     row = NewMessage(0, None, backend.clock() + delay, payload, None, None)
-    return int(_needs("put()", lambda: backend.put(qid, [row]))[0])
+    return int(backend.put(qid, [row])[0])
 
 
 def _claim(backend: Backend, qid: int, n: int = 1) -> list[tuple[int, int]]:
     """Claim up to *n* messages; their ``(id, token)``."""
-    rows, _ = _needs("claim()", lambda: backend.claim(qid, n, 30.0))
+    rows, _ = backend.claim(qid, n, 30.0)
     return [(row[0], row[1]) for row in rows]
 
 

@@ -71,10 +71,7 @@ def test_a_put_from_another_connection_wakes_an_armed_waiter(
     if backend.capabilities.wakeup == "poll":
         pytest.skip("a polling waiter is woken by time, not by commits")
     writer = open_backend()
-    try:
-        qid = writer.ensure_queue("q", default_queue_options(), {}).id
-    except NotImplementedError:
-        pytest.skip("this engine has no put yet (PostgreSQL: issue 17 step B1)")
+    qid = writer.ensure_queue("q", default_queue_options(), {}).id
     waiter = backend.waiter()
     try:
         waiter.arm()

@@ -6,21 +6,31 @@ agree with a few lines of plain Python: which messages are claimable and in whic
 order, each message's state and attempts, dead after ``max_attempts`` with the
 reason, ``LeaseLost`` (changing nothing) for every stale token, and the depth
 counter behind ``max_depth`` (``QueueFull``, writing nothing, when it is reached).
+
+It runs on every engine (tests/engines.py): each example is a new queue, on its own
+connection with its own clock, in the test's database, deleted at the end of the example.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import itertools
 from dataclasses import dataclass
 
 import hypothesis.strategies as st
+import pytest
 from helpers import FakeClock, message_rows
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import liteq
+
+pytestmark = pytest.mark.every_engine
 
 # Times are whole seconds that line up (delays, leases and clock steps of 5 and 10),
 # so that "due exactly now" and "expires exactly now" happen often, and leases are
@@ -28,6 +38,8 @@ import liteq
 LEASE = 5
 MAX_ATTEMPTS = 2
 MAX_DEPTH = 6
+
+_examples = itertools.count(1)
 
 
 @dataclass
@@ -47,21 +59,26 @@ class Expected:
 class QueueModel(RuleBasedStateMachine):
     """One liteq queue against a dict of Expected messages."""
 
+    #: The database each example opens (the test sets it: a file or a PostgreSQL URL).
+    target = ""
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="liteq-model-")
         self.clock = FakeClock()
-        self.db = liteq.connect(os.path.join(self.dir, "model.db"), clock=self.clock)
+        self.db = liteq.connect(self.target, clock=self.clock)
+        self.name = f"model-{next(_examples)}"
         self.q = self.db.queue(
-            "model", lease=LEASE, max_attempts=MAX_ATTEMPTS, max_depth=MAX_DEPTH
+            self.name, lease=LEASE, max_attempts=MAX_ATTEMPTS, max_depth=MAX_DEPTH
         )
         self.expected: dict[int, Expected] = {}
         self.deliveries: list[liteq.Message] = []  # every Message ever handed out
         self.next_payload = 0
 
     def teardown(self) -> None:
-        self.db.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.db.delete_queue(self.name)
+        finally:
+            self.db.close()
 
     # -- the model's own rules ---------------------------------------------------------
 
@@ -241,11 +258,15 @@ class QueueModel(RuleBasedStateMachine):
             assert m.error == e.error, mid
 
 
-QueueModel.TestCase.settings = settings(
+SETTINGS = settings(
     max_examples=80,
     stateful_step_count=50,
     deadline=None,
     database=None,  # no example files left in the repository; failures print a repro
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_a_queue_behaves_like_its_model = QueueModel.TestCase
+
+
+def test_a_queue_behaves_like_its_model(db_target: str) -> None:
+    QueueModel.target = db_target
+    run_state_machine_as_test(QueueModel, settings=SETTINGS)
