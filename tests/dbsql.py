@@ -28,10 +28,12 @@ TABLES = ("queues", "messages", "results", "schedules", "schedule_runs", "meta")
 
 #: The application tables tests make with :func:`app_table` (kept in the test's schema
 #: on PostgreSQL, so that no two tests of a module share one).
-APP_TABLES = ("orders", "ledger")
+APP_TABLES = ("orders", "ledger", "effects", "touches", "starts", "finishes")
 
 _TABLE = re.compile(
-    r"\b(FROM|JOIN|UPDATE|INTO|TABLE)\s+(" + "|".join(TABLES + APP_TABLES) + r")\b",
+    r"\b(FROM|JOIN|UPDATE|INTO|TABLE(?:\s+IF\s+NOT\s+EXISTS)?)\s+("
+    + "|".join(TABLES + APP_TABLES)
+    + r")\b",
     re.IGNORECASE,
 )
 

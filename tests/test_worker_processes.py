@@ -1,6 +1,6 @@
 """The worker as it runs in production: real ``liteq worker`` subprocesses, real
 signals, real SIGKILL. The application is ``workerapp.py``; every test checks the
-database file afterwards, never the worker's word for it."""
+database afterwards, never the worker's word for it. On every engine."""
 
 from __future__ import annotations
 
@@ -14,18 +14,22 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from dbsql import corrupt_payload, sql
 from workerapp_tools import PATIENCE, alive, children_of, start_worker, stop, wait_until
 
 import liteq
 from liteq.backends import State
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process pool needs fork()")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="the process pool needs fork()"),
+    pytest.mark.every_engine,
+]
 
 
 @pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The test app's module, (re)imported on a fresh file: its tasks enqueue there."""
-    monkeypatch.setenv("LITEQ_DB", str(tmp_path / "w.db"))
+def app(db_target: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The test app's module, (re)imported on a fresh database: its tasks enqueue there."""
+    monkeypatch.setenv("LITEQ_DB", db_target)
     import workerapp
 
     module = importlib.reload(workerapp)
@@ -34,7 +38,11 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]
 
 
 def _results(db: liteq.Database, state: int = State.DONE) -> int:
-    return db.execute("SELECT count(*) FROM results WHERE state = ?", (state,))[0][0]
+    return int(sql(db, "SELECT count(*) FROM results WHERE state = ?", (int(state),))[0][0])
+
+
+def _count(db: liteq.Database, query: str) -> int:
+    return int(sql(db, query)[0][0])
 
 
 def test_a_worker_killed_halfway_and_restarted_completes_every_task_and_atomic_effects_happen_once(
@@ -44,7 +52,7 @@ def test_a_worker_killed_halfway_and_restarted_completes_every_task_and_atomic_e
     jobs = app.record.enqueue_many([(n,) for n in range(2500)])
     jobs += app.touch.enqueue_many([(n,) for n in range(2500)])
     log = tmp_path / "worker.log"
-    first = start_worker(db.path, "--pool", "process", "-c", "2", log=log)
+    first = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "2", log=log)
     wait_until(lambda: _results(db) >= 2500, what="half of the jobs")
     kids = children_of(first.pid)
     assert len(kids) == 2
@@ -53,17 +61,17 @@ def test_a_worker_killed_halfway_and_restarted_completes_every_task_and_atomic_e
     wait_until(lambda: not any(alive(k) for k in kids), what="the children to die with it")
     assert _results(db) < 5000, "the worker finished before it was killed"
 
-    second = start_worker(db.path, "--pool", "process", "-c", "2", log=log)
+    second = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "2", log=log)
     wait_until(lambda: _results(db) == 5000, what="every job to finish")
     assert stop(second) == 0
 
     # Every job is done; the atomic side effects happened exactly once each, the
     # others at least once.
     assert {j.state for j in jobs} == {"done"}
-    effects = Counter(n for (n,) in db.execute("SELECT n FROM effects"))
+    effects = Counter(n for (n,) in sql(db, "SELECT n FROM effects"))
     assert sorted(effects) == list(range(2500))
     assert set(effects.values()) == {1}
-    touches = Counter(n for (n,) in db.execute("SELECT n FROM touches"))
+    touches = Counter(n for (n,) in sql(db, "SELECT n FROM touches"))
     assert sorted(touches) == list(range(2500))
     assert db.queue("default").stats()["depth"] == 0
     assert db.integrity_check() == ["ok"]
@@ -75,30 +83,30 @@ def test_a_task_that_sleeps_longer_than_its_lease_runs_once_while_another_worker
     db.queue("slow", lease=1.0)
     job = app.sleepy.delay("long", 2.5)
     log = tmp_path / "worker.log"
-    workers = [start_worker(db.path, "--pool", "process", "-c", "1", log=log),
-               start_worker(db.path, "--pool", "thread", "-c", "2", log=log)]
+    workers = [start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "1", log=log),
+               start_worker(os.environ["LITEQ_DB"], "--pool", "thread", "-c", "2", log=log)]
     try:
         assert job.result(wait=PATIENCE) == "long"
     finally:
         for w in workers:
             assert stop(w) == 0
-    assert db.execute("SELECT count(*) FROM starts WHERE tag = 'long'")[0][0] == 1
+    assert _count(db, "SELECT count(*) FROM starts WHERE tag = 'long'") == 1
     assert job.attempts == 1
 
 
 def test_sigterm_lets_running_tasks_finish_within_the_grace_period(app, tmp_path: Path) -> None:
     db = app.db
     jobs = [app.sleepy.delay(f"t{i}", 1.0) for i in range(2)]
-    w = start_worker(db.path, "--pool", "process", "-c", "2", "--grace", "20",
+    w = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "2", "--grace", "20",
                      log=tmp_path / "worker.log")
-    wait_until(lambda: db.execute("SELECT count(*) FROM starts")[0][0] == 2,
+    wait_until(lambda: _count(db, "SELECT count(*) FROM starts") == 2,
                what="both tasks to start")
     sent = time.monotonic()
     assert stop(w, signal.SIGTERM) == 0
     assert time.monotonic() - sent < 10  # they needed about 1 s, not the 20 s grace
     assert [j.state for j in jobs] == ["done", "done"]
     assert [j.attempts for j in jobs] == [1, 1]
-    assert db.execute("SELECT count(*) FROM finishes")[0][0] == 2
+    assert _count(db, "SELECT count(*) FROM finishes") == 2
 
 
 def test_sigterm_releases_tasks_still_running_after_the_grace_and_another_worker_takes_them_at_once(
@@ -108,10 +116,10 @@ def test_sigterm_releases_tasks_still_running_after_the_grace_and_another_worker
     # Each sleeps 30 s the first time it starts and 0.1 s the second time.
     jobs = [app.sleepy.delay(f"t{i}", 30.0, 0.1) for i in range(2)]
     log = tmp_path / "worker.log"
-    first = start_worker(db.path, "--pool", "process", "-c", "2", "--grace", "0.5", log=log)
-    wait_until(lambda: db.execute("SELECT count(*) FROM starts")[0][0] == 2,
+    first = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "2", "--grace", "0.5", log=log)
+    wait_until(lambda: _count(db, "SELECT count(*) FROM starts") == 2,
                what="both tasks to start")
-    second = start_worker(db.path, "--pool", "thread", "-c", "2", log=log)
+    second = start_worker(os.environ["LITEQ_DB"], "--pool", "thread", "-c", "2", log=log)
     time.sleep(0.3)  # let it start and sit idle
     sent = time.monotonic()
     assert stop(first, signal.SIGTERM) == 0
@@ -120,7 +128,7 @@ def test_sigterm_releases_tasks_still_running_after_the_grace_and_another_worker
     took = time.monotonic() - sent
     assert stop(second) == 0
     assert took < 15, f"picked up after {took:.1f}s: that is the 30 s lease, not a release"
-    pids = {pid for (pid,) in db.execute("SELECT pid FROM finishes")}
+    pids = {pid for (pid,) in sql(db, "SELECT pid FROM finishes")}
     assert pids == {second.pid}
     # The interrupted attempt was given back, not counted.
     assert [j.attempts for j in jobs] == [1, 1]
@@ -129,9 +137,9 @@ def test_sigterm_releases_tasks_still_running_after_the_grace_and_another_worker
 def test_a_second_sigterm_stops_at_once_and_releases_running_tasks(app, tmp_path: Path) -> None:
     db = app.db
     jobs = [app.sleepy.delay(f"t{i}", 30.0) for i in range(2)]
-    w = start_worker(db.path, "--pool", "process", "-c", "2", "--grace", "60",
+    w = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "2", "--grace", "60",
                      log=tmp_path / "worker.log")
-    wait_until(lambda: db.execute("SELECT count(*) FROM starts")[0][0] == 2,
+    wait_until(lambda: _count(db, "SELECT count(*) FROM starts") == 2,
                what="both tasks to start")
     w.send_signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -150,12 +158,12 @@ def test_bad_messages_each_end_as_documented_and_the_process_pool_keeps_serving(
     unknown = bad.put({"task": "app.nope", "args": [], "kwargs": {}})
     not_a_task = bad.put({"hello": "world"})
     garbled = bad.put({"task": "app.noop", "args": [], "kwargs": {}})
-    db.execute("UPDATE messages SET payload = x'ff00ff' WHERE id = ?", (garbled,))
+    corrupt_payload(db, garbled, b"\xff\x00\xff")
     timeout = app.forever.delay()
     crash = app.die.delay()
     exits = {kind: app.base.delay(kind) for kind in ("exit", "interrupt", "meltdown")}
     log = tmp_path / "worker.log"
-    w = start_worker(db.path, "--pool", "process", "-c", "1", "--queues", "bad", log=log)
+    w = start_worker(os.environ["LITEQ_DB"], "--pool", "process", "-c", "1", "--queues", "bad", log=log)
     try:
         pid_before = before.result(wait=PATIENCE)
         finished = [unknown, not_a_task, garbled, timeout.id, crash.id,
@@ -184,4 +192,4 @@ def test_bad_messages_each_end_as_documented_and_the_process_pool_keeps_serving(
     # The timed-out and crashed children were replaced by new processes.
     assert pid_before != pid_after
     # Each has a results row, except the undecodable one: the claim buried it.
-    assert db.execute("SELECT count(*) FROM results WHERE state = ?", (State.DEAD,))[0][0] == 7
+    assert _results(db, State.DEAD) == 7

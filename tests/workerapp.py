@@ -1,7 +1,8 @@
 """The application the worker tests run in real ``liteq worker`` subprocesses.
 
 Its database is ``$LITEQ_DB``. Every task leaves evidence in the application's own
-tables in the same file, so a test can see what ran, how often, and where.
+tables in the same database, so a test can see what ran, how often, and where (SQL
+through ``dbsql.sql``: SQLite's dialect, translated on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import os
 import time
 
+from dbsql import sql
+
 import liteq
 
-db = liteq.connect()  # $LITEQ_DB
+db = liteq.connect()  # $LITEQ_DB: a file, or a PostgreSQL URL (then the tables below go
+# in liteq's schema there, so that each test's database has its own)
 
-db.execute("CREATE TABLE IF NOT EXISTS effects (n INTEGER NOT NULL)")
-db.execute("CREATE TABLE IF NOT EXISTS touches (n INTEGER NOT NULL)")
-db.execute("CREATE TABLE IF NOT EXISTS starts (tag TEXT, pid INTEGER, at REAL)")
-db.execute("CREATE TABLE IF NOT EXISTS finishes (tag TEXT, pid INTEGER, at REAL)")
+sql(db, "CREATE TABLE IF NOT EXISTS effects (n INTEGER NOT NULL)")
+sql(db, "CREATE TABLE IF NOT EXISTS touches (n INTEGER NOT NULL)")
+sql(db, "CREATE TABLE IF NOT EXISTS starts (tag TEXT, pid INTEGER, at REAL)")
+sql(db, "CREATE TABLE IF NOT EXISTS finishes (tag TEXT, pid INTEGER, at REAL)")
 
 
 @db.task(name="app.noop")
@@ -28,24 +32,24 @@ def noop() -> None:
 def record(n: int) -> None:
     """Its side effect commits in the transaction that acks it: exactly once."""
     time.sleep(0.001)
-    db.execute("INSERT INTO effects (n) VALUES (?)", (n,))
+    sql(db, "INSERT INTO effects (n) VALUES (?)", (n,))
 
 
 @db.task(name="app.touch")
 def touch(n: int) -> None:
     """Its side effect commits on its own, before the ack: at least once."""
     time.sleep(0.001)
-    db.execute("INSERT INTO touches (n) VALUES (?)", (n,))
+    sql(db, "INSERT INTO touches (n) VALUES (?)", (n,))
 
 
 @db.task(name="app.sleepy", queue="slow", store_result=True)
 def sleepy(tag: str, seconds: float, again: float | None = None) -> str:
     """Note the start, sleep *seconds* (or *again* if this tag started before), note
     the finish."""
-    seen = db.execute("SELECT count(*) FROM starts WHERE tag = ?", (tag,))[0][0]
-    db.execute("INSERT INTO starts VALUES (?, ?, ?)", (tag, os.getpid(), time.time()))
+    seen = sql(db, "SELECT count(*) FROM starts WHERE tag = ?", (tag,))[0][0]
+    sql(db, "INSERT INTO starts VALUES (?, ?, ?)", (tag, os.getpid(), time.time()))
     time.sleep(seconds if not seen or again is None else again)
-    db.execute("INSERT INTO finishes VALUES (?, ?, ?)", (tag, os.getpid(), time.time()))
+    sql(db, "INSERT INTO finishes VALUES (?, ?, ?)", (tag, os.getpid(), time.time()))
     return tag
 
 
