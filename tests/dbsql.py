@@ -21,7 +21,10 @@ from typing import Any
 
 import liteq
 
-__all__ = ["TABLES", "missing_words", "is_postgres", "sql", "rows", "count", "corrupt_payload", "app_table"]
+__all__ = [
+    "TABLES", "missing_words", "is_postgres", "sql", "rows", "count", "everything",
+    "corrupt_payload", "app_table",
+]
 
 #: liteq's tables (the engine's schema); anything else is the application's.
 TABLES = ("queues", "messages", "results", "schedules", "schedule_runs", "meta")
@@ -76,6 +79,11 @@ def count(db: liteq.Database, table: str) -> int:
     if table not in TABLES:
         raise ValueError(f"{table!r} is not one of liteq's tables {TABLES}")
     return int(sql(db, f"SELECT count(*) FROM {table}")[0][0])
+
+
+def everything(db: liteq.Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every liteq table: equal before and after means nothing was written."""
+    return {table: rows(db, table) for table in TABLES}
 
 
 def corrupt_payload(db: liteq.Database, message_id: int, garbage: bytes = GARBAGE) -> None:

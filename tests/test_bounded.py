@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import PATIENCE, file_digest, wait_until
+from dbsql import sql
+from helpers import PATIENCE, wait_until
 
 import liteq
 from liteq.cli import cli
 from liteq.scheduler import MIN_EVERY, Scheduler
+
+pytestmark = pytest.mark.every_engine
 
 
 @pytest.mark.parametrize("every", [1e-15, 0.001, 0.5, MIN_EVERY - 1e-9])
@@ -35,16 +38,14 @@ def test_an_interval_at_the_floor_is_accepted(db) -> None:
     assert db.schedule("t", every=MIN_EVERY, queue="x", payload=1).spec == "1.0"
 
 
-def test_the_cli_refuses_every_below_one_second_with_a_usage_error(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
-    liteq.connect(path).close()
-    before = file_digest(path)
-    result = CliRunner().invoke(cli, ["--db", path, "schedule", "add", "t", "--every", "0.001",
-                                      "--queue", "x", "--payload", "1"], prog_name="liteq")
+def test_the_cli_refuses_every_below_one_second_with_a_usage_error(db, db_target) -> None:
+    result = CliRunner().invoke(cli, ["--db", db_target, "schedule", "add", "t", "--every",
+                                      "0.001", "--queue", "x", "--payload", "1"],
+                                prog_name="liteq")
     assert result.exit_code == 2, result.output
     assert "Error" in result.output and "--every" in result.output
     assert "from 1 to" in result.output
-    assert file_digest(path) == before
+    assert db.schedules() == [] and db.queues() == []
 
 
 def test_an_at_in_the_past_is_refused_unless_allow_past(clocked_db, clock) -> None:
@@ -62,16 +63,13 @@ def test_an_at_less_than_the_misfire_grace_ago_counts_as_now(clocked_db, clock) 
     assert s.next_run_at == clock.now - 30
 
 
-def test_the_cli_refuses_an_at_in_the_past_and_accepts_it_with_allow_past(tmp_path) -> None:
-    path = str(tmp_path / "q.db")
-    liteq.connect(path).close()
-    args = ["--db", path, "schedule", "add", "t", "--at", "2001-01-01T00:00:00Z",
+def test_the_cli_refuses_an_at_in_the_past_and_accepts_it_with_allow_past(db, db_target) -> None:
+    args = ["--db", db_target, "schedule", "add", "t", "--at", "2001-01-01T00:00:00Z",
             "--queue", "x", "--payload", "1"]
-    before = file_digest(path)
     result = CliRunner().invoke(cli, args, prog_name="liteq")
     assert result.exit_code == 2, result.output
     assert "in the past" in result.output and "--allow-past" in result.output
-    assert file_digest(path) == before
+    assert db.schedules() == [] and db.queues() == []
     result = CliRunner().invoke(cli, [*args, "--allow-past"], prog_name="liteq")
     assert result.exit_code == 0, result.output
 
@@ -102,6 +100,7 @@ def _write_worst_schedules(db: liteq.Database) -> None:
                     (f"worst-{copy}-{i}", kind, spec, misfire, cap, next_run_at, now, now))
 
 
+@pytest.mark.sqlite_only("the write lock held too long is SQLite's one writer lock")
 def test_a_scheduler_fed_the_worst_rows_lets_another_process_write_within_a_second(
         tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
@@ -135,6 +134,7 @@ def test_a_scheduler_fed_the_worst_rows_lets_another_process_write_within_a_seco
     assert len(liteq.connect(path).queue("other")) == puts
 
 
+@pytest.mark.sqlite_only("MAINTAIN_ROWS bounds SQLite's write transaction in a claim")
 def test_a_claim_settles_at_most_maintain_rows_due_messages_and_the_next_claims_the_rest(
         clocked_db, clock) -> None:
     from liteq.backends.sqlite.base import MAINTAIN_ROWS
@@ -161,8 +161,8 @@ def test_a_stored_interval_below_the_floor_is_shown_resumed_and_planned_at_one_s
         clocked_db, clock) -> None:
     db = clocked_db
     db.schedule("tiny", every=60, queue="q", payload=1)
-    db.execute("UPDATE schedules SET spec = '1e-15', next_run_at = ? WHERE name = 'tiny'",
-               (clock.now - 1e6,))
+    sql(db, "UPDATE schedules SET spec = '1e-15', next_run_at = ? WHERE name = 'tiny'",
+        (clock.now - 1e6,))
     s = db.schedule("tiny").pause().resume()  # resume walks the grid forward from its start
     assert s.next_run_at is not None and clock.now <= s.next_run_at <= clock.now + MIN_EVERY
     times = [d.timestamp() for d in s.next(3)]

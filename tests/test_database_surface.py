@@ -15,12 +15,15 @@ from test_cli import as_json
 import liteq
 from liteq.backends import Backend, QueueRecord, State
 
+pytestmark = pytest.mark.every_engine
 
-def test_the_backend_is_the_engine_and_says_what_it_can_do(db: liteq.Database) -> None:
+
+def test_the_backend_is_the_engine_and_says_what_it_can_do(db: liteq.Database, engine: str) -> None:
     assert isinstance(db.backend, Backend)
-    assert db.backend.capabilities.engine == "sqlite"
+    assert db.backend.capabilities.engine == engine
     assert db.connection is db.backend.connection()
-    assert db.backend.path == db.path
+    if engine == "sqlite":
+        assert db.backend.path == db.path
 
 
 def test_each_thread_has_one_waiter_until_the_database_closes(db: liteq.Database) -> None:
@@ -79,6 +82,7 @@ def test_pruning_deletes_expired_results_and_old_schedule_runs(clocked_db: liteq
     assert len(db.schedules()[0].history()) == 1
 
 
+@pytest.mark.sqlite_only("a file, its symlink and its WAL")
 def test_storage_size_counts_the_real_file_and_its_wal(tmp_path: Path) -> None:
     real, link = tmp_path / "real.db", tmp_path / "link.db"
     link.symlink_to(real)
@@ -87,6 +91,7 @@ def test_storage_size_counts_the_real_file_and_its_wal(tmp_path: Path) -> None:
         assert db.storage_size() == os.path.getsize(real) + os.path.getsize(f"{real}-wal")
 
 
+@pytest.mark.sqlite_only("a file, its symlink and its WAL")
 def test_vacuum_through_a_symlink_counts_the_real_files_wal(tmp_path: Path) -> None:
     real, link = tmp_path / "real.db", tmp_path / "link.db"
     link.symlink_to(real)
@@ -99,6 +104,7 @@ def test_vacuum_through_a_symlink_counts_the_real_files_wal(tmp_path: Path) -> N
     assert result["bytes_before"] == size
 
 
+@pytest.mark.sqlite_only("files; PostgreSQL's missing schema: test_postgres_engine.py")
 def test_connect_without_create_refuses_a_missing_file_and_makes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "none.db"
     with pytest.raises(liteq.LiteqError, match=f"no liteq database at {path}"):
@@ -106,6 +112,7 @@ def test_connect_without_create_refuses_a_missing_file_and_makes_nothing(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.sqlite_only("an empty file")
 def test_connect_without_create_refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.touch()
@@ -114,14 +121,13 @@ def test_connect_without_create_refuses_an_empty_file_and_leaves_it_empty(tmp_pa
     assert path.stat().st_size == 0 and [p.name for p in tmp_path.iterdir()] == ["empty.db"]
 
 
-def test_connect_without_create_opens_an_existing_database(tmp_path: Path) -> None:
-    path = tmp_path / "q.db"
-    with liteq.connect(path) as db:
+def test_connect_without_create_opens_an_existing_database(db_target: str) -> None:
+    with liteq.connect(db_target) as db:
         db.queue("jobs").put(1)
-    with liteq.connect(path, create=False) as db:
+    with liteq.connect(db_target, create=False) as db:
         assert len(db.queue("jobs")) == 1
 
 
-def test_create_must_be_a_boolean(tmp_path: Path) -> None:
+def test_create_must_be_a_boolean(db_target: str) -> None:
     with pytest.raises(liteq.InvalidArgument, match="create must be True or False, got 'no'"):
-        liteq.connect(tmp_path / "q.db", create="no")  # type: ignore[arg-type]
+        liteq.connect(db_target, create="no")  # type: ignore[arg-type]

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from helpers import file_digest
+from dbsql import everything
 
 import liteq
 from liteq import Backoff
 from liteq.cli import cli
+
+pytestmark = pytest.mark.every_engine
 
 BIG = 2**64
 SURROGATE = "order\ud800.eu"
@@ -61,10 +63,10 @@ def full_db(db: liteq.Database) -> liteq.Database:
         "subscribe max_depth", "publish priority"])
 def test_an_integer_past_64_bits_raises_invalid_argument_and_changes_nothing(
         full_db: liteq.Database, call: Callable[[liteq.Database], Any]) -> None:
-    before = file_digest(full_db.path)
+    before = everything(full_db)
     error = refused(lambda: call(full_db))
     assert isinstance(error, ValueError)
-    assert file_digest(full_db.path) == before
+    assert everything(full_db) == before
 
 
 @pytest.mark.parametrize("call, fragment", [
@@ -93,9 +95,9 @@ def test_an_integer_past_64_bits_raises_invalid_argument_and_changes_nothing(
 ])
 def test_nan_infinity_booleans_surrogates_and_far_times_are_refused_at_the_edge(
         full_db: liteq.Database, call: Callable[[liteq.Database], Any], fragment: str) -> None:
-    before = file_digest(full_db.path)
+    before = everything(full_db)
     refused(lambda: call(full_db), fragment)
-    assert file_digest(full_db.path) == before
+    assert everything(full_db) == before
 
 
 def test_a_lone_surrogate_in_a_reason_or_error_is_refused_and_the_lease_is_kept(db) -> None:
@@ -152,15 +154,14 @@ def run(path: str, *args: str) -> Result:
     ["schedule", "history", "s", "-n", str(BIG)],
 ])
 def test_every_cli_command_refuses_out_of_range_input_with_error_and_no_traceback(
-        full_db: liteq.Database, args: list[str]) -> None:
-    full_db.close()
-    before = file_digest(full_db.path)
-    result = run(full_db.path, *args)
+        full_db: liteq.Database, db_target: str, args: list[str]) -> None:
+    before = everything(full_db)
+    result = run(db_target, *args)
     assert result.exit_code in (1, 2), (args, result.output)
     assert "Error" in result.output and "Traceback" not in result.output, result.output
     assert not isinstance(result.exception, (OverflowError, UnicodeError)) or \
         isinstance(result.exception, SystemExit)
-    assert file_digest(full_db.path) == before
+    assert everything(full_db) == before
 
 
 def test_a_task_whose_exception_holds_a_lone_surrogate_fails_with_the_text_kept(db) -> None:
@@ -186,23 +187,22 @@ def test_a_task_whose_exception_holds_a_lone_surrogate_fails_with_the_text_kept(
 
 @pytest.mark.parametrize("busy_timeout", [10**400, float("nan"), float("inf"), -1, True, "1"])
 def test_connect_refuses_a_busy_timeout_that_is_not_a_finite_number_of_seconds(
-    tmp_path, busy_timeout
+    db_target, busy_timeout
 ) -> None:
-    path = tmp_path / "q.db"
     with pytest.raises(liteq.InvalidArgument, match="busy_timeout"):
-        liteq.connect(path, busy_timeout=busy_timeout)
-    assert not path.exists()  # refused before anything was opened
+        liteq.connect(db_target, busy_timeout=busy_timeout)
+    with pytest.raises(liteq.LiteqError):  # refused before anything was made
+        liteq.connect(db_target, create=False)
 
 
-def test_a_task_name_with_a_lone_surrogate_is_refused_at_registration(tmp_path) -> None:
-    db = liteq.connect(tmp_path / "q.db")
+def test_a_task_name_with_a_lone_surrogate_is_refused_at_registration(db) -> None:
     with pytest.raises(liteq.InvalidArgument, match="lone surrogate"):
         db.task(name="send\ud800")(lambda: None)
     assert db.tasks == {} or all("\ud800" not in n for n in db.tasks)
 
 
-def test_a_compat_maxsize_past_64_bits_is_refused_naming_maxsize(tmp_path) -> None:
+def test_a_compat_maxsize_past_64_bits_is_refused_naming_maxsize(db_target) -> None:
     from liteq import compat
 
     with pytest.raises(liteq.InvalidArgument, match="maxsize must be at most"):
-        compat.Queue(maxsize=2**64, path=str(tmp_path / "q.db"), name="jobs")
+        compat.Queue(maxsize=2**64, path=db_target, name="jobs")

@@ -36,6 +36,8 @@ import liteq
 from liteq import codec
 from liteq.cli import cli
 
+pytestmark = pytest.mark.every_engine
+
 FUZZ = settings(max_examples=int(os.environ.get("LITEQ_FUZZ_EXAMPLES", "300")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

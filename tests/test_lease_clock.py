@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from dbsql import sql
 
 import liteq
 from liteq.validate import MAX_EXTEND
+
+pytestmark = pytest.mark.every_engine
 
 
 def test_after_the_clock_steps_back_two_hours_a_dead_consumers_message_is_claimed_again(
@@ -67,7 +70,7 @@ def test_a_far_future_lease_written_to_the_file_counts_as_expired_at_the_next_cl
     q = db.queue("q", lease=30)
     q.put("work")
     held = q.get()
-    db.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (time.time() + 10**6, held.id))
+    sql(db, "UPDATE messages SET lease_until = ? WHERE id = ?", (time.time() + 10**6, held.id))
     assert q.stats()["expired_leases"] == 1
     again = q.get()
     assert again is not None and again.id == held.id
