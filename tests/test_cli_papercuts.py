@@ -6,13 +6,14 @@ hint for a single-quoted word is usable as written."""
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 
 import pytest
-from test_cli import error, fresh, make, ok, run
+from test_cli import error, make, ok, run
 
 import liteq
 from liteq.cli_output import cut, last_line
+
+pytestmark = pytest.mark.every_engine
 
 
 @pytest.fixture(autouse=True)
@@ -43,16 +44,16 @@ def _cells(output: str, mid: int) -> str:
     return line
 
 
-def test_peek_shows_when_a_lease_ends_instead_of_due_now(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_shows_when_a_lease_ends_instead_of_due_now(db_target: str) -> None:
+    path = db_target
     _dead, leased, _ready = _one_of_each(path)
     out = ok(path, "peek", "jobs", "--state", "leased").stdout
     assert "LEASE ENDS" in out.splitlines()[0] and "DUE" not in out
     assert "in 9m" in _cells(out, leased) and " now" not in _cells(out, leased)
 
 
-def test_peek_all_says_due_only_for_ready_messages(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_peek_all_says_due_only_for_ready_messages(db_target: str) -> None:
+    path = db_target
     dead, leased, ready = _one_of_each(path)
     out = ok(path, "peek", "jobs", "--state", "all").stdout
     assert _cells(out, dead).split()[5] == "-"
@@ -62,8 +63,8 @@ def test_peek_all_says_due_only_for_ready_messages(tmp_path: Path) -> None:
 
 
 def test_dead_list_shows_the_exception_line_of_a_traceback_and_show_has_it_all(
-        tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+        db_target: str) -> None:
+    path = db_target
     dead, _leased, _ready = _one_of_each(path)
     out = ok(path, "dead", "list", "jobs").stdout
     assert "ValueError: cannot parse order 'poison'" in _cells(out, dead)
@@ -72,8 +73,8 @@ def test_dead_list_shows_the_exception_line_of_a_traceback_and_show_has_it_all(
     assert "Traceback (most recent call last):" in shown
 
 
-def test_tables_are_not_cut_when_stdout_is_not_a_terminal(tmp_path: Path) -> None:
-    path = fresh(tmp_path)
+def test_tables_are_not_cut_when_stdout_is_not_a_terminal(db_target: str) -> None:
+    path = db_target
     long_target = "x" * 300
     ok(path, "schedule", "add", "s", "--every", "60", "--queue", "q", "--payload",
        f'"{long_target}"')
@@ -83,11 +84,11 @@ def test_tables_are_not_cut_when_stdout_is_not_a_terminal(tmp_path: Path) -> Non
 
 
 def test_a_cut_ends_at_a_token_boundary_and_the_dead_list_payload_too(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        db_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cut('{"order": "poison", "note": "abc"}', 16) == '{"order":…'
     assert cut("x" * 50, 10) == "x" * 9 + "…"
     assert last_line("Traceback ...\n  File x\nKeyError: 'a'\n\n") == "KeyError: 'a'"
-    path = fresh(tmp_path)
+    path = db_target
     dead, _leased, _ready = _one_of_each(path)
     monkeypatch.setenv("COLUMNS", "100")
     line = _cells(ok(path, "dead", "list", "jobs").stdout, dead)
@@ -101,7 +102,7 @@ def test_a_cut_ends_at_a_token_boundary_and_the_dead_list_payload_too(
     ("{'a': 1}", "JSON needs double quotes, not single, e.g. '{\"a\": 1}'"),
     ("hello", "a string needs JSON quotes, e.g. '\"hello\"'"),
 ])
-def test_the_json_quoting_hint_can_be_pasted_into_a_shell(tmp_path: Path, payload: str,
+def test_the_json_quoting_hint_can_be_pasted_into_a_shell(db_target: str, payload: str,
                                                           hint: str) -> None:
-    path = fresh(tmp_path)
+    path = db_target
     assert error(run(path, "put", "jobs", payload), 2).endswith(hint)

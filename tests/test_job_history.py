@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import apsw
+import pytest
 from click.testing import CliRunner, Result
+from dbsql import sql
 
 import liteq
 from liteq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
@@ -18,13 +20,15 @@ from liteq.cli_worker import job, jobs
 from liteq.task import list_jobs
 from liteq.worker import Worker
 
+pytestmark = pytest.mark.every_engine
+
 cli = LiteqGroup(name="liteq", params=list(root.params), callback=root.callback,
                  commands={**root.commands, "jobs": jobs, "job": job},
                  context_settings=root.context_settings)
 
 
-def run(db_path: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", db_path, *args], prog_name="liteq",
+def run(db_target: str, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--db", db_target, *args], prog_name="liteq",
                               catch_exceptions=False)
 
 
@@ -54,7 +58,7 @@ def _slow_app(db: liteq.Database) -> tuple[int, int, int]:
 def test_a_done_job_keeps_its_queue_call_attempts_and_times_after_its_message_is_gone(
         db: liteq.Database) -> None:
     ok, _bad, _fast = _slow_app(db)
-    assert db.execute("SELECT count(*) FROM messages WHERE id = ?", (ok,)) == [(0,)]
+    assert sql(db, "SELECT count(*) FROM messages WHERE id = ?", (ok,)) == [(0,)]
     info = db.job(ok).info()
     assert (info.state, info.task, info.queue, info.args, info.kwargs, info.attempts) == \
         ("done", "app.add", "slow", [2], {"b": 3}, 1)
@@ -64,31 +68,31 @@ def test_a_done_job_keeps_its_queue_call_attempts_and_times_after_its_message_is
     assert info.duration >= 0
 
 
-def test_jobs_filters_by_queue_and_task_find_finished_jobs(db_path: str,
+def test_jobs_filters_by_queue_and_task_find_finished_jobs(db_target: str,
                                                            db: liteq.Database) -> None:
     ok, bad, fast = _slow_app(db)
-    data = json.loads(run(db_path, "jobs", "-q", "slow", "--json").output)
+    data = json.loads(run(db_target, "jobs", "-q", "slow", "--json").output)
     assert [(d["id"], d["state"]) for d in data] == [(bad, "failed"), (ok, "done")]
-    data = json.loads(run(db_path, "jobs", "-q", "slow", "--state", "done", "--json").output)
+    data = json.loads(run(db_target, "jobs", "-q", "slow", "--state", "done", "--json").output)
     assert [d["id"] for d in data] == [ok]
-    data = json.loads(run(db_path, "jobs", "-q", "fast", "-t", "app.other", "--json").output)
+    data = json.loads(run(db_target, "jobs", "-q", "fast", "-t", "app.other", "--json").output)
     assert [(d["id"], d["queue"]) for d in data] == [(fast, "fast")]
-    assert json.loads(run(db_path, "jobs", "-q", "fast", "-t", "app.add", "--json").output) == []
-    table = run(db_path, "jobs", "-q", "slow").output.splitlines()
+    assert json.loads(run(db_target, "jobs", "-q", "fast", "-t", "app.add", "--json").output) == []
+    table = run(db_target, "jobs", "-q", "slow").output.splitlines()
     assert "TOOK" in table[0].split() and table[2].split()[:4] == [str(ok), "app.add", "slow", "done"]
     assert table[2].split()[7].endswith("s"), table[2]  # after "0.1s ago"
 
 
 def test_job_shows_queue_call_start_finish_and_duration_of_a_done_job(
-        db_path: str, db: liteq.Database) -> None:
+        db_target: str, db: liteq.Database) -> None:
     ok, _bad, _fast = _slow_app(db)
-    shown = run(db_path, "job", str(ok)).output
+    shown = run(db_target, "job", str(ok)).output
     fields = dict(line.split(None, 1) for line in shown.splitlines() if " " in line.strip())
     assert fields["queue"].strip() == "slow"
     assert fields["call"].strip() == '(2, b=3)'
     for label in ("enqueued", "started", "finished", "duration"):
         assert fields[label].strip() != "-", shown
-    data = json.loads(run(db_path, "job", str(ok), "--json").output)
+    data = json.loads(run(db_target, "job", str(ok), "--json").output)
     assert (data["queue"], data["args"], data["kwargs"], data["result"]) == \
         ("slow", [2], {"b": 3}, 5)
     assert data["started_at"] is not None and data["duration"] is not None
@@ -108,15 +112,16 @@ def test_a_job_cancelled_before_it_ran_keeps_its_queue_and_call(db: liteq.Databa
 
 
 def test_jobs_accepts_dead_for_failed_and_its_help_names_the_canonical_one(
-        db_path: str, db: liteq.Database) -> None:
+        db_target: str, db: liteq.Database) -> None:
     _ok, bad, _fast = _slow_app(db)
-    dead = json.loads(run(db_path, "jobs", "--state", "dead", "--json").output)
-    failed = json.loads(run(db_path, "jobs", "--state", "failed", "--json").output)
+    dead = json.loads(run(db_target, "jobs", "--state", "dead", "--json").output)
+    failed = json.loads(run(db_target, "jobs", "--state", "failed", "--json").output)
     assert [d["id"] for d in dead] == [d["id"] for d in failed] == [bad]
-    assert "'failed' is the canonical name" in " ".join(run(db_path, "jobs", "--help").output.split())
+    assert "'failed' is the canonical name" in " ".join(run(db_target, "jobs", "--help").output.split())
     assert [i.id for i in list_jobs(db, state="dead")] == [bad]
 
 
+@pytest.mark.sqlite_only("a hand-built file of SQLite schema version 1")
 def test_a_file_of_schema_version_1_opens_migrated_and_keeps_its_results(tmp_path: Path) -> None:
     path = str(tmp_path / "old.db")
     conn = apsw.Connection(path)

@@ -12,10 +12,12 @@ import pytest
 
 import liteq
 
+pytestmark = pytest.mark.every_engine
+
 
 @pytest.fixture
-def two(db_path: str) -> Iterator[tuple[liteq.Database, liteq.Database]]:
-    first, second = liteq.connect(db_path), liteq.connect(db_path)
+def two(db_target: str) -> Iterator[tuple[liteq.Database, liteq.Database]]:
+    first, second = liteq.connect(db_target), liteq.connect(db_target)
     yield first, second
     first.close()
     second.close()
@@ -78,13 +80,13 @@ def test_configure_queue_changes_options_on_purpose_without_a_warning(
 
 
 def test_liteq_queue_config_changes_an_option_without_a_warning(
-        db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+        db_target: str, caplog: pytest.LogCaptureFixture) -> None:
     from test_cli import ok
 
     caplog.set_level(logging.WARNING, logger="liteq")
-    with liteq.connect(db_path) as db:
+    with liteq.connect(db_target) as db:
         db.queue("jobs", max_depth=10)
-    result = ok(db_path, "queue", "config", "jobs", "--max-depth", "100")
+    result = ok(db_target, "queue", "config", "jobs", "--max-depth", "100")
     assert "differs from the stored" not in result.output and _warnings(caplog) == []
-    with liteq.connect(db_path) as db:
+    with liteq.connect(db_target) as db:
         assert db.queue("jobs").config.max_depth == 100
