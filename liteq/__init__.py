@@ -12,6 +12,7 @@
 
 from .database import Database, connect, default_path
 from .errors import (
+    ConnectionLost,
     DatabaseBusy,
     InvalidArgument,
     LeaseLost,
@@ -104,4 +105,5 @@ __all__ = [
     "ScheduleError",
     "StorageError",
     "DatabaseBusy",
+    "ConnectionLost",
 ]

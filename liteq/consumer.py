@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import codec
 from .backends.records import State
-from .errors import LiteqError
+from .errors import DatabaseBusy, LiteqError, StorageError
 from .hooks import logger
 from .job import task_call
 from .leases import Leases, release
+from .outage import Outage
 from .pool import Slot
 from .queue import Message, Queue
 from .running import (
@@ -45,6 +46,7 @@ _BATCH_SECONDS = 0.05  # aim for about this much work per claim
 _FLUSH_SECONDS = 0.05  # ack finished jobs at least this often within a batch
 _HOLD_SECONDS = 0.5  # a batch still unstarted after this long goes back to the queue
 _LOOK_FOR_QUEUES = 0.1  # how often a consumer looks for served queues that are missing
+_FLUSH_TRIES = 6  # acks tried this often while the database is away (~6 s of pauses)
 
 
 class ConsumerHost(SettleHost, Protocol):
@@ -58,6 +60,7 @@ class ConsumerHost(SettleHost, Protocol):
     max_tasks_per_child: int | None
     _stopping: bool
     _hooks: HookRunner
+    outage: Outage
 
     def stop(self, now: bool = False) -> None: ...
     def existing_queues(self) -> list[Queue]: ...
@@ -100,11 +103,21 @@ class Consumer:
             while not self.w._stopping and not self.recycle:
                 try:
                     msgs = self._claim()
+                    self.w.outage.ok()
                     if not msgs:
                         if self.w.burst:
                             break
                         continue
                     self._work(msgs)
+                except StorageError as exc:
+                    if isinstance(exc, DatabaseBusy):
+                        logger.exception("database busy in the worker; trying again in 1 s")
+                        self.w._pause(1.0)
+                        continue
+                    # The database is away (a PostgreSQL restart, an I/O error): logged
+                    # once per outage; what this consumer held runs again once its
+                    # leases run out, unless it was settled before the error.
+                    self.w._pause(self.w.outage.failed(exc))
                 except LiteqError:
                     # The database said no (busy past busy_timeout, I/O error): what
                     # this consumer held runs again once its leases run out.
@@ -383,16 +396,31 @@ class Consumer:
         for msg, _task, _ctx, _outcome in done:
             by_queue.setdefault(msg.owner.id, (msg.owner, []))[1].append((msg.id, msg.token or 0))
         lost: set[int] = set()
-        try:
-            with self.db.transaction():
-                for q, pairs in by_queue.values():
-                    lost.update(self.store.ack(q.id, pairs, q.config.retention))
-                self.store.save_results([self._result_row(m, t, c, o.result, o.duration)
-                                         for m, t, c, o in done if m.id not in lost])
-        except LiteqError:
-            logger.exception("could not ack %d finished job(s); they will run again once "
-                             "their leases run out", len(done))
-            lost = {m.id for m, _t, _c, _o in done}
+        for attempt in range(_FLUSH_TRIES):
+            lost = set()
+            try:
+                with self.db.transaction():
+                    for q, pairs in by_queue.values():
+                        lost.update(self.store.ack(q.id, pairs, q.config.retention))
+                    self.store.save_results([self._result_row(m, t, c, o.result, o.duration)
+                                             for m, t, c, o in done if m.id not in lost])
+                break
+            except StorageError as exc:
+                # The database is away (a PostgreSQL restart): try again while the
+                # leases last. Safe even if the lost COMMIT had happened: the acks are
+                # guarded by their tokens (a second one finds them gone, never acks
+                # twice) and results rows are upserts.
+                if isinstance(exc, DatabaseBusy) or attempt + 1 == _FLUSH_TRIES:
+                    logger.exception("could not ack %d finished job(s); they will run again "
+                                     "once their leases run out", len(done))
+                    lost = {m.id for m, _t, _c, _o in done}
+                    break
+                self.w._pause(self.w.outage.failed(exc))
+            except LiteqError:
+                logger.exception("could not ack %d finished job(s); they will run again once "
+                                 "their leases run out", len(done))
+                lost = {m.id for m, _t, _c, _o in done}
+                break
         for msg, task, ctx, outcome in done:
             if msg.id in lost:
                 logger.warning("job %d %s finished, but its lease was lost: another worker "

@@ -12,7 +12,8 @@ application can catch them all in one place::
     ├── SchemaError                             a file from a newer liteq schema
     ├── ScheduleError        (also ValueError)  bad cron expression or time zone
     ├── StorageError                            SQLite said no: I/O error, disk full ...
-    │   └── DatabaseBusy                        the write lock stayed taken past busy_timeout
+    │   ├── DatabaseBusy                        the write lock stayed taken past busy_timeout
+    │   └── ConnectionLost                      PostgreSQL: the server went away mid-call
     │   (defined in job.py, about jobs:)
     ├── JobNotFound          (also LookupError) no job with that id
     ├── JobFailed                               job.result() of a failed job
@@ -40,6 +41,7 @@ __all__ = [
     "ScheduleError",
     "StorageError",
     "DatabaseBusy",
+    "ConnectionLost",
 ]
 
 
@@ -112,3 +114,21 @@ class StorageError(LiteqError):
 
 class DatabaseBusy(StorageError):
     """Another connection held the write lock for longer than ``busy_timeout``."""
+
+
+class ConnectionLost(StorageError):
+    """PostgreSQL: the connection to the server was lost during the call (a server
+    restart, ``pg_terminate_backend``, the network). The next call opens a new one.
+
+    :attr:`maybe_committed` is False when nothing of the call can have been committed
+    (it was rolled back, or never reached the server) and True when its COMMIT may have
+    happened before the connection went (a put whose answer was lost): retry such a put
+    with a dedup ``key``, so that a second try returns the first one's id instead of
+    adding a copy. Reads and lease-token-guarded writes are retried once on a new
+    connection before this is raised (DESIGN-NOTES.md, "A lost connection").
+    """
+
+    def __init__(self, message: str, maybe_committed: bool = False) -> None:
+        super().__init__(message)
+        #: True if the call's COMMIT may have happened (its outcome is unknown).
+        self.maybe_committed = maybe_committed

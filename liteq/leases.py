@@ -8,7 +8,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .errors import StorageError
 from .hooks import logger
+from .outage import Outage
 from .queue import Message, Queue
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class Leases:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = Outage("heartbeat", logger)
 
     def watch(self, q: Queue) -> None:
         """Also renew leases of *q* (a served queue that appeared after the start),
@@ -85,6 +88,9 @@ class Leases:
                 return
             try:
                 self.beat()
+                self._outage.ok()
+            except StorageError as exc:  # the database is away: logged once
+                self._outage.failed(exc)  # the beat keeps its pace
             except Exception:
                 logger.exception("heartbeat failed; retrying at the next beat")
 

@@ -34,7 +34,8 @@ from zoneinfo import ZoneInfo
 from . import codec
 from .backends.records import Fire, ScheduleRecord, ScheduleRun
 from .context import Context
-from .errors import InvalidArgument, LiteqError, ScheduleError
+from .errors import DatabaseBusy, InvalidArgument, LiteqError, ScheduleError, StorageError
+from .outage import Outage
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
 from .task import Job, Task, registry
 from .timing import (
@@ -386,6 +387,7 @@ class Scheduler:
         self._pruned_at = time.monotonic()
         self._stop = threading.Event()
         self._pipe: tuple[int, int] | None = None
+        self._outage = Outage("scheduler", logger)
 
     def tick(self) -> list[Fire]:
         """Fire every due schedule once per due fire time; return what was enqueued."""
@@ -415,6 +417,7 @@ class Scheduler:
                 waiter.arm()  # before reading: a commit after the read wakes the wait
                 try:
                     due = self.db.backend.next_schedule_due()
+                    self._outage.ok()
                     if due <= self.db.clock():
                         began = time.monotonic()
                         fires = self.tick()
@@ -423,6 +426,13 @@ class Scheduler:
                             # the lock before the next tick goes on.
                             select.select([read_fd], [], [], _MIN_RECHECK)
                         continue
+                except StorageError as exc:
+                    if isinstance(exc, DatabaseBusy):
+                        logger.exception("scheduler tick failed; trying again in %g s",
+                                         self.interval)
+                        due = self.db.clock() + self.interval
+                    else:  # the database is away (a PostgreSQL restart): logged once
+                        due = self.db.clock() + self._outage.failed(exc)
                 except Exception:  # a locked or broken file must not end the loop
                     logger.exception("scheduler tick failed; trying again in %g s",
                                      self.interval)

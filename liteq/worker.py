@@ -69,6 +69,7 @@ from .errors import InvalidArgument, LiteqError
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .job import task_call
 from .leases import Leases, release
+from .outage import Outage
 from .pool import Held, ProcessPool, Slot
 from .queue import Queue
 from .running import JobContext, JobError, Outcome
@@ -147,6 +148,8 @@ class Worker(ProcessPool):
         self._user_hooks = list(hooks)
         self._stats = StatsHook()
         self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        #: Whether the database answers: an outage is logged once for all consumers.
+        self.outage = Outage("worker", logger)
         self._stopping = False
         self._stop_now = False
         self._stop_deadline = 0.0
@@ -381,6 +384,7 @@ class Worker(ProcessPool):
         """In a pool child: run one consumer until stopped, publishing into *slot*."""
         self._stats = StatsHook()
         self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        self.outage = Outage("worker process", logger)  # the parent's lock stays there
         slot.publish(counts=self._stats.snapshot())
         leases = Leases(self.db, self.existing_queues())
         leases.start()

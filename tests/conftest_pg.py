@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import pytest
 from pgcluster import Cluster, find_bindir, with_dbname
 
-__all__ = ["require_psycopg", "pg_server", "pg_url", "pg_schema", "pg_admin"]
+__all__ = ["require_psycopg", "pg_server", "pg_url", "pg_schema", "pg_admin", "unavailable"]
 
 _counter = itertools.count(1)
 
@@ -36,6 +36,12 @@ def _unavailable(why: str) -> NoReturn:
     if _required():
         pytest.fail(f"LITEQ_REQUIRE_PG is set but no PostgreSQL server: {why}", pytrace=False)
     pytest.skip(f"no PostgreSQL server: {why}")
+
+
+def unavailable(why: str) -> NoReturn:
+    """Skip the calling test for want of PostgreSQL, saying *why* (fail it under
+    ``LITEQ_REQUIRE_PG``): for tests that start their own cluster."""
+    _unavailable(why)
 
 
 def require_psycopg() -> ModuleType:

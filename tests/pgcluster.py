@@ -61,6 +61,7 @@ class Cluster:
         self.port = 0
         self.url = ""
         self._as: list[str] = []
+        self._options = ""
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -90,9 +91,20 @@ class Cluster:
                 "-o", options, "-l", self.log, "start",
             )
             if done.returncode == 0:
+                self._options = options
                 self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
                 return self
         raise RuntimeError(f"pg_ctl start failed: {self._log_tail()}")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is ended, the server stops and
+        starts again on the same port (about 0.2 s here)."""
+        done = self._run(
+            os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60", "-m", "fast",
+            "-o", self._options, "-l", self.log, "restart",
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart failed: {self._log_tail()}")
 
     def _log_tail(self) -> str:
         try:

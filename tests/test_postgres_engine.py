@@ -297,14 +297,17 @@ def test_a_connection_killed_mid_transaction_raises_storage_error_and_the_next_c
     assert backend.execute("SELECT pg_backend_pid()") != [(pid,)]
 
 
-def test_a_connection_killed_while_idle_fails_one_call_and_the_next_reconnects(
+def test_a_connection_killed_while_idle_is_replaced_before_the_next_call_which_succeeds(
     backend: PostgresBackend, pg_admin
 ) -> None:
     [(pid,)] = backend.execute("SELECT pg_backend_pid()")
     pg_admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
-    with pytest.raises(StorageError, match="lost the connection"):
-        backend.execute("SELECT 1")
-    assert backend.execute("SELECT 1") == [(1,)]
+    assert backend.execute("SELECT 1") == [(1,)]  # nothing had been sent on the dead one
+    assert backend.execute("SELECT pg_backend_pid()") != [(pid,)]
+    [(pid,)] = backend.execute("SELECT pg_backend_pid()")
+    pg_admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+    with backend.transaction():  # a transaction's BEGIN too
+        assert backend.execute("SELECT 1") == [(1,)]
 
 
 # -- threads and processes ---------------------------------------------------------------

@@ -16,6 +16,7 @@ Layout::
     schedules.py   schedules, their history, and the tick that fires each time once
                    with no leader (B3, schedules part)
     topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
+    retry.py       which verbs are tried again on a new connection after a loss
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
 
@@ -54,6 +55,7 @@ from .connection import Connections, ServerClock
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
+from .retry import with_retries
 from .schedules import ScheduleVerbs
 from .schema import (
     DEFAULT_SCHEMA,
@@ -101,6 +103,7 @@ _CHECKS = (
 # TopicVerbs first: its base QueueVerbs then precedes Notifier (whose notify_sql
 # property QueueVerbs only declares). Backend last: it only declares the verbs, so the
 # mixins' definitions come first in the method order (as SQLiteBackend does).
+@with_retries  # which verbs a lost connection tries again, once (retry.py)
 class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Backend):
     """One liteq schema in a PostgreSQL database.
 

@@ -43,17 +43,22 @@ per ``db.execute()`` inside a transaction) keeps the caller's transaction usable
 verb or statement fails, as it is on SQLite.
 
 **A lost connection** (server restart, ``pg_terminate_backend``, network) raises
-StorageError and the thread's connection is dropped; the next call opens a new one.
-Inside ``db.transaction()`` every later call of the block raises the same StorageError
-instead (a new connection would commit on its own what the block meant to commit
-together); the next call after the block reconnects. A connection lost during a COMMIT
-or an autocommit statement says that whether it was committed is unknown.
+ConnectionLost (a StorageError) and the thread's connection is dropped; the next call
+opens a new one. Inside ``db.transaction()`` every later call of the block raises the
+same error instead (a new connection would commit on its own what the block meant to
+commit together); the next call after the block reconnects. A connection lost during a
+COMMIT or an autocommit statement says that whether it was committed is unknown
+(``maybe_committed``). A connection the server ended while it sat idle (a restart
+between two calls) is noticed before a statement is sent, by a zero-timeout look at its
+socket, and replaced without an error: nothing had been sent on it. Which verbs are
+retried once after a loss mid-call is ``retry.py``'s business.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import threading
 import time
 import weakref
@@ -65,11 +70,11 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
 from ..targets import redact_url
 
-__all__ = ["DURABILITY", "Connections", "ServerClock", "Tx", "redact", "translate"]
+__all__ = ["DURABILITY", "Connections", "ServerClock", "Tx", "ended", "redact", "translate"]
 
 #: liteq's durability names -> ``synchronous_commit``.
 DURABILITY = {"normal": "off", "full": "on"}
@@ -80,6 +85,7 @@ CLOCK_EVERY = 60.0
 CLOCK_RETRY = 5.0
 
 _IDLE = TransactionStatus.IDLE
+_OK = psycopg.pq.ConnStatus.OK
 
 # This process's id, kept by a fork hook: a child must open its own connections.
 _pid = os.getpid()
@@ -206,21 +212,25 @@ class Connections:
         lost connection."""
         local = self._local
         conn = local.conn
-        if local.pid == _pid and conn is not None and not conn.closed:
+        if local.pid == _pid and conn is not None and not conn.closed and not ended(conn):
             return conn
         return self._reopen()[0]
 
     def _handles(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
         local = self._local
         if local.broken is not None:
-            raise StorageError(local.broken)
+            raise ConnectionLost(local.broken)
         conn, cur = local.conn, local.cur
         if local.pid == _pid and conn is not None and cur is not None and not conn.closed:
-            return conn, cur
+            if not ended(conn):
+                return conn, cur
+            self._drop(conn)  # ended while idle: nothing was sent on it, open another
         return self._reopen()
 
     def _reopen(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
         local = self._local
+        if local.conn is not None and local.pid == _pid and not local.conn.closed:
+            self._drop(local.conn)  # ended by the server while idle (see ended())
         local.conn = local.cur = None
         conn = self._open()
         local.conn, local.cur, local.side, local.pid = conn, conn.cursor(), conn.cursor(), _pid
@@ -353,8 +363,8 @@ class Connections:
                 f"{self.description}: the connection was lost inside db.transaction(); nothing "
                 f"of the transaction was committed ({str(exc).strip()})"
             )
-            return StorageError(local.broken)
-        return StorageError(text)
+            return ConnectionLost(local.broken)
+        return ConnectionLost(text, maybe_committed=committing)
 
     # -- the server's clock ----------------------------------------------------------
 
@@ -392,6 +402,29 @@ class Connections:
             return None
         except LiteqError:
             return None
+
+
+def ended(conn: psycopg.Connection[Any]) -> bool:
+    """True if the server ended *conn* while it sat idle between two calls (a restart,
+    ``pg_terminate_backend``): its socket is readable though nothing was asked, and
+    reading it finds the end. An idle session gets nothing unasked but a notice or the
+    server's last words (a FATAL message, then end of file), so the common case costs
+    one zero-timeout ``select``. Inside a transaction it answers False: a loss there is
+    the statement's failure to report (:meth:`Connections.failure`)."""
+    pgconn = conn.pgconn
+    try:
+        if pgconn.transaction_status != _IDLE:
+            return pgconn.status != _OK
+        sock = pgconn.socket
+        for _ in range(4):  # the FATAL message and the end of file may come apart
+            if not select.select([sock], [], [], 0)[0]:
+                return False
+            pgconn.consume_input()
+            if pgconn.status != _OK:
+                return True
+        return False
+    except (psycopg.Error, OSError, ValueError):
+        return True
 
 
 def _alive(ref: weakref.ref[threading.Thread]) -> bool:
@@ -444,7 +477,7 @@ class Tx:
             if local.broken is not None:
                 # The connection was lost inside the application's block.
                 if ends_app and exc is None:
-                    raise StorageError(local.broken)
+                    raise ConnectionLost(local.broken)
                 return  # the block's own exception (a StorageError) says so
             if exc is None:
                 try:

@@ -63,6 +63,7 @@ block's notifications of one queue into one anyway.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import select
@@ -104,6 +105,7 @@ READY_WAIT = 2.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 _PIPE_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC
+logger = logging.getLogger("liteq.postgres")
 # PostgreSQL truncates identifiers (and refuses channels) longer than this.
 _NAME_MAX = 63
 
@@ -382,6 +384,7 @@ class Listener:
 
     def _run(self) -> None:
         delay = RECONNECT_MIN
+        lost_at: float | None = None  # when the session was lost, until it is back
         try:
             while not self._stopping:
                 conn = None
@@ -398,13 +401,20 @@ class Listener:
                     continue
                 delay = RECONNECT_MIN
                 self.connects += 1
+                if lost_at is not None:
+                    logger.warning("wake-ups: LISTEN again on %s after %.1f s", self.channel,
+                                   time.monotonic() - lost_at)
+                    lost_at = None
                 self.backend_pid = conn.info.backend_pid
                 self._wake_all()  # whatever committed while no LISTEN was in place
                 self._tried.set()  # after: a waiter made now starts without that hint
                 try:
                     self._serve(conn)
-                except (psycopg.Error, OSError):
-                    pass  # lost: reconnect
+                except (psycopg.Error, OSError) as exc:  # lost: reconnect
+                    lost_at = time.monotonic()
+                    logger.warning("wake-ups: lost the LISTEN session on %s (%s); reconnecting "
+                                   "(waiters look on their timeouts meanwhile)", self.channel,
+                                   str(exc).strip())
                 finally:
                     self.backend_pid = None
                     _close(conn)
