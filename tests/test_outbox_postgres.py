@@ -384,5 +384,17 @@ def test_liteqs_connection_of_another_thread_is_refused(db: liteq.Database) -> N
     assert len(db.queue("emails")) == 0
 
 
+def test_a_lost_application_connection_raises_storage_error_and_liteqs_own_carries_on(
+    db: liteq.Database, app: Any, pg_admin: Any
+) -> None:
+    q = db.queue("emails")
+    q.put("checked", connection=app)  # the connection is checked and in a transaction
+    pg_admin.execute("SELECT pg_terminate_backend(%s)", (app.info.backend_pid,))
+    with pytest.raises(StorageError, match="lost"):
+        q.put("x", connection=app)
+    q.put("mine")  # on liteq's own connection, as before
+    assert [m.payload for m in q.get_many(10)] == ["mine"]
+
+
 def test_every_refusal_is_a_liteq_error() -> None:
     assert issubclass(InvalidArgument, LiteqError) and issubclass(StorageError, LiteqError)
