@@ -31,6 +31,7 @@ from . import codec
 from .backends.records import MessageRecord, ResultRecord, State
 from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
+from .outbox import on_connection
 from .running import JobError
 from .validate import INT64_MAX, check_positive_int, check_seconds, short
 
@@ -243,13 +244,15 @@ class Job:
                 continue
             waiter.wait(min(left, 0.5))
 
-    def cancel(self) -> str:
+    def cancel(self, *, connection: Any = None) -> str:
         """Cancel the job: ``"cancelled"`` if it had not started (it never will),
         ``"requested"`` if it is running (it stops at its next ``checkpoint()``, or
         is not retried; the request survives a worker restart), ``"finished"`` if it
-        had already ended."""
+        had already ended. *connection* (PostgreSQL): inside the application's own
+        connection and transaction, as for :meth:`liteq.Queue.put` (the cancellation
+        takes effect when the application commits)."""
         db, store = self.db, self.db.backend
-        with db.transaction():
+        with on_connection(store, connection), db.transaction():
             row = store.message(self.id)
             if row is None:
                 if store.result(self.id) is None:

@@ -18,6 +18,7 @@ from .backends.records import STATE_NAMES, STATES, MessageRecord, QueueRecord, S
 from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .options import Backoff, QueueConfig
+from .outbox import on_connection
 from .validate import (
     MAX_EXTEND,
     PRIORITY_LIMIT,
@@ -215,6 +216,7 @@ class Queue:
         block: bool = False,
         timeout: float | None = None,
         rank: bytes | None = None,
+        connection: Any = None,
     ) -> int:
         """Add one message; return its id (or, with *key*, the id of the unfinished
         message already holding that key).
@@ -226,7 +228,21 @@ class Queue:
         *rank* (advanced) orders messages of equal priority before their due time:
         bytes compared byte by byte, smaller first; ``liteq.compat`` uses it for
         LIFO and priority-queue order.
+
+        *connection* (PostgreSQL) is the application's own open psycopg connection:
+        the put runs inside its transaction, so the message becomes visible (and
+        consumers are woken) when the application commits, and its rollback leaves
+        nothing; liteq never commits or rolls back that transaction (on an idle
+        autocommit connection the put commits on its own). Until the application
+        commits, the put holds one of the queue's depth-counter rows, so a long
+        transaction there keeps that share of ``max_depth`` room locked. On SQLite only
+        ``db.connection`` (liteq's own) is taken, and changes nothing: use
+        ``db.transaction()`` with ``db.execute()``. See README "Transactions".
         """
+        if connection is not None:
+            with on_connection(self._backend, connection):
+                return self.put(payload, delay=delay, priority=priority, key=key,
+                                headers=headers, block=block, timeout=timeout, rank=rank)
         if (
             delay == 0 and type(delay) is int and type(priority) is int
             and key is None and headers is None and rank is None and not block
@@ -248,9 +264,15 @@ class Queue:
         headers: dict[str, Any] | None = None,
         block: bool = False,
         timeout: float | None = None,
+        connection: Any = None,
     ) -> list[int]:
         """Add many messages in one transaction: all of them, or (on any error,
-        including QueueFull) none. Returns their ids in order."""
+        including QueueFull) none. Returns their ids in order. *connection*: the
+        application's own connection and transaction, as for :meth:`put`."""
+        if connection is not None:
+            with on_connection(self._backend, connection):
+                return self.put_many(payloads, delay=delay, priority=priority,
+                                     headers=headers, block=block, timeout=timeout)
         items = list(payloads)
         if not items:
             return []

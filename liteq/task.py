@@ -134,11 +134,14 @@ class Task(Generic[P, R]):
 
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                 delay: float = 0, priority: int | None = None, key: str | None = None,
-                queue: str | None = None) -> Job:
+                queue: str | None = None, connection: Any = None) -> Job:
         """Enqueue a call, with options: run no sooner than *delay* seconds from now,
         at *priority* (higher first; default the task's), deduplicated by *key* (while
         a job with that key is unfinished in the queue, its Job is returned and nothing
-        is added), on *queue* (default the task's).
+        is added), on *queue* (default the task's), inside the application's own
+        *connection* and transaction (PostgreSQL; as for :meth:`liteq.Queue.put`: the job
+        commits with the application's rows). :meth:`delay` passes every argument to
+        the function, so it has no such option: ``enqueue(args, kwargs, connection=conn)``.
 
         Arguments go through CBOR: one that cannot be encoded raises
         :class:`~liteq.SerializationError` and nothing is written. Tuples arrive as lists.
@@ -146,20 +149,22 @@ class Task(Generic[P, R]):
         payload = self._payload(args, kwargs)
         q = self._queue(queue)
         try:
-            mid = q.put(payload, delay=delay, key=key,
+            mid = q.put(payload, delay=delay, key=key, connection=connection,
                         priority=self.priority if priority is None else priority)
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc
         return Job(self.db, mid, task=self.name)
 
     def enqueue_many(self, calls: Iterable[Sequence[Any]], *, delay: float = 0,
-                     priority: int | None = None, queue: str | None = None) -> list[Job]:
+                     priority: int | None = None, queue: str | None = None,
+                     connection: Any = None) -> list[Job]:
         """Enqueue many calls in one transaction (all or none); each item is the
-        positional arguments of one call. Returns their jobs in order."""
+        positional arguments of one call. Returns their jobs in order. *connection*:
+        as for :meth:`enqueue`."""
         payloads = [self._payload(args, None) for args in calls]
         q = self._queue(queue)
         try:
-            ids = q.put_many(payloads, delay=delay,
+            ids = q.put_many(payloads, delay=delay, connection=connection,
                              priority=self.priority if priority is None else priority)
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc

@@ -37,6 +37,7 @@ from .backends.records import StaleRoutes
 from .context import Context
 from .errors import InvalidArgument
 from .options import default_columns, option_columns
+from .outbox import on_connection
 from .queue import Message, Queue
 from .validate import check_priority, check_seconds, check_text, short
 
@@ -201,14 +202,18 @@ class Topic:
         headers: dict[str, Any] | None = None,
         delay: float = 0,
         priority: int = 0,
+        connection: Any = None,
     ) -> int:
         """Deliver *payload* to every subscription whose pattern matches *key*, in one
         transaction; return the number of deliveries (0 if none matched).
 
         If a matching subscription is at its ``max_depth``, raises
         :class:`~liteq.QueueFull` naming it and delivers nothing anywhere.
+        *connection*: the application's own connection and transaction, as for
+        :meth:`liteq.Queue.put` (the deliveries commit with it, all or none).
         """
-        return self.publish_many([(key, payload)], headers=headers, delay=delay, priority=priority)
+        return self.publish_many([(key, payload)], headers=headers, delay=delay,
+                                 priority=priority, connection=connection)
 
     def publish_many(
         self,
@@ -217,9 +222,10 @@ class Topic:
         headers: dict[str, Any] | None = None,
         delay: float = 0,
         priority: int = 0,
+        connection: Any = None,
     ) -> int:
         """Publish many ``(key, payload)`` pairs in one transaction: all or nothing.
-        Returns the total number of deliveries."""
+        Returns the total number of deliveries. *connection*: as for :meth:`publish`."""
         d = check_seconds(delay, "delay")
         assert d is not None
         prio = check_priority(priority)
@@ -233,10 +239,14 @@ class Topic:
             encoded.append((key, codec.encode(payload, limit), codec.encode(head, limit)))
         if not encoded:
             return 0
-        self._maybe_drop_expired()
+        self._maybe_drop_expired()  # a write of its own: never on the application's connection
+        with on_connection(self._backend, connection):
+            return self._deliver(encoded, prio, d)
+
+    def _deliver(self, encoded: list[tuple[str, bytes, bytes]], prio: int, delay: float) -> int:
         for _ in range(100):
             version = self._refresh_routes()
-            run_at = self._backend.clock() + d
+            run_at = self._backend.clock() + delay
             deliveries: dict[int, list[Any]] = {}
             now = self._backend.clock()
             for key, blob, head_blob in encoded:

@@ -132,8 +132,6 @@ class Backend(ABC):
     #: Callers read it once when they are built, never per call.
     capabilities: Capabilities
 
-    # later (B6): using(connection) -> Backend: the same verbs on the application's own
-    # connection and transaction (the PostgreSQL outbox), when capabilities.foreign_connection.
     # later (D1): export_<table>(after_id, limit) / import_<table>(records) for ``liteq copy``.
 
     # -- lifecycle and application SQL ----------------------------------------------
@@ -149,6 +147,17 @@ class Backend(ABC):
         in the block commits at its end or rolls back on an exception, together.
         Nested use is a savepoint. If the engine rolled it back under the block
         (I/O error), every later verb in the block raises StorageError."""
+
+    def using(self, connection: Any) -> AbstractContextManager[None]:
+        """Inside the block, this thread's verbs run on the application's own driver
+        *connection*, inside its open transaction (the outbox on the application's
+        connection); never commits or rolls back a transaction the application opened.
+        Only where ``capabilities.foreign_connection``; elsewhere InvalidArgument (on
+        SQLite, ``transaction()`` with ``execute()`` is the outbox)."""
+        raise InvalidArgument(
+            f"the {self.capabilities.engine} engine cannot run liteq's verbs on another "
+            f"connection: use db.transaction() with db.execute()"
+        )
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:

@@ -17,6 +17,7 @@ Layout::
                    with no leader (B3, schedules part)
     topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
     retry.py       which verbs are tried again on a new connection after a loss
+    outbox.py      verbs on the application's own connection and transaction
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
 
@@ -28,9 +29,9 @@ Steps B1 and B2: the queue, put, administration and lease verbs (``queues.py``,
 ``depth.py``, ``messages.py``, built by ``setup_core`` at open). Step B3: task jobs
 (``jobs.py``) and schedules (``schedules.py``).
 
-Step B4: topics (``topics.py``). Every verb of ``Backend`` exists. Not yet: putting on
-the application's own psycopg connection (``using(connection)``, not in the interface
-yet). ``liteq.connect("postgresql://...")`` (B6) opens this engine through
+Step B4: topics (``topics.py``). Every verb of ``Backend`` exists. The outbox on the
+application's own psycopg connection: ``using(connection)`` (``outbox.py``).
+``liteq.connect("postgresql://...")`` (B6) opens this engine through
 :func:`liteq.backends.open_backend`.
 
 How verbs are written here (for the next steps): SQL as named statements with ``{s}``
@@ -43,7 +44,7 @@ application's transaction); "now" is ``self.clock()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -55,6 +56,7 @@ from .connection import Connections, ServerClock
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
+from .outbox import Outbox
 from .retry import with_retries
 from .schedules import ScheduleVerbs
 from .schema import (
@@ -70,7 +72,7 @@ from .topics import TopicVerbs
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
-#: What the PostgreSQL engine can do (B6 adds ``using``).
+#: What the PostgreSQL engine can do.
 CAPABILITIES = Capabilities(
     engine="postgres",
     wakeup="listen",
@@ -80,7 +82,7 @@ CAPABILITIES = Capabilities(
     vacuum=True,
     checkpoint=False,
     integrity_check=True,
-    foreign_connection=False,
+    foreign_connection=True,
 )
 
 # Invariants integrity_check() verifies; each query returns the offending row count.
@@ -150,6 +152,7 @@ class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifie
         self.read_only = read_only
         self.capabilities = CAPABILITIES
         self.setup_core()
+        self.outbox = Outbox(self.conns, self.schema)
         try:
             conn = self.conns.get()
             try:
@@ -191,6 +194,13 @@ class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifie
         """This thread's psycopg connection (autocommit mode; liteq's transactions are
         explicit ``BEGIN``/``SAVEPOINT`` statements on it)."""
         return self.conns.get()
+
+    def using(self, connection: Any) -> AbstractContextManager[None]:
+        """Inside the block, this thread's verbs run on the application's own psycopg
+        *connection*, inside its transaction if one is open (see ``outbox.py``: what is
+        checked, when it commits); InvalidArgument or StorageError, before anything is
+        written, for a connection that cannot carry them."""
+        return self.outbox.using(connection)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

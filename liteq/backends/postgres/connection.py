@@ -62,13 +62,15 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
@@ -296,6 +298,32 @@ class Connections:
         writes commits when the block ends, not when a verb returns)."""
         return self._local.app_depth > 0
 
+    @contextmanager
+    def borrowed(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Inside the block, this thread's statements and transactions run on *conn*,
+        the application's own connection (checked by the caller: ``outbox.py``), then
+        this thread's own connection and state come back. Counted as inside the
+        application's transaction (its commit may come at any time: notifications are
+        not throttled, and a connection lost in the block fails the rest of it rather
+        than reconnecting). Cursors are plain ``psycopg.Cursor`` with tuple rows,
+        whatever row or cursor factory the application set on *conn*."""
+        local = self._local
+        saved = (local.pid, local.conn, local.cur, local.side, local.app_depth, local.broken)
+        local.pid, local.conn = _pid, conn
+        local.cur = psycopg.Cursor(conn, row_factory=tuple_row)
+        local.side = psycopg.Cursor(conn, row_factory=tuple_row)
+        local.app_depth, local.broken = 1, None
+        try:
+            yield
+        finally:
+            (local.pid, local.conn, local.cur, local.side, local.app_depth, local.broken) = saved
+
+    def owns(self, conn: object) -> bool:
+        """True if *conn* is one of the connections liteq opened for a thread of this
+        process (this thread's is :meth:`get`)."""
+        with self._all_lock:
+            return any(c is conn for _t, c in self._all)
+
     def count(self) -> int:
         """How many connections this process holds open now."""
         with self._all_lock:
@@ -455,7 +483,9 @@ class Tx:
         conn, cur = conns._handles()
         self.conn, self.cur = conn, cur
         try:
-            if conn.pgconn.transaction_status != _IDLE:
+            # Not autocommit: the application's own connection (borrowed), whose next
+            # statement begins (or joins) its transaction, which liteq never commits.
+            if conn.pgconn.transaction_status != _IDLE or not conn.autocommit:
                 self.nested = True
                 cur.execute("SAVEPOINT liteq_op", prepare=False)
             else:
