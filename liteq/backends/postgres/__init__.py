@@ -16,6 +16,8 @@ Layout::
     schedules.py   schedules, their history, and the tick that fires each time once
                    with no leader (B3, schedules part)
     topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
+    copying.py     ``liteq copy``: export from a REPEATABLE READ snapshot, import
+                   keeping ids, then sequences and depth stripes
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
 
@@ -51,6 +53,7 @@ from ...errors import InvalidArgument, LiteqError
 from ..base import Backend
 from ..records import Capabilities
 from .connection import Connections, ServerClock
+from .copying import CopyVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
@@ -101,7 +104,8 @@ _CHECKS = (
 # TopicVerbs first: its base QueueVerbs then precedes Notifier (whose notify_sql
 # property QueueVerbs only declares). Backend last: it only declares the verbs, so the
 # mixins' definitions come first in the method order (as SQLiteBackend does).
-class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Backend):
+class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, Notifier,
+                      Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or
