@@ -401,3 +401,25 @@ def test_tables_limits_the_copy_and_messages_need_their_queues(
     copied = export_all(dst)
     assert copied["schedules"] == export_all(src)["schedules"]
     assert copied["messages"] == [] and copied["queues"]
+
+
+def test_writes_to_the_source_during_a_copy_do_not_reach_the_destination(
+    tmp_path: Any, dst_target: str
+) -> None:
+    src = str(tmp_path / "live.db")
+    db = liteq.connect(src)
+    q = db.queue("bulk", max_depth=1000)
+    q.put_many(list(range(300)))
+    before = export_all(src)
+
+    def write_meanwhile(table: str, read: int, total: int) -> None:
+        if table == "messages" and read == 100:
+            q.put_many(["late"] * 5)
+            for msg in q.get_many(3):
+                msg.ack()
+            db.queue("newcomer").put(1)
+
+    copy_database(src, dst_target, chunk_rows=100, on_progress=write_meanwhile)
+    db.close()
+    assert export_all(dst_target) == before
+    assert export_all(src) != before
