@@ -16,6 +16,7 @@ shape:
 ``cli_worker.py``   ``worker``, ``jobs``, ``job``
 ``cli_schedule.py`` ``schedule ...``, ``scheduler``
 ``cli_demo.py``     ``demo``, a list of steps that later features extend
+``cli_copy.py``     ``copy SRC DST``, moving a database to another file or engine
 ==================  ===========================================================
 
 A new feature adds a ``cli_<feature>.py`` with its click commands (using
@@ -30,6 +31,7 @@ import sys
 import click
 
 from .cli_base import cli, looks_only, writes
+from .cli_copy import copy_command
 from .cli_demo import demo, demo_step
 from .cli_messages import ack, cancel, get, peek, put, retry, show
 from .cli_queues import dead, prune, purge, queue_group, vacuum
@@ -42,7 +44,7 @@ __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
                 prune, vacuum, topics, publish, subscribe, unsubscribe, tail, worker, jobs, job,
-                schedule_group, scheduler, demo):
+                schedule_group, scheduler, demo, copy_command):
     cli.add_command(command)
 demo_step(60)(worker_demo)
 demo_step(70)(schedule_demo)
@@ -55,7 +57,7 @@ LOOKS = ["stats", "peek", "show", "topics", "jobs", "job", "dead list", "schedul
 WRITES = ["put", "get", "ack", "retry", "cancel", "purge", "prune", "vacuum", "publish",
           "subscribe", "unsubscribe", "tail", "dead redrive", "dead purge", "queue create",
           "queue config", "queue delete", "schedule add", "schedule rm", "schedule pause",
-          "schedule resume", "schedule run", "scheduler"]
+          "schedule resume", "schedule run", "scheduler", "copy"]
 
 
 def _command(words: str) -> click.Command:

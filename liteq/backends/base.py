@@ -57,6 +57,7 @@ from .records import (
     State,
     Subscriptions,
 )
+from .tables import Counters
 
 __all__ = ["Backend", "Waiter", "DURABILITY_LEVELS", "check_open_options"]
 
@@ -132,7 +133,7 @@ class Backend(ABC):
     #: Callers read it once when they are built, never per call.
     capabilities: Capabilities
 
-    # later (D1): export_<table>(after_id, limit) / import_<table>(records) for ``liteq copy``.
+    # ``liteq copy`` (issue 17, D1): see the "copying" verbs at the end.
 
     # -- lifecycle and application SQL ----------------------------------------------
 
@@ -535,3 +536,57 @@ class Backend(ABC):
         the transaction holds its locks, and QueueFull naming the first full
         subscription.
         """
+
+    # -- copying (``liteq copy``; ``liteq.copy`` drives these, tables in
+    #    ``liteq.backends.tables``) --------------------------------------------------
+
+    @abstractmethod
+    def copy_snapshot(self) -> AbstractContextManager[None]:
+        """A read-only snapshot held for the block on this thread: every export verb
+        called in it sees the database as it was when the block began, whatever other
+        connections commit meanwhile (SQLite: one read transaction; PostgreSQL:
+        ``REPEATABLE READ, READ ONLY``). Not inside :meth:`transaction`
+        (InvalidArgument). The snapshot is held until the block ends: on SQLite the
+        ``-wal`` file cannot be checkpointed back to its start meanwhile."""
+
+    @abstractmethod
+    def export_rows(self, table: str, after_id: int, limit: int) -> list[tuple[Any, ...]]:
+        """Up to *limit* rows of *table* (one of ``COPY_TABLES``) with ``id >
+        after_id``, in id order, as the table's record (``ROW_TYPES``). Reads only."""
+
+    @abstractmethod
+    def export_extent(self, table: str) -> tuple[int, int]:
+        """``(rows, highest id)`` of *table* (``(0, 0)`` when empty). Reads only."""
+
+    @abstractmethod
+    def export_counters(self) -> Counters:
+        """The sequences and counters a copy carries besides rows
+        (:class:`~liteq.backends.tables.Counters`). Reads only."""
+
+    @abstractmethod
+    def import_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert *rows* (records of *table*, as :meth:`export_rows` gives them, from
+        either engine) with their ids and every column as given (states, attempts,
+        leases and tokens, keys, headers, results, schedules' next fire times); a row
+        whose id is already there is skipped (so a chunk written twice lands once).
+        Atomic, joins :meth:`transaction`; returns how many rows went in. Depth
+        counters and sequences are left to :meth:`import_counters`."""
+
+    @abstractmethod
+    def import_counters(self, counters: Counters) -> None:
+        """After :meth:`import_rows`: move the id and token sequences past both
+        *counters* and every imported id and token (new ids and tokens never meet
+        copied ones), raise the subscription version to at least *counters*', and
+        recount every queue's depth counter from its unfinished messages (so
+        ``max_depth`` holds at once). Atomic, joins :meth:`transaction`; running it
+        again changes nothing more."""
+
+    @abstractmethod
+    def copy_marks(self) -> dict[str, int]:
+        """The marks a copy into this database left (``{name: value}``: which source,
+        how far each table got, whether it finished); ``{}`` if none."""
+
+    @abstractmethod
+    def set_copy_mark(self, name: str, value: int) -> None:
+        """Set mark *name* to *value* (joins :meth:`transaction`, so a chunk and its
+        progress mark commit together)."""

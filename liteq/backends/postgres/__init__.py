@@ -18,6 +18,8 @@ Layout::
     topics.py      subscriptions and the atomic publish, under a lock per topic (B4)
     retry.py       which verbs are tried again on a new connection after a loss
     outbox.py      verbs on the application's own connection and transaction
+    copying.py     ``liteq copy``: export from a REPEATABLE READ snapshot, import
+                   keeping ids, then sequences and depth stripes
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
 
@@ -53,6 +55,7 @@ from ...errors import InvalidArgument, LiteqError
 from ..base import Backend
 from ..records import Capabilities
 from .connection import Connections, ServerClock
+from .copying import CopyVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
@@ -106,7 +109,8 @@ _CHECKS = (
 # property QueueVerbs only declares). Backend last: it only declares the verbs, so the
 # mixins' definitions come first in the method order (as SQLiteBackend does).
 @with_retries  # which verbs a lost connection tries again, once (retry.py)
-class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, Notifier, Backend):
+class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, Notifier,
+                      Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

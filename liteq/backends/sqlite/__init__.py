@@ -49,6 +49,7 @@ from ..base import Backend
 from ..records import Capabilities
 from . import notifier
 from .base import DURABILITY, JOURNAL_SIZE_LIMIT, MAINTAIN_EVERY, StoreBase
+from .copying import CopyVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Waiter
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, Backend):
+class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs

@@ -1,0 +1,136 @@
+"""``liteq copy`` on SQLite: export rows in id order from one read snapshot, import them
+with their ids, then rebuild the counters (the driver is ``liteq/copy.py``).
+
+SQLite facts this relies on:
+
+* A read transaction sees one snapshot from its first read to its end (WAL mode), so
+  the whole export is consistent however long it takes; meanwhile checkpoints cannot
+  move the ``-wal`` file back to its start, so it grows while writers work.
+* ``INSERT ... ON CONFLICT (id) DO NOTHING`` skips only a row whose id is there (not
+  ``INSERT OR IGNORE``, which would also skip a row breaking another constraint).
+* ``messages`` is ``AUTOINCREMENT``: its sequence row in ``sqlite_sequence`` follows
+  explicit ids by itself, but must be raised past ids the source issued and deleted
+  (acked messages whose results rows were copied). The other tables reuse ``max(id) + 1``,
+  which is past every copied id.
+* Lease tokens are random 64-bit values, not a sequence: nothing to move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ...errors import InvalidArgument
+from ..records import State
+from ..tables import COPY_TABLES, FLAGS, ROW_TYPES, Counters, check_table
+from .base import StoreBase
+
+__all__ = ["CopyVerbs"]
+
+_MARK = "copy:"
+
+
+def _columns(table: str) -> str:
+    return ", ".join(f'"{c}"' for c in ROW_TYPES[table]._fields)
+
+
+SQL_EXPORT = {t: f"SELECT {_columns(t)} FROM {t} WHERE id > ? ORDER BY id LIMIT ?"
+              for t in COPY_TABLES}
+SQL_EXTENT = {t: f"SELECT count(*), coalesce(max(id), 0) FROM {t}" for t in COPY_TABLES}
+SQL_IMPORT = {
+    t: f"INSERT INTO {t} ({_columns(t)}) VALUES "
+       f"({', '.join('?' * len(ROW_TYPES[t]._fields))}) ON CONFLICT (id) DO NOTHING"
+    for t in COPY_TABLES
+}
+SQL_COUNTERS = """
+SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+           coalesce((SELECT max(id) FROM messages), 0),
+           coalesce((SELECT max(id) FROM results), 0)),
+       coalesce((SELECT value FROM meta WHERE key = 'subs_version'), 0)
+"""
+SQL_SEQ_UPDATE = "UPDATE sqlite_sequence SET seq = max(seq, :n) WHERE name = 'messages'"
+SQL_SEQ_INSERT = """
+INSERT INTO sqlite_sequence (name, seq) SELECT 'messages', :n
+WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages')
+"""
+SQL_SUBS_RAISE = """
+INSERT INTO meta (key, value) VALUES ('subs_version', :v)
+ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)
+"""
+# The counter is kept only while the queue has a max_depth or count_depth (as
+# SQL_RECOUNT does for one queue); one count per state, each a range of its index.
+SQL_RECOUNT_ALL = f"""
+UPDATE queues SET depth = CASE WHEN max_depth IS NULL AND NOT count_depth THEN 0 ELSE
+  (SELECT count(*) FROM messages WHERE qid = queues.id AND state = {int(State.READY)}) +
+  (SELECT count(*) FROM messages WHERE qid = queues.id AND state = {int(State.DELAYED)}) +
+  (SELECT count(*) FROM messages WHERE qid = queues.id AND state = {int(State.LEASED)}) END
+"""
+SQL_MARKS = "SELECT key, value FROM meta WHERE substr(key, 1, 5) = 'copy:'"
+SQL_MARK = """
+INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+
+
+class CopyVerbs(StoreBase):
+    """The copying verbs of :class:`~liteq.backends.base.Backend` (a mixin of
+    SQLiteBackend)."""
+
+    @contextmanager
+    def copy_snapshot(self) -> Iterator[None]:
+        if self.conn().in_transaction:
+            raise InvalidArgument("copy_snapshot() cannot run inside db.transaction()")
+        with self.read() as cur:
+            # The snapshot starts at the first read, not at BEGIN: take it now.
+            cur.execute("SELECT 1 FROM queues LIMIT 1").fetchall()
+            yield
+
+    def export_rows(self, table: str, after_id: int, limit: int) -> list[tuple[Any, ...]]:
+        make = ROW_TYPES[check_table(table)]._make
+        with self.read() as cur:
+            return [make(r) for r in cur.execute(SQL_EXPORT[table], (after_id, limit))]
+
+    def export_extent(self, table: str) -> tuple[int, int]:
+        with self.read() as cur:
+            count, top = cur.execute(SQL_EXTENT[check_table(table)]).fetchall()[0]
+        return int(count), int(top)
+
+    def export_counters(self) -> Counters:
+        with self.read() as cur:
+            message_id, subs = cur.execute(SQL_COUNTERS).fetchall()[0]
+        return Counters(message_id=int(message_id), token=None, subs_version=int(subs))
+
+    def import_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        fields = ROW_TYPES[check_table(table)]._fields
+        flags = [fields.index(name) for name in FLAGS.get(table, ())]
+        if flags:
+            rows = [_ints(row, flags) for row in rows]
+        conn = self.conn()
+        with self.write() as cur:
+            before = conn.total_changes()
+            cur.executemany(SQL_IMPORT[table], rows)
+            return int(conn.total_changes() - before)
+
+    def import_counters(self, counters: Counters) -> None:
+        with self.write() as cur:
+            top = cur.execute(SQL_COUNTERS).fetchall()[0][0]
+            n = max(int(top), int(counters.message_id))
+            cur.execute(SQL_SEQ_UPDATE, {"n": n})
+            cur.execute(SQL_SEQ_INSERT, {"n": n})
+            cur.execute(SQL_SUBS_RAISE, {"v": int(counters.subs_version)})
+            cur.execute(SQL_RECOUNT_ALL)
+
+    def copy_marks(self) -> dict[str, int]:
+        with self.read() as cur:
+            return {key[len(_MARK):]: int(value) for key, value in cur.execute(SQL_MARKS)}
+
+    def set_copy_mark(self, name: str, value: int) -> None:
+        with self.write() as cur:
+            cur.execute(SQL_MARK, (_MARK + name, int(value)))
+
+
+def _ints(row: tuple[Any, ...], at: list[int]) -> tuple[Any, ...]:
+    values = list(row)
+    for i in at:
+        values[i] = int(bool(values[i]))
+    return tuple(values)
