@@ -63,6 +63,10 @@ def test_three_scheduler_processes_enqueue_every_fire_time_exactly_once_and_none
         start_scheduler(path, start, logs[2]),  # no APP: the file named by --db
     ]
     try:
+        # Every process up (its signal handlers set) before any is stopped: on a loaded
+        # machine one can still be importing when the others have fired enough.
+        wait_until(lambda: all("scheduler started" in log.read_text() for log in logs),
+                   timeout=PATIENCE, what="the three schedulers to start")
         wait_until(lambda: all(len(runs(db, n)) >= FIRES for n in ("every-second", "cron-second")),
                    timeout=PATIENCE, what=f"{FIRES} fires of each schedule")
     finally:
