@@ -36,6 +36,16 @@ concurrent producers.
   the first slow path, which counts the queue's unfinished messages once under the
   lock of the new rows.
 
+**One stripe, chosen once.** The stripe a statement locks ``SKIP LOCKED`` is picked by
+an uncorrelated scalar subquery (an InitPlan: evaluated once per execution), never a
+subquery joined in ``FROM``: a plan with that subquery on the inner side of a nested
+loop re-runs it per outer row, and each re-run skips the rows this statement already
+updated and locks another stripe, so one put counted itself on several stripes (and
+``SQL_PUT_READY``'s ``INSERT ... FROM r`` inserted a message per stripe). Found by the
+queue model under load, when the planner's statistics for a young table changed; the
+same rule holds for every locking subquery feeding a write (``AS MATERIALIZED`` CTEs
+in messages.py). ``tests/test_postgres_plans.py`` checks the plans.
+
 Lock order, everywhere: message rows first, then stripes (a transaction holding a
 stripe never waits for a message row), and all of a queue's stripes in stripe order.
 
@@ -65,10 +75,10 @@ _UNFINISHED = f"state < {int(State.DONE)}"
 # a stripe of its own (its backend pid), so producers spread without a random().
 SQL_RESERVE = """
 UPDATE {s}.depth_stripes d SET used = d.used + %(n)s
-FROM (SELECT stripe FROM {s}.depth_stripes
-      WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
-      ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-WHERE d.qid = %(qid)s AND d.stripe = p.stripe
+WHERE d.qid = %(qid)s AND d.stripe = (
+  SELECT stripe FROM {s}.depth_stripes
+  WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+  ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING d.used
 """
 # Release n on any stripe nobody holds, else wait for one (the second form runs only
@@ -76,9 +86,10 @@ RETURNING d.used
 SQL_RELEASE = """
 WITH r1 AS (
   UPDATE {s}.depth_stripes d SET used = d.used - %(n)s
-  FROM (SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
-        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
 )
 UPDATE {s}.depth_stripes SET used = used - %(n)s
 WHERE qid = %(qid)s AND stripe = 0 AND NOT EXISTS (SELECT 1 FROM r1)

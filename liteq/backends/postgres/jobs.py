@@ -119,7 +119,7 @@ RETURNING qid, state
 # everywhere: the message row first, then one stripe. (The release of B1's depth.py
 # does the same; once both are merged, this can call it instead.)
 SQL_DEPTH_RELEASE = """
-WITH free AS (
+WITH free AS MATERIALIZED (
     SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
     ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED
 )

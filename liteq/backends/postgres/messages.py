@@ -48,7 +48,7 @@ CLAIM_COLUMNS = (
     "id, token, attempts, payload, headers, priority, run_at, enqueued_at, key, rank, error, origin"
 )
 SQL_CLAIM = f"""
-WITH c AS (
+WITH c AS MATERIALIZED (
   SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}
   ORDER BY {QUEUE_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED
 ), t AS (SELECT nextval('{{s}}.lease_token') AS token)
@@ -62,7 +62,7 @@ RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 # a transaction lock and settle the expired ones (SQL_EXPIRED).
 _HORIZON = "%(now)s + %(max_extend)s + (SELECT lease FROM {s}.queues WHERE id = %(qid)s)"
 SQL_PROMOTE = f"""
-WITH p AS (
+WITH p AS MATERIALIZED (
   SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {DELAYED} AND run_at <= %(now)s
   ORDER BY run_at LIMIT %(most)s FOR UPDATE SKIP LOCKED
 ), u AS (
@@ -115,9 +115,9 @@ WITH d AS (
   RETURNING qid
 ), r1 AS (
   UPDATE {{s}}.depth_stripes s SET used = s.used - 1
-  FROM (SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
-        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-  WHERE s.qid = %(qid)s AND s.stripe = p.stripe AND EXISTS (SELECT 1 FROM d)
+  WHERE s.qid = %(qid)s AND EXISTS (SELECT 1 FROM d) AND s.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 ), r2 AS (
   UPDATE {{s}}.depth_stripes SET used = used - 1

@@ -121,10 +121,11 @@ SQL_FIND_KEY = "SELECT id FROM {s}.messages WHERE qid = %s AND key = %s AND stat
 SQL_PUT_READY = f"""
 WITH r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
-  FROM (SELECT stripe FROM {{s}}.depth_stripes
-        WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
-        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
 )
 INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
 SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
@@ -139,10 +140,11 @@ WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1,
 s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
 r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
-  FROM (SELECT stripe FROM {{s}}.depth_stripes
-        WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
-        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
 ),
 i AS (
   INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
