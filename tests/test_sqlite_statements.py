@@ -38,6 +38,7 @@ _POSITIONAL: dict[str, tuple[Any, ...]] = {
     "SQL_FIND_KEY": (1, "k"),
     "SQL_NEXT_READY": (1,),
     "SQL_CLAIM_ONE": (1, 2.0),
+    "SQL_INSERT_UNCOUNTED_MANY": (1, 0, 1.0, 1.0, apsw.carray((b"x", b"y"))),
     "SQL_ACK_DELETE": (1, 2),
     "SQL_ACK_UNCOUNTED": (1, 2),
     "SQL_ACK_RETAIN": (1.0, 1, 2),
@@ -142,3 +143,47 @@ def test_a_statement_run_a_second_time_is_not_prepared_again(conn, name, sql, pa
     first, second = _preparations(conn, sql, params)
     assert first > 0, f"{name}: the first run should prepare it (the check sees nothing)"
     assert second == 0, f"{name}: re-prepared on its second run ({second} authorizer calls)"
+
+
+def _statements_run(db: liteq.Database, action: Any) -> list[str]:
+    """The SQL statements *action* runs on this thread's connection (BEGIN and COMMIT
+    included), each once it is warm."""
+    action()
+    ran: list[str] = []
+
+    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
+        ran.append(" ".join(sql.split())[:60])
+        return True
+
+    conn = db.connection
+    conn.exec_trace = trace
+    try:
+        action()
+    finally:
+        conn.exec_trace = None
+    return ran
+
+
+def test_a_put_many_of_plain_messages_into_an_unbounded_queue_is_one_statement(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("q")
+
+    ran = _statements_run(db, lambda: q.put_many([{"i": i} for i in range(100)]))
+
+    assert len(ran) == 1, ran
+    db.close()
+
+
+def test_a_put_many_returns_each_messages_id_in_the_order_given(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("q")
+    q.put("before")
+    q.get().ack()
+
+    ids = q.put_many([{"i": i} for i in range(1000)])
+
+    assert ids == list(range(ids[0], ids[0] + 1000))
+    got = {m.id: m.payload for m in q.get_many(1000)}
+    assert [got[mid] for mid in ids] == [{"i": i} for i in range(1000)]
+    db.close()
+

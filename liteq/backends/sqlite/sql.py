@@ -94,6 +94,18 @@ INSERT INTO messages (qid, state, priority, run_at, payload, enqueued_at)
 SELECT ?1, {READY}, ?2, ?3, ?4, ?3
 WHERE EXISTS (SELECT 1 FROM queues WHERE id = ?1 AND max_depth IS NULL AND NOT count_depth)
 """
+# The common batch (put_many: due now, no keys, headers or ranks) in one statement,
+# its payloads bound as one array (carray): one INSERT instead of one per row through
+# executemany (instructions per message: see bench/README.md). Like
+# SQL_INSERT_UNCOUNTED, it inserts only while the queue keeps no depth counter; no
+# row inserted means "counted, full, or deleted" and put takes the full path.
+# carray yields its values in order, and the rows get consecutive ids in that order
+# (AUTOINCREMENT under the single writer), so ids map back to the payloads.
+SQL_INSERT_UNCOUNTED_MANY = f"""
+INSERT INTO messages (qid, state, priority, run_at, payload, enqueued_at)
+SELECT ?1, {READY}, ?2, ?3, value, ?4 FROM carray(?5)
+WHERE EXISTS (SELECT 1 FROM queues WHERE id = +?1 AND max_depth IS NULL AND NOT count_depth)
+"""
 SQL_FIND_KEY = "SELECT id FROM messages WHERE qid = +? AND key = +? AND state < 3"
 
 # Delayed rows live outside the ready index; move the due ones in before claiming.
