@@ -38,6 +38,7 @@ _POSITIONAL: dict[str, tuple[Any, ...]] = {
     "SQL_FIND_KEY": (1, "k"),
     "SQL_NEXT_READY": (1,),
     "SQL_CLAIM_ONE": (1, 2.0),
+    "SQL_CLAIM_NEXT": (1, 30.0),
     "SQL_INSERT_UNCOUNTED_MANY": (1, 0, 1.0, 1.0, apsw.carray((b"x", b"y"))),
     "SQL_ACK_DELETE": (1, 2),
     "SQL_ACK_UNCOUNTED": (1, 2),
@@ -187,3 +188,14 @@ def test_a_put_many_returns_each_messages_id_in_the_order_given(db_path) -> None
     assert [got[mid] for mid in ids] == [{"i": i} for i in range(1000)]
     db.close()
 
+
+def test_a_get_right_after_another_is_one_statement_and_its_ack_another(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("q")
+    q.put_many(["a", "b", "c"])
+    assert q.get() is not None  # the queue is maintained now (for MAINTAIN_EVERY)
+
+    ran = _statements_run(db, lambda: q.get().ack())
+
+    assert len(ran) == 2, ran
+    db.close()
