@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
@@ -154,7 +154,7 @@ class StoreBase(Opening):
             conn = self._open_read_write()
         # The store's clock (injectable) inside SQL: a one-statement claim computes
         # its lease deadline after SQLite granted the write lock (see SQL_CLAIM_NEXT).
-        conn.create_scalar_function(CLOCK_FUNCTION, self.clock, 0)
+        conn.create_scalar_function(CLOCK_FUNCTION, cast(Any, self.clock), 0)
         with self._all_lock:
             self._all.append(conn)
         return conn
