@@ -199,3 +199,16 @@ def test_a_get_right_after_another_is_one_statement_and_its_ack_another(db_path)
 
     assert len(ran) == 2, ran
     db.close()
+
+
+def test_maintaining_a_queue_with_no_delayed_message_due_updates_nothing(db_path) -> None:
+    db = liteq.connect(db_path)
+    q = db.queue("q")
+    q.put_many([{"i": i} for i in range(10)])
+    q.put("later", delay=3600)
+    q.get()
+
+    ran = _statements_run(db, lambda: db.backend.expire(q.id))
+
+    assert [s for s in ran if s.startswith("UPDATE")] == [], ran
+    db.close()

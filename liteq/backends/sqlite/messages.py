@@ -26,6 +26,7 @@ from .sql import (
     SQL_CLAIM_NEXT,
     SQL_CLAIM_ONE,
     SQL_CLAIM_SELECT,
+    SQL_DUE_DELAYED,
     SQL_EXPIRED,
     SQL_EXTEND,
     SQL_GET_LEASED,
@@ -132,8 +133,10 @@ class MessageVerbs(QueueVerbs):
         """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
         each; True if any row changed. With more left, the queue is in ``_behind``
         and its next claim maintains again at once."""
-        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now, "most": MAINTAIN_ROWS})
-        promoted = cur.connection.changes()
+        promoted = 0
+        if cur.execute(SQL_DUE_DELAYED, {"qid": qid, "now": now}).fetchall():
+            cur.execute(SQL_PROMOTE, {"qid": qid, "now": now, "most": MAINTAIN_ROWS})
+            promoted = cur.connection.changes()
         expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now, "max_extend": MAX_EXTEND,
                                             "most": MAINTAIN_ROWS}).fetchall()
         if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:

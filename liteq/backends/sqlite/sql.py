@@ -116,6 +116,13 @@ UPDATE messages SET state = {READY}
 WHERE id IN (SELECT id FROM messages WHERE qid = +:qid AND state = {DELAYED} AND run_at <= +:now
              ORDER BY run_at LIMIT +:most)
 """
+# Whether SQL_PROMOTE has anything to do: an UPDATE that changes nothing still opens
+# write cursors on the table and its five indexes and a statement journal (measured:
+# ~37k instructions against ~4k for this look, on every maintenance of a queue with no
+# delayed message due, i.e. nearly always).
+SQL_DUE_DELAYED = f"""
+SELECT 1 FROM messages WHERE qid = +:qid AND state = {DELAYED} AND run_at <= +:now LIMIT 1
+"""
 # A lease is expired when its deadline has passed, or when it lies further ahead
 # than any claim or extend can set (the queue's lease plus MAX_EXTEND): such a
 # deadline was set before the wall clock stepped back, and would hold the message
