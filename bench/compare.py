@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/compare.py [--sync normal|full] [--n N] [--runs 3] [--quick]
 
-Systems (adapters in ``bench/peers/``): liteq; "raw", the minimal SQL of a queue in
-apsw (the limit); huey's ``SqliteStorage``; persist-queue's ``SQLiteAckQueue``;
+Systems (adapters in ``bench/peers/``): liteq; "raw-minimal", the minimal queue of
+issue 23 in apsw (one table, one partial index, autocommit INSERT / claim / DELETE:
+the reference DESIGN.md's targets are measured against); "raw", the feature-parity
+raw queue (delay column, lease token, four-column index: kept as a second reference,
+labelled for what it is); huey's ``SqliteStorage``; persist-queue's ``SQLiteAckQueue``;
 litequeue's ``LiteQueue``. Every system runs on fresh temporary files at the same
 ``synchronous`` setting (read back from its live connection and reported), WAL.
 
@@ -93,13 +96,20 @@ def target(key: str, values: dict[str, float | None], depths: list[int]) -> str:
     lq = values.get("liteq")
     if lq is None:
         return ""
-    raw = values.get("raw")
+    raw = values.get("raw-minimal")
     peers = [v for p, v in values.items() if p in PEERS and v is not None]
     if key in ("put", "get_ack", "mp_2"):
-        ok = raw is not None and lq >= 0.8 * raw and all(lq > v for v in peers)
-        return f"≥80% raw, > peers: {'met' if ok else 'NOT met'}"
+        ok = raw is not None and lq >= 0.85 * raw and all(lq > v for v in peers)
+        return f"≥85% raw-minimal, > peers: {'met' if ok else 'NOT met'}"
     if key in ("put_batch", "get_ack_batch"):
-        return f"≥200k/s: {'met' if lq >= 200_000 else 'NOT met'}"
+        share = 0.9 if key == "put_batch" else 0.75
+        ok = raw is not None and lq >= share * raw
+        return f"≥{share:.0%} raw-minimal: {'met' if ok else 'NOT met'}"
+    if key == "mp_4":
+        two = values.get("liteq_mp_2")
+        if two:
+            return f"≥ 1 + 2 consumers: {'met' if lq >= two else 'NOT met'}"
+        return ""
     if key == "tasks":
         return f"≥10k/s: {'met' if lq >= 10_000 else 'NOT met'}"
     if key == "claim_2" or (key == "claim_1" and len(depths) == 2):
@@ -554,6 +564,7 @@ def default_syncs(root: str) -> dict[str, str]:
         db.close()
         conn = apsw.Connection(os.path.join(d, "r.db"))
         out["raw"] = conn.execute("PRAGMA synchronous").fetchall()[0][0]
+        out["raw-minimal"] = out["raw"]
         conn.close()
         st = SqliteStorage("x", filename=os.path.join(d, "h.db"))
         out["huey"] = st.conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -579,7 +590,7 @@ def machine(tmp: str) -> dict[str, Any]:
         "versions": {
             "liteq": f"{version('liteq')} @ {git_commit()}",
             "apsw": apsw.apsw_version(),
-            "SQLite (apsw: liteq, raw)": apsw.sqlite_lib_version(),
+            "SQLite (apsw: liteq, raw-minimal, raw)": apsw.sqlite_lib_version(),
             "SQLite (stdlib sqlite3: huey, persist-queue, litequeue)": sqlite3.sqlite_version,
             "cbor2": version("cbor2"),
             "huey": version("huey"),
@@ -618,6 +629,7 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
             "higher_is_better": higher, "runs": values, "median": med, "na": na,
         }
         lq = med.get("liteq")
+        row["liteq_vs_raw_minimal"] = speed(lq, med.get("raw-minimal"), higher)
         row["liteq_vs_raw"] = speed(lq, med.get("raw"), higher)
         peer_vals = {p: med[p] for p in PEERS if med.get(p) is not None}
         if peer_vals:
@@ -628,6 +640,8 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
         if key.startswith("claim_"):
             extra["liteq_claim_0"] = median_of([r["cells"]["liteq"].get("claim_0") for r in runs]) \
                 if "liteq" in systems else None
+        if key == "mp_4" and "liteq" in systems:
+            extra["liteq_mp_2"] = median_of([r["cells"]["liteq"].get("mp_2") for r in runs])
         row["target"] = target(key, extra, args.depths)
         rows.append(row)
     checks = {}
@@ -658,7 +672,7 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
         "systems": {
             s: {
                 "version": meta["versions"].get(s, meta["versions"]["liteq"])
-                if s != "raw" else f"apsw {meta['versions']['apsw']}",
+                if not s.startswith("raw") else f"apsw {meta['versions']['apsw']}",
                 "semantics": SYSTEMS[s].semantics,
                 "default_synchronous": f"{meta['defaults'].get(s)} ({SYSTEMS[s].default_sync})",
                 "how_synchronous_is_set": SYSTEMS[s].how_set,

@@ -44,15 +44,25 @@ def encode(value: Any, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
     return data
 
 
+#: Types that hold nothing: a container of only these needs no walk.
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _nested(value: Any) -> bool:
-    """True if *value* holds a container (the common flat payload skips the walk)."""
+    """True if *value* may hold a container (the common flat payload skips the walk).
+
+    Exact types looked up in a set, not isinstance against five container types:
+    ~2.5k fewer instructions per put (of ~63k, measured with bench/instructions.py).
+    Any other type (a subclass, a datetime) counts as possibly nested: the walk decides.
+    """
+    scalars = _SCALARS
     if isinstance(value, dict):
         for key, child in value.items():
-            if isinstance(child, _CONTAINERS) or isinstance(key, tuple):
+            if type(child) not in scalars or type(key) not in scalars:
                 return True
         return False
     for child in value:
-        if isinstance(child, _CONTAINERS):
+        if type(child) not in scalars:
             return True
     return False
 

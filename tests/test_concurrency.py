@@ -278,6 +278,36 @@ def test_a_claim_that_waited_for_the_write_lock_still_gets_a_whole_lease(db_path
     db.close()
 
 
+class _ClockSeenOnlyInTheBusyHandler(FakeClock):
+    """A FakeClock whose reads do not end _until_started_waiting: it waits until the
+    claiming thread is in liteq's busy handler, so time passes only while it waits."""
+
+    read_by_other = threading.Event()  # never set
+
+
+@pytest.mark.sqlite_only("holds SQLite's write lock with a raw apsw BEGIN IMMEDIATE")
+def test_a_claim_in_one_statement_that_waited_for_the_write_lock_still_gets_a_whole_lease(
+    db_path,
+) -> None:
+    clock = _ClockSeenOnlyInTheBusyHandler()
+    db = liteq.connect(db_path, clock=clock)
+    q = db.queue("slow", lease=5)
+    q.put_many(["x", "y"])
+    first = q.get()  # the queue was just maintained: the next get is one statement
+    assert first is not None
+    first.ack()
+
+    msg = _while_the_write_lock_is_held_for(10, clock, db_path, q.get)
+
+    assert isinstance(msg, liteq.Message)
+    stored = db.message(msg.id)
+    assert stored is not None and stored.lease_until is not None
+    assert stored.lease_until > clock(), "the lease had run out when the claim returned"
+    assert msg.lease_until == stored.lease_until
+    assert q.get() is None, "another consumer took the message while the first holds it"
+    db.close()
+
+
 @pytest.mark.sqlite_only("holds SQLite's write lock with a raw apsw BEGIN IMMEDIATE")
 def test_an_extend_that_waited_for_the_write_lock_still_renews_the_whole_lease(db_path) -> None:
     clock = _ClockThatSeesOtherThreads()

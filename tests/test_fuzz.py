@@ -14,6 +14,7 @@ tests/test_fuzz.py`` digs deeper.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import decimal
 import json
@@ -169,6 +170,19 @@ def test_a_payload_nested_deeper_than_the_decoder_reads_is_refused_at_put(db) ->
     q = db.queue("q")
     with pytest.raises(liteq.SerializationError):
         q.put(_nested(500))
+    assert len(q) == 0
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda deep: {"body": "x", "deep": deep},
+    lambda deep: collections.OrderedDict(body="x", deep=deep),
+    lambda deep: {"body": "x", "deep": collections.namedtuple("Pair", "a b")(1, deep)},
+    lambda deep: ["x", 1, deep],
+], ids=["dict", "dict-subclass", "namedtuple-in-dict", "list"])
+def test_a_too_deep_value_behind_flat_looking_items_is_still_refused(db, wrap) -> None:
+    q = db.queue("q")
+    with pytest.raises(liteq.SerializationError):
+        q.put(wrap(_nested(500)))
     assert len(q) == 0
 
 

@@ -14,12 +14,15 @@ from .liteq_queue import LiteqQueue
 from .litequeue_peer import LiteQueuePeer
 from .persist_queue import PersistQueue
 from .raw_apsw import RawApsw
+from .raw_minimal import RawMinimal
 
 __all__ = ["Peer", "SYSTEMS", "PEERS", "open_system"]
 
-#: Every system compared, in table order: liteq, the raw limit, then the peers.
+#: Every system compared, in table order: liteq, the two raw references (the minimal
+#: queue the targets are measured against, and the feature-parity one), then the peers.
 SYSTEMS: dict[str, type[Peer]] = {
     "liteq": LiteqQueue,
+    "raw-minimal": RawMinimal,
     "raw": RawApsw,
     "huey": HueyStorage,
     "persist-queue": PersistQueue,

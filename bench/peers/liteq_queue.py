@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import liteq
@@ -24,10 +24,14 @@ class LiteqQueue(Peer):
     batch_put = True
     batch_get = True
     wakes = True  # inotify on the -wal file
+    #: A clock for the database (None: the real one); ``instructions.py`` sets one
+    #: that does not depend on how fast the process runs.
+    clock: Callable[[], float] | None = None
 
     def __init__(self, directory: str, sync: str) -> None:
         super().__init__(directory, sync)
-        self.db = liteq.connect(os.path.join(directory, "liteq.db"), durability=sync.lower())
+        self.db = liteq.connect(os.path.join(directory, "liteq.db"), durability=sync.lower(),
+                                clock=self.clock)
         self.q = self.db.queue("bench")
 
     def put(self, payload: dict[str, Any]) -> None:

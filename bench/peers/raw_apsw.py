@@ -36,7 +36,7 @@ SQL_CLAIM = (
 SQL_DELETE = "DELETE FROM q WHERE id = ? AND token = ? AND state = 2"
 
 
-def _busy_handler() -> Any:
+def busy_handler() -> Any:
     start = [0.0]
 
     def handler(count: int) -> bool:
@@ -65,7 +65,7 @@ class RawApsw(Peer):
         super().__init__(directory, sync)
         path = os.path.join(directory, "raw.db")
         self.conn = apsw.Connection(path)
-        self.conn.set_busy_handler(_busy_handler())
+        self.conn.set_busy_handler(busy_handler())
         # liteq's page size (a setting of the file, like WAL and synchronous): the limit
         # measures the SQL, not a different page size. Only takes on a new file.
         self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")

@@ -67,9 +67,10 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
     out.append("Ratios are liteq's speed relative to the other system (above 100%: liteq is "
                "faster, or lower for times and CPU).")
     out.append("")
-    head = ["workload", "unit"] + systems + ["liteq / raw", "liteq / best peer", "DESIGN target"]
+    head = ["workload", "unit"] + systems + ["liteq / raw-minimal", "liteq / raw (parity)",
+                                             "liteq / best peer", "DESIGN target"]
     out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(systems) + 2) + ["---"]) + "|")
+    out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(systems) + 3) + ["---"]) + "|")
     notes: dict[str, str] = {}
     for row in result["rows"]:
         cells = []
@@ -84,7 +85,7 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
         best = row.get("best_peer")
         out.append("| " + " | ".join(
             [row["label"], row["unit"]] + cells
-            + [pct(row.get("liteq_vs_raw")),
+            + [pct(row.get("liteq_vs_raw_minimal")), pct(row.get("liteq_vs_raw")),
                f"{pct(row.get('liteq_vs_best_peer'))}" + (f" ({best})" if best else ""),
                row.get("target", "")]) + " |")
     out.append("")
@@ -129,11 +130,12 @@ def print_table(result: dict[str, Any], systems: list[str]) -> None:
     width = 36
     print()
     print(f"{'workload':<{width}}" + "".join(f"{s:>14}" for s in systems)
-          + f"{'lq/raw':>9}{'lq/peer':>9}")
+          + f"{'lq/min':>9}{'lq/raw':>9}{'lq/peer':>9}")
     for row in result["rows"]:
         cells = "".join(f"{fmt(row['median'][s], row['unit']):>14}" for s in systems)
         print(f"{row['label'] + ' (' + row['unit'] + ')':<{width}.{width}}{cells}"
-              f"{pct(row.get('liteq_vs_raw')):>9}{pct(row.get('liteq_vs_best_peer')):>9}"
+              f"{pct(row.get('liteq_vs_raw_minimal')):>9}{pct(row.get('liteq_vs_raw')):>9}"
+              f"{pct(row.get('liteq_vs_best_peer')):>9}"
               f"  {row.get('target', '')}")
     print()
     for key, per in result["correctness"].items():
@@ -168,7 +170,7 @@ def chart(out_dir: str) -> str | None:
     ]
     fig, axes = plt.subplots(len(found), len(panels), figsize=(17, 5.2 * len(found)),
                              squeeze=False, gridspec_kw={"width_ratios": [3.2, 1.2, 1.2]})
-    colors = {"liteq": "#1f77b4", "raw": "#7f7f7f", "huey": "#ff7f0e",
+    colors = {"liteq": "#1f77b4", "raw-minimal": "#404040", "raw": "#7f7f7f", "huey": "#ff7f0e",
               "persist-queue": "#2ca02c", "litequeue": "#d62728"}
     for i, (sync, path) in enumerate(found):
         with open(path) as f:

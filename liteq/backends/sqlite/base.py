@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
@@ -18,7 +18,7 @@ from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
-from .sql import SQL_TOTALS, TOTALS_EVERY
+from .sql import CLOCK_FUNCTION, SQL_TOTALS, TOTALS_EVERY
 
 __all__ = ["StoreBase", "DURABILITY", "JOURNAL_SIZE_LIMIT", "MAINTAIN_EVERY", "PAGE_SIZE"]
 
@@ -152,6 +152,9 @@ class StoreBase(Opening):
             conn = self._open_read_only()
         else:
             conn = self._open_read_write()
+        # The store's clock (injectable) inside SQL: a one-statement claim computes
+        # its lease deadline after SQLite granted the write lock (see SQL_CLAIM_NEXT).
+        conn.create_scalar_function(CLOCK_FUNCTION, cast(Any, self.clock), 0)
         with self._all_lock:
             self._all.append(conn)
         return conn

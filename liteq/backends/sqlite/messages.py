@@ -23,8 +23,10 @@ from .sql import (
     SQL_BURY_HERE,
     SQL_BURY_MOVE,
     SQL_CANCEL_EXPIRED,
+    SQL_CLAIM_NEXT,
     SQL_CLAIM_ONE,
     SQL_CLAIM_SELECT,
+    SQL_DUE_DELAYED,
     SQL_EXPIRED,
     SQL_EXTEND,
     SQL_GET_LEASED,
@@ -60,17 +62,22 @@ class MessageVerbs(QueueVerbs):
         queue and process (so a due delayed message may wait that long behind
         ready ones of lower priority under load).
         """
+        # On the store's clock (injectable), so a test that moves time sees expiry at
+        # once; a clock stepping backwards also triggers maintenance.
+        maintained = 0 <= self.clock() - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY
+        if n == 1 and maintained:
+            # The common claim in one statement (SQL_CLAIM_NEXT): the deadline is read
+            # inside it, after the write lock was granted.
+            found = self.statement(SQL_CLAIM_NEXT, (qid, lease))
+            if found:
+                *row, until = found[0]
+                return [tuple(row)], until
+            maintained = False  # none ready: settle delayed and expired ones, look again
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
-            # On the store's clock (injectable), so a test that moves time sees
-            # expiry at once; a clock stepping backwards also triggers maintenance.
             tick = now
-            maintained = 0 <= tick - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY
-            if n == 1 and maintained:
-                # The common claim, in the fewest steps (see SQL_NEXT_READY).
-                found = cur.execute(SQL_NEXT_READY, (qid,)).fetchall()
-                if found:
-                    return cur.execute(SQL_CLAIM_ONE, (found[0][0], now + lease)).fetchall(), now + lease
+            if maintained:  # a batch claim (n > 1): look again now that the lock is ours
+                maintained = 0 <= tick - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY
             params = {"qid": qid, "n": n, "token": _new_token()}
             until = now + lease
             if not maintained:
@@ -78,7 +85,7 @@ class MessageVerbs(QueueVerbs):
                 self._maintain(cur, qid, now)
                 rows = self._claim_rows(cur, params, until)
             else:
-                rows = [] if n == 1 else self._claim_rows(cur, params, until)  # n == 1: none found
+                rows = self._claim_rows(cur, params, until)
                 if len(rows) < n:
                     self._maintained[qid] = tick
                     if self._maintain(cur, qid, now):
@@ -126,8 +133,10 @@ class MessageVerbs(QueueVerbs):
         """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
         each; True if any row changed. With more left, the queue is in ``_behind``
         and its next claim maintains again at once."""
-        cur.execute(SQL_PROMOTE, {"qid": qid, "now": now, "most": MAINTAIN_ROWS})
-        promoted = cur.connection.changes()
+        promoted = 0
+        if cur.execute(SQL_DUE_DELAYED, {"qid": qid, "now": now}).fetchall():
+            cur.execute(SQL_PROMOTE, {"qid": qid, "now": now, "most": MAINTAIN_ROWS})
+            promoted = cur.connection.changes()
         expired = cur.execute(SQL_EXPIRED, {"qid": qid, "now": now, "max_extend": MAX_EXTEND,
                                             "most": MAINTAIN_ROWS}).fetchall()
         if promoted >= MAINTAIN_ROWS or len(expired) >= MAINTAIN_ROWS:

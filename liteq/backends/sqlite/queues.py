@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import apsw
+
 from ...errors import (
     InvalidArgument,
     LiteqError,
@@ -24,6 +26,7 @@ from .sql import (
     SQL_FINISHED_ROW,
     SQL_INSERT,
     SQL_INSERT_UNCOUNTED,
+    SQL_INSERT_UNCOUNTED_MANY,
     SQL_MESSAGE,
     SQL_PEEK,
     SQL_PEEK_ALL,
@@ -121,6 +124,10 @@ class QueueVerbs(StoreBase):
         same batch) gets that message's id and is not inserted. Raises QueueFull,
         writing nothing, if the new rows do not fit under max_depth.
         """
+        if len(rows) > 1 and not force:
+            ids = self._put_plain_batch(qid, rows)
+            if ids is not None:
+                return ids
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             ids, added = self._put(cur, qid, rows, now, force)
@@ -143,6 +150,31 @@ class QueueVerbs(StoreBase):
         mid: int = conn.last_insert_rowid()
         self._tally(qid, 1, 0)
         return mid
+
+    def _put_plain_batch(
+        self,
+        qid: int,
+        rows: Sequence[tuple[int, bytes | None, float, bytes, bytes | None, str | None]],
+    ) -> list[int] | None:
+        """The common batch (one priority, due now, no key, headers or rank) into a
+        queue that keeps no depth counter, as one autocommit statement
+        (``SQL_INSERT_UNCOUNTED_MANY``); None if *rows* or the queue are not that."""
+        priority, _, run_at, _, _, _ = rows[0]
+        now = self.clock()  # before the statement: harmless for due-now rows (put_ready)
+        if run_at > now:
+            return None
+        for p, rank, r, _, headers, key in rows:
+            if key is not None or headers is not None or rank is not None or p != priority or r != run_at:
+                return None
+        payloads = apsw.carray(tuple([row[3] for row in rows]))
+        self.statement(SQL_INSERT_UNCOUNTED_MANY, (qid, priority, run_at, now, payloads))
+        conn = self._local.conn
+        n = conn.changes()
+        if not n:
+            return None
+        last: int = conn.last_insert_rowid()
+        self._tally(qid, n, 0)
+        return list(range(last - n + 1, last + 1))
 
     def _put(
         self,
