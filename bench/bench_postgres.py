@@ -203,6 +203,7 @@ def _child(role: str, name: str, url: str, sync: str, n: int, start: Any,
             results.put((role, index, {"start": t0, "end": time.time()}))
         else:
             got: list[int] = []
+            ids: list[Any] = []
             last = t0
             while True:
                 done = producer_done.is_set()  # read before the get
@@ -212,9 +213,10 @@ def _child(role: str, name: str, url: str, sync: str, n: int, start: Any,
                         break
                     continue
                 got.append(peer.payload(h)["n"])
+                ids.append(peer.ident(h))
                 peer.ack(h)
                 last = time.time()
-            results.put((role, index, {"start": t0, "end": last, "got": got}))
+            results.put((role, index, {"start": t0, "end": last, "got": got, "ids": ids}))
         peer.close()
     except BaseException:
         results.put((role, index, {"error": traceback.format_exc()}))
@@ -260,9 +262,14 @@ def multi_process(server: str, name: str, sync: str, n: int, consumers: int) -> 
                 p.join()
     got = [s for role, data in reports if role == "consumer" for s in data["got"]]
     unique = set(got)
+    ids = [i for role, data in reports if role == "consumer" for i in data.get("ids", [])
+           if i is not None]
     out: dict[str, Any] = {
         "received": len(got),
         "duplicates": len(got) - len(unique),
+        # Of those, one message (the same id) delivered twice; the rest are two messages
+        # with one sequence number (put twice).
+        "redelivered": len(ids) - len(set(ids)),
         "lost": n - len(unique & set(range(n))),
         "errors": errors,
     }
@@ -381,8 +388,8 @@ def one_run(args: argparse.Namespace, run: int, systems: list[str]) -> dict[str,
     def mp_step(name: str, consumers: int) -> dict[str, Any]:
         res = multi_process(server, name, sync, args.n, consumers)
         key = f"mp_{consumers}"
-        checks[name][key] = {k: res.get(k) for k in ("received", "duplicates", "lost", "errors",
-                                                     "producer_rate")}
+        checks[name][key] = {k: res.get(k) for k in ("received", "duplicates", "redelivered",
+                                                     "lost", "errors", "producer_rate")}
         if res["errors"]:
             print(f"  {key} {name}: " + "\n".join(res["errors"]), file=sys.stderr)
         return {key: res["value"]} if "value" in res else {}
@@ -452,6 +459,7 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
             items = [r["checks"][s].get(key) for r in runs if r["checks"][s].get(key)]
             if items:
                 per[s] = {"duplicates": [i["duplicates"] for i in items],
+                          "redelivered": [i.get("redelivered") for i in items],
                           "lost": [i["lost"] for i in items],
                           "errors": sum(len(i["errors"]) for i in items),
                           "producer_rate": [i["producer_rate"] for i in items]}
@@ -548,8 +556,8 @@ def print_table(result: dict[str, Any], systems: list[str]) -> None:
     print()
     for key, per in result["correctness"].items():
         for s, c in per.items():
-            print(f"{key:<6} {s:<14} duplicates {c['duplicates']}  lost {c['lost']}  "
-                  f"errors {c['errors']}")
+            print(f"{key:<6} {s:<14} duplicates {c['duplicates']} (same id twice "
+                  f"{c['redelivered']})  lost {c['lost']}  errors {c['errors']}")
 
 
 # --- facts about the machine and the server -----------------------------------------------

@@ -50,6 +50,9 @@ class LiteqPg(PgPeer):
     def payload(self, handle: Any) -> dict[str, Any]:
         return handle.payload
 
+    def ident(self, handle: Any) -> Any:
+        return handle.id
+
     def wait_get(self, timeout: float) -> Any:
         return self.q.get(wait=timeout)
 

@@ -33,6 +33,11 @@ class PgPeer(Peer):
         super().__init__(url, sync)
         self.url = url
 
+    def ident(self, handle: Any) -> Any:
+        """The id of the message *handle* holds (None when the system does not say):
+        tells one message delivered twice from two messages with the same payload."""
+        return None
+
     def show(self, name: str) -> str:
         """The value of server setting *name* in one of this system's own sessions."""
         raise NotImplementedError

@@ -105,6 +105,9 @@ class RawPsycopg(PgPeer):
             self.cur.execute(SQL_ACK_MANY, ([h[0] for h in handles], handles[0][1]),
                              prepare=True)
 
+    def ident(self, handle: Any) -> Any:
+        return handle[0]
+
     def payload(self, handle: Any) -> dict[str, Any]:
         return handle[2]
 
