@@ -4,6 +4,8 @@
 Started once per test session by ``tests/conftest_pg.py``. About 2 s on this machine;
 ``fsync=off`` and ``--no-sync`` because the data is thrown away (durability is what
 the SQLite crash tests and ``synchronous_commit`` settings are about, not this disk).
+``bench/bench_postgres.py`` starts one with ``Cluster(bindir, fsync=True)``: a benchmark
+measures what a user's server does, and no user runs with ``fsync=off``.
 
 As root (CI, this machine's image) the cluster runs as the ``postgres`` user, which the
 server insists on; as anyone else it runs as that user.
@@ -52,8 +54,10 @@ class Cluster:
     """One running throwaway cluster; :attr:`url` reaches its ``postgres`` database as
     the superuser ``postgres`` (trust authentication, TCP on 127.0.0.1 only)."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, fsync: bool = False) -> None:
         self.bindir = bindir
+        #: The server's ``fsync`` setting (off for the tests: nothing is kept).
+        self.fsync = fsync
         # Short: the socket path (DIR/.s.PGSQL.PORT) must fit in 107 bytes.
         self.dir = tempfile.mkdtemp(prefix="liteq-pg-")
         self.data = os.path.join(self.dir, "data")
@@ -84,7 +88,7 @@ class Cluster:
             self.port = _free_port()
             options = (
                 f"-k {self.data} -c listen_addresses=127.0.0.1 -p {self.port} "
-                "-c fsync=off -c max_connections=200"
+                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
             )
             done = self._run(
                 os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60",

@@ -131,6 +131,23 @@ INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
 SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
 RETURNING id
 """
+# The same with the NOTIFY folded in, for the puts the throttle says notify: still one
+# statement, one round trip (as BEGIN, put, pg_notify, COMMIT it was four). pg_notify
+# runs once per inserted row: not at all when nothing went in (then the full path).
+SQL_PUT_READY_NOTIFY = f"""
+WITH r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + 1
+  FROM (SELECT stripe FROM {{s}}.depth_stripes
+        WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
+  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+), i AS (
+  INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
+  SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+  RETURNING id
+)
+SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
+"""
 
 # A batch without keys in one statement: ids drawn and sorted into the caller's order,
 # counted on one stripe with room for all of them, inserted only then. No row: the
@@ -240,6 +257,7 @@ class QueueVerbs(Backend):
     notify: Callable[[Any, int], None]
     notify_wanted: Callable[[int], bool]
     notify_sql: str
+    wake_channel: str
 
     def setup_core(self) -> None:
         """Build this backend's statements and per-process state (called once, at open)."""
@@ -350,9 +368,12 @@ class QueueVerbs(Backend):
 
     def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
         now = self.clock()
-        found = self._announced(
-            qid, self.qs.put_ready, {"qid": qid, "priority": priority, "now": now, "payload": payload}
-        )
+        params = {"qid": qid, "priority": priority, "now": now, "payload": payload}
+        if self.notify_wanted(qid):
+            params["channel"] = self.wake_channel
+            found = self.conns.statement(self.qs.put_ready_notify, params)
+        else:
+            found = self.conns.statement(self.qs.put_ready, params)
         if not found:
             return self.put(qid, [(priority, None, now, payload, None, None)])[0]
         self._tally(qid, 1, 0)

@@ -1,0 +1,64 @@
+"""The common put on PostgreSQL: one statement, one round trip, even when it wakes
+consumers (the NOTIFY is folded into it). Round trips are counted on the wire with
+libpq's own trace of liteq's connection (each ends in a ReadyForQuery from the server);
+nothing is timed."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest_pg import require_psycopg
+
+import liteq
+
+psycopg = require_psycopg()
+
+
+@pytest.fixture
+def db(pg_url: str, pg_schema: str) -> Iterator[liteq.Database]:
+    d = liteq.connect(f"{pg_url}?schema={pg_schema}")
+    yield d
+    d.close()
+
+
+def round_trips(conn: Any, action: Any) -> int:
+    """How many times the server said ReadyForQuery while *action()* ran on *conn*."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(1 for line in trace if "\tReadyForQuery\t" in line)
+
+
+def test_a_put_that_wakes_consumers_is_one_round_trip_and_its_notify_arrives(
+    db: liteq.Database, pg_url: str
+) -> None:
+    q = db.queue("jobs")
+    q.put("first")  # the queue's first put (and notification) is behind us
+    time.sleep(0.01)  # past the throttle's 1 ms window: the next put notifies again
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        watch.execute(f'LISTEN "{db.backend.wake_channel}"')
+        trips = round_trips(db.connection, lambda: q.put("second"))
+        got = [n.payload for n in watch.notifies(timeout=2.0, stop_after=1)]
+    assert trips == 1  # before: BEGIN, the put, pg_notify, COMMIT
+    assert got == [str(q.id)]
+    assert [m.payload for m in q.get_many(5)] == ["first", "second"]
+
+
+def test_a_put_refused_by_a_full_queue_notifies_no_one(db: liteq.Database, pg_url: str) -> None:
+    q = db.queue("small", max_depth=1)
+    q.put("fills it")
+    time.sleep(0.01)
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        watch.execute(f'LISTEN "{db.backend.wake_channel}"')
+        with pytest.raises(liteq.QueueFull):
+            q.put("no room")
+        assert [n.payload for n in watch.notifies(timeout=0.3)] == []
+    assert q.stats()["ready"] == 1
