@@ -15,33 +15,37 @@ plan the planner picks depends on statistics, so this checks the shape instead: 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from liteq.backends.postgres import depth, jobs, messages, queues
+from liteq.backends.postgres import depth, jobs, messages, queues, schedules, topics
 from liteq.backends.postgres.schema import qualify
 
 pytestmark = pytest.mark.postgres
 
-#: Every statement that writes rows a SKIP LOCKED pick chose (module, name).
+#: Every statement of the engine that locks rows SKIP LOCKED and writes in the same
+#: statement, found by reading the modules (a new one is checked without a list to update).
 STATEMENTS = [
-    (depth, "SQL_RESERVE"),
-    (depth, "SQL_RELEASE"),
-    (queues, "SQL_PUT_READY"),
-    (queues, "SQL_PUT_MANY"),
-    (messages, "SQL_CLAIM"),
-    (messages, "SQL_PROMOTE"),
-    (messages, "SQL_ACK_ONE"),
-    (jobs, "SQL_DEPTH_RELEASE"),
+    (module, name)
+    for module in (depth, jobs, messages, queues, schedules, topics)
+    for name, text in sorted(vars(module).items())
+    if name.startswith("SQL_") and isinstance(text, str) and "SKIP LOCKED" in text
+    and re.search(r"(?<!FOR )\b(UPDATE|DELETE|INSERT)\b", text)
 ]
+
+
+def test_the_statements_are_found() -> None:
+    assert len(STATEMENTS) >= 8, STATEMENTS
+
 
 PARAMS = {
     "qid": 1, "n": 1, "now": 1.0, "until": 2.0, "most": 10, "max_extend": 3600.0,
     "priority": 0, "payload": b"\xa0", "id": 1, "token": 1,
     "priorities": [0], "ranks": [None], "run_ats": [1.0], "payloads": [b"\xa0"],
-    "headers": [None],
+    "headers": [None], "channel": "liteq_plans",
 }
 
 

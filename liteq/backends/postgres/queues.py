@@ -137,10 +137,11 @@ RETURNING id
 SQL_PUT_READY_NOTIFY = f"""
 WITH r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
-  FROM (SELECT stripe FROM {{s}}.depth_stripes
-        WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
-        ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED) p
-  WHERE d.qid = %(qid)s AND d.stripe = p.stripe RETURNING 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
 ), i AS (
   INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
   SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
@@ -375,7 +376,13 @@ class QueueVerbs(Backend):
         else:
             found = self.conns.statement(self.qs.put_ready, params)
         if not found:
-            return self.put(qid, [(priority, None, now, payload, None, None)])[0]
+            # Straight to the full path (put()'s one-statement try would ask the
+            # throttle again, and a refused put would leave a trailing NOTIFY behind).
+            with self.conns.tx() as cur:
+                ids, added = self.put_rows(cur, qid, [(priority, None, now, payload, None, None)],
+                                           now, False)
+            self._tally(qid, added, 0)
+            return ids[0]
         self._tally(qid, 1, 0)
         return int(found[0][0])
 
