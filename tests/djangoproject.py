@@ -150,6 +150,21 @@ FILES = {
         @task()
         async def add_async(a, b):
             return a + b
+
+
+        @task(takes_context=True)
+        def whoami(context):
+            return [context.attempt, context.task_result.id, context.task_result.status]
+
+
+        @task(max_attempts=1, key=lambda args, kwargs: args[0])
+        def once_per_name(name):
+            raise ValueError(name)
+
+
+        @task()
+        def pair(a, b):
+            return (a, {"b": b})
     """,
     "shop/views.py": """
         from django.db import transaction

@@ -36,8 +36,12 @@ _lock = threading.Lock()
 
 
 def remember(task: Any) -> None:
-    """Record *task* (a Django task) as known to this process."""
-    _tasks[task.module_path] = task
+    """Record *task* (a Django task) as known to this process. The first declaration
+    of a function is kept: ``task.using(...)`` makes variants of it (another queue or
+    priority per call), which must not replace the declared defaults."""
+    known_task = _tasks.get(task.module_path)
+    if known_task is None or known_task.func is not task.func:
+        _tasks[task.module_path] = task
 
 
 def known(name: str) -> Any | None:
