@@ -345,3 +345,12 @@ def test_liteq_worker_wants_app_or_django_settings_but_not_both() -> None:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2
         assert "give APP, or --django-settings" in result.output
+
+
+def test_a_worker_creates_the_queues_named_in_settings(django_target: str) -> None:
+    from liteq.contrib.django.registry import database
+    from liteq.contrib.django.worker import prepare
+
+    prepared = prepare("default")
+    assert prepared.queues == ["default", "other"]
+    assert all(database(django_target).has_queue(name) for name in prepared.queues)

@@ -111,6 +111,8 @@ def prepare(alias: str = "default") -> Prepared:
     for task in known_tasks():
         if task.backend == alias:
             liteq_task(db, task, backend.settings, alias)
+    for name in backend.queue_order:
+        db.queue(name)  # declared in settings: created, not warned about as a typo
     _declare_schedules(backend, db)
     return Prepared(backend, db, list(backend.queue_order), [DjangoSignals(backend)])
 
