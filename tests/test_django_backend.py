@@ -4,7 +4,6 @@ through Django's test Client, real ``manage.py liteq_worker`` processes, on ever
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -171,45 +170,31 @@ def test_a_worker_killed_mid_task_leaves_the_task_to_be_run_again(
     assert done.attempts == 2
 
 
-def test_liteq_worker_runs_a_django_project_given_its_settings_module(
-        django_project: Path, django_target: str) -> None:
-    from shop import tasks
-
-    result = tasks.add.enqueue(20, 22)
-    proc = subprocess.run(
-        [sys.executable, "-m", "liteq", "worker", "--django-settings", "mysite.settings",
-         "--burst", "--summary-interval", "0"],
-        cwd=django_project, env=worker_env(django_target), capture_output=True,
-        timeout=PATIENCE)
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert tasks.add.get_result(result.id).return_value == 42
-
-
-def test_schedules_declared_in_settings_fire_with_the_worker_scheduler(
+def test_liteq_worker_given_a_settings_module_runs_its_tasks_and_fires_its_schedules(
         django_project: Path, django_target: str, tmp_path: Path) -> None:
     import json
 
+    from shop import tasks
+
+    from liteq.contrib.django.registry import database
+
+    result = tasks.add.enqueue(20, 22)
     log = tmp_path / "ticks.log"
     schedules = {"tick": {"task": "shop.tasks.record", "every": 1,
                           "args": [str(log), "tick"]}}
-    with running_worker(django_project, django_target, "--scheduler",
-                        LITEQ_DJANGO_SCHEDULES=json.dumps(schedules)):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liteq", "worker", "--django-settings", "mysite.settings",
+         "--scheduler", "--grace", "0", "--summary-interval", "0"],
+        cwd=django_project, env=worker_env(django_target,
+                                           LITEQ_DJANGO_SCHEDULES=json.dumps(schedules)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert finished(tasks.add, result.id).return_value == 42
         wait_for(lambda: log.exists() and "tick" in log.read_text(), "a scheduled run")
-    from liteq.contrib.django.registry import database
-
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=PATIENCE)
+    assert proc.returncode == 0, err.decode()
     [schedule] = database(django_target).schedules()
     assert (schedule.name, schedule.task, schedule.queue) == ("tick", "shop.tasks.record",
                                                              "default")
-
-
-def test_the_worker_command_says_what_is_wrong_without_a_traceback(
-        django_project: Path, django_target: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "manage.py", "liteq_worker", "--backend", "nope"],
-        cwd=django_project, env=worker_env(django_target), capture_output=True,
-        timeout=PATIENCE)
-    assert proc.returncode == 1
-    err = proc.stderr.decode()
-    assert "no task backend 'nope'" in err
-    assert "Traceback" not in err
-    assert os.path.exists(django_project / "manage.py")

@@ -339,10 +339,10 @@ def test_django_check_passes_on_the_project(django_target: str) -> None:
 def test_liteq_worker_wants_app_or_django_settings_but_not_both() -> None:
     from click.testing import CliRunner
 
-    from liteq.cli import main
+    from liteq.cli import cli
 
     for args in (["worker"], ["worker", "app", "--django-settings", "mysite.settings"]):
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(cli, args, prog_name="liteq")
         assert result.exit_code == 2
         assert "give APP, or --django-settings" in result.output
 
@@ -354,3 +354,20 @@ def test_a_worker_creates_the_queues_named_in_settings(django_target: str) -> No
     prepared = prepare("default")
     assert prepared.queues == ["default", "other"]
     assert all(database(django_target).has_queue(name) for name in prepared.queues)
+
+
+def test_the_worker_command_says_what_is_wrong_without_a_traceback(
+        django_project: Any) -> None:
+    import subprocess
+    import sys
+
+    from djangoproject import PATIENCE, worker_env
+
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "liteq_worker", "--backend", "nope"],
+        cwd=django_project, env=worker_env(str(django_project / "unused")),
+        capture_output=True, timeout=PATIENCE)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "no task backend 'nope'" in err
+    assert "Traceback" not in err
