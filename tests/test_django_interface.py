@@ -184,12 +184,17 @@ def test_args_that_are_not_json_are_refused_and_nothing_is_enqueued(
     assert not database(django_target).has_queue("default")
 
 
-def test_arguments_that_do_not_fit_the_signature_are_refused_at_enqueue(
+def test_arguments_that_do_not_fit_the_signature_are_refused_when_enqueued(
         django_target: str) -> None:
+    from django.db import transaction
     from shop import tasks
 
     with pytest.raises(liteq.InvalidArgument, match="missing a required argument"):
         tasks.add.enqueue(1)
+    # Inside a transaction too, at the call (not later, when the transaction commits).
+    with transaction.atomic():
+        with pytest.raises(liteq.InvalidArgument, match="missing a required argument"):
+            tasks.add.enqueue(1)
 
 
 def test_the_worker_runs_only_the_queues_it_serves(django_target: str) -> None:

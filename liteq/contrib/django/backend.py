@@ -41,8 +41,9 @@ from django.utils import timezone
 import liteq
 
 from ... import codec
-from ...errors import LiteqError
+from ...errors import InvalidArgument, LiteqError
 from ...job import Job, JobNotFound
+from ...task import Task as LiteqJobTask
 from ...validate import INT64_MAX, validate_name
 from .api import (
     DEFAULT_QUEUE_NAME,
@@ -131,11 +132,19 @@ class LiteqBackend(BaseTaskBackend):
         self.validate_task(task)
         result = new_result(task, args, kwargs, self.alias)
         db = self.db
+        # Checked now, where the caller can fix it, even when the write waits for a
+        # commit: arguments that do not fit the function, a key function that fails.
+        job_task = liteq_task(db, task, self.settings, self.alias)
+        why = job_task.binding_error(result.args, result.kwargs)
+        if why is not None:
+            raise InvalidArgument(f"cannot enqueue task {job_task.name}: {why}")
+        key = _key(task, self.settings, result.args, result.kwargs)
+        write = functools.partial(self._write, db, job_task, result, key)
         alias = self.settings.enqueue_on_commit
         if alias is not None and transaction.get_connection(alias).in_atomic_block:
-            transaction.on_commit(functools.partial(self._write, db, result), using=alias)
+            transaction.on_commit(write, using=alias)
         else:
-            self._write(db, result)
+            write()
         return result
 
     def get_result(self, result_id: str) -> Any:
@@ -173,10 +182,9 @@ class LiteqBackend(BaseTaskBackend):
 
     # -- writing a job ----------------------------------------------------------------
 
-    def _write(self, db: liteq.Database, result: Any) -> None:
+    def _write(self, db: liteq.Database, job_task: LiteqJobTask[Any, Any], result: Any,
+               key: str | None) -> None:
         task = result.task
-        job_task = liteq_task(db, task, self.settings, self.alias)
-        key = _key(task, self.settings, result.args, result.kwargs)
         delay = 0.0
         if task.run_after is not None:
             run_after = task.run_after
