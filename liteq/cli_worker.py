@@ -41,7 +41,7 @@ from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
 from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
 
 __all__ = ["worker", "jobs", "job", "load_app", "load_hook", "AppError", "worker_demo",
-           "JsonLogFormatter"]
+           "JsonLogFormatter", "setup_logging", "start_scheduler"]
 
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
                                                                               "asctime"}
@@ -186,7 +186,12 @@ def setup_logging(level: str, json_logs: bool) -> None:
 
 
 @click.command()
-@click.argument("app", metavar="APP")
+@click.argument("app", metavar="APP", required=False)
+@click.option("--django-settings", metavar="MODULE",
+              help="Instead of APP: set Django up with this settings module (like "
+                   "DJANGO_SETTINGS_MODULE) and run the tasks of its liteq task backend.")
+@click.option("--django-backend", metavar="ALIAS", default="default", show_default=True,
+              help="With --django-settings: the TASKS alias to serve.")
 @click.option("--queues", "-Q", metavar="A,B",
               help="Queues to serve, most preferred first (default: the queues of APP's tasks).")
 @click.option("--concurrency", "-c", type=POSITIVE_INT, metavar="N",
@@ -219,7 +224,8 @@ def setup_logging(level: str, json_logs: bool) -> None:
               metavar="MB", help="Process pool: replace a child whose resident memory is "
                                  "over MB after a job.")
 @click.pass_context
-def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | None,
+def worker(ctx: click.Context, app: str | None, django_settings: str | None,
+           django_backend: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
            verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
            with_scheduler: bool, hook_specs: tuple[str, ...], max_tasks_per_child: int | None,
@@ -234,6 +240,10 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
     then they are released so another worker takes them at once. A second
     signal stops now. Exits 0 after a stop by signal.
 
+    --django-settings MODULE replaces APP for a Django project: Django is set
+    up, the apps' tasks modules imported, and the tasks of the liteq task
+    backend (TASKS[--django-backend]) served, as manage.py liteq_worker does.
+
     --hook adds a liteq.Hook subclass (metrics, error reporting) by name.
     With --pool process, --max-tasks-per-child and --max-memory-per-child
     replace a child past either limit once its job is done (for leaky
@@ -245,18 +255,31 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
       liteq worker myapp --hook myapp.metrics:Timing --hook myapp.metrics:Sentry
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
       liteq worker myapp --pool process --max-tasks-per-child 100
+      liteq worker --django-settings mysite.settings --concurrency 8
     """
     for name, value in (("--max-tasks-per-child", max_tasks_per_child),
                         ("--max-memory-per-child", max_memory_per_child)):
         if value is not None and pool != "process":
             raise click.BadOptionUsage(name, f"{name} replaces child processes: it needs "
                                              f"--pool process")
+    if (app is None) == (django_settings is None):
+        raise click.UsageError("give APP, or --django-settings for a Django project (not both)")
     setup_logging("debug" if verbose else log_level, json_logs)
-    db = load_app(app)
+    django_hooks: list[Hook] = []
+    if django_settings is not None:
+        from .contrib.django.worker import prepare, setup_django
+
+        setup_django(django_settings)
+        prepared = prepare(django_backend)
+        db, django_hooks = prepared.db, prepared.hooks
+        queues = queues or ",".join(prepared.queues)
+    else:
+        assert app is not None
+        db = load_app(app)
     state = ctx.find_object(CliState)
     if state is not None and state.chosen and describe(state.path) != db.path:
         raise CliError(f"APP's database is {db.path}, but --db names {describe(state.path)}")
-    hooks = [load_hook(spec) for spec in hook_specs]
+    hooks = django_hooks + [load_hook(spec) for spec in hook_specs]
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if allow_shell:
         from .scheduler import SHELL_QUEUE, register_shell_task
@@ -268,7 +291,7 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
                     prefetch=prefetch, burst=burst, summary_interval=summary_interval,
                     hooks=hooks, max_tasks_per_child=max_tasks_per_child,
                     max_memory_per_child=max_memory_per_child)
-    stop_scheduler = _start_scheduler(db, pool) if with_scheduler else None
+    stop_scheduler = start_scheduler(db, pool) if with_scheduler else None
     try:
         runner.run()
     finally:
@@ -276,7 +299,7 @@ def worker(ctx: click.Context, app: str, queues: str | None, concurrency: int | 
             stop_scheduler()
 
 
-def _start_scheduler(db: Database, pool: str) -> Callable[[], None]:
+def start_scheduler(db: Database, pool: str) -> Callable[[], None]:
     """Run a scheduler beside the worker; return the function that stops it.
 
     With the thread pool, a thread. The process pool forks children from a

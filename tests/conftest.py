@@ -15,8 +15,9 @@ import pytest
 for _name in ("LITEQ_DB", "LITEQ_DURABILITY"):
     os.environ.pop(_name, None)
 
-# The PostgreSQL server and per-module databases (pg_server, pg_url, pg_schema).
-pytest_plugins = ["conftest_pg", "engines"]
+# The PostgreSQL server and per-module databases (pg_server, pg_url, pg_schema); the
+# Django project of the Django backend's tests (django_project, django_target).
+pytest_plugins = ["conftest_pg", "engines", "djangoproject"]
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Integrations of liteq with other frameworks (each an optional extra)."""
