@@ -287,8 +287,10 @@ class Worker(ProcessPool):
         return bool(waiter.wait(min(timeout, 0.05)))
 
     def _pause(self, seconds: float) -> None:
-        assert self._pipes is not None
-        select.select([self._pipes[0]], [], [], seconds)
+        pipes = self._pipes
+        if pipes is None:  # stopped meanwhile (its pipes closed): nothing to wait for
+            return
+        select.select([pipes[0]], [], [], seconds)
 
     def _supervise_wait(self, timeout: float = _TICK) -> None:
         assert self._pipes is not None
