@@ -172,15 +172,23 @@ class Queue:
         check_positive_int(n, "n")
         w = check_seconds(wait, "wait")
         assert w is not None
-        hub = self.db.hub
+        hub, line = self.db.hub, self._line
         mark = hub.mark()
-        msgs = await self._claim(n)
-        if msgs or w == 0:
-            return msgs
+        # While a head waits, the queue was empty at its last look and the head looks
+        # again on every commit: join the line without a claim of our own (10,000
+        # waiters cost one look, not 10,000).
+        # Claims beyond the pool's threads would only queue for them: the rest join.
+        first = w == 0 or (not line.busy and line.claiming < self.db.runner.threads)
+        if first:
+            line.claiming += 1
+            try:
+                msgs = await self._claim(n)
+            finally:
+                line.claiming -= 1
+            if msgs or w == 0:
+                return msgs
         loop = asyncio.get_running_loop()
         deadline = loop.time() + w
-        line = self._line
-        first = not line.busy
         if not await line.enter(loop, deadline):
             return []
         try:

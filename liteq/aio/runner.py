@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, LiteqError
 
 __all__ = ["Runner", "Lane", "DEFAULT_THREADS"]
 
@@ -89,12 +89,15 @@ class Runner:
         #: The lane of the transaction the current coroutine is inside, if any.
         self.lane: contextvars.ContextVar[Lane | None] = contextvars.ContextVar(
             "liteq_aio_lane", default=None)
+        self.closed = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Start ``fn(*args, **kwargs)`` on the current lane, else on a pool thread."""
         lane = self.lane.get()
         if lane is not None:
             return lane.submit(fn, *args, **kwargs)
+        if self.closed:
+            raise LiteqError("this liteq.aio Database is closed")
         return self._pool.submit(fn, *args, **kwargs)
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -122,7 +125,9 @@ class Runner:
         return lane
 
     def shutdown(self) -> None:
-        """Let the threads end once idle (they hold no call: every call is awaited)."""
+        """Let the threads end once idle (they hold no call: every call is awaited);
+        later calls raise LiteqError."""
+        self.closed = True
         self._pool.shutdown(wait=False)
 
 
