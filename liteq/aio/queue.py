@@ -220,6 +220,11 @@ class Queue:
             timeout = max(0.0, min(left, until_due, RECHECK))
             looks.woke(await hub.wait(mark, looks.delay(timeout, relook=not ready)))
 
+    async def probe(self) -> tuple[bool, float]:
+        """Without the write lock: is a message ready, and in how many seconds does the
+        next delayed message fall due or lease run out (0 when one is ready)."""
+        return await self.db.runner.call(self._probe)
+
     def _probe(self) -> tuple[bool, float]:
         backend = self.sync.db.backend
         ready, due_at = backend.probe(self.id)
