@@ -201,19 +201,16 @@ class Queue:
 
     async def _look(self, n: int, deadline: float, looks: Looks) -> list[Message]:
         """The head of the line: ``Queue.get_many``'s loop, sleeping on the hub."""
-        hub, call = self.db.hub, self.db.runner.call
+        hub = self.db.hub
         loop = hub.loop
         while True:
             mark = hub.mark()
-            if looks.claim:
-                ready = True
-            else:
-                ready, until_due = await call(self._probe)
-            if ready:
-                msgs, until_due = await self._claim_or_due(n)
-                if msgs:
-                    hub.found()
-                    return msgs
+            # One trip to a thread per look: the probe (without the write lock) and,
+            # when it finds a message ready, the claim.
+            msgs, ready, until_due = await self._look_once(n, probe=not looks.claim)
+            if msgs:
+                hub.found()
+                return msgs
             left = deadline - loop.time()
             if left <= 0:
                 return []
@@ -230,12 +227,16 @@ class Queue:
         ready, due_at = backend.probe(self.id)
         return ready, (0.0 if ready else due_at - backend.clock())
 
-    def _claim_rows(self, n: int) -> tuple[list[sync.Message], float]:
+    def _probe_claim(self, n: int, probe: bool) -> tuple[list[sync.Message], bool, float]:
+        backend = self.sync.db.backend
+        if probe:
+            ready, due_at = backend.probe(self.id)
+            if not ready:
+                return [], False, due_at - backend.clock()
         msgs = self.sync.get_many(n)
         if msgs:
-            return msgs, 0.0
-        backend = self.sync.db.backend
-        return msgs, backend.next_due(self.id) - backend.clock()
+            return msgs, True, 0.0
+        return msgs, True, backend.next_due(self.id) - backend.clock()
 
     def _release(self, got: Any) -> None:
         msgs = got[0] if isinstance(got, tuple) else got
@@ -247,10 +248,11 @@ class Queue:
         msgs = await runner.settle(runner.submit(self.sync.get_many, n), self._release)
         return [Message(self, m) for m in msgs]
 
-    async def _claim_or_due(self, n: int) -> tuple[list[Message], float]:
+    async def _look_once(self, n: int, probe: bool) -> tuple[list[Message], bool, float]:
         runner = self.db.runner
-        msgs, until_due = await runner.settle(runner.submit(self._claim_rows, n), self._release)
-        return [Message(self, m) for m in msgs], until_due
+        msgs, ready, until_due = await runner.settle(
+            runner.submit(self._probe_claim, n, probe), self._release)
+        return [Message(self, m) for m in msgs], ready, until_due
 
     def consume(self, prefetch: int = 1, wait: float = RECHECK) -> Consumer:
         """``async for msg in q.consume(prefetch=10):`` every message, forever: claims
