@@ -269,6 +269,20 @@ async def test_topics_publish_to_matching_subscriptions(db_target: str) -> None:
         assert await db.topics() == ["orders"]
 
 
+async def test_a_tail_follows_new_publishes_and_is_gone_when_closed(db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        orders = db.topic("feed")
+        async with await orders.tail("order.#") as tail:
+            assert await tail.get(wait=0.05) is None
+            later = asyncio.create_task(tail.get(wait=10))
+            await asyncio.sleep(0.05)
+            assert await orders.publish({"n": 1}, key="order.new") == 1
+            msg = await asyncio.wait_for(later, 5)
+            assert msg is not None and msg.payload == {"n": 1}
+            assert len(await orders.subscriptions()) == 1
+        assert await orders.subscriptions() == []
+
+
 async def test_tasks_enqueue_with_adelay_and_jobs_are_awaited(db_target: str) -> None:
     async with liteq.aio.connect(db_target) as db:
 

@@ -25,7 +25,7 @@ the event loop (:mod:`liteq.aio.hub`). Works on every engine (SQLite and Postgre
 """
 
 from .database import Connecting, Database, Transaction, connect
-from .objects import Job, Topic
+from .objects import Job, Tail, Topic
 from .queue import Consumer, Message, Queue
 from .runner import DEFAULT_THREADS
 
@@ -42,6 +42,7 @@ __all__ = [
     "Consumer",
     # pub/sub
     "Topic",
+    "Tail",
     # jobs
     "Job",
 ]

@@ -8,16 +8,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import job as sync_job
+from .. import queue as sync_queue
 from .. import topic as sync_topic
 from ..job import JobInfo, ResultTimeout
 from ..validate import check_seconds
 from .context import AsyncContext
 from .queue import Queue
 
-__all__ = ["Topic", "Job"]
+__all__ = ["Topic", "Tail", "Job"]
 
 #: The longest sleep between two looks of ``Job.result(wait=...)``, as in the sync API.
 RESULT_RECHECK = 0.5
+#: The longest sleep between two reads of a waiting ``Tail.get``.
+TAIL_RECHECK = 1.0
 
 
 class Topic:
@@ -62,8 +65,60 @@ class Topic:
         return await self.db.runner.call(self.sync.publish_many, list(items), headers=headers,
                                          delay=delay, priority=priority)
 
+    async def tail(self, pattern: str = "#") -> Tail:
+        """Follow messages published from now on whose key matches *pattern* (see
+        :meth:`liteq.Topic.tail`): ``async with await topic.tail("order.#") as tail:
+        async for msg in tail: ...``."""
+        return Tail(self.db, await self.db.runner.call(self.sync.tail, pattern))
+
     def __repr__(self) -> str:
         return f"<liteq.aio.Topic {self.name!r} of {self.db.path}>"
+
+
+class Tail:
+    """A temporary subscription being read (:meth:`Topic.tail`): the sync
+    :class:`liteq.topic.Tail`, whose reads run on the async Database's threads and
+    whose waits sleep on the loop. Messages come already acked (a tail is not durable)."""
+
+    def __init__(self, db: AsyncContext, tail: sync_topic.Tail) -> None:
+        self.db = db
+        #: The sync tail every read runs.
+        self.sync = tail
+
+    async def get(self, wait: float = 0) -> sync_queue.Message | None:
+        """The next message, or None after *wait* seconds without one."""
+        w = check_seconds(wait, "wait")
+        assert w is not None
+        hub, call = self.db.hub, self.db.runner.call
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + w
+        while True:
+            mark = hub.mark()
+            msg = await call(self.sync.get, 0)
+            left = deadline - loop.time()
+            if msg is not None or left <= 0 or self.sync.closed:
+                return msg
+            await hub.wait(mark, min(left, TAIL_RECHECK))
+
+    def __aiter__(self) -> Tail:
+        return self
+
+    async def __anext__(self) -> sync_queue.Message:
+        while not self.sync.closed:
+            msg = await self.get(wait=1.0)
+            if msg is not None:
+                return msg
+        raise StopAsyncIteration
+
+    async def close(self) -> None:
+        """Remove the temporary subscription and what is still waiting in it."""
+        await self.db.runner.call(self.sync.close)
+
+    async def __aenter__(self) -> Tail:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class Job:
