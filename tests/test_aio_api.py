@@ -335,3 +335,31 @@ async def test_schedules_and_messages_by_id(db_target: str) -> None:
         await db.schedule("every", every=60, queue="q", payload=1)
         assert [s.name for s in await db.schedules()] == ["every"]
         assert await db.unschedule("every") is True
+
+
+async def test_concurrent_puts_share_a_transaction_and_each_keeps_its_own_outcome(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("group", max_depth=30)
+        payloads: list[object] = list(range(49)) + [object()]  # the last cannot be encoded
+        outcomes = await asyncio.gather(*(q.put(p) for p in payloads), return_exceptions=True)
+        ids = [o for o in outcomes if isinstance(o, int)]
+        assert len(ids) == 30 and len(set(ids)) == 30
+        assert isinstance(outcomes[-1], liteq.SerializationError)
+        assert sum(isinstance(o, liteq.QueueFull) for o in outcomes) == 19
+        assert (await q.stats())["ready"] == 30
+
+
+async def test_concurrent_acks_share_a_transaction_and_only_a_stale_one_fails(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("acks")
+        await q.put_many(range(10))
+        msgs = await q.get_many(10)
+        stale = msgs[3]
+        await stale.nack(delay=0)  # its token is no longer valid
+        outcomes = await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
+        assert isinstance(outcomes[3], liteq.LeaseLost)
+        assert [o for i, o in enumerate(outcomes) if i != 3] == [None] * 9
+        stats = await q.stats()
+        assert stats["ready"] == 1 and stats["leased"] == 0

@@ -17,6 +17,7 @@ from .. import queue as sync
 from ..errors import InvalidArgument, QueueFull
 from ..validate import check_positive_int, check_seconds
 from ..wake import Looks
+from .batch import Batcher, ack_writer, put_writer, simple_put
 from .context import AsyncContext
 from .hub import Line
 
@@ -108,6 +109,8 @@ class Queue:
         self.name = q.name
         self.id = q.id
         self._line = Line()
+        self._puts = Batcher(db.runner, put_writer(q))
+        self._acks = Batcher(db.runner, ack_writer(q))
 
     # -- put ------------------------------------------------------------------------
 
@@ -117,6 +120,9 @@ class Queue:
         """Add one message (see :meth:`liteq.Queue.put`); with *block*, wait on the
         loop (no thread) up to *timeout* seconds for room."""
         put = self.sync.put
+        if simple_put(delay, priority, key, headers, block) and self.db.runner.lane.get() is None:
+            mid: int = await self._puts.submit((payload, priority))  # group commit: batch.py
+            return mid
         if not block:
             return await self.db.runner.call(put, payload, delay=delay, priority=priority,
                                              key=key, headers=headers)
@@ -268,8 +274,12 @@ class Queue:
     # -- finishing ------------------------------------------------------------------
 
     async def ack(self, msg: Message) -> None:
-        """Finish *msg* (LeaseLost if its token is stale)."""
-        await self.db.runner.call(self.sync.ack, msg.sync)
+        """Finish *msg* (LeaseLost if its token is stale); acks of several coroutines
+        at once share a transaction (:mod:`liteq.aio.batch`)."""
+        if self.db.runner.lane.get() is None:
+            await self._acks.submit(msg.sync)
+        else:
+            await self.db.runner.call(self.sync.ack, msg.sync)
 
     async def ack_many(self, msgs: Iterable[Message]) -> None:
         """Finish many messages in one transaction (see :meth:`liteq.Queue.ack_many`)."""
