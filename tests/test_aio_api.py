@@ -51,6 +51,34 @@ async def test_async_with_a_message_acks_on_success_and_nacks_on_an_exception(db
         assert again.error and "handler broke" in again.error
 
 
+async def test_a_handler_cancelled_inside_async_with_gives_its_message_back_at_once(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("handled", lease=300)
+        await q.put("a")
+        await q.put("b")
+        started = asyncio.Event()
+
+        async def handle(ack_first: bool) -> None:
+            async with await q.get() as msg:
+                if ack_first:
+                    await msg.ack()
+                started.set()
+                await asyncio.sleep(30)
+
+        for ack_first in (False, True):
+            started.clear()
+            running = asyncio.create_task(handle(ack_first))
+            await started.wait()
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):  # not LeaseLost for the acked one
+                await running
+        stats = await q.stats()
+        assert stats["leased"] == 0 and stats["ready"] == 1
+        (back,) = await q.peek()
+        assert back.attempts == 1 and back.error == "cancelled while it was handled"
+
+
 async def test_put_many_get_many_and_ack_many_are_one_transaction_each(db_target: str) -> None:
     async with liteq.aio.connect(db_target) as db:
         q = await db.queue("batch")

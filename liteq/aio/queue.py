@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import queue as sync
-from ..errors import InvalidArgument, QueueFull
+from ..errors import InvalidArgument, LeaseLost, QueueFull
 from ..validate import check_positive_int, check_seconds
 from ..wake import Looks
 from .batch import Batcher, ack_writer, put_writer, simple_put
@@ -90,12 +90,21 @@ class Message:
         if exc is None:
             await q.db.runner.call(self.sync.__exit__, None, None, None)
         elif isinstance(exc, asyncio.CancelledError):
-            await q.db.runner.call(q.sync.nack, self.sync, 0, "cancelled while it was handled")
+            await q.db.runner.call(_nack_unless_settled, q.sync, self.sync)
         else:
             await q.db.runner.call(self.sync.__exit__, exc_type, exc, tb)
 
     def __repr__(self) -> str:
         return repr(self.sync).replace("<Message", "<liteq.aio.Message", 1)
+
+
+def _nack_unless_settled(q: sync.Queue, msg: sync.Message) -> None:
+    """Give back a message whose handler was cancelled (ready at once, the attempt
+    counted), unless the handler had finished it already (its token is then stale)."""
+    try:
+        q.nack(msg, 0, "cancelled while it was handled")
+    except LeaseLost:
+        pass
 
 
 class Queue:
