@@ -195,9 +195,11 @@ def setup_logging(level: str, json_logs: bool) -> None:
 @click.option("--queues", "-Q", metavar="A,B",
               help="Queues to serve, most preferred first (default: the queues of APP's tasks).")
 @click.option("--concurrency", "-c", type=POSITIVE_INT, metavar="N",
-              help="Jobs run at once (default: 4 threads, or one process per CPU).")
+              help="Jobs run at once (default: 4 threads, one process per CPU, or 100 "
+                   "coroutines with --pool asyncio).")
 @click.option("--pool", type=click.Choice(POOLS), default="thread", show_default=True,
-              help="Threads, or child processes (hard timeouts; CPU-bound tasks).")
+              help="Threads, child processes (hard timeouts; CPU-bound tasks), or "
+                   "asyncio (many async def tasks at once in one event loop).")
 @click.option("--grace", type=DURATION, default=DEFAULT_GRACE, show_default=True,
               help="After SIGTERM/SIGINT, how long running jobs may finish before they "
                    "are released.")
@@ -256,6 +258,7 @@ def worker(ctx: click.Context, app: str | None, django_settings: str | None,
       liteq worker myapp.tasks:db --pool process -c 2 --grace 60s
       liteq worker myapp --pool process --max-tasks-per-child 100
       liteq worker --django-settings mysite.settings --concurrency 8
+      liteq worker myapp --pool asyncio --concurrency 500
     """
     for name, value in (("--max-tasks-per-child", max_tasks_per_child),
                         ("--max-memory-per-child", max_memory_per_child)):

@@ -11,8 +11,8 @@ attempt, :class:`Fail` gives up at once, :class:`Cancelled` (raised by
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
-import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -127,18 +127,22 @@ class JobError:
 
 # -- the running job ----------------------------------------------------------------------
 
-_current = threading.local()
+# A context variable, not a thread-local: each thread has its own context, and so does
+# each asyncio task, so the jobs an asyncio worker runs at once in one thread each see
+# their own.
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "liteq_current_job", default=None)
 
 
 def current_job() -> JobContext | None:
-    """The job running in this thread (inside a task), or None."""
-    return getattr(_current, "job", None)
+    """The job running in this thread or asyncio task (inside a task), or None."""
+    return _current.get()
 
 
 def set_current_job(ctx: JobContext | None) -> None:
-    """Make *ctx* the job :func:`current_job` returns in this thread (the worker, around
-    a task's call; None after it)."""
-    _current.job = ctx
+    """Make *ctx* the job :func:`current_job` returns in this thread or asyncio task
+    (the worker, around a task's call; None after it)."""
+    _current.set(ctx)
 
 
 class JobContext:

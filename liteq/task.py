@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -74,6 +75,10 @@ __all__ = [
     "NoResult", "JobNotFound", "ResultTimeout", "JOB_STATES", "DEFAULT_RESULT_TTL",
     "task_call", "list_jobs", "outcome_row",
 ]
+
+#: The async Database (``liteq.aio``) opened on each sync Database, if any: what
+#: :meth:`Task.adelay` and :meth:`Task.aenqueue` enqueue through.
+ASYNC_FACES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -154,6 +159,25 @@ class Task(Generic[P, R]):
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc
         return Job(self.db, mid, task=self.name)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """:meth:`delay` for asyncio code: enqueue without blocking the event loop;
+        returns a ``liteq.aio.Job``. Needs the async Database of this task's database
+        (``await liteq.aio.connect(db)``, or the one the task was registered on)."""
+        return await self.aenqueue(args, kwargs)
+
+    async def aenqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                       delay: float = 0, priority: int | None = None, key: str | None = None,
+                       queue: str | None = None) -> Any:
+        """:meth:`enqueue` for asyncio code (see :meth:`adelay`)."""
+        face = ASYNC_FACES.get(self.db)
+        if face is None:
+            raise InvalidArgument(
+                f"task {self.name} is registered on a Database that has no asyncio face: "
+                f"open one first with 'adb = await liteq.aio.connect(db)' (once, e.g. in "
+                f"the app's startup), or register the task with @adb.task")
+        return await face.enqueue(self, args, kwargs, delay=delay, priority=priority, key=key,
+                                  queue=queue)
 
     def enqueue_many(self, calls: Iterable[Sequence[Any]], *, delay: float = 0,
                      priority: int | None = None, queue: str | None = None,

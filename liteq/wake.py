@@ -33,20 +33,30 @@ class Looks:
     (:attr:`claim`): only a claim promotes due delayed messages and expired leases.
     """
 
-    __slots__ = ("claim", "_rechecks")
+    __slots__ = ("claim", "_rechecks", "_short")
 
     def __init__(self, claim: bool, hinted: bool) -> None:
         #: The next look claims (takes the write lock) instead of probing.
         self.claim = claim
         self._rechecks = 0 if hinted else len(RECHECK_AFTER)
+        self._short = False
 
     def sleep(self, wait: Callable[[float], bool], timeout: float, relook: bool = True) -> None:
         """After an empty look: ``wait(seconds)`` (True when woken by a hint) briefly
         while re-looks are left and *relook* (the look found nothing ready), else up
         to *timeout*."""
-        if not self.claim and relook and self._rechecks < len(RECHECK_AFTER):
-            woken = wait(min(timeout, RECHECK_AFTER[self._rechecks]))
+        self.woke(wait(self.delay(timeout, relook)))
+
+    def delay(self, timeout: float, relook: bool = True) -> float:
+        """The next wait's length, for callers that wait on their own (``liteq.aio``
+        awaits the hint instead of blocking); report how it ended with :meth:`woke`."""
+        self._short = not self.claim and relook and self._rechecks < len(RECHECK_AFTER)
+        return min(timeout, RECHECK_AFTER[self._rechecks]) if self._short else timeout
+
+    def woke(self, woken: bool) -> None:
+        """The wait of :meth:`delay` ended: by a hint (*woken*) or its timeout."""
+        if self._short:
             self._rechecks = 0 if woken else self._rechecks + 1
         else:
-            self.claim = not wait(timeout)
+            self.claim = not woken
             self._rechecks = 0

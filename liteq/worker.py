@@ -63,6 +63,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .aio.worker import AsyncPool
 from .backends.records import State
 from .consumer import Consumer
 from .errors import InvalidArgument, LiteqError
@@ -82,12 +83,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker", "release", "DEFAULT_GRACE", "DEFAULT_PREFETCH", "POOLS"]
 
-POOLS = ("thread", "process")
+POOLS = ("thread", "process", "asyncio")
 #: Seconds running jobs get to finish after the first stop signal. Below the 30 s
 #: that systemd and Kubernetes wait before SIGKILL, leaving time to release leases.
 DEFAULT_GRACE = 20.0
 #: Most messages one consumer claims at a time.
 DEFAULT_PREFETCH = 100
+#: Jobs one ``pool="asyncio"`` process runs at once unless *concurrency* says otherwise.
+DEFAULT_ASYNC_CONCURRENCY = 100
 _TICK = 0.1  # the supervisor's polling period (timeouts, children, summaries)
 _PRUNE_EVERY = 60.0
 
@@ -102,8 +105,10 @@ class Worker(ProcessPool):
     at the start if a registered task uses it; any other is logged as a warning
     (a typo?) and left missing, and is served once something creates it.
     *concurrency* consumers run at once: threads
-    (``pool="thread"``, default 4) or child processes (``pool="process"``, default
-    one per CPU; Linux and macOS, by ``fork()``). *grace* seconds for running jobs to
+    (``pool="thread"``, default 4), child processes (``pool="process"``, default
+    one per CPU; Linux and macOS, by ``fork()``) or jobs on one event loop
+    (``pool="asyncio"``, default 100: ``async def`` tasks as coroutines, sync ones in
+    a bounded thread pool; see :mod:`liteq.aio.worker`). *grace* seconds for running jobs to
     finish after a stop signal, *prefetch* the most jobs claimed at once, *burst* to
     stop once no job is due, *hooks* to add :class:`~liteq.Hook` objects,
     *summary_interval* seconds between summary log lines (0: none).
@@ -122,7 +127,7 @@ class Worker(ProcessPool):
                  max_tasks_per_child: int | None = None,
                  max_memory_per_child: float | None = None) -> None:
         if pool not in POOLS:
-            raise InvalidArgument(f"pool must be 'thread' or 'process', got {pool!r}")
+            raise InvalidArgument(f"pool must be 'thread', 'process' or 'asyncio', got {pool!r}")
         self._set_child_limits(pool, max_tasks_per_child, max_memory_per_child)
         if pool == "process" and not hasattr(os, "fork"):
             raise InvalidArgument("pool='process' needs fork(), which this system lacks")
@@ -134,7 +139,7 @@ class Worker(ProcessPool):
             raise InvalidArgument(f"queues must be a non-empty list of queue names, got {queues!r}")
         self.queues = [validate_name(q) for q in queues]
         self.pool = pool
-        default = 4 if pool == "thread" else (os.cpu_count() or 1)
+        default = {"thread": 4, "asyncio": DEFAULT_ASYNC_CONCURRENCY}.get(pool, os.cpu_count() or 1)
         self.concurrency = check_positive_int(default if concurrency is None else concurrency,
                                          "concurrency") or 1
         self.grace = check_seconds(grace, "grace") or 0.0
@@ -181,6 +186,8 @@ class Worker(ProcessPool):
         try:
             if self.pool == "thread":
                 self._run_threads()
+            elif self.pool == "asyncio":
+                AsyncPool(self).run()
             else:
                 self._run_processes()
         except KeyboardInterrupt:

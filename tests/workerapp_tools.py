@@ -26,12 +26,14 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "liteq"]
 
 
-def start_worker(db_path: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """``liteq --db DB worker workerapp ARGS`` in a new process (its log to *log*)."""
+def start_worker(db_path: str, *args: str, log: Path | None = None,
+                 app: str = "workerapp") -> subprocess.Popen[bytes]:
+    """``liteq --db DB worker APP ARGS`` in a new process (its log to *log*); *app* is
+    a module of tests/ (default ``workerapp``)."""
     env = dict(os.environ, LITEQ_DB=db_path,
                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    cmd = [*worker_command(), "--db", db_path, "worker", "workerapp", "--summary-interval",
+    cmd = [*worker_command(), "--db", db_path, "worker", app, "--summary-interval",
            "0", *args]
     return subprocess.Popen(cmd, env=env, cwd=str(HERE), stdout=out, stderr=out)
 

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""liteq.aio beside the sync API, in one run (issue 18's benchmark; not a timed test).
+
+    .venv/bin/python bench/bench_aio.py                 # SQLite, in a temp dir
+    .venv/bin/python bench/bench_aio.py -n 20000 --target postgresql://...?schema=bench
+
+Figures, each the median of ``--runs`` runs:
+
+* **put**: *n* puts one after another, sync; async awaited one after another; async from
+  8 coroutines at once (what an async web app does).
+* **get+ack**: the same for claiming and acking *n* messages.
+* **enqueue-to-claim**: a consumer in another process waits in ``get(wait=...)``
+  (sync, or async on its event loop); the producer puts a message holding its send time
+  every 5 ms; p50 and p99 of the time from ``put()`` to the claim returning.
+* **asyncio pool**: *n* no-op ``async def`` tasks through 2 ``liteq worker --pool
+  asyncio`` processes; tasks/s from the first start to the last finish.
+
+Targets (DESIGN.md, issue 18): async per-message throughput >= 80% of sync,
+enqueue-to-claim p50 < 1 ms across processes, the asyncio pool >= 10,000 tasks/s with 2
+processes. Results go in bench/README.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import liteq  # noqa: E402
+import liteq.aio  # noqa: E402
+
+PAYLOAD = {"to": "someone@example.com", "subject": "hello", "n": 0}
+
+
+def _fresh(target: str, name: str) -> str:
+    """A queue name not used before in this run (the database is shared by the runs)."""
+    return f"{name}_{time.monotonic_ns()}"
+
+
+def sync_put(target: str, n: int) -> float:
+    db = liteq.connect(target)
+    q = db.queue(_fresh(target, "sp"))
+    t = time.perf_counter()
+    for _ in range(n):
+        q.put(PAYLOAD)
+    elapsed = time.perf_counter() - t
+    db.close()
+    return n / elapsed
+
+
+def sync_get_ack(target: str, n: int) -> float:
+    db = liteq.connect(target)
+    q = db.queue(_fresh(target, "sg"))
+    q.put_many([PAYLOAD] * n)
+    t = time.perf_counter()
+    for _ in range(n):
+        msg = q.get()
+        assert msg is not None
+        msg.ack()
+    elapsed = time.perf_counter() - t
+    db.close()
+    return n / elapsed
+
+
+async def _async_put(target: str, n: int, tasks: int) -> float:
+    async with liteq.aio.connect(target) as db:
+        q = await db.queue(_fresh(target, "ap"))
+
+        async def one(k: int) -> None:
+            for _ in range(k):
+                await q.put(PAYLOAD)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(n // tasks) for _ in range(tasks)))
+        return (n // tasks * tasks) / (time.perf_counter() - t)
+
+
+async def _async_get_ack(target: str, n: int, tasks: int) -> float:
+    async with liteq.aio.connect(target) as db:
+        q = await db.queue(_fresh(target, "ag"))
+        await q.put_many([PAYLOAD] * n)
+
+        async def one(k: int) -> None:
+            for _ in range(k):
+                msg = await q.get()
+                assert msg is not None
+                await msg.ack()
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(n // tasks) for _ in range(tasks)))
+        return (n // tasks * tasks) / (time.perf_counter() - t)
+
+
+CONSUMER = textwrap.dedent("""
+    import asyncio, sys, time
+    import liteq, liteq.aio
+    target, queue, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    lags = []
+    if mode == "sync":
+        db = liteq.connect(target)
+        q = db.queue(queue)
+        print("ready", flush=True)
+        while len(lags) < count:
+            msg = q.get(wait=5)
+            if msg is not None:
+                lags.append(time.time() - msg.payload)
+                msg.ack()
+    else:
+        async def main():
+            async with liteq.aio.connect(target) as db:
+                q = await db.queue(queue)
+                print("ready", flush=True)
+                while len(lags) < count:
+                    msg = await q.get(wait=5)
+                    if msg is not None:
+                        lags.append(time.time() - msg.payload)
+                        await msg.ack()
+        asyncio.run(main())
+    print(" ".join(map(str, lags)), flush=True)
+""")
+
+
+def enqueue_to_claim(target: str, mode: str, count: int) -> tuple[float, float]:
+    """p50 and p99 (s) of put-to-claim with a consumer (sync or async) in another process."""
+    name = _fresh(target, "lat")
+    db = liteq.connect(target)
+    q = db.queue(name)
+    proc = subprocess.Popen([sys.executable, "-c", CONSUMER, target, name, mode, str(count)],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)  # the consumer is waiting
+    for _ in range(count):
+        q.put(time.time())
+        time.sleep(0.005)
+    out, _ = proc.communicate(timeout=60)
+    db.close()
+    lags = sorted(float(x) for x in out.split())
+    return statistics.median(lags), lags[int(len(lags) * 0.99)]
+
+
+APP = textwrap.dedent("""
+    import liteq
+    db = liteq.connect()
+
+    @db.task(name="bench.anoop", queue="bench_aio")
+    async def anoop():
+        pass
+""")
+
+
+def asyncio_pool(target: str, n: int, processes: int = 2) -> float:
+    """No-op async tasks/s through *processes* ``--pool asyncio`` workers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "benchapp.py").write_text(APP)
+        env = {**os.environ, "LITEQ_DB": target,
+               "PYTHONPATH": os.pathsep.join([tmp, str(ROOT)])}
+        db = liteq.connect(target)
+        db.queue("bench_aio").purge()
+        sys.path.insert(0, tmp)
+        os.environ["LITEQ_DB"] = target  # the app's liteq.connect() opens it
+        try:
+            benchapp = importlib.import_module("benchapp")
+            benchapp = importlib.reload(benchapp)
+        finally:
+            sys.path.remove(tmp)
+            del os.environ["LITEQ_DB"]
+        benchapp.anoop.enqueue_many([()] * n)
+        procs = [subprocess.Popen([sys.executable, "-m", "liteq", "worker", "benchapp",
+                                   "--pool", "asyncio", "-c", "200", "--burst",
+                                   "--summary-interval", "0", "--log-level", "warning"],
+                                  env=env, cwd=tmp) for _ in range(processes)]
+        for p in procs:
+            p.wait(600)
+        span = db.execute("SELECT min(started_at), max(finished_at), count(*) FROM results "
+                          "WHERE task = 'bench.anoop'")
+        db.execute("DELETE FROM results WHERE task = 'bench.anoop'")  # for the next run
+        db.close()
+        benchapp.db.close()
+        first, last, done = span[0]
+        return done / (last - first)
+
+
+def median(runs: int, fn: Callable[[], Any]) -> Any:
+    values = [fn() for _ in range(runs)]
+    if isinstance(values[0], tuple):
+        return tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
+    return statistics.median(values)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=5000, help="messages per figure")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--target", help="a database (default: a new file in a temp dir)")
+    ap.add_argument("--latency", type=int, default=300, help="messages of the latency test")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        target = args.target or str(Path(tmp, "bench.db"))
+        liteq.connect(target).close()
+        n, runs = args.n, args.runs
+        rows = [
+            ("put, sync", median(runs, lambda: sync_put(target, n))),
+            ("put, async (1 coroutine)", median(runs, lambda: asyncio.run(_async_put(target, n, 1)))),
+            ("put, async (8 coroutines)", median(runs, lambda: asyncio.run(_async_put(target, n, 8)))),
+            ("get+ack, sync", median(runs, lambda: sync_get_ack(target, n))),
+            ("get+ack, async (1 coroutine)",
+             median(runs, lambda: asyncio.run(_async_get_ack(target, n, 1)))),
+            ("get+ack, async (8 coroutines)",
+             median(runs, lambda: asyncio.run(_async_get_ack(target, n, 8)))),
+        ]
+        for name, rate in rows:
+            print(f"{name:32s} {rate:10,.0f} msgs/s")
+        for mode in ("sync", "async"):
+            p50, p99 = median(runs, lambda m=mode: enqueue_to_claim(target, m, args.latency))
+            print(f"enqueue-to-claim, {mode:5s} consumer  p50 {p50 * 1e3:6.2f} ms  "
+                  f"p99 {p99 * 1e3:6.2f} ms")
+        rate = median(runs, lambda: asyncio_pool(target, n))
+        print(f"{'asyncio pool, 2 processes':32s} {rate:10,.0f} tasks/s")
+
+
+if __name__ == "__main__":
+    main()

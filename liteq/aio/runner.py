@@ -1,0 +1,145 @@
+"""The async Database's own threads: every database call of ``liteq.aio`` runs on one of
+them, never on the event loop's thread.
+
+A :class:`Runner` is a small bounded pool (``connect(threads=...)``, default 4). Each
+thread keeps its own connection, as the sync API does for every thread (apsw and
+psycopg connections are one per thread), so the pool opens at most that many. apsw
+releases the GIL while SQLite works, so a lock wait or a slow disk in one thread never
+stalls the loop.
+
+A **lane** pins one pool thread for the length of an ``async with db.transaction()``
+block: the thread enters the sync ``transaction()`` (SQLite: ``BEGIN IMMEDIATE``) and
+then runs, one after another, every call made from inside the block (the lane is found
+through a context variable, so calls from other coroutines keep using the rest of the
+pool), then commits or rolls back. The transaction's connection is that thread's.
+
+**Cancellation.** :meth:`Runner.call` never lets a cancelled caller walk away from a
+call that is still running: a call that had not started is dropped (it never runs);
+one already running is waited for (further cancellations are held back meanwhile), then
+its *cleanup* runs on its result (``Queue.get`` releases what a claim took), then the
+caller sees ``CancelledError``. So when a cancelled ``await`` returns, the database is
+as if the call had either not happened or finished, and nothing is leased by nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..errors import InvalidArgument, LiteqError
+
+__all__ = ["Runner", "Lane", "DEFAULT_THREADS"]
+
+T = TypeVar("T")
+
+#: Threads of one async Database unless ``connect(threads=...)`` says otherwise.
+DEFAULT_THREADS = 4
+
+_END = object()
+
+
+class Lane:
+    """One pool thread held for a transaction: :meth:`submit` queues calls to run on it
+    in order, until :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue ``fn(*args, **kwargs)`` on the lane's thread; its future."""
+        if self.closed:
+            raise InvalidArgument(
+                "this transaction has ended: a task started inside 'async with "
+                "db.transaction()' called the database after the block was left")
+        cf: Future[T] = Future()
+        self._calls.put((cf, fn, args, kwargs))
+        return cf
+
+    def run(self) -> None:
+        """The lane's thread: run the queued calls in order until :meth:`close`."""
+        while True:
+            item = self._calls.get()
+            if item is _END:
+                return
+            cf, fn, args, kwargs = item
+            if not cf.set_running_or_notify_cancel():
+                continue
+            try:
+                cf.set_result(fn(*args, **kwargs))
+            except BaseException as err:
+                cf.set_exception(err)
+
+    def close(self) -> None:
+        """Let the thread go back to the pool once the calls queued so far ran."""
+        self.closed = True
+        self._calls.put(_END)
+
+
+class Runner:
+    """The bounded thread pool of one async Database (see the module docstring)."""
+
+    def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="liteq-aio")
+        #: The lane of the transaction the current coroutine is inside, if any.
+        self.lane: contextvars.ContextVar[Lane | None] = contextvars.ContextVar(
+            "liteq_aio_lane", default=None)
+        self.closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Start ``fn(*args, **kwargs)`` on the current lane, else on a pool thread."""
+        lane = self.lane.get()
+        if lane is not None:
+            return lane.submit(fn, *args, **kwargs)
+        if self.closed:
+            raise LiteqError("this liteq.aio Database is closed")
+        return self._pool.submit(fn, *args, **kwargs)
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on a thread of this pool, awaited (see the module
+        docstring for what a cancellation does)."""
+        return await self.settle(self.submit(fn, *args, **kwargs), None)
+
+    async def settle(self, cf: Future[T], cleanup: Callable[[T], Any] | None) -> T:
+        """Await the call *cf*; if the caller is cancelled while it runs, wait for it,
+        give its result to *cleanup* (on a pool thread), then raise CancelledError."""
+        try:
+            return await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            if cf.cancel():
+                raise  # it never started: nothing happened
+            await hold(cf)
+            if cleanup is not None and not cf.cancelled() and cf.exception() is None:
+                await hold(self.submit(cleanup, cf.result()))
+            raise
+
+    def open_lane(self) -> Lane:
+        """A new :class:`Lane` on one pool thread (it starts when one is free)."""
+        lane = Lane()
+        self._pool.submit(lane.run)
+        return lane
+
+    def shutdown(self) -> None:
+        """Let the threads end once idle (they hold no call: every call is awaited);
+        later calls raise LiteqError."""
+        self.closed = True
+        self._pool.shutdown(wait=False)
+
+
+async def hold(cf: Future[Any]) -> None:
+    """Wait until *cf* is done, cancellations of the caller held back meanwhile (they
+    are not lost: the caller re-raises the one it is handling)."""
+    fut = asyncio.wrap_future(cf)
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                return
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" warning
