@@ -8,11 +8,13 @@ import threading
 import time
 from typing import Any
 
+import apsw
 import pytest
 from test_cli import as_json, error, ok, run
 from workerapp_tools import PATIENCE, wait_until
 
 import liteq
+from liteq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from liteq.worker import Worker
 
 pytestmark = pytest.mark.every_engine
@@ -141,3 +143,29 @@ def test_liteq_queue_pause_and_resume_show_in_queue_config_and_stats(db_target) 
 def test_liteq_queue_pause_of_a_missing_queue_says_so(db_target) -> None:
     ok(db_target, "queue", "create", "emails")
     assert "nosuch" in error(run(db_target, "queue", "pause", "nosuch"))
+
+
+@pytest.mark.sqlite_only("a hand-built file of SQLite schema version 2")
+def test_a_file_of_schema_version_2_opens_migrated_with_its_queues_running(tmp_path) -> None:
+    path = str(tmp_path / "old.db")
+    conn = apsw.Connection(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for migration in MIGRATIONS[:2]:
+        conn.execute(migration)
+    conn.execute(
+        "INSERT INTO queues (name, lease, max_attempts, retention, backoff_base, "
+        "backoff_factor, backoff_max, backoff_jitter, created_at) "
+        "VALUES ('old', 30, 5, 0, 1, 2, 300, 0.1, 1.0)")
+    conn.execute("PRAGMA application_id = 0x4C495451")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    db = liteq.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        q = db.queue("old")
+        assert not q.paused
+        q.put("x")
+        q.pause()
+        assert q.get() is None
+    finally:
+        db.close()
