@@ -1,5 +1,5 @@
 """``liteq`` commands on queues: dead list|redrive|purge, purge, queue
-create|config|delete, prune and vacuum."""
+create|config|pause|resume|delete, prune and vacuum."""
 
 from __future__ import annotations
 
@@ -172,12 +172,14 @@ def _show_config(q: Queue, out: Output) -> None:
         (o.name, SHOWN[o.name](getattr(cfg, o.name))) for o in QUEUE_OPTIONS if o.name in SHOWN]
     if cfg.topic:
         fields.append(("subscription", f"topic {cfg.topic!r}, pattern {cfg.pattern!r}"))
+    fields.append(("paused", "yes (nothing is claimed: 'liteq queue resume')"
+                   if cfg.paused else "no"))
     out.record(data, fields)
 
 
 @click.group("queue")
 def queue_group() -> None:
-    """Create a queue, show or change its options, or delete it.
+    """Create a queue, show or change its options, pause or resume it, or delete it.
 
     Example: liteq queue create emails --max-depth 10000 --lease 1m
     """
@@ -234,6 +236,35 @@ def queue_config(ctx: click.Context, name: str, out: Output, **options: Any) -> 
     db = open_db()
     existing_queue(db, name)
     _show_config(db.configure_queue(name, **_option_updates(ctx, **options)), out)
+
+
+@queue_group.command("pause")
+@click.argument("name", type=QUEUE)
+@output_options
+def queue_pause(name: str, out: Output) -> None:
+    """Pause queue NAME: nothing is claimed from it until resumed.
+
+    Workers and consumers claim nothing from the queue until 'liteq queue resume'.
+    Puts go on (max_depth still applies); messages already claimed run to their end.
+
+    Example: liteq queue pause emails
+    """
+    q = existing_queue(open_db(), name)
+    q.pause()
+    _show_config(q, out)
+
+
+@queue_group.command("resume")
+@click.argument("name", type=QUEUE)
+@output_options
+def queue_resume(name: str, out: Output) -> None:
+    """Resume queue NAME after 'liteq queue pause'; waiting workers start at once.
+
+    Example: liteq queue resume emails
+    """
+    q = existing_queue(open_db(), name)
+    q.resume()
+    _show_config(q, out)
 
 
 @queue_group.command("delete")

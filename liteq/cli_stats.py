@@ -30,7 +30,7 @@ from .cli_output import (
 from .database import Database
 from .errors import LiteqError
 
-__all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS"]
+__all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS", "PAUSED_COLUMN", "with_paused"]
 
 STATS_COLUMNS = [
     Column("queue"),
@@ -46,6 +46,13 @@ RATE_COLUMNS = [
     Column("put_rate", "PUT/S", fmt=fmt_rate, numeric=True),
     Column("ack_rate", "ACK/S", fmt=fmt_rate, numeric=True),
 ]
+#: Shown only when a listed queue is paused (``liteq queue pause``).
+PAUSED_COLUMN = Column("paused", fmt=lambda v: "paused" if v else "-")
+
+
+def with_paused(columns: list[Column], rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """*columns*, plus the PAUSED column when one of *rows* is a paused queue."""
+    return columns + [PAUSED_COLUMN] if any(r.get("paused") for r in rows) else columns
 
 
 def sample(db: Database, names: Sequence[str] | None = None,
@@ -95,14 +102,15 @@ def stats(queues: tuple[str, ...], watch: bool, interval: float | None, count: i
     """Show counts per queue.
 
     For each queue (or the QUEUES given): ready, delayed, leased, dead and done
-    messages, max_depth, and the age of the oldest ready message.
+    messages, max_depth, and the age of the oldest ready message (and PAUSED
+    when a queue is paused: see 'liteq queue pause').
 
     Rates (messages put and acked per
     second) need two samples: use --interval S, or --watch. Expired leases count
     as leased until a consumer's next claim releases them.
 
     In JSON every row has all the counters: cancelled, depth, enqueued_total,
-    acked_total, put_rate and ack_rate too.
+    acked_total, put_rate, ack_rate and paused too.
 
     \b
     Examples:
@@ -123,7 +131,7 @@ def stats(queues: tuple[str, ...], watch: bool, interval: float | None, count: i
             time.sleep(interval)
             rows = sample(db, names, {r["queue"]: r for r in rows})
             columns = STATS_COLUMNS + RATE_COLUMNS
-        out.rows(_public(rows), columns, empty=f"no queues in {db.path}")
+        out.rows(_public(rows), with_paused(columns, rows), empty=f"no queues in {db.path}")
         return
     if out.fmt == "json":
         raise click.UsageError("--watch prints a stream: use --nl (or the table), not --json")
@@ -148,7 +156,8 @@ def _watch(db: Database, names: list[str] | None, interval: float, count: int | 
                         + ("  (Ctrl-C to stop)" if tty else ""))
                 lines = [head, ""]
                 if rows:
-                    lines += render_table(_public(rows), STATS_COLUMNS + RATE_COLUMNS,
+                    lines += render_table(_public(rows),
+                                          with_paused(STATS_COLUMNS + RATE_COLUMNS, rows),
                                           terminal_width())
                 else:
                     lines.append(f"no queues in {db.path}")

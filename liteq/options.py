@@ -24,7 +24,8 @@ from .errors import InvalidArgument
 from .validate import UNSET, check_number, check_positive_int, check_seconds, validate_name
 
 __all__ = [
-    "Backoff", "QueueOption", "QUEUE_OPTIONS", "SUBSCRIPTION_COLUMNS", "QueueConfig",
+    "Backoff", "QueueOption", "QUEUE_OPTIONS", "SUBSCRIPTION_COLUMNS", "STATE_COLUMNS",
+    "QueueConfig",
     "option_columns", "default_columns", "MAX_BACKOFF_FACTOR",
 ]
 
@@ -151,6 +152,10 @@ QUEUE_OPTIONS: tuple[QueueOption, ...] = (
 #: The other columns of a queue's row: a topic subscription's (None for a plain queue).
 SUBSCRIPTION_COLUMNS: tuple[str, ...] = ("topic", "pattern", "expires_at")
 
+#: Columns of a queue's state rather than its options, changed by their own verbs
+#: (``Queue.pause()``/``resume()``), never by ``Database.queue`` or ``queue config``.
+STATE_COLUMNS: tuple[str, ...] = ("paused",)
+
 
 def option_columns(**given: Any) -> dict[str, Any]:
     """Validate queue options given by the caller (keywords of ``Database.queue``;
@@ -180,7 +185,8 @@ def default_columns() -> dict[str, Any]:
 @dataclass(frozen=True)
 class QueueConfig:
     """A queue's stored options (read back from the database), one field per
-    :data:`QUEUE_OPTIONS` entry plus the queue's name and its subscription."""
+    :data:`QUEUE_OPTIONS` entry plus the queue's name, its subscription and its
+    state (:data:`STATE_COLUMNS`)."""
 
     name: str
     max_depth: int | None
@@ -192,10 +198,12 @@ class QueueConfig:
     topic: str | None = None
     pattern: str | None = None
     count_depth: bool = False
+    #: Paused (``Queue.pause()``): nothing is claimed until ``resume()``.
+    paused: bool = False
 
     @classmethod
     def from_record(cls, rec: QueueRecord) -> QueueConfig:
         """The options of a queue's stored record."""
         cols = rec._asdict()
         return cls(name=rec.name, topic=rec.topic, pattern=rec.pattern,
-                   **{o.name: o.read(cols) for o in QUEUE_OPTIONS})
+                   paused=bool(rec.paused), **{o.name: o.read(cols) for o in QUEUE_OPTIONS})

@@ -203,6 +203,31 @@ class Queue:
     def max_depth(self) -> int | None:
         return self.config.max_depth
 
+    # -- flow control -----------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop handing out this queue's messages, in every process, until
+        :meth:`resume`. Puts go on (back pressure still applies); messages already
+        leased run to their end. The flag is stored with the queue and read inside
+        every claim, so a worker that saw the queue running a moment ago claims
+        nothing after this returns. Joins ``db.transaction()``."""
+        self._set_paused(True)
+
+    def resume(self) -> None:
+        """Hand out this queue's messages again after :meth:`pause`; waiting
+        consumers are woken at once, as by a put."""
+        self._set_paused(False)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused now (read from the database)."""
+        return self.refresh().paused
+
+    def _set_paused(self, paused: bool) -> None:
+        if not self._backend.set_paused(self.id, paused):
+            raise InvalidArgument(f"queue {self.name!r} was deleted")
+        self.refresh()
+
     # -- put ------------------------------------------------------------------------
 
     def put(
@@ -502,6 +527,7 @@ class Queue:
             "oldest_ready_age": max(0.0, now - oldest) if oldest is not None else None,
             "enqueued_total": st.enqueued,
             "acked_total": st.finished,
+            "paused": self.refresh().paused,
         }
 
     def __len__(self) -> int:

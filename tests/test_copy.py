@@ -84,6 +84,9 @@ def build_source(path: str) -> dict[str, int]:
     assert db.job(ids["job_done"]).result() == 3
     ids["job_a"] = add.delay(20, 22).id
     ids["job_b"] = add.delay(2, 3).id
+    held = db.queue("held")  # paused (issue 19): the flag travels with the queue
+    held.put("waits")
+    held.pause()
     scratch = db.queue("scratch")
     scratch.put("gone")
     scratch.get().ack()  # the highest id ever issued is no longer in any table
@@ -161,6 +164,7 @@ def test_every_kind_of_row_copied_to_postgresql_and_back_to_a_new_file_reads_bac
     assert export_all(back) == original
     assert public_view(pg_target) == public_view(src) == public_view(back)
     assert all(original[t] for t in COPY_TABLES)  # every table had rows to copy
+    assert public_view(back)["queues"]["held"][0]["paused"] is True
 
 
 def test_a_sqlite_file_copied_to_another_reads_back_equal(

@@ -19,6 +19,7 @@ from liteq.cli import cli
 from liteq.cli_queues import CLI_TYPES, SHOWN, queue_config, queue_create
 from liteq.options import (
     QUEUE_OPTIONS,
+    STATE_COLUMNS,
     SUBSCRIPTION_COLUMNS,
     QueueConfig,
     default_columns,
@@ -42,15 +43,15 @@ def test_database_queue_states_each_declared_default() -> None:
         assert option.doc in doc, option.name
 
 
-def test_queue_config_has_a_field_per_option_besides_the_name_and_the_subscription() -> None:
+def test_queue_config_has_a_field_per_option_besides_the_name_subscription_and_state() -> None:
     fields = {f.name for f in dataclasses.fields(QueueConfig)}
-    assert fields == {"name", "topic", "pattern", *NAMES}
+    assert fields == {"name", "topic", "pattern", *NAMES, *STATE_COLUMNS}
 
 
 def test_the_stored_record_and_the_sqlite_table_hold_exactly_the_declared_columns(db) -> None:
-    assert set(QueueRecord._fields) - {"id", "name"} == COLUMNS
+    assert set(QueueRecord._fields) - {"id", "name"} == COLUMNS | set(STATE_COLUMNS)
     table = {row[1] for row in db.execute("PRAGMA table_info(queues)")}
-    assert table - BOOKKEEPING == COLUMNS
+    assert table - BOOKKEEPING == COLUMNS | set(STATE_COLUMNS)
     assert set(default_columns()) == COLUMNS
 
 

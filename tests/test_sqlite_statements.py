@@ -60,6 +60,7 @@ _POSITIONAL: dict[str, tuple[Any, ...]] = {
     "SQL_SUBSCRIPTIONS": ("t",),
     "SQL_EXPIRED_SUBS": (1.0,),
     "SQL_RESULT_PUT": (1, "t", 1, b"x", None, 1, 1.0, None, "q", b"x", 1.0, 1.0, 0.1),
+    "SQL_SET_PAUSED": (1, 1),
 }
 
 

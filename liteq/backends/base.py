@@ -286,8 +286,16 @@ class Backend(ABC):
 
     @abstractmethod
     def probe(self, qid: int) -> tuple[bool, float]:
-        """Without the write lock: is a message ready, and when does the next delayed
-        message fall due or lease run out (``inf`` if never)? A waiting consumer's look."""
+        """Without the write lock: is a message ready (and the queue not paused), and
+        when does the next delayed message fall due or lease run out (``inf`` if
+        never)? A waiting consumer's look."""
+
+    @abstractmethod
+    def set_paused(self, qid: int, paused: bool) -> bool:
+        """Pause or resume queue *qid* (issue 19); False if the queue does not exist.
+        While paused, :meth:`claim` takes nothing (the flag is read inside the claim's
+        own statement or transaction); puts go on. A resume wakes waiting consumers as
+        a put does. Joins the caller's transaction."""
 
     @abstractmethod
     def next_due(self, qid: int) -> float:

@@ -101,6 +101,8 @@ class QueueRecord(NamedTuple):
     expires_at: float | None
     #: Keep the depth counter without a bound (flag).
     count_depth: bool
+    #: Nothing is claimed while set (flag; ``Queue.pause()``), puts go on.
+    paused: bool = False
 
 
 class QueueStats(NamedTuple):

@@ -47,6 +47,8 @@ class QueueRow(NamedTuple):
     #: Messages ever acked (statistics).
     finished: int
     created_at: float
+    #: Paused: nothing is claimed (flow control, issue 19).
+    paused: bool = False
 
 
 class RunRow(NamedTuple):
@@ -89,7 +91,7 @@ ROW_TYPES: dict[str, Any] = {
 
 #: The flag columns of each table (0/1 on SQLite, boolean on PostgreSQL).
 FLAGS: dict[str, tuple[str, ...]] = {
-    "queues": ("count_depth",),
+    "queues": ("count_depth", "paused"),
     "messages": ("cancel",),
     "schedules": ("enabled",),
 }

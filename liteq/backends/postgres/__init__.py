@@ -56,6 +56,7 @@ from ..base import Backend
 from ..records import Capabilities
 from .connection import Connections, ServerClock
 from .copying import CopyVerbs
+from .flow import FlowVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
@@ -109,8 +110,8 @@ _CHECKS = (
 # property QueueVerbs only declares). Backend last: it only declares the verbs, so the
 # mixins' definitions come first in the method order (as SQLiteBackend does).
 @with_retries  # which verbs a lost connection tries again, once (retry.py)
-class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, Notifier,
-                      Backend):
+class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, FlowVerbs,
+                      Notifier, Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

@@ -47,9 +47,13 @@ MAINTAIN_ROWS = 1000
 CLAIM_COLUMNS = (
     "id, token, attempts, payload, headers, priority, run_at, enqueued_at, key, rank, error, origin"
 )
+# Flow control (issue 19): a paused queue hands out nothing. The claim reads the flag
+# in its own statement (an initplan, one primary-key lookup), so a claim that starts
+# after pause() committed takes nothing whatever its process read before.
+_NOT_PAUSED = "NOT (SELECT paused FROM {s}.queues WHERE id = %(qid)s)"
 SQL_CLAIM = f"""
 WITH c AS MATERIALIZED (
-  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_NOT_PAUSED}
   ORDER BY {QUEUE_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED
 ), t AS (SELECT nextval('{{s}}.lease_token') AS token)
 UPDATE {{s}}.messages m
@@ -104,7 +108,8 @@ _NEXT_DUE = f"""least(
   (SELECT min(lease_until) FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}))"""
 SQL_NEXT_DUE = f"SELECT {_NEXT_DUE}"
 SQL_PROBE = f"""
-SELECT EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}), {_NEXT_DUE}
+SELECT EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY})
+       AND {_NOT_PAUSED}, {_NEXT_DUE}
 """
 
 # The common ack in one statement: delete, then release the depth on a stripe (any

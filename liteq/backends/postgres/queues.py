@@ -60,7 +60,8 @@ OPTION_COLUMNS = frozenset(DEFAULT_QUEUE_OPTIONS)
 
 _QUEUE_COLUMNS = (
     "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
-    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth"
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth, "
+    "paused"
 )
 _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "

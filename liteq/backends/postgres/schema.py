@@ -179,8 +179,14 @@ CREATE TABLE {s}.meta (
 );
 """
 
+# Version 2: flow control (issue 19). ``paused``: while true, the claim takes nothing
+# from the queue (puts go on); checked inside the claim statement itself.
+_V2 = """
+ALTER TABLE {s}.queues ADD COLUMN paused boolean NOT NULL DEFAULT false;
+"""
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

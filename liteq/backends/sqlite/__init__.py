@@ -34,6 +34,7 @@ The package holds one module per concept, joined into :class:`SQLiteBackend`:
 ``jobs.py``       task results, cancellation, released leases
 ``schedules.py``  schedules and the exactly-once tick
 ``topics.py``     subscriptions and the atomic publish
+``flow.py``       flow control: pausing a queue
 ``notifier.py``   the wake-up channel: inotify on the ``-wal`` file, else polling
 ================  ==========================================================
 """
@@ -50,6 +51,7 @@ from ..records import Capabilities
 from . import notifier
 from .base import DURABILITY, JOURNAL_SIZE_LIMIT, MAINTAIN_EVERY, StoreBase
 from .copying import CopyVerbs
+from .flow import FlowVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Waiter
@@ -64,7 +66,8 @@ __all__ = [
 ]
 
 
-class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, Backend):
+class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, FlowVerbs,
+                    Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs

@@ -160,6 +160,12 @@ ALTER TABLE results ADD COLUMN started_at REAL;    -- start of its last run (NUL
 ALTER TABLE results ADD COLUMN duration REAL;      -- seconds its last run took
 """
 
+# Version 3: flow control (issue 19). ``paused``: while 1, the claim takes nothing
+# from the queue (puts go on); checked inside the claim statement itself.
+_V3 = """
+ALTER TABLE queues ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,7 +23,8 @@ TOTALS_EVERY = 1.0
 
 _QUEUE_COLUMNS = (
     "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
-    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth"
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth, "
+    "paused"
 )
 SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ?"
 SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE id = ?"
@@ -157,6 +158,13 @@ _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
     "lease_until, token, error, finished_at, origin, rank, cancel"
 )
+# Flow control (issue 19): a paused queue hands out nothing. Every claim statement
+# reads the flag itself, under the write lock the claim holds, so a claim after
+# pause() committed takes nothing whatever its process read before; a constant
+# subquery (one primary-key lookup, evaluated once per statement).
+_NOT_PAUSED = "NOT (SELECT paused FROM queues WHERE id = {q})"
+SQL_SET_PAUSED = "UPDATE queues SET paused = ? WHERE id = ?"
+
 # One message after maintenance (else SQL_CLAIM_NEXT, one statement): find it, then
 # take it by id. Both run inside the same BEGIN IMMEDIATE
 # (the write lock is held throughout, so nobody can take it in between) and the UPDATE
@@ -164,7 +172,7 @@ _MESSAGE_COLUMNS = (
 # +45% per-message get+ack. (For one row this beats SQL_CLAIM_SELECT + sql_claim_ids:
 # 13.6 against 17.2 us, the SELECT of 12 columns is no covering-index read.)
 SQL_NEXT_READY = f"""
-SELECT id FROM messages WHERE qid = +?1 AND state = {READY}
+SELECT id FROM messages WHERE qid = +?1 AND state = {READY} AND {_NOT_PAUSED.format(q="?1")}
 ORDER BY priority DESC, rank, run_at, id LIMIT 1
 """
 
@@ -182,7 +190,7 @@ CLAIM_COLUMNS = (
 SQL_CLAIM_SELECT = f"""
 SELECT id, :token, attempts + 1, payload, headers, priority, run_at, enqueued_at, key,
        rank, error, origin
-FROM messages WHERE qid = +:qid AND state = {READY}
+FROM messages WHERE qid = +:qid AND state = {READY} AND {_NOT_PAUSED.format(q=":qid")}
 ORDER BY priority DESC, rank, run_at, id LIMIT +:n
 """
 #: Most ids one claim or ack statement binds (SQLite allows 32,766 variables).
@@ -213,7 +221,7 @@ SET state = {LEASED}, token = random(), attempts = attempts + 1,
     lease_until = {CLOCK_FUNCTION}() + ?2
 WHERE id = (SELECT id FROM messages WHERE qid = +?1 AND state = {READY}
             ORDER BY priority DESC, rank, run_at, id LIMIT 1)
-  AND state = {READY}
+  AND state = {READY} AND {_NOT_PAUSED.format(q="?1")}
 RETURNING {CLAIM_COLUMNS}, lease_until
 """
 
@@ -334,7 +342,8 @@ _NEXT_DUE = f"""min(
 SQL_NEXT_DUE = f"SELECT {_NEXT_DUE}"
 # A waiting consumer's look without the write lock: anything ready, and the next due time.
 SQL_PROBE = f"""
-SELECT EXISTS (SELECT 1 FROM messages WHERE qid = +:qid AND state = {READY}), {_NEXT_DUE}
+SELECT EXISTS (SELECT 1 FROM messages WHERE qid = +:qid AND state = {READY})
+       AND {_NOT_PAUSED.format(q=":qid")}, {_NEXT_DUE}
 """
 
 
