@@ -34,6 +34,7 @@ The package holds one module per concept, joined into :class:`SQLiteBackend`:
 ``jobs.py``       task results, cancellation, released leases
 ``schedules.py``  schedules and the exactly-once tick
 ``topics.py``     subscriptions and the atomic publish
+``operating.py``  the workers registry, job progress, per-minute history
 ``notifier.py``   the wake-up channel: inotify on the ``-wal`` file, else polling
 ================  ==========================================================
 """
@@ -53,6 +54,7 @@ from .copying import CopyVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Waiter
+from .operating import OperatingVerbs
 from .queues import default_queue_options
 from .schedules import ScheduleVerbs
 from .sql import *  # noqa: F403 - the statements, for tools that inspect them
@@ -64,7 +66,8 @@ __all__ = [
 ]
 
 
-class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, Backend):
+class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, OperatingVerbs,
+                    Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs
