@@ -9,9 +9,10 @@ import click
 
 from .cli_base import open_db
 from .cli_output import Column, Output, fmt_age, output_options
+from .metrics import render
 from .registry import DEFAULT_STALE, workers
 
-__all__ = ["workers_command"]
+__all__ = ["workers_command", "metrics_command"]
 
 
 def _jobs_text(jobs: list[dict[str, Any]], now: float) -> str:
@@ -65,3 +66,23 @@ def workers_command(stale: float, out: Output) -> None:
             for k in ("running", "beat", "up"):
                 del r[k]
     out.rows(rows, columns, empty="no workers recorded")
+
+
+@click.command("metrics")
+@click.option("--stale", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_STALE,
+              show_default=True, metavar="SECONDS",
+              help="Count a worker as gone once its last heartbeat is older than this.")
+def metrics_command(stale: float) -> None:
+    """Print the database's metrics once, in Prometheus's text format.
+
+    Depth by queue and state (the figures of liteq stats --json), totals, the
+    oldest ready message's age, dead messages, workers alive and gone, their
+    slots and busy slots, and a histogram of job run times from the history.
+    The same text liteq.metrics.render(db) returns for a /metrics endpoint.
+
+    \b
+    Examples:
+      liteq metrics
+      liteq metrics > /var/lib/node_exporter/liteq.prom
+    """
+    click.echo(render(open_db(), stale=stale), nl=False)
