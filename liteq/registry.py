@@ -8,10 +8,8 @@ and its jobs' outcomes feed the per-minute history.
   a word leaves its row behind: readers call it *gone* once its heartbeat is older than
   their staleness threshold (:func:`is_gone`), and rows silent for
   :data:`FORGET_AFTER` are deleted by the next registration.
-* :class:`HistoryHook`: counts each job's outcome and run time per queue, task and
-  minute, and adds them to the ``history`` table from the process that ran the jobs,
-  at most every :data:`HISTORY_EVERY` seconds (and when it stops). The queue's own put
-  and acked counts come from the engines' totals flush.
+* The per-minute history a worker writes is :mod:`liteq.history`'s; its window,
+  :data:`HISTORY_WINDOW`, is here so readers need not import the worker's side.
 * :func:`workers`: the registry as plain dicts (``liteq workers``, metrics).
 """
 
@@ -21,26 +19,22 @@ import json
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .backends.registry import HISTORY_BUCKETS, HistoryRow, WorkerRecord
+from .backends.registry import WorkerRecord
 from .context import Context
 from .errors import LiteqError
-from .hooks import Hook
-from .running import JobContext, Outcome
+from .version import VERSION
 
-__all__ = ["Registration", "HistoryHook", "workers", "is_gone", "DEFAULT_HEARTBEAT",
-           "DEFAULT_STALE", "HISTORY_EVERY", "HISTORY_WINDOW", "FORGET_AFTER"]
+__all__ = ["Registration", "workers", "is_gone", "DEFAULT_HEARTBEAT", "DEFAULT_STALE",
+           "HISTORY_WINDOW", "FORGET_AFTER"]
 
 #: Seconds between a worker's registry writes.
 DEFAULT_HEARTBEAT = 5.0
 #: A registry row whose heartbeat is older than this many seconds is shown as gone.
 DEFAULT_STALE = 30.0
-#: Seconds between a process's history writes.
-HISTORY_EVERY = 5.0
 #: How long per-minute history is kept (seconds): 7 days.
 HISTORY_WINDOW = 7 * 86400.0
 #: A gone worker's row is deleted after this many seconds of silence: 1 day.
@@ -63,8 +57,6 @@ class Registration:
                  concurrency: int, interval: float = DEFAULT_HEARTBEAT,
                  running: Callable[[], list[int]] = list,
                  counts: Callable[[], dict[str, int]] = dict) -> None:
-        from . import __version__
-
         self.db = db
         host = socket.gethostname()
         self.id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -75,7 +67,7 @@ class Registration:
         self._next = 0.0
         now = db.clock()
         self.row = WorkerRecord(self.id, kind, host, os.getpid(), ",".join(queues), pool,
-                                concurrency, __version__, now, now, interval, "[]", 0, 0)
+                                concurrency, VERSION, now, now, interval, "[]", 0, 0)
 
     def start(self) -> None:
         """Write the row (and forget rows silent for a day)."""
@@ -137,59 +129,3 @@ def workers(db: Context, stale: float = DEFAULT_STALE) -> list[dict[str, Any]]:
         entry["state"] = "gone" if is_gone(r, now, stale) else "alive"
         out.append(entry)
     return out
-
-
-class HistoryHook(Hook):
-    """Counts outcomes and run times per (queue, task, minute) and adds them to the
-    history from the process that ran the jobs, at most every *every* seconds."""
-
-    def __init__(self, db: Context, every: float = HISTORY_EVERY) -> None:
-        self.db = db
-        self.every = every
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str, int], list[Any]] = {}
-        self._next = time.monotonic() + every
-
-    def after_job(self, job: JobContext, outcome: Outcome) -> None:
-        field = {"done": 1, "retrying": 2, "failed": 3}.get(outcome.state)
-        if field is None:
-            return  # cancelled, released, lost: not a run that ended
-        minute = int(self.db.clock() // 60)
-        d = outcome.duration
-        with self._lock:
-            c = self._pending.setdefault((job.queue, job.task, minute),
-                                         [0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, 0])
-            c[field] += 1
-            c[4] += 1
-            c[5] += d
-            c[6] = max(c[6], d)
-            for k, bound in enumerate(HISTORY_BUCKETS):
-                if d <= bound:
-                    c[7 + k] += 1
-            due = time.monotonic() >= self._next
-        if due:
-            self.flush()
-
-    def on_worker_stop(self, worker: Any) -> None:
-        self.flush()
-
-    def flush(self) -> None:
-        """Add what was counted to the stored history now (kept on failure)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            self._next = time.monotonic() + self.every
-        if not pending:
-            return
-        rows = []
-        try:
-            for (queue, task, minute), c in pending.items():
-                qid = self.db.queue(queue).id
-                rows.append(HistoryRow(qid, minute, task, 0, c[1], c[2], c[3], c[4], c[5],
-                                       c[6], *c[7:]))
-            self.db.backend.add_history(rows)
-        except LiteqError:
-            with self._lock:  # statistics only: counted again at the next flush
-                for key, c in pending.items():
-                    mine = self._pending.setdefault(key, [0] * 7 + [0] * 5)
-                    for k, v in enumerate(c):
-                        mine[k] = max(mine[k], v) if k == 6 else mine[k] + v

@@ -66,13 +66,14 @@ from . import codec
 from .backends.records import State
 from .consumer import Consumer
 from .errors import InvalidArgument, LiteqError
+from .history import HistoryHook
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .job import task_call
 from .leases import Leases, release
 from .outage import Outage
 from .pool import Held, ProcessPool, Slot
 from .queue import Queue
-from .registry import DEFAULT_HEARTBEAT, HISTORY_WINDOW, HistoryHook, Registration
+from .registry import DEFAULT_HEARTBEAT, HISTORY_WINDOW, Registration
 from .running import JobContext, JobError, Outcome
 from .settle import settle
 from .task import registry
