@@ -53,9 +53,10 @@ from .task import (
     current_job,
 )
 from .topic import Topic
+from .version import VERSION
 from .worker import Worker
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     # the database

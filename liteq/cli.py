@@ -34,6 +34,7 @@ from .cli_base import cli, looks_only, writes
 from .cli_copy import copy_command
 from .cli_demo import demo, demo_step
 from .cli_messages import ack, cancel, get, peek, put, retry, show
+from .cli_ops import metrics_command, workers_command
 from .cli_queues import dead, prune, purge, queue_group, vacuum
 from .cli_schedule import schedule_demo, schedule_group, scheduler
 from .cli_stats import stats
@@ -44,7 +45,7 @@ __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
                 prune, vacuum, topics, publish, subscribe, unsubscribe, tail, worker, jobs, job,
-                schedule_group, scheduler, demo, copy_command):
+                schedule_group, scheduler, demo, copy_command, workers_command, metrics_command):
     cli.add_command(command)
 demo_step(60)(worker_demo)
 demo_step(70)(schedule_demo)
@@ -53,7 +54,7 @@ demo_step(70)(schedule_demo)
 #: can run them); commands that write take --durability. The worker and a scheduler
 #: given APP use the Database that APP's liteq.connect() made, with its durability.
 LOOKS = ["stats", "peek", "show", "topics", "jobs", "job", "dead list", "schedule list",
-         "schedule next", "schedule history"]
+         "schedule next", "schedule history", "workers", "metrics"]
 WRITES = ["put", "get", "ack", "retry", "cancel", "purge", "prune", "vacuum", "publish",
           "subscribe", "unsubscribe", "tail", "dead redrive", "dead purge", "queue create",
           "queue config", "queue delete", "schedule add", "schedule rm", "schedule pause",

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from .backends.registry import ProgressRecord
 from .backends.targets import describe
 from .cli_base import DURATION, EX_USAGE, POSITIVE_INT, CliError, CliState, open_db
 from .cli_output import (
@@ -37,6 +38,7 @@ from .cli_output import (
 from .database import Database
 from .errors import LiteqError
 from .hooks import Hook
+from .registry import DEFAULT_HEARTBEAT
 from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
 from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
 
@@ -225,13 +227,15 @@ def setup_logging(level: str, json_logs: bool) -> None:
 @click.option("--max-memory-per-child", type=click.FloatRange(min=0, min_open=True),
               metavar="MB", help="Process pool: replace a child whose resident memory is "
                                  "over MB after a job.")
+@click.option("--heartbeat", type=DURATION, default=DEFAULT_HEARTBEAT, show_default=True,
+              help="Seconds between this worker's updates of its row in 'liteq workers'.")
 @click.pass_context
 def worker(ctx: click.Context, app: str | None, django_settings: str | None,
            django_backend: str, queues: str | None, concurrency: int | None,
            pool: str, grace: float, prefetch: int, burst: bool, log_level: str,
            verbose: bool, json_logs: bool, summary_interval: float, allow_shell: bool,
            with_scheduler: bool, hook_specs: tuple[str, ...], max_tasks_per_child: int | None,
-           max_memory_per_child: float | None) -> None:
+           max_memory_per_child: float | None, heartbeat: float) -> None:
     """Run the tasks of APP until stopped.
 
     APP is a module (its Database called db, or its only one) or module:attr
@@ -293,7 +297,7 @@ def worker(ctx: click.Context, app: str | None, django_settings: str | None,
     runner = Worker(db, names, concurrency=concurrency, pool=pool, grace=grace,
                     prefetch=prefetch, burst=burst, summary_interval=summary_interval,
                     hooks=hooks, max_tasks_per_child=max_tasks_per_child,
-                    max_memory_per_child=max_memory_per_child)
+                    max_memory_per_child=max_memory_per_child, heartbeat=heartbeat)
     stop_scheduler = start_scheduler(db, pool) if with_scheduler else None
     try:
         runner.run()
@@ -436,6 +440,7 @@ def job(job_id: int, wait: float, out: Output) -> None:
         except LiteqError:
             pass
     now = db.clock()
+    progress = db.backend.progress([info.id]).get(info.id)
     fields = [
         ("id", str(info.id)), ("task", info.task or "-"), ("queue", info.queue or "-"),
         ("state", info.state), ("attempts", str(info.attempts)), ("call", _call_text(info)),
@@ -446,11 +451,21 @@ def job(job_id: int, wait: float, out: Output) -> None:
         ("finished", fmt_time(info.finished_at, now)),
         ("duration", "-" if info.duration is None else fmt_duration(info.duration)),
         ("kept until", fmt_time(info.expires_at, now)),
+        ("progress", _progress_text(progress)),
         ("error", info.error.format() if info.error else "-"),
         ("result", to_json(result, indent=2) if has_result else
          "-" if info.state != "done" else "(not stored)"),
     ]
-    out.record(_job_dict(info, result, has_result), fields)
+    data = _job_dict(info, result, has_result)
+    data["progress"] = None if progress is None else {
+        "fraction": progress.fraction, "note": progress.note, "at": progress.at}
+    out.record(data, fields)
+
+
+def _progress_text(progress: ProgressRecord | None) -> str:
+    if progress is None:
+        return "-"
+    return f"{progress.fraction:.0%} {progress.note}".rstrip()
 
 
 def worker_demo(run: Any) -> None:

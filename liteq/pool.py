@@ -215,6 +215,7 @@ class ProcessPool:
 
         self._counts = counts
         self._running_jobs = lambda: sum(1 for i in children.values() if slots[i].read()[1][0])
+        self._running_ids = lambda: [slots[i].read()[1][0] for i in list(children.values())]
         for i in range(n):
             self._spawn(slots[i], children, born)
         timers = self._timers()

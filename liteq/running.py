@@ -20,7 +20,7 @@ from typing import Any
 
 from . import codec
 from .context import Context
-from .errors import LiteqError
+from .errors import InvalidArgument, LiteqError
 from .validate import check_seconds, storable
 
 __all__ = [
@@ -31,6 +31,10 @@ __all__ = [
 #: Longest traceback text kept with a job (the end is kept: it names the error).
 MAX_TRACEBACK = 16_000
 _CANCEL_CHECK = 0.05  # checkpoint() reads the cancel flag at most this often
+#: progress() writes at most once per this many seconds per job (1.0 always).
+PROGRESS_EVERY = 1.0
+#: Longest progress note kept (characters).
+MAX_NOTE = 200
 
 
 # -- flow signals (not errors) ----------------------------------------------------------
@@ -153,11 +157,12 @@ class JobContext:
             job = liteq.current_job()
             for chunk in range(n):
                 job.checkpoint()          # raises Cancelled once cancel() was asked
+                job.progress(chunk / n, f"{chunk} of {n}")
                 ...
     """
 
     __slots__ = ("db", "id", "task", "queue", "attempts", "max_attempts", "args", "kwargs",
-                 "enqueued_at", "started_at", "_checked_at", "_cancel")
+                 "enqueued_at", "started_at", "_checked_at", "_cancel", "_progress_at")
 
     def __init__(self, db: Context, job_id: int, task: str, queue: str, attempts: int,
                  max_attempts: int, args: list[Any], kwargs: dict[str, Any],
@@ -174,6 +179,7 @@ class JobContext:
         self.started_at = 0.0
         self._checked_at = 0.0
         self._cancel = False
+        self._progress_at = -PROGRESS_EVERY
 
     @property
     def cancel_requested(self) -> bool:
@@ -190,6 +196,27 @@ class JobContext:
         """Raise :class:`Cancelled` if this job's cancellation was requested."""
         if self.cancel_requested:
             raise Cancelled(f"job {self.id} was cancelled while it ran")
+
+    def progress(self, fraction: float, note: str = "") -> None:
+        """Report how far the job is: *fraction* from 0.0 to 1.0, and a short *note*
+        (at most 200 characters kept). Shown by ``liteq job N`` and ``liteq workers``.
+
+        Cheap to call in a loop: it writes at most once a second (a report of 1.0
+        always), and a report that comes sooner is dropped, not delayed. A failed
+        write is logged by no one and changes nothing: progress is only for people."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
+                or not 0.0 <= fraction <= 1.0:
+            raise InvalidArgument(f"progress must be a number from 0.0 to 1.0, got {fraction!r}")
+        if not isinstance(note, str):
+            raise InvalidArgument(f"progress note must be a string, got {note!r}")
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._progress_at < PROGRESS_EVERY:
+            return
+        self._progress_at = now
+        try:
+            self.db.backend.set_progress(self.id, float(fraction), storable(note[:MAX_NOTE]))
+        except LiteqError:
+            pass
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.task} attempt {self.attempts}>"

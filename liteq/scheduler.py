@@ -36,6 +36,7 @@ from .backends.records import Fire, ScheduleRecord, ScheduleRun
 from .context import Context
 from .errors import DatabaseBusy, InvalidArgument, LiteqError, ScheduleError, StorageError
 from .outage import Outage
+from .registry import DEFAULT_HEARTBEAT, Registration
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
 from .task import Job, Task, registry
 from .timing import (
@@ -377,7 +378,8 @@ class Scheduler:
     schedule may be due sooner).
     """
 
-    def __init__(self, db: Context, interval: float = 1.0) -> None:
+    def __init__(self, db: Context, interval: float = 1.0, *,
+                 heartbeat: float = DEFAULT_HEARTBEAT) -> None:
         seconds = check_seconds(interval, "interval")
         if not seconds:
             raise InvalidArgument(f"interval must be a number of seconds > 0, got {interval!r}")
@@ -388,6 +390,10 @@ class Scheduler:
         self._stop = threading.Event()
         self._pipe: tuple[int, int] | None = None
         self._outage = Outage("scheduler", logger)
+        #: Its row in the workers registry (``liteq workers``), kept while it runs.
+        self.registration = Registration(db, "scheduler", queues=[], pool="", concurrency=0,
+                                         interval=check_seconds(heartbeat, "heartbeat")
+                                         or DEFAULT_HEARTBEAT)
 
     def tick(self) -> list[Fire]:
         """Fire every due schedule once per due fire time; return what was enqueued."""
@@ -414,6 +420,7 @@ class Scheduler:
         waiter = self.db.waiter()
         try:
             while not self._stopped(stop_event):
+                self.registration.maybe_beat()
                 waiter.arm()  # before reading: a commit after the read wakes the wait
                 try:
                     due = self.db.backend.next_schedule_due()
@@ -449,6 +456,7 @@ class Scheduler:
                 else:
                     select.select([read_fd], [], [], max(0.0, delay))
         finally:
+            self.registration.stop()
             self._pipe = None
             for fd in (read_fd, write_fd):
                 with contextlib.suppress(OSError):

@@ -67,12 +67,14 @@ from .aio.worker import AsyncPool
 from .backends.records import State
 from .consumer import Consumer
 from .errors import InvalidArgument, LiteqError
+from .history import HistoryHook
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .job import task_call
 from .leases import Leases, release
 from .outage import Outage
 from .pool import Held, ProcessPool, Slot
 from .queue import Queue
+from .registry import DEFAULT_HEARTBEAT, HISTORY_WINDOW, Registration
 from .running import JobContext, JobError, Outcome
 from .settle import settle
 from .task import registry
@@ -117,6 +119,10 @@ class Worker(ProcessPool):
     whose resident memory is over *max_memory_per_child* MB after a job, finishes
     that job, gives back the jobs it claimed but did not start, and is replaced by
     a new child (for libraries that leak).
+
+    The worker records itself in the database's workers registry (``liteq workers``)
+    and rewrites that row every *heartbeat* seconds with the jobs it runs; its jobs'
+    outcomes and run times go to the per-minute history.
     """
 
     def __init__(self, db: Database, queues: Sequence[str] | None = None, *,
@@ -125,7 +131,8 @@ class Worker(ProcessPool):
                  prefetch: int = DEFAULT_PREFETCH, burst: bool = False,
                  summary_interval: float = 60.0, install_signals: bool = True,
                  max_tasks_per_child: int | None = None,
-                 max_memory_per_child: float | None = None) -> None:
+                 max_memory_per_child: float | None = None,
+                 heartbeat: float = DEFAULT_HEARTBEAT) -> None:
         if pool not in POOLS:
             raise InvalidArgument(f"pool must be 'thread', 'process' or 'asyncio', got {pool!r}")
         self._set_child_limits(pool, max_tasks_per_child, max_memory_per_child)
@@ -152,7 +159,12 @@ class Worker(ProcessPool):
                 raise InvalidArgument(f"hooks must be liteq.Hook instances, got {h!r}")
         self._user_hooks = list(hooks)
         self._stats = StatsHook()
-        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        self._history = HistoryHook(db)
+        self._hooks = HookRunner([LoggingHook(), self._stats, self._history, *self._user_hooks])
+        self.heartbeat = check_seconds(heartbeat, "heartbeat") or DEFAULT_HEARTBEAT
+        self._registration: Registration | None = None
+        #: The ids of the jobs running now (set by the pool that runs them).
+        self._running_ids: Callable[[], list[int]] = lambda: [c.current for c in self._consumers]
         #: Whether the database answers: an outage is logged once for all consumers.
         self.outage = Outage("worker", logger)
         self._stopping = False
@@ -183,7 +195,12 @@ class Worker(ProcessPool):
         self._warn_missing_queues()
         self._warn_limits()
         self._hooks.call("on_worker_start", self)
+        self._registration = Registration(
+            self.db, "worker", queues=self.queues, pool=self.pool,
+            concurrency=self.concurrency, interval=self.heartbeat,
+            running=lambda: self._running_ids(), counts=self.counts)
         try:
+            self._registration.start()
             if self.pool == "thread":
                 self._run_threads()
             elif self.pool == "asyncio":
@@ -197,6 +214,7 @@ class Worker(ProcessPool):
             for signum, handler in old.items():
                 signal.signal(signum, handler)
             self._hooks.call("on_worker_stop", self)
+            self._registration.stop()
             self._close_pipes()
 
     def stop(self, now: bool = False) -> None:
@@ -335,6 +353,8 @@ class Worker(ProcessPool):
 
     def _periodic(self, state: dict[str, float]) -> None:
         now = time.monotonic()
+        if self._registration is not None:
+            self._registration.maybe_beat()
         if self.summary_interval and now >= state["summary"]:
             seconds = now - state["last_summary"]
             state["summary"], state["last_summary"] = now + self.summary_interval, now
@@ -343,6 +363,8 @@ class Worker(ProcessPool):
             state["prune"] = now + _PRUNE_EVERY
             try:
                 self.db.prune_results()
+                self.db.backend.prune_progress(self.db.clock() - HISTORY_WINDOW)
+                self.db.backend.prune_history(int((self.db.clock() - HISTORY_WINDOW) // 60))
             except LiteqError:
                 logger.exception("pruning expired job results failed; trying again later")
 
@@ -392,7 +414,8 @@ class Worker(ProcessPool):
     def _consume(self, slot: Slot) -> None:
         """In a pool child: run one consumer until stopped, publishing into *slot*."""
         self._stats = StatsHook()
-        self._hooks = HookRunner([LoggingHook(), self._stats, *self._user_hooks])
+        self._history = HistoryHook(self.db)
+        self._hooks = HookRunner([LoggingHook(), self._stats, self._history, *self._user_hooks])
         self.outage = Outage("worker process", logger)  # the parent's lock stays there
         slot.publish(counts=self._stats.snapshot())
         leases = Leases(self.db, self.existing_queues())
@@ -402,6 +425,7 @@ class Worker(ProcessPool):
             consumer.run()
         finally:
             leases.stop()
+            self._history.flush()
             slot.publish(counts=self._stats.snapshot(), recycled=consumer.recycle)
 
     def _orphaned(self, pid: int, running: tuple[int, int, int], reason: str | None,

@@ -57,6 +57,7 @@ from .records import (
     State,
     Subscriptions,
 )
+from .registry import OperatingVerbs
 from .tables import Counters
 
 __all__ = ["Backend", "Waiter", "DURABILITY_LEVELS", "check_open_options"]
@@ -110,7 +111,7 @@ class Waiter(Protocol):
         ...
 
 
-class Backend(ABC):
+class Backend(OperatingVerbs, ABC):
     """One database, seen through the verbs liteq's domain code calls.
 
     Abstract methods add no cost per call (they are checked once, at instantiation);
@@ -134,6 +135,7 @@ class Backend(ABC):
     capabilities: Capabilities
 
     # ``liteq copy`` (issue 17, D1): see the "copying" verbs at the end.
+    # The workers registry, progress and history (issue 21): ``registry.py``.
 
     # -- lifecycle and application SQL ----------------------------------------------
 

@@ -60,6 +60,7 @@ from .flow import FlowVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Notifier
+from .operating import OperatingVerbs
 from .outbox import Outbox
 from .retry import with_retries
 from .schedules import ScheduleVerbs
@@ -111,7 +112,7 @@ _CHECKS = (
 # mixins' definitions come first in the method order (as SQLiteBackend does).
 @with_retries  # which verbs a lost connection tries again, once (retry.py)
 class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, FlowVerbs,
-                      Notifier, Backend):
+                      Notifier, OperatingVerbs, Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

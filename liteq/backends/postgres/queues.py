@@ -94,9 +94,17 @@ SQL_SUBS_BUMP = """
 INSERT INTO {s}.meta (key, value) VALUES ('subs_version', 1)
 ON CONFLICT (key) DO UPDATE SET value = meta.value + 1
 """
+# The per-minute history (issue 21) is added in the same statement.
 SQL_TOTALS = """
+WITH t AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(id, e, f)),
+h AS (
+    INSERT INTO {s}.history AS h (qid, minute, task, put, acked)
+    SELECT id, %s, '', e, f FROM t ORDER BY id
+    ON CONFLICT (minute, qid, task) DO UPDATE
+    SET put = h.put + excluded.put, acked = h.acked + excluded.acked
+)
 UPDATE {s}.queues q SET enqueued = q.enqueued + t.e, finished = q.finished + t.f
-FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(id, e, f) WHERE q.id = t.id
+FROM t WHERE q.id = t.id
 """
 
 # Ids first (unique, sorted into the caller's order), then the rows with them.
@@ -582,7 +590,8 @@ class QueueVerbs(Backend):
             return
         try:
             self.conns.statement(self.qs.totals, (
-                list(pending), [e for e, _ in pending.values()], [f for _, f in pending.values()]
+                list(pending), [e for e, _ in pending.values()], [f for _, f in pending.values()],
+                int(self.clock() // 60)
             ))
         except BaseException:
             with self._totals_lock:

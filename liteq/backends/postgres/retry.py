@@ -56,11 +56,14 @@ READS = frozenset({
     "message", "peek", "result", "job", "job_messages", "orphan_results",
     "cancel_requested", "schedule", "schedules", "schedule_runs", "next_schedule_due",
     "subs_version", "subscriptions", "topics", "integrity_check", "storage_size",
+    "workers", "progress", "history",
 })
 #: Writes that a second try cannot apply twice (token-guarded, upserts, set-to-value).
 GUARDED = frozenset({
     "ack", "retry", "extend", "heartbeat", "fail", "release", "expire", "save_results",
     "touch_subscription", "schedule_enable",
+    "save_worker", "remove_worker", "prune_workers", "set_progress", "prune_progress",
+    "prune_history",
 })
 #: Every other verb of the Backend interface that runs SQL.
 ONCE = frozenset({
@@ -68,6 +71,7 @@ ONCE = frozenset({
     "redrive", "cancel", "retry_finished", "purge", "prune", "prune_results",
     "request_cancel", "schedule_upsert", "schedule_delete", "prune_schedule_runs",
     "schedule_tick", "subscribe", "unsubscribe", "drop_expired_subscriptions", "publish",
+    "add_history",
 })
 
 _T = TypeVar("_T")

@@ -185,13 +185,60 @@ _V2 = """
 ALTER TABLE {s}.queues ADD COLUMN paused boolean NOT NULL DEFAULT false;
 """
 
+# Version 3 (issue 21): the workers registry, job progress and per-minute history, as
+# SQLite's version 4 (see liteq/backends/sqlite/schema.py). ``liteq copy`` skips them.
+_V3 = """
+CREATE TABLE {s}.workers (
+    id           text PRIMARY KEY,
+    kind         text NOT NULL,
+    host         text NOT NULL,
+    pid          bigint NOT NULL,
+    queues       text NOT NULL,
+    pool         text NOT NULL,
+    concurrency  bigint NOT NULL,
+    version      text NOT NULL,
+    started_at   double precision NOT NULL,
+    heartbeat_at double precision NOT NULL,
+    interval     double precision NOT NULL,
+    jobs         text NOT NULL,
+    done         bigint NOT NULL,
+    failed       bigint NOT NULL
+) WITH (fillfactor = 50);
+
+CREATE TABLE {s}.progress (
+    id           bigint PRIMARY KEY,
+    fraction     double precision NOT NULL,
+    note         text NOT NULL,
+    at           double precision NOT NULL
+);
+
+CREATE TABLE {s}.history (
+    qid          bigint NOT NULL,
+    minute       bigint NOT NULL,
+    task         text NOT NULL,
+    put          bigint NOT NULL DEFAULT 0,
+    acked        bigint NOT NULL DEFAULT 0,
+    failed       bigint NOT NULL DEFAULT 0,
+    dead         bigint NOT NULL DEFAULT 0,
+    runs         bigint NOT NULL DEFAULT 0,
+    run_total    double precision NOT NULL DEFAULT 0,
+    run_max      double precision NOT NULL DEFAULT 0,
+    le_10ms      bigint NOT NULL DEFAULT 0,
+    le_100ms     bigint NOT NULL DEFAULT 0,
+    le_1s        bigint NOT NULL DEFAULT 0,
+    le_10s       bigint NOT NULL DEFAULT 0,
+    le_60s       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, qid, task)
+);
+"""
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.
 TABLES = ("queues", "messages", "depth_stripes", "results", "schedules", "schedule_runs",
-          "meta", "migrations")
+          "meta", "migrations", "workers", "progress", "history")
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -35,6 +35,7 @@ The package holds one module per concept, joined into :class:`SQLiteBackend`:
 ``schedules.py``  schedules and the exactly-once tick
 ``topics.py``     subscriptions and the atomic publish
 ``flow.py``       flow control: pausing a queue
+``operating.py``  the workers registry, job progress, per-minute history
 ``notifier.py``   the wake-up channel: inotify on the ``-wal`` file, else polling
 ================  ==========================================================
 """
@@ -55,6 +56,7 @@ from .flow import FlowVerbs
 from .jobs import JobVerbs
 from .messages import MessageVerbs
 from .notifier import Waiter
+from .operating import OperatingVerbs
 from .queues import default_queue_options
 from .schedules import ScheduleVerbs
 from .sql import *  # noqa: F403 - the statements, for tools that inspect them
@@ -67,7 +69,7 @@ __all__ = [
 
 
 class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, FlowVerbs,
-                    Backend):
+                    OperatingVerbs, Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs

@@ -18,6 +18,7 @@ from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
+from .opsql import SQL_HISTORY_ADD
 from .sql import CLOCK_FUNCTION, SQL_TOTALS, TOTALS_EVERY
 
 __all__ = ["StoreBase", "DURABILITY", "JOURNAL_SIZE_LIMIT", "MAINTAIN_EVERY", "PAGE_SIZE"]
@@ -33,6 +34,9 @@ MAINTAIN_ROWS = 1000
 WAL_RESTART_WAIT = 0.05
 #: Pages in the WAL at which a commit checkpoints (SQLite's autocheckpoint default).
 WAL_HOOK_PAGES = 1000
+
+#: A history row's fields after put and acked, when it counts no run.
+_NO_RUNS = (0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, 0)
 
 class _Local(threading.local):
     """Per-thread state of a store; the class attributes are the defaults."""
@@ -308,6 +312,10 @@ class StoreBase(Opening):
         try:
             with self.write() as cur:
                 cur.executemany(SQL_TOTALS, [(e, f, q) for q, (e, f) in pending.items()])
+                # The per-minute history (issue 21) rides on the same transaction.
+                minute = int(self.clock() // 60)
+                cur.executemany(SQL_HISTORY_ADD, [(q, minute, "", e, f, *_NO_RUNS)
+                                                  for q, (e, f) in pending.items()])
         except BaseException:
             with self._totals_lock:
                 for qid, (e, f) in pending.items():

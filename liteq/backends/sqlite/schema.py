@@ -166,6 +166,57 @@ _V3 = """
 ALTER TABLE queues ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
 """
 
+# Version 4 (issue 21): what operators look at. The registry of live workers and
+# schedulers (one row each, rewritten by its heartbeat), the last progress of each job
+# that reported any, and per-minute counters per queue and task, written by the paths
+# that already write (the put/ack totals flush, a worker's heartbeat) and pruned after
+# a window. ``liteq copy`` skips all three: they describe processes and moments of the
+# source, not its data.
+_V4 = """
+CREATE TABLE workers (
+    id           TEXT PRIMARY KEY,             -- host:pid:random
+    kind         TEXT NOT NULL,                -- worker | scheduler
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    queues       TEXT NOT NULL,                -- comma-separated
+    pool         TEXT NOT NULL,
+    concurrency  INTEGER NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    interval     REAL NOT NULL,                -- seconds between heartbeats
+    jobs         TEXT NOT NULL,                -- JSON [[id, since], ...] running now
+    done         INTEGER NOT NULL,
+    failed       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE progress (
+    id           INTEGER PRIMARY KEY,          -- the job's message id
+    fraction     REAL NOT NULL,
+    note         TEXT NOT NULL,
+    at           REAL NOT NULL
+) STRICT;
+
+CREATE TABLE history (
+    qid          INTEGER NOT NULL,
+    minute       INTEGER NOT NULL,             -- epoch seconds // 60
+    task         TEXT NOT NULL,                -- '' for the queue's own put/acked
+    put          INTEGER NOT NULL DEFAULT 0,
+    acked        INTEGER NOT NULL DEFAULT 0,
+    failed       INTEGER NOT NULL DEFAULT 0,   -- attempts to be retried
+    dead         INTEGER NOT NULL DEFAULT 0,
+    runs         INTEGER NOT NULL DEFAULT 0,
+    run_total    REAL NOT NULL DEFAULT 0,
+    run_max      REAL NOT NULL DEFAULT 0,
+    le_10ms      INTEGER NOT NULL DEFAULT 0,   -- run-time histogram buckets
+    le_100ms     INTEGER NOT NULL DEFAULT 0,
+    le_1s        INTEGER NOT NULL DEFAULT 0,
+    le_10s       INTEGER NOT NULL DEFAULT 0,
+    le_60s       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, qid, task)
+) STRICT, WITHOUT ROWID;
+"""
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)

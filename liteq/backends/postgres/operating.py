@@ -1,0 +1,132 @@
+"""The workers registry, job progress and per-minute history on PostgreSQL (issue 21;
+the verbs of :class:`~liteq.backends.registry.OperatingVerbs`, schema version 3). Each
+verb is one statement; ``add_history`` adds any number of rows in one ``INSERT ...
+SELECT FROM unnest(...)``, sorted by key so that two writers lock rows in one order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+from ..registry import HistoryRow, ProgressRecord, WorkerRecord
+from .connection import Connections
+from .queues import Statements
+
+__all__ = ["OperatingVerbs"]
+
+_WORKER_COLUMNS = ", ".join(WorkerRecord._fields)
+_HISTORY_COLUMNS = ", ".join(HistoryRow._fields)
+_HISTORY_TYPES = ("bigint", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
+                  "float8", "float8", "bigint", "bigint", "bigint", "bigint", "bigint")
+_ADDED = ("put", "acked", "failed", "dead", "runs", "run_total", "le_10ms", "le_100ms",
+          "le_1s", "le_10s", "le_60s")
+
+SQL_WORKER_SAVE = f"""
+INSERT INTO {{s}}.workers ({_WORKER_COLUMNS})
+VALUES ({", ".join("%s" for _ in WorkerRecord._fields)})
+ON CONFLICT (id) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in WorkerRecord._fields[1:])}
+"""
+SQL_WORKER_REMOVE = "DELETE FROM {s}.workers WHERE id = %s"
+SQL_WORKERS = f"SELECT {_WORKER_COLUMNS} FROM {{s}}.workers ORDER BY started_at, id"
+SQL_WORKERS_PRUNE = "DELETE FROM {s}.workers WHERE heartbeat_at < %s"
+
+SQL_PROGRESS_SET = """
+INSERT INTO {s}.progress (id, fraction, note, at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET fraction = excluded.fraction, note = excluded.note,
+    at = excluded.at
+"""
+SQL_PROGRESS_GET = "SELECT id, fraction, note, at FROM {s}.progress WHERE id = ANY(%s::bigint[])"
+SQL_PROGRESS_PRUNE = """
+DELETE FROM {s}.progress p WHERE p.at < %s
+  AND NOT EXISTS (SELECT 1 FROM {s}.messages m WHERE m.id = p.id)
+  AND NOT EXISTS (SELECT 1 FROM {s}.results r WHERE r.id = p.id)
+"""
+
+SQL_HISTORY_ADD = f"""
+INSERT INTO {{s}}.history AS h ({_HISTORY_COLUMNS})
+SELECT * FROM unnest({", ".join(f"%s::{t}[]" for t in _HISTORY_TYPES)})
+    AS u({_HISTORY_COLUMNS})
+ORDER BY minute, qid, task
+ON CONFLICT (minute, qid, task) DO UPDATE SET
+    {", ".join(f"{c} = h.{c} + excluded.{c}" for c in _ADDED)},
+    run_max = greatest(h.run_max, excluded.run_max)
+"""
+SQL_HISTORY = f"""
+SELECT {_HISTORY_COLUMNS} FROM {{s}}.history
+WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
+ORDER BY minute, qid, task
+"""
+SQL_HISTORY_PRUNE = "DELETE FROM {s}.history WHERE minute < %s"
+
+
+def _merged(rows: Sequence[HistoryRow]) -> list[HistoryRow]:
+    """*rows* with one row per key: PostgreSQL refuses to update a row twice in one
+    statement."""
+    merged: dict[tuple[int, int, str], HistoryRow] = {}
+    for r in rows:
+        key = (r.minute, r.qid, r.task)
+        old = merged.get(key)
+        if old is None:
+            merged[key] = r
+        else:
+            merged[key] = old._replace(
+                **{c: getattr(old, c) + getattr(r, c) for c in _ADDED},
+                run_max=max(old.run_max, r.run_max))
+    return list(merged.values())
+
+
+class OperatingVerbs:
+    """Registry, progress and history (a mixin of PostgresBackend)."""
+
+    conns: Connections
+    schema: str
+    clock: Callable[[], float]
+
+    @cached_property
+    def _operating_sql(self) -> Statements:
+        return Statements(globals(), self.schema)
+
+    def save_worker(self, row: WorkerRecord) -> None:
+        self.conns.statement(self._operating_sql.worker_save, tuple(row))
+
+    def remove_worker(self, wid: str) -> bool:
+        return bool(self.conns.statement(self._operating_sql.worker_remove + " RETURNING 1",
+                                         (wid,)))
+
+    def workers(self) -> list[WorkerRecord]:
+        return [WorkerRecord._make(r) for r in self.conns.statement(self._operating_sql.workers)]
+
+    def prune_workers(self, before: float) -> int:
+        sql = self._operating_sql.workers_prune + " RETURNING 1"
+        return len(self.conns.statement(sql, (before,)))
+
+    def set_progress(self, mid: int, fraction: float, note: str) -> None:
+        self.conns.statement(self._operating_sql.progress_set,
+                             (mid, float(fraction), note, self.clock()))
+
+    def progress(self, ids: Sequence[int]) -> dict[int, ProgressRecord]:
+        if not ids:
+            return {}
+        rows = self.conns.statement(self._operating_sql.progress_get, (list(ids),))
+        return {int(r[0]): ProgressRecord._make(r) for r in rows}
+
+    def prune_progress(self, before: float) -> int:
+        return len(self.conns.statement(self._operating_sql.progress_prune + " RETURNING 1",
+                                        (before,)))
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
+            return
+        merged = _merged(rows)
+        columns = [list(col) for col in zip(*merged, strict=True)]
+        self.conns.statement(self._operating_sql.history_add, columns)
+
+    def history(self, since_minute: int, qid: int | None = None) -> list[HistoryRow]:
+        rows = self.conns.statement(self._operating_sql.history,
+                                    {"since": since_minute, "qid": qid})
+        return [HistoryRow._make(r) for r in rows]
+
+    def prune_history(self, before_minute: int) -> int:
+        return len(self.conns.statement(self._operating_sql.history_prune + " RETURNING 1",
+                                        (before_minute,)))

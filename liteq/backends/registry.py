@@ -1,0 +1,153 @@
+"""What an engine keeps for operators (issue 21): the registry of live workers, the
+progress of running jobs, and per-minute history counters; their records and verbs.
+
+A part of the storage interface of its own (:class:`OperatingVerbs`, a base of
+:class:`~liteq.backends.base.Backend`) so the verbs the dashboard and ``liteq
+workers``/``liteq metrics`` need sit together. Every writer here is a process that
+already writes (a worker's or scheduler's heartbeat, a task reporting progress, the
+put/ack totals flush); readers only read.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "OperatingVerbs"]
+
+#: Upper bounds (seconds) of the run-time histogram buckets kept in each history row
+#: (``le_*`` columns); the ``+Inf`` bucket is ``runs``.
+HISTORY_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0)
+
+
+class WorkerRecord(NamedTuple):
+    """A worker's (or scheduler's) row in the registry (the ``workers`` table)."""
+
+    #: Unique id, ``host:pid:random`` (a restarted process gets a new one).
+    id: str
+    #: ``"worker"`` or ``"scheduler"``.
+    kind: str
+    #: Host name.
+    host: str
+    #: Process id (the supervisor's, for a process pool).
+    pid: int
+    #: The queues it serves, comma-separated in order of preference ("" for a scheduler).
+    queues: str
+    #: ``"thread"``, ``"process"`` or ``""`` (a scheduler).
+    pool: str
+    #: Consumers it runs at once (0 for a scheduler).
+    concurrency: int
+    #: liteq's version.
+    version: str
+    #: When it started.
+    started_at: float
+    #: Its last heartbeat.
+    heartbeat_at: float
+    #: Seconds between its heartbeats (how stale is "gone" is the reader's choice).
+    interval: float
+    #: The jobs running now, as JSON: ``[[id, since], ...]``.
+    jobs: str
+    #: Jobs it finished successfully so far.
+    done: int
+    #: Jobs that failed for good (dead) so far.
+    failed: int
+
+
+class ProgressRecord(NamedTuple):
+    """The progress a running (or finished) job last reported (the ``progress`` table)."""
+
+    #: The job's (message's) id.
+    id: int
+    #: 0.0 to 1.0.
+    fraction: float
+    #: What the task said (may be empty).
+    note: str
+    #: When it said it.
+    at: float
+
+
+class HistoryRow(NamedTuple):
+    """One queue's (and one task's, or ``""``) counters for one minute (the ``history``
+    table). :meth:`OperatingVerbs.add_history` adds rows to what is stored."""
+
+    #: The queue's id.
+    qid: int
+    #: ``int(epoch seconds // 60)``.
+    minute: int
+    #: The task name; ``""`` for the queue's own counters (put, acked).
+    task: str
+    #: Messages put.
+    put: int
+    #: Messages acked (jobs done).
+    acked: int
+    #: Failed attempts that will be retried.
+    failed: int
+    #: Messages or jobs that went dead.
+    dead: int
+    #: Runs measured.
+    runs: int
+    #: Their total run time, seconds.
+    run_total: float
+    #: The longest one, seconds.
+    run_max: float
+    #: Runs of at most 10 ms, 100 ms, 1 s, 10 s, 60 s (:data:`HISTORY_BUCKETS`).
+    le_10ms: int = 0
+    le_100ms: int = 0
+    le_1s: int = 0
+    le_10s: int = 0
+    le_60s: int = 0
+
+
+class OperatingVerbs(ABC):
+    """The registry, progress and history verbs every engine implements."""
+
+    # -- the workers registry --------------------------------------------------------
+
+    @abstractmethod
+    def save_worker(self, row: WorkerRecord) -> None:
+        """Insert or replace the registry row ``row.id`` (a start, or a heartbeat): one
+        statement."""
+
+    @abstractmethod
+    def remove_worker(self, wid: str) -> bool:
+        """Delete the registry row *wid* (a clean exit); False if there was none."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerRecord]:
+        """Every registry row, oldest start first."""
+
+    @abstractmethod
+    def prune_workers(self, before: float) -> int:
+        """Delete the rows whose last heartbeat is before *before* (long gone)."""
+
+    # -- progress -------------------------------------------------------------------
+
+    @abstractmethod
+    def set_progress(self, mid: int, fraction: float, note: str) -> None:
+        """Record job *mid*'s progress now (replacing what it said before)."""
+
+    @abstractmethod
+    def progress(self, ids: Sequence[int]) -> dict[int, ProgressRecord]:
+        """The last progress of each of *ids* that reported any."""
+
+    @abstractmethod
+    def prune_progress(self, before: float) -> int:
+        """Delete progress older than *before* of jobs whose message and results row
+        are both gone."""
+
+    # -- history --------------------------------------------------------------------
+
+    @abstractmethod
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Add *rows* to the stored counters of their (queue, minute, task): counts and
+        totals add up, ``run_max`` keeps the larger. One transaction (joins the
+        caller's)."""
+
+    @abstractmethod
+    def history(self, since_minute: int, qid: int | None = None) -> list[HistoryRow]:
+        """Stored rows from *since_minute* on (of queue *qid*, or all), by minute."""
+
+    @abstractmethod
+    def prune_history(self, before_minute: int) -> int:
+        """Delete rows older than *before_minute*; how many."""

@@ -1,0 +1,77 @@
+"""The workers registry, job progress and per-minute history on SQLite (issue 21; the
+verbs of :class:`~liteq.backends.registry.OperatingVerbs`, schema version 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..registry import HistoryRow, ProgressRecord, WorkerRecord
+from .base import StoreBase
+from .opsql import (
+    SQL_HISTORY,
+    SQL_HISTORY_ADD,
+    SQL_HISTORY_PRUNE,
+    SQL_PROGRESS_GET,
+    SQL_PROGRESS_PRUNE,
+    SQL_PROGRESS_SET,
+    SQL_WORKER_REMOVE,
+    SQL_WORKER_SAVE,
+    SQL_WORKERS,
+    SQL_WORKERS_PRUNE,
+)
+
+__all__ = ["OperatingVerbs"]
+
+
+class OperatingVerbs(StoreBase):
+    """Registry, progress and history: small rows, written by heartbeats and flushes."""
+
+    def save_worker(self, row: WorkerRecord) -> None:
+        with self.write() as cur:
+            cur.execute(SQL_WORKER_SAVE, tuple(row))
+
+    def remove_worker(self, wid: str) -> bool:
+        with self.write() as cur:
+            cur.execute(SQL_WORKER_REMOVE, (wid,))
+            return bool(cur.connection.changes())
+
+    def workers(self) -> list[WorkerRecord]:
+        with self.read() as cur:
+            return [WorkerRecord._make(r) for r in cur.execute(SQL_WORKERS).fetchall()]
+
+    def prune_workers(self, before: float) -> int:
+        with self.write() as cur:
+            cur.execute(SQL_WORKERS_PRUNE, (before,))
+            return int(cur.connection.changes())
+
+    def set_progress(self, mid: int, fraction: float, note: str) -> None:
+        with self.write() as cur:
+            cur.execute(SQL_PROGRESS_SET, (mid, fraction, note, self.clock()))
+
+    def progress(self, ids: Sequence[int]) -> dict[int, ProgressRecord]:
+        if not ids:
+            return {}
+        sql = SQL_PROGRESS_GET.replace("{marks}", ",".join("?" * len(ids)))
+        with self.read() as cur:
+            return {r[0]: ProgressRecord._make(r) for r in cur.execute(sql, tuple(ids)).fetchall()}
+
+    def prune_progress(self, before: float) -> int:
+        with self.write() as cur:
+            cur.execute(SQL_PROGRESS_PRUNE, (before,))
+            return int(cur.connection.changes())
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        if not rows:
+            return
+        with self.write() as cur:
+            cur.executemany(SQL_HISTORY_ADD, [tuple(r) for r in rows])
+
+    def history(self, since_minute: int, qid: int | None = None) -> list[HistoryRow]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_HISTORY, (since_minute, qid, qid)).fetchall()
+        return [HistoryRow._make(r) for r in rows]
+
+    def prune_history(self, before_minute: int) -> int:
+        with self.write() as cur:
+            cur.execute(SQL_HISTORY_PRUNE, (before_minute,))
+            return int(cur.connection.changes())
