@@ -20,6 +20,8 @@ Layout::
     outbox.py      verbs on the application's own connection and transaction
     copying.py     ``liteq copy``: export from a REPEATABLE READ snapshot, import
                    keeping ids, then sequences and depth stripes
+    flow.py        flow control: pausing a queue (issue 19)
+    operating.py   the workers registry, job progress, per-minute history (issue 21)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
 
