@@ -670,6 +670,46 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
     conn.execute("DEALLOCATE liteq_claim_plan")
 
 
+@pytest.mark.postgres
+def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_plan_at_10k_rows(
+    pg: Callable[..., Any], pg_schema: str
+) -> None:
+    """Sessions keep PostgreSQL's generic plans (plan_cache_mode auto, issue 17): every
+    statement psycopg prepared while the queue was empty must still read the indexes
+    once it holds 10,000 messages (none analyzed since), and the batch claim, whose
+    generic plan is the trap, must not be prepared at all."""
+    b = pg()
+    q = make_queue(b, "generic")
+    b.execute(f"ALTER TABLE {pg_schema}.messages SET (autovacuum_enabled = off)")
+    for _ in range(8):  # psycopg prepares from the 5th run, PostgreSQL goes generic at the 6th
+        b.put_ready(q.id, 0, b"x")
+        rows, _ = b.claim(q.id, 1, 30.0)
+        assert b.ack(q.id, [(rows[0][0], rows[0][1])], 0.0) == []
+        b.put(q.id, [row(b"y", run_at=0.0)] * 3)
+        rows, _ = b.claim(q.id, 3, 30.0)
+        assert b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0) == []
+        b.probe(q.id)
+        b.next_due(q.id)
+    for _ in range(10):
+        b.put(q.id, [row(b"x", run_at=0.0)] * 1000)
+    assert len(b.claim(q.id, 100, 30.0)[0]) == 100  # some leased rows too
+    conn = b.connection()
+    prepared = conn.execute(
+        "SELECT name, statement, cardinality(parameter_types), generic_plans"
+        " FROM pg_prepared_statements"
+    ).fetchall()
+    assert any(g for _, _, _, g in prepared), prepared  # generic plans are in use
+    assert not any("WITH c AS MATERIALIZED" in text for _, text, _, _ in prepared)
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        for name, text, nparams, _ in prepared:
+            args = f"({', '.join(['NULL'] * nparams)})" if nparams else ""
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}{args}"))
+            assert "Seq Scan on messages" not in plan, f"{text}\n{plan}"
+    finally:
+        conn.execute("RESET plan_cache_mode")
+
+
 def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:
     """Run fn(0..n-1) in n threads released at once by a barrier; their results."""
     barrier = threading.Barrier(n)
