@@ -3,9 +3,9 @@ the same on every engine.
 
 The engine's :class:`~liteq.backends.base.Waiter` (``Backend.waiter()``; on SQLite,
 inotify on the ``-wal`` file, see ``liteq.backends.sqlite.notifier``) delivers hints
-that another connection may have committed. Hints can be spurious or early (sent
-before the commit is visible), so the caller always bounds each wait and looks again
-by the rule of :class:`Looks`.
+that another connection may have committed. Hints can be spurious, and on SQLite early
+(sent before the commit is visible), so the caller always bounds each wait and looks
+again by the rule of :class:`Looks` (no re-looks where ``Waiter.early`` is False).
 """
 
 from __future__ import annotations
@@ -33,19 +33,22 @@ class Looks:
     (:attr:`claim`): only a claim promotes due delayed messages and expired leases.
     """
 
-    __slots__ = ("claim", "_rechecks")
+    __slots__ = ("claim", "_rechecks", "_after")
 
-    def __init__(self, claim: bool, hinted: bool) -> None:
+    def __init__(self, claim: bool, hinted: bool, early: bool = True) -> None:
         #: The next look claims (takes the write lock) instead of probing.
         self.claim = claim
-        self._rechecks = 0 if hinted else len(RECHECK_AFTER)
+        # A waiter whose hints never precede their commit (``Waiter.early`` False:
+        # PostgreSQL's NOTIFY) needs no re-looks: an empty look after a hint is final.
+        self._after = RECHECK_AFTER if early else ()
+        self._rechecks = 0 if hinted else len(self._after)
 
     def sleep(self, wait: Callable[[float], bool], timeout: float, relook: bool = True) -> None:
         """After an empty look: ``wait(seconds)`` (True when woken by a hint) briefly
         while re-looks are left and *relook* (the look found nothing ready), else up
         to *timeout*."""
-        if not self.claim and relook and self._rechecks < len(RECHECK_AFTER):
-            woken = wait(min(timeout, RECHECK_AFTER[self._rechecks]))
+        if not self.claim and relook and self._rechecks < len(self._after):
+            woken = wait(min(timeout, self._after[self._rechecks]))
             self._rechecks = 0 if woken else self._rechecks + 1
         else:
             self.claim = not wait(timeout)

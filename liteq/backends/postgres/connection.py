@@ -173,6 +173,8 @@ class _Local(threading.local):
     side: Any = None  # a second cursor: savepoints pipelined around a statement
     app_depth = 0  # nesting of the application's db.transaction() blocks
     broken: str | None = None  # why the application's transaction is unusable
+    tx_depth = 0  # nesting of Tx blocks (liteq's and the application's)
+    after: list[Callable[[], None]] | None = None  # run when the outermost Tx ends
 
 
 class Connections:
@@ -299,6 +301,18 @@ class Connections:
             raise StorageError(f"{self.description}: cannot connect: {str(exc).strip()}") from exc
         _OPEN.add(conn)
         return conn
+
+    def after_tx(self, fn: Callable[[], None]) -> None:
+        """Call *fn* when this thread's outermost transaction (:meth:`tx`) has ended,
+        committed or rolled back; at once when none is open. For what must follow a
+        commit, such as a throttled put's trailing notification (``notifier.py``)."""
+        local = self._local
+        if local.tx_depth <= 0:
+            fn()
+        elif local.after is None:
+            local.after = [fn]
+        else:
+            local.after.append(fn)
 
     def in_transaction(self) -> bool:
         """True inside the application's ``db.transaction()`` on this thread (what it
@@ -507,8 +521,10 @@ class Tx:
                 cur.execute("BEGIN", prepare=False)
         except psycopg.Error as exc:
             raise conns.failure(conn, exc) from exc
+        local = conns._local
+        local.tx_depth += 1
         if self.app:
-            conns._local.app_depth += 1
+            local.app_depth += 1
         return cur
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -545,6 +561,11 @@ class Tx:
         finally:
             if ends_app:
                 local.broken = None
+            local.tx_depth -= 1
+            if local.tx_depth <= 0 and local.after is not None:
+                after, local.after = local.after, None
+                for fn in after:
+                    fn()
 
 
 class ServerClock:
