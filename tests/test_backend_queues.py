@@ -647,9 +647,10 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
     pg: Callable[..., Any], pg_schema: str
 ) -> None:
     """The trap (DESIGN.md): a statement prepared while the table is empty keeps a
-    sequential scan. Two defences: sessions plan with the actual parameters
-    (plan_cache_mode), and the claim names ``state = 0`` literally, so even a generic
-    plan matches the partial index msg_ready (this test passes with either alone)."""
+    sequential scan. Defences: the batch claim is sent unprepared (planned with its
+    values every time; ``get()``'s one-row claim has a generic plan that holds, see
+    the next test), and the claim names ``state = 0`` literally, so even a plan made
+    on the empty table matches the partial index msg_ready."""
     b = pg()
     q = make_queue(b, "plan")
     for _ in range(8):  # psycopg prepares a statement from its 5th run
