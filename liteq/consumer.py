@@ -150,7 +150,7 @@ class Consumer:
         """
         waiter = self.db.waiter()
         store = self.store
-        looks = Looks(claim=True, hinted=False)
+        looks = Looks(claim=True, hinted=False, early=waiter.early)
         while not self.w._stopping:
             waiter.arm()  # before looking: a commit from now on wakes the wait
             self._find_new_queues()

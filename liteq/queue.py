@@ -387,7 +387,7 @@ class Queue:
         # Then arm, and look once more without the write lock. A hint drained by that
         # arm() is a commit since the claim that may not be visible yet: re-look as
         # after a wake-up. No hint: sleep long after an empty look.
-        looks = Looks(claim=False, hinted=waiter.arm())
+        looks = Looks(claim=False, hinted=waiter.arm(), early=waiter.early)
         while True:
             due_at = None
             if looks.claim:

@@ -3,9 +3,9 @@ the same on every engine.
 
 The engine's :class:`~liteq.backends.base.Waiter` (``Backend.waiter()``; on SQLite,
 inotify on the ``-wal`` file, see ``liteq.backends.sqlite.notifier``) delivers hints
-that another connection may have committed. Hints can be spurious or early (sent
-before the commit is visible), so the caller always bounds each wait and looks again
-by the rule of :class:`Looks`.
+that another connection may have committed. Hints can be spurious, and on SQLite early
+(sent before the commit is visible), so the caller always bounds each wait and looks
+again by the rule of :class:`Looks` (no re-looks where ``Waiter.early`` is False).
 """
 
 from __future__ import annotations
@@ -33,12 +33,15 @@ class Looks:
     (:attr:`claim`): only a claim promotes due delayed messages and expired leases.
     """
 
-    __slots__ = ("claim", "_rechecks", "_short")
+    __slots__ = ("claim", "_rechecks", "_short", "_after")
 
-    def __init__(self, claim: bool, hinted: bool) -> None:
+    def __init__(self, claim: bool, hinted: bool, early: bool = True) -> None:
         #: The next look claims (takes the write lock) instead of probing.
         self.claim = claim
-        self._rechecks = 0 if hinted else len(RECHECK_AFTER)
+        # A waiter whose hints never precede their commit (``Waiter.early`` False:
+        # PostgreSQL's NOTIFY) needs no re-looks: an empty look after a hint is final.
+        self._after = RECHECK_AFTER if early else ()
+        self._rechecks = 0 if hinted else len(self._after)
         self._short = False
 
     def sleep(self, wait: Callable[[float], bool], timeout: float, relook: bool = True) -> None:
@@ -50,8 +53,8 @@ class Looks:
     def delay(self, timeout: float, relook: bool = True) -> float:
         """The next wait's length, for callers that wait on their own (``liteq.aio``
         awaits the hint instead of blocking); report how it ended with :meth:`woke`."""
-        self._short = not self.claim and relook and self._rechecks < len(RECHECK_AFTER)
-        return min(timeout, RECHECK_AFTER[self._rechecks]) if self._short else timeout
+        self._short = not self.claim and relook and self._rechecks < len(self._after)
+        return min(timeout, self._after[self._rechecks]) if self._short else timeout
 
     def woke(self, woken: bool) -> None:
         """The wait of :meth:`delay` ended: by a hint (*woken*) or its timeout."""

@@ -647,9 +647,10 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
     pg: Callable[..., Any], pg_schema: str
 ) -> None:
     """The trap (DESIGN.md): a statement prepared while the table is empty keeps a
-    sequential scan. Two defences: sessions plan with the actual parameters
-    (plan_cache_mode), and the claim names ``state = 0`` literally, so even a generic
-    plan matches the partial index msg_ready (this test passes with either alone)."""
+    sequential scan. Defences: the batch claim is sent unprepared (planned with its
+    values every time; ``get()``'s one-row claim has a generic plan that holds, see
+    the next test), and the claim names ``state = 0`` literally, so even a plan made
+    on the empty table matches the partial index msg_ready."""
     b = pg()
     q = make_queue(b, "plan")
     for _ in range(8):  # psycopg prepares a statement from its 5th run
@@ -668,6 +669,46 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
     assert "msg_ready" in plan, plan
     assert "Seq Scan on messages" not in plan, plan
     conn.execute("DEALLOCATE liteq_claim_plan")
+
+
+@pytest.mark.postgres
+def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_plan_at_10k_rows(
+    pg: Callable[..., Any], pg_schema: str
+) -> None:
+    """Sessions keep PostgreSQL's generic plans (plan_cache_mode auto, issue 17): every
+    statement psycopg prepared while the queue was empty must still read the indexes
+    once it holds 10,000 messages (none analyzed since), and the batch claim, whose
+    generic plan is the trap, must not be prepared at all."""
+    b = pg()
+    q = make_queue(b, "generic")
+    b.execute(f"ALTER TABLE {pg_schema}.messages SET (autovacuum_enabled = off)")
+    for _ in range(8):  # psycopg prepares from the 5th run, PostgreSQL goes generic at the 6th
+        b.put_ready(q.id, 0, b"x")
+        rows, _ = b.claim(q.id, 1, 30.0)
+        assert b.ack(q.id, [(rows[0][0], rows[0][1])], 0.0) == []
+        b.put(q.id, [row(b"y", run_at=0.0)] * 3)
+        rows, _ = b.claim(q.id, 3, 30.0)
+        assert b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0) == []
+        b.probe(q.id)
+        b.next_due(q.id)
+    for _ in range(10):
+        b.put(q.id, [row(b"x", run_at=0.0)] * 1000)
+    assert len(b.claim(q.id, 100, 30.0)[0]) == 100  # some leased rows too
+    conn = b.connection()
+    prepared = conn.execute(
+        "SELECT name, statement, cardinality(parameter_types), generic_plans"
+        " FROM pg_prepared_statements"
+    ).fetchall()
+    assert any(g for _, _, _, g in prepared), prepared  # generic plans are in use
+    assert not any("WITH c AS MATERIALIZED" in text for _, text, _, _ in prepared)
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        for name, text, nparams, _ in prepared:
+            args = f"({', '.join(['NULL'] * nparams)})" if nparams else ""
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}{args}"))
+            assert "Seq Scan on messages" not in plan, f"{text}\n{plan}"
+    finally:
+        conn.execute("RESET plan_cache_mode")
 
 
 def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:

@@ -352,6 +352,68 @@ def test_the_throttle_has_a_leading_and_a_trailing_edge_per_queue() -> None:
     assert t.ask(1, 10.0037) is True
 
 
+def test_a_trailing_notification_waits_for_the_throttled_puts_in_flight_at_most_late() -> None:
+    from liteq.backends.postgres.notifier import Throttle
+
+    t = Throttle(0.001, late=0.05)
+    assert t.ask(1, 10.0) is True
+    assert t.ask(1, 10.0002) is False
+    t.hold(1)  # that put has not committed yet
+    assert t.take_due(10.0012) == []  # due, but held back by the put in flight
+    assert t.next_due() == pytest.approx(10.0512)
+    assert t.done(1, 10.003) is True  # committed: the listener should look now
+    assert t.take_due(10.003) == [1]
+    # A put still in flight past `late` does not hold it longer; one more follows it.
+    assert t.ask(1, 10.0035) is False
+    t.hold(1)
+    assert t.take_due(10.0600) == [1]
+    assert t.next_due() is None
+    assert t.done(1, 10.07) is True
+    assert t.take_due(10.07) == [1]
+    assert t.next_due() is None
+
+
+def test_a_throttled_puts_trailing_notification_comes_after_its_slow_commit(
+    pg: Callable[..., Any], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hints never precede their commit on PostgreSQL (``Waiter.early`` is False):
+    consumers do not look again after an empty look, so a trailing notification sent
+    while a throttled put was still committing would leave it to the periodic
+    re-check."""
+    import psycopg
+
+    from liteq.backends.postgres import notifier
+    from liteq.backends.sqlite import default_queue_options
+
+    monkeypatch.setattr(notifier, "WINDOW", 0.2)
+    monkeypatch.setattr(notifier, "LATE", 5.0)
+    backend = pg()
+    assert backend.waiter().early is False
+    q = backend.create_queue("slow", default_queue_options())
+    s = backend.schema
+    with psycopg.connect(pg_url, autocommit=True) as watch, \
+            psycopg.connect(pg_url, autocommit=True) as look:
+        watch.execute(f'LISTEN "{backend.wake_channel}"')
+        backend.put_ready(q.id, 0, b"\xa0")  # the leading edge: notifies in its statement
+        # The next put's commit takes 0.5 s (a deferred trigger), past its trailing
+        # notification's due time (0.2 s after it asked).
+        watch.execute(
+            f"CREATE FUNCTION {s}.slow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$"
+        )
+        watch.execute(
+            f"CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON {s}.messages"
+            f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {s}.slow()"
+        )
+        slow = threading.Thread(target=backend.put_ready, args=(q.id, 0, b"\xa1"))
+        slow.start()
+        seen = []
+        for _ in watch.notifies(timeout=3.0, stop_after=2):
+            seen.append(look.execute(f"SELECT count(*) FROM {s}.messages").fetchone()[0])
+        slow.join(30)
+    assert seen == [1, 2]  # the trailing one found the slow put committed
+
+
 def test_the_channel_is_one_per_schema_and_fits_postgresqls_name_limit() -> None:
     from liteq.backends.postgres.notifier import channel_for, notify_sql
 

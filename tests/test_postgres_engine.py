@@ -183,12 +183,12 @@ def test_durability_sets_synchronous_commit_on_every_threads_connection(
         b.close()
 
 
-def test_sessions_plan_every_statement_with_its_parameters_and_wait_busy_timeout_for_locks(
+def test_sessions_keep_generic_plans_of_prepared_statements_and_wait_busy_timeout_for_locks(
     pg_url: str, pg_schema: str
 ) -> None:
     b = PostgresBackend(pg_url, schema=pg_schema, busy_timeout=2.5)
     try:
-        assert b.execute("SHOW plan_cache_mode") == [("force_custom_plan",)]
+        assert b.execute("SHOW plan_cache_mode") == [("auto",)]
         assert b.execute("SHOW lock_timeout") == [("2500ms",)]
     finally:
         b.close()

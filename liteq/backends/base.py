@@ -84,14 +84,18 @@ class Waiter(Protocol):
     file, else polling).
 
     Protocol: :meth:`arm` before looking for work, :meth:`wait` after finding none, so
-    a commit landing in between is not missed. Hints may be spurious or early (sent
-    before the commit is visible), so callers always bound each wait and look again
-    (``liteq.wake.Looks``).
+    a commit landing in between is not missed. Hints may be spurious or (where
+    :attr:`early`) sent before the commit is visible, so callers always bound each
+    wait and look again (``liteq.wake.Looks``).
     """
 
     #: A descriptor that becomes readable on a hint, for ``select`` beside other
     #: descriptors (the worker, the scheduler); -1 when the waiter polls.
     fd: int
+    #: True if a hint may come before its commit is visible (SQLite's inotify on the
+    #: WAL write): callers then look again shortly after an empty look
+    #: (``liteq.wake.RECHECK_AFTER``). False on PostgreSQL (NOTIFY follows the commit).
+    early: bool
 
     def arm(self) -> bool:
         """Forget hints received so far; True if there were any (then look again)."""

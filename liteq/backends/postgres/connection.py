@@ -29,10 +29,18 @@ alive; the child opens its own connections on first use.
 record is flushed; a server crash can lose the last few hundred milliseconds of commits
 but never corrupts or half-applies one, as SQLite's ``synchronous=NORMAL`` in WAL mode)
 and on for "full"; ``lock_timeout`` = ``busy_timeout`` (0 becomes 1 ms: PostgreSQL's 0
-means wait forever); ``plan_cache_mode = force_custom_plan`` (a statement psycopg
-prepares after a few runs keeps being planned with its actual parameters: a generic plan
-made while a queue table was empty can be a sequential scan that costs ~10 ms per claim
-at 10,000 rows, issue 17); ``default_transaction_read_only`` for read-only opens.
+means wait forever); ``default_transaction_read_only`` for read-only opens.
+``plan_cache_mode`` stays at the server's ``auto``: a statement psycopg prepares (from
+its 5th run) gets PostgreSQL's generic plan after five custom ones and is not planned
+again, which for the put and the ack was most of their server time (planning ~90-180
+us against ~70 us of execution, issue 17). The statements whose generic plan is a trap
+are sent unprepared instead (``statement(..., prepare=False)``: an unnamed statement is
+planned with its actual values every time): the claim and maintenance's picks, whose
+``LIMIT`` is a parameter, so the generic plan expects a tenth of the table and
+hash-joins a sequential scan of ``messages`` (4.5 ms per claim at 5,000 queued, where
+the custom plan takes 0.16 ms). ``tests/test_backend_queues.py`` checks the generic
+plan of every statement a session prepares against a table filled after it was
+prepared.
 
 **Transactions.** Connections are in autocommit mode: a single statement outside a
 transaction is its own transaction (one round trip, as SQLite's autocommit statements).
@@ -165,6 +173,8 @@ class _Local(threading.local):
     side: Any = None  # a second cursor: savepoints pipelined around a statement
     app_depth = 0  # nesting of the application's db.transaction() blocks
     broken: str | None = None  # why the application's transaction is unusable
+    tx_depth = 0  # nesting of Tx blocks (liteq's and the application's)
+    after: list[Callable[[], None]] | None = None  # run when the outermost Tx ends
 
 
 class Connections:
@@ -247,8 +257,7 @@ class Connections:
             conn.execute(
                 "SELECT set_config('synchronous_commit', %s, false),"
                 " set_config('lock_timeout', %s, false),"
-                " set_config('default_transaction_read_only', %s, false),"
-                " set_config('plan_cache_mode', 'force_custom_plan', false)",
+                " set_config('default_transaction_read_only', %s, false)",
                 self._settings,
             )
         except psycopg.Error as exc:
@@ -292,6 +301,18 @@ class Connections:
             raise StorageError(f"{self.description}: cannot connect: {str(exc).strip()}") from exc
         _OPEN.add(conn)
         return conn
+
+    def after_tx(self, fn: Callable[[], None]) -> None:
+        """Call *fn* when this thread's outermost transaction (:meth:`tx`) has ended,
+        committed or rolled back; at once when none is open. For what must follow a
+        commit, such as a throttled put's trailing notification (``notifier.py``)."""
+        local = self._local
+        if local.tx_depth <= 0:
+            fn()
+        elif local.after is None:
+            local.after = [fn]
+        else:
+            local.after.append(fn)
 
     def in_transaction(self) -> bool:
         """True inside the application's ``db.transaction()`` on this thread (what it
@@ -337,7 +358,12 @@ class Connections:
         leave it as liteq errors. *app* marks the application's ``db.transaction()``."""
         return Tx(self, app)
 
-    def statement(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[Any]:
+    def statement(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        prepare: bool | None = None,
+    ) -> list[Any]:
         """Run one statement and return its rows (all of them; ``[]`` if it returns
         none). Outside a transaction it is a transaction of its own (autocommit, one
         round trip). Inside one (``db.transaction()``) it runs under a savepoint, so
@@ -345,6 +371,8 @@ class Connections:
         the transaction usable, as on SQLite; a verb's statements inside its own
         :meth:`tx` use the cursor instead. Also ``db.execute()``. The savepoint, the
         statement and the release go to the server in one pipeline: one round trip.
+        *prepare*: psycopg's (None: prepared from the 5th run; False: never, for a
+        statement whose generic plan is bad, see the module docstring).
         """
         conn, cur = self._handles()
         if conn.pgconn.transaction_status != _IDLE:
@@ -352,7 +380,7 @@ class Connections:
             try:
                 with conn.pipeline():
                     side.execute("SAVEPOINT liteq_op", prepare=False)
-                    cur.execute(sql, params)
+                    cur.execute(sql, params, prepare=prepare)
                     side.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
                 return cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
@@ -367,7 +395,7 @@ class Connections:
                         pass  # lost now: failure() below or the next call notices
                 raise self.failure(conn, exc) from exc
         try:
-            cur.execute(sql, params)
+            cur.execute(sql, params, prepare=prepare)
             return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
@@ -493,8 +521,10 @@ class Tx:
                 cur.execute("BEGIN", prepare=False)
         except psycopg.Error as exc:
             raise conns.failure(conn, exc) from exc
+        local = conns._local
+        local.tx_depth += 1
         if self.app:
-            conns._local.app_depth += 1
+            local.app_depth += 1
         return cur
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -531,6 +561,11 @@ class Tx:
         finally:
             if ends_app:
                 local.broken = None
+            local.tx_depth -= 1
+            if local.tx_depth <= 0 and local.after is not None:
+                after, local.after = local.after, None
+                for fn in after:
+                    fn()
 
 
 class ServerClock:

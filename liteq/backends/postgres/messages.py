@@ -1,9 +1,9 @@
 """Claims and leases on PostgreSQL (issue 17, step B2; boundary plan 3.1, 3.2, 3.4, 3.7).
 
 * **The claim is one statement**: the ready rows are chosen in queue order and locked
-  ``FOR UPDATE SKIP LOCKED`` in a CTE, and the UPDATE changes exactly those rows (still
-  guarded on ``state``), so two consumers never hold one message and never wait for
-  each other. One token per claim from the ``lease_token`` sequence, shared by the rows
+  ``FOR UPDATE SKIP LOCKED`` in a CTE (one row: a scalar subquery, ``SQL_CLAIM_ONE``),
+  and the UPDATE changes exactly those rows (still guarded on ``state``), so two
+  consumers never hold one message and never wait for each other. One token per claim from the ``lease_token`` sequence, shared by the rows
   of a batch (as on SQLite, so a batch ack is one statement). RETURNING's order is
   unspecified: a batch is sorted in Python.
 * **Maintenance** (promote due delayed messages, settle expired leases) runs in its own
@@ -59,6 +59,20 @@ WITH c AS MATERIALIZED (
 UPDATE {{s}}.messages m
 SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = %(until)s
 FROM c, t WHERE m.id = c.id AND m.state = {READY}
+RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
+"""
+# One message (get()): the pick is a scalar subquery (an InitPlan, run once) and the
+# UPDATE finds the row by primary key, a plan that holds whatever the table held when
+# it was made, so unlike SQL_CLAIM this one is prepared (a generic plan, never planned
+# again: issue 17). The token is drawn for the one row.
+SQL_CLAIM_ONE = f"""
+UPDATE {{s}}.messages m
+SET state = {LEASED}, token = nextval('{{s}}.lease_token'), attempts = m.attempts + 1,
+    lease_until = %(until)s
+WHERE m.id = (
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}
+  ORDER BY {QUEUE_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED
+) AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
 # Maintenance's common case in one statement: promote the due delayed rows (locked
@@ -214,17 +228,24 @@ class MessageVerbs(QueueVerbs):
         else:
             maintained = False
         until = now + lease
-        rows = self.conns.statement(self.ms.claim, {"qid": qid, "n": n, "until": until})
+        rows = self._take(qid, n, until)
         if len(rows) < n and not maintained:
             self._maintained[qid] = now
             if self._maintain(qid, now):
-                more = self.conns.statement(
-                    self.ms.claim, {"qid": qid, "n": n - len(rows), "until": until}
-                )
+                more = self._take(qid, n - len(rows), until)
                 rows = rows + more if rows else more
         if len(rows) > 1:
             rows.sort(key=_claim_order)
         return rows, until
+
+    def _take(self, qid: int, n: int, until: float) -> list[tuple[Any, ...]]:
+        if n == 1:  # prepared: its generic plan holds (SQL_CLAIM_ONE)
+            return self.conns.statement(self.ms.claim_one, {"qid": qid, "until": until})
+        # Unprepared, planned with its values each time: its generic plan is the trap
+        # of connection.py's docstring.
+        return self.conns.statement(
+            self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False
+        )
 
     def expire(self, qid: int) -> None:
         while True:
@@ -237,11 +258,12 @@ class MessageVerbs(QueueVerbs):
         each; True if any row changed. One statement when no lease ran out; with more
         left the queue is marked behind, and its next claim maintains again."""
         params = {"qid": qid, "now": now, "most": MAINTAIN_ROWS, "max_extend": MAX_EXTEND}
-        promoted, lapsed = self.conns.statement(self.ms.promote, params)[0]
+        # Both picks are LIMIT %(most)s: unprepared, as the claim.
+        promoted, lapsed = self.conns.statement(self.ms.promote, params, prepare=False)[0]
         expired: list[Any] = []
         if lapsed:
             with self.conns.tx() as cur:
-                cur.execute(self.ms.expired, params)
+                cur.execute(self.ms.expired, params, prepare=False)
                 expired = cur.fetchall()
                 if expired:
                     self._settle(cur, qid, expired, now)

@@ -52,12 +52,22 @@ gets at most about one notification per millisecond from each process under load
 the last put of a burst is always followed by one. Why these numbers (not measured, as
 the brief asked): a waiter needs one hint per look, a look costs ~0.1-0.3 ms, so 1 ms
 wastes nothing on the consumer side while bounding the commit-time serialization
-PostgreSQL's notification queue imposes (one global lock per notifying commit). A put
-whose own commit lands after the trailing notification (a round trip slower than 1 ms)
-is found by the waiter's re-looks (``RECHECK_AFTER``, up to ~7 ms) or its periodic
-re-check, never lost. Inside the application's ``db.transaction()`` nothing is
-throttled: that commit may come much later than the window, and PostgreSQL folds the
-block's notifications of one queue into one anyway.
+PostgreSQL's notification queue imposes (one global lock per notifying commit). Inside
+the application's ``db.transaction()`` nothing is throttled: that commit may come much
+later than the window, and PostgreSQL folds the block's notifications of one queue
+into one anyway.
+
+**Every hint follows its commit** (``Waiter.early`` is False). A notification inside
+the put's own transaction is delivered at its commit. A trailing one waits until every
+throttled put of its queue in this process has committed or failed (the put path calls
+:meth:`Notifier.throttled_done` after its statement, or through
+``Connections.after_tx`` after its transaction): a trailing notification sent before a
+slow put committed would wake consumers that find nothing, and the put would wait for
+their periodic re-check. Before this, waiters looked again 4 times in ~7 ms after every
+empty look (``RECHECK_AFTER``) to catch such puts: probes that were most of an idle
+consumer's statements (issue 17). A put still in flight :data:`LATE` after its trailing
+notification was due does not hold it any longer (a producer thread that never stops
+putting would starve it); another one follows once that put is done.
 """
 
 from __future__ import annotations
@@ -82,6 +92,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEEPALIVES",
+    "LATE",
     "RECONNECT_MAX",
     "RECONNECT_MIN",
     "READY_WAIT",
@@ -96,6 +107,9 @@ __all__ = [
 
 #: The throttle's window per queue and process (seconds): at most one notification each.
 WINDOW = 0.001
+#: A trailing notification waits for the throttled puts in flight at most this long
+#: past its due time (seconds); see "Every hint follows its commit".
+LATE = 0.05
 #: First and longest pause between attempts to reconnect the listening session (seconds).
 RECONNECT_MIN = 0.05
 RECONNECT_MAX = 2.0
@@ -129,19 +143,23 @@ def notify_sql(schema: str) -> str:
 
 class Throttle:
     """Leading and trailing edge, per queue: :meth:`ask` says whether a put notifies now;
-    when it says no, one trailing notification is due :data:`WINDOW` later
-    (:meth:`take_due`). Not thread-safe: :class:`Listener` calls it under its lock."""
+    when it says no, one trailing notification is due :data:`WINDOW` later, once the
+    puts it stands for are done (:meth:`done`, :meth:`take_due`). Not thread-safe:
+    :class:`Listener` calls it under its lock."""
 
-    __slots__ = ("window", "_last", "_trailing")
+    __slots__ = ("window", "late", "_last", "_trailing", "_inflight", "_owed")
 
-    def __init__(self, window: float = WINDOW) -> None:
+    def __init__(self, window: float = WINDOW, late: float = LATE) -> None:
         self.window = window
+        self.late = late
         self._last: dict[int, float] = {}  # qid -> when its last notification was sent
         self._trailing: dict[int, float] = {}  # qid -> when its trailing one is due
+        self._inflight: dict[int, int] = {}  # qid -> throttled puts not yet done
+        self._owed: set[int] = set()  # sent while some were in flight: one more after
 
     def ask(self, qid: int, now: float) -> bool:
         """True: notify in this transaction. False: a trailing notification is (now)
-        scheduled; see :meth:`next_due`."""
+        scheduled; see :meth:`next_due` (and :meth:`hold` for the put it stands for)."""
         if qid in self._trailing:
             return False
         last = self._last.get(qid)
@@ -155,16 +173,41 @@ class Throttle:
         self._trailing[qid] = now + self.window
         return False
 
+    def hold(self, qid: int) -> None:
+        """A put that :meth:`ask` throttled is in flight: the trailing notification
+        waits for its :meth:`done` (at most :attr:`late` past its due time)."""
+        self._inflight[qid] = self._inflight.get(qid, 0) + 1
+
+    def done(self, qid: int, now: float) -> bool:
+        """A throttled put of *qid* committed or failed; True if a trailing
+        notification may be due now (the listener should look)."""
+        left = self._inflight.get(qid, 0) - 1
+        if left > 0:
+            self._inflight[qid] = left
+            return False
+        self._inflight.pop(qid, None)
+        if qid in self._owed:
+            self._owed.discard(qid)
+            self._trailing.setdefault(qid, now)
+        return qid in self._trailing
+
+    def _sendable(self, qid: int, due: float) -> float:
+        return due + self.late if self._inflight.get(qid) else due
+
     def next_due(self) -> float | None:
-        """When the earliest trailing notification is due (monotonic), or None."""
-        return min(self._trailing.values()) if self._trailing else None
+        """When the earliest trailing notification may be sent (monotonic), or None."""
+        if not self._trailing:
+            return None
+        return min(self._sendable(q, t) for q, t in self._trailing.items())
 
     def take_due(self, now: float) -> list[int]:
         """The queues whose trailing notification is due, counted as sent now."""
-        due = [q for q, t in self._trailing.items() if t <= now]
+        due = [q for q, t in self._trailing.items() if self._sendable(q, t) <= now]
         for q in due:
             del self._trailing[q]
             self._last[q] = now
+            if self._inflight.get(q):
+                self._owed.add(q)
         return due
 
     def put_back(self, qids: list[int]) -> None:
@@ -176,6 +219,9 @@ class Throttle:
 class Waiter:
     """Woken (``fd`` readable) by any commit that notifies this schema; implements
     ``liteq.backends.base.Waiter``. Made by :meth:`Notifier.waiter`; the caller owns it."""
+
+    #: Hints never precede their commit (see "Every hint follows its commit").
+    early = False
 
     def __init__(self, owner: Notifier) -> None:
         #: Readable when a hint arrived since the last :meth:`arm`; -1 once closed.
@@ -299,7 +345,7 @@ class Listener:
         self.backend_pid: int | None = None
         self._conns = conns
         self._waiters: set[Waiter] = set()
-        self._throttle = Throttle(WINDOW)
+        self._throttle = Throttle(WINDOW, LATE)
         self._poke_r, self._poke_w = os.pipe2(_PIPE_FLAGS)
         self._closed = False
         self._stopping = False
@@ -319,13 +365,22 @@ class Listener:
         self._waiters.discard(waiter)
 
     def ask(self, qid: int) -> bool:
-        """The throttle's answer for a put to *qid* now (see :class:`Throttle`)."""
+        """The throttle's answer for a put to *qid* now (see :class:`Throttle`); after
+        False the caller owes :meth:`done`."""
         with self.lock:
             if self._throttle.ask(qid, time.monotonic()):
                 return True
+            self._throttle.hold(qid)
             self._start()
         self._poke()
         return False
+
+    def done(self, qid: int) -> None:
+        """A put that :meth:`ask` throttled has committed or failed."""
+        with self.lock:
+            look = self._throttle.done(qid, time.monotonic())
+        if look:
+            self._poke()
 
     def stop(self) -> None:
         """End the thread and close the session (after the last backend lets go)."""
@@ -517,17 +572,25 @@ class Notifier:
 
     def notify_wanted(self, qid: int) -> bool:
         """Should the put to *qid* being written now include ``NOTIFY``? Always inside
-        the application's transaction; else the per-queue throttle decides (False: a
-        trailing notification follows within ~2 ms)."""
+        the application's transaction; else the per-queue throttle decides. False: a
+        trailing notification follows within ~1 ms of the put's commit, and the caller
+        must call :meth:`throttled_done` once its put committed or failed."""
         if self.conns.in_transaction():
             return True
         return self.listener().ask(qid)
 
+    def throttled_done(self, qid: int) -> None:
+        """The put for which :meth:`notify_wanted` said False committed or failed."""
+        self.listener().done(qid)
+
     def notify(self, cur: Any, qid: int) -> None:
-        """Announce, at the commit of *cur*'s transaction (a cursor or connection of
-        this backend), that queue *qid* has new work, unless the throttle already will."""
+        """Announce, at the commit of *cur*'s transaction (a cursor of this backend's
+        ``conns.tx()``), that queue *qid* has new work, unless the throttle already
+        will (after that commit)."""
         if self.notify_wanted(qid):
             cur.execute(self.notify_sql, (str(qid),))
+        else:
+            self.conns.after_tx(lambda: self.throttled_done(qid))
 
     def listener(self) -> Listener:
         """This process's listener for this database and schema (shared by the

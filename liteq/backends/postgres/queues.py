@@ -266,6 +266,7 @@ class QueueVerbs(Backend):
     # From the Notifier mixin (notifier.py): NOTIFY at the commit of a put, throttled.
     notify: Callable[[Any, int], None]
     notify_wanted: Callable[[int], bool]
+    throttled_done: Callable[[int], None]
     notify_sql: str
     wake_channel: str
 
@@ -383,7 +384,10 @@ class QueueVerbs(Backend):
             params["channel"] = self.wake_channel
             found = self.conns.statement(self.qs.put_ready_notify, params)
         else:
-            found = self.conns.statement(self.qs.put_ready, params)
+            try:
+                found = self.conns.statement(self.qs.put_ready, params)
+            finally:
+                self.throttled_done(qid)  # its trailing NOTIFY follows this commit
         if not found:
             # Straight to the full path (put()'s one-statement try would ask the
             # throttle again, and a refused put would leave a trailing NOTIFY behind).
@@ -452,7 +456,10 @@ class QueueVerbs(Backend):
         wants one (then the statement and the NOTIFY share one transaction, a second
         round trip only for the first put of a burst: see notifier.py)."""
         if not self.notify_wanted(qid):
-            return self.conns.statement(sql, params)
+            try:
+                return self.conns.statement(sql, params)
+            finally:
+                self.throttled_done(qid)
         with self.conns.tx() as cur:
             cur.execute(sql, params)
             found = cur.fetchall()

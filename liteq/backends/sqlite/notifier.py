@@ -57,6 +57,9 @@ class Waiter:
     wait returns at once instead of missing it.
     """
 
+    #: A hint comes at the WAL write, before the commit is visible: re-look.
+    early = True
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
