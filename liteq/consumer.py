@@ -30,8 +30,10 @@ from .running import (
     Retry,
     TaskTimeout,
     outcome_row,
+    raised,
     run_coroutine,
     set_current_job,
+    timed_out,
 )
 from .settle import SettleHost, settle
 from .task import Task
@@ -338,19 +340,9 @@ class Consumer:
             return Outcome("cancelled", time.perf_counter() - start,
                            error=JobError("liteq.Cancelled", str(sig))), False
         except TaskTimeout:
-            why = JobError("liteq.TaskTimeout", f"task {task.name} exceeded its timeout of "
-                                                f"{timeout or 0:g} s")
-            return Outcome("retrying", time.perf_counter() - start, error=why), False
+            return timed_out(task.name, timeout or 0, start), False
         except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
-            unfit = task.binding_error(args, kwargs) if isinstance(exc, TypeError) else None
-            if unfit is not None:
-                # The call itself could not be made: no attempt would do better.
-                error = JobError("TypeError", f"the job's arguments do not fit the task: {unfit}; "
-                                 f"failed without retrying (did the task's signature change "
-                                 f"after the job was enqueued?)")
-                return Outcome("failed", time.perf_counter() - start, error=error), False
-            return Outcome("retrying", time.perf_counter() - start,
-                           error=JobError.from_exception(exc, skip=1)), False
+            return raised(task, args, kwargs, exc, start), False
         finally:
             if self.slot is not None:
                 self.slot.publish(running=(0, 0, 0, 0.0))

@@ -237,6 +237,26 @@ class Outcome:
     delay: float | None = None
 
 
+def timed_out(task: str, timeout: float, start: float) -> Outcome:
+    """How a run stopped at its *timeout* ends: retried (``start``: its perf_counter)."""
+    why = JobError("liteq.TaskTimeout", f"task {task} exceeded its timeout of {timeout:g} s")
+    return Outcome("retrying", time.perf_counter() - start, error=why)
+
+
+def raised(task: Any, args: Any, kwargs: Any, exc: BaseException, start: float) -> Outcome:
+    """How a run that raised *exc* ends: failed at once when the call itself could not
+    be made (the job's arguments do not fit the task: no attempt would do better), else
+    retried, with *exc*'s traceback less the worker's own frame."""
+    unfit = task.binding_error(args, kwargs) if isinstance(exc, TypeError) else None
+    if unfit is not None:
+        error = JobError("TypeError", f"the job's arguments do not fit the task: {unfit}; "
+                         f"failed without retrying (did the task's signature change "
+                         f"after the job was enqueued?)")
+        return Outcome("failed", time.perf_counter() - start, error=error)
+    return Outcome("retrying", time.perf_counter() - start,
+                   error=JobError.from_exception(exc, skip=1))
+
+
 def outcome_row(ctx: JobContext, state: int, *, attempts: int, now: float,
                 ttl: float | None, error: str | None = None, value: bytes | None = None,
                 duration: float | None = None) -> tuple[Any, ...]:

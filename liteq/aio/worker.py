@@ -57,8 +57,10 @@ from ..running import (
     Retry,
     TaskTimeout,
     outcome_row,
+    raised,
     run_coroutine,
     set_current_job,
+    timed_out,
 )
 from ..settle import settle
 from ..task import Task
@@ -318,18 +320,9 @@ class AsyncPool:
                                "thread", held.msg.id, task.name)
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(held.thread),
                                                            ctypes.py_object(TaskTimeout))
-            why = JobError("liteq.TaskTimeout", f"task {task.name} exceeded its timeout of "
-                                                f"{task.timeout:g} s")
-            return Outcome("retrying", time.perf_counter() - start, error=why), False
+            return timed_out(task.name, task.timeout or 0, start), False
         except BaseException as exc:  # SystemExit, KeyboardInterrupt ... fail the job only
-            unfit = task.binding_error(args, kwargs) if isinstance(exc, TypeError) else None
-            if unfit is not None:
-                error = JobError("TypeError", f"the job's arguments do not fit the task: {unfit}; "
-                                 f"failed without retrying (did the task's signature change "
-                                 f"after the job was enqueued?)")
-                return Outcome("failed", time.perf_counter() - start, error=error), False
-            return Outcome("retrying", time.perf_counter() - start,
-                           error=JobError.from_exception(exc, skip=1)), False
+            return raised(task, args, kwargs, exc, start), False
         finally:
             set_current_job(None)
         return Outcome("done", time.perf_counter() - start, result=result), settled
