@@ -113,6 +113,23 @@ def test_two_live_workers_of_different_pools_show_with_their_running_jobs_and_a_
     assert set(_by_pool(db_target)) == {"process"}, "a clean stop removes the row"
 
 
+def test_an_asyncio_worker_shows_the_jobs_it_is_running(
+        app: ModuleType, db_target: str, tmp_path: Path) -> None:
+    worker = _start(db_target, "--pool", "asyncio", "-c", "4", "-Q", "reports",
+                    log=tmp_path / "w.log")
+    try:
+        job = app.report.delay(3.0)
+
+        def shown() -> list[int]:
+            found = _by_pool(db_target).get("asyncio")
+            return [j["id"] for j in found["jobs"]] if found else []
+
+        wait_until(lambda: shown() == [job.id], what="the asyncio worker to show its job",
+                   every=0.1)
+    finally:
+        stop(worker)
+
+
 def test_liteq_job_shows_the_progress_a_running_task_reported(
         app: ModuleType, db_target: str, tmp_path: Path) -> None:
     worker = _start(db_target, "--pool", "thread", "-c", "1", "-Q", "images",

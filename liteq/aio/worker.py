@@ -37,6 +37,7 @@ import functools
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -96,6 +97,7 @@ class AsyncHost(Protocol):
     _stop_deadline: float
     _hooks: HookRunner
     _stats: StatsHook
+    _running_ids: Callable[[], list[int]]
 
     def stop(self, now: bool = False) -> None: ...
     def existing_queues(self) -> list[SyncQueue]: ...
@@ -131,6 +133,9 @@ class AsyncPool:
         self._room = asyncio.Event()
         self._queues: list[Queue] = []
         self._offset = 0.0
+        # The jobs running now, for the workers registry (read by the worker's heartbeat;
+        # list() of a dict is one C call, safe beside the loop thread's changes).
+        worker._running_ids = lambda: list(self.held)
 
     def run(self) -> None:
         """Serve until stopped (in the calling thread, which becomes the loop's)."""
