@@ -24,6 +24,7 @@ Layout::
     operating.py   the workers registry, job progress, per-minute history (issue 21)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
+    throttle.py    that throttle: leading and trailing edge per queue and process
 
 What exists (step B0): opening (connect, session settings, create or migrate the
 schema), ``close``, ``connection``, ``transaction`` (nested: savepoints), ``execute``

@@ -90,6 +90,8 @@ from ...errors import LiteqError
 if TYPE_CHECKING:
     from .connection import Connections
 
+from .throttle import LATE, WINDOW, Throttle
+
 __all__ = [
     "KEEPALIVES",
     "LATE",
@@ -105,11 +107,6 @@ __all__ = [
     "notify_sql",
 ]
 
-#: The throttle's window per queue and process (seconds): at most one notification each.
-WINDOW = 0.001
-#: A trailing notification waits for the throttled puts in flight at most this long
-#: past its due time (seconds); see "Every hint follows its commit".
-LATE = 0.05
 #: First and longest pause between attempts to reconnect the listening session (seconds).
 RECONNECT_MIN = 0.05
 RECONNECT_MAX = 2.0
@@ -139,81 +136,6 @@ def notify_sql(schema: str) -> str:
     the schema's listeners; its one parameter is the queue id as text. The channel is a
     literal (schema names are ``[a-z0-9_]``, checked at open)."""
     return f"SELECT pg_notify('{channel_for(schema)}', %s)"
-
-
-class Throttle:
-    """Leading and trailing edge, per queue: :meth:`ask` says whether a put notifies now;
-    when it says no, one trailing notification is due :data:`WINDOW` later, once the
-    puts it stands for are done (:meth:`done`, :meth:`take_due`). Not thread-safe:
-    :class:`Listener` calls it under its lock."""
-
-    __slots__ = ("window", "late", "_last", "_trailing", "_inflight", "_owed")
-
-    def __init__(self, window: float = WINDOW, late: float = LATE) -> None:
-        self.window = window
-        self.late = late
-        self._last: dict[int, float] = {}  # qid -> when its last notification was sent
-        self._trailing: dict[int, float] = {}  # qid -> when its trailing one is due
-        self._inflight: dict[int, int] = {}  # qid -> throttled puts not yet done
-        self._owed: set[int] = set()  # sent while some were in flight: one more after
-
-    def ask(self, qid: int, now: float) -> bool:
-        """True: notify in this transaction. False: a trailing notification is (now)
-        scheduled; see :meth:`next_due` (and :meth:`hold` for the put it stands for)."""
-        if qid in self._trailing:
-            return False
-        last = self._last.get(qid)
-        if last is None or now - last >= self.window:
-            self._last[qid] = now
-            if len(self._last) > 4096:  # forget quiet queues
-                self._last = {q: t for q, t in self._last.items() if now - t < self.window}
-            return True
-        # A window after this put, not after the last notification: its commit, a round
-        # trip away, should land before the trailing notification does.
-        self._trailing[qid] = now + self.window
-        return False
-
-    def hold(self, qid: int) -> None:
-        """A put that :meth:`ask` throttled is in flight: the trailing notification
-        waits for its :meth:`done` (at most :attr:`late` past its due time)."""
-        self._inflight[qid] = self._inflight.get(qid, 0) + 1
-
-    def done(self, qid: int, now: float) -> bool:
-        """A throttled put of *qid* committed or failed; True if a trailing
-        notification may be due now (the listener should look)."""
-        left = self._inflight.get(qid, 0) - 1
-        if left > 0:
-            self._inflight[qid] = left
-            return False
-        self._inflight.pop(qid, None)
-        if qid in self._owed:
-            self._owed.discard(qid)
-            self._trailing.setdefault(qid, now)
-        return qid in self._trailing
-
-    def _sendable(self, qid: int, due: float) -> float:
-        return due + self.late if self._inflight.get(qid) else due
-
-    def next_due(self) -> float | None:
-        """When the earliest trailing notification may be sent (monotonic), or None."""
-        if not self._trailing:
-            return None
-        return min(self._sendable(q, t) for q, t in self._trailing.items())
-
-    def take_due(self, now: float) -> list[int]:
-        """The queues whose trailing notification is due, counted as sent now."""
-        due = [q for q, t in self._trailing.items() if self._sendable(q, t) <= now]
-        for q in due:
-            del self._trailing[q]
-            self._last[q] = now
-            if self._inflight.get(q):
-                self._owed.add(q)
-        return due
-
-    def put_back(self, qids: list[int]) -> None:
-        """Trailing notifications that could not be sent: due again at once."""
-        for q in qids:
-            self._trailing[q] = 0.0
 
 
 class Waiter:
