@@ -70,7 +70,7 @@ UPDATE {{s}}.messages m
 SET state = {LEASED}, token = nextval('{{s}}.lease_token'), attempts = m.attempts + 1,
     lease_until = %(until)s
 WHERE m.id = (
-  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY}
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_NOT_PAUSED}
   ORDER BY {QUEUE_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED
 ) AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
