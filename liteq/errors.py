@@ -113,7 +113,13 @@ class StorageError(LiteqError):
 
 
 class DatabaseBusy(StorageError):
-    """Another connection held the write lock for longer than ``busy_timeout``."""
+    """Another connection held the write lock for longer than ``busy_timeout``; on
+    PostgreSQL also a deadlock or serialization failure the server resolved by rolling
+    this call back (:attr:`rolled_back`: nothing of it was committed)."""
+
+    #: The server rolled the call back (PostgreSQL deadlock or serialization failure):
+    #: trying it again is safe. Outside ``db.transaction()`` liteq does so once itself.
+    rolled_back = False
 
 
 class ConnectionLost(StorageError):

@@ -253,6 +253,55 @@ def test_a_server_side_error_becomes_a_storage_error_that_names_it(backend: Post
     assert backend.execute("SELECT 1") == [(1,)]
 
 
+def _deadlock_on_first_insert(b: PostgresBackend, times: int = 1) -> None:
+    """Make the next *times* inserts into liteq's messages fail as a deadlock victim
+    does (SQLSTATE 40P01; a sequence counts them, since the failure rolls back
+    everything else)."""
+    s = f'"{b.schema}"'
+    b.execute(f"CREATE SEQUENCE IF NOT EXISTS {s}.victims")
+    b.execute(f"ALTER SEQUENCE {s}.victims RESTART WITH 1")
+    b.execute(
+        f"CREATE OR REPLACE FUNCTION {s}.victim() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF nextval('{s}.victims') <= {times} THEN "
+        f"RAISE EXCEPTION 'deadlock detected (a test)' USING ERRCODE = '40P01'; END IF; "
+        f"RETURN NEW; END $$"
+    )
+    b.execute(f"DROP TRIGGER IF EXISTS victim ON {s}.messages")
+    b.execute(f"CREATE TRIGGER victim BEFORE INSERT ON {s}.messages "
+              f"FOR EACH ROW EXECUTE FUNCTION {s}.victim()")
+
+
+def test_a_put_the_server_rolled_back_as_a_deadlock_victim_is_tried_again_once(
+    backend: PostgresBackend,
+) -> None:
+    from liteq.backends.sqlite import default_queue_options
+
+    qid = backend.ensure_queue("q", default_queue_options(), {}).id
+    _deadlock_on_first_insert(backend)
+    mid = backend.put_ready(qid, 0, b"\xa0")
+    assert [r[0] for r in backend.execute(
+        f'SELECT id FROM "{backend.schema}".messages')] == [mid]  # once, not twice
+    assert backend.room(qid) == (1, None)
+    _deadlock_on_first_insert(backend, times=2)  # two in a row: the second one surfaces
+    with pytest.raises(DatabaseBusy, match="rolled back") as info:
+        backend.put_ready(qid, 0, b"\xa0")
+    assert info.value.rolled_back
+    assert backend.room(qid) == (1, None)
+
+
+def test_a_deadlock_victim_inside_a_transaction_is_not_tried_again(
+    backend: PostgresBackend,
+) -> None:
+    from liteq.backends.sqlite import default_queue_options
+
+    qid = backend.ensure_queue("q", default_queue_options(), {}).id
+    _deadlock_on_first_insert(backend)
+    with pytest.raises(DatabaseBusy), backend.transaction():
+        backend.put_ready(qid, 0, b"\xa0")  # the block's own commit must decide
+    assert backend.room(qid) == (0, None)
+    assert backend.execute(f'SELECT count(*) FROM "{backend.schema}".messages') == [(0,)]
+
+
 def test_a_lock_held_past_busy_timeout_raises_database_busy(pg_url: str, pg_schema: str) -> None:
     b = PostgresBackend(pg_url, schema=pg_schema, busy_timeout=0.2)
     t = _table(b)

@@ -147,7 +147,9 @@ def translate(exc: psycopg.Error, where: str) -> LiteqError:
     if isinstance(exc, pgerrors.LockNotAvailable):
         return DatabaseBusy(f"{where}: a lock stayed taken past busy_timeout ({text})")
     if isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure):
-        return DatabaseBusy(f"{where}: {text}; the operation was rolled back, try it again")
+        busy = DatabaseBusy(f"{where}: {text}; the operation was rolled back, try it again")
+        busy.rolled_back = True
+        return busy
     if isinstance(exc, pgerrors.InFailedSqlTransaction):
         return StorageError(
             f"{where}: the transaction was aborted by an earlier error; nothing of it will "

@@ -32,6 +32,12 @@ is tried again, as a whole, so that no inner write commits outside the transacti
 the verb that called it. A failure to connect is not tried again at once (a server
 that refuses now refuses a millisecond later too; ``connect_timeout`` would double).
 
+A deadlock or serialization failure (``DatabaseBusy`` with ``rolled_back``) is tried
+again once for every verb, under the same two conditions: the server rolled the verb's
+own transaction back, so nothing of the first try committed. (Deadlocks between a full
+queue's all-stripes slow path and other depth writers are rare but were seen under
+load: depth.py.)
+
 The cost on the hot paths is one Python call and a thread-local counter per verb,
 well under a microsecond against a round trip of ~100 microseconds.
 """
@@ -44,7 +50,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ...errors import ConnectionLost
+from ...errors import ConnectionLost, DatabaseBusy
 
 __all__ = ["GUARDED", "READS", "with_retries"]
 
@@ -97,6 +103,12 @@ def _wrap(verb: Callable[..., Any], always: bool) -> Callable[..., Any]:
             if depth.n > 1 or self.conns.in_transaction() or (exc.maybe_committed and not always):
                 raise
             logger.info("%s; trying %s again on a new connection", exc, name)
+        except DatabaseBusy as exc:
+            # A deadlock or serialization failure: the server rolled the verb's own
+            # transaction back, so nothing of it committed and one more try is safe.
+            if not exc.rolled_back or depth.n > 1 or self.conns.in_transaction():
+                raise
+            logger.info("%s; trying %s again", exc, name)
         finally:
             depth.n -= 1
         depth.n += 1
