@@ -98,6 +98,7 @@ class AsyncHost(Protocol):
     _hooks: HookRunner
     _stats: StatsHook
     _running_ids: Callable[[], list[int]]
+    _running_jobs: Callable[[], int]
 
     def stop(self, now: bool = False) -> None: ...
     def existing_queues(self) -> list[SyncQueue]: ...
@@ -136,6 +137,7 @@ class AsyncPool:
         # The jobs running now, for the workers registry (read by the worker's heartbeat;
         # list() of a dict is one C call, safe beside the loop thread's changes).
         worker._running_ids = lambda: list(self.held)
+        worker._running_jobs = lambda: len(self.held)
 
     def run(self) -> None:
         """Serve until stopped (in the calling thread, which becomes the loop's)."""
@@ -159,6 +161,10 @@ class AsyncPool:
                 beat.cancel()
                 fetcher.cancel()
                 await asyncio.gather(beat, fetcher, return_exceptions=True)
+                # A flush under way holds finished jobs it took from _done: let it end
+                # (asyncio.run would cancel it at the exit, and its acks with it).
+                if self._flushing is not None:
+                    await asyncio.gather(self._flushing, return_exceptions=True)
                 await self._flush()
         finally:
             self.sync_pool.shutdown(wait=False)
