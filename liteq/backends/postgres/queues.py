@@ -21,8 +21,6 @@ What differs from SQLite, where concurrent writers make its algorithms unsafe:
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,18 +30,16 @@ from ...errors import InvalidArgument, LiteqError
 from ...validate import MAX_EXTEND
 from ..base import Backend
 from ..records import MessageRecord, NewRow, QueueRecord, QueueStats, State
+from ..totals import PendingTotals
 from .connection import Connections
 from .depth import Depth
 from .schema import qualify
 
-__all__ = ["QueueVerbs", "Statements", "DEFAULT_QUEUE_OPTIONS", "OPTION_COLUMNS",
-           "TOTALS_EVERY", "MAX_EXTEND"]
+__all__ = ["QueueVerbs", "Statements", "DEFAULT_QUEUE_OPTIONS", "OPTION_COLUMNS", "MAX_EXTEND"]
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
 DONE, DEAD, CANCELLED = int(State.DONE), int(State.DEAD), int(State.CANCELLED)
 
-#: Put/ack totals are written at most this often (seconds, per process), as on SQLite.
-TOTALS_EVERY = 1.0
 #: A lease whose deadline lies further ahead than the queue's lease plus this counts as
 #: expired (a deadline set before the wall clock stepped back); the SQLite engine's
 #: rule (issue 16 item 8).
@@ -274,9 +270,7 @@ class QueueVerbs(Backend):
         """Build this backend's statements and per-process state (called once, at open)."""
         self.qs = Statements(globals(), self.schema)
         self.depth = Depth(lambda sql: qualify(sql, self.schema))
-        self._totals: dict[int, list[int]] = {}
-        self._totals_at = time.monotonic()
-        self._totals_lock = threading.Lock()
+        self.totals = PendingTotals()
 
     # -- queues ---------------------------------------------------------------------
 
@@ -561,29 +555,17 @@ class QueueVerbs(Backend):
         if row[7] is None:
             row[7] = row[0] + row[2] + row[3]  # no stripes yet: depth from the counts
         row[7] = int(row[7])
-        with self._totals_lock:
-            pending = self._totals.get(qid)
-            if pending:
-                row[9] += pending[0]
-                row[10] += pending[1]
+        enqueued, finished = self.totals.of(qid)
+        row[9] += enqueued
+        row[10] += finished
         return QueueStats._make(row)
 
     # -- totals (statistics) ----------------------------------------------------------
 
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
         # After the commit, so a rolled-back operation is not counted.
-        with self._totals_lock:
-            t = self._totals.get(qid)
-            if t is None:
-                self._totals[qid] = [enqueued, finished]
-            else:
-                t[0] += enqueued
-                t[1] += finished
-            now = time.monotonic()
-            due = now - self._totals_at >= TOTALS_EVERY
-            if due:
-                self._totals_at = now
-        if due and self.conns.get().info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if (self.totals.add(qid, enqueued, finished)
+                and self.conns.get().info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
             try:
                 self.flush_totals()
             except LiteqError:
@@ -591,8 +573,7 @@ class QueueVerbs(Backend):
 
     def flush_totals(self) -> None:
         """Write this process's put/ack totals now (one statement); kept on failure."""
-        with self._totals_lock:
-            pending, self._totals = self._totals, {}
+        pending = self.totals.take()
         if not pending:
             return
         try:
@@ -601,11 +582,7 @@ class QueueVerbs(Backend):
                 int(self.clock() // 60)
             ))
         except BaseException:
-            with self._totals_lock:
-                for qid, (e, f) in pending.items():
-                    t = self._totals.setdefault(qid, [0, 0])
-                    t[0] += e
-                    t[1] += f
+            self.totals.give_back(pending)
             raise
 
 

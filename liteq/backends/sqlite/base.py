@@ -16,10 +16,11 @@ import apsw
 
 from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
+from ..totals import PendingTotals
 from .files import resolve
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .opsql import SQL_HISTORY_ADD
-from .sql import CLOCK_FUNCTION, SQL_TOTALS, TOTALS_EVERY
+from .sql import CLOCK_FUNCTION, SQL_TOTALS
 
 __all__ = ["StoreBase", "DURABILITY", "JOURNAL_SIZE_LIMIT", "MAINTAIN_EVERY", "PAGE_SIZE"]
 
@@ -99,9 +100,7 @@ class StoreBase(Opening):
         self._local = _Local()
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()  # queues whose last maintenance left rows to settle
-        self._totals: dict[int, list[int]] = {}
-        self._totals_at = time.monotonic()
-        self._totals_lock = threading.Lock()
+        self.totals = PendingTotals()
         self._all: list[apsw.Connection] = []
         self._all_lock = threading.Lock()
         # Open once now so that a bad path fails at connect(), not at first use.
@@ -285,18 +284,7 @@ class StoreBase(Opening):
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
         # Called after the commit, so a rolled-back operation is not counted (one
         # inside an application transaction that later rolls back still is).
-        with self._totals_lock:
-            t = self._totals.get(qid)
-            if t is None:
-                self._totals[qid] = [enqueued, finished]
-            else:
-                t[0] += enqueued
-                t[1] += finished
-            now = time.monotonic()
-            due = now - self._totals_at >= TOTALS_EVERY
-            if due:
-                self._totals_at = now
-        if due and not self.conn().in_transaction:
+        if self.totals.add(qid, enqueued, finished) and not self.conn().in_transaction:
             try:
                 self.flush_totals()
             except LiteqError:
@@ -305,8 +293,7 @@ class StoreBase(Opening):
     def flush_totals(self) -> None:
         """Write the in-memory put/ack totals now, in a transaction of their own (they
         are written about once a second anyway). On failure they stay in memory."""
-        with self._totals_lock:
-            pending, self._totals = self._totals, {}
+        pending = self.totals.take()
         if not pending:
             return
         try:
@@ -317,11 +304,7 @@ class StoreBase(Opening):
                 cur.executemany(SQL_HISTORY_ADD, [(q, minute, "", e, f, *_NO_RUNS)
                                                   for q, (e, f) in pending.items()])
         except BaseException:
-            with self._totals_lock:
-                for qid, (e, f) in pending.items():
-                    t = self._totals.setdefault(qid, [0, 0])
-                    t[0] += e
-                    t[1] += f
+            self.totals.give_back(pending)
             raise
 
     def integrity_check(self) -> list[str]:

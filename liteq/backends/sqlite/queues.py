@@ -326,11 +326,9 @@ class QueueVerbs(StoreBase):
         if row[8] is None and not row[11]:
             row[7] = row[0] + row[2] + row[3]  # no counter kept: depth from the counts
         del row[11]  # count_depth; expired leases are now row[11]
-        with self._totals_lock:
-            pending = self._totals.get(qid)
-            if pending:
-                row[9] += pending[0]
-                row[10] += pending[1]
+        enqueued, finished = self.totals.of(qid)
+        row[9] += enqueued
+        row[10] += finished
         return QueueStats._make(row)
 
 

@@ -7,9 +7,6 @@ import functools
 
 from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
 
-#: Put/ack totals are written at most this often (seconds, per process).
-TOTALS_EVERY = 1.0
-
 # A bound parameter is written ``+?`` / ``+:name`` wherever it is compared with a
 # column or gives a LIMIT: SQLite (apsw's build) otherwise marks the statement as
 # planned for that value (to check it against a partial index's WHERE, or a LIMIT)
