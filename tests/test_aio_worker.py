@@ -84,11 +84,13 @@ def test_sigterm_lets_running_coroutines_finish_within_the_grace(app, tmp_path: 
     db = app.db
     jobs = app.nap.enqueue_many([(f"g{i}", 1.0) for i in range(20)])
     w = start_worker(os.environ["LITEQ_DB"], "--pool", "asyncio", "-c", "20", "--queues", "aio",
-                     "--grace", "20", log=tmp_path / "worker.log", app="aioworkerapp")
+                     "--grace", "120", log=tmp_path / "worker.log", app="aioworkerapp")
     wait_until(lambda: _running(db) == 20, what="every job to start")
     sent = time.monotonic()
     assert stop(w, signal.SIGTERM) == 0
-    assert time.monotonic() - sent < 10  # about 1 s of work left, not the 20 s grace
+    # About 1 s of work was left: the worker exits when it is done, not at the end of
+    # the grace (bounds a loaded machine's slowness, not the speed).
+    assert time.monotonic() - sent < 60
     assert {j.state for j in jobs} == {"done"}
     assert {j.attempts for j in jobs} == {1}
 
