@@ -5,6 +5,7 @@ their own message, 10,000 idle waiters that start no thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -57,11 +58,6 @@ REFERENCE = textwrap.dedent("""
 """)
 
 
-def p99(values: list[float]) -> float:
-    values = sorted(values)
-    return values[int(len(values) * 0.99)]
-
-
 @pytest.fixture
 def contenders(db_target: str) -> Iterator[list[subprocess.Popen[str]]]:
     """Two other processes contending for the write lock of the test's database."""
@@ -79,68 +75,92 @@ def contenders(db_target: str) -> Iterator[list[subprocess.Popen[str]]]:
             p.wait()
 
 
-@pytest.mark.sqlite_only(
-    "the issue states the lag bound for SQLite; on PostgreSQL it held when run alone but "
-    "not in a full-suite run on the loaded 2-core machine (21 ms against 14 ms allowed): "
-    "psycopg's protocol work in the pool threads contends for the GIL")
+# The measured event loop, in a fresh interpreter: threads left running by earlier tests
+# of a full run (a listener, a pool) would contend for the GIL in the test's own process
+# and be counted as liteq's lag. Prints the p99 lag and what the coroutines did, as JSON.
+PROBED = textwrap.dedent("""
+    import asyncio, json, sys
+    import liteq, liteq.aio
+
+    async def main(target, seconds):
+        async with liteq.aio.connect(target) as db:
+            q = await db.queue("work")
+            contended = await db.queue("contended")
+
+            @db.task(name="never_run")
+            def never_run():
+                pass
+
+            stop = asyncio.Event()
+            done = {"put": 0, "got": 0, "waited": 0}
+            loop = asyncio.get_running_loop()
+            lags = []
+
+            async def ticker():
+                while not stop.is_set():
+                    t = loop.time()
+                    await asyncio.sleep(0.001)
+                    lags.append(loop.time() - t - 0.001)
+
+            async def producer():
+                while not stop.is_set():
+                    await q.put({"pad": "x" * 100})
+                    await contended.put("mine")  # the queue the other processes hold
+                    done["put"] += 1
+
+            async def consumer():
+                while not stop.is_set():
+                    msg = await q.get(wait=0.2)
+                    if msg is not None:
+                        await msg.ack()
+                        done["got"] += 1
+
+            async def result_waiter():
+                while not stop.is_set():
+                    job = await never_run.adelay()
+                    try:
+                        await job.result(wait=0.1)
+                    except liteq.ResultTimeout:
+                        pass
+                    else:
+                        raise AssertionError("a job nobody runs has a result")
+                    await job.cancel()
+                    done["waited"] += 1
+
+            tasks = [asyncio.create_task(c()) for c in
+                     (producer, producer, consumer, consumer, consumer, result_waiter)]
+            await asyncio.sleep(0.3)  # threads started, connections opened
+            print("probing", flush=True)
+            probe = asyncio.create_task(ticker())
+            await asyncio.sleep(seconds)
+            stop.set()
+            await probe
+            await asyncio.gather(*tasks)
+            lags.sort()
+            print(json.dumps({"p99": lags[int(len(lags) * 0.99)], "ticks": len(lags), **done}))
+
+    asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+""")
+
+
 async def test_the_event_loop_lags_under_5_ms_p99_while_coroutines_put_get_and_wait(
         db_target: str, contenders: list[subprocess.Popen[str]]) -> None:
-    async with liteq.aio.connect(db_target) as db:
-        q = await db.queue("work")
-        contended = await db.queue("contended")
-
-        @db.task(name="never_run")
-        def never_run() -> None:
-            pass
-
-        stop = asyncio.Event()
-        done = {"put": 0, "got": 0, "waited": 0}
-        loop = asyncio.get_running_loop()
-
-        async def ticker(lags: list[float]) -> None:
-            while not stop.is_set():
-                t = loop.time()
-                await asyncio.sleep(0.001)
-                lags.append(loop.time() - t - 0.001)
-
-        async def producer() -> None:
-            while not stop.is_set():
-                await q.put({"pad": "x" * 100})
-                await contended.put("mine")  # the queue the other processes hold
-                done["put"] += 1
-
-        async def consumer() -> None:
-            while not stop.is_set():
-                msg = await q.get(wait=0.2)
-                if msg is not None:
-                    await msg.ack()
-                    done["got"] += 1
-
-        async def result_waiter() -> None:
-            while not stop.is_set():
-                job = await never_run.adelay()
-                with pytest.raises(liteq.ResultTimeout):
-                    await job.result(wait=0.1)
-                await job.cancel()
-                done["waited"] += 1
-
-        lags: list[float] = []
-        tasks = [asyncio.create_task(c()) for c in
-                 (producer, producer, consumer, consumer, consumer, result_waiter)]
-        await asyncio.sleep(0.3)  # threads started, connections opened
-        reference = subprocess.Popen([sys.executable, "-c", REFERENCE, "3.0"],
-                                     stdout=subprocess.PIPE, text=True)
-        probe = asyncio.create_task(ticker(lags))
-        await asyncio.sleep(3.0)
-        stop.set()
-        await probe
-        await asyncio.gather(*tasks)
-        machine = float(reference.communicate()[0])
-        assert done["put"] > 10 and done["got"] > 10 and done["waited"] > 3, done
-        lag = p99(lags)
-        assert lag < 0.005 + machine, (
-            f"p99 lag {lag * 1000:.2f} ms over {len(lags)} ticks, the machine's own "
-            f"{machine * 1000:.2f} ms ({done})")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probed = subprocess.Popen([sys.executable, "-c", PROBED, db_target, "3.0"], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    assert probed.stdout is not None
+    assert probed.stdout.readline().strip() == "probing"
+    reference = subprocess.Popen([sys.executable, "-c", REFERENCE, "3.0"],
+                                 stdout=subprocess.PIPE, text=True)
+    out, _ = probed.communicate(timeout=120)
+    assert probed.returncode == 0
+    seen = json.loads(out)
+    machine = float(reference.communicate(timeout=60)[0])
+    assert seen["put"] > 10 and seen["got"] > 10 and seen["waited"] > 3, seen
+    lag = seen["p99"]
+    assert lag < 0.005 + machine, (
+        f"p99 lag {lag * 1000:.2f} ms over {seen['ticks']} ticks, the machine's own "
+        f"{machine * 1000:.2f} ms ({seen})")
 
 
 async def test_a_thousand_concurrent_waiters_are_each_woken_by_their_own_message(
