@@ -24,7 +24,7 @@ require_psycopg()
 import liteq  # noqa: E402
 from liteq.backends.base import Backend  # noqa: E402
 from liteq.backends.postgres import PostgresBackend  # noqa: E402
-from liteq.backends.postgres.connection import ServerClock  # noqa: E402
+from liteq.backends.postgres.clock import ServerClock  # noqa: E402
 from liteq.backends.postgres.schema import SCHEMA_VERSION  # noqa: E402
 from liteq.errors import (  # noqa: E402
     DatabaseBusy,

@@ -7,7 +7,8 @@ Layout::
 
     __init__.py    PostgresBackend: opening, the plumbing verbs, maintenance
     connection.py  a sticky connection per thread, fork safety, transactions and
-                   savepoints, session settings, error translation, ServerClock
+                   savepoints, session settings, error translation
+    clock.py       ServerClock: the server's time, read without a round trip
     schema.py      the tables in their own schema, migrations under an advisory lock
     queues.py      queues, put (ids, dedup keys), administration, stats, totals (B1)
     depth.py       back pressure: the striped depth counter (B1)
@@ -57,7 +58,8 @@ import psycopg
 from ...errors import InvalidArgument, LiteqError
 from ..base import Backend
 from ..records import Capabilities
-from .connection import Connections, ServerClock
+from .clock import ServerClock
+from .connection import Connections
 from .copying import CopyVerbs
 from .flow import FlowVerbs
 from .jobs import JobVerbs

@@ -1,6 +1,6 @@
 """Connections to PostgreSQL: one sticky connection per thread and process, transactions
-with nested savepoints, the session settings, the server's clock, and translating
-psycopg errors into liteq's.
+with nested savepoints, the session settings, measuring the server's clock (kept by
+``clock.py``), and translating psycopg errors into liteq's.
 
 **A sticky connection per thread, not a pool checkout per verb.** Every verb of a thread
 runs on that thread's own connection, opened on first use (as on SQLite), for three
@@ -84,15 +84,10 @@ from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError,
 from ..base import check_open_options
 from ..targets import redact_url
 
-__all__ = ["DURABILITY", "Connections", "ServerClock", "Tx", "ended", "redact", "translate"]
+__all__ = ["DURABILITY", "Connections", "Tx", "ended", "redact", "translate"]
 
 #: liteq's durability names -> ``synchronous_commit``.
 DURABILITY = {"normal": "off", "full": "on"}
-
-#: How often the server clock's offset is measured again (seconds).
-CLOCK_EVERY = 60.0
-#: After a failed or deferred measurement, try again this much later (seconds).
-CLOCK_RETRY = 5.0
 
 _IDLE = TransactionStatus.IDLE
 _OK = psycopg.pq.ConnStatus.OK
@@ -568,38 +563,3 @@ class Tx:
                 after, local.after = local.after, None
                 for fn in after:
                     fn()
-
-
-class ServerClock:
-    """Epoch seconds by the database server's clock: this host's ``time.time()`` plus an
-    offset measured at connect and again every :data:`CLOCK_EVERY` seconds, so every
-    host sharing the database agrees on lease and due times without a round trip per
-    reading. A measurement that cannot run now (the thread is inside a transaction, the
-    server is away) keeps the last offset and is tried again later."""
-
-    __slots__ = ("offset", "_due", "_measure", "_every")
-
-    def __init__(self, measure: Callable[[], float | None], every: float = CLOCK_EVERY) -> None:
-        self._measure = measure
-        self._every = every
-        #: Server minus local time, seconds.
-        self.offset = 0.0
-        self._due = 0.0
-        self.refresh()
-
-    def refresh(self) -> bool:
-        """Measure the offset now; False (and the old offset kept) if it could not."""
-        offset = self._measure()
-        if offset is None:
-            self._due = time.time() + min(CLOCK_RETRY, self._every)
-            return False
-        self.offset = offset
-        self._due = time.time() + self._every
-        return True
-
-    def __call__(self) -> float:
-        now = time.time()
-        if now >= self._due:
-            self.refresh()
-            now = time.time()
-        return now + self.offset
