@@ -19,8 +19,9 @@ concurrent producers.
   locked the sum is exact: QueueFull if ``sum(used) + n > max_depth``, else the caps are
   re-spread (each stripe gets an equal share of the free room) and the rows counted.
 * **Release** (ack, cancel, bury, purge): subtract from any unlocked stripe, or, when
-  every stripe is busy, wait for one. ``used`` may go below 0 on one stripe; the
-  invariant still holds (``used <= cap`` only gets truer).
+  every stripe is busy, wait for the last one (see the lock order below). ``used`` may
+  go below 0 on one stripe; the invariant still holds (``used <= cap`` only gets
+  truer).
 * **Forced** reservations (dead letters, redrive, schedules: never refused) take the
   slow path. Past max_depth by ``excess``, each cap becomes ``used - excess``: a put
   fits on a stripe only after ``excess`` + 1 releases there, by which time the queue
@@ -47,7 +48,16 @@ same rule holds for every locking subquery feeding a write (``AS MATERIALIZED`` 
 in messages.py). ``tests/test_postgres_plans.py`` checks the plans.
 
 Lock order, everywhere: message rows first, then stripes (a transaction holding a
-stripe never waits for a message row), and all of a queue's stripes in stripe order.
+stripe never waits for a message row), and a transaction waits for a stripe only in
+stripe order (the slow path) or for the queue's *last* stripe (a release that found
+every stripe busy). A release's ``SKIP LOCKED`` pick can leave stripes locked that it
+did not update: READ COMMITTED's recheck of a row updated meanwhile (measured: 3 of 520
+fallbacks held one or two such stripes). Its fallback used to wait for stripe 0, which a
+slow path takes first and then waits, in order, for the stripe the release holds: a
+deadlock, seen about once per run of ``tests/test_backend_queues.py``'s racing test
+(the server broke it after ``deadlock_timeout`` and the verb was retried). Waiting for
+the last stripe instead cannot close a cycle: whoever holds it is a slow path that holds
+every stripe and waits for none, or a pick that waits for nothing more.
 
 **Why 16 stripes.** A producer waits only when every stripe is locked at once, so the
 count should exceed the writers of one queue committing at the same moment: 16 covers a
@@ -81,8 +91,9 @@ WHERE d.qid = %(qid)s AND d.stripe = (
   ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING d.used
 """
-# Release n on any stripe nobody holds, else wait for one (the second form runs only
-# when the first found none: both are in one statement, so release is one round trip).
+# Release n on any stripe nobody holds, else wait for the last stripe (the second form
+# runs only when the first found none: both are in one statement, so release is one
+# round trip; why the last, not the first: the lock order in the module docstring).
 SQL_RELEASE = """
 WITH r1 AS (
   UPDATE {s}.depth_stripes d SET used = d.used - %(n)s
@@ -92,7 +103,7 @@ WITH r1 AS (
   RETURNING 1
 )
 UPDATE {s}.depth_stripes SET used = used - %(n)s
-WHERE qid = %(qid)s AND stripe = 0 AND NOT EXISTS (SELECT 1 FROM r1)
+WHERE qid = %(qid)s AND stripe = 15 AND NOT EXISTS (SELECT 1 FROM r1)
 """
 SQL_LOCK_ALL = """
 SELECT stripe, used FROM {s}.depth_stripes WHERE qid = %s ORDER BY stripe FOR UPDATE

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 from ..records import MessageRecord, ResultRecord, State
 from .connection import Connections
+from .depth import Depth
 from .schema import qualify
 
 __all__ = ["JobVerbs"]
@@ -113,21 +114,6 @@ UPDATE {{s}}.messages SET
 WHERE id = %(id)s AND state IN ({State.READY:d}, {State.DELAYED:d}, {State.LEASED:d})
 RETURNING qid, state
 """
-# A cancelled message no longer counts against max_depth: release one unit on a stripe
-# nobody holds (SKIP LOCKED), else wait for the queue's first stripe; a stripe's used
-# may go below 0 (the sum is what counts). No stripes: no row changes. Lock order as
-# everywhere: the message row first, then one stripe. (The release of B1's depth.py
-# does the same; once both are merged, this can call it instead.)
-SQL_DEPTH_RELEASE = """
-WITH free AS MATERIALIZED (
-    SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
-    ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.depth_stripes SET used = used - %(n)s
-WHERE qid = %(qid)s AND stripe = coalesce(
-    (SELECT stripe FROM free),
-    (SELECT min(stripe) FROM {s}.depth_stripes WHERE qid = %(qid)s))
-"""
 SQL_CANCEL_FLAG = "SELECT cancel FROM {s}.messages WHERE id = %s"
 
 
@@ -142,13 +128,12 @@ class _Statements(NamedTuple):
     orphan_results: str
     result_prune: str
     request_cancel: str
-    depth_release: str
     cancel_flag: str
 
 
 _SOURCES = _Statements(SQL_RESULT_PUT, SQL_RESULT_PUT_MANY, SQL_RESULT_GET, SQL_JOB,
                        SQL_JOB_MESSAGES, SQL_ORPHAN_RESULTS, SQL_RESULT_PRUNE,
-                       SQL_REQUEST_CANCEL, SQL_DEPTH_RELEASE,
+                       SQL_REQUEST_CANCEL,
                        SQL_CANCEL_FLAG)
 
 # Results columns whose values are sent as double precision / bigint: a Python int in
@@ -182,6 +167,7 @@ class JobVerbs:
     conns: Connections
     schema: str
     clock: Any
+    depth: Depth
 
     @cached_property
     def _jobs_sql(self) -> _Statements:
@@ -258,7 +244,8 @@ class JobVerbs:
             qid, state = row
             if state == State.LEASED:
                 return "requested"
-            cur.execute(sql.depth_release, {"qid": qid, "n": 1})
+            # No longer counts against max_depth (the message row first, then a stripe).
+            self.depth.release(cur, qid, 1)
             return "cancelled"
 
     def cancel_requested(self, mid: int) -> bool:

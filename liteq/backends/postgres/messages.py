@@ -127,7 +127,8 @@ SELECT EXISTS (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s AND state = {REA
 """
 
 # The common ack in one statement: delete, then release the depth on a stripe (any
-# unlocked one, else wait for stripe 0). Returns whether a row was deleted.
+# unlocked one, else wait for the last, stripe 15: depth.py's lock order). Returns
+# whether a row was deleted.
 SQL_ACK_ONE = f"""
 WITH d AS (
   DELETE FROM {{s}}.messages WHERE id = %(id)s AND token = %(token)s AND state = {LEASED}
@@ -140,7 +141,7 @@ WITH d AS (
   RETURNING 1
 ), r2 AS (
   UPDATE {{s}}.depth_stripes SET used = used - 1
-  WHERE qid = %(qid)s AND stripe = 0 AND EXISTS (SELECT 1 FROM d)
+  WHERE qid = %(qid)s AND stripe = 15 AND EXISTS (SELECT 1 FROM d)
     AND NOT EXISTS (SELECT 1 FROM r1)
   RETURNING 1
 )
