@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import codec
 from .backends.workflow import WfNode
 from .errors import InvalidArgument, LiteqError, SerializationError
-from .job import Job, ResultTimeout
+from .job import Job, ResultTimeout, list_jobs
 from .outbox import on_connection
 from .validate import check_priority, check_seconds, short, validate_name
 
@@ -53,7 +53,7 @@ class StepTask(Protocol):
     def binding_error(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None: ...
 
 __all__ = ["Signature", "Chain", "Group", "Chord", "GroupJob", "Failed", "chain", "group",
-           "chord", "MAX_DEPTH"]
+           "chord", "workflow_state", "MAX_DEPTH"]
 
 #: The longest path of parent -> child steps a workflow may have: a failure cascades
 #: down it in one transaction (through SQLite's triggers, whose depth is bounded).
@@ -461,6 +461,24 @@ class GroupJob:
 
     def __repr__(self) -> str:
         return f"<GroupJob of {len(self.jobs)} in workflow {self.workflow}>"
+
+
+# -- looking at a workflow ------------------------------------------------------------------
+
+#: Job states of a workflow's members that are not over yet.
+_UNFINISHED = ("waiting", "queued", "scheduled", "running", "retrying")
+
+
+def workflow_state(db: Context, workflow: int) -> tuple[str, dict[str, int]]:
+    """A workflow's state and how many of its jobs are in each job state: ``running``
+    while any job has not ended, else ``done`` (every job succeeded) or ``finished``
+    (some failed or were cancelled)."""
+    counts: dict[str, int] = {}
+    for info in list_jobs(db, workflow=workflow, limit=2**62):
+        counts[info.state] = counts.get(info.state, 0) + 1
+    if any(counts.get(s) for s in _UNFINISHED):
+        return "running", counts
+    return ("done" if set(counts) <= {"done"} else "finished"), counts
 
 
 # -- what a worker does for workflow jobs ---------------------------------------------------

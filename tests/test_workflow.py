@@ -8,14 +8,17 @@ every engine under test.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dbsql
 import pytest
+from click.testing import CliRunner
 from workerapp_tools import drain
 
 import liteq
 from liteq.backends import State
+from liteq.cli import cli
 from liteq.errors import InvalidArgument
 from liteq.workflow import Failed, GroupJob, chain, chord, group
 
@@ -296,3 +299,48 @@ def test_redriving_a_failed_parent_re_arms_the_dependents_it_cancelled(db, tasks
     assert last.state == "waiting"
     drain(db, queues=["flaky", "default"])
     assert last.result() == 3
+
+
+# -- 3. visible: Job.parents/.children/.workflow, liteq job N, liteq jobs --workflow ---------
+
+def run_cli(db_target: str, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--db", db_target, *args], prog_name="liteq",
+                              catch_exceptions=False)
+
+
+def test_a_job_knows_its_parents_children_and_workflow(db, tasks) -> None:
+    add = tasks["add"]
+    callback = chord(group([add.s(1), add.s(2)]), add.s(0)).delay()
+    members = callback.parents
+    assert [m.state for m in members] == ["queued", "queued"]
+    assert all(m.children == [callback] for m in members)
+    assert {m.workflow for m in [*members, callback]} == {members[0].id}
+    assert tasks["add"].delay(5).workflow is None
+
+
+def test_liteq_job_shows_the_parents_children_and_workflow_state(db, db_target, tasks) -> None:
+    add, boom = tasks["add"], tasks["boom"]
+    last = chain(add.s(1), boom.s().set(allow_failure=True), add.si(2)).delay()
+    first = last.parents[0].parents[0]
+    shown = run_cli(db_target, "job", str(last.parents[0].id))
+    assert shown.exit_code == 0, shown.output
+    assert f"parents     {first.id} (not ended)" in shown.output
+    assert f"children    {last.id}" in shown.output
+    assert f"workflow    {first.id}: running (1 queued, 2 waiting)" in shown.output
+    drain(db)
+    data = json.loads(run_cli(db_target, "job", str(last.id), "--json").output)
+    assert data["parents"] == [{"id": last.parents[0].id, "outcome": "failed",
+                                "allow_failure": True}]
+    assert data["workflow"] == {"id": first.id, "state": "finished",
+                                "jobs": {"done": 2, "failed": 1}}
+
+
+def test_liteq_jobs_lists_one_workflow_in_order(db, db_target, tasks) -> None:
+    add = tasks["add"]
+    add.delay(100)  # not in the workflow
+    g = group(add.s(i) for i in range(3)).delay()
+    listed = json.loads(run_cli(db_target, "jobs", "--workflow", str(g.workflow),
+                                "--json").output)
+    assert [j["id"] for j in listed] == g.ids
+    empty = run_cli(db_target, "jobs", "--workflow", "999999")
+    assert empty.exit_code == 0 and "no jobs in workflow 999999" in empty.output
