@@ -40,6 +40,15 @@ SQL_WF_DONE = """
 UPDATE {s}.wf_edges SET value = %s, outcome = 'done'
 WHERE parent = %s AND coalesce(outcome, 'done') = 'done'
 """
+# Before settling the edges of parents acked together: lock their children's counters in
+# id order. Two workers acking members of two chords in opposite orders would otherwise
+# take the two callbacks' rows in opposite orders: a deadlock, whose victim's acks roll
+# back (its jobs would run again after their leases).
+SQL_WF_LOCK_CHILDREN = """
+SELECT id FROM {s}.wf_jobs
+WHERE id IN (SELECT child FROM {s}.wf_edges WHERE parent = ANY(%s))
+ORDER BY id FOR UPDATE
+"""
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE child = %s ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE parent = %s ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM {s}.wf_jobs WHERE id = %s"
@@ -57,6 +66,7 @@ class _Statements(NamedTuple):
     settle: str
     among: str
     done: str
+    lock_children: str
     parents: str
     children: str
     workflow: str
@@ -64,7 +74,7 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_PARENTS,
+                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_LOCK_CHILDREN, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS)
 
 
@@ -126,8 +136,12 @@ class WorkflowVerbs:
         return {int(r[0]) for r in rows}
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
+        sql = self._wf_sql
         with self.conns.tx() as cur:
-            cur.executemany(self._wf_sql.done, [(value, mid) for mid, value in sorted(items)])
+            if len(items) > 1:
+                cur.execute(sql.lock_children, ([mid for mid, _v in items],))
+                cur.fetchall()
+            cur.executemany(sql.done, [(value, mid) for mid, value in sorted(items)])
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         sql = self._wf_sql
