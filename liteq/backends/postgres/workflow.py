@@ -37,8 +37,9 @@ UPDATE {s}.wf_edges SET value = %s, error = %s, outcome = %s WHERE parent = %s A
 """
 SQL_WF_AMONG = "SELECT DISTINCT parent FROM {s}.wf_edges WHERE parent = ANY(%s)"
 SQL_WF_DONE = """
-UPDATE {s}.wf_edges SET value = %s, outcome = 'done'
-WHERE parent = %s AND coalesce(outcome, 'done') = 'done'
+UPDATE {s}.wf_edges e SET value = v.value, outcome = 'done'
+FROM unnest(%s::bigint[], %s::bytea[]) AS v(parent, value)
+WHERE e.parent = v.parent AND coalesce(e.outcome, 'done') = 'done'
 """
 # Before settling the edges of parents acked together: lock their children's counters in
 # id order. Two workers acking members of two chords in opposite orders would otherwise
@@ -141,7 +142,8 @@ class WorkflowVerbs:
             if len(items) > 1:
                 cur.execute(sql.lock_children, ([mid for mid, _v in items],))
                 cur.fetchall()
-            cur.executemany(sql.done, [(value, mid) for mid, value in sorted(items)])
+            ordered = sorted(items)
+            cur.execute(sql.done, ([mid for mid, _v in ordered], [v for _m, v in ordered]))
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         sql = self._wf_sql

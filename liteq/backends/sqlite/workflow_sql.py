@@ -82,26 +82,35 @@ BEGIN
     WHERE parent = new.id AND outcome IN ('failed', 'cancelled', 'purged');
 END;
 
+-- A parent succeeded, or ended on a step that allows failure: one parent fewer to wait
+-- for; the last one releases the child. (Two triggers, so that a chord member's ack runs
+-- only these two statements.)
 CREATE TRIGGER wf_settle AFTER UPDATE OF outcome ON wf_edges
-WHEN old.outcome IS NULL AND new.outcome IS NOT NULL
+WHEN old.outcome IS NULL AND new.outcome IS NOT NULL AND NOT {_BLOCKS}
 BEGIN
-    UPDATE wf_jobs SET unmet = unmet - 1,
-        cancelled_by = CASE WHEN {_BLOCKS} THEN coalesce(cancelled_by, new.parent)
-                            ELSE cancelled_by END
-    WHERE id = new.child;
-    UPDATE queues SET depth = depth - 1
-    WHERE {_BLOCKS} AND (max_depth IS NOT NULL OR count_depth)
-      AND id = (SELECT qid FROM messages WHERE id = new.child AND {_WAITING});
-    UPDATE messages SET state = 5, finished_at = {_NOW},
-        error = 'parent job ' || new.parent || CASE new.outcome
-            WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
-            ELSE ' was purged' END
-    WHERE {_BLOCKS} AND id = new.child AND {_WAITING};
+    UPDATE wf_jobs SET unmet = unmet - 1 WHERE id = new.child;
     UPDATE messages SET
         state = CASE WHEN (SELECT delay FROM wf_jobs WHERE id = new.child) > 0 THEN 1 ELSE 0 END,
         run_at = {_NOW} + (SELECT delay FROM wf_jobs WHERE id = new.child)
     WHERE id = new.child AND {_WAITING}
       AND (SELECT unmet FROM wf_jobs WHERE id = new.child) <= 0;
+END;
+
+-- A parent that did not succeed, on a step that does not allow it: the child is cancelled
+-- (and its own dependents with it, through wf_end).
+CREATE TRIGGER wf_block AFTER UPDATE OF outcome ON wf_edges
+WHEN old.outcome IS NULL AND new.outcome IS NOT NULL AND {_BLOCKS}
+BEGIN
+    UPDATE wf_jobs SET unmet = unmet - 1, cancelled_by = coalesce(cancelled_by, new.parent)
+    WHERE id = new.child;
+    UPDATE queues SET depth = depth - 1
+    WHERE (max_depth IS NOT NULL OR count_depth)
+      AND id = (SELECT qid FROM messages WHERE id = new.child AND {_WAITING});
+    UPDATE messages SET state = 5, finished_at = {_NOW},
+        error = 'parent job ' || new.parent || CASE new.outcome
+            WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
+            ELSE ' was purged' END
+    WHERE id = new.child AND {_WAITING};
 END;
 
 CREATE TRIGGER wf_unsettle AFTER UPDATE OF outcome ON wf_edges
