@@ -344,3 +344,24 @@ def test_liteq_jobs_lists_one_workflow_in_order(db, db_target, tasks) -> None:
     assert [j["id"] for j in listed] == g.ids
     empty = run_cli(db_target, "jobs", "--workflow", "999999")
     assert empty.exit_code == 0 and "no jobs in workflow 999999" in empty.output
+
+
+# -- records of jobs that are gone ---------------------------------------------------------
+
+def test_pruning_expired_results_forgets_the_workflow_records_of_jobs_gone(db) -> None:
+    @db.task(result_ttl=0)
+    def fleeting(x: int) -> int:
+        return x + 1
+
+    @db.task(store_result=True)
+    def keep(x: int) -> int:
+        return x * 10
+
+    last = chain(fleeting.s(1), fleeting.s(), keep.s().set(queue="later")).delay()
+    workflow = last.workflow
+    drain(db)  # the two fleeting steps; the last one waits in "later"
+    db.prune_results()
+    assert db.backend.wf_members(workflow) == [last.id]  # the gone ones are forgotten...
+    assert [e.parent for e in last.edges()[0]] == [last.id - 1]  # ...not what it reads
+    drain(db, queues=["later"])
+    assert last.result() == 30

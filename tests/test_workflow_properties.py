@@ -251,3 +251,27 @@ def test_a_workflow_survives_workers_killed_at_random(app, tmp_path: Path) -> No
     for n in nodes:
         tag = json.dumps([n.label, n.inputs])
         assert finishes[tag] == (1 if n.state == "done" else 0), (n, finishes)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="real worker processes")
+@pytest.mark.parametrize("pool", ["thread", "process", "asyncio"])
+def test_every_worker_pool_runs_a_chord_to_its_end(app, tmp_path: Path, pool: str) -> None:
+    db, step = app.db, app.step
+    members = [Leaf("ok", False, False) for _ in range(6)] + [Leaf("fail", True, False)]
+    nodes: list[Node] = []
+    canvas, _out = compile_tree(("chain", [Leaf("ok", False, False), (
+        "chord", (members, Leaf("ok", False, False)))]), nodes, None, lambda label, leaf: (
+        step.si if leaf.immutable else step.s)(label, leaf.behaviour).set(
+            allow_failure=leaf.allow))
+    callback = canvas.delay()
+    predict(nodes, set())
+    worker = start_worker(os.environ["LITEQ_DB"], "--pool", pool, "-c", "2",
+                          log=tmp_path / "worker.log", app="workflowapp")
+    try:
+        wait_until(lambda: callback.state not in UNFINISHED, what="the chord's callback")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(PATIENCE)
+    assert callback.state == "done", (tmp_path / "worker.log").read_text()[-2000:]
+    finishes = Counter(tag for (tag,) in sql(db, "SELECT tag FROM finishes"))
+    assert finishes[json.dumps([nodes[-1].label, nodes[-1].inputs])] == 1, finishes

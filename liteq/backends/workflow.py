@@ -77,3 +77,9 @@ class WorkflowVerbs(ABC):
     @abstractmethod
     def wf_members(self, workflow: int) -> list[int]:
         """The ids of a workflow's jobs, in id order."""
+
+    @abstractmethod
+    def wf_prune(self) -> int:
+        """Delete the workflow records of jobs that are gone (no message, no results
+        row): their own row, and the edges to their parents (the results they received).
+        Edges to a job still there stay: it may still read them. How many jobs."""

@@ -54,6 +54,18 @@ SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE child = %s O
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE parent = %s ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM {s}.wf_jobs WHERE id = %s"
 SQL_WF_MEMBERS = "SELECT id FROM {s}.wf_jobs WHERE workflow = %s ORDER BY id"
+# Jobs gone altogether, at most 1000 per statement, oldest first.
+SQL_WF_PRUNE = """
+WITH gone AS MATERIALIZED (
+    SELECT j.id FROM {s}.wf_jobs j
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.messages m WHERE m.id = j.id)
+      AND NOT EXISTS (SELECT 1 FROM {s}.results r WHERE r.id = j.id)
+    ORDER BY j.id LIMIT 1000
+), edges AS (
+    DELETE FROM {s}.wf_edges WHERE child IN (SELECT id FROM gone)
+)
+DELETE FROM {s}.wf_jobs WHERE id IN (SELECT id FROM gone) RETURNING 1
+"""
 
 _OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
@@ -72,11 +84,12 @@ class _Statements(NamedTuple):
     children: str
     workflow: str
     members: str
+    prune: str
 
 
 _SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
                        SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_LOCK_CHILDREN, SQL_WF_PARENTS,
-                       SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS)
+                       SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
 
 def _edge(row: Sequence[Any]) -> WfEdge:
@@ -160,3 +173,11 @@ class WorkflowVerbs:
 
     def wf_members(self, workflow: int) -> list[int]:
         return [int(r[0]) for r in self.conns.statement(self._wf_sql.members, (workflow,))]
+
+    def wf_prune(self) -> int:
+        total = 0
+        while True:
+            n = len(self.conns.statement(self._wf_sql.prune))
+            total += n
+            if n < 1000:
+                return total

@@ -32,6 +32,15 @@ SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE child = ? ORDER BY
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE parent = ? ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM wf_jobs WHERE id = ?"
 SQL_WF_MEMBERS = "SELECT id FROM wf_jobs WHERE workflow = ? ORDER BY id"
+# Jobs gone altogether (at most 1000 per statement, oldest first).
+SQL_WF_GONE = """
+SELECT j.id FROM wf_jobs j
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = j.id)
+  AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)
+ORDER BY j.id LIMIT 1000
+"""
+SQL_WF_FORGET_EDGES = "DELETE FROM wf_edges WHERE child = ?"
+SQL_WF_FORGET_JOB = "DELETE FROM wf_jobs WHERE id = ?"
 
 _OUTCOMES = {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}
 
@@ -108,3 +117,14 @@ class WorkflowVerbs(StoreBase):
     def wf_members(self, workflow: int) -> list[int]:
         with self.read() as cur:
             return [int(r[0]) for r in cur.execute(SQL_WF_MEMBERS, (workflow,)).fetchall()]
+
+    def wf_prune(self) -> int:
+        total = 0
+        while True:
+            with self.write() as cur:
+                gone = cur.execute(SQL_WF_GONE).fetchall()
+                cur.executemany(SQL_WF_FORGET_EDGES, gone)
+                cur.executemany(SQL_WF_FORGET_JOB, gone)
+            total += len(gone)
+            if len(gone) < 1000:
+                return total
