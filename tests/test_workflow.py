@@ -365,3 +365,22 @@ def test_pruning_expired_results_forgets_the_workflow_records_of_jobs_gone(db) -
     assert [e.parent for e in last.edges()[0]] == [last.id - 1]  # ...not what it reads
     drain(db, queues=["later"])
     assert last.result() == 30
+
+
+def test_a_parent_moved_to_its_dead_letter_queue_cancels_the_dependents(db, tasks) -> None:
+    db.queue("risky", max_attempts=1, dead_letter="risky.dead")
+
+    @db.task(queue="risky")
+    def shaky() -> None:
+        raise RuntimeError("no")
+
+    child = chain(shaky.s(), tasks["add"].si(1)).delay()
+    drain(db, queues=["risky", "default"])
+    assert child.parents[0].state == "failed"
+    assert child.state == "cancelled"
+
+
+def test_liteq_jobs_lists_the_waiting_jobs(db, db_target, tasks) -> None:
+    last = chain(tasks["add"].s(1), tasks["add"].s()).delay()
+    listed = json.loads(run_cli(db_target, "jobs", "--state", "waiting", "--json").output)
+    assert [j["id"] for j in listed] == [last.id]
