@@ -55,6 +55,7 @@ from .task import (
 from .topic import Topic
 from .version import VERSION
 from .worker import Worker
+from .workflow import Failed, GroupJob, Signature, chain, chord, group
 
 __version__ = VERSION
 
@@ -88,6 +89,13 @@ __all__ = [
     "ResultTimeout",
     "Worker",
     "Hook",
+    # workflows
+    "Signature",
+    "GroupJob",
+    "Failed",
+    "chain",
+    "group",
+    "chord",
     # schedules
     "Schedule",
     "ScheduleRun",

@@ -41,6 +41,7 @@ from .hooks import Hook
 from .registry import DEFAULT_HEARTBEAT
 from .task import JOB_STATES, Job, JobInfo, ResultTimeout, list_jobs
 from .worker import DEFAULT_GRACE, DEFAULT_PREFETCH, POOLS, Worker
+from .workflow import workflow_state
 
 __all__ = ["worker", "jobs", "job", "load_app", "load_hook", "AppError", "worker_demo",
            "JsonLogFormatter", "setup_logging", "start_scheduler"]
@@ -370,25 +371,30 @@ def _call_text(info: JobInfo) -> str:
                    "state of its message) is accepted for it.")
 @click.option("--task", "-t", "task_name", metavar="NAME", help="Only jobs of this task.")
 @click.option("--queue", "-q", metavar="QUEUE", help="Only jobs on this queue.")
+@click.option("--workflow", "-w", type=POSITIVE_INT, metavar="ID",
+              help="Only the jobs of this workflow (its id: its first job's), first first.")
 @click.option("--limit", "-n", type=POSITIVE_INT, default=20, show_default=True, metavar="N",
               help="Show at most this many.")
 @output_options(rows=True)
-def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int,
-         out: Output) -> None:
+def jobs(state: str | None, task_name: str | None, queue: str | None, workflow: int | None,
+         limit: int, out: Output) -> None:
     """List the newest task jobs, newest first.
 
     Jobs still in a queue, and finished jobs whose message is gone but whose
-    outcome is kept (for the task's result_ttl).
+    outcome is kept (for the task's result_ttl). With --workflow, the jobs of one
+    workflow (chain, group, chord, depends_on) in the order they were enqueued.
 
     \b
     Examples:
       liteq jobs --state failed
       liteq jobs --task myapp.send_email -n 100 --json
+      liteq jobs --workflow 42
     """
     db = open_db()
     if state == "dead":
         state = "failed"
-    infos = list_jobs(db, state=state, task=task_name, queue=queue, limit=limit)
+    infos = list_jobs(db, state=state, task=task_name, queue=queue, limit=limit,
+                      workflow=workflow)
     now = db.clock()
     if out.json:
         out.rows([_job_dict(i) for i in infos], [])
@@ -404,7 +410,8 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, limit: int
                Column("attempts", numeric=True), Column("when", "AGE/FINISHED"),
                Column("took", numeric=True), Column("error"), Column("call", flex=True)]
     what = f"{state} jobs" if state else "jobs"
-    out.rows(rows, columns, empty=f"no {what}" + (f" of task {task_name!r}" if task_name else ""))
+    out.rows(rows, columns, empty=f"no {what}" + (f" of task {task_name!r}" if task_name else "")
+             + (f" in workflow {workflow}" if workflow else ""))
 
 
 @click.command()
@@ -457,9 +464,35 @@ def job(job_id: int, wait: float, out: Output) -> None:
          "-" if info.state != "done" else "(not stored)"),
     ]
     data = _job_dict(info, result, has_result)
+    fields += _workflow_fields(db, handle, data)
     data["progress"] = None if progress is None else {
         "fraction": progress.fraction, "note": progress.note, "at": progress.at}
     out.record(data, fields)
+
+
+def _workflow_fields(db: Any, handle: Job, data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The job's place in its workflow: parents (with how each ended), children, and
+    the workflow's state; added to *data* (the JSON) too."""
+    parents, children = handle.edges()
+    wid = handle.workflow
+    data["parents"] = [{"id": e.parent, "outcome": e.outcome, "allow_failure": e.allow_failure}
+                       for e in parents]
+    data["children"] = [e.child for e in children]
+    data["workflow"] = None
+    if wid is None and not parents and not children:
+        return []
+    text = "-"
+    if wid is not None:
+        state, counts = workflow_state(db, wid)
+        data["workflow"] = {"id": wid, "state": state, "jobs": counts}
+        text = f"{wid}: {state} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+    return [
+        ("parents", ", ".join(f"{e.parent} ({e.outcome or 'not ended'}"
+                              f"{', failure allowed' if e.allow_failure else ''})"
+                              for e in parents) or "-"),
+        ("children", ", ".join(str(e.child) for e in children) or "-"),
+        ("workflow", text),
+    ]
 
 
 def _progress_text(progress: ProgressRecord | None) -> str:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import codec
+from . import codec, workflow
 from .backends.records import State
 from .errors import DatabaseBusy, LiteqError, StorageError
 from .hooks import logger
@@ -265,6 +265,8 @@ class Consumer:
             self._settle(msg, ctx, None, Outcome("failed", 0.0, error=why), ran=False)
             return
         name, args, kwargs = call
+        if "wf" in msg.payload:  # a workflow step: its parents' results come first
+            args = [*workflow.inputs(self.db, msg.id, msg.payload["wf"]), *args]
         task = self.tasks.get(name)
         max_attempts = task.max_attempts if task else q.config.max_attempts
         ctx = JobContext(self.db, msg.id, name, q.name, msg.attempts, max_attempts, args, kwargs,
@@ -361,6 +363,7 @@ class Consumer:
                 logger.warning("job %d %s: its lease was lost before the ack; its writes "
                                "were rolled back and another worker runs it", msg.id, task.name)
                 raise _Lost()  # rolls the task's own writes back with the ack
+            workflow.record(self.db, [(msg.id, result)])  # releases its dependents
             self.store.save_results([self._result_row(
                 msg, task, ctx, result, time.perf_counter() - start)])
             return result, True
@@ -394,6 +397,9 @@ class Consumer:
                 with self.db.transaction():
                     for q, pairs in by_queue.values():
                         lost.update(self.store.ack(q.id, pairs, q.config.retention))
+                    # With the acks: the dependents of the jobs acked, with their results.
+                    workflow.record(self.db, [(m.id, o.result) for m, _t, _c, o in done
+                                              if m.id not in lost])
                     self.store.save_results([self._result_row(m, t, c, o.result, o.duration)
                                              for m, t, c, o in done if m.id not in lost])
                 break

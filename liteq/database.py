@@ -437,8 +437,12 @@ class Database:
         return self.backend.storage_size()
 
     def prune_results(self) -> int:
-        """Delete the stored outcomes of jobs whose ``result_ttl`` has passed; how many."""
-        return self.backend.prune_results(self.clock())
+        """Delete the stored outcomes of jobs whose ``result_ttl`` has passed; how many.
+        The workflow records (parents, children, results kept for dependents) of jobs
+        that are gone altogether go with them."""
+        n = self.backend.prune_results(self.clock())
+        self.backend.wf_prune()
+        return n
 
     def prune_schedule_runs(self, keep: int = 1000, older_than: float | None = None) -> int:
         """Trim schedule history: each schedule keeps its newest *keep* runs, and none

@@ -6,6 +6,7 @@ Job states, derived from the message row, or from the ``results`` row once the
 message is gone (acked with retention 0):
 
 =========== ==================================================================
+waiting     a workflow step whose parents have not all ended (:mod:`liteq.workflow`)
 queued      waiting to run for the first time
 scheduled   waiting for its ``delay`` to pass, first time
 running     claimed by a worker (leased)
@@ -29,6 +30,7 @@ from typing import Any
 
 from . import codec
 from .backends.records import MessageRecord, ResultRecord, State
+from .backends.workflow import WAITING_AT, WfEdge
 from .context import Context
 from .errors import InvalidArgument, LiteqError, SerializationError
 from .outbox import on_connection
@@ -40,7 +42,8 @@ __all__ = [
     "JobFailed", "JobCancelled", "NoResult", "JobNotFound", "ResultTimeout",
 ]
 
-JOB_STATES = ("queued", "scheduled", "running", "retrying", "done", "failed", "cancelled")
+JOB_STATES = ("waiting", "queued", "scheduled", "running", "retrying", "done", "failed",
+              "cancelled")
 #: How long a finished job's outcome is kept by default (one day).
 DEFAULT_RESULT_TTL = 86400.0
 
@@ -110,12 +113,14 @@ class JobInfo:
     duration: float | None = None
 
 
-def _message_state(state: int, attempts: int, origin: str | None) -> str:
+def _message_state(state: int, attempts: int, origin: str | None, run_at: float = 0.0) -> str:
     if state == State.LEASED:
         return "running"
     if state in (State.READY, State.DELAYED):
         if origin is not None:
             return "failed"  # dead-lettered into another queue
+        if state == State.DELAYED and run_at >= WAITING_AT:
+            return "waiting"
         if attempts:
             return "retrying"
         return "queued" if state == State.READY else "scheduled"
@@ -136,7 +141,7 @@ def _info_from(db: Context, row: MessageRecord | None, res: ResultRecord | None,
     if row is not None:
         call = task_call(_safe_decode(row.payload))
         name, args, kwargs = call if call else (res.task if res else None, None, None)
-        job_state = _message_state(row.state, row.attempts, row.origin)
+        job_state = _message_state(row.state, row.attempts, row.origin, row.run_at)
         finished = job_state in ("done", "failed", "cancelled")
         return JobInfo(
             id=row.id, task=name, queue=row.origin or queue_name(row.qid), state=job_state,
@@ -187,7 +192,7 @@ class Job:
 
     @property
     def state(self) -> str:
-        """One of queued, scheduled, running, retrying, done, failed, cancelled."""
+        """One of waiting, queued, scheduled, running, retrying, done, failed, cancelled."""
         return self.info().state
 
     @property
@@ -206,6 +211,26 @@ class Job:
         if self._task is None:
             self._task = self.info().task
         return self._task
+
+    @property
+    def parents(self) -> list[Job]:
+        """The jobs this one waits for (a workflow step's, or ``depends_on``), in order."""
+        return [Job(self.db, e.parent) for e in self.db.backend.wf_edges(self.id)[0]]
+
+    @property
+    def children(self) -> list[Job]:
+        """The jobs that wait for this one."""
+        return [Job(self.db, e.child) for e in self.db.backend.wf_edges(self.id)[1]]
+
+    @property
+    def workflow(self) -> int | None:
+        """The id of the workflow this job belongs to (its first job's id), or None."""
+        return self.db.backend.wf_workflow(self.id)
+
+    def edges(self) -> tuple[list[WfEdge], list[WfEdge]]:
+        """Its dependency records: ``(to its parents, to its children)``, each with the
+        parent's outcome once it ended (see :class:`liteq.backends.workflow.WfEdge`)."""
+        return self.db.backend.wf_edges(self.id)
 
     def result(self, wait: float = 0) -> Any:
         """The task's return value, waiting up to *wait* seconds for the job to finish.
@@ -291,7 +316,7 @@ def _safe_decode(blob: bytes) -> Any:
 # -- listing jobs (for ``liteq jobs``) ------------------------------------------------------
 #
 _STATE_CODES = {
-    "queued": (State.READY,), "scheduled": (State.DELAYED,), "retrying": (State.READY, State.DELAYED),
+    "waiting": (State.DELAYED,), "queued": (State.READY,), "scheduled": (State.DELAYED,), "retrying": (State.READY, State.DELAYED),
     "running": (State.LEASED,), "done": (State.DONE,), "failed": (State.DEAD, State.READY, State.DELAYED),
     "cancelled": (State.CANCELLED,),
 }
@@ -308,9 +333,11 @@ def _scan_results(db: Context, code: int | None, before: int, n: int, queue: str
 
 
 def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
-              queue: str | None = None, limit: int = 50) -> list[JobInfo]:
+              queue: str | None = None, limit: int = 50,
+              workflow: int | None = None) -> list[JobInfo]:
     """The newest jobs (task messages, and outcomes of jobs whose message is gone),
-    newest first, optionally only those in *state*, of *task*, or on *queue*.
+    newest first, optionally only those in *state*, of *task*, on *queue*, or of
+    *workflow* (its id: the id of its first job; then in id order, first first).
 
     *state* ``"dead"`` is accepted for ``"failed"`` (the message state's name)."""
     if state == "dead":
@@ -319,6 +346,18 @@ def list_jobs(db: Context, *, state: str | None = None, task: str | None = None,
         raise InvalidArgument(f"state must be one of {', '.join(JOB_STATES)}, got {state!r}")
     check_positive_int(limit, "limit")
     names: dict[int, str | None] = {}
+    if workflow is not None:
+        found_in: list[JobInfo] = []
+        for mid in db.backend.wf_members(workflow):
+            try:
+                member = Job(db, mid).info()
+            except JobNotFound:
+                continue
+            if (state is None or member.state == state) and \
+                    (task is None or member.task == task) and \
+                    (queue is None or member.queue == queue):
+                found_in.append(member)
+        return found_in[:limit]
 
     def queue_name(qid: int) -> str | None:
         if qid not in names:

@@ -66,6 +66,7 @@ from .validate import (
     check_text,
     validate_name,
 )
+from .workflow import Signature
 
 # Job handles and the running job live in liteq.job and liteq.running; their names
 # stay importable from here, as before.
@@ -137,9 +138,19 @@ class Task(Generic[P, R]):
         """Enqueue a call with these arguments; return its :class:`Job`."""
         return self.enqueue(args, kwargs)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A call not yet enqueued, for workflows (:mod:`liteq.workflow`): after another
+        step it receives that step's result as its first argument."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable :meth:`s`: it receives no result from the step before it."""
+        return Signature(self, args, kwargs, immutable=True)
+
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                 delay: float = 0, priority: int | None = None, key: str | None = None,
-                queue: str | None = None, connection: Any = None) -> Job:
+                queue: str | None = None, connection: Any = None,
+                depends_on: Iterable[Job | int] | None = None) -> Job:
         """Enqueue a call, with options: run no sooner than *delay* seconds from now,
         at *priority* (higher first; default the task's), deduplicated by *key* (while
         a job with that key is unfinished in the queue, its Job is returned and nothing
@@ -148,9 +159,18 @@ class Task(Generic[P, R]):
         commits with the application's rows). :meth:`delay` passes every argument to
         the function, so it has no such option: ``enqueue(args, kwargs, connection=conn)``.
 
+        *depends_on*: jobs (or ids) this one waits for; it runs once they all
+        succeeded and is cancelled if one does not (see :mod:`liteq.workflow`), and it is
+        inserted with its edges atomically. Its arguments are unchanged.
+
         Arguments go through CBOR: one that cannot be encoded raises
         :class:`~liteq.SerializationError` and nothing is written. Tuples arrive as lists.
         """
+        if depends_on is not None:
+            sig = Signature(self, args, kwargs, immutable=True).set(
+                queue=queue, delay=delay, priority=priority, key=key)
+            job: Job = sig.enqueue(depends_on=depends_on, connection=connection)
+            return job
         payload = self._payload(args, kwargs)
         q = self._queue(queue)
         try:

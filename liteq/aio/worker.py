@@ -41,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .. import codec
+from .. import codec, workflow
 from ..backends.records import State
 from ..database import Database as SyncDatabase
 from ..errors import LiteqError
@@ -256,6 +256,9 @@ class AsyncPool:
             await self._settle(m, ctx, None, Outcome("failed", 0.0, error=why), ran=False)
             return
         name, args, kwargs = call
+        if "wf" in m.payload:  # a workflow step: its parents' results come first
+            lead = await self.adb.runner.call(workflow.inputs, self.w.db, m.id, m.payload["wf"])
+            args = [*lead, *args]
         task = self.w.tasks.get(name)
         max_attempts = task.max_attempts if task else await self.adb.runner.call(
             lambda: q.config.max_attempts)
@@ -357,6 +360,7 @@ class AsyncPool:
                 logger.warning("job %d %s: its lease was lost before the ack; its writes "
                                "were rolled back and another worker runs it", m.id, task.name)
                 raise _Lost()
+            workflow.record(db, [(m.id, result)])  # releases its dependents
             db.backend.save_results([self._result_row(m, task, ctx, result,
                                                       time.perf_counter() - start)])
             return result, True
@@ -399,6 +403,9 @@ class AsyncPool:
             with db.transaction():
                 for q, pairs in by_queue.values():
                     lost.update(store.ack(q.id, pairs, q.config.retention))
+                # With the acks: the dependents of the jobs acked, with their results.
+                workflow.record(db, [(m.sync.id, o.result) for m, _t, _c, o in done
+                                     if m.sync.id not in lost])
                 store.save_results([self._result_row(m.sync, t, c, o.result, o.duration)
                                     for m, t, c, o in done if m.id not in lost])
         except LiteqError:

@@ -59,6 +59,7 @@ from .records import (
 )
 from .registry import OperatingVerbs
 from .tables import Counters
+from .workflow import WorkflowVerbs
 
 __all__ = ["Backend", "Waiter", "DURABILITY_LEVELS", "check_open_options"]
 
@@ -115,7 +116,7 @@ class Waiter(Protocol):
         ...
 
 
-class Backend(OperatingVerbs, ABC):
+class Backend(OperatingVerbs, WorkflowVerbs, ABC):
     """One database, seen through the verbs liteq's domain code calls.
 
     Abstract methods add no cost per call (they are checked once, at instantiation);
@@ -140,6 +141,7 @@ class Backend(OperatingVerbs, ABC):
 
     # ``liteq copy`` (issue 17, D1): see the "copying" verbs at the end.
     # The workers registry, progress and history (issue 21): ``registry.py``.
+    # Workflows (issue 20): ``workflow.py``.
 
     # -- lifecycle and application SQL ----------------------------------------------
 

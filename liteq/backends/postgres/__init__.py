@@ -79,6 +79,7 @@ from .schema import (
     schema_version,
 )
 from .topics import TopicVerbs
+from .workflow import WorkflowVerbs
 
 __all__ = ["PostgresBackend", "CAPABILITIES"]
 
@@ -117,7 +118,7 @@ _CHECKS = (
 # mixins' definitions come first in the method order (as SQLiteBackend does).
 @with_retries  # which verbs a lost connection tries again, once (retry.py)
 class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVerbs, FlowVerbs,
-                      Notifier, OperatingVerbs, Backend):
+                      Notifier, OperatingVerbs, WorkflowVerbs, Backend):
     """One liteq schema in a PostgreSQL database.
 
     *url* is a libpq connection string (``postgresql://user:password@host:5432/db`` or

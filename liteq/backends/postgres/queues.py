@@ -34,6 +34,7 @@ from ..totals import PendingTotals
 from .connection import Connections
 from .depth import Depth
 from .schema import qualify
+from .workflow_sql import SQL_WF_PURGING as SQL_WF_PURGING  # Statements: self.qs.wf_purging
 
 __all__ = ["QueueVerbs", "Statements", "DEFAULT_QUEUE_OPTIONS", "OPTION_COLUMNS", "MAX_EXTEND"]
 
@@ -346,6 +347,7 @@ class QueueVerbs(Backend):
                 # can commit into the queue after it is gone (boundary plan 3.9).
                 cur.execute(self.qs.topic_lock, (topic,))
             cur.execute(self.qs.queue_lock, (qid,))
+            cur.execute(self.qs.wf_purging, {"qid": qid, "state": None})
             cur.execute(self.qs.purge_all, (qid,))
             cur.execute(self.qs.stripes_delete, (qid,))
             cur.execute(self.qs.queue_delete, (qid,))
@@ -519,6 +521,9 @@ class QueueVerbs(Backend):
         unfinished ones deleted. (SQLite sets its counter to 0 after purging all;
         here a put committing meanwhile keeps its own count, so 0 could undercount.)"""
         with self.conns.tx() as cur:
+            # Their dependents are cancelled ("parent job N was purged").
+            cur.execute(self.qs.wf_purging,
+                        {"qid": qid, "state": None if state is None else int(state)})
             if state is None:
                 cur.execute(self.qs.purge_all, (qid,))
                 n, unfinished = cur.fetchall()[0]

@@ -44,6 +44,7 @@ from typing import Any
 import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
+from .workflow_sql import WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
            "migrate", "qualify", "schema_version"]
@@ -232,13 +233,16 @@ CREATE TABLE {s}.history (
 );
 """
 
+# Workflows (issue 20): ``workflow_sql.py`` (tables, trigger functions, triggers).
+_V_WORKFLOW = WORKFLOW_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.
 TABLES = ("queues", "messages", "depth_stripes", "results", "schedules", "schedule_runs",
-          "meta", "migrations", "workers", "progress", "history")
+          "meta", "migrations", "workers", "progress", "history", "wf_jobs", "wf_edges")
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -35,6 +35,7 @@ The package holds one module per concept, joined into :class:`SQLiteBackend`:
 ``schedules.py``  schedules and the exactly-once tick
 ``topics.py``     subscriptions and the atomic publish
 ``flow.py``       flow control: pausing a queue
+``workflow.py``   workflows: edges between jobs (the triggers: ``workflow_sql.py``)
 ``operating.py``  the workers registry, job progress, per-minute history
 ``notifier.py``   the wake-up channel: inotify on the ``-wal`` file, else polling
 ================  ==========================================================
@@ -61,6 +62,7 @@ from .queues import default_queue_options
 from .schedules import ScheduleVerbs
 from .sql import *  # noqa: F403 - the statements, for tools that inspect them
 from .topics import TopicVerbs
+from .workflow import WorkflowVerbs
 
 __all__ = [
     "SQLiteBackend", "StoreBase", "Waiter", "DURABILITY", "JOURNAL_SIZE_LIMIT",
@@ -69,7 +71,7 @@ __all__ = [
 
 
 class SQLiteBackend(MessageVerbs, JobVerbs, ScheduleVerbs, TopicVerbs, CopyVerbs, FlowVerbs,
-                    OperatingVerbs, Backend):
+                    OperatingVerbs, WorkflowVerbs, Backend):
     """One database file, with one apsw connection per thread (and per process).
 
     Not used directly by applications: :class:`liteq.Database` wraps it. The verbs

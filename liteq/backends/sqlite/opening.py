@@ -263,6 +263,9 @@ class Opening:
             conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}").fetchall()
             conn.execute("PRAGMA temp_store = MEMORY")
+            # Workflows: a dependent cancelled by a trigger cancels its own dependents
+            # through the same triggers (off by default, SQLite does not recurse).
+            conn.execute("PRAGMA recursive_triggers = ON")
             # Touch the file so the -wal exists (the wake-up watches it).
             conn.execute("SELECT count(*) FROM queues").fetchall()
         except apsw.Error as exc:

@@ -47,6 +47,7 @@ from .sql import (
     SQL_SUBS_BUMP,
     SQL_UNFINISHED,
 )
+from .workflow_sql import SQL_WF_PURGING
 
 
 class QueueVerbs(StoreBase):
@@ -102,6 +103,7 @@ class QueueVerbs(StoreBase):
 
     def delete_queue(self, qid: int) -> None:
         with self.write() as cur:
+            cur.execute(SQL_WF_PURGING, {"qid": qid, "state": None})  # cancels dependents
             cur.execute(SQL_PURGE_ALL, {"qid": qid})
             topics = [topic for (topic,) in cur.execute(SQL_QUEUE_DELETE, (qid,))]
             if topics and topics[0] is not None:
@@ -282,6 +284,7 @@ class QueueVerbs(StoreBase):
         """Delete messages of *qid* (all, or in one state); return how many."""
         with self.write() as cur:
             conn = cur.connection
+            cur.execute(SQL_WF_PURGING, {"qid": qid, "state": state})  # cancels dependents
             if state is None:
                 unfinished = cur.execute("SELECT depth FROM queues WHERE id = ?", (qid,)).fetchall()[0][0]
                 cur.execute(SQL_PURGE_ALL, {"qid": qid})

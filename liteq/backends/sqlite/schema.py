@@ -22,6 +22,8 @@ cancelled 5    cancelled before it ran
 
 from __future__ import annotations
 
+from .workflow_sql import WORKFLOW_SCHEMA
+
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES"]
 
 #: "LITQ" in ASCII: marks a SQLite file as liteq's.
@@ -217,6 +219,10 @@ CREATE TABLE history (
 ) STRICT, WITHOUT ROWID;
 """
 
+# Workflows (issue 20): the SQL is ``workflow_sql.py``'s (tables, and the triggers that
+# settle a job's dependents in the transaction that ends it).
+_V_WORKFLOW = WORKFLOW_SCHEMA
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -32,6 +32,7 @@ __all__ = ["STATUS", "PENDING", "UNRECORDED", "worker_id", "when", "task_error",
 
 #: TaskResult status of each liteq job state.
 STATUS: dict[str, Any] = {
+    "waiting": TaskResultStatus.READY,  # a workflow step whose parents have not ended
     "queued": TaskResultStatus.READY, "scheduled": TaskResultStatus.READY,
     "retrying": TaskResultStatus.READY, "running": TaskResultStatus.RUNNING,
     "done": TaskResultStatus.SUCCESSFUL, "failed": TaskResultStatus.FAILED,

@@ -1,0 +1,183 @@
+"""Workflows on PostgreSQL: inserting a workflow's edges and reading them back (the
+same verbs as ``../sqlite/workflow.py``). What settles the edges is the schema's
+triggers (``workflow_sql.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any, NamedTuple
+
+from ..records import State
+from ..workflow import WAITING_AT, WfEdge, WfNode
+from .connection import Connections
+from .schema import qualify
+
+__all__ = ["WorkflowVerbs"]
+
+_EDGE_COLUMNS = "parent, child, pos, allow_failure, outcome, value, error"
+SQL_WF_JOBS = """
+INSERT INTO {s}.wf_jobs (id, workflow, unmet, delay)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::double precision[])
+"""
+SQL_WF_EDGES = """
+INSERT INTO {s}.wf_edges (parent, child, pos, allow_failure)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])
+"""
+# Parents first, then children, each in id order: the row lock order of every writer.
+SQL_WF_FLAG = "UPDATE {s}.messages SET wf = true WHERE id = ANY(%s) AND wf IS NULL"
+SQL_WF_HOLD = f"UPDATE {{s}}.messages SET state = 1, run_at = {WAITING_AT!r} WHERE id = ANY(%s)"
+SQL_WF_PARENT = """
+SELECT m.state, m.origin, r.state, r.value, r.error
+FROM (SELECT %s::bigint AS id) AS p
+LEFT JOIN {s}.messages m ON m.id = p.id LEFT JOIN {s}.results r ON r.id = p.id
+"""
+SQL_WF_SETTLE = """
+UPDATE {s}.wf_edges SET value = %s, error = %s, outcome = %s WHERE parent = %s AND child = %s
+"""
+SQL_WF_AMONG = "SELECT DISTINCT parent FROM {s}.wf_edges WHERE parent = ANY(%s)"
+SQL_WF_DONE = """
+UPDATE {s}.wf_edges e SET value = v.value, outcome = 'done'
+FROM unnest(%s::bigint[], %s::bytea[]) AS v(parent, value)
+WHERE e.parent = v.parent AND coalesce(e.outcome, 'done') = 'done'
+"""
+# Before settling the edges of parents acked together: lock their children's counters in
+# id order. Two workers acking members of two chords in opposite orders would otherwise
+# take the two callbacks' rows in opposite orders: a deadlock, whose victim's acks roll
+# back (its jobs would run again after their leases).
+SQL_WF_LOCK_CHILDREN = """
+SELECT id FROM {s}.wf_jobs
+WHERE id IN (SELECT child FROM {s}.wf_edges WHERE parent = ANY(%s))
+ORDER BY id FOR UPDATE
+"""
+SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE child = %s ORDER BY pos"
+SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE parent = %s ORDER BY child"
+SQL_WF_WORKFLOW = "SELECT workflow FROM {s}.wf_jobs WHERE id = %s"
+SQL_WF_MEMBERS = "SELECT id FROM {s}.wf_jobs WHERE workflow = %s ORDER BY id"
+# Jobs gone altogether, at most 1000 per statement, oldest first.
+SQL_WF_PRUNE = """
+WITH gone AS MATERIALIZED (
+    SELECT j.id FROM {s}.wf_jobs j
+    WHERE NOT EXISTS (SELECT 1 FROM {s}.messages m WHERE m.id = j.id)
+      AND NOT EXISTS (SELECT 1 FROM {s}.results r WHERE r.id = j.id)
+    ORDER BY j.id LIMIT 1000
+), edges AS (
+    DELETE FROM {s}.wf_edges WHERE child IN (SELECT id FROM gone)
+)
+DELETE FROM {s}.wf_jobs WHERE id IN (SELECT id FROM gone) RETURNING 1
+"""
+
+_OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
+
+
+class _Statements(NamedTuple):
+    jobs: str
+    edges: str
+    flag: str
+    hold: str
+    parent: str
+    settle: str
+    among: str
+    done: str
+    lock_children: str
+    parents: str
+    children: str
+    workflow: str
+    members: str
+    prune: str
+
+
+_SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
+                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_LOCK_CHILDREN, SQL_WF_PARENTS,
+                       SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
+
+
+def _edge(row: Sequence[Any]) -> WfEdge:
+    value = bytes(row[5]) if row[5] is not None else None
+    return WfEdge(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), row[4], value, row[6])
+
+
+class WorkflowVerbs:
+    """The workflow verbs (a mixin of ``PostgresBackend``, before ``Backend``)."""
+
+    conns: Connections
+    schema: str
+
+    @cached_property
+    def _wf_sql(self) -> _Statements:
+        return _Statements(*(qualify(sql, self.schema) for sql in _SOURCES))
+
+    def wf_link(self, nodes: Sequence[WfNode]) -> list[int]:
+        sql = self._wf_sql
+        new = {n.id for n in nodes}
+        with self.conns.tx() as cur:
+            ended: dict[int, tuple[str, bytes | None, str | None]] = {}
+            missing: list[int] = []
+            for parent in dict.fromkeys(p for n in nodes for p, _ in n.parents if p not in new):
+                cur.execute(sql.parent, (parent,))
+                row = cur.fetchone()
+                assert row is not None  # one row per parent, found or not
+                m_state, origin, r_state, value, error = row
+                blob = bytes(value) if value is not None else None
+                if m_state is not None:
+                    if m_state in _OUTCOMES or origin is not None:
+                        ended[parent] = (_OUTCOMES.get(m_state, "failed"), blob, error)
+                elif r_state is not None:
+                    ended[parent] = (_OUTCOMES[r_state], blob, error)
+                else:
+                    missing.append(parent)
+            if missing:
+                return missing
+            cur.execute(sql.jobs, ([n.id for n in nodes], [n.workflow for n in nodes],
+                                   [len(n.parents) for n in nodes],
+                                   [float(n.delay) for n in nodes]))
+            edges = [(p, n.id, i, bool(allow)) for n in nodes
+                     for i, (p, allow) in enumerate(n.parents)]
+            if not edges:
+                return []
+            cur.execute(sql.edges, [list(c) for c in zip(*edges, strict=True)])
+            cur.execute(sql.flag, (sorted({e[0] for e in edges}),))
+            cur.execute(sql.hold, (sorted(n.id for n in nodes if n.parents),))
+            for parent, child, _pos, _allow in edges:
+                if parent in ended:
+                    outcome, value, error = ended[parent]
+                    cur.execute(sql.settle, (value if outcome == "done" else None, error,
+                                             outcome, parent, child))
+        return []
+
+    def wf_parents_among(self, ids: Sequence[int]) -> set[int]:
+        rows = self.conns.statement(self._wf_sql.among, (list(ids),))
+        return {int(r[0]) for r in rows}
+
+    def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
+        sql = self._wf_sql
+        with self.conns.tx() as cur:
+            if len(items) > 1:
+                cur.execute(sql.lock_children, ([mid for mid, _v in items],))
+                cur.fetchall()
+            ordered = sorted(items)
+            cur.execute(sql.done, ([mid for mid, _v in ordered], [v for _m, v in ordered]))
+
+    def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
+        sql = self._wf_sql
+        with self.conns.tx() as cur:
+            cur.execute(sql.parents, (mid,))
+            parents = [_edge(r) for r in cur.fetchall()]
+            cur.execute(sql.children, (mid,))
+            children = [_edge(r) for r in cur.fetchall()]
+        return parents, children
+
+    def wf_workflow(self, mid: int) -> int | None:
+        rows = self.conns.statement(self._wf_sql.workflow, (mid,))
+        return int(rows[0][0]) if rows else None
+
+    def wf_members(self, workflow: int) -> list[int]:
+        return [int(r[0]) for r in self.conns.statement(self._wf_sql.members, (workflow,))]
+
+    def wf_prune(self) -> int:
+        total = 0
+        while True:
+            n = len(self.conns.statement(self._wf_sql.prune))
+            total += n
+            if n < 1000:
+                return total

@@ -1,0 +1,85 @@
+"""The workflow verbs every engine implements (issue 20), and their records.
+
+A workflow's jobs are ordinary messages; what makes one wait for others is two tables
+each engine keeps: one row per dependent job (its workflow, the count of its parents that
+have not ended, the delay it takes once released) and one per edge (parent, child). The
+engines settle the edges in the transaction that ends a parent (see each engine's
+``workflow_sql.py``); these verbs only insert a workflow and read it back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = ["WAITING_AT", "WfEdge", "WfNode", "WorkflowVerbs"]
+
+#: ``run_at`` of a waiting job (a delayed message that never falls due: the year
+#: ~31.7 million). A job is *waiting* when it is delayed with ``run_at >= WAITING_AT``.
+WAITING_AT = 1e15
+
+
+class WfNode(NamedTuple):
+    """One job of a workflow being inserted: its id (its message is already put in this
+    transaction), the workflow it joins, the delay it takes once released, and its
+    parents ``(parent id, allow_failure)`` in order (empty: a root, runnable now)."""
+
+    id: int
+    workflow: int
+    delay: float
+    parents: tuple[tuple[int, bool], ...]
+
+
+class WfEdge(NamedTuple):
+    """One dependency: *child* runs after *parent* ended. ``outcome`` is None while the
+    parent has not ended, else ``done``, ``failed``, ``cancelled`` or ``purged``;
+    ``value`` is the parent's CBOR result when it succeeded (kept whatever its task's
+    ``store_result``, until the child ended)."""
+
+    parent: int
+    child: int
+    pos: int
+    allow_failure: bool
+    outcome: str | None
+    value: bytes | None
+    error: str | None
+
+
+class WorkflowVerbs(ABC):
+    """Inserting and reading workflows (a base of :class:`~liteq.backends.base.Backend`)."""
+
+    @abstractmethod
+    def wf_link(self, nodes: Sequence[WfNode]) -> list[int]:
+        """Inside the caller's transaction, after their messages were put: record the
+        nodes and their edges, hold back every node that has parents (waiting), flag the
+        parents, and settle at once the edges whose parent already ended. Returns the
+        parent ids (not among *nodes*) that do not exist; the caller then rolls back."""
+
+    @abstractmethod
+    def wf_parents_among(self, ids: Sequence[int]) -> set[int]:
+        """Which of these jobs have dependents (one index lookup each)."""
+
+    @abstractmethod
+    def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
+        """In the transaction that acked jobs ``(id, CBOR result)`` that have dependents,
+        after the ack: their edges settle as succeeded, keeping the result (which
+        releases the dependents whose last parent this was)."""
+
+    @abstractmethod
+    def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
+        """A job's edges: ``(to its parents, in order; to its children)``."""
+
+    @abstractmethod
+    def wf_workflow(self, mid: int) -> int | None:
+        """The workflow a job belongs to (None: none)."""
+
+    @abstractmethod
+    def wf_members(self, workflow: int) -> list[int]:
+        """The ids of a workflow's jobs, in id order."""
+
+    @abstractmethod
+    def wf_prune(self) -> int:
+        """Delete the workflow records of jobs that are gone (no message, no results
+        row): their own row, and the edges to their parents (the results they received).
+        Edges to a job still there stay: it may still read them. How many jobs."""
