@@ -90,7 +90,7 @@ BEGIN
             WHERE id = NEW.child AND {_WAITING} RETURNING qid INTO q;
             IF q IS NOT NULL THEN
                 UPDATE {{s}}.depth_stripes SET used = used - 1 WHERE qid = q AND stripe =
-                    (SELECT min(stripe) FROM {{s}}.depth_stripes WHERE qid = q);
+                    (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = q);  -- depth.py lock order
             END IF;
         ELSIF unmet_left <= 0 THEN
             UPDATE {{s}}.messages SET state = CASE WHEN wait_delay > 0 THEN 1 ELSE 0 END,
@@ -111,7 +111,7 @@ BEGIN
             WHERE id = NEW.child AND state = 5 AND error LIKE 'parent job %' RETURNING qid INTO q;
             IF q IS NOT NULL THEN
                 UPDATE {{s}}.depth_stripes SET used = used + 1 WHERE qid = q AND stripe =
-                    (SELECT min(stripe) FROM {{s}}.depth_stripes WHERE qid = q);
+                    (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = q);  -- depth.py lock order
             END IF;
         END IF;
     END IF;
