@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..registry import HistoryRow, ProgressRecord, WorkerRecord
+from ..records import MessageRecord
+from ..registry import ErrorGroup, HistoryRow, ProgressRecord, WorkerRecord
 from .base import StoreBase
 from .opsql import (
+    SQL_BROWSE,
+    SQL_BROWSE_ERROR,
+    SQL_BROWSE_KEY,
+    SQL_DELETE_FINISHED,
+    SQL_ERROR_GROUPS,
     SQL_HISTORY,
     SQL_HISTORY_ADD,
     SQL_HISTORY_PRUNE,
@@ -74,4 +80,29 @@ class OperatingVerbs(StoreBase):
     def prune_history(self, before_minute: int) -> int:
         with self.write() as cur:
             cur.execute(SQL_HISTORY_PRUNE, (before_minute,))
+            return int(cur.connection.changes())
+
+    def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
+               error: str | None = None) -> list[MessageRecord]:
+        params: dict[str, object] = {"qid": qid, "state": int(state), "after": after, "n": n}
+        if key is not None:
+            sql, params["key"] = SQL_BROWSE_KEY, key
+        elif error is not None:
+            sql, params["error"] = SQL_BROWSE_ERROR, error
+        else:
+            sql = SQL_BROWSE
+        with self.read() as cur:
+            return [MessageRecord._make(r) for r in cur.execute(sql, params).fetchall()]
+
+    def error_groups(self, qid: int, state: int, n: int) -> list[ErrorGroup]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_ERROR_GROUPS, {"qid": qid, "state": int(state), "n": n})
+            return [ErrorGroup._make(r) for r in rows.fetchall()]
+
+    def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
+        if not ids:
+            return 0
+        sql = SQL_DELETE_FINISHED.replace("{marks}", ",".join("?" * len(ids)))
+        with self.write() as cur:
+            cur.execute(sql, (*ids, qid, int(state)))
             return int(cur.connection.changes())

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+from ..records import MessageRecord
 from ..registry import HistoryRow, WorkerRecord
 
 _WORKER_COLUMNS = ", ".join(WorkerRecord._fields)
 _HISTORY_COLUMNS = ", ".join(HistoryRow._fields)
+#: A message's columns, in :class:`MessageRecord`'s order.
+MESSAGE_COLUMNS = ", ".join(MessageRecord._fields)
 _ADDED = ("put", "acked", "failed", "dead", "runs", "run_total", "le_10ms", "le_100ms",
           "le_1s", "le_10s", "le_60s")
 
@@ -35,3 +38,18 @@ ON CONFLICT (minute, qid, task) DO UPDATE SET
 SQL_HISTORY = (f"SELECT {_HISTORY_COLUMNS} FROM history WHERE minute >= ? "
                f"AND (? IS NULL OR qid = ?) ORDER BY minute, qid, task")
 SQL_HISTORY_PRUNE = "DELETE FROM history WHERE minute < ?"
+
+# The dashboard's pages (keyset by id). ``state = :state`` stays a parameter: its value
+# picks the partial index, as in SQL_PEEK.
+SQL_BROWSE = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state "
+              f"AND id > :after ORDER BY id LIMIT :n")
+SQL_BROWSE_KEY = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND key = :key "
+                  f"AND state = :state AND id > :after ORDER BY id LIMIT :n")
+SQL_BROWSE_ERROR = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid "
+                    f"AND state = :state AND error IS :error AND id > :after ORDER BY id LIMIT :n")
+SQL_ERROR_GROUPS = """
+SELECT error, count(*) AS n, max(id) FROM messages WHERE qid = :qid AND state = :state
+GROUP BY error ORDER BY n DESC, error LIMIT :n
+"""
+SQL_DELETE_FINISHED = ("DELETE FROM messages WHERE id IN ({marks}) AND qid = ? AND state = ? "
+                       "AND state >= 3")
