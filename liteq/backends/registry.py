@@ -17,7 +17,7 @@ from typing import NamedTuple
 from .records import MessageRecord
 
 __all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "ErrorGroup",
-           "OperatingVerbs"]
+           "HistorySums", "OperatingVerbs"]
 
 #: Upper bounds (seconds) of the run-time histogram buckets kept in each history row
 #: (``le_*`` columns); the ``+Inf`` bucket is ``runs``.
@@ -114,6 +114,19 @@ class ErrorGroup(NamedTuple):
     last_id: int
 
 
+class HistorySums(NamedTuple):
+    """One bucket of a chart: the history's counts summed over its minutes."""
+
+    #: The bucket's first minute (``int(epoch seconds // 60)``, a multiple of the width).
+    start: int
+    #: Messages put (the queues' own counts).
+    put: int
+    #: Messages acked (the queues' own counts).
+    acked: int
+    #: Jobs that went dead (the workers' counts).
+    dead: int
+
+
 class OperatingVerbs(ABC):
     """The registry, progress and history verbs every engine implements."""
 
@@ -162,6 +175,19 @@ class OperatingVerbs(ABC):
     @abstractmethod
     def history(self, since_minute: int, qid: int | None = None) -> list[HistoryRow]:
         """Stored rows from *since_minute* on (of queue *qid*, or all), by minute."""
+
+    @abstractmethod
+    def history_sums(self, since_minute: int, width: int,
+                     qid: int | None = None) -> list[HistorySums]:
+        """The history from *since_minute* on (of queue *qid*, or all) summed per bucket
+        of *width* minutes (buckets start at multiples of *width*), oldest first; buckets
+        without rows are left out. Summed by the engine: a week is one short answer."""
+
+    @abstractmethod
+    def history_runs(self, since_minute: int) -> list[HistoryRow]:
+        """Each (queue, task)'s rows from *since_minute* on, summed into one row (its
+        ``minute`` the first one, ``run_max`` the largest); the queues' own rows (task
+        ``""``) left out. What the run-time histogram needs."""
 
     @abstractmethod
     def prune_history(self, before_minute: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..backends.registry import HistoryRow
+from ..backends.registry import HistorySums
 from .templates import h
 
 __all__ = ["RANGES", "Series", "series", "svg_chart"]
@@ -35,23 +35,20 @@ class Series:
     depth: list[int]
 
 
-def series(rows: Sequence[HistoryRow], depth_now: int, now_minute: int, span: str) -> Series:
-    """Bucket *rows* (of any number of queues) into *span*'s buckets, ending with the
-    bucket that holds *now_minute*."""
+def series(sums: Sequence[HistorySums], depth_now: int, now_minute: int, span: str) -> Series:
+    """Place *sums* (``history_sums`` with *span*'s width) in *span*'s buckets, ending
+    with the bucket that holds *now_minute*."""
     buckets, width, _ = RANGES[span]
     last = now_minute // width
     first = last - buckets + 1
     put = [0] * buckets
     acked = [0] * buckets
     dead = [0] * buckets
-    for r in rows:
-        k = r.minute // width - first
-        if not 0 <= k < buckets:
-            continue
-        if r.task == "":  # the queue's own put and ack counts (the totals flush)
+    for r in sums:
+        k = r.start // width - first
+        if 0 <= k < buckets:
             put[k] += r.put
             acked[k] += r.acked
-        else:  # a worker's: jobs that went dead are not acked
             dead[k] += r.dead
     depth = [0] * buckets
     level = depth_now

@@ -64,12 +64,12 @@ def _span_links(page: Page, req: Request, span: str, path: str) -> str:
 
 def _charts(db: Database, qids: list[int], depth_now: int, span: str,
             name: str) -> str:
+    """Depth and throughput charts of one queue (one id in *qids*) or of all."""
     buckets, width, _ = RANGES[span]
     now_minute = int(db.clock() // 60)
     since = (now_minute // width - buckets + 1) * width
-    rows = [r for r in db.backend.history(since, qids[0] if len(qids) == 1 else None)
-            if r.qid in qids]
-    s = series(rows, depth_now, now_minute, span)
+    sums = db.backend.history_sums(since, width, qids[0] if len(qids) == 1 else None)
+    s = series(sums, depth_now, now_minute, span)
     return ('<div class="charts">'
             + svg_chart(f"Depth of {name}", [("depth", "depth", s.depth)], span)
             + svg_chart(f"Throughput of {name}", [("put", "put", s.put),

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 
 from ..records import MessageRecord
-from ..registry import ErrorGroup, HistoryRow, ProgressRecord, WorkerRecord
+from ..registry import ErrorGroup, HistoryRow, HistorySums, ProgressRecord, WorkerRecord
 from .connection import Connections
 from .queues import Statements
 
@@ -83,6 +83,20 @@ GROUP BY error ORDER BY n DESC, error LIMIT %(n)s
 SQL_DELETE_FINISHED = """
 DELETE FROM {s}.messages WHERE id = ANY(%s::bigint[]) AND qid = %s AND state = %s
   AND state >= 3 RETURNING 1
+"""
+SQL_HISTORY_SUMS = """
+SELECT minute / %(width)s * %(width)s AS b,
+       sum(CASE WHEN task = '' THEN put ELSE 0 END),
+       sum(CASE WHEN task = '' THEN acked ELSE 0 END),
+       sum(CASE WHEN task <> '' THEN dead ELSE 0 END)
+FROM {s}.history WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
+GROUP BY b ORDER BY b
+"""
+SQL_HISTORY_RUNS = """
+SELECT qid, min(minute), task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
+       sum(run_total), max(run_max), sum(le_10ms), sum(le_100ms), sum(le_1s), sum(le_10s),
+       sum(le_60s)
+FROM {s}.history WHERE minute >= %(since)s AND task <> '' GROUP BY qid, task ORDER BY qid, task
 """
 
 
@@ -178,3 +192,16 @@ class OperatingVerbs:
             return 0
         return len(self.conns.statement(self._operating_sql.delete_finished,
                                         ([int(i) for i in ids], qid, int(state))))
+
+    def history_sums(self, since_minute: int, width: int,
+                     qid: int | None = None) -> list[HistorySums]:
+        rows = self.conns.statement(self._operating_sql.history_sums,
+                                    {"since": since_minute, "width": int(width), "qid": qid})
+        return [HistorySums(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def history_runs(self, since_minute: int) -> list[HistoryRow]:
+        rows = self.conns.statement(self._operating_sql.history_runs, {"since": since_minute})
+        # sum() of bigint is numeric in PostgreSQL: back to int and float here.
+        return [HistoryRow._make([int(r[0]), int(r[1]), r[2], *(int(v) for v in r[3:8]),
+                                  float(r[8]), float(r[9]), *(int(v) for v in r[10:])])
+                for r in rows]
