@@ -11,6 +11,28 @@ The file is built with the library (``put_many`` in batches of 10,000): ten queu
 three error texts, 200 leased), "tasks" holds task jobs with a dedup key each, the
 others a few hundred each; a week of per-minute history for every queue; a schedule, a
 topic, a registered worker. Not a timed test: run it by hand.
+
+Measured once at 1,000,000 messages on the project machine (2 vCPU shared with other
+builds: load average 3.3 during the run; file 161 MB, built in 7.6 s), median of 5,
+warm cache, in ms:
+
+    /                      171    /queue/big?state=dead       262    /message/ID     0.4
+    /?range=day            317    /queue/big?state=done       206    /dead/big      17
+    /?range=week           401    /queue/tasks?key=image-42    29    /schedules      0.6
+    /queue/big             196    /queue/tasks?task=thumbnail 239    /topics         0.3
+    /queue/big?after=518202 257   /dead                       198    /workers        0.1
+    /queue/big?state=delayed 475  /metrics                    171
+
+Where the time goes (measured alone on the same file afterwards): ``Queue.stats()`` of
+"big" (837k ready rows) takes 140-170 ms: it counts every state exactly, and the
+overview, each queue page (its tabs), ``/dead`` and ``/metrics`` call it. The page's own
+queries: a keyset page 1-18 ms (after the walk threshold was raised from 20k to 200k
+rows: the delayed page had walked 900k rows, 197 ms), the week's chart 86 ms (a week of
+per-minute history for 10 queues, 100k rows, summed in SQL), the day's 9 ms. So the
+pages that show exact counts of a queue of ~1M messages do not meet 100 ms here; that
+needs counts kept per state (counters like the depth counter), a schema change.
+At 100,000 messages (21 MB, load average 2.1): every page under 90 ms (the week's
+chart, the same 100k history rows), queue pages 15-39 ms, the rest under 25 ms.
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ and so is what an action changed (or, refused, did not change)."""
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +18,7 @@ import liteq
 from liteq.cli import cli
 from liteq.metrics import render
 from liteq.registry import Registration
+from liteq.web import app
 from liteq.web.security import CSP
 
 pytestmark = pytest.mark.every_engine
@@ -289,3 +293,47 @@ def test_liteq_web_refuses_a_non_local_bind_without_a_token(db_target: str,
     assert result.exit_code == 1
     assert "Error: --host 0.0.0.0 can be reached from other machines" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_post_from_another_origin_is_refused_even_with_the_token(db: liteq.Database) -> None:
+    _fill(db)
+    dead = _dead_ids(db, "emails")
+    with served(db, allow_actions=True) as client:
+        token = csrf_of(client.get("/dead/emails").text)
+        answer = client.post("/action/redrive",
+                             {"csrf": token, "queue": "emails", "match": "all", "next": "/"},
+                             headers={"Origin": "http://evil.example"})
+    assert answer.status == 403
+    assert _dead_ids(db, "emails") == dead
+
+
+def test_mounted_under_a_prefix_every_link_and_redirect_keeps_it(db: liteq.Database) -> None:
+    _fill(db)
+    application = app(db, allow_actions=True)
+
+    def call(method: str, path: str, body: bytes = b"", cookie: str = "") -> tuple[str, Any, str]:
+        route, _, query = path.partition("?")
+        environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "/ops/liteq", "PATH_INFO": route,
+                   "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body)),
+                   "HTTP_COOKIE": cookie, "wsgi.input": io.BytesIO(body),
+                   "wsgi.errors": sys.stderr}
+        seen: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            seen.update(status=status, headers=dict(headers))
+
+        text = b"".join(application(environ, start_response)).decode()
+        return seen["status"], seen["headers"], text
+
+    status, headers, page = call("GET", "/dead/emails")
+    assert status == "200 OK"
+    hrefs = re.findall(r'(?:href|action|formaction)="([^"]+)"', page)
+    assert hrefs and all(h.startswith("/ops/liteq/") or h.startswith("data:") for h in hrefs)
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "Path=/ops/liteq" in headers["Set-Cookie"]
+    body = urlencode({"csrf": csrf_of(page), "queue": "emails", "match": "all",
+                      "next": "/dead/emails"}).encode()
+    status, headers, _ = call("POST", "/action/redrive", body, cookie)
+    assert status == "303 See Other"
+    assert headers["Location"].startswith("/ops/liteq/dead/emails?done=")
+    assert db.queue("emails").stats()["dead"] == 0

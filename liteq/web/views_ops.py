@@ -3,6 +3,8 @@ purge), schedules (with pause, resume and run now), topics, and the workers regi
 
 from __future__ import annotations
 
+import datetime as dt
+
 from .. import browse
 from ..database import Database
 from ..errors import LiteqError
@@ -98,6 +100,15 @@ def dead_view(db: Database, req: Request, page: Page, name: str) -> str:
     return "".join(parts)
 
 
+def _fire(moment: dt.datetime, tz: str | None) -> str:
+    """A fire time in this server's local time and UTC, and in the schedule's own zone
+    when it has one."""
+    text = h(fmt_time(moment.timestamp()))
+    if tz:
+        text += f' <small>= {h(moment.strftime("%H:%M %Z"))} {h(tz)}</small>'
+    return text
+
+
 def _target(s: object) -> str:
     task = getattr(s, "task", None)
     if task:
@@ -119,7 +130,7 @@ def schedules_view(db: Database, req: Request, page: Page) -> str:
     """Every schedule: timing in words, next fires in local time and UTC, controls."""
     rows = []
     for s in db.schedules():
-        nxt = "<br>".join(h(fmt_time(t.timestamp())) for t in s.next(3)) if s.state != "finished" else "-"
+        nxt = "<br>".join(_fire(t, s.tz) for t in s.next(3)) if s.state != "finished" else "-"
         rows.append([page.link("/schedule/" + s.name, s.name), h(s.description),
                      f'<span class="state-{h(s.state)}">{h(s.state)}</span>', nxt,
                      h(fmt_time(s.last_run_at)), h(_target(s)),
@@ -136,7 +147,7 @@ def schedule_view(db: Database, req: Request, page: Page, name: str) -> str:
     runs = [[h(fmt_time(r.fire_at)), h(fmt_time(r.fired_at)), h(fmt_age(r.late)),
              page.link(f"/message/{r.job_id}", r.job_id) if r.job_id else "-"]
             for r in s.history(100)]
-    nxt = "".join(f"<li>{h(fmt_time(t.timestamp()))}</li>" for t in s.next(5)) \
+    nxt = "".join(f"<li>{_fire(t, s.tz)}</li>" for t in s.next(5)) \
         if s.state != "finished" else "<li>none</li>"
     return (f'<dl class="fields"><dt>timing</dt><dd>{h(s.description)} '
             f"<code>{h(s.kind)} {h(s.spec)}{(' ' + h(s.tz)) if s.tz else ''}</code></dd>"
