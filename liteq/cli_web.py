@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType
 
 import click
@@ -11,10 +12,6 @@ from .cli_base import CliError, open_db
 from .errors import InvalidArgument
 
 __all__ = ["web_command"]
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 @click.command("web")
@@ -45,17 +42,24 @@ def web_command(host: str, port: int, allow_actions: bool, token: str | None) ->
     from .web import serve, shown_path  # the web package only when this command runs
 
     db = open_db()
-    signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C and SIGTERM set a flag the serving loop checks (see liteq.web.serve: an
+    # exception raised by a signal handler mid-response would be swallowed).
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     def ready(url: str) -> None:
         mode = "actions on" if allow_actions else "read-only"
         click.echo(f"liteq dashboard of {shown_path(db.path)} at {url} ({mode}; Ctrl-C to stop)", err=True)
 
     try:
-        serve(db, host, port, allow_actions=allow_actions, token=token, ready=ready)
+        serve(db, host, port, allow_actions=allow_actions, token=token, ready=ready, stop=stop)
     except InvalidArgument as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    except KeyboardInterrupt:
-        click.echo("liteq dashboard stopped", err=True)
+    click.echo("liteq dashboard stopped", err=True)

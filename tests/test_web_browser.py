@@ -35,6 +35,8 @@ from selenium import webdriver  # noqa: E402 (only once the browser is known to 
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 OPTIONS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -56,6 +58,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def _after_submit(driver: Any, clicked: Any, css: str) -> Any:
+    """The element at *css* on the page that clicking *clicked* (a submit button) loads:
+    a click returns before the next page does."""
+    wait = WebDriverWait(driver, 30)
+    wait.until(expected_conditions.staleness_of(clicked))
+    return wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
 def _console_errors(driver: Any) -> list[dict[str, Any]]:
@@ -96,8 +106,9 @@ def test_a_dead_message_is_redriven_from_the_page_and_liteq_stats_shows_it_ready
     with served(db, allow_actions=True) as client:
         browser.get(client.base + "/dead/jobs")
         browser.find_element(By.CSS_SELECTOR, f'input[name="ids"][value="{mid}"]').click()
-        browser.find_element(By.ID, "redrive-selected").click()
-        notice = browser.find_element(By.CSS_SELECTOR, "p.notice").text
+        button = browser.find_element(By.ID, "redrive-selected")
+        button.click()
+        notice = _after_submit(browser, button, "p.notice").text
         errors = _console_errors(browser)
     assert "redrove 1 dead message of jobs" in notice
     stats = _stats(db_target)["jobs"]
@@ -109,7 +120,9 @@ def test_a_schedule_is_paused_from_the_page(browser: Any, db: liteq.Database) ->
     db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin", queue="reports", payload=1)
     with served(db, allow_actions=True) as client:
         browser.get(client.base + "/schedules")
-        browser.find_element(By.XPATH, "//button[text()='Pause']").click()
+        button = browser.find_element(By.XPATH, "//button[text()='Pause']")
+        button.click()
+        _after_submit(browser, button, "p.notice")
         state = browser.find_element(By.CSS_SELECTOR, "table.schedules td span").text
         errors = _console_errors(browser)
     assert state == "paused"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -52,13 +53,24 @@ def make(db: Database, host: str = "127.0.0.1", port: int = 8765, *,
 
 def serve(db: Database, host: str = "127.0.0.1", port: int = 8765, *,
           allow_actions: bool = False, token: str | None = None,
-          ready: Callable[[str], None] | None = None) -> None:
-    """Serve the dashboard until interrupted; *ready* gets its URL once it listens."""
+          ready: Callable[[str], None] | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Serve the dashboard until *stop* is set (checked at least every half second), or
+    for ever; *ready* gets its URL once it listens.
+
+    A signal handler should set *stop* rather than raise: wsgiref's request handler
+    catches every exception (KeyboardInterrupt too) while it finishes a response, so an
+    exception raised there by a signal would be swallowed and the server go on."""
     server = make(db, host, port, allow_actions=allow_actions, token=token)
     try:
         if ready is not None:
             shown = f"[{host}]" if ":" in host else host
             ready(f"http://{shown}:{server.server_port}/")
-        server.serve_forever(poll_interval=0.5)
+        if stop is None:
+            server.serve_forever(poll_interval=0.5)
+            return
+        server.timeout = 0.5
+        while not stop.is_set():
+            server.handle_request()  # one request, or none within the timeout
     finally:
         server.server_close()
