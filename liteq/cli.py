@@ -39,13 +39,14 @@ from .cli_queues import dead, prune, purge, queue_group, vacuum
 from .cli_schedule import schedule_demo, schedule_group, scheduler
 from .cli_stats import stats
 from .cli_topics import publish, subscribe, tail, topics, unsubscribe
+from .cli_web import web_command
 from .cli_worker import job, jobs, worker, worker_demo
 
 __all__ = ["cli", "main"]
 
 for command in (stats, peek, show, put, get, ack, retry, cancel, dead, purge, queue_group,
                 prune, vacuum, topics, publish, subscribe, unsubscribe, tail, worker, jobs, job,
-                schedule_group, scheduler, demo, copy_command, workers_command, metrics_command):
+                schedule_group, scheduler, demo, copy_command, workers_command, metrics_command, web_command):
     cli.add_command(command)
 demo_step(60)(worker_demo)
 demo_step(70)(schedule_demo)

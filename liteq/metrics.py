@@ -113,7 +113,7 @@ def render(db: Context, *, stale: float = DEFAULT_STALE) -> str:
     names = {db.queue(s["queue"]).id: s["queue"] for s in stats}
     since = int((db.clock() - HISTORY_WINDOW) // 60)
     runs: dict[tuple[str, str], list[float]] = {}
-    for r in db.backend.history(since):
+    for r in db.backend.history_runs(since):  # summed per (queue, task) by the engine
         if not r.task or not r.runs or r.qid not in names:
             continue
         acc = runs.setdefault((names[r.qid], r.task), [0.0] * (len(HISTORY_BUCKETS) + 2))

@@ -14,7 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "OperatingVerbs"]
+from .records import MessageRecord
+
+__all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "ErrorGroup",
+           "HistorySums", "OperatingVerbs"]
 
 #: Upper bounds (seconds) of the run-time histogram buckets kept in each history row
 #: (``le_*`` columns); the ``+Inf`` bucket is ``runs``.
@@ -99,6 +102,31 @@ class HistoryRow(NamedTuple):
     le_60s: int = 0
 
 
+class ErrorGroup(NamedTuple):
+    """Messages of one queue and state that share one error text (the dashboard's dead
+    letters, grouped)."""
+
+    #: The error text (None: no error was recorded).
+    error: str | None
+    #: How many messages have it.
+    messages: int
+    #: The newest of them.
+    last_id: int
+
+
+class HistorySums(NamedTuple):
+    """One bucket of a chart: the history's counts summed over its minutes."""
+
+    #: The bucket's first minute (``int(epoch seconds // 60)``, a multiple of the width).
+    start: int
+    #: Messages put (the queues' own counts).
+    put: int
+    #: Messages acked (the queues' own counts).
+    acked: int
+    #: Jobs that went dead (the workers' counts).
+    dead: int
+
+
 class OperatingVerbs(ABC):
     """The registry, progress and history verbs every engine implements."""
 
@@ -149,5 +177,38 @@ class OperatingVerbs(ABC):
         """Stored rows from *since_minute* on (of queue *qid*, or all), by minute."""
 
     @abstractmethod
+    def history_sums(self, since_minute: int, width: int,
+                     qid: int | None = None) -> list[HistorySums]:
+        """The history from *since_minute* on (of queue *qid*, or all) summed per bucket
+        of *width* minutes (buckets start at multiples of *width*), oldest first; buckets
+        without rows are left out. Summed by the engine: a week is one short answer."""
+
+    @abstractmethod
+    def history_runs(self, since_minute: int) -> list[HistoryRow]:
+        """Each (queue, task)'s rows from *since_minute* on, summed into one row (its
+        ``minute`` the first one, ``run_max`` the largest); the queues' own rows (task
+        ``""``) left out. What the run-time histogram needs."""
+
+    @abstractmethod
     def prune_history(self, before_minute: int) -> int:
         """Delete rows older than *before_minute*; how many."""
+
+    # -- browsing (the web dashboard) -------------------------------------------------
+
+    @abstractmethod
+    def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
+               error: str | None = None) -> list[MessageRecord]:
+        """Up to *n* messages of queue *qid* in *state* with ``id > after``, by id (a
+        keyset page: no OFFSET, so a page deep in a big queue costs what the first
+        does); only those with this *key* or this *error* text when given. Reads only."""
+
+    @abstractmethod
+    def error_groups(self, qid: int, state: int, n: int) -> list[ErrorGroup]:
+        """The queue's messages in *state* grouped by error text, most common first, at
+        most *n* groups. Reads only."""
+
+    @abstractmethod
+    def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
+        """Delete those of *ids* that are in queue *qid* and in *state*, a finished
+        state (DONE, DEAD or CANCELLED: no depth to release); how many. Guarded by the
+        state, so a message redriven meanwhile stays. One transaction."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
-from ..registry import HistoryRow, ProgressRecord, WorkerRecord
+from ..records import MessageRecord
+from ..registry import ErrorGroup, HistoryRow, HistorySums, ProgressRecord, WorkerRecord
 from .connection import Connections
 from .queues import Statements
 
@@ -58,6 +59,45 @@ WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
 ORDER BY minute, qid, task
 """
 SQL_HISTORY_PRUNE = "DELETE FROM {s}.history WHERE minute < %s"
+
+_MESSAGE_COLUMNS = ", ".join(MessageRecord._fields)
+# The dashboard's pages (keyset by id).
+SQL_BROWSE = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages
+WHERE qid = %(qid)s AND state = %(state)s AND id > %(after)s ORDER BY id LIMIT %(n)s
+"""
+SQL_BROWSE_KEY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages
+WHERE qid = %(qid)s AND key = %(key)s AND state = %(state)s AND id > %(after)s
+ORDER BY id LIMIT %(n)s
+"""
+SQL_BROWSE_ERROR = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages
+WHERE qid = %(qid)s AND state = %(state)s AND error IS NOT DISTINCT FROM %(error)s
+  AND id > %(after)s ORDER BY id LIMIT %(n)s
+"""
+SQL_ERROR_GROUPS = """
+SELECT error, count(*) AS n, max(id) FROM {s}.messages WHERE qid = %(qid)s AND state = %(state)s
+GROUP BY error ORDER BY n DESC, error LIMIT %(n)s
+"""
+SQL_DELETE_FINISHED = """
+DELETE FROM {s}.messages WHERE id = ANY(%s::bigint[]) AND qid = %s AND state = %s
+  AND state >= 3 RETURNING 1
+"""
+SQL_HISTORY_SUMS = """
+SELECT minute / %(width)s * %(width)s AS b,
+       sum(CASE WHEN task = '' THEN put ELSE 0 END),
+       sum(CASE WHEN task = '' THEN acked ELSE 0 END),
+       sum(CASE WHEN task <> '' THEN dead ELSE 0 END)
+FROM {s}.history WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
+GROUP BY b ORDER BY b
+"""
+SQL_HISTORY_RUNS = """
+SELECT qid, min(minute), task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
+       sum(run_total), max(run_max), sum(le_10ms), sum(le_100ms), sum(le_1s), sum(le_10s),
+       sum(le_60s)
+FROM {s}.history WHERE minute >= %(since)s AND task <> '' GROUP BY qid, task ORDER BY qid, task
+"""
 
 
 def _merged(rows: Sequence[HistoryRow]) -> list[HistoryRow]:
@@ -130,3 +170,38 @@ class OperatingVerbs:
     def prune_history(self, before_minute: int) -> int:
         return len(self.conns.statement(self._operating_sql.history_prune + " RETURNING 1",
                                         (before_minute,)))
+
+    def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
+               error: str | None = None) -> list[MessageRecord]:
+        params: dict[str, object] = {"qid": qid, "state": int(state), "after": after, "n": n}
+        if key is not None:
+            sql, params["key"] = self._operating_sql.browse_key, key
+        elif error is not None:
+            sql, params["error"] = self._operating_sql.browse_error, error
+        else:
+            sql = self._operating_sql.browse
+        return [MessageRecord._make(r) for r in self.conns.statement(sql, params, prepare=False)]
+
+    def error_groups(self, qid: int, state: int, n: int) -> list[ErrorGroup]:
+        rows = self.conns.statement(self._operating_sql.error_groups,
+                                    {"qid": qid, "state": int(state), "n": n}, prepare=False)
+        return [ErrorGroup(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
+        if not ids:
+            return 0
+        return len(self.conns.statement(self._operating_sql.delete_finished,
+                                        ([int(i) for i in ids], qid, int(state))))
+
+    def history_sums(self, since_minute: int, width: int,
+                     qid: int | None = None) -> list[HistorySums]:
+        rows = self.conns.statement(self._operating_sql.history_sums,
+                                    {"since": since_minute, "width": int(width), "qid": qid})
+        return [HistorySums(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def history_runs(self, since_minute: int) -> list[HistoryRow]:
+        rows = self.conns.statement(self._operating_sql.history_runs, {"since": since_minute})
+        # sum() of bigint is numeric in PostgreSQL: back to int and float here.
+        return [HistoryRow._make([int(r[0]), int(r[1]), r[2], *(int(v) for v in r[3:8]),
+                                  float(r[8]), float(r[9]), *(int(v) for v in r[10:])])
+                for r in rows]

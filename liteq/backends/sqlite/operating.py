@@ -5,15 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..registry import HistoryRow, ProgressRecord, WorkerRecord
+from ..records import MessageRecord
+from ..registry import ErrorGroup, HistoryRow, HistorySums, ProgressRecord, WorkerRecord
 from .base import StoreBase
 from .opsql import (
+    BROWSE_SORT_MAX,
+    SQL_BROWSE,
+    SQL_BROWSE_ERROR,
+    SQL_BROWSE_ERROR_WALK,
+    SQL_BROWSE_FINISHED,
+    SQL_BROWSE_KEY,
+    SQL_BROWSE_KEY_FINISHED,
+    SQL_BROWSE_KEY_WALK,
+    SQL_BROWSE_WALK,
+    SQL_DELETE_FINISHED,
+    SQL_ERROR_GROUPS,
     SQL_HISTORY,
     SQL_HISTORY_ADD,
     SQL_HISTORY_PRUNE,
+    SQL_HISTORY_RUNS,
+    SQL_HISTORY_SUMS,
     SQL_PROGRESS_GET,
     SQL_PROGRESS_PRUNE,
     SQL_PROGRESS_SET,
+    SQL_STATE_ROWS_UPTO_FINISHED,
+    SQL_STATE_ROWS_UPTO_UNFINISHED,
     SQL_WORKER_REMOVE,
     SQL_WORKER_SAVE,
     SQL_WORKERS,
@@ -75,3 +91,55 @@ class OperatingVerbs(StoreBase):
         with self.write() as cur:
             cur.execute(SQL_HISTORY_PRUNE, (before_minute,))
             return int(cur.connection.changes())
+
+    def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
+               error: str | None = None) -> list[MessageRecord]:
+        finished = state >= 3
+        params: dict[str, object] = {"qid": qid, "state": int(state), "after": after, "n": n}
+        with self.read() as cur:
+            if key is not None and not finished:
+                params["key"] = key
+                sql = SQL_BROWSE_KEY  # msg_key: one probe
+            else:
+                # Sort the state's rows when they are few, else walk the primary key
+                # (see opsql: SORTED and WALK); the count stops at BROWSE_SORT_MAX.
+                upto = SQL_STATE_ROWS_UPTO_FINISHED if finished else SQL_STATE_ROWS_UPTO_UNFINISHED
+                rows = cur.execute(upto, {"qid": qid, "state": int(state),
+                                          "cap": BROWSE_SORT_MAX}).fetchall()
+                walk = rows[0][0] >= BROWSE_SORT_MAX
+                if key is not None:
+                    params["key"] = key
+                    sql = SQL_BROWSE_KEY_WALK if walk else SQL_BROWSE_KEY_FINISHED
+                elif error is not None:
+                    params["error"] = error
+                    sql = SQL_BROWSE_ERROR_WALK if walk or not finished else SQL_BROWSE_ERROR
+                elif walk:
+                    sql = SQL_BROWSE_WALK
+                else:
+                    sql = SQL_BROWSE_FINISHED if finished else SQL_BROWSE
+            return [MessageRecord._make(r) for r in cur.execute(sql, params).fetchall()]
+
+    def error_groups(self, qid: int, state: int, n: int) -> list[ErrorGroup]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_ERROR_GROUPS, {"qid": qid, "state": int(state), "n": n})
+            return [ErrorGroup._make(r) for r in rows.fetchall()]
+
+    def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
+        if not ids:
+            return 0
+        sql = SQL_DELETE_FINISHED.replace("{marks}", ",".join("?" * len(ids)))
+        with self.write() as cur:
+            cur.execute(sql, (*ids, qid, int(state)))
+            return int(cur.connection.changes())
+
+    def history_sums(self, since_minute: int, width: int,
+                     qid: int | None = None) -> list[HistorySums]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_HISTORY_SUMS, {"since": since_minute, "width": int(width),
+                                                  "qid": qid}).fetchall()
+        return [HistorySums._make(r) for r in rows]
+
+    def history_runs(self, since_minute: int) -> list[HistoryRow]:
+        with self.read() as cur:
+            rows = cur.execute(SQL_HISTORY_RUNS, {"since": since_minute}).fetchall()
+        return [HistoryRow._make(r) for r in rows]

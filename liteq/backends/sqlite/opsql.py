@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+from ..records import MessageRecord
 from ..registry import HistoryRow, WorkerRecord
 
 _WORKER_COLUMNS = ", ".join(WorkerRecord._fields)
 _HISTORY_COLUMNS = ", ".join(HistoryRow._fields)
+#: A message's columns, in :class:`MessageRecord`'s order.
+MESSAGE_COLUMNS = ", ".join(MessageRecord._fields)
 _ADDED = ("put", "acked", "failed", "dead", "runs", "run_total", "le_10ms", "le_100ms",
           "le_1s", "le_10s", "le_60s")
 
@@ -35,3 +38,55 @@ ON CONFLICT (minute, qid, task) DO UPDATE SET
 SQL_HISTORY = (f"SELECT {_HISTORY_COLUMNS} FROM history WHERE minute >= ? "
                f"AND (? IS NULL OR qid = ?) ORDER BY minute, qid, task")
 SQL_HISTORY_PRUNE = "DELETE FROM history WHERE minute < ?"
+
+# The dashboard's pages (keyset by id), two ways to the same rows. SORTED reads the
+# state's partial index for the queue and sorts by id: its cost grows with the rows in
+# that state (a finished state needs the literal ``state >= 3`` for msg_finished to
+# apply). WALK follows the primary key from ``after`` and filters (the ``+`` keeps the
+# planner off the partial indexes): its cost grows with the rows it steps over, small
+# when the state is common. The engine counts up to BROWSE_SORT_MAX rows to choose.
+# ``{filter}`` is "", a key or an error condition.
+BROWSE_SORT_MAX = 200_000
+_BROWSE_SORTED = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state "
+                  "{finished} AND id > :after {filter} ORDER BY id LIMIT :n")
+_BROWSE_WALK = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE +qid = :qid AND +state = :state "
+                "AND id > :after {filter} ORDER BY id LIMIT :n")
+_KEY = "AND key = :key"
+_ERROR = "AND error IS :error"
+SQL_BROWSE = _BROWSE_SORTED.format(finished="", filter="")
+SQL_BROWSE_FINISHED = _BROWSE_SORTED.format(finished="AND state >= 3", filter="")
+SQL_BROWSE_WALK = _BROWSE_WALK.format(filter="")
+SQL_BROWSE_KEY_FINISHED = _BROWSE_SORTED.format(finished="AND state >= 3", filter=_KEY)
+SQL_BROWSE_KEY_WALK = _BROWSE_WALK.format(filter=_KEY)
+SQL_BROWSE_ERROR = _BROWSE_SORTED.format(finished="AND state >= 3", filter=_ERROR)
+SQL_BROWSE_ERROR_WALK = _BROWSE_WALK.format(filter=_ERROR)
+# An unfinished message's key is in msg_key (whose condition is ``state < 3``).
+SQL_BROWSE_KEY = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND key = :key "
+                  "AND state < 3 AND state = :state AND id > :after ORDER BY id LIMIT :n")
+SQL_STATE_ROWS_UPTO = ("SELECT count(*) FROM (SELECT 1 FROM messages WHERE qid = :qid "
+                       "AND state = :state {finished} LIMIT :cap)")
+SQL_STATE_ROWS_UPTO_UNFINISHED = SQL_STATE_ROWS_UPTO.format(finished="")
+SQL_STATE_ROWS_UPTO_FINISHED = SQL_STATE_ROWS_UPTO.format(finished="AND state >= 3")
+SQL_ERROR_GROUPS = """
+SELECT error, count(*) AS n, max(id) FROM messages
+WHERE qid = :qid AND state = :state AND state >= 3
+GROUP BY error ORDER BY n DESC, error LIMIT :n
+"""
+SQL_DELETE_FINISHED = ("DELETE FROM messages WHERE id IN ({marks}) AND qid = ? AND state = ? "
+                       "AND state >= 3")
+# Charts: a queue's own put/ack counts (task '') and its jobs' deaths, per bucket.
+SQL_HISTORY_SUMS = """
+SELECT minute / :width * :width AS b,
+       sum(CASE WHEN task = '' THEN put ELSE 0 END),
+       sum(CASE WHEN task = '' THEN acked ELSE 0 END),
+       sum(CASE WHEN task <> '' THEN dead ELSE 0 END)
+FROM history WHERE minute >= :since AND (:qid IS NULL OR qid = :qid)
+GROUP BY b ORDER BY b
+"""
+# The run-time histogram: each (queue, task)'s rows summed over the window.
+SQL_HISTORY_RUNS = """
+SELECT qid, min(minute), task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
+       sum(run_total), max(run_max), sum(le_10ms), sum(le_100ms), sum(le_1s), sum(le_10s),
+       sum(le_60s)
+FROM history WHERE minute >= :since AND task <> '' GROUP BY qid, task ORDER BY qid, task
+"""
