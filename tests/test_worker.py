@@ -468,13 +468,16 @@ def test_idle_consumers_do_not_take_the_write_lock_for_other_queues_commits(db_p
 
 
 def test_heartbeats_keep_a_task_longer_than_its_lease_from_running_twice(db) -> None:
-    db.queue("default", lease=0.3)
+    # Two and a half leases long. A heartbeat every third of the lease leaves two thirds
+    # of it for one to get through: 0.67 s (a 0.3 s lease left 0.2 s, which a loaded
+    # machine's PostgreSQL round trip sometimes missed).
+    db.queue("default", lease=1.0)
     runs = []
 
     @db.task(store_result=True)
     def long() -> int:
         runs.append(1)
-        time.sleep(1.0)
+        time.sleep(2.5)
         return len(runs)
 
     job = long.delay()
