@@ -23,7 +23,6 @@ next token.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,10 +42,13 @@ SQL_QUEUE_LIMITS = """
 SELECT paused, limited, rate_limit, rate_burst, tokens, refilled_at FROM {s}.queues WHERE id = %s
 """
 SQL_QUEUE_TAKE = "UPDATE {s}.queues SET tokens = %(tokens)s, refilled_at = %(now)s WHERE id = %(qid)s"
+# A claimed message takes a token from its flow's bucket; no row: the bucket ran dry
+# within this claim (the message stays ready).
 SQL_FLOW_TAKE = """
 UPDATE {s}.flows SET tokens = least(burst, tokens + (%(now)s - refilled_at) * rate) - 1,
     refilled_at = %(now)s
-WHERE id = %(flow)s AND rate IS NOT NULL
+WHERE id = %(flow)s AND least(burst, tokens + (%(now)s - refilled_at) * rate) >= 1
+RETURNING id
 """
 SQL_FLOW_NEXT_TOKEN = f"""
 SELECT min((1 - {FLOW_TOKENS}) / f.rate) FROM {{s}}.flows f
@@ -113,6 +115,10 @@ class FlowVerbs(Backend):
     held: dict[int, float]
     #: The task limits this process wrote (once each).
     flows_written: set[FlowSpec]
+    #: Queues this process saw with limits (their claims go straight to claim_limited).
+    limited_queues: set[int]
+    # From MessageVerbs: the engine's statements (SQL_LIMITED_SELECT, SQL_LIMITED_LEASE).
+    ms: Any
 
     def _q(self, sql: str) -> str:
         return qualify(sql, self.schema)
@@ -144,41 +150,48 @@ class FlowVerbs(Backend):
         cur.execute(self._q(SQL_TARGET_LIMITED), (target, ids))
 
     def claim_limited(self, qid: int, n: int, lease: float,
-                      pick: str) -> tuple[list[tuple[Any, ...]], float] | None:
-        """After the plain claim found nothing: up to *n* messages of queue *qid* that
-        no limit holds back, in queue order, with their lease deadline; None if the
-        queue has no limits. *pick* is SQL_LIMITED_CLAIM (messages.py)."""
-        found = self.conns.statement(self._q(SQL_QUEUE_LIMITS), (qid,))
-        if not found or found[0][0] or not (found[0][1] or found[0][2] is not None):
-            return None
+                      known: bool = False) -> tuple[list[tuple[Any, ...]], float] | None:
+        """After the plain claim found nothing (or straight away for a queue *known* to
+        have limits): up to *n* messages of queue *qid* that no limit holds back, in
+        queue order, with their lease deadline; None if the queue has no limits or is
+        paused (the plain claim's answer stands)."""
+        if not known:  # a look without the lock first: most empty queues have no limits
+            found = self.conns.statement(self._q(SQL_QUEUE_LIMITS), (qid,))
+            if not found or found[0][0] or not (found[0][1] or found[0][2] is not None):
+                return None
         with self.conns.tx() as cur:
             cur.execute(SQL_FLOW_LOCK, (self.schema,))
             now = self.clock()  # after the lock: waiting for it must not shorten the lease
             until = now + lease
             cur.execute(self._q(SQL_QUEUE_LIMITS), (qid,))
-            paused, _, rate, burst, tokens, refilled_at = cur.fetchall()[0]
-            if paused:
-                return [], until
-            have = math.inf
+            found = cur.fetchall()
+            if not found:
+                return None
+            paused, limited, rate, burst, tokens, refilled_at = found[0]
+            if paused or not (limited or rate is not None):
+                return None
+            budget, have = n, float(n)
             if rate is not None:
                 have = bucket(rate, burst, tokens, refilled_at, now)
                 if have < 1:
                     self.held[qid] = now + (1 - have) / rate
                     return [], until
-            rows: list[tuple[Any, ...]] = []
-            params = {"qid": qid, "now": now, "until": until}
-            while len(rows) < min(n, have):
-                cur.execute(pick, params, prepare=False)
-                got = cur.fetchall()
-                if not got:
-                    break
-                *row, flow, capped = got[0]
-                rows.append(tuple(row))
-                if flow is not None:
+                budget = min(n, int(have))
+            cur.execute(self.ms.limited_select, {"qid": qid, "n": budget, "now": now},
+                        prepare=False)
+            ids: list[int] = []
+            for mid, flow, capped, rated in cur.fetchall():
+                if rated:
                     cur.execute(self._q(SQL_FLOW_TAKE), {"flow": flow, "now": now})
+                    if not cur.fetchall():
+                        continue  # its bucket ran dry within this claim
+                ids.append(mid)
                 if capped:
                     break  # one capped job per claim, as on SQLite (sqlite/flow.py)
-            if rows:
+            if ids:
+                cur.execute(self.ms.limited_lease, {"ids": ids, "until": until},
+                            prepare=False)
+                rows = [tuple(r) for r in cur.fetchall()]
                 self.held.pop(qid, None)
                 if rate is not None:
                     cur.execute(self._q(SQL_QUEUE_TAKE),

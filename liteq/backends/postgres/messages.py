@@ -82,29 +82,31 @@ WHERE m.id = (
 ) AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
-# The first ready message in queue order that no task limit holds back (its flow's
-# unexpired leases of its key fewer than the cap, a token in its flow's bucket), taken
-# as SQL_CLAIM_ONE takes one; its flow and whether that has a cap come back last
-# (flow.py: one capped job per claim). Runs under the flow lock
-# (flow.py), so the count cannot race another limited claim.
-SQL_LIMITED_CLAIM = f"""
+# The ready messages in queue order that no task limit holds back (at most n; their
+# flow's unexpired leases of their key fewer than the cap, a token in their flow's
+# bucket), locked SKIP LOCKED, with their flow and whether it has a cap and a rate.
+# Runs under the flow lock (flow.py), so the counts cannot race another limited claim;
+# flow.py takes them in order (a token each, stopping after the first capped one) and
+# leases them with SQL_LIMITED_LEASE.
+SQL_LIMITED_SELECT = f"""
+SELECT c.id, c.flow, f.max_concurrency IS NOT NULL, f.rate IS NOT NULL
+FROM {{s}}.messages c LEFT JOIN {{s}}.flows f ON f.id = c.flow
+WHERE c.qid = %(qid)s AND c.state = {READY}
+  AND (f.id IS NULL OR (
+    (f.max_concurrency IS NULL OR (
+       SELECT count(*) FROM {{s}}.messages r
+       WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = {LEASED}
+         AND r.lease_until > %(now)s) < f.max_concurrency)
+    AND (f.rate IS NULL OR {FLOW_TOKENS} >= 1)))
+ORDER BY c.priority DESC, c.rank NULLS FIRST, c.run_at, c.id LIMIT %(n)s
+FOR UPDATE OF c SKIP LOCKED
+"""
+SQL_LIMITED_LEASE = f"""
+WITH t AS (SELECT nextval('{{s}}.lease_token') AS token)
 UPDATE {{s}}.messages m
-SET state = {LEASED}, token = nextval('{{s}}.lease_token'), attempts = m.attempts + 1,
-    lease_until = %(until)s
-WHERE m.id = (
-  SELECT c.id FROM {{s}}.messages c
-  WHERE c.qid = %(qid)s AND c.state = {READY}
-    AND (c.flow IS NULL OR coalesce((
-      SELECT (f.max_concurrency IS NULL OR (
-                SELECT count(*) FROM {{s}}.messages r
-                WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = {LEASED}
-                  AND r.lease_until > %(now)s) < f.max_concurrency)
-         AND (f.rate IS NULL OR {FLOW_TOKENS} >= 1)
-      FROM {{s}}.flows f WHERE f.id = c.flow), true))
-  ORDER BY {QUEUE_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED
-) AND m.state = {READY}
-RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}, m.flow,
-  (SELECT max_concurrency IS NOT NULL FROM {{s}}.flows WHERE id = m.flow)
+SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = %(until)s
+FROM t WHERE m.id = ANY(%(ids)s) AND m.state = {READY}
+RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
 # Maintenance's common case in one statement: promote the due delayed rows (locked
 # SKIP LOCKED, at most :most) and say whether any lease has run out. Only then does
@@ -249,6 +251,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         self._behind: set[int] = set()
         self.held = {}
         self.flows_written = set()
+        self.limited_queues = set()
 
     # -- claim and maintenance --------------------------------------------------------
 
@@ -261,6 +264,16 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         else:
             maintained = False
         until = now + lease
+        if qid in self.limited_queues:  # seen with limits: straight to the limited claim
+            limited = self.claim_limited(qid, n, lease, known=True)
+            if limited is not None:
+                rows, until = limited
+                if not rows and not maintained:
+                    self._maintained[qid] = now
+                    if self._maintain(qid, now):
+                        rows, until = self.claim_limited(qid, n, lease, known=True) or ([], until)
+                return sorted(rows, key=_claim_order) if len(rows) > 1 else rows, until
+            self.limited_queues.discard(qid)  # its limits are gone, or it is paused
         rows = self._take(qid, n, until)
         if len(rows) < n and not maintained:
             self._maintained[qid] = now
@@ -269,9 +282,10 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                 rows = rows + more if rows else more
         if not rows:
             # The plain statements take nothing from a queue with limits.
-            limited = self.claim_limited(qid, n, lease, self.ms.limited_claim)
+            limited = self.claim_limited(qid, n, lease)
             if limited is not None:
-                return limited
+                rows, until = limited
+                self.limited_queues.add(qid)
         if len(rows) > 1:
             rows.sort(key=_claim_order)
         return rows, until

@@ -20,14 +20,12 @@ includes it, so waiting consumers sleep instead of taking the write lock in vain
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ...flow import FlowSpec
 from .base import StoreBase
 from .sql import (
-    SQL_CLAIM_ONE,
     SQL_FLOW_INSERT,
     SQL_FLOW_MARK,
     SQL_FLOW_NEXT_TOKEN,
@@ -35,11 +33,12 @@ from .sql import (
     SQL_FLOW_UPDATE,
     SQL_FLOWS,
     SQL_LIMIT_STATS,
-    SQL_LIMITED_PICK,
+    SQL_LIMITED_SELECT,
     SQL_QUEUE_LIMITED,
     SQL_QUEUE_LIMITS,
     SQL_QUEUE_TAKE,
     SQL_SET_PAUSED,
+    sql_claim_ids,
 )
 
 __all__ = ["FlowVerbs", "bucket"]
@@ -84,33 +83,37 @@ class FlowVerbs(StoreBase):
                 cur.execute(SQL_FLOW_MARK, {"name": spec.name, "key": key or "", "id": mid})
             cur.execute(SQL_QUEUE_LIMITED, (qid,))
 
-    def claim_limited(self, cur: Any, qid: int, n: int, now: float,
-                      until: float) -> list[Any] | None:
-        """Inside a claim's transaction, after its plain statements found nothing: up
-        to *n* messages that no limit holds back, in queue order; None if the queue
-        has no limits (nothing more to claim)."""
+    def claim_limited(self, cur: Any, qid: int, n: int, now: float, until: float,
+                      token: int) -> list[Any] | None:
+        """Inside a claim's transaction (*now* read after BEGIN IMMEDIATE): up to *n*
+        messages of queue *qid* that no limit holds back, in queue order, leased until
+        *until* with *token*; None if the queue has no limits (or is paused: the plain
+        claim's answer stands)."""
         paused, limited, rate, burst, tokens, refilled_at = \
             cur.execute(SQL_QUEUE_LIMITS, (qid,)).fetchall()[0]
         if paused or not (limited or rate is not None):
             return None
-        have = math.inf
+        budget, have = n, float(n)
         if rate is not None:
             have = bucket(rate, burst, tokens, refilled_at, now)
             if have < 1:
                 self.held[qid] = now + (1 - have) / rate
                 return []
+            budget = min(n, int(have))
+        found = cur.execute(SQL_LIMITED_SELECT, {"qid": qid, "n": budget, "now": now,
+                                                 "token": token}).fetchall()
         rows: list[Any] = []
-        pick = {"qid": qid, "now": now}
-        while len(rows) < min(n, have):
-            found = cur.execute(SQL_LIMITED_PICK, pick).fetchall()
-            if not found:
-                break
-            mid, capped = found[0]
-            rows.extend(cur.execute(SQL_CLAIM_ONE, (mid, until)).fetchall())
-            cur.execute(SQL_FLOW_TAKE, {"id": mid, "now": now})
+        changes = cur.connection.changes
+        for *row, flow, capped, rated in found:
+            if rated:
+                cur.execute(SQL_FLOW_TAKE, {"flow": flow, "now": now})
+                if not changes():
+                    continue  # its bucket ran dry within this claim
+            rows.append(tuple(row))
             if capped:
-                break  # one capped job per claim: see ONE_CAPPED
+                break  # ONE_CAPPED
         if rows:
+            cur.execute(sql_claim_ids(len(rows)), (token, until, *[r[0] for r in rows]))
             self.held.pop(qid, None)
             if rate is not None:
                 cur.execute(SQL_QUEUE_TAKE, {"qid": qid, "tokens": have - len(rows), "now": now})

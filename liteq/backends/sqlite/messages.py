@@ -68,6 +68,8 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         # On the store's clock (injectable), so a test that moves time sees expiry at
         # once; a clock stepping backwards also triggers maintenance.
         maintained = 0 <= self.clock() - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY
+        if qid in self.limited_queues:
+            return self._claim_with_limits(qid, n, lease, maintained)
         if n == 1 and maintained:
             # The common claim in one statement (SQL_CLAIM_NEXT): the deadline is read
             # inside it, after the write lock was granted.
@@ -101,7 +103,31 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                             rows = rows or more
             if not rows:
                 # The plain statements take nothing from a queue with limits.
-                rows = self.claim_limited(cur, qid, n, now, until) or rows
+                limited = self.claim_limited(cur, qid, n, now, until, params["token"])
+                if limited is not None:
+                    self.limited_queues.add(qid)
+                    rows = limited
+        return rows, until
+
+    def _claim_with_limits(self, qid: int, n: int, lease: float,
+                           maintained: bool) -> tuple[list[tuple[Any, ...]], float]:
+        """claim() on a queue this process saw with limits: straight to the limited
+        claim, maintained as a plain claim is (every MAINTAIN_EVERY, and when short)."""
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            until = now + lease
+            token = _new_token()
+            if not maintained:
+                self._maintained[qid] = now
+                self._maintain(cur, qid, now)
+            rows = self.claim_limited(cur, qid, n, now, until, token)
+            if rows is None:  # its limits are gone (a rate limit removed), or it is paused
+                self.limited_queues.discard(qid)
+                rows = self._claim_rows(cur, {"qid": qid, "n": n, "token": token}, until)
+            elif not rows and maintained:
+                self._maintained[qid] = now
+                if self._maintain(cur, qid, now):
+                    rows = self.claim_limited(cur, qid, n, now, until, token) or []
         return rows, until
 
     def _claim_rows(self, cur: Any, params: dict[str, Any], until: float) -> list[Any]:

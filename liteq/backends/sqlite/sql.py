@@ -470,30 +470,35 @@ SQL_QUEUE_LIMITS = """
 SELECT paused, limited, rate_limit, rate_burst, tokens, refilled_at FROM queues WHERE id = ?
 """
 SQL_QUEUE_TAKE = "UPDATE queues SET tokens = :tokens, refilled_at = :now WHERE id = :qid"
-# The first ready message in queue order that no limit holds back: no task limits,
-# or its flow's cap not reached (its key's leases still running, counted through
-# msg_flow_leased: an expired lease holds no slot) and a token in its flow's bucket.
-# A message held back is skipped, not claimed, so one capped key never blocks the
-# others behind it. A flow row missing (a copy in progress) holds nothing back. The
-# second column says whether the job is under a cap (flow.py: one such job per claim).
-SQL_LIMITED_PICK = f"""
-SELECT m.id, (SELECT max_concurrency IS NOT NULL FROM flows WHERE id = m.flow)
-FROM messages AS m
+# The ready messages in queue order that no limit holds back (at most :n): no task
+# limits, or their flow's cap not reached (its key's leases still running, counted
+# through msg_flow_leased: an expired lease holds no slot) and a token in their flow's
+# bucket, as the claim's transaction began. A message held back is skipped, not
+# claimed, so one capped key never blocks the others behind it; a flow row missing (a
+# copy in progress) holds nothing back. Selected with the columns a claim returns
+# (as SQL_CLAIM_SELECT), then each one's flow, whether that has a cap and a rate:
+# flow.py takes them in order, a token at a time (SQL_FLOW_TAKE), and stops after
+# the first capped one, then leases them by id (sql_claim_ids).
+SQL_LIMITED_SELECT = f"""
+SELECT m.id, :token, m.attempts + 1, m.payload, m.headers, m.priority, m.run_at,
+       m.enqueued_at, m.key, m.rank, m.error, m.origin, m.flow,
+       f.max_concurrency IS NOT NULL, f.rate IS NOT NULL
+FROM messages AS m LEFT JOIN flows AS f ON f.id = m.flow
 WHERE m.qid = +:qid AND m.state = {READY}
-  AND (m.flow IS NULL OR coalesce((
-    SELECT (f.max_concurrency IS NULL OR (
-              SELECT count(*) FROM messages AS r
-              WHERE r.flow = m.flow AND r.flow_key = m.flow_key AND r.state = {LEASED}
-                AND r.lease_until > +:now) < f.max_concurrency)
-       AND (f.rate IS NULL OR {_FLOW_TOKENS} >= 1)
-    FROM flows AS f WHERE f.id = m.flow), 1))
-ORDER BY m.priority DESC, m.rank, m.run_at, m.id LIMIT 1
+  AND (f.id IS NULL OR (
+    (f.max_concurrency IS NULL OR (
+       SELECT count(*) FROM messages AS r
+       WHERE r.flow = m.flow AND r.flow_key = m.flow_key AND r.state = {LEASED}
+         AND r.lease_until > +:now) < f.max_concurrency)
+    AND (f.rate IS NULL OR {_FLOW_TOKENS} >= 1)))
+ORDER BY m.priority DESC, m.rank, m.run_at, m.id LIMIT +:n
 """
-# A claimed message takes a token from its flow's bucket (if the flow has a rate).
+# A claimed message takes a token from its flow's bucket; no row changed: the bucket
+# ran dry within this claim (the message stays ready).
 SQL_FLOW_TAKE = """
 UPDATE flows SET tokens = min(burst, tokens + (+:now - refilled_at) * rate) - 1,
     refilled_at = :now
-WHERE id = (SELECT flow FROM messages WHERE id = +:id) AND rate IS NOT NULL
+WHERE id = +:flow AND min(burst, tokens + (+:now - refilled_at) * rate) >= 1
 """
 # Seconds until the first empty bucket of a flow holds a token again (NULL: none empty).
 SQL_FLOW_NEXT_TOKEN = f"""
