@@ -194,6 +194,33 @@ def test_a_dead_lettered_job_keeps_its_limits_in_its_new_queue(db) -> None:
     assert later.get() is not None
 
 
+# -- unique until done -------------------------------------------------------------------
+
+def test_a_dedup_key_holds_while_its_job_waits_runs_or_waits_to_retry_and_frees_when_done(
+    db,
+) -> None:
+    # issue 19's unique="until_done" is what a key already does: see DESIGN-NOTES.
+    @db.task(name="once", queue="work")
+    def once(n: int) -> None: ...
+
+    first = once.enqueue([1], key="report")
+    assert once.enqueue([2], key="report").id == first.id  # queued
+    q = db.queue("work")
+    running = q.get()
+    assert running is not None and running.id == first.id
+    assert once.enqueue([3], key="report").id == first.id  # running
+    running.nack(delay=60)
+    assert [m.id for m in q.peek(5, state="delayed")] == [first.id]
+    assert once.enqueue([4], key="report").id == first.id  # waiting to retry
+    assert first.cancel()
+    second = once.enqueue([5], key="report")  # finished (cancelled): the key is free
+    assert second.id != first.id
+    running = q.get()
+    assert running is not None and running.id == second.id
+    running.ack()
+    assert once.enqueue([6], key="report").id not in (first.id, second.id)  # done
+
+
 # -- bad input -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("options", "says"), [
