@@ -6,6 +6,7 @@ runs out; an empty bucket tells waiting consumers when its next token is due."""
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import time
@@ -20,6 +21,10 @@ from workerapp_tools import PATIENCE, start_worker, stop, wait_until
 import liteq
 
 pytestmark = pytest.mark.every_engine
+
+#: The most a claimed job waits for its worker thread to start it (s), on a loaded
+#: 2-core machine: the full suite once saw 56 starts in a second at 50/s burst 5.
+START_LAG = 0.05
 
 
 def _register(db: liteq.Database) -> dict[str, Any]:
@@ -428,8 +433,12 @@ def test_a_rate_of_50_per_second_holds_across_4_worker_processes_of_4_threads(
             stop(w)
     seen = [t for t in starts() if t < first + 10]
     burst = 5  # "50/s": a tenth of a second's tokens
+    # The bucket limits claims; a job starts a little after its claim (its worker
+    # thread's turn, the jobs before it in the same claim), so a second of starts holds
+    # the claims of a second and that lag: at most LAG more seconds' worth of tokens.
+    lag = math.ceil(50 * START_LAG)
     busiest = max(sum(1 for u in seen if t <= u < t + 1) for t in seen)
-    assert busiest <= 50 + burst, busiest
+    assert busiest <= 50 + burst + lag, busiest
     assert 45 <= len(seen) / 10 <= 55, len(seen) / 10
 
 
