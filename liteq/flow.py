@@ -8,7 +8,7 @@ cap** (``max_concurrency=N``) allows at most N jobs of a task under a lease at o
 across every worker; with a concurrency key, N per key.
 
 Both are enforced by the engines inside the claim's transaction
-(``liteq/backends/*/limits.py``); this module only parses and checks what users give.
+(``liteq/backends/*/flow.py``); this module only parses and checks what users give.
 A leaf module (errors and validation only), so that options, tasks and the CLI can read it.
 """
 

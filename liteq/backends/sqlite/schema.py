@@ -223,7 +223,7 @@ CREATE TABLE history (
 # concurrency key (``flow_key``, '' when the cap is task-wide). A queue's own rate limit
 # and bucket are columns of its row. ``limited`` marks a queue that ever received a
 # limited job: the claim statements of other queues stay as they were (see
-# limits.py). ``msg_flow_leased`` counts a key's leased jobs without reading others.
+# flow.py). ``msg_flow_leased`` counts a key's leased jobs without reading others.
 _V_FLOW2 = """
 CREATE TABLE flows (
     id              INTEGER PRIMARY KEY,
