@@ -24,6 +24,7 @@ from .cli_base import (
     open_db,
 )
 from .cli_output import Column, Output, fmt_age, message_rows, output_options, plural
+from .flow import rate_limit
 from .options import QUEUE_OPTIONS
 from .queue import Queue
 
@@ -125,8 +126,23 @@ def _purge(queue: str, state: str | None, yes: bool, out: Output) -> None:
 
 # -- queues ----------------------------------------------------------------------------
 
+class RateLimitType(click.ParamType):
+    """``100/s``, ``30/m``, ``500/h``, ``100/s burst 10``, or ``none`` (no limit)."""
+
+    name = "rate|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or str(value).lower() == "none":
+            return None
+        try:
+            return rate_limit(value, "--rate-limit")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 #: The click type of each queue option that is a CLI option (see liteq.options).
 CLI_TYPES: dict[str, Any] = {
+    "rate_limit": RateLimitType(),
     "max_depth": MAX_DEPTH,
     "lease": POSITIVE_DURATION,
     "max_attempts": POSITIVE_INT,
@@ -162,12 +178,14 @@ SHOWN: dict[str, Any] = {
     "dead_letter": lambda v: v or "none (dead messages stay here)",
     "retention": lambda v: fmt_age(v) if v else "0 (delete on ack)",
     "backoff": lambda b: f"{b.base:g}s x{b.factor:g} up to {b.max:g}s, jitter {b.jitter:g}",
+    "rate_limit": lambda v: "none" if v is None else f"{v} (claims, across all workers)",
 }
 
 
 def _show_config(q: Queue, out: Output) -> None:
     cfg = q.refresh()
     data = asdict(cfg)
+    data["rate_limit"] = None if cfg.rate_limit is None else str(cfg.rate_limit)
     fields = [("queue", cfg.name)] + [
         (o.name, SHOWN[o.name](getattr(cfg, o.name))) for o in QUEUE_OPTIONS if o.name in SHOWN]
     if cfg.topic:

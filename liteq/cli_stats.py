@@ -29,8 +29,10 @@ from .cli_output import (
 )
 from .database import Database
 from .errors import LiteqError
+from .flow import RateLimit
 
-__all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS", "PAUSED_COLUMN", "with_paused"]
+__all__ = ["stats", "sample", "STATS_COLUMNS", "RATE_COLUMNS", "PAUSED_COLUMN", "with_paused",
+           "LIMIT_COLUMNS", "limit_rows"]
 
 STATS_COLUMNS = [
     Column("queue"),
@@ -50,9 +52,41 @@ RATE_COLUMNS = [
 PAUSED_COLUMN = Column("paused", fmt=lambda v: "paused" if v else "-")
 
 
+#: Shown only when a listed queue has limits (issue 19): its own rate limit, the leased
+#: jobs under a task's limits (slots in use) and the ready ones a limit holds back.
+LIMIT_COLUMNS = [
+    Column("rate_limit", "RATE LIMIT", fmt=lambda v: v or "-"),
+    Column("limited_running", "SLOTS", numeric=True),
+    Column("held", "HELD", numeric=True),
+]
+#: ``liteq stats --limits``: every task's stored limits.
+TASK_LIMIT_COLUMNS = [
+    Column("task"),
+    Column("max_concurrency", "CAP", fmt=lambda v: "-" if v is None else str(v)),
+    Column("rate_limit", "RATE LIMIT", fmt=lambda v: v or "-"),
+    Column("running", numeric=True),
+    Column("tokens", fmt=lambda v: "-" if v is None else f"{v:.1f}", numeric=True),
+]
+
+
 def with_paused(columns: list[Column], rows: Sequence[dict[str, Any]]) -> list[Column]:
-    """*columns*, plus the PAUSED column when one of *rows* is a paused queue."""
+    """*columns*, plus the limit columns when one of *rows* has limits, and the PAUSED
+    column when one is a paused queue."""
+    if any(r.get("rate_limit") or r.get("limited_running") or r.get("held") for r in rows):
+        columns = columns + LIMIT_COLUMNS
     return columns + [PAUSED_COLUMN] if any(r.get("paused") for r in rows) else columns
+
+
+def limit_rows(db: Database) -> list[dict[str, Any]]:
+    """Every task's stored limits (``liteq stats --limits``): its cap (per concurrency
+    key when its jobs carry one), rate limit, jobs running under it and bucket tokens."""
+    rows = []
+    for name, cap, rate, burst, tokens, running in db.backend.flows():
+        limit = RateLimit.from_columns(rate, burst)
+        rows.append({"task": name, "max_concurrency": cap,
+                     "rate_limit": None if limit is None else str(limit),
+                     "running": running, "tokens": None if limit is None else tokens})
+    return rows
 
 
 def sample(db: Database, names: Sequence[str] | None = None,
@@ -96,29 +130,39 @@ def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                    "sample twice this far apart to show rates.")
 @click.option("--count", "-c", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --watch, stop after N refreshes.")
+@click.option("--limits", is_flag=True,
+              help="Show every task's limits instead: cap, rate limit, jobs running, tokens.")
 @output_options(rows=True)
 def stats(queues: tuple[str, ...], watch: bool, interval: float | None, count: int | None,
-          out: Output) -> None:
+          limits: bool, out: Output) -> None:
     """Show counts per queue.
 
     For each queue (or the QUEUES given): ready, delayed, leased, dead and done
     messages, max_depth, and the age of the oldest ready message (and PAUSED
-    when a queue is paused: see 'liteq queue pause').
+    when a queue is paused: see 'liteq queue pause'). When a queue has limits:
+    its RATE LIMIT, the SLOTS in use (running jobs under a task's limits) and the
+    jobs HELD back by a limit right now; --limits lists each task's limits.
 
     Rates (messages put and acked per
     second) need two samples: use --interval S, or --watch. Expired leases count
     as leased until a consumer's next claim releases them.
 
     In JSON every row has all the counters: cancelled, depth, enqueued_total,
-    acked_total, put_rate, ack_rate and paused too.
+    acked_total, put_rate, ack_rate, paused, rate_limit, limited_running and held too.
 
     \b
     Examples:
       liteq stats
       liteq stats emails --interval 5s --json
       liteq stats --watch --interval 1
+      liteq stats --limits
     """
     db = open_db()
+    if limits:
+        if watch or queues:
+            raise click.UsageError("--limits lists the tasks' limits: give no QUEUES or --watch")
+        out.rows(limit_rows(db), TASK_LIMIT_COLUMNS, empty="no task has limits")
+        return
     names = list(queues) or None
     for name in names or []:
         existing_queue(db, name)

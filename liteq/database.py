@@ -210,6 +210,7 @@ class Database:
         retention: Any = UNSET,
         backoff: Any = UNSET,
         count_depth: Any = UNSET,
+        rate_limit: Any = UNSET,
     ) -> Queue:
         """The queue *name*, created on first use.
 
@@ -217,7 +218,10 @@ class Database:
         options not given keep their stored value, or the default for a new queue:
         ``max_depth=None`` (unbounded), ``lease=30`` s, ``max_attempts=5``,
         ``dead_letter=None`` (dead messages stay in this queue), ``retention=0``
-        (delete on ack), ``backoff=Backoff()``, ``count_depth=False``.
+        (delete on ack), ``backoff=Backoff()``, ``count_depth=False``,
+        ``rate_limit=None`` (no limit) (``"100/s"``, ``"30/m"``, ``"500/h"``, with an
+        optional burst ``"100/s burst 10"``: at most that many claims per period across
+        every worker, see README "Flow control").
 
         Declared options win: an option given here that differs from the stored
         one replaces it (for every process), and a warning on the ``liteq`` logger
@@ -232,7 +236,8 @@ class Database:
         """
         return self._declare(name, True, max_depth=max_depth, lease=lease,
                              max_attempts=max_attempts, dead_letter=dead_letter,
-                             retention=retention, backoff=backoff, count_depth=count_depth)
+                             retention=retention, backoff=backoff, count_depth=count_depth,
+                             rate_limit=rate_limit)
 
     def configure_queue(self, name: str, **options: Any) -> Queue:
         """Set queue *name*'s stored options on purpose (creating it if missing), as

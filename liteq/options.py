@@ -21,6 +21,7 @@ from typing import Any
 
 from .backends.records import QueueRecord
 from .errors import InvalidArgument
+from .flow import RateLimit, rate_limit
 from .validate import UNSET, check_number, check_positive_int, check_seconds, validate_name
 
 __all__ = [
@@ -112,6 +113,12 @@ def _backoff(value: Any) -> dict[str, Any]:
     return {f"backoff_{p}": float(getattr(value, p)) for p in _BACKOFF_PARTS}
 
 
+def _rate_limit(value: Any) -> dict[str, Any]:
+    limit = rate_limit(value)
+    return {"rate_limit": None if limit is None else limit.rate,
+            "rate_burst": None if limit is None else limit.burst}
+
+
 def _column(name: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda cols: cols[name]
 
@@ -147,6 +154,11 @@ QUEUE_OPTIONS: tuple[QueueOption, ...] = (
     QueueOption(
         "count_depth", False, "``count_depth=False``", ("count_depth",), _count_depth,
         lambda cols: bool(cols["count_depth"])),
+    QueueOption(
+        "rate_limit", None, "``rate_limit=None`` (no limit)", ("rate_limit", "rate_burst"),
+        _rate_limit, lambda cols: RateLimit.from_columns(cols["rate_limit"], cols["rate_burst"]),
+        "Most claims per period across all workers: '100/s', '30/m', '500/h', "
+        "'100/s burst 10' ('none': no limit)."),
 )
 
 #: The other columns of a queue's row: a topic subscription's (None for a plain queue).
@@ -200,6 +212,8 @@ class QueueConfig:
     count_depth: bool = False
     #: Paused (``Queue.pause()``): nothing is claimed until ``resume()``.
     paused: bool = False
+    #: Most claims per period (a token bucket in the database); None: no limit.
+    rate_limit: RateLimit | None = None
 
     @classmethod
     def from_record(cls, rec: QueueRecord) -> QueueConfig:

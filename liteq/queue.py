@@ -508,11 +508,15 @@ class Queue:
 
         ``expired_leases`` counts leased messages whose lease has run out (they become
         ready at the next claim); ``enqueued_total``/``acked_total`` are statistics,
-        written to the file about once a second by each process.
+        written to the file about once a second by each process. Flow control
+        (issue 19): ``rate_limit`` is the queue's own (or None), ``limited_running``
+        the leased jobs under a task's limits (concurrency slots in use), ``held`` the
+        ready messages a limit holds back right now.
         """
         st = self._backend.stats(self.id)
         now = self._backend.clock()
         oldest = st.oldest_ready_at
+        config = self.refresh()
         return {
             "queue": self.name,
             "ready": st.ready,
@@ -527,7 +531,10 @@ class Queue:
             "oldest_ready_age": max(0.0, now - oldest) if oldest is not None else None,
             "enqueued_total": st.enqueued,
             "acked_total": st.finished,
-            "paused": self.refresh().paused,
+            "paused": config.paused,
+            "rate_limit": None if config.rate_limit is None else str(config.rate_limit),
+            "limited_running": st.limited_running,
+            "held": st.held,
         }
 
     def __len__(self) -> int:

@@ -30,6 +30,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .context import Context
 from .errors import InvalidArgument, SerializationError
+from .flow import FlowSpec, check_concurrency_key, check_max_concurrency
+from .flow import rate_limit as _rate_limit
 from .job import (
     DEFAULT_RESULT_TTL,
     JOB_STATES,
@@ -44,6 +46,7 @@ from .job import (
     task_call,
 )
 from .options import Backoff
+from .outbox import on_connection
 from .queue import Queue
 from .running import MAX_TRACEBACK as MAX_TRACEBACK
 from .running import (
@@ -114,7 +117,8 @@ class Task(Generic[P, R]):
     def __init__(self, db: Context, fn: Callable[P, R], *, name: str, queue: str,
                  max_attempts: int, backoff: Backoff | None, timeout: float | None,
                  priority: int, store_result: bool, result_ttl: float | None,
-                 atomic: bool) -> None:
+                 atomic: bool, flow: FlowSpec | None = None,
+                 concurrency_key: Callable[..., str] | None = None) -> None:
         self.db = db
         self.fn = fn
         self.name = name
@@ -126,6 +130,10 @@ class Task(Generic[P, R]):
         self.store_result = store_result
         self.result_ttl = result_ttl
         self.atomic = atomic
+        #: Its limits (``max_concurrency``, ``rate_limit``), or None (issue 19).
+        self.flow = flow
+        #: ``concurrency_key(*args, **kwargs) -> str``: the key its cap counts per.
+        self.concurrency_key = concurrency_key
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = _signature(fn)
         functools.update_wrapper(self, fn)
@@ -150,7 +158,8 @@ class Task(Generic[P, R]):
     def enqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                 delay: float = 0, priority: int | None = None, key: str | None = None,
                 queue: str | None = None, connection: Any = None,
-                depends_on: Iterable[Job | int] | None = None) -> Job:
+                depends_on: Iterable[Job | int] | None = None,
+                concurrency_key: str | None = None) -> Job:
         """Enqueue a call, with options: run no sooner than *delay* seconds from now,
         at *priority* (higher first; default the task's), deduplicated by *key* (while
         a job with that key is unfinished in the queue, its Job is returned and nothing
@@ -158,6 +167,8 @@ class Task(Generic[P, R]):
         *connection* and transaction (PostgreSQL; as for :meth:`liteq.Queue.put`: the job
         commits with the application's rows). :meth:`delay` passes every argument to
         the function, so it has no such option: ``enqueue(args, kwargs, connection=conn)``.
+        *concurrency_key* (a task with ``max_concurrency``): the key its cap counts
+        per, instead of what the task's ``concurrency_key`` callable returns.
 
         *depends_on*: jobs (or ids) this one waits for; it runs once they all
         succeeded and is cancelled if one does not (see :mod:`liteq.workflow`), and it is
@@ -172,10 +183,18 @@ class Task(Generic[P, R]):
             job: Job = sig.enqueue(depends_on=depends_on, connection=connection)
             return job
         payload = self._payload(args, kwargs)
+        flow_key = self.flow_key(args, kwargs, concurrency_key)
         q = self._queue(queue)
         try:
-            mid = q.put(payload, delay=delay, key=key, connection=connection,
-                        priority=self.priority if priority is None else priority)
+            if self.flow is None:
+                mid = q.put(payload, delay=delay, key=key, connection=connection,
+                            priority=self.priority if priority is None else priority)
+            else:
+                # The job and its limits commit together: a claim never sees it without.
+                with on_connection(self.db.backend, connection), self.db.transaction():
+                    mid = q.put(payload, delay=delay, key=key,
+                                priority=self.priority if priority is None else priority)
+                    self.db.backend.set_flow(q.id, [mid], self.flow, flow_key)
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc
         return Job(self.db, mid, task=self.name)
@@ -188,7 +207,7 @@ class Task(Generic[P, R]):
 
     async def aenqueue(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                        delay: float = 0, priority: int | None = None, key: str | None = None,
-                       queue: str | None = None) -> Any:
+                       queue: str | None = None, concurrency_key: str | None = None) -> Any:
         """:meth:`enqueue` for asyncio code (see :meth:`adelay`)."""
         face = ASYNC_FACES.get(self.db)
         if face is None:
@@ -197,7 +216,7 @@ class Task(Generic[P, R]):
                 f"open one first with 'adb = await liteq.aio.connect(db)' (once, e.g. in "
                 f"the app's startup), or register the task with @adb.task")
         return await face.enqueue(self, args, kwargs, delay=delay, priority=priority, key=key,
-                                  queue=queue)
+                                  queue=queue, concurrency_key=concurrency_key)
 
     def enqueue_many(self, calls: Iterable[Sequence[Any]], *, delay: float = 0,
                      priority: int | None = None, queue: str | None = None,
@@ -208,8 +227,19 @@ class Task(Generic[P, R]):
         payloads = [self._payload(args, None) for args in calls]
         q = self._queue(queue)
         try:
-            ids = q.put_many(payloads, delay=delay, connection=connection,
-                             priority=self.priority if priority is None else priority)
+            if self.flow is None:
+                ids = q.put_many(payloads, delay=delay, connection=connection,
+                                 priority=self.priority if priority is None else priority)
+            else:
+                keys = [self.flow_key(p["args"], {}, None) for p in payloads]
+                with on_connection(self.db.backend, connection), self.db.transaction():
+                    ids = q.put_many(payloads, delay=delay,
+                                     priority=self.priority if priority is None else priority)
+                    by_key: dict[str | None, list[int]] = {}
+                    for mid, k in zip(ids, keys, strict=True):
+                        by_key.setdefault(k, []).append(mid)
+                    for k, some in by_key.items():
+                        self.db.backend.set_flow(q.id, some, self.flow, k)
         except SerializationError as exc:
             raise SerializationError(f"cannot enqueue task {self.name}: {exc}") from exc
         return [Job(self.db, mid, task=self.name) for mid in ids]
@@ -229,6 +259,25 @@ class Task(Generic[P, R]):
                 return_annotation=empty)
             return f"{exc} (the signature is {self.name}{plain})"
         return None
+
+    def flow_key(self, args: Any, kwargs: Any, given: str | None) -> str | None:
+        """The concurrency key of a call: *given*, else the task's callable's, else
+        None (a task-wide cap)."""
+        if given is None and self.concurrency_key is None:
+            return None
+        if self.flow is None or self.flow.max_concurrency is None:
+            raise InvalidArgument(
+                f"concurrency_key needs a cap: register task {self.name} with "
+                f"@db.task(max_concurrency=N, ...) to run at most N jobs per key")
+        if given is None:
+            assert self.concurrency_key is not None
+            try:
+                given = self.concurrency_key(*args, **(kwargs or {}))
+            except Exception as exc:
+                raise InvalidArgument(
+                    f"the concurrency_key callable of task {self.name} failed on this call: "
+                    f"{type(exc).__name__}: {exc}") from exc
+        return check_concurrency_key(given, self.name)
 
     def _queue(self, name: str | None) -> Queue:
         return self.db.queue(self.queue if name is None else name)
@@ -262,7 +311,9 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
 def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              queue: str = "default", max_attempts: int = 5, backoff: Backoff | None = None,
              timeout: float | None = None, priority: int = 0, store_result: bool = False,
-             result_ttl: float | None = DEFAULT_RESULT_TTL, atomic: bool = False) -> Any:
+             result_ttl: float | None = DEFAULT_RESULT_TTL, atomic: bool = False,
+             max_concurrency: int | None = None, concurrency_key: Callable[..., str] | None = None,
+             rate_limit: str | None = None) -> Any:
     """Register *fn* as a task of *db* (``@db.task`` or ``@db.task(...)``).
 
     * *name*: the stable name messages carry (default ``module.qualname``; give one
@@ -278,11 +329,28 @@ def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str 
     * *atomic*: run the task inside the transaction that acks it, so that its
       ``db.execute(...)`` writes commit together with the ack, or not at all.
       The write lock is held while it runs: keep atomic tasks short.
+    * *max_concurrency*: at most this many of its jobs run at once, across every
+      worker on the database (a slot is held by the job's lease); with
+      *concurrency_key*, ``concurrency_key(*args, **kwargs) -> str``, at most this
+      many per key (or give ``enqueue(..., concurrency_key="user:7")``).
+    * *rate_limit*: at most this many of its jobs start per period, across every
+      worker: ``"100/s"``, ``"30/m"``, ``"500/h"``, with an optional burst
+      ``"100/s burst 10"`` (default burst: a tenth of a second's jobs, at least 1).
 
-    Nothing is written to the database at registration.
+    A job held back by a limit waits in the queue (not claimed, not an attempt); see
+    README "Flow control". Nothing is written to the database at registration (a
+    task's limits are stored, by its name, with its first job).
     """
     options = _check_options(name, queue, max_attempts, backoff, timeout, priority,
                              store_result, result_ttl, atomic)
+    cap = check_max_concurrency(max_concurrency)
+    rate = _rate_limit(rate_limit, "rate_limit")
+    if concurrency_key is not None and not callable(concurrency_key):
+        raise InvalidArgument(f"concurrency_key must be a function of the task's arguments "
+                              f"returning a string, got {concurrency_key!r}")
+    if concurrency_key is not None and cap is None:
+        raise InvalidArgument("concurrency_key needs max_concurrency: "
+                              "@db.task(max_concurrency=1, concurrency_key=...)")
 
     def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
         if isinstance(f, Task):
@@ -297,7 +365,9 @@ def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str 
             raise InvalidArgument(
                 f"task name {task_name!r} is already registered to {old.fn!r}; "
                 f"give this one another name with @db.task(name=...)")
-        task: Task[Any, Any] = Task(db, f, name=task_name, **options)
+        flow = None if cap is None and rate is None else FlowSpec(task_name, cap, rate)
+        task: Task[Any, Any] = Task(db, f, name=task_name, flow=flow,
+                                    concurrency_key=concurrency_key, **options)
         tasks[task_name] = task
         return task
 

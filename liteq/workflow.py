@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import codec
 from .backends.workflow import WfNode
 from .errors import InvalidArgument, LiteqError, SerializationError
+from .flow import FlowSpec
 from .job import Job, ResultTimeout, list_jobs
 from .outbox import on_connection
 from .validate import check_priority, check_seconds, short, validate_name
@@ -49,8 +50,12 @@ class StepTask(Protocol):
     name: str
     queue: str
     priority: int
+    #: Its flow limits (``max_concurrency``, ``rate_limit``), or None.
+    flow: FlowSpec | None
 
     def binding_error(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None: ...
+
+    def flow_key(self, args: Any, kwargs: Any, given: str | None) -> str | None: ...
 
 __all__ = ["Signature", "Chain", "Group", "Chord", "GroupJob", "Failed", "chain", "group",
            "chord", "workflow_state", "MAX_DEPTH"]
@@ -293,6 +298,7 @@ def _enqueue(canvas: Canvas, depends_on: Iterable[Job | int] | None, connection:
     store = db.backend
     with on_connection(store, connection), db.transaction():
         ids = _put_all(db, b.nodes, payloads)
+        _set_limits(db, b.nodes, ids)
         workflow = next((w for w in map(store.wf_workflow, after) if w is not None), min(ids))
         parent_of = [
             tuple((ids[p] if p >= 0 else -p, bool(_option(b.nodes[p].sig, "allow_failure", False))
@@ -392,6 +398,23 @@ def _put_all(db: Context, nodes: list[_Node], payloads: list[dict[str, Any]]) ->
             raise SerializationError(f"cannot enqueue {sig!r}: {exc}") from exc
         i = j
     return ids
+
+
+def _set_limits(db: Context, nodes: list[_Node], ids: list[int]) -> None:
+    """Give the steps of tasks with flow limits (``max_concurrency``, ``rate_limit``)
+    their limits, in the workflow's transaction, as ``Task.enqueue`` does for a single
+    job. A step's concurrency key is computed from its own arguments (a result it will
+    receive from a parent is not known yet)."""
+    by_target: dict[tuple[int, Any, str | None], list[int]] = {}
+    for n, mid in zip(nodes, ids, strict=True):
+        task = n.sig.task
+        if task.flow is None:
+            continue
+        key = task.flow_key(n.sig.args, n.sig.kwargs, None)
+        q = db.queue(_option(n.sig, "queue", task.queue))
+        by_target.setdefault((q.id, task.flow, key), []).append(mid)
+    for (qid, spec, key), some in by_target.items():
+        db.backend.set_flow(qid, some, spec, key)
 
 
 def _same(n: _Node, queue: str, priority: int, delay: float) -> bool:

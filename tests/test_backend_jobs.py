@@ -515,4 +515,5 @@ def test_job_messages_on_postgresql_page_by_state_newest_first(pg: Any) -> None:
     assert b.job(leased) == (message, None)
     assert _types(message) == ["int", "int", "int", "int", "float", "bytes", "NoneType",
                                "NoneType", "int", "float", "float", "int", "NoneType",
-                               "NoneType", "NoneType", "NoneType", "bool"]
+                               "NoneType", "NoneType", "NoneType", "bool",
+                               "NoneType", "NoneType"]  # flow, flow_key (issue 19)

@@ -87,6 +87,12 @@ def build_source(path: str) -> dict[str, int]:
     held = db.queue("held")  # paused (issue 19): the flag travels with the queue
     held.put("waits")
     held.pause()
+    # Flow control (issue 19): a queue's rate limit, a task's limits and its jobs.
+    db.queue("limited", rate_limit="7/s")
+    capped = db.task(name="copy.capped", queue="limited", max_concurrency=1,
+                     concurrency_key=lambda user: f"user:{user}")(lambda user: None)
+    ids["capped"] = capped.delay(7).id
+    capped.delay(7)
     scratch = db.queue("scratch")
     scratch.put("gone")
     scratch.get().ack()  # the highest id ever issued is no longer in any table
@@ -165,6 +171,13 @@ def test_every_kind_of_row_copied_to_postgresql_and_back_to_a_new_file_reads_bac
     assert public_view(pg_target) == public_view(src) == public_view(back)
     assert all(original[t] for t in COPY_TABLES)  # every table had rows to copy
     assert public_view(back)["queues"]["held"][0]["paused"] is True
+    limited = liteq.connect(back)
+    try:  # the limits hold on the copy: one job of the key at a time, at most 7/s
+        assert str(limited.queue("limited").config.rate_limit) == "7/s"
+        assert [m.id for m in limited.queue("limited").get_many(5)] == [_ids["capped"]]
+        assert [f[:2] for f in limited.backend.flows()] == [("copy.capped", 1)]
+    finally:
+        limited.close()
 
 
 def test_a_sqlite_file_copied_to_another_reads_back_equal(

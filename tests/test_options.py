@@ -29,7 +29,8 @@ from liteq.options import (
 NAMES = [o.name for o in QUEUE_OPTIONS]
 COLUMNS = {c for o in QUEUE_OPTIONS for c in o.columns} | set(SUBSCRIPTION_COLUMNS)
 #: Columns of the queues table that are the engine's bookkeeping, not options.
-BOOKKEEPING = {"id", "name", "depth", "enqueued", "finished", "created_at"}
+BOOKKEEPING = {"id", "name", "depth", "enqueued", "finished", "created_at",
+               "tokens", "refilled_at", "limited"}  # flow control's bucket and flag
 
 
 def test_database_queue_takes_exactly_the_declared_options_in_order() -> None:

@@ -518,3 +518,43 @@ def test_vacuum_and_storage_size_work_on_the_schema(backend: PostgresBackend) ->
     backend.vacuum()
     with backend.transaction(), pytest.raises(LiteqError, match="inside db.transaction"):
         backend.vacuum()
+
+
+def test_a_schema_from_before_the_flow_limits_opens_migrated_and_its_jobs_run(
+    pg_url: str, pg_schema: str,
+) -> None:
+    import psycopg
+
+    from liteq.backends.postgres.schema import (
+        MIGRATIONS,
+        SQL_MIGRATIONS_TABLE,
+        SQL_RECORD,
+        qualify,
+    )
+
+    before = MIGRATIONS.index(next(m for m in MIGRATIONS if "CREATE TABLE {s}.flows" in m))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
+        for n in range(before):
+            conn.execute(qualify(MIGRATIONS[n], pg_schema))
+            conn.execute(qualify(SQL_RECORD, pg_schema), (n + 1, 1.0))
+        conn.execute(qualify(
+            "INSERT INTO {s}.queues (name, lease, max_attempts, retention, backoff_base, "
+            "backoff_factor, backoff_max, backoff_jitter, created_at) "
+            "VALUES ('old', 30, 5, 0, 1, 2, 300, 0.1, 1.0)", pg_schema))
+    backend = PostgresBackend(pg_url, schema=pg_schema)
+    assert backend.migrated == list(range(before + 1, SCHEMA_VERSION + 1))
+    backend.close()
+    db = liteq.connect(pg_url, schema=pg_schema)
+    try:
+        q = db.queue("old")
+        q.put("a")
+        assert q.config.rate_limit is None
+        db.queue("old", rate_limit="1/h")
+        first = q.get()
+        assert first is not None and first.payload == "a"
+        q.put("b")
+        assert q.get() is None  # the hour's one token is spent
+    finally:
+        db.close()

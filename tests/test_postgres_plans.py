@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from liteq.backends.postgres import depth, jobs, messages, queues, schedules, topics
+from liteq.backends.postgres import depth, flow, jobs, messages, queues, schedules, topics
 from liteq.backends.postgres.schema import qualify
 
 pytestmark = pytest.mark.postgres
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.postgres
 #: statement, found by reading the modules (a new one is checked without a list to update).
 STATEMENTS = [
     (module, name)
-    for module in (depth, jobs, messages, queues, schedules, topics)
+    for module in (depth, flow, jobs, messages, queues, schedules, topics)
     for name, text in sorted(vars(module).items())
     if name.startswith("SQL_") and isinstance(text, str) and "SKIP LOCKED" in text
     and re.search(r"(?<!FOR )\b(UPDATE|DELETE|INSERT)\b", text)

@@ -43,6 +43,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import InvalidArgument
+from ..flow import FlowSpec
 from ..validate import check_seconds
 from .records import (
     Capabilities,
@@ -306,8 +307,30 @@ class Backend(OperatingVerbs, WorkflowVerbs, ABC):
         a put does. Joins the caller's transaction."""
 
     @abstractmethod
+    def set_flow(self, qid: int, ids: Sequence[int], spec: FlowSpec, key: str | None) -> None:
+        """Put messages *ids* of queue *qid* (just put, in the caller's transaction)
+        under task limits *spec* (stored by its name; the last writer's values win),
+        with concurrency key *key* (None: the cap is task-wide). From then on
+        :meth:`claim` takes one of them only while its flow's unexpired leases (of
+        its key) are fewer than the cap and a token is in the flow's bucket; a
+        queue's own ``rate_limit`` takes a token per claimed message too. A message
+        held back is skipped (not claimed, not an attempt). Issue 19."""
+
+    @abstractmethod
+    def limit_stats(self, qid: int) -> tuple[int, int, float | None]:
+        """``(running, held, tokens)``: leased messages under task limits, ready ones
+        a task's limits hold back now, the tokens in the queue's own bucket (None: no
+        rate limit). Off the hot path."""
+
+    @abstractmethod
+    def flows(self) -> list[tuple[str, int | None, float | None, float | None, float, int]]:
+        """Every task's stored limits: ``(name, max_concurrency, rate, burst, tokens,
+        running)``, by name."""
+
+    @abstractmethod
     def next_due(self, qid: int) -> float:
-        """When the next delayed message falls due or lease runs out (``inf`` if never)."""
+        """When the next delayed message falls due or lease runs out, or (after a
+        claim held back by an empty bucket) the bucket's next token (``inf`` if never)."""
 
     @abstractmethod
     def expire(self, qid: int) -> None:

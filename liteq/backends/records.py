@@ -103,6 +103,10 @@ class QueueRecord(NamedTuple):
     count_depth: bool
     #: Nothing is claimed while set (flag; ``Queue.pause()``), puts go on.
     paused: bool = False
+    #: Most claims per second (the queue's token bucket refills at this rate); None: none.
+    rate_limit: float | None = None
+    #: The most tokens the queue's bucket holds (None with no rate limit).
+    rate_burst: float | None = None
 
 
 class QueueStats(NamedTuple):
@@ -133,6 +137,11 @@ class QueueStats(NamedTuple):
     finished: int
     #: Leased messages whose lease has run out (settled by the next claim or expire).
     expired_leases: int
+    #: Leased jobs under a task's limits: the concurrency slots in use (issue 19).
+    limited_running: int = 0
+    #: Ready messages a limit holds back now: a task's cap or empty bucket, or (all of
+    #: them) the queue's own empty bucket.
+    held: int = 0
 
 
 class NewMessage(NamedTuple):
@@ -194,6 +203,10 @@ class MessageRecord(NamedTuple):
     rank: bytes | None
     #: Cancellation was asked while it was leased (flag).
     cancel: bool
+    #: The id of its task's limits (the ``flows`` row), or None: no limits (issue 19).
+    flow: int | None = None
+    #: Its concurrency key ('' when its task's cap is task-wide); None without limits.
+    flow_key: str | None = None
 
 
 class ClaimedRow(NamedTuple):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from ..errors import InvalidArgument
 from .records import MessageRecord, ResultRecord, ScheduleRecord
 
-__all__ = ["COPY_TABLES", "ROW_TYPES", "FLAGS", "QueueRow", "RunRow", "Counters",
+__all__ = ["COPY_TABLES", "ROW_TYPES", "FLAGS", "QueueRow", "FlowRow", "RunRow", "Counters",
            "check_table"]
 
 
@@ -49,6 +49,26 @@ class QueueRow(NamedTuple):
     created_at: float
     #: Paused: nothing is claimed (flow control, issue 19).
     paused: bool = False
+    #: The queue's rate limit, claims per second, and its burst (None: no limit).
+    rate_limit: float | None = None
+    rate_burst: float | None = None
+    #: The queue ever received a job under a task's limits (its claims check them).
+    limited: bool = False
+
+
+class FlowRow(NamedTuple):
+    """A task's limits (the ``flows`` table, issue 19), as copied; the bucket starts
+    full on the destination."""
+
+    id: int
+    #: The task's name.
+    name: str
+    #: Most of its jobs leased at once (per concurrency key); None: no cap.
+    max_concurrency: int | None
+    #: Tokens per second; None: no rate limit.
+    rate: float | None
+    #: The most tokens its bucket holds.
+    burst: float | None
 
 
 class RunRow(NamedTuple):
@@ -77,12 +97,15 @@ class Counters(NamedTuple):
     subs_version: int
 
 
-#: The tables in the order a copy moves them (queues before the messages in them).
-COPY_TABLES: tuple[str, ...] = ("queues", "messages", "results", "schedules", "schedule_runs")
+#: The tables in the order a copy moves them (queues and flows before the messages
+#: that name them).
+COPY_TABLES: tuple[str, ...] = ("queues", "flows", "messages", "results", "schedules",
+                                "schedule_runs")
 
 #: The record each table's rows are exported as; its fields are the table's columns.
 ROW_TYPES: dict[str, Any] = {
     "queues": QueueRow,
+    "flows": FlowRow,
     "messages": MessageRecord,
     "results": ResultRecord,
     "schedules": ScheduleRecord,
@@ -91,7 +114,7 @@ ROW_TYPES: dict[str, Any] = {
 
 #: The flag columns of each table (0/1 on SQLite, boolean on PostgreSQL).
 FLAGS: dict[str, tuple[str, ...]] = {
-    "queues": ("count_depth", "paused"),
+    "queues": ("count_depth", "paused", "limited"),
     "messages": ("cancel",),
     "schedules": ("enabled",),
 }

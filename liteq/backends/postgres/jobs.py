@@ -51,7 +51,7 @@ _RESULT_TYPES = ("bigint", "text", "integer", "bytea", "text", "bigint", "double
                  "double precision")
 _MESSAGE_COLUMNS = ("id", "qid", "state", "priority", "run_at", "payload", "headers", "key",
                     "attempts", "enqueued_at", "lease_until", "token", "error", "finished_at",
-                    "origin", "rank", "cancel")
+                    "origin", "rank", "cancel", "flow", "flow_key")
 _N_MESSAGE = len(_MESSAGE_COLUMNS)
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import LeaseLost
+from ..records import QueueStats
+from .flow import FLOW_TOKENS, FlowVerbs
 from .queues import (
     CANCELLED,
     DEAD,
@@ -51,9 +53,14 @@ CLAIM_COLUMNS = (
 # in its own statement (an initplan, one primary-key lookup), so a claim that starts
 # after pause() committed takes nothing whatever its process read before.
 _NOT_PAUSED = "NOT (SELECT paused FROM {s}.queues WHERE id = %(qid)s)"
+# The claim statements also hand out nothing from a queue with limits (its own rate
+# limit, or jobs under a task's limits: ``limited``); such a queue is claimed by
+# SQL_LIMITED_CLAIM (flow.py), one message at a time under the flow lock.
+_CLAIMABLE = ("(SELECT NOT (paused OR limited) AND rate_limit IS NULL "
+              "FROM {s}.queues WHERE id = %(qid)s)")
 SQL_CLAIM = f"""
 WITH c AS MATERIALIZED (
-  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_NOT_PAUSED}
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_CLAIMABLE}
   ORDER BY {QUEUE_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED
 ), t AS (SELECT nextval('{{s}}.lease_token') AS token)
 UPDATE {{s}}.messages m
@@ -70,9 +77,35 @@ UPDATE {{s}}.messages m
 SET state = {LEASED}, token = nextval('{{s}}.lease_token'), attempts = m.attempts + 1,
     lease_until = %(until)s
 WHERE m.id = (
-  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_NOT_PAUSED}
+  SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {READY} AND {_CLAIMABLE}
   ORDER BY {QUEUE_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED
 ) AND m.state = {READY}
+RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
+"""
+# The ready messages in queue order that no task limit holds back (at most n; their
+# flow's unexpired leases of their key fewer than the cap, a token in their flow's
+# bucket), locked SKIP LOCKED, with their flow and whether it has a cap and a rate.
+# Runs under the flow lock (flow.py), so the counts cannot race another limited claim;
+# flow.py takes them in order (a token each, stopping after the first capped one) and
+# leases them with SQL_LIMITED_LEASE.
+SQL_LIMITED_SELECT = f"""
+SELECT c.id, c.flow, f.max_concurrency IS NOT NULL, f.rate IS NOT NULL
+FROM {{s}}.messages c LEFT JOIN {{s}}.flows f ON f.id = c.flow
+WHERE c.qid = %(qid)s AND c.state = {READY}
+  AND (f.id IS NULL OR (
+    (f.max_concurrency IS NULL OR (
+       SELECT count(*) FROM {{s}}.messages r
+       WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = {LEASED}
+         AND r.lease_until > %(now)s) < f.max_concurrency)
+    AND (f.rate IS NULL OR {FLOW_TOKENS} >= 1)))
+ORDER BY c.priority DESC, c.rank NULLS FIRST, c.run_at, c.id LIMIT %(n)s
+FOR UPDATE OF c SKIP LOCKED
+"""
+SQL_LIMITED_LEASE = f"""
+WITH t AS (SELECT nextval('{{s}}.lease_token') AS token)
+UPDATE {{s}}.messages m
+SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = %(until)s
+FROM t WHERE m.id = ANY(%(ids)s) AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
 # Maintenance's common case in one statement: promote the due delayed rows (locked
@@ -209,7 +242,7 @@ def lost_text(mid: int) -> str:
     )
 
 
-class MessageVerbs(QueueVerbs):
+class MessageVerbs(QueueVerbs, FlowVerbs):
     """A message's life under a lease (a mixin of PostgresBackend)."""
 
     def setup_core(self) -> None:
@@ -217,6 +250,9 @@ class MessageVerbs(QueueVerbs):
         self.ms = Statements(globals(), self.schema)
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()
+        self.held = {}
+        self.flows_written = set()
+        self.limited_queues = set()
 
     # -- claim and maintenance --------------------------------------------------------
 
@@ -229,12 +265,28 @@ class MessageVerbs(QueueVerbs):
         else:
             maintained = False
         until = now + lease
+        if qid in self.limited_queues:  # seen with limits: straight to the limited claim
+            limited = self.claim_limited(qid, n, lease, known=True)
+            if limited is not None:
+                rows, until = limited
+                if not rows and not maintained:
+                    self._maintained[qid] = now
+                    if self._maintain(qid, now):
+                        rows, until = self.claim_limited(qid, n, lease, known=True) or ([], until)
+                return sorted(rows, key=_claim_order) if len(rows) > 1 else rows, until
+            self.limited_queues.discard(qid)  # its limits are gone, or it is paused
         rows = self._take(qid, n, until)
         if len(rows) < n and not maintained:
             self._maintained[qid] = now
             if self._maintain(qid, now):
                 more = self._take(qid, n - len(rows), until)
                 rows = rows + more if rows else more
+        if not rows:
+            # The plain statements take nothing from a queue with limits.
+            limited = self.claim_limited(qid, n, lease)
+            if limited is not None:
+                rows, until = limited
+                self.limited_queues.add(qid)
         if len(rows) > 1:
             rows.sort(key=_claim_order)
         return rows, until
@@ -293,11 +345,23 @@ class MessageVerbs(QueueVerbs):
 
     def next_due(self, qid: int) -> float:
         value = self.conns.statement(self.ms.next_due, {"qid": qid})[0][0]
-        return float(value) if value is not None else float("inf")
+        due = float(value) if value is not None else float("inf")
+        held = self.held.get(qid)
+        return due if held is None else min(due, held)
 
     def probe(self, qid: int) -> tuple[bool, float]:
         ready, value = self.conns.statement(self.ms.probe, {"qid": qid})[0]
-        return bool(ready), float(value) if value is not None else float("inf")
+        due = float(value) if value is not None else float("inf")
+        if qid in self.held:  # an empty bucket: nothing to claim until its next token
+            return self.held_until(qid, bool(ready), due)
+        return bool(ready), due
+
+    def stats(self, qid: int) -> QueueStats:
+        counts = super().stats(qid)
+        running, held, tokens = self.limit_stats(qid)
+        if tokens is not None and tokens < 1:
+            held = counts.ready  # the queue's own bucket is empty: every ready one waits
+        return counts._replace(limited_running=running, held=held)
 
     # -- finishing ------------------------------------------------------------------
 
@@ -414,6 +478,7 @@ class MessageVerbs(QueueVerbs):
         moved = cur.rowcount
         self.depth.release(cur, qid, moved)
         self.depth.reserve(cur, target, moved, force=True)
+        self.mark_limited(cur, target, ids)
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -50,7 +50,7 @@ DEFAULT_QUEUE_OPTIONS: dict[str, Any] = {
     "max_depth": None, "lease": 30.0, "max_attempts": 5, "dead_letter": None,
     "retention": 0.0, "backoff_base": 1.0, "backoff_factor": 2.0, "backoff_max": 300.0,
     "backoff_jitter": 0.1, "topic": None, "pattern": None, "expires_at": None,
-    "count_depth": False,
+    "count_depth": False, "rate_limit": None, "rate_burst": None,
 }
 #: The option columns ``ensure_queue`` may update (names are spliced into SQL: only these).
 OPTION_COLUMNS = frozenset(DEFAULT_QUEUE_OPTIONS)
@@ -58,11 +58,11 @@ OPTION_COLUMNS = frozenset(DEFAULT_QUEUE_OPTIONS)
 _QUEUE_COLUMNS = (
     "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
     "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth, "
-    "paused"
+    "paused, rate_limit, rate_burst"
 )
 _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
-    "lease_until, token, error, finished_at, origin, rank, cancel"
+    "lease_until, token, error, finished_at, origin, rank, cancel, flow, flow_key"
 )
 #: The queue order (the msg_ready index's): NULL ranks first, as SQLite sorts them.
 QUEUE_ORDER = "priority DESC, rank NULLS FIRST, run_at, id"
@@ -72,10 +72,10 @@ SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE id = %s"
 SQL_QUEUE_INSERT = """
 INSERT INTO {s}.queues (name, max_depth, lease, max_attempts, dead_letter, retention,
     backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
-    expires_at, count_depth, created_at)
+    expires_at, count_depth, rate_limit, rate_burst, created_at)
 VALUES (%(name)s, %(max_depth)s, %(lease)s, %(max_attempts)s, %(dead_letter)s, %(retention)s,
     %(backoff_base)s, %(backoff_factor)s, %(backoff_max)s, %(backoff_jitter)s, %(topic)s,
-    %(pattern)s, %(expires_at)s, %(count_depth)s, %(now)s)
+    %(pattern)s, %(expires_at)s, %(count_depth)s, %(rate_limit)s, %(rate_burst)s, %(now)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING id
 """
@@ -563,7 +563,7 @@ class QueueVerbs(Backend):
         enqueued, finished = self.totals.of(qid)
         row[9] += enqueued
         row[10] += finished
-        return QueueStats._make(row)
+        return QueueStats(*row)
 
     # -- totals (statistics) ----------------------------------------------------------
 

@@ -100,6 +100,9 @@ class StoreBase(Opening):
         self._local = _Local()
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()  # queues whose last maintenance left rows to settle
+        self.held: dict[int, float] = {}  # queues whose buckets are empty until (flow.py)
+        self.flows_written: set[Any] = set()  # task limits this process wrote (flow.py)
+        self.limited_queues: set[int] = set()  # queues this process saw with limits
         self.totals = PendingTotals()
         self._all: list[apsw.Connection] = []
         self._all_lock = threading.Lock()

@@ -12,7 +12,9 @@ from ...errors import (
     StorageError,
 )
 from ...validate import MAX_EXTEND
+from ..records import QueueStats
 from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, lost_text
+from .flow import FlowVerbs
 from .queues import QueueVerbs, default_queue_options
 from .schema import CANCELLED, DELAYED, READY
 from .sql import (
@@ -38,13 +40,14 @@ from .sql import (
     SQL_RELEASE,
     SQL_RESERVE_FORCE,
     SQL_RETRY,
+    SQL_TARGET_LIMITED,
     SQL_UNLEASE,
     sql_ack_many,
     sql_claim_ids,
 )
 
 
-class MessageVerbs(QueueVerbs):
+class MessageVerbs(QueueVerbs, FlowVerbs):
     """A message's life under a lease."""
 
     # -- claim and expiry -----------------------------------------------------------
@@ -65,6 +68,8 @@ class MessageVerbs(QueueVerbs):
         # On the store's clock (injectable), so a test that moves time sees expiry at
         # once; a clock stepping backwards also triggers maintenance.
         maintained = 0 <= self.clock() - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY
+        if qid in self.limited_queues:
+            return self._claim_with_limits(qid, n, lease, maintained)
         if n == 1 and maintained:
             # The common claim in one statement (SQL_CLAIM_NEXT): the deadline is read
             # inside it, after the write lock was granted.
@@ -96,6 +101,33 @@ class MessageVerbs(QueueVerbs):
                             rows = sorted(rows + more, key=_claim_order)
                         else:
                             rows = rows or more
+            if not rows:
+                # The plain statements take nothing from a queue with limits.
+                limited = self.claim_limited(cur, qid, n, now, until, params["token"])
+                if limited is not None:
+                    self.limited_queues.add(qid)
+                    rows = limited
+        return rows, until
+
+    def _claim_with_limits(self, qid: int, n: int, lease: float,
+                           maintained: bool) -> tuple[list[tuple[Any, ...]], float]:
+        """claim() on a queue this process saw with limits: straight to the limited
+        claim, maintained as a plain claim is (every MAINTAIN_EVERY, and when short)."""
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
+            until = now + lease
+            token = _new_token()
+            if not maintained:
+                self._maintained[qid] = now
+                self._maintain(cur, qid, now)
+            rows = self.claim_limited(cur, qid, n, now, until, token)
+            if rows is None:  # its limits are gone (a rate limit removed), or it is paused
+                self.limited_queues.discard(qid)
+                rows = self._claim_rows(cur, {"qid": qid, "n": n, "token": token}, until)
+            elif not rows and maintained:
+                self._maintained[qid] = now
+                if self._maintain(cur, qid, now):
+                    rows = self.claim_limited(cur, qid, n, now, until, token) or []
         return rows, until
 
     def _claim_rows(self, cur: Any, params: dict[str, Any], until: float) -> list[Any]:
@@ -162,14 +194,26 @@ class MessageVerbs(QueueVerbs):
         """The earliest time a delayed message falls due or a lease runs out (inf if none)."""
         with self.read() as cur:
             value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
-        return float(value) if value is not None else float("inf")
+        due = float(value) if value is not None else float("inf")
+        held = self.held.get(qid)
+        return due if held is None else min(due, held)
 
     def probe(self, qid: int) -> tuple[bool, float]:
         """Without the write lock: is a message of queue *qid* ready, and when does the
         next delayed message fall due or lease run out (inf if none)?"""
         with self.read() as cur:
             ready, value = cur.execute(SQL_PROBE, {"qid": qid}).fetchall()[0]
-        return bool(ready), float(value) if value is not None else float("inf")
+        due = float(value) if value is not None else float("inf")
+        if qid in self.held:  # an empty bucket: nothing to claim until its next token
+            return self.held_until(qid, bool(ready), due)
+        return bool(ready), due
+
+    def stats(self, qid: int) -> QueueStats:
+        counts = super().stats(qid)
+        running, held, tokens = self.limit_stats(qid)
+        if tokens is not None and tokens < 1:
+            held = counts.ready  # the queue's own bucket is empty: every ready one waits
+        return counts._replace(limited_running=running, held=held)
 
     # -- finishing ------------------------------------------------------------------
 
@@ -327,6 +371,7 @@ class MessageVerbs(QueueVerbs):
         )
         cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
         cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
+        cur.execute(SQL_TARGET_LIMITED, {"target": tid, "id": mid})
 
 
 class _StaleInBatch(Exception):

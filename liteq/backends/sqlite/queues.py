@@ -332,7 +332,7 @@ class QueueVerbs(StoreBase):
         enqueued, finished = self.totals.of(qid)
         row[9] += enqueued
         row[10] += finished
-        return QueueStats._make(row)
+        return QueueStats(*row)
 
 
 def default_queue_options() -> dict[str, Any]:

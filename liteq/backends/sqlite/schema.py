@@ -223,6 +223,34 @@ CREATE TABLE history (
 # settle a job's dependents in the transaction that ends it).
 _V_WORKFLOW = WORKFLOW_SCHEMA
 
+# Flow control, part 2 (issue 19): rate limits and concurrency caps. ``flows`` holds
+# each limited task's limits and its token bucket (tokens, refilled_at: 0, 0 is a full
+# bucket); a job under a task's limits names its row (``messages.flow``) and its
+# concurrency key (``flow_key``, '' when the cap is task-wide). A queue's own rate limit
+# and bucket are columns of its row. ``limited`` marks a queue that ever received a
+# limited job: the claim statements of other queues stay as they were (see
+# flow.py). ``msg_flow_leased`` counts a key's leased jobs without reading others.
+_V_FLOW2 = """
+CREATE TABLE flows (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,      -- the task's name
+    max_concurrency INTEGER,                   -- NULL: no cap (per flow_key)
+    rate            REAL,                      -- tokens per second; NULL: no rate limit
+    burst           REAL,                      -- the most tokens the bucket holds
+    tokens          REAL NOT NULL DEFAULT 0,
+    refilled_at     REAL NOT NULL DEFAULT 0
+) STRICT;
+ALTER TABLE messages ADD COLUMN flow INTEGER;   -- flows.id; NULL: no task limits
+ALTER TABLE messages ADD COLUMN flow_key TEXT;  -- its concurrency key ('' task-wide)
+CREATE INDEX msg_flow_leased ON messages (flow, flow_key, lease_until)
+    WHERE state = 2 AND flow IS NOT NULL;
+ALTER TABLE queues ADD COLUMN rate_limit REAL;  -- claims per second; NULL: none
+ALTER TABLE queues ADD COLUMN rate_burst REAL;
+ALTER TABLE queues ADD COLUMN tokens REAL NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN refilled_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN limited INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2]
 SCHEMA_VERSION = len(MIGRATIONS)

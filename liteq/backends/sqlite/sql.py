@@ -21,17 +21,17 @@ from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
 _QUEUE_COLUMNS = (
     "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
     "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth, "
-    "paused"
+    "paused, rate_limit, rate_burst"
 )
 SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE name = ?"
 SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE id = ?"
 SQL_QUEUE_INSERT = """
 INSERT INTO queues (name, max_depth, lease, max_attempts, dead_letter, retention,
     backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
-    expires_at, count_depth, created_at)
+    expires_at, count_depth, rate_limit, rate_burst, created_at)
 VALUES (:name, :max_depth, :lease, :max_attempts, :dead_letter, :retention,
     :backoff_base, :backoff_factor, :backoff_max, :backoff_jitter, :topic, :pattern,
-    :expires_at, :count_depth, :now)
+    :expires_at, :count_depth, :rate_limit, :rate_burst, :now)
 ON CONFLICT (name) DO NOTHING
 """
 SQL_QUEUE_NAMES = "SELECT name FROM queues ORDER BY name"
@@ -153,7 +153,7 @@ WHERE id = :id AND state = {LEASED}
 # is one statement per claim (sql_ack_many) instead of one per message.
 _MESSAGE_COLUMNS = (
     "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
-    "lease_until, token, error, finished_at, origin, rank, cancel"
+    "lease_until, token, error, finished_at, origin, rank, cancel, flow, flow_key"
 )
 # Flow control (issue 19): a paused queue hands out nothing. Every claim statement
 # reads the flag itself, under the write lock the claim holds, so a claim after
@@ -161,6 +161,11 @@ _MESSAGE_COLUMNS = (
 # subquery (one primary-key lookup, evaluated once per statement).
 _NOT_PAUSED = "NOT (SELECT paused FROM queues WHERE id = {q})"
 SQL_SET_PAUSED = "UPDATE queues SET paused = ? WHERE id = ?"
+# The claim statements below also hand out nothing from a queue with limits (a rate
+# limit of its own, or jobs under a task's limits: ``limited``): such a queue is
+# claimed by the statements of "flow control, part 2" (flow.py), in the same
+# transaction. Still one primary-key lookup per statement for every other queue.
+_CLAIMABLE = "(SELECT NOT (paused OR limited) AND rate_limit IS NULL FROM queues WHERE id = {q})"
 
 # One message after maintenance (else SQL_CLAIM_NEXT, one statement): find it, then
 # take it by id. Both run inside the same BEGIN IMMEDIATE
@@ -169,7 +174,7 @@ SQL_SET_PAUSED = "UPDATE queues SET paused = ? WHERE id = ?"
 # +45% per-message get+ack. (For one row this beats SQL_CLAIM_SELECT + sql_claim_ids:
 # 13.6 against 17.2 us, the SELECT of 12 columns is no covering-index read.)
 SQL_NEXT_READY = f"""
-SELECT id FROM messages WHERE qid = +?1 AND state = {READY} AND {_NOT_PAUSED.format(q="?1")}
+SELECT id FROM messages WHERE qid = +?1 AND state = {READY} AND {_CLAIMABLE.format(q="?1")}
 ORDER BY priority DESC, rank, run_at, id LIMIT 1
 """
 
@@ -187,7 +192,7 @@ CLAIM_COLUMNS = (
 SQL_CLAIM_SELECT = f"""
 SELECT id, :token, attempts + 1, payload, headers, priority, run_at, enqueued_at, key,
        rank, error, origin
-FROM messages WHERE qid = +:qid AND state = {READY} AND {_NOT_PAUSED.format(q=":qid")}
+FROM messages WHERE qid = +:qid AND state = {READY} AND {_CLAIMABLE.format(q=":qid")}
 ORDER BY priority DESC, rank, run_at, id LIMIT +:n
 """
 #: Most ids one claim or ack statement binds (SQLite allows 32,766 variables).
@@ -218,7 +223,7 @@ SET state = {LEASED}, token = random(), attempts = attempts + 1,
     lease_until = {CLOCK_FUNCTION}() + ?2
 WHERE id = (SELECT id FROM messages WHERE qid = +?1 AND state = {READY}
             ORDER BY priority DESC, rank, run_at, id LIMIT 1)
-  AND state = {READY} AND {_NOT_PAUSED.format(q="?1")}
+  AND state = {READY} AND {_CLAIMABLE.format(q="?1")}
 RETURNING {CLAIM_COLUMNS}, lease_until
 """
 
@@ -455,4 +460,89 @@ SQL_SUBSCRIPTIONS = f"SELECT {_QUEUE_COLUMNS} FROM queues WHERE topic = +? ORDER
 SQL_TOPICS = "SELECT DISTINCT topic FROM queues WHERE topic IS NOT NULL ORDER BY topic"
 SQL_EXPIRED_SUBS = """
 SELECT id FROM queues WHERE topic IS NOT NULL AND expires_at IS NOT NULL AND expires_at < ?
+"""
+
+# --- SQL: flow control, part 2: rate limits and concurrency caps (issue 19) --------
+
+# A bucket's tokens now: what it held, refilled at its rate since, up to its burst.
+_FLOW_TOKENS = "min(f.burst, f.tokens + (+:now - f.refilled_at) * f.rate)"
+SQL_QUEUE_LIMITS = """
+SELECT paused, limited, rate_limit, rate_burst, tokens, refilled_at FROM queues WHERE id = ?
+"""
+SQL_QUEUE_TAKE = "UPDATE queues SET tokens = :tokens, refilled_at = :now WHERE id = :qid"
+# The ready messages in queue order that no limit holds back (at most :n): no task
+# limits, or their flow's cap not reached (its key's leases still running, counted
+# through msg_flow_leased: an expired lease holds no slot) and a token in their flow's
+# bucket, as the claim's transaction began. A message held back is skipped, not
+# claimed, so one capped key never blocks the others behind it; a flow row missing (a
+# copy in progress) holds nothing back. Selected with the columns a claim returns
+# (as SQL_CLAIM_SELECT), then each one's flow, whether that has a cap and a rate:
+# flow.py takes them in order, a token at a time (SQL_FLOW_TAKE), and stops after
+# the first capped one, then leases them by id (sql_claim_ids).
+SQL_LIMITED_SELECT = f"""
+SELECT m.id, :token, m.attempts + 1, m.payload, m.headers, m.priority, m.run_at,
+       m.enqueued_at, m.key, m.rank, m.error, m.origin, m.flow,
+       f.max_concurrency IS NOT NULL, f.rate IS NOT NULL
+FROM messages AS m LEFT JOIN flows AS f ON f.id = m.flow
+WHERE m.qid = +:qid AND m.state = {READY}
+  AND (f.id IS NULL OR (
+    (f.max_concurrency IS NULL OR (
+       SELECT count(*) FROM messages AS r
+       WHERE r.flow = m.flow AND r.flow_key = m.flow_key AND r.state = {LEASED}
+         AND r.lease_until > +:now) < f.max_concurrency)
+    AND (f.rate IS NULL OR {_FLOW_TOKENS} >= 1)))
+ORDER BY m.priority DESC, m.rank, m.run_at, m.id LIMIT +:n
+"""
+# A claimed message takes a token from its flow's bucket; no row changed: the bucket
+# ran dry within this claim (the message stays ready).
+SQL_FLOW_TAKE = """
+UPDATE flows SET tokens = min(burst, tokens + (+:now - refilled_at) * rate) - 1,
+    refilled_at = :now
+WHERE id = +:flow AND min(burst, tokens + (+:now - refilled_at) * rate) >= 1
+"""
+# Seconds until the first empty bucket of a flow holds a token again (NULL: none empty).
+SQL_FLOW_NEXT_TOKEN = f"""
+SELECT min((1 - {_FLOW_TOKENS}) / f.rate) FROM flows AS f
+WHERE f.rate IS NOT NULL AND {_FLOW_TOKENS} < 1
+"""
+# A task's limits: the row is made once; its values are updated once per process.
+SQL_FLOW_INSERT = """
+INSERT INTO flows (name, max_concurrency, rate, burst) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO NOTHING
+"""
+SQL_FLOW_UPDATE = """
+UPDATE flows SET max_concurrency = :cap, rate = :rate, burst = :burst
+WHERE name = :name AND (max_concurrency, rate, burst) IS NOT (:cap, :rate, :burst)
+"""
+# A job put under its task's limits (in the put's transaction); the dedup key may have
+# returned an older message, which keeps the limits it had.
+SQL_FLOW_MARK = f"""
+UPDATE messages SET flow = (SELECT id FROM flows WHERE name = :name), flow_key = :key
+WHERE id = :id AND state < {DONE} AND flow IS NULL
+"""
+SQL_QUEUE_LIMITED = "UPDATE queues SET limited = 1 WHERE id = ? AND NOT limited"
+# Dead-lettering moves a job with its limits: its new queue is limited too.
+SQL_TARGET_LIMITED = """
+UPDATE queues SET limited = 1 WHERE id = :target AND NOT limited
+  AND EXISTS (SELECT 1 FROM messages WHERE id = :id AND flow IS NOT NULL)
+"""
+# What stats() shows of the limits: leased jobs under a task's limits (the slots in
+# use) and ready ones that a task's limits hold back now.
+SQL_LIMIT_STATS = f"""
+SELECT
+  (SELECT count(*) FROM messages WHERE qid = +:qid AND state = {LEASED} AND flow IS NOT NULL),
+  (SELECT count(*) FROM messages AS m
+   WHERE m.qid = +:qid AND m.state = {READY} AND m.flow IS NOT NULL AND NOT coalesce((
+    SELECT (f.max_concurrency IS NULL OR (
+              SELECT count(*) FROM messages AS r
+              WHERE r.flow = m.flow AND r.flow_key = m.flow_key AND r.state = {LEASED}
+                AND r.lease_until > +:now) < f.max_concurrency)
+       AND (f.rate IS NULL OR {_FLOW_TOKENS} >= 1)
+    FROM flows AS f WHERE f.id = m.flow), 1))
+"""
+SQL_FLOWS = f"""
+SELECT f.name, f.max_concurrency, f.rate, f.burst, {_FLOW_TOKENS.replace("+:now", "+?1")},
+  (SELECT count(*) FROM messages AS r WHERE r.flow = f.id AND r.state = {LEASED}
+     AND r.lease_until > +?1)
+FROM flows AS f ORDER BY f.name
 """
