@@ -178,6 +178,11 @@ class Task(Generic[P, R]):
         :class:`~liteq.SerializationError` and nothing is written. Tuples arrive as lists.
         """
         if depends_on is not None:
+            if concurrency_key is not None:
+                raise InvalidArgument(
+                    f"task {self.name}: concurrency_key= and depends_on= together are not "
+                    f"supported: a waiting job's key comes from the task's concurrency_key "
+                    f"callable (register it with @db.task(concurrency_key=...))")
             sig = Signature(self, args, kwargs, immutable=True).set(
                 queue=queue, delay=delay, priority=priority, key=key)
             job: Job = sig.enqueue(depends_on=depends_on, connection=connection)

@@ -92,6 +92,17 @@ def test_workflow_steps_of_a_capped_task_keep_its_cap(db) -> None:
     assert sql(db, "SELECT count(*) FROM messages WHERE flow_key = 'k1'") == [(2,)]  # 5 and 21
 
 
+def test_a_given_concurrency_key_with_depends_on_is_refused_and_nothing_is_written(db) -> None:
+    @db.task(name="keyed", queue="work", max_concurrency=1)
+    def keyed(i: int) -> None: ...
+
+    parent = keyed.delay(1)
+    before = sql(db, "SELECT count(*) FROM messages")
+    with pytest.raises(liteq.InvalidArgument, match="concurrency_key= and depends_on="):
+        keyed.enqueue([2], depends_on=[parent], concurrency_key="user:1")
+    assert sql(db, "SELECT count(*) FROM messages") == before
+
+
 def test_a_claim_takes_at_most_one_capped_job_so_a_batch_never_sits_on_idle_slots(db) -> None:
     @db.task(name="capped", queue="work", max_concurrency=3)
     def capped(i: int) -> None: ...
