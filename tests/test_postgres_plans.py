@@ -14,23 +14,29 @@ plan the planner picks depends on statistics, so this checks the shape instead: 
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from liteq.backends.postgres import depth, flow, jobs, messages, queues, schedules, topics
+import liteq.backends.postgres as engine
 from liteq.backends.postgres.schema import qualify
 
 pytestmark = pytest.mark.postgres
+
+#: The engine's modules, every one (a new module is read without a list to update).
+MODULES = [importlib.import_module(f"{engine.__name__}.{info.name}")
+           for info in pkgutil.iter_modules(engine.__path__)]
 
 #: Every statement of the engine that locks rows SKIP LOCKED and writes in the same
 #: statement, found by reading the modules (a new one is checked without a list to update).
 STATEMENTS = [
     (module, name)
-    for module in (depth, flow, jobs, messages, queues, schedules, topics)
+    for module in MODULES
     for name, text in sorted(vars(module).items())
     if name.startswith("SQL_") and isinstance(text, str) and "SKIP LOCKED" in text
     and re.search(r"(?<!FOR )\b(UPDATE|DELETE|INSERT)\b", text)

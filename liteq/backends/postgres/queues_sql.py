@@ -1,0 +1,197 @@
+"""The statements of :mod:`.queues` (queue rows, put, back pressure, administration,
+stats) on PostgreSQL, with ``{s}`` for the schema: kept apart from the verbs that run
+them, as ``workflow_sql.py`` is. :class:`.queues.Statements` fills in the schema once
+per backend and names each ``SQL_X`` as ``x``."""
+
+from __future__ import annotations
+
+from ..records import State
+from .workflow_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
+
+READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
+DONE, DEAD, CANCELLED = int(State.DONE), int(State.DEAD), int(State.CANCELLED)
+
+_QUEUE_COLUMNS = (
+    "id, name, max_depth, lease, max_attempts, dead_letter, retention, backoff_base, "
+    "backoff_factor, backoff_max, backoff_jitter, topic, pattern, expires_at, count_depth, "
+    "paused, rate_limit, rate_burst"
+)
+_MESSAGE_COLUMNS = (
+    "id, qid, state, priority, run_at, payload, headers, key, attempts, enqueued_at, "
+    "lease_until, token, error, finished_at, origin, rank, cancel, flow, flow_key"
+)
+#: The queue order (the msg_ready index's): NULL ranks first, as SQLite sorts them.
+QUEUE_ORDER = "priority DESC, rank NULLS FIRST, run_at, id"
+
+SQL_QUEUE_BY_NAME = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE name = %s"
+SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE id = %s"
+SQL_QUEUE_INSERT = """
+INSERT INTO {s}.queues (name, max_depth, lease, max_attempts, dead_letter, retention,
+    backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
+    expires_at, count_depth, rate_limit, rate_burst, created_at)
+VALUES (%(name)s, %(max_depth)s, %(lease)s, %(max_attempts)s, %(dead_letter)s, %(retention)s,
+    %(backoff_base)s, %(backoff_factor)s, %(backoff_max)s, %(backoff_jitter)s, %(topic)s,
+    %(pattern)s, %(expires_at)s, %(count_depth)s, %(rate_limit)s, %(rate_burst)s, %(now)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING id
+"""
+SQL_QUEUE_ID = "SELECT id FROM {s}.queues WHERE name = %s"
+# COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
+SQL_QUEUE_NAMES = 'SELECT name FROM {s}.queues ORDER BY name COLLATE "C"'
+SQL_QUEUE_TOPIC = "SELECT topic FROM {s}.queues WHERE id = %s"
+SQL_QUEUE_LOCK = "SELECT topic FROM {s}.queues WHERE id = %s FOR UPDATE"
+SQL_TOPIC_LOCK = "SELECT pg_advisory_xact_lock(hashtext('liteq.topic:' || %s))"
+SQL_QUEUE_DELETE = "DELETE FROM {s}.queues WHERE id = %s"
+SQL_STRIPES_DELETE = "DELETE FROM {s}.depth_stripes WHERE qid = %s"
+SQL_SUBS_BUMP = """
+INSERT INTO {s}.meta (key, value) VALUES ('subs_version', 1)
+ON CONFLICT (key) DO UPDATE SET value = meta.value + 1
+"""
+# The per-minute history (issue 21) is added in the same statement.
+SQL_TOTALS = """
+WITH t AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(id, e, f)),
+h AS (
+    INSERT INTO {s}.history AS h (qid, minute, task, put, acked)
+    SELECT id, %s, '', e, f FROM t ORDER BY id
+    ON CONFLICT (minute, qid, task) DO UPDATE
+    SET put = h.put + excluded.put, acked = h.acked + excluded.acked
+)
+UPDATE {s}.queues q SET enqueued = q.enqueued + t.e, finished = q.finished + t.f
+FROM t WHERE q.id = t.id
+"""
+
+# Ids first (unique, sorted into the caller's order), then the rows with them.
+SQL_NEW_IDS = "SELECT nextval('{s}.messages_id_seq') FROM generate_series(1, %s)"
+SQL_INSERT_MANY = """
+INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
+SELECT id, %(qid)s, state, priority, rank, run_at, payload, headers, %(now)s
+FROM unnest(%(ids)s::bigint[], %(states)s::int[], %(priorities)s::bigint[], %(ranks)s::bytea[],
+            %(run_ats)s::float8[], %(payloads)s::bytea[], %(headers)s::bytea[])
+     AS u(id, state, priority, rank, run_at, payload, headers)
+"""
+SQL_INSERT_KEYED = """
+INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, key, enqueued_at)
+VALUES (%(id)s, %(qid)s, %(state)s, %(priority)s, %(rank)s, %(run_at)s, %(payload)s,
+        %(headers)s, %(key)s, %(now)s)
+ON CONFLICT (qid, key) WHERE key IS NOT NULL AND state < 3 DO NOTHING
+RETURNING id
+"""
+SQL_FIND_KEY = "SELECT id FROM {s}.messages WHERE qid = %s AND key = %s AND state < 3"
+# The common put in one statement: count it on a stripe with room nobody holds, and
+# insert it only then. No row: full, every stripe busy, no stripes or no queue; put()
+# takes the full path (and says which).
+SQL_PUT_READY = f"""
+WITH r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+)
+INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
+SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+RETURNING id
+"""
+# The same with the NOTIFY folded in, for the puts the throttle says notify: still one
+# statement, one round trip (as BEGIN, put, pg_notify, COMMIT it was four). pg_notify
+# runs once per inserted row: not at all when nothing went in (then the full path).
+SQL_PUT_READY_NOTIFY = f"""
+WITH r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + 1
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+), i AS (
+  INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
+  SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+  RETURNING id
+)
+SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
+"""
+
+# A batch without keys in one statement: ids drawn and sorted into the caller's order,
+# counted on one stripe with room for all of them, inserted only then. No row: the
+# full path of put() (full, busy stripes, no stripes or no queue).
+SQL_PUT_MANY = f"""
+WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
+s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
+r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
+  WHERE d.qid = %(qid)s AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+),
+i AS (
+  INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
+  SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
+         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
+  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
+              %(payloads)s::bytea[], %(headers)s::bytea[])
+       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)
+  JOIN s USING (ord)
+  WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord
+"""
+
+# The stripes' sum, or the messages counted while the queue has no stripes yet.
+SQL_ROOM = f"""
+SELECT coalesce((SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+                (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state < {DONE})),
+       q.max_depth
+FROM {{s}}.queues q WHERE q.id = %s
+"""
+SQL_DEAD_IDS = f"""
+SELECT id, qid, key FROM {{s}}.messages WHERE qid = %s AND state = {DEAD}
+ORDER BY id LIMIT %s FOR UPDATE
+"""
+SQL_FINISHED_ROW = f"""
+SELECT id, qid, key FROM {{s}}.messages WHERE id = %s AND state IN ({DEAD}, {CANCELLED}) FOR UPDATE
+"""
+SQL_REVIVE = f"""
+UPDATE {{s}}.messages SET state = {READY}, attempts = 0, run_at = %(now)s, finished_at = NULL,
+    token = NULL, lease_until = NULL, cancel = false, key = CASE WHEN %(drop_key)s THEN NULL ELSE key END
+WHERE id = %(id)s AND state IN ({DEAD}, {CANCELLED})
+"""
+SQL_CANCEL = f"""
+UPDATE {{s}}.messages SET state = {CANCELLED}, finished_at = %s
+WHERE id = %s AND state IN ({READY}, {DELAYED})
+RETURNING qid
+"""
+SQL_PURGE_STATE = "DELETE FROM {s}.messages WHERE qid = %s AND state = %s"
+SQL_PURGE_ALL = f"""
+WITH d AS (DELETE FROM {{s}}.messages WHERE qid = %s RETURNING state)
+SELECT count(*), count(*) FILTER (WHERE state < {DONE}) FROM d
+"""
+SQL_PRUNE = f"""
+DELETE FROM {{s}}.messages WHERE qid = %s AND state IN ({DONE}, {CANCELLED}) AND finished_at < %s
+"""
+SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE id = %s"
+SQL_PEEK = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE qid = %s AND state = %s
+ORDER BY {QUEUE_ORDER} LIMIT %s
+"""
+SQL_PEEK_ALL = f"SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE qid = %s ORDER BY id LIMIT %s"
+# Each count is one range read of a partial index. Depth is the stripes' sum (NULL when
+# the queue has none yet: then the counts).
+_HORIZON = "%(now)s + %(max_extend)s + q.lease"
+SQL_STATS = f"""
+SELECT
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {READY}),
+  (SELECT min(run_at) FROM {{s}}.messages WHERE qid = q.id AND state = {READY}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {DELAYED}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {LEASED}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DONE}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DEAD}),
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {CANCELLED}),
+  (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+  q.max_depth, q.enqueued, q.finished,
+  (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {LEASED}
+     AND (lease_until <= %(now)s OR lease_until > {_HORIZON}))
+FROM {{s}}.queues q WHERE q.id = %(qid)s
+"""
