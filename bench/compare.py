@@ -36,39 +36,45 @@ import argparse
 import contextlib
 import cProfile
 import datetime
-import importlib.metadata
 import json
-import multiprocessing as mp
 import os
 import platform
 import pstats
-import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apsw
+from harness import (
+    BATCH,
+    PAYLOAD,
+    NotApplicable,
+    Run,
+    Target,
+    multi_process,
+    payload,
+    run_all,
+    warm,
+)
 from peers import PEERS, SYSTEMS, open_system, tasks
 from peers.report import chart, markdown, median_of, print_table
+from summary import (
+    combine_checks,
+    cpu_model,
+    filesystem,
+    git_commit,
+    median_rows,
+    speed,
+    version,
+    write,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BATCH = 100
 CLAIM_BUDGET = 3.0  # seconds of claims per depth at most (a slow peer stops early)
-MP_TIMEOUT = 600.0
-
-PAYLOAD = {"to": "someone@example.com", "subject": "hello", "n": 0}
-
-
-def payload(n: int) -> dict[str, Any]:
-    return {**PAYLOAD, "n": n}
 
 
 # --- rows of the table -------------------------------------------------------------
@@ -127,11 +133,7 @@ def target(key: str, values: dict[str, float | None], depths: list[int]) -> str:
     return ""
 
 
-class NotApplicable(Exception):
-    """The system's API cannot do this workload."""
-
-
-# --- in-process workloads ------------------------------------------------------------
+# --- where the systems run ----------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -143,68 +145,20 @@ def fresh_dir(root: str, name: str) -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def warm(peer: Any) -> None:
-    """A few operations first: connection, statement cache and schema are warm."""
-    for i in range(50):
-        peer.put(payload(-1 - i))
-    for _ in range(50):
-        h = peer.get()
-        peer.payload(h)
-        peer.ack(h)
+class SqliteTarget(Target):
+    """Every workload in a fresh temporary directory under *root*; the largest ``-wal``
+    file of the multi-process rows is recorded."""
+
+    systems = SYSTEMS
+    check_keys = ("received", "duplicates", "lost", "errors", "producer_rate", "wal_mb")
+    sample_wal = True
+    opener = staticmethod(open_system)
+
+    def fresh(self, name: str) -> contextlib.AbstractContextManager[str]:
+        return fresh_dir(self.root, name)
 
 
-def per_message(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
-    """put N (one per transaction), then get+ack those N (one transaction each)."""
-    with fresh_dir(root, name) as d:
-        peer = open_system(name, d, sync)
-        try:
-            warm(peer)
-            t = time.perf_counter()
-            for i in range(n):
-                peer.put(payload(i))
-            put_s = time.perf_counter() - t
-            seen = 0
-            t = time.perf_counter()
-            for _ in range(n):
-                h = peer.get()
-                peer.payload(h)
-                peer.ack(h)
-                seen += 1
-            get_s = time.perf_counter() - t
-            settings = peer.settings()
-        finally:
-            peer.close()
-    return {"put": n / put_s, "get_ack": seen / get_s, "settings": settings}
-
-
-def batched(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
-    """put_many 100 at a time (10N), then get_many(100) + ack_many."""
-    cls = SYSTEMS[name]
-    if not cls.batch_put:
-        raise NotApplicable("no batch put")
-    out: dict[str, Any] = {}
-    with fresh_dir(root, name) as d:
-        peer = open_system(name, d, sync)
-        try:
-            warm(peer)
-            items = [payload(i) for i in range(n)]
-            t = time.perf_counter()
-            for i in range(0, n, BATCH):
-                peer.put_many(items[i:i + BATCH])
-            out["put_batch"] = n / (time.perf_counter() - t)
-            if cls.batch_get:
-                got = 0
-                t = time.perf_counter()
-                while got < n:
-                    hs = peer.get_many(BATCH)
-                    for h in hs:
-                        peer.payload(h)
-                    peer.ack_many(hs)
-                    got += len(hs)
-                out["get_ack_batch"] = got / (time.perf_counter() - t)
-        finally:
-            peer.close()
-    return out
+# --- SQLite-only workloads -------------------------------------------------------------
 
 
 def claim_times(root: str, name: str, sync: str, depths: list[int], claims: int) -> dict[str, Any]:
@@ -242,177 +196,6 @@ def claim_times(root: str, name: str, sync: str, depths: list[int], claims: int)
     return out
 
 
-# --- multi-process workloads (children are spawned: no connection crosses a fork) ------
-
-
-def _child(role: str, name: str, directory: str, sync: str, n: int, start: Any,
-           producer_done: Any, results: Any, index: int) -> None:
-    profile_dir = os.environ.get("COMPARE_PROFILE_DIR")
-    profiler = cProfile.Profile() if profile_dir else None
-    try:
-        peer = open_system(name, directory, sync)
-        start.wait()
-        if profiler:
-            profiler.enable()
-        t0 = time.time()
-        if role == "producer":
-            for i in range(n):
-                peer.put(payload(i))
-            producer_done.set()
-            results.put((role, index, {"start": t0, "end": time.time()}))
-        else:
-            got: list[int] = []
-            last = t0
-            while True:
-                done = producer_done.is_set()  # read before the get: see below
-                h = peer.wait_get(0.05)
-                if h is None:
-                    # Nothing was claimable after the producer finished: every
-                    # message has been claimed by someone.
-                    if done:
-                        break
-                    continue
-                got.append(peer.payload(h)["n"])
-                peer.ack(h)
-                last = time.time()
-            results.put((role, index, {"start": t0, "end": last, "got": got}))
-        if profiler:
-            profiler.disable()
-            profiler.dump_stats(os.path.join(profile_dir, f"{role}-{index}.prof"))
-        peer.close()
-    except BaseException:
-        results.put((role, index, {"error": traceback.format_exc()}))
-
-
-def _sample_wal(directory: str, peak: list[int], stop: threading.Event) -> None:
-    """Largest ``-wal`` file seen: a WAL that is never reset grows without bound and
-    makes every commit run a checkpoint (the last close deletes it, so sample)."""
-    while not stop.wait(0.02):
-        for base, _, files in os.walk(directory):
-            for f in files:
-                if f.endswith("-wal"):
-                    with contextlib.suppress(OSError):
-                        peak[0] = max(peak[0], os.path.getsize(os.path.join(base, f)))
-
-
-def multi_process(root: str, name: str, sync: str, n: int, consumers: int) -> dict[str, Any]:
-    """1 producer and *consumers* consumer processes; messages/s from the start until
-    the last ack; duplicates and losses from the consumers' receipts."""
-    ctx = mp.get_context("spawn")
-    with fresh_dir(root, name) as d:
-        open_system(name, d, sync).close()  # create the file and schema first
-        start = ctx.Barrier(consumers + 1)
-        producer_done = ctx.Event()
-        results = ctx.Queue()
-        procs = [ctx.Process(target=_child, args=("producer", name, d, sync, n, start,
-                                                  producer_done, results, 0))]
-        procs += [ctx.Process(target=_child, args=("consumer", name, d, sync, n, start,
-                                                   producer_done, results, i))
-                  for i in range(consumers)]
-        for p in procs:
-            p.start()
-        wal_max = [0]
-        sampling = threading.Event()
-        sampler = threading.Thread(target=_sample_wal, args=(d, wal_max, sampling), daemon=True)
-        sampler.start()
-        reports = []
-        errors = []
-        deadline = time.monotonic() + MP_TIMEOUT
-        try:
-            while len(reports) + len(errors) < len(procs):
-                role, index, data = results.get(timeout=max(1.0, deadline - time.monotonic()))
-                if "error" in data:
-                    errors.append(f"{role} {index}: {data['error']}")
-                else:
-                    reports.append((role, data))
-        except Exception as exc:  # queue.Empty: a child hung
-            errors.append(f"timed out after {MP_TIMEOUT:.0f} s: {exc!r}")
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        sampling.set()
-        sampler.join()
-    got = [s for role, data in reports if role == "consumer" for s in data["got"]]
-    unique = set(got)
-    starts = [data["start"] for _, data in reports]
-    ends = [data["end"] for role, data in reports if role == "consumer"]
-    out: dict[str, Any] = {
-        "received": len(got),
-        "duplicates": len(got) - len(unique),
-        "lost": n - len(unique & set(range(n))),
-        "errors": errors,
-        "wal_mb": wal_max[0] / 1e6,
-    }
-    if starts and ends and not errors:
-        out["value"] = n / (max(ends) - min(starts))
-        produced = [data for role, data in reports if role == "producer"]
-        out["producer_rate"] = n / (produced[0]["end"] - produced[0]["start"])
-    return out
-
-
-def _latency_child(name: str, directory: str, sync: str, samples: int, idle: float,
-                   conn: Any) -> None:
-    try:
-        peer = open_system(name, directory, sync)
-        conn.send("ready")
-        lat = []
-        for _ in range(samples):
-            h = peer.wait_get(30)
-            now = time.time()
-            if h is None:
-                raise RuntimeError("no message within 30 s")
-            lat.append(now - peer.payload(h)["t"])
-            peer.ack(h)
-            conn.send("got")
-        cpu = time.process_time()
-        begin = time.monotonic()
-        while (left := idle - (time.monotonic() - begin)) > 0:
-            peer.wait_get(left)
-        conn.send({"lat": lat, "cpu": time.process_time() - cpu,
-                   "wall": time.monotonic() - begin})
-        peer.close()
-    except BaseException:
-        conn.send({"error": traceback.format_exc()})
-
-
-def latency(root: str, name: str, sync: str, samples: int, idle: float) -> dict[str, Any]:
-    """Enqueue-to-claim latency with the consumer idle in another process, then its
-    CPU use while it waits on an empty queue for *idle* seconds."""
-    ctx = mp.get_context("spawn")
-    with fresh_dir(root, name) as d:
-        producer = open_system(name, d, sync)
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_latency_child, args=(name, d, sync, samples, idle, child))
-        proc.start()
-        try:
-            if parent.recv() != "ready":
-                raise RuntimeError("consumer failed to start")
-            time.sleep(0.3)
-            for i in range(samples):
-                producer.put({**PAYLOAD, "n": i, "t": time.time()})
-                reply = parent.recv()
-                if reply != "got":
-                    raise RuntimeError(reply["error"])
-                time.sleep(random.uniform(0.003, 0.008))  # the consumer is idle again
-            data = parent.recv()
-            if "error" in data:
-                raise RuntimeError(data["error"])
-        finally:
-            proc.join(idle + 30)
-            if proc.is_alive():
-                proc.kill()
-            producer.close()
-    lat = sorted(x * 1000 for x in data["lat"])
-    return {
-        "lat_p50": statistics.median(lat),
-        "lat_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-        "lat_max": lat[-1],
-        "idle_cpu": 100 * data["cpu"] / data["wall"],
-    }
-
-
 def task_throughput(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
     runner = {"liteq": tasks.liteq_tasks, "huey": tasks.huey_tasks}.get(name)
     if runner is None:
@@ -425,127 +208,21 @@ def task_throughput(root: str, name: str, sync: str, n: int) -> dict[str, Any]:
 # --- one run of everything -------------------------------------------------------------
 
 
-def busy_cpu() -> tuple[float, float]:
-    """(CPU seconds used by the whole machine, by this process and its reaped children)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        machine = (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        machine = float("nan")
-    t = os.times()
-    return machine, t.user + t.system + t.children_user + t.children_system
-
-
 def one_run(args: argparse.Namespace, run: int, systems: list[str]) -> dict[str, Any]:
-    order = systems[run % len(systems):] + systems[:run % len(systems)]
-    cells: dict[str, dict[str, Any]] = {s: {} for s in systems}
-    na: dict[str, dict[str, str]] = {s: {} for s in systems}
-    checks: dict[str, dict[str, Any]] = {s: {} for s in systems}
-    settings: dict[str, Any] = {}
     root = tempfile.mkdtemp(prefix="liteq-compare-", dir=args.tmp)
-    sync = args.sync.upper()
-
-    def step(label: str, keys: list[str], fn: Callable[[str], dict[str, Any]]) -> None:
-        if not any(k in args.workloads for k in keys):
-            return
-        for name in order:
-            t = time.perf_counter()
-            try:
-                res = fn(name)
-            except NotApplicable as exc:
-                for k in keys:
-                    na[name][k] = str(exc)
-                continue
-            except Exception:
-                print(f"  {label} {name}: ERROR\n{traceback.format_exc()}", file=sys.stderr)
-                for k in keys:
-                    na[name][k] = "error (see JSON)"
-                checks[name].setdefault("errors", []).append(traceback.format_exc())
-                continue
-            if "settings" in res:
-                settings[name] = res.pop("settings")
-            cells[name].update(res)
-            shown = ", ".join(f"{k} {v:,.1f}" for k, v in res.items()
-                              if isinstance(v, float) and k in keys)
-            print(f"  {label:<10} {name:<14} {shown}  ({time.perf_counter() - t:.1f} s)",
-                  flush=True)
-
-    def mp_step(name: str, consumers: int) -> dict[str, Any]:
-        res = multi_process(root, name, sync, args.n, consumers)
-        key = f"mp_{consumers}"
-        checks[name][key] = {k: res.get(k) for k in ("received", "duplicates", "lost", "errors",
-                                                     "producer_rate", "wal_mb")}
-        if res["errors"]:
-            print(f"  {key} {name}: " + "\n".join(res["errors"]), file=sys.stderr)
-        return {key: res["value"]} if "value" in res else {}
-
+    r = Run(args, run, systems, SqliteTarget(root))
     try:
-        step("single", ["put", "get_ack"], lambda s: per_message(root, s, sync, args.n))
-        step("batch", ["put_batch", "get_ack_batch"],
-             lambda s: batched(root, s, sync, args.batch_n))
-        for c in (2, 4):
-            step(f"mp 1+{c}", [f"mp_{c}"], lambda s, c=c: mp_step(s, c))
-        step("tasks", ["tasks"], lambda s: task_throughput(root, s, sync, args.tasks_n))
-        step("claim", [f"claim_{k}" for k in range(len(args.depths))],
-             lambda s: claim_times(root, s, sync, args.depths, args.claims))
-        step("latency", ["lat_p50", "lat_p99", "idle_cpu"],
-             lambda s: latency(root, s, sync, args.samples, args.idle))
+        r.throughput_steps()
+        r.step("tasks", ["tasks"], lambda s: task_throughput(root, s, r.sync, args.tasks_n))
+        r.step("claim", [f"claim_{k}" for k in range(len(args.depths))],
+               lambda s: claim_times(root, s, r.sync, args.depths, args.claims))
+        r.latency_step()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    # Cells a system could not do at all are n/a (batch get for litequeue, etc.).
-    for name in systems:
-        cls = SYSTEMS[name]
-        if cls.batch_put and not cls.batch_get and "put_batch" in cells[name]:
-            na[name]["get_ack_batch"] = "no batch claim"
-    return {"cells": cells, "na": na, "checks": checks, "settings": settings}
+    return r.result()
 
 
 # --- facts about the machine and the systems ---------------------------------------------
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "../liteq"], cwd=HERE, capture_output=True, text=True).stdout
-        changed = [line[3:] for line in dirty.splitlines()]
-        return out + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def filesystem(path: str) -> str:
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                mount, fstype = parts[1], parts[2]
-                if path.startswith(mount) and len(mount) > len(best):
-                    best, kind = mount, fstype
-    except OSError:
-        pass
-    return kind
 
 
 def default_syncs(root: str) -> dict[str, str]:
@@ -588,7 +265,7 @@ def machine(tmp: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "filesystem": filesystem(os.path.realpath(tmp)),
         "versions": {
-            "liteq": f"{version('liteq')} @ {git_commit()}",
+            "liteq": f"{version('liteq')} @ {git_commit(with_changes=True)}",
             "apsw": apsw.apsw_version(),
             "SQLite (apsw: liteq, raw-minimal, raw)": apsw.sqlite_lib_version(),
             "SQLite (stdlib sqlite3: huey, persist-queue, litequeue)": sqlite3.sqlite_version,
@@ -604,30 +281,14 @@ def machine(tmp: str) -> dict[str, Any]:
 # --- combining runs -----------------------------------------------------------------------
 
 
-def speed(lq: float | None, other: float | None, higher: bool) -> float | None:
-    """liteq's speed relative to *other* (above 1: liteq is better)."""
-    if not lq or not other:
-        return None
-    return lq / other if higher else other / lq
-
-
 def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Namespace,
             meta: dict[str, Any]) -> dict[str, Any]:
     rows = []
     labels = {f"claim_{k}": f"claim time, {d:,} queued" for k, d in enumerate(args.depths)}
-    for key, label, unit, higher in ROWS:
-        if key.startswith("claim_") and int(key[-1]) >= len(args.depths):
-            continue
-        values = {s: [r["cells"][s].get(key) for r in runs] for s in systems}
-        med = {s: median_of(v) for s, v in values.items()}
-        na = {s: next((r["na"][s][key] for r in runs if key in r["na"][s]), None)
-              for s in systems}
-        if all(v is None for v in med.values()):
-            continue
-        row: dict[str, Any] = {
-            "key": key, "label": labels.get(key, label), "unit": unit,
-            "higher_is_better": higher, "runs": values, "median": med, "na": na,
-        }
+    measured = [(key, labels.get(key, label), unit, higher) for key, label, unit, higher in ROWS
+                if not (key.startswith("claim_") and int(key[-1]) >= len(args.depths))]
+    for row in median_rows(runs, systems, measured):
+        key, med, higher = row["key"], row["median"], row["higher_is_better"]
         lq = med.get("liteq")
         row["liteq_vs_raw_minimal"] = speed(lq, med.get("raw-minimal"), higher)
         row["liteq_vs_raw"] = speed(lq, med.get("raw"), higher)
@@ -644,22 +305,8 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
             extra["liteq_mp_2"] = median_of([r["cells"]["liteq"].get("mp_2") for r in runs])
         row["target"] = target(key, extra, args.depths)
         rows.append(row)
-    checks = {}
-    for key in ("mp_2", "mp_4"):
-        per = {}
-        for s in systems:
-            items = [r["checks"][s].get(key) for r in runs if r["checks"][s].get(key)]
-            if items:
-                per[s] = {
-                    "duplicates": [i["duplicates"] for i in items],
-                    "lost": [i["lost"] for i in items],
-                    "received": [i["received"] for i in items],
-                    "errors": sum(len(i["errors"]) for i in items),
-                    "producer_rate": [i["producer_rate"] for i in items],
-                    "wal_mb": [i["wal_mb"] for i in items],
-                }
-        if per:
-            checks[key] = per
+    checks = combine_checks(runs, systems, ["duplicates", "lost", "received", "errors",
+                                             "producer_rate", "wal_mb"])
     return {
         "meta": meta,
         "settings": {
@@ -705,7 +352,7 @@ def profile(args: argparse.Namespace) -> None:
             out = os.path.join(root, "prof")
             os.makedirs(out)
             os.environ["COMPARE_PROFILE_DIR"] = out
-            res = multi_process(root, "liteq", sync, args.n, int(key[-1]))
+            res = multi_process(SqliteTarget(root), "liteq", sync, args.n, int(key[-1]))
             print(f"{key}: {res.get('value', 0):,.0f} msgs/s (under the profiler)")
             for role in ("producer", "consumer"):
                 files = sorted(f for f in os.listdir(out) if f.startswith(role))
@@ -821,35 +468,15 @@ def main(argv: list[str] | None = None) -> None:
     meta["defaults"] = default_syncs(tmp)
     meta["date"] = datetime.datetime.now().isoformat(timespec="seconds")
     began = time.monotonic()
-    runs = []
-    for run in range(args.runs):
-        load = os.getloadavg()
-        print(f"run {run + 1}/{args.runs} (sync {args.sync.upper()}, load {load[0]:.2f})",
-              flush=True)
-        t = time.monotonic()
-        cpu0 = busy_cpu()
-        res = one_run(args, run, systems)
-        cpu1 = busy_cpu()
-        wall = time.monotonic() - t
-        # The load average counts this benchmark's own processes; the CPU the rest
-        # of the machine used meanwhile is the noise (in cores, of os.cpu_count()).
-        other = ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall
-        res["log"] = {"run": run + 1, "load_before": load, "load_after": os.getloadavg(),
-                      "seconds": wall, "other_cpu_cores": other}
-        print(f"  run {run + 1}: {wall:.0f} s; other processes used {other:.2f} cores on "
-              f"average meanwhile", flush=True)
-        runs.append(res)
+    runs = run_all(args, lambda run: one_run(args, run, systems),
+                   f"sync {args.sync.upper()}", count_other=True)
     meta["wall_s"] = time.monotonic() - began
     result = combine(runs, systems, args, meta)
     result["raw_runs"] = [{k: r[k] for k in ("cells", "checks")} for r in runs]
     print_table(result, systems)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
         base = os.path.join(args.out, f"compare-{args.sync}")
-        with open(base + ".json", "w") as f:
-            json.dump(result, f, indent=1, default=str)
-        with open(base + ".md", "w") as f:
-            f.write(markdown(result, systems))
+        write(result, base, markdown(result, systems))
         print(f"wrote {base}.json, {base}.md, {chart(args.out)}")
 
 

@@ -14,25 +14,18 @@ from .base import Peer
 FILL_CHUNK = 10_000
 
 
-class LiteqQueue(Peer):
+class LiteqVerbs:
+    """The measured operations through liteq's public API, on ``self.q`` (a queue of
+    ``self.db``): the same on either engine."""
+
     name = "liteq"
-    dist = None  # this checkout (git commit reported instead)
-    semantics = "get = claim with a lease token; ack = DELETE fenced by the token"
-    default_sync = "durability='normal' is the default"
-    how_set = "connect(durability='normal'|'full') (public API)"
+    dist: str | None = None  # this checkout (git commit reported instead)
     codec = "CBOR (cbor2), inside liteq"
     batch_put = True
     batch_get = True
-    wakes = True  # inotify on the -wal file
-    #: A clock for the database (None: the real one); ``instructions.py`` sets one
-    #: that does not depend on how fast the process runs.
-    clock: Callable[[], float] | None = None
-
-    def __init__(self, directory: str, sync: str) -> None:
-        super().__init__(directory, sync)
-        self.db = liteq.connect(os.path.join(directory, "liteq.db"), durability=sync.lower(),
-                                clock=self.clock)
-        self.q = self.db.queue("bench")
+    wakes = True  # inotify on SQLite's -wal file, LISTEN/NOTIFY on PostgreSQL
+    db: Any
+    q: Any
 
     def put(self, payload: dict[str, Any]) -> None:
         self.q.put(payload)
@@ -62,8 +55,23 @@ class LiteqQueue(Peer):
         for i in range(0, len(payloads), FILL_CHUNK):
             self.q.put_many(payloads[i:i + FILL_CHUNK])
 
-    def connection(self) -> Any:
-        return self.db.connection
-
     def close(self) -> None:
         self.db.close()
+
+
+class LiteqQueue(LiteqVerbs, Peer):
+    semantics = "get = claim with a lease token; ack = DELETE fenced by the token"
+    default_sync = "durability='normal' is the default"
+    how_set = "connect(durability='normal'|'full') (public API)"
+    #: A clock for the database (None: the real one); ``instructions.py`` sets one
+    #: that does not depend on how fast the process runs.
+    clock: Callable[[], float] | None = None
+
+    def __init__(self, directory: str, sync: str) -> None:
+        super().__init__(directory, sync)
+        self.db = liteq.connect(os.path.join(directory, "liteq.db"), durability=sync.lower(),
+                                clock=self.clock)
+        self.q = self.db.queue("bench")
+
+    def connection(self) -> Any:
+        return self.db.connection

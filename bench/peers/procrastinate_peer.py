@@ -131,7 +131,7 @@ async def _run_until(aapp: procrastinate.App, stop_when: Any) -> None:
 
 def consumer(url: str, sync: str, start: Any, producer_done: Any, results: Any,
              index: int) -> None:
-    """A consumer process of the multi-process rows (``bench_postgres._child``'s twin)."""
+    """A consumer process of the multi-process rows (``harness.child``'s twin)."""
     try:
         app = make_app(url, sync)
         aapp = async_app(app, url, sync)
@@ -159,7 +159,7 @@ def consumer(url: str, sync: str, start: Any, producer_done: Any, results: Any,
 
 
 def latency_consumer(url: str, sync: str, samples: int, idle: float, conn: Any) -> None:
-    """The idle consumer of the latency row (``bench_postgres._latency_child``'s twin)."""
+    """The idle consumer of the latency row (``harness.latency_child``'s twin)."""
     try:
         app = make_app(url, sync)
         aapp = async_app(app, url, sync)

@@ -1,10 +1,12 @@
-"""Tables (terminal and Markdown) and the chart for ``bench/compare.py``'s results."""
+"""Tables (terminal and Markdown) and the chart for ``bench/compare.py``'s results; the
+rows table and the terminal table are ``bench/bench_postgres.py``'s too."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 THROUGHPUT_UNITS = ("msgs/s", "tasks/s")
@@ -38,6 +40,62 @@ def pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.0%}"
 
 
+#: A column after the systems' medians: its heading and its cell for a row.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def loads(result: dict[str, Any], which: str = "load_before") -> str:
+    """The 1-minute load average at the start (or end) of each run."""
+    return ", ".join(f"{r[which][0]:.2f}" for r in result["run_log"])
+
+
+def rows_table(result: dict[str, Any], systems: list[str], columns: list[Column]) -> list[str]:
+    """The Markdown table of every row (the last column is text, the others numbers),
+    then the reasons for its n/a cells."""
+    head = ["workload", "unit"] + systems + [name for name, _ in columns]
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---", "---"] + ["---:"] * (len(systems) + len(columns) - 1)
+                          + ["---"]) + "|"]
+    notes: dict[str, str] = {}
+    for row in result["rows"]:
+        cells = []
+        for s in systems:
+            v = row["median"][s]
+            if v is None and row["na"].get(s):
+                reason = row["na"][s]
+                mark = notes.setdefault(reason, f"[{len(notes) + 1}]")
+                cells.append(f"n/a{mark}")
+            else:
+                cells.append(fmt(v, row["unit"]))
+        out.append("| " + " | ".join([row["label"], row["unit"]] + cells
+                                     + [cell(row) for _, cell in columns]) + " |")
+    out.append("")
+    if notes:
+        out.append("n/a: " + "; ".join(f"{m} {reason}" for reason, m in notes.items()) + ".")
+        out.append("")
+    return out
+
+
+def print_rows(result: dict[str, Any], systems: list[str], column: int,
+               ratios: list[Column]) -> None:
+    """The terminal table: medians *column* wide, the *ratios*, then the target."""
+    width = 36
+    print()
+    print(f"{'workload':<{width}}" + "".join(f"{s:>{column}}" for s in systems)
+          + "".join(f"{name:>9}" for name, _ in ratios))
+    for row in result["rows"]:
+        cells = "".join(f"{fmt(row['median'][s], row['unit']):>{column}}" for s in systems)
+        print(f"{row['label'] + ' (' + row['unit'] + ')':<{width}.{width}}{cells}"
+              + "".join(f"{cell(row):>9}" for _, cell in ratios)
+              + f"  {row.get('target', '')}")
+    print()
+
+
+def ratio(key: str) -> Callable[[dict[str, Any]], str]:
+    """The cell of ratio *key* of a row, as a percentage."""
+    return lambda row: pct(row.get(key))
+
+
 def markdown(result: dict[str, Any], systems: list[str]) -> str:
     meta, st = result["meta"], result["settings"]
     out = [f"# liteq against raw apsw and its peers — synchronous={st['sync']}", ""]
@@ -49,8 +107,7 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
     out.append(f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['platform']}, Python "
                f"{meta['python']}, temp files on {meta['filesystem']}. Shared machine (other "
                f"engineers' test runs): 1-minute load average at the start of each run "
-               + ", ".join(f"{r['load_before'][0]:.2f}" for r in result["run_log"])
-               + " (it counts this benchmark's own processes too); CPU used by other "
+               + loads(result) + " (it counts this benchmark's own processes too); CPU used by other "
                "processes during each run, in cores: "
                + ", ".join(f"{_cores(r.get('other_cpu_cores')):.2f}"
                            for r in result["run_log"]) + ".")
@@ -67,31 +124,13 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
     out.append("Ratios are liteq's speed relative to the other system (above 100%: liteq is "
                "faster, or lower for times and CPU).")
     out.append("")
-    head = ["workload", "unit"] + systems + ["liteq / raw-minimal", "liteq / raw (parity)",
-                                             "liteq / best peer", "DESIGN target"]
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(systems) + 3) + ["---"]) + "|")
-    notes: dict[str, str] = {}
-    for row in result["rows"]:
-        cells = []
-        for s in systems:
-            v = row["median"][s]
-            if v is None and row["na"].get(s):
-                reason = row["na"][s]
-                mark = notes.setdefault(reason, f"[{len(notes) + 1}]")
-                cells.append(f"n/a{mark}")
-            else:
-                cells.append(fmt(v, row["unit"]))
-        best = row.get("best_peer")
-        out.append("| " + " | ".join(
-            [row["label"], row["unit"]] + cells
-            + [pct(row.get("liteq_vs_raw_minimal")), pct(row.get("liteq_vs_raw")),
-               f"{pct(row.get('liteq_vs_best_peer'))}" + (f" ({best})" if best else ""),
-               row.get("target", "")]) + " |")
-    out.append("")
-    if notes:
-        out.append("n/a: " + "; ".join(f"{m} {reason}" for reason, m in notes.items()) + ".")
-        out.append("")
+    out += rows_table(result, systems, [
+        ("liteq / raw-minimal", ratio("liteq_vs_raw_minimal")),
+        ("liteq / raw (parity)", ratio("liteq_vs_raw")),
+        ("liteq / best peer", lambda row: pct(row.get("liteq_vs_best_peer"))
+         + (f" ({row['best_peer']})" if row.get("best_peer") else "")),
+        ("DESIGN target", lambda row: row.get("target", "")),
+    ])
     out.append("## Duplicates and losses (multi-process rows, every run)")
     out.append("")
     out.append("Each consumer records the sequence number of every message it got; a number "
@@ -127,17 +166,9 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
 
 
 def print_table(result: dict[str, Any], systems: list[str]) -> None:
-    width = 36
-    print()
-    print(f"{'workload':<{width}}" + "".join(f"{s:>14}" for s in systems)
-          + f"{'lq/min':>9}{'lq/raw':>9}{'lq/peer':>9}")
-    for row in result["rows"]:
-        cells = "".join(f"{fmt(row['median'][s], row['unit']):>14}" for s in systems)
-        print(f"{row['label'] + ' (' + row['unit'] + ')':<{width}.{width}}{cells}"
-              f"{pct(row.get('liteq_vs_raw_minimal')):>9}{pct(row.get('liteq_vs_raw')):>9}"
-              f"{pct(row.get('liteq_vs_best_peer')):>9}"
-              f"  {row.get('target', '')}")
-    print()
+    print_rows(result, systems, 14, [("lq/min", ratio("liteq_vs_raw_minimal")),
+                                     ("lq/raw", ratio("liteq_vs_raw")),
+                                     ("lq/peer", ratio("liteq_vs_best_peer"))])
     for key, per in result["correctness"].items():
         for s, c in per.items():
             print(f"{key:<6} {s:<14} duplicates {c['duplicates']}  lost {c['lost']}  "
