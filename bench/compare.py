@@ -265,7 +265,7 @@ def machine(tmp: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "filesystem": filesystem(os.path.realpath(tmp)),
         "versions": {
-            "liteq": f"{version('liteq')} @ {git_commit(with_changes=True)}",
+            "liteq": f"{version('liteq-queue')} @ {git_commit(with_changes=True)}",
             "apsw": apsw.apsw_version(),
             "SQLite (apsw: liteq, raw-minimal, raw)": apsw.sqlite_lib_version(),
             "SQLite (stdlib sqlite3: huey, persist-queue, litequeue)": sqlite3.sqlite_version,

@@ -143,7 +143,9 @@ def test_a_job_whose_arguments_no_longer_fit_fails_at_once_without_retries(
 
 
 def test_a_type_error_raised_inside_a_task_is_still_retried(db: liteq.Database) -> None:
-    @db.task(name="fc.fragile", max_attempts=2, backoff=liteq.Backoff(base=0.01, jitter=0))
+    # The retry waits 1 s: long enough that the first drain, slow on a loaded machine,
+    # ends before the retry is due (with 10 ms it sometimes ran both attempts).
+    @db.task(name="fc.fragile", max_attempts=2, backoff=liteq.Backoff(base=1.0, jitter=0))
     def fragile(n: int) -> None:
         raise TypeError("a bug inside the task")
 
