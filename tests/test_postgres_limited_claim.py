@@ -116,3 +116,24 @@ def test_threads_claiming_a_capped_task_at_once_lease_exactly_its_cap(
     for t in threads:
         t.join(60)
     assert len(taken) == 3 and len(set(taken)) == 3
+
+
+def test_the_get_pick_kept_for_the_session_walks_the_ready_index_at_5000_jobs(
+    db: liteq.Database, pg_url: str, pg_schema: str,
+) -> None:
+    """The function keeps get()'s pick (LIMIT 1) planned for the session, so its generic
+    plan must walk the ready index on a full, analyzed table (with its LIMIT a parameter,
+    as a batch's pick has, the generic plan sorts a sequential scan: that one is
+    EXECUTEd, planned with its values)."""
+    from liteq.backends.postgres.schema import limited_pick, qualify
+
+    q = _capped(db, 3)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("PREPARE pick(bigint, float8) AS "
+                     + qualify(limited_pick("$1", "$2", "1"), pg_schema))
+        with db.transaction():
+            db.queue("capped").put_many(list(range(5000)))
+        conn.execute(f'ANALYZE "{pg_schema}".messages')
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE pick({q.id}, 0)"))
+    assert "Seq Scan on messages" not in plan and "msg_ready" in plan, plan

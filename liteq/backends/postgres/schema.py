@@ -47,7 +47,7 @@ from ...errors import InvalidArgument, SchemaError, StorageError
 from .workflow_sql import WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
-           "migrate", "qualify", "schema_version"]
+           "limited_pick", "migrate", "qualify", "schema_version"]
 
 DEFAULT_SCHEMA = "liteq"
 
@@ -254,7 +254,8 @@ _LIMITED_PICK = """
         FOR UPDATE OF c SKIP LOCKED"""
 
 
-def _pick(qid: str, now: str, limit: str) -> str:
+def limited_pick(qid: str, now: str, limit: str) -> str:
+    """The pick with *qid*, *now* and *limit* spelled as given (variables, $n or a number)."""
     return _LIMITED_PICK.replace(":qid", qid).replace(":now", now).replace(":limit", limit)
 
 
@@ -372,8 +373,8 @@ BEGIN
         NULL::bytea, NULL::text, NULL::text, v_until, v_now + v_wait;
 END
 $claim$;
-""".replace("__PICK1__", _pick("p_qid", "v_now", "1")).replace(
-    "__PICKN__", _pick("$1", "$2", "$3"))
+""".replace("__PICK1__", limited_pick("p_qid", "v_now", "1")).replace(
+    "__PICKN__", limited_pick("$1", "$2", "$3"))
 
 # Flow control, part 2 (issue 19): rate limits and concurrency caps, as SQLite's
 # ``_V_FLOW2`` (see liteq/backends/sqlite/schema.py). Limited claims are serialized by
