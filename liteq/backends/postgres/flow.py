@@ -21,8 +21,8 @@ queues never take it. An empty bucket is remembered per queue as on SQLite
 ``claim_limited`` (made by ``schema.py``'s ``_V_FLOW2``): the lock, the queue's
 limits, the pick, a token per rated job, the lease and the queue's bucket, called
 with one ``SELECT`` (it was BEGIN, the lock and five to seven statements, COMMIT: a
-get+ack cost 3.3-4.9x a plain one, now 1.0-1.3x; ``tests/test_postgres_limited_claim.py``
-counts the round trips). The lock is held for that one call's server time, a fraction
+get+ack cost 2.1-5.3x a plain one, now 0.8-1.4x in most runs;
+``tests/test_postgres_limited_claim.py`` counts the round trips). The lock is held for that one call's server time, a fraction
 of a millisecond, which bounds limited claims to some thousands a second per database,
 plenty for work that needs limiting. Not one statement with CTEs, because a
 statement reads with one snapshot taken when it starts, before its lock is granted:
