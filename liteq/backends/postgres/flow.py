@@ -22,9 +22,9 @@ queues never take it. An empty bucket is remembered per queue as on SQLite
 limits, the pick, a token per rated job, the lease and the queue's bucket, called
 with one ``SELECT`` (it was BEGIN, the lock and five to seven statements, COMMIT: a
 get+ack cost 2.1-5.3x a plain one, now 0.8-1.4x in most runs;
-``tests/test_postgres_limited_claim.py`` counts the round trips). The lock is held for that one call's server time, a fraction
-of a millisecond, which bounds limited claims to some thousands a second per database,
-plenty for work that needs limiting. Not one statement with CTEs, because a
+``tests/test_postgres_limited_claim.py`` counts the round trips). The lock is held
+for that one call's server time, a fraction of a millisecond, which bounds limited
+claims to some thousands a second per database, plenty for work that needs limiting. Not one statement with CTEs, because a
 statement reads with one snapshot taken when it starts, before its lock is granted:
 a claim that waited for the lock would count leases and tokens as they were before
 the claims it waited for committed, and overshoot a cap or a rate. Inside a function
