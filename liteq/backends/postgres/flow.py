@@ -9,16 +9,31 @@ NOTIFY a put sends, so waiting consumers look at once.
 
 **Limits** (migration ``_V_FLOW2``). The plain claim statements take nothing from a
 queue with a rate limit or with jobs under a task's limits (``queues.limited``); its
-claims come here (:meth:`FlowVerbs.claim_limited`): one transaction that first takes
-``pg_advisory_xact_lock`` on the schema's flow key, so limited claims run one after
-another (each statement then sees every earlier one committed: READ COMMITTED) and a
-count of a key's leases or a bucket's tokens can never race another claim. One lock
-for all limited queues of the schema, not one per (queue, key): a task's cap and
-bucket span queues, and one lock cannot deadlock. Limited claims are short (a few
-statements), so this bounds limited claims to some hundreds a second per database,
-plenty for work that needs limiting; unlimited queues never take it. An empty bucket is
-remembered per queue as on SQLite (:attr:`held`), so waiting consumers sleep until its
-next token.
+claims come here (:meth:`FlowVerbs.claim_limited`), which takes
+``pg_advisory_xact_lock`` on the schema's flow key first, so limited claims run one
+after another and a count of a key's leases or a bucket's tokens can never race
+another claim. One lock for all limited queues of the schema, not one per (queue,
+key): a task's cap and bucket span queues, and one lock cannot deadlock. Unlimited
+queues never take it. An empty bucket is remembered per queue as on SQLite
+(:attr:`held`), so waiting consumers sleep until its next token.
+
+**One round trip: a function, not a statement.** The claim is the plpgsql function
+``claim_limited`` (made by ``schema.py``'s ``_V_FLOW2``): the lock, the queue's
+limits, the pick, a token per rated job, the lease and the queue's bucket, called
+with one ``SELECT`` (it was BEGIN, the lock and five to seven statements, COMMIT: a
+get+ack cost 2.1-5.3x a plain one, now 0.8-1.4x in most runs;
+``tests/test_postgres_limited_claim.py`` counts the round trips). The lock is held
+for that one call's server time, a fraction of a millisecond, which bounds limited
+claims to some thousands a second per database, plenty for work that needs limiting. Not one statement with CTEs, because a
+statement reads with one snapshot taken when it starts, before its lock is granted:
+a claim that waited for the lock would count leases and tokens as they were before
+the claims it waited for committed, and overshoot a cap or a rate. Inside a function
+each statement takes a new snapshot (READ COMMITTED), so every statement after the
+lock sees every earlier limited claim committed. A function also keeps the claim's
+steps (a token per job until its bucket runs dry, stop after the first capped job)
+as plain steps rather than window arithmetic. The lease deadline is counted from the
+caller's clock (which tests replace) plus the time the lock was waited for, if it was
+(``pg_try_advisory_xact_lock`` first: no wait, no server clock in the answer).
 """
 
 from __future__ import annotations
@@ -37,22 +52,11 @@ SQL_SET_PAUSED = "UPDATE {s}.queues SET paused = %s WHERE id = %s RETURNING id"
 
 # A bucket's tokens now: what it held, refilled at its rate since, up to its burst.
 FLOW_TOKENS = "least(f.burst, f.tokens + (%(now)s - f.refilled_at) * f.rate)"
-SQL_FLOW_LOCK = "SELECT pg_advisory_xact_lock(hashtext('liteq.flow:' || %s))"
+#: claim_limited's column after the claim's twelve (messages.py: CLAIM_COLUMNS): the
+#: lease deadline; the next one, until when the buckets are empty.
+LEASE_UNTIL = 12
 SQL_QUEUE_LIMITS = """
 SELECT paused, limited, rate_limit, rate_burst, tokens, refilled_at FROM {s}.queues WHERE id = %s
-"""
-SQL_QUEUE_TAKE = "UPDATE {s}.queues SET tokens = %(tokens)s, refilled_at = %(now)s WHERE id = %(qid)s"
-# A claimed message takes a token from its flow's bucket; no row: the bucket ran dry
-# within this claim (the message stays ready).
-SQL_FLOW_TAKE = """
-UPDATE {s}.flows SET tokens = least(burst, tokens + (%(now)s - refilled_at) * rate) - 1,
-    refilled_at = %(now)s
-WHERE id = %(flow)s AND least(burst, tokens + (%(now)s - refilled_at) * rate) >= 1
-RETURNING id
-"""
-SQL_FLOW_NEXT_TOKEN = f"""
-SELECT min((1 - {FLOW_TOKENS}) / f.rate) FROM {{s}}.flows f
-WHERE f.rate IS NOT NULL AND {FLOW_TOKENS} < 1
 """
 # A task's limits: the row is made once (DO NOTHING takes no lock on an existing row,
 # so producers do not queue on it); its values are updated once per process.
@@ -117,7 +121,7 @@ class FlowVerbs(Backend):
     flows_written: set[FlowSpec]
     #: Queues this process saw with limits (their claims go straight to claim_limited).
     limited_queues: set[int]
-    # From MessageVerbs: the engine's statements (SQL_LIMITED_SELECT, SQL_LIMITED_LEASE).
+    # From MessageVerbs: the engine's statements (SQL_LIMITED_CLAIM).
     ms: Any
 
     def _q(self, sql: str) -> str:
@@ -154,56 +158,22 @@ class FlowVerbs(Backend):
         """After the plain claim found nothing (or straight away for a queue *known* to
         have limits): up to *n* messages of queue *qid* that no limit holds back, in
         queue order, with their lease deadline; None if the queue has no limits or is
-        paused (the plain claim's answer stands)."""
-        if not known:  # a look without the lock first: most empty queues have no limits
-            found = self.conns.statement(self._q(SQL_QUEUE_LIMITS), (qid,))
-            if not found or found[0][0] or not (found[0][1] or found[0][2] is not None):
-                return None
-        with self.conns.tx() as cur:
-            cur.execute(SQL_FLOW_LOCK, (self.schema,))
-            now = self.clock()  # after the lock: waiting for it must not shorten the lease
-            until = now + lease
-            cur.execute(self._q(SQL_QUEUE_LIMITS), (qid,))
-            found = cur.fetchall()
-            if not found:
-                return None
-            paused, limited, rate, burst, tokens, refilled_at = found[0]
-            if paused or not (limited or rate is not None):
-                return None
-            budget, have = n, float(n)
-            if rate is not None:
-                have = bucket(rate, burst, tokens, refilled_at, now)
-                if have < 1:
-                    self.held[qid] = now + (1 - have) / rate
-                    return [], until
-                budget = min(n, int(have))
-            cur.execute(self.ms.limited_select, {"qid": qid, "n": budget, "now": now},
-                        prepare=False)
-            ids: list[int] = []
-            for mid, flow, capped, rated in cur.fetchall():
-                if rated:
-                    cur.execute(self._q(SQL_FLOW_TAKE), {"flow": flow, "now": now})
-                    if not cur.fetchall():
-                        continue  # its bucket ran dry within this claim
-                ids.append(mid)
-                if capped:
-                    break  # one capped job per claim, as on SQLite (sqlite/flow.py)
-            if ids:
-                cur.execute(self.ms.limited_lease, {"ids": ids, "until": until},
-                            prepare=False)
-                rows = [tuple(r) for r in cur.fetchall()]
+        paused (the plain claim's answer stands). One round trip: the function
+        ``claim_limited`` (see the module docstring)."""
+        rows = self.conns.statement(self.ms.limited_claim, {
+            "qid": qid, "n": n, "now": self.clock(), "lease": lease, "known": known})
+        if not rows:
+            return None
+        until = float(rows[0][LEASE_UNTIL])
+        if rows[0][0] is None:  # nothing leased: until when a bucket is empty (or none)
+            held = rows[0][LEASE_UNTIL + 1]
+            if held is None:
                 self.held.pop(qid, None)
-                if rate is not None:
-                    cur.execute(self._q(SQL_QUEUE_TAKE),
-                                {"qid": qid, "tokens": have - len(rows), "now": now})
-                return rows, until
-            cur.execute(self._q(SQL_FLOW_NEXT_TOKEN), {"now": now}, prepare=False)
-            wait = cur.fetchall()[0][0]
-        if wait is None:
-            self.held.pop(qid, None)
-        else:
-            self.held[qid] = now + float(wait)
-        return [], until
+            else:
+                self.held[qid] = float(held)
+            return [], until
+        self.held.pop(qid, None)
+        return [tuple(r[:LEASE_UNTIL]) for r in rows], until
 
     def held_until(self, qid: int, ready: bool, due: float) -> tuple[bool, float]:
         """A probe's ``(ready, due)`` corrected for an empty bucket of the queue."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from ...errors import LeaseLost
 from ..records import QueueStats
-from .flow import FLOW_TOKENS, FlowVerbs
+from .flow import FlowVerbs
 from .queues import (
     CANCELLED,
     DEAD,
@@ -55,7 +55,7 @@ CLAIM_COLUMNS = (
 _NOT_PAUSED = "NOT (SELECT paused FROM {s}.queues WHERE id = %(qid)s)"
 # The claim statements also hand out nothing from a queue with limits (its own rate
 # limit, or jobs under a task's limits: ``limited``); such a queue is claimed by
-# SQL_LIMITED_CLAIM (flow.py), one message at a time under the flow lock.
+# SQL_LIMITED_CLAIM, under the flow lock.
 _CLAIMABLE = ("(SELECT NOT (paused OR limited) AND rate_limit IS NULL "
               "FROM {s}.queues WHERE id = %(qid)s)")
 SQL_CLAIM = f"""
@@ -82,31 +82,13 @@ WHERE m.id = (
 ) AND m.state = {READY}
 RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
 """
-# The ready messages in queue order that no task limit holds back (at most n; their
-# flow's unexpired leases of their key fewer than the cap, a token in their flow's
-# bucket), locked SKIP LOCKED, with their flow and whether it has a cap and a rate.
-# Runs under the flow lock (flow.py), so the counts cannot race another limited claim;
-# flow.py takes them in order (a token each, stopping after the first capped one) and
-# leases them with SQL_LIMITED_LEASE.
-SQL_LIMITED_SELECT = f"""
-SELECT c.id, c.flow, f.max_concurrency IS NOT NULL, f.rate IS NOT NULL
-FROM {{s}}.messages c LEFT JOIN {{s}}.flows f ON f.id = c.flow
-WHERE c.qid = %(qid)s AND c.state = {READY}
-  AND (f.id IS NULL OR (
-    (f.max_concurrency IS NULL OR (
-       SELECT count(*) FROM {{s}}.messages r
-       WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = {LEASED}
-         AND r.lease_until > %(now)s) < f.max_concurrency)
-    AND (f.rate IS NULL OR {FLOW_TOKENS} >= 1)))
-ORDER BY c.priority DESC, c.rank NULLS FIRST, c.run_at, c.id LIMIT %(n)s
-FOR UPDATE OF c SKIP LOCKED
-"""
-SQL_LIMITED_LEASE = f"""
-WITH t AS (SELECT nextval('{{s}}.lease_token') AS token)
-UPDATE {{s}}.messages m
-SET state = {LEASED}, token = t.token, attempts = m.attempts + 1, lease_until = %(until)s
-FROM t WHERE m.id = ANY(%(ids)s) AND m.state = {READY}
-RETURNING {", ".join("m." + c for c in CLAIM_COLUMNS.split(", "))}
+# A queue with limits is claimed by the function claim_limited (made by schema.py's
+# _V_FLOW2; flow.py's docstring says why a function): one round trip. Rows: the claim
+# columns, then the lease deadline and (on the one row of a claim that leased
+# nothing: id NULL) until when the buckets are empty; none if the queue has no limits.
+SQL_LIMITED_CLAIM = """
+SELECT * FROM {s}.claim_limited(%(qid)s::bigint, %(n)s::bigint, %(now)s::float8,
+    %(lease)s::float8, %(known)s::boolean)
 """
 # Maintenance's common case in one statement: promote the due delayed rows (locked
 # SKIP LOCKED, at most :most) and say whether any lease has run out. Only then does

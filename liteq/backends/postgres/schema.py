@@ -47,7 +47,7 @@ from ...errors import InvalidArgument, SchemaError, StorageError
 from .workflow_sql import WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
-           "migrate", "qualify", "schema_version"]
+           "limited_pick", "migrate", "qualify", "schema_version"]
 
 DEFAULT_SCHEMA = "liteq"
 
@@ -236,6 +236,146 @@ CREATE TABLE {s}.history (
 # Workflows (issue 20): ``workflow_sql.py`` (tables, trigger functions, triggers).
 _V_WORKFLOW = WORKFLOW_SCHEMA
 
+# In queue order, the ready jobs of queue :qid that no limit holds back at time :now
+# (their flow's unexpired leases of their key fewer than its cap, a token in its
+# bucket), locked SKIP LOCKED, with their flow and whether it has a cap and a rate.
+_LIMITED_PICK = """
+        SELECT c.id, c.flow, f.max_concurrency IS NOT NULL AS capped,
+               f.rate IS NOT NULL AS rated
+        FROM {s}.messages c LEFT JOIN {s}.flows f ON f.id = c.flow
+        WHERE c.qid = :qid AND c.state = 0 AND (f.id IS NULL OR (
+          (f.max_concurrency IS NULL OR (
+             SELECT count(*) FROM {s}.messages r
+             WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = 2
+               AND r.lease_until > :now) < f.max_concurrency)
+          AND (f.rate IS NULL
+               OR least(f.burst, f.tokens + (:now - f.refilled_at) * f.rate) >= 1)))
+        ORDER BY c.priority DESC, c.rank NULLS FIRST, c.run_at, c.id LIMIT :limit
+        FOR UPDATE OF c SKIP LOCKED"""
+
+
+def limited_pick(qid: str, now: str, limit: str) -> str:
+    """The pick with *qid*, *now* and *limit* spelled as given (variables, $n or a number)."""
+    return _LIMITED_PICK.replace(":qid", qid).replace(":now", now).replace(":limit", limit)
+
+
+# The limited claim (postgres/flow.py's docstring says why a function: its statements
+# after the lock each see every earlier limited claim committed; one statement could
+# not). Columns: the claim's (messages.py CLAIM_COLUMNS), then the lease deadline and,
+# on the one row of a claim that leased nothing (its id NULL), until when the buckets
+# are empty (NULL: none is). No rows: the queue has no limits or is paused.
+#
+# SKIP LOCKED without re-evaluation (tests/test_postgres_plans.py cannot read a
+# function's body): the pick is a statement of its own, not a member of a join feeding
+# a write; it runs once, its ids are kept in a variable, and the writes find those
+# rows by primary key. A batch's pick is EXECUTEd (planned with its values every time,
+# as the plain batch claim is sent unprepared: with its LIMIT a parameter, a cached
+# generic plan would scan the table, connection.py's docstring); get()'s has LIMIT 1,
+# a plan that holds, and is planned once per session (as SQL_CLAIM_ONE is prepared).
+#
+# "now" is the caller's clock (tests replace it); when the lock had to be waited for,
+# the wait is added, so a lease is never shortened by the queue of limited claims.
+_CLAIM_LIMITED = """
+CREATE FUNCTION {s}.claim_limited(p_qid bigint, p_n bigint, p_now double precision,
+    p_lease double precision, p_known boolean)
+RETURNS TABLE (id bigint, token bigint, attempts bigint, payload bytea, headers bytea,
+    priority bigint, run_at double precision, enqueued_at double precision, key text,
+    rank bytea, error text, origin text, lease_until double precision,
+    held_until double precision)
+LANGUAGE plpgsql AS $claim$
+#variable_conflict use_column
+DECLARE
+    v_now double precision := p_now;
+    v_start timestamptz := clock_timestamp();
+    v_until double precision;
+    v_have double precision;
+    v_budget bigint := p_n;
+    v_ids bigint[] := '{}';
+    v_token bigint;
+    v_taken bigint;
+    v_wait double precision;
+    q record;
+    job record;
+    picks refcursor;
+BEGIN
+    IF NOT p_known THEN  -- most queues have no limits: no lock for them
+        PERFORM 1 FROM {s}.queues WHERE queues.id = p_qid AND NOT paused
+            AND (limited OR rate_limit IS NOT NULL);
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('liteq.flow:{s}')) THEN
+        PERFORM pg_advisory_xact_lock(hashtext('liteq.flow:{s}'));
+        v_now := p_now + extract(epoch FROM clock_timestamp() - v_start);
+    END IF;
+    v_until := v_now + p_lease;
+    SELECT paused, limited, rate_limit, rate_burst, tokens, refilled_at INTO q
+    FROM {s}.queues WHERE queues.id = p_qid;
+    IF NOT FOUND OR q.paused OR NOT (q.limited OR q.rate_limit IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    IF q.rate_limit IS NOT NULL THEN  -- the queue's own bucket (flow.py: bucket())
+        v_have := least(coalesce(q.rate_burst, 1),
+                        q.tokens + greatest(0, v_now - q.refilled_at) * q.rate_limit);
+        IF v_have < 1 THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::bytea,
+                NULL::bytea, NULL::bigint, NULL::float8, NULL::float8, NULL::text,
+                NULL::bytea, NULL::text, NULL::text, v_until,
+                v_now + (1 - v_have) / q.rate_limit;
+            RETURN;
+        END IF;
+        v_budget := least(p_n, floor(v_have)::bigint);
+    END IF;
+    IF v_budget = 1 THEN
+        OPEN picks FOR __PICK1__;
+    ELSE
+        OPEN picks FOR EXECUTE $pick$__PICKN__$pick$ USING p_qid, v_now, v_budget;
+    END IF;
+    LOOP
+        FETCH picks INTO job;
+        EXIT WHEN NOT FOUND;
+        IF job.rated THEN  -- a token from its flow's bucket; none left: it stays ready
+            UPDATE {s}.flows
+            SET tokens = least(burst, tokens + (v_now - refilled_at) * rate) - 1,
+                refilled_at = v_now
+            WHERE flows.id = job.flow
+              AND least(burst, tokens + (v_now - refilled_at) * rate) >= 1;
+            CONTINUE WHEN NOT FOUND;
+        END IF;
+        v_ids := v_ids || job.id;
+        EXIT WHEN job.capped;  -- one capped job per claim (DESIGN-NOTES, flow control)
+    END LOOP;
+    CLOSE picks;
+    IF cardinality(v_ids) > 0 THEN
+        v_token := nextval('{s}.lease_token');  -- one token per claim
+        RETURN QUERY WITH leased AS (
+            UPDATE {s}.messages m
+            SET state = 2, token = v_token, attempts = m.attempts + 1,
+                lease_until = v_until
+            WHERE m.id = ANY(v_ids) AND m.state = 0
+            RETURNING m.id, m.token, m.attempts, m.payload, m.headers, m.priority,
+                m.run_at, m.enqueued_at, m.key, m.rank, m.error, m.origin
+        ) SELECT leased.*, v_until, NULL::float8 FROM leased;
+        GET DIAGNOSTICS v_taken = ROW_COUNT;
+        IF q.rate_limit IS NOT NULL THEN
+            UPDATE {s}.queues SET tokens = v_have - v_taken, refilled_at = v_now
+            WHERE queues.id = p_qid;
+        END IF;
+        RETURN;
+    END IF;
+    SELECT min((1 - least(f.burst, f.tokens + (v_now - f.refilled_at) * f.rate)) / f.rate)
+    INTO v_wait FROM {s}.flows f
+    WHERE f.rate IS NOT NULL
+      AND least(f.burst, f.tokens + (v_now - f.refilled_at) * f.rate) < 1;
+    RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::bytea,
+        NULL::bytea, NULL::bigint, NULL::float8, NULL::float8, NULL::text,
+        NULL::bytea, NULL::text, NULL::text, v_until, v_now + v_wait;
+END
+$claim$;
+""".replace("__PICK1__", limited_pick("p_qid", "v_now", "1")).replace(
+    "__PICKN__", limited_pick("$1", "$2", "$3"))
+
 # Flow control, part 2 (issue 19): rate limits and concurrency caps, as SQLite's
 # ``_V_FLOW2`` (see liteq/backends/sqlite/schema.py). Limited claims are serialized by
 # an advisory lock (postgres/flow.py), so the counts and buckets need no row locks.
@@ -258,7 +398,7 @@ ALTER TABLE {s}.queues ADD COLUMN rate_burst double precision;
 ALTER TABLE {s}.queues ADD COLUMN tokens double precision NOT NULL DEFAULT 0;
 ALTER TABLE {s}.queues ADD COLUMN refilled_at double precision NOT NULL DEFAULT 0;
 ALTER TABLE {s}.queues ADD COLUMN limited boolean NOT NULL DEFAULT false;
-"""
+""" + _CLAIM_LIMITED
 
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2]
