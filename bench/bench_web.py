@@ -128,6 +128,7 @@ def plans(db: liteq.Database) -> None:
     big = db.queue("big").id
     page = {"qid": big, "after": 0, "n": 51}
     checks = {
+        "state counts": (opsql.SQL_STATE_COUNTS, {"qid": big, "cap": 100_001}),
         "count upto": (opsql.SQL_STATE_ROWS_UPTO_UNFINISHED, {"qid": big, "state": 0,
                                                               "cap": opsql.BROWSE_SORT_MAX}),
         "count upto fin.": (opsql.SQL_STATE_ROWS_UPTO_FINISHED, {"qid": big, "state": 4,

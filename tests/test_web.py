@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from webclient import Client, csrf_of, served, table_rows
 
 import liteq
+from liteq import browse
 from liteq.cli import cli
 from liteq.metrics import render
 from liteq.registry import Registration
@@ -63,6 +64,27 @@ def test_the_overview_lists_every_queue_with_its_counts(db: liteq.Database) -> N
         assert cells == [f"{st[s]:,}" for s in ("ready", "delayed", "leased", "dead", "done")]
     assert rows["emails"] == ["2", "1", "1", "3", "0"]
     assert rows["reports"] == ["0", "0", "0", "0", "1"]
+
+
+def test_counts_past_the_cap_show_as_more_and_the_page_says_where_exact_ones_are(
+        db: liteq.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(db)
+    billing = db.topic("orders").subscribe("billing", pattern="order.#").name
+    db.topic("orders").publish(1, key="order.new")
+    db.topic("orders").publish(2, key="order.new")
+    monkeypatch.setattr(browse, "COUNT_CAP", 2)
+    with served(db) as client:
+        rows = _overview(client)
+        assert rows["emails"] == ["2", "1", "1", "2+", "0"]  # 3 dead: more than 2
+        assert "Counts stop at 2" in client.get("/").text
+        queue_page = client.get("/queue/emails").text
+        assert "dead (2+)" in queue_page and "liteq stats QUEUE" in queue_page
+        assert table_rows(client.get("/dead").text, "dead-queues") == [["emails", "2+"]]
+        billing_page = client.get("/queue/" + billing).text
+        assert "ready (2)" in billing_page and "Counts stop at" not in billing_page
+        assert table_rows(client.get("/topics").text, "topics")[0][3] == "2"
+        metrics = client.get("/metrics").text  # not a page: exact
+    assert 'queue="emails",state="dead"} 3' in metrics and "2+" not in metrics
 
 
 def test_every_view_renders_and_a_missing_thing_is_a_404(db: liteq.Database) -> None:
