@@ -237,6 +237,48 @@ def test_a_read_only_dashboard_shows_no_forms_and_refuses_every_action(
     assert db.schedules()[0].state == "active"
 
 
+def test_without_actions_liteq_web_opens_the_database_read_only_and_a_write_is_refused(
+        db: liteq.Database, db_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(db)
+    dead = _dead_ids(db, "emails")
+    opened: dict[bool, bool] = {}
+
+    def serve_once(database: liteq.Database, host: str, port: int, **options: Any) -> None:
+        # Stands in for the serving loop: what it would serve is the database opened here.
+        opened[options["allow_actions"]] = database.read_only
+        if database.read_only:
+            with pytest.raises(liteq.LiteqError):
+                database.queue("emails").redrive()
+
+    monkeypatch.setattr(liteq.web, "serve", serve_once)
+    for flags in ([], ["--allow-actions"]):
+        result = CliRunner().invoke(cli, ["--db", db_target, "web", "--port", "0", *flags],
+                                    prog_name="liteq")
+        assert result.exit_code == 0, result.output
+    assert opened == {False: True, True: False}
+    assert _dead_ids(db, "emails") == dead
+
+
+def test_every_page_works_on_a_read_only_database_and_actions_need_a_writable_one(
+        db: liteq.Database, db_target: str) -> None:
+    _fill(db)
+    db.schedule("nightly", cron="0 3 * * *", queue="emails", payload=1)
+    db.topic("orders").subscribe("billing", pattern="order.#")
+    dead = _dead_ids(db, "emails")[0]
+    looking = liteq.connect(db_target, read_only=True)
+    try:
+        with served(looking) as client:
+            for path in ("/", "/?range=week", "/queue/emails", "/queue/emails?state=dead",
+                         f"/message/{dead}", "/dead", "/dead/emails", "/schedules",
+                         "/schedule/nightly", "/topics", "/workers", "/metrics"):
+                answer = client.get(path)
+                assert answer.status == 200, (path, answer.text)
+        with pytest.raises(liteq.InvalidArgument, match="needs a database open for writing"):
+            app(looking, allow_actions=True)
+    finally:
+        looking.close()
+
+
 def test_a_schedule_is_paused_resumed_and_run_now(db: liteq.Database) -> None:
     db.schedule("nightly", cron="0 3 * * *", tz="Europe/Berlin", queue="reports", payload=7)
     with served(db, allow_actions=True) as client:
