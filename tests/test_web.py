@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from click.testing import CliRunner
 from webclient import Client, csrf_of, served, table_rows
+from workerapp_tools import drain
 
 import liteq
 from liteq import browse
@@ -21,6 +22,7 @@ from liteq.metrics import render
 from liteq.registry import Registration
 from liteq.web import app
 from liteq.web.security import CSP
+from liteq.workflow import chain
 
 pytestmark = pytest.mark.every_engine
 
@@ -157,6 +159,40 @@ def test_a_job_shows_its_arguments_error_and_result(db: liteq.Database) -> None:
         page = client.get(f"/message/{job.id}").text
     assert "Arguments" in page and "add" in page
     assert "resized 40 of 100" in page and "40%" in page
+
+
+def _fields(page: str) -> dict[str, str]:
+    """The message page's fields, as texts; and each field's links under "NAME links"."""
+    out: dict[str, str] = {}
+    for name, value in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page, re.S):
+        out[name] = re.sub(r"<[^>]+>", "", value)
+        out[name + " links"] = " ".join(re.findall(r'href="/message/(\d+)"', value))
+    return out
+
+
+def test_a_workflow_job_links_its_parents_and_children_and_shows_the_workflow_state(
+        db: liteq.Database) -> None:
+    @db.task(name="add", store_result=True)
+    def add(x: int, y: int = 1) -> int:
+        return x + y
+
+    last = chain(add.s(1), add.s(), add.s()).delay()
+    middle = last.parents[0]
+    first = middle.parents[0]
+    alone = add.delay(5)
+    with served(db) as client:
+        before = _fields(client.get(f"/message/{middle.id}").text)
+        assert before["parents links"] == str(first.id)
+        assert before["parents"] == f"{first.id} (not ended)"
+        assert before["children links"] == str(last.id)
+        assert before["workflow links"] == str(first.id)  # a workflow's id is its first job's
+        assert before["workflow"].startswith(f"{first.id} running (")
+        assert "parents" not in _fields(client.get(f"/message/{alone.id}").text)
+        drain(db)
+        after = _fields(client.get(f"/message/{middle.id}").text)
+        assert after["parents"] == f"{first.id} (done)"
+        assert after["workflow"] == f"{first.id} done (3 done)"
+        assert _fields(client.get(f"/message/{last.id}").text)["children"] == "-"
 
 
 def test_dead_letters_are_grouped_by_error(db: liteq.Database) -> None:

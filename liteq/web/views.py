@@ -8,12 +8,14 @@ from typing import Any
 
 from .. import browse
 from ..backends.records import STATES
+from ..backends.workflow import WAITING_AT
 from ..cli_output import to_json
 from ..codec import decode
 from ..database import Database
 from ..errors import LiteqError, SerializationError
 from ..queue import Message, Queue
 from ..registry import workers
+from ..workflow import workflow_state
 from .charts import RANGES, series, svg_chart
 from .http import HTTPError, Request
 from .templates import Page, fmt_age, fmt_num, fmt_time, h, post_form, table
@@ -241,9 +243,34 @@ def _decoded(blob: bytes | None) -> str:
         return f"(cannot decode: {exc})"
 
 
+def _workflow_fields(db: Database, page: Page, mid: int) -> list[tuple[str, str]]:
+    """A job's place in its workflow, as ``liteq job N`` shows it: its parents (with how
+    each ended) and children as links, and the workflow's state; none outside one."""
+    job = db.job(mid)
+    parents, children = job.edges()
+    wid = job.workflow
+    if wid is None and not parents and not children:
+        return []
+    fields = [
+        ("parents", ", ".join(
+            page.link(f"/message/{e.parent}", e.parent)
+            + h(f" ({e.outcome or 'not ended'}{', failure allowed' if e.allow_failure else ''})")
+            for e in parents) or "-"),
+        ("children", ", ".join(page.link(f"/message/{e.child}", e.child)
+                               for e in children) or "-"),
+    ]
+    if wid is not None:
+        state, counts = workflow_state(db, wid)
+        jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        fields.append(("workflow", page.link(f"/message/{wid}", wid)
+                       + f' <span class="wf-state">{h(state)}</span> ({h(jobs)})'))
+    return fields
+
+
 def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
     """One message (or a finished job whose message is gone): payload and headers
-    decoded, attempts, worker, durations, traceback, result, progress."""
+    decoded, attempts, worker, durations, traceback, result, progress; a workflow
+    job's parents, children and workflow state."""
     msg = db.message(mid)
     info = db.job(mid).info() if msg is not None or db.backend.result(mid) else None
     if msg is None and info is None:
@@ -253,7 +280,10 @@ def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
         fields += [("queue", page.link("/queue/" + msg.queue, msg.queue, state=msg.state)),
                    ("state", h(msg.state)), ("priority", h(msg.priority)),
                    ("attempts", h(msg.attempts)), ("key", h(msg.key or "-")),
-                   ("enqueued", h(fmt_time(msg.enqueued_at))), ("due", h(fmt_time(msg.run_at))),
+                   ("enqueued", h(fmt_time(msg.enqueued_at))),
+                   # A waiting workflow job is delayed until a year no clock shows.
+                   ("due", h("when its parents end" if msg.run_at >= WAITING_AT
+                             else fmt_time(msg.run_at))),
                    ("lease until", h(fmt_time(msg.lease_until))),
                    ("finished", h(fmt_time(msg.finished_at))),
                    ("came from", h(msg.origin or "-"))]
@@ -267,6 +297,7 @@ def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
         if msg is None:
             fields += [("queue", h(info.queue or "-")), ("attempts", h(info.attempts)),
                        ("finished", h(fmt_time(info.finished_at)))]
+    fields += _workflow_fields(db, page, mid)
     holder = [w for w in workers(db) for j in w["jobs"] if j["id"] == mid]
     if holder:
         fields.append(("worker", page.link("/workers", holder[0]["id"])
