@@ -20,11 +20,68 @@ from .errors import InvalidArgument
 from .job import task_call
 from .queue import Message, Queue, inspectable
 
-__all__ = ["Page", "page", "dead_groups", "redrive_ids", "purge_ids", "matching_ids",
-           "SCAN_LIMIT"]
+__all__ = ["Page", "page", "Counts", "counts", "dead_groups", "redrive_ids", "purge_ids",
+           "matching_ids", "SCAN_LIMIT", "COUNT_CAP"]
 
 #: Most messages one task search reads for one page.
 SCAN_LIMIT = 2000
+#: The pages count each state up to this many messages and show more as "100,000+"
+#: (``liteq stats`` and ``/metrics`` count exactly): a page of a queue of a million
+#: messages then costs what one of 100,000 does.
+COUNT_CAP = 100_000
+
+
+@dataclass
+class Counts:
+    """A queue's messages per state as a page shows them: exact up to :attr:`cap`."""
+
+    #: The queue's name.
+    queue: str
+    #: Messages per state name; ``cap + 1`` means more than *cap*.
+    states: dict[str, int]
+    #: Unfinished messages: the depth counter where the queue keeps one (exact), else
+    #: the sum of the ready, delayed and leased counts (at least, when one is over).
+    depth: int
+    #: True when :attr:`depth` is exact.
+    depth_exact: bool
+    #: The queue's ``max_depth`` (None: unbounded).
+    max_depth: int | None
+    #: Seconds the oldest ready message has waited (None: none ready); past the cap,
+    #: the oldest of those counted (so it has waited at least that long).
+    oldest_ready_age: float | None
+    #: Where counting stops.
+    cap: int
+
+    def over(self, state: str) -> bool:
+        """True when *state* holds more than :attr:`cap` messages."""
+        return self.states[state] > self.cap
+
+    def text(self, state: str) -> str:
+        """The count of *state* as a page shows it: ``1,234`` or ``100,000+``."""
+        return f"{self.cap:,}+" if self.over(state) else f"{self.states[state]:,}"
+
+    def depth_text(self) -> str:
+        """The depth as a page shows it (``+`` when only a lower bound is known)."""
+        return f"{self.depth:,}" if self.depth_exact else f"{self.depth:,}+"
+
+    @property
+    def capped(self) -> bool:
+        """True when some count stopped at the cap."""
+        return any(n > self.cap for n in self.states.values())
+
+
+def counts(q: Queue, cap: int | None = None) -> Counts:
+    """*q*'s messages per state, each counted up to *cap* (default :data:`COUNT_CAP`;
+    through the state's index, at most *cap* + 1 entries each); the depth counter where
+    one is kept."""
+    cap = COUNT_CAP if cap is None else cap
+    c = q.db.backend.count_states(q.id, cap)
+    states = {s.label: int(getattr(c, s.label)) for s in State}
+    unfinished = [states[s] for s in ("ready", "delayed", "leased")]
+    exact = c.depth is not None or all(n <= cap for n in unfinished)
+    depth = c.depth if c.depth is not None else sum(min(n, cap) for n in unfinished)
+    oldest = None if c.oldest_ready_at is None else max(0.0, q.db.clock() - c.oldest_ready_at)
+    return Counts(q.name, states, depth, exact, c.max_depth, oldest, cap)
 
 
 @dataclass

@@ -245,14 +245,16 @@ def parse_json(text: str, what: str) -> Any:
         raise click.UsageError(f"{what} is not valid JSON: {exc.msg} at {where}{hint}") from None
 
 
-def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Database:
+def open_db(ctx: click.Context | None = None, *, create: bool = False,
+            read_only: bool | None = None) -> Database:
     """Connect to the database chosen by ``--db``; closed when the command ends.
 
     Unless *create*, a missing (or empty) file, or a PostgreSQL database without
     liteq's schema, is an error rather than a new database: a command that only looks
     must not leave a file (or schema) behind. A command
-    marked with :func:`looks_only` opens it read-only; one marked with :func:`writes`
-    with its ``--durability``.
+    marked with :func:`looks_only` opens it read-only (or as *read_only* says, for a
+    command that looks or writes by an option of its own, such as ``liteq web``); one
+    marked with :func:`writes` with its ``--durability``.
     """
     ctx = ctx or click.get_current_context()
     state = ctx.find_object(CliState)
@@ -266,8 +268,9 @@ def open_db(ctx: click.Context | None = None, *, create: bool = False) -> Databa
                 f"'liteq put' and 'liteq queue create' make a new one)")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise CliError(f"{path} is an empty file, not a liteq database")
-    db = connect(path, durability=state.durability,
-                 read_only=ctx.command in READ_ONLY_COMMANDS, create=create)
+    if read_only is None:
+        read_only = ctx.command in READ_ONLY_COMMANDS
+    db = connect(path, durability=state.durability, read_only=read_only, create=create)
     ctx.find_root().call_on_close(db.close)
     return db
 

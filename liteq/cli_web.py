@@ -21,7 +21,7 @@ __all__ = ["web_command"]
               help="Port to listen on (0: any free port).")
 @click.option("--allow-actions", is_flag=True,
               help="Let the dashboard change things (redrive, purge, pause and run "
-                   "schedules); read-only without it.")
+                   "schedules); without it the database is opened read-only.")
 @click.option("--token", metavar="TOKEN", default=None, envvar="LITEQ_WEB_TOKEN",
               help="Every request must carry it: open the dashboard once with ?token=TOKEN "
                    "(a cookie keeps it), or send the X-Liteq-Token header. Also $LITEQ_WEB_TOKEN.")
@@ -41,7 +41,10 @@ def web_command(host: str, port: int, allow_actions: bool, token: str | None) ->
     """
     from .web import serve, shown_path  # the web package only when this command runs
 
-    db = open_db()
+    # Without --allow-actions nothing may write: the database is opened read-only
+    # (SQLite mode=ro; PostgreSQL default_transaction_read_only), so a bug in a page
+    # cannot change it either.
+    db = open_db(read_only=not allow_actions)
     # Ctrl-C and SIGTERM set a flag the serving loop checks (see liteq.web.serve: an
     # exception raised by a signal handler mid-response would be swallowed).
     stop = threading.Event()

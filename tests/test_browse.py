@@ -45,6 +45,36 @@ def test_pages_by_id_cover_every_message_once_in_order_whichever_plan(
     assert browse.page(q, "dead").messages == []
 
 
+def test_counts_per_state_are_exact_up_to_the_cap_and_say_more_past_it(
+        db: liteq.Database) -> None:
+    q = db.queue("counted", max_attempts=1, retention=3600)
+    q.put_many(list(range(6)))
+    q.put("later", delay=3600)
+    q.get().ack()  # type: ignore[union-attr]
+    q.get().fail("boom")  # type: ignore[union-attr]
+    held = q.get()
+    db.queue("other").put_many(list(range(9)))  # another queue's rows are not counted
+    exact = q.stats()
+    c = browse.counts(q, cap=10)
+    assert c.states == {s: exact[s] for s in ("ready", "delayed", "leased", "done", "dead",
+                                              "cancelled")}
+    assert not c.capped and c.depth == exact["depth"] == 5 and c.depth_exact
+    assert c.oldest_ready_age is not None and c.oldest_ready_age >= 0
+    small = browse.counts(q, cap=2)
+    assert small.states["ready"] == 3 and small.over("ready") and small.text("ready") == "2+"
+    assert small.text("leased") == "1" and small.text("delayed") == "1"
+    assert small.capped and not small.depth_exact and small.depth_text() == "4+"
+    assert held is not None
+
+
+def test_the_depth_counter_gives_an_exact_depth_past_the_cap(db: liteq.Database) -> None:
+    q = db.queue("bounded", max_depth=100)
+    q.put_many(list(range(7)))
+    c = browse.counts(q, cap=3)
+    assert c.over("ready") and c.text("ready") == "3+"
+    assert c.depth == 7 and c.depth_exact and c.depth_text() == "7" and c.max_depth == 100
+
+
 def test_a_task_search_reads_at_most_scan_payloads_and_says_where_it_stopped(
         db: liteq.Database) -> None:
     q = db.queue("jobs")

@@ -13,13 +13,16 @@ from urllib.parse import urlencode
 import pytest
 from click.testing import CliRunner
 from webclient import Client, csrf_of, served, table_rows
+from workerapp_tools import drain
 
 import liteq
+from liteq import browse
 from liteq.cli import cli
 from liteq.metrics import render
 from liteq.registry import Registration
 from liteq.web import app
 from liteq.web.security import CSP
+from liteq.workflow import chain
 
 pytestmark = pytest.mark.every_engine
 
@@ -63,6 +66,27 @@ def test_the_overview_lists_every_queue_with_its_counts(db: liteq.Database) -> N
         assert cells == [f"{st[s]:,}" for s in ("ready", "delayed", "leased", "dead", "done")]
     assert rows["emails"] == ["2", "1", "1", "3", "0"]
     assert rows["reports"] == ["0", "0", "0", "0", "1"]
+
+
+def test_counts_past_the_cap_show_as_more_and_the_page_says_where_exact_ones_are(
+        db: liteq.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(db)
+    billing = db.topic("orders").subscribe("billing", pattern="order.#").name
+    db.topic("orders").publish(1, key="order.new")
+    db.topic("orders").publish(2, key="order.new")
+    monkeypatch.setattr(browse, "COUNT_CAP", 2)
+    with served(db) as client:
+        rows = _overview(client)
+        assert rows["emails"] == ["2", "1", "1", "2+", "0"]  # 3 dead: more than 2
+        assert "Counts stop at 2" in client.get("/").text
+        queue_page = client.get("/queue/emails").text
+        assert "dead (2+)" in queue_page and "liteq stats QUEUE" in queue_page
+        assert table_rows(client.get("/dead").text, "dead-queues") == [["emails", "2+"]]
+        billing_page = client.get("/queue/" + billing).text
+        assert "ready (2)" in billing_page and "Counts stop at" not in billing_page
+        assert table_rows(client.get("/topics").text, "topics")[0][3] == "2"
+        metrics = client.get("/metrics").text  # not a page: exact
+    assert 'queue="emails",state="dead"} 3' in metrics and "2+" not in metrics
 
 
 def test_every_view_renders_and_a_missing_thing_is_a_404(db: liteq.Database) -> None:
@@ -135,6 +159,40 @@ def test_a_job_shows_its_arguments_error_and_result(db: liteq.Database) -> None:
         page = client.get(f"/message/{job.id}").text
     assert "Arguments" in page and "add" in page
     assert "resized 40 of 100" in page and "40%" in page
+
+
+def _fields(page: str) -> dict[str, str]:
+    """The message page's fields, as texts; and each field's links under "NAME links"."""
+    out: dict[str, str] = {}
+    for name, value in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page, re.S):
+        out[name] = re.sub(r"<[^>]+>", "", value)
+        out[name + " links"] = " ".join(re.findall(r'href="/message/(\d+)"', value))
+    return out
+
+
+def test_a_workflow_job_links_its_parents_and_children_and_shows_the_workflow_state(
+        db: liteq.Database) -> None:
+    @db.task(name="add", store_result=True)
+    def add(x: int, y: int = 1) -> int:
+        return x + y
+
+    last = chain(add.s(1), add.s(), add.s()).delay()
+    middle = last.parents[0]
+    first = middle.parents[0]
+    alone = add.delay(5)
+    with served(db) as client:
+        before = _fields(client.get(f"/message/{middle.id}").text)
+        assert before["parents links"] == str(first.id)
+        assert before["parents"] == f"{first.id} (not ended)"
+        assert before["children links"] == str(last.id)
+        assert before["workflow links"] == str(first.id)  # a workflow's id is its first job's
+        assert before["workflow"].startswith(f"{first.id} running (")
+        assert "parents" not in _fields(client.get(f"/message/{alone.id}").text)
+        drain(db)
+        after = _fields(client.get(f"/message/{middle.id}").text)
+        assert after["parents"] == f"{first.id} (done)"
+        assert after["workflow"] == f"{first.id} done (3 done)"
+        assert _fields(client.get(f"/message/{last.id}").text)["children"] == "-"
 
 
 def test_dead_letters_are_grouped_by_error(db: liteq.Database) -> None:
@@ -213,6 +271,48 @@ def test_a_read_only_dashboard_shows_no_forms_and_refuses_every_action(
             assert answer.status == 403 and "read-only" in answer.text
     assert _dead_ids(db, "emails") == dead
     assert db.schedules()[0].state == "active"
+
+
+def test_without_actions_liteq_web_opens_the_database_read_only_and_a_write_is_refused(
+        db: liteq.Database, db_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(db)
+    dead = _dead_ids(db, "emails")
+    opened: dict[bool, bool] = {}
+
+    def serve_once(database: liteq.Database, host: str, port: int, **options: Any) -> None:
+        # Stands in for the serving loop: what it would serve is the database opened here.
+        opened[options["allow_actions"]] = database.read_only
+        if database.read_only:
+            with pytest.raises(liteq.LiteqError):
+                database.queue("emails").redrive()
+
+    monkeypatch.setattr(liteq.web, "serve", serve_once)
+    for flags in ([], ["--allow-actions"]):
+        result = CliRunner().invoke(cli, ["--db", db_target, "web", "--port", "0", *flags],
+                                    prog_name="liteq")
+        assert result.exit_code == 0, result.output
+    assert opened == {False: True, True: False}
+    assert _dead_ids(db, "emails") == dead
+
+
+def test_every_page_works_on_a_read_only_database_and_actions_need_a_writable_one(
+        db: liteq.Database, db_target: str) -> None:
+    _fill(db)
+    db.schedule("nightly", cron="0 3 * * *", queue="emails", payload=1)
+    db.topic("orders").subscribe("billing", pattern="order.#")
+    dead = _dead_ids(db, "emails")[0]
+    looking = liteq.connect(db_target, read_only=True)
+    try:
+        with served(looking) as client:
+            for path in ("/", "/?range=week", "/queue/emails", "/queue/emails?state=dead",
+                         f"/message/{dead}", "/dead", "/dead/emails", "/schedules",
+                         "/schedule/nightly", "/topics", "/workers", "/metrics"):
+                answer = client.get(path)
+                assert answer.status == 200, (path, answer.text)
+        with pytest.raises(liteq.InvalidArgument, match="needs a database open for writing"):
+            app(looking, allow_actions=True)
+    finally:
+        looking.close()
 
 
 def test_a_schedule_is_paused_resumed_and_run_now(db: liteq.Database) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from .records import MessageRecord
 
 __all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "ErrorGroup",
-           "HistorySums", "OperatingVerbs"]
+           "HistorySums", "StateCounts", "OperatingVerbs"]
 
 #: Upper bounds (seconds) of the run-time histogram buckets kept in each history row
 #: (``le_*`` columns); the ``+Inf`` bucket is ``runs``.
@@ -114,6 +114,26 @@ class ErrorGroup(NamedTuple):
     last_id: int
 
 
+class StateCounts(NamedTuple):
+    """A queue's messages per state, each counted up to a cap (the dashboard's pages:
+    :meth:`OperatingVerbs.count_states`). A count of ``cap + 1`` means "more than cap"."""
+
+    ready: int
+    delayed: int
+    leased: int
+    done: int
+    dead: int
+    cancelled: int
+    #: The earliest ``run_at`` among the ready messages counted (None: none ready).
+    #: Exact while ``ready`` is at most the cap; past it, the earliest of those counted.
+    oldest_ready_at: float | None
+    #: The depth counter when the queue keeps one (``max_depth`` set, or
+    #: ``count_depth``): exact and free. None when it keeps none.
+    depth: int | None
+    #: The queue's ``max_depth`` (None: unbounded).
+    max_depth: int | None
+
+
 class HistorySums(NamedTuple):
     """One bucket of a chart: the history's counts summed over its minutes."""
 
@@ -206,6 +226,13 @@ class OperatingVerbs(ABC):
     def error_groups(self, qid: int, state: int, n: int) -> list[ErrorGroup]:
         """The queue's messages in *state* grouped by error text, most common first, at
         most *n* groups. Reads only."""
+
+    @abstractmethod
+    def count_states(self, qid: int, cap: int) -> StateCounts:
+        """Queue *qid*'s messages in each state, each count stopping at *cap* + 1 (so
+        a page's cost does not grow with the queue: each count reads at most *cap* + 1
+        entries of the state's index); the depth counter where one is kept. Raises
+        :class:`~liteq.LiteqError` when the queue is gone. Reads only."""
 
     @abstractmethod
     def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:

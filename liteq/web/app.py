@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from ..database import Database
-from ..errors import LiteqError
+from ..errors import InvalidArgument, LiteqError
 from ..metrics import CONTENT_TYPE, render
 from . import views, views_ops
 from .actions import ACTIONS
@@ -34,7 +34,9 @@ def app(db: Database, allow_actions: bool = False, token: str | None = None) -> 
     """The dashboard of *db* as a WSGI application.
 
     Read-only unless *allow_actions* (then redrive, purge and the schedule controls
-    work, each a POST with a CSRF token). With *token* every request must carry it:
+    work, each a POST with a CSRF token; *db* must then be open for writing). A
+    dashboard without actions works on ``liteq.connect(path, read_only=True)``, as
+    ``liteq web`` opens it. With *token* every request must carry it:
     ``?token=TOKEN`` once (it sets a cookie), the ``X-Liteq-Token`` header, or
     ``Authorization: Bearer TOKEN``. Mounted inside another app, that app's own
     authentication can stand in for the token.
@@ -55,6 +57,9 @@ class Dashboard:
 
     def __init__(self, db: Database, *, allow_actions: bool = False,
                  token: str | None = None) -> None:
+        if allow_actions and db.read_only:
+            raise InvalidArgument("allow_actions=True needs a database open for writing: "
+                                  "connect without read_only=True, or serve without actions")
         self.db = db
         self.allow_actions = allow_actions
         self.guard = Guard(token)

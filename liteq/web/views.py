@@ -8,18 +8,20 @@ from typing import Any
 
 from .. import browse
 from ..backends.records import STATES
+from ..backends.workflow import WAITING_AT
 from ..cli_output import to_json
 from ..codec import decode
 from ..database import Database
 from ..errors import LiteqError, SerializationError
 from ..queue import Message, Queue
 from ..registry import workers
+from ..workflow import workflow_state
 from .charts import RANGES, series, svg_chart
 from .http import HTTPError, Request
 from .templates import Page, fmt_age, fmt_num, fmt_time, h, post_form, table
 
 __all__ = ["overview", "queue_view", "message_view", "payload_text", "get_queue",
-           "RATE_MINUTES", "PAGE_SIZE", "Redirect"]
+           "cap_note", "RATE_MINUTES", "PAGE_SIZE", "Redirect"]
 
 #: Rates are the history's counts over the last this many minutes (and the current one).
 RATE_MINUTES = 5
@@ -91,32 +93,47 @@ def _rates(db: Database, qids: dict[int, str]) -> dict[str, tuple[float, float]]
     return {name: (p / elapsed, a / elapsed) for name, (p, a) in sums.items()}
 
 
+def _oldest(c: browse.Counts) -> str:
+    age = fmt_age(c.oldest_ready_age)
+    return f"≥ {age}" if c.over("ready") else age
+
+
+def cap_note(capped: bool) -> str:
+    """The page's word on counts that stopped at the cap (empty when none did)."""
+    if not capped:
+        return ""
+    return (f'<p class="note">Counts stop at {browse.COUNT_CAP:,} ("{browse.COUNT_CAP:,}+" '
+            "means more) so that a page stays fast on a big queue: "
+            "<code>liteq stats QUEUE</code> counts exactly.</p>")
+
+
 def overview(db: Database, req: Request, page: Page) -> str:
     """Every queue with its counts, oldest age and rates; charts; workers alive."""
     span = _span(req)
-    stats = []
+    found: list[tuple[Queue, browse.Counts]] = []
     for name in db.queues():
         try:
-            stats.append(db.queue(name).stats())
+            q = db.queue(name)
+            found.append((q, browse.counts(q)))
         except LiteqError:
             if db.has_queue(name):
                 raise  # deleted since the listing: not shown
-    qids = {db.queue(s["queue"]).id: s["queue"] for s in stats}
+    qids = {q.id: q.name for q, _ in found}
     rates = _rates(db, qids)
     rows = []
-    for s in stats:
-        name = s["queue"]
+    for q, c in found:
+        name = q.name
         put_rate, ack_rate = rates.get(name, (0.0, 0.0))
         label = page.link("/queue/" + name, name)
-        if s.get("paused"):
+        if q.refresh().paused:
             label += ' <span class="badge">paused</span>'
         rows.append([
             label,
-            *(page.link("/queue/" + name, fmt_num(s[state]), state=state)
+            *(page.link("/queue/" + name, c.text(state), state=state)
               for state in ("ready", "delayed", "leased")),
-            page.link("/dead/" + name, fmt_num(s["dead"])) if s["dead"] else "0",
-            fmt_num(s["done"]),
-            h(fmt_age(s["oldest_ready_age"])),
+            page.link("/dead/" + name, c.text("dead")) if c.states["dead"] else "0",
+            h(c.text("done")),
+            h(_oldest(c)),
             h(fmt_num(put_rate, 2)), h(fmt_num(ack_rate, 2)),
         ])
     registry = workers(db)
@@ -128,20 +145,21 @@ def overview(db: Database, req: Request, page: Page) -> str:
         table(["Queue", "Ready", "Delayed", "Leased", "Dead", "Done", "Oldest ready",
                "Put/s", "Ack/s"], rows, numeric=range(1, 9), css="queues",
               empty="no queues yet"),
+        cap_note(any(c.capped for _, c in found)),
         f'<p class="summary">Rates over the last {RATE_MINUTES} minutes. '
         f'Workers alive: <strong id="workers-alive">{len(alive)}</strong> '
         f"({busy} of {slots} slots busy{f', {gone} gone' if gone else ''}) - "
         f'{page.link("/workers", "see workers")}</p>',
         _span_links(page, req, span, "/"),
-        _charts(db, list(qids), sum(s["depth"] for s in stats), span, "all queues"),
+        _charts(db, list(qids), sum(c.depth for _, c in found), span, "all queues"),
     ]
     return "".join(body)
 
 
-def _tabs(page: Page, name: str, stats: dict[str, Any], current: str) -> str:
+def _tabs(page: Page, name: str, counts: browse.Counts, current: str) -> str:
     parts = []
     for state in STATES:
-        text = f"{state} ({stats[state]:,})"
+        text = f"{state} ({counts.text(state)})"
         if state == current:
             parts.append(f'<strong class="tab">{h(text)}</strong>')
         else:
@@ -165,7 +183,7 @@ def queue_view(db: Database, req: Request, page: Page, name: str) -> str:
     key = req.arg("key").strip() or None
     task = req.arg("task").strip() or None
     span = _span(req)
-    stats = q.stats()
+    counts = browse.counts(q)
     result = browse.page(q, state, after=after, n=PAGE_SIZE, key=key, task=task)
     rows = []
     for m in result.messages:
@@ -173,12 +191,12 @@ def queue_view(db: Database, req: Request, page: Page, name: str) -> str:
         rows.append([page.link(f"/message/{m.id}", m.id), h(m.priority), h(m.attempts),
                      h(m.key or ""), h(call if isinstance(call, str) else ""), _preview(m),
                      h(fmt_age(db.clock() - m.enqueued_at)), h(m.error or "")])
-    c = q.config
+    c = q.refresh()
     settings = (f'<p class="settings">max_depth {h(c.max_depth if c.max_depth else "none")} · '
                 f"lease {h(fmt_age(c.lease))} · max_attempts {h(c.max_attempts)} · "
                 f"dead_letter {h(c.dead_letter or 'stay here')} · "
                 f"retention {h(fmt_age(c.retention))}"
-                f"{' · <span class=badge>paused</span>' if stats.get('paused') else ''}</p>")
+                f"{' · <span class=badge>paused</span>' if c.paused else ''}</p>")
     search = (f'<form method="get" action="{h(page.url("/queue/" + name))}" class="search">'
               f'<input type="hidden" name="state" value="{h(state)}">'
               f'<label>id <input name="id" size="8" inputmode="numeric"></label> '
@@ -194,15 +212,16 @@ def queue_view(db: Database, req: Request, page: Page, name: str) -> str:
     if task is not None:
         note = (f"<p>Looked at {result.scanned:,} {h(state)} messages for task {h(task)}"
                 f"{' (stopped at the scan limit: next page goes on)' if result.next_after else ''}.</p>")
-    dead_link = f'<p>{page.link("/dead/" + name, "dead letters of this queue")}</p>' if stats["dead"] else ""
+    dead_link = (f'<p>{page.link("/dead/" + name, "dead letters of this queue")}</p>'
+                 if counts.states["dead"] else "")
     return "".join([
-        settings, _tabs(page, name, stats, state), search, note,
+        settings, _tabs(page, name, counts, state), cap_note(counts.capped), search, note,
         table(["Id", "Priority", "Attempts", "Key", "Task", "Payload", "Age", "Error"], rows,
               numeric=(0, 1, 2), css="messages", empty=f"no {state} messages"
               + (f" after id {after}" if after else "")),
         f'<p class="pager">{" · ".join(pager)}</p>', dead_link,
         _span_links(page, req, span, "/queue/" + name),
-        _charts(db, [q.id], stats["depth"], span, name),
+        _charts(db, [q.id], counts.depth, span, name),
     ])
 
 
@@ -224,9 +243,34 @@ def _decoded(blob: bytes | None) -> str:
         return f"(cannot decode: {exc})"
 
 
+def _workflow_fields(db: Database, page: Page, mid: int) -> list[tuple[str, str]]:
+    """A job's place in its workflow, as ``liteq job N`` shows it: its parents (with how
+    each ended) and children as links, and the workflow's state; none outside one."""
+    job = db.job(mid)
+    parents, children = job.edges()
+    wid = job.workflow
+    if wid is None and not parents and not children:
+        return []
+    fields = [
+        ("parents", ", ".join(
+            page.link(f"/message/{e.parent}", e.parent)
+            + h(f" ({e.outcome or 'not ended'}{', failure allowed' if e.allow_failure else ''})")
+            for e in parents) or "-"),
+        ("children", ", ".join(page.link(f"/message/{e.child}", e.child)
+                               for e in children) or "-"),
+    ]
+    if wid is not None:
+        state, counts = workflow_state(db, wid)
+        jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        fields.append(("workflow", page.link(f"/message/{wid}", wid)
+                       + f' <span class="wf-state">{h(state)}</span> ({h(jobs)})'))
+    return fields
+
+
 def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
     """One message (or a finished job whose message is gone): payload and headers
-    decoded, attempts, worker, durations, traceback, result, progress."""
+    decoded, attempts, worker, durations, traceback, result, progress; a workflow
+    job's parents, children and workflow state."""
     msg = db.message(mid)
     info = db.job(mid).info() if msg is not None or db.backend.result(mid) else None
     if msg is None and info is None:
@@ -236,7 +280,10 @@ def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
         fields += [("queue", page.link("/queue/" + msg.queue, msg.queue, state=msg.state)),
                    ("state", h(msg.state)), ("priority", h(msg.priority)),
                    ("attempts", h(msg.attempts)), ("key", h(msg.key or "-")),
-                   ("enqueued", h(fmt_time(msg.enqueued_at))), ("due", h(fmt_time(msg.run_at))),
+                   ("enqueued", h(fmt_time(msg.enqueued_at))),
+                   # A waiting workflow job is delayed until a year no clock shows.
+                   ("due", h("when its parents end" if msg.run_at >= WAITING_AT
+                             else fmt_time(msg.run_at))),
                    ("lease until", h(fmt_time(msg.lease_until))),
                    ("finished", h(fmt_time(msg.finished_at))),
                    ("came from", h(msg.origin or "-"))]
@@ -250,6 +297,7 @@ def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
         if msg is None:
             fields += [("queue", h(info.queue or "-")), ("attempts", h(info.attempts)),
                        ("finished", h(fmt_time(info.finished_at)))]
+    fields += _workflow_fields(db, page, mid)
     holder = [w for w in workers(db) for j in w["jobs"] if j["id"] == mid]
     if holder:
         fields.append(("worker", page.link("/workers", holder[0]["id"])

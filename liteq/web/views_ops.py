@@ -12,7 +12,7 @@ from ..registry import workers
 from ..scheduler import get_schedule
 from .http import HTTPError, Request
 from .templates import Page, fmt_age, fmt_num, fmt_time, h, post_form, table
-from .views import PAGE_SIZE, get_queue
+from .views import PAGE_SIZE, cap_note, get_queue
 
 __all__ = ["dead_index", "dead_view", "schedules_view", "schedule_view", "topics_view",
            "workers_view"]
@@ -23,15 +23,17 @@ _ERROR_PREVIEW = 200
 def dead_index(db: Database, req: Request, page: Page) -> str:
     """Every queue that holds dead messages, with how many."""
     rows = []
+    capped = False
     for name in db.queues():
         try:
-            dead = db.queue(name).stats()["dead"]
+            c = browse.counts(db.queue(name))
         except LiteqError:
             continue
-        if dead:
-            rows.append([page.link("/dead/" + name, name), fmt_num(dead)])
+        if c.states["dead"]:
+            rows.append([page.link("/dead/" + name, name), h(c.text("dead"))])
+            capped = capped or c.over("dead")
     return table(["Queue", "Dead"], rows, numeric=(1,), css="dead-queues",
-                 empty="no dead messages in any queue")
+                 empty="no dead messages in any queue") + cap_note(capped)
 
 
 def _short(text: str | None) -> str:
@@ -162,16 +164,18 @@ def schedule_view(db: Database, req: Request, page: Page, name: str) -> str:
 def topics_view(db: Database, req: Request, page: Page) -> str:
     """Every topic: its subscriptions, their patterns and depths."""
     rows = []
+    capped = False
     for topic in db.topics():
         for q in db.topic(topic).subscriptions():
-            st = q.stats()
+            c = browse.counts(q)
+            capped = capped or c.capped
             rows.append([h(topic), page.link("/queue/" + q.name, q.name),
-                         f"<code>{h(q.config.pattern)}</code>", fmt_num(st["ready"]),
-                         fmt_num(st["leased"]), fmt_num(st["dead"]), fmt_num(st["depth"]),
-                         h(st["max_depth"] if st["max_depth"] is not None else "-")])
+                         f"<code>{h(q.config.pattern)}</code>", h(c.text("ready")),
+                         h(c.text("leased")), h(c.text("dead")), h(c.depth_text()),
+                         h(c.max_depth if c.max_depth is not None else "-")])
     return table(["Topic", "Subscription", "Pattern", "Ready", "Leased", "Dead", "Depth",
                   "Max depth"], rows, numeric=(3, 4, 5, 6, 7), css="topics",
-                 empty="no topics (a topic shows once it has a subscription)")
+                 empty="no topics (a topic shows once it has a subscription)") + cap_note(capped)
 
 
 def workers_view(db: Database, req: Request, page: Page) -> str:

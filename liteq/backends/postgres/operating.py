@@ -8,8 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
+from ...errors import LiteqError
 from ..records import MessageRecord
-from ..registry import ErrorGroup, HistoryRow, HistorySums, ProgressRecord, WorkerRecord
+from ..registry import (
+    ErrorGroup,
+    HistoryRow,
+    HistorySums,
+    ProgressRecord,
+    StateCounts,
+    WorkerRecord,
+)
 from .connection import Connections
 from .queues import Statements
 
@@ -79,6 +87,25 @@ WHERE qid = %(qid)s AND state = %(state)s AND error IS NOT DISTINCT FROM %(error
 SQL_ERROR_GROUPS = """
 SELECT error, count(*) AS n, max(id) FROM {s}.messages WHERE qid = %(qid)s AND state = %(state)s
 GROUP BY error ORDER BY n DESC, error LIMIT %(n)s
+"""
+# The dashboard's counts: each state's rows up to %(cap)s, each through its partial index
+# (the literal state lets the planner prove the index's condition); the depth counter
+# is the sum of the queue's stripes, kept only while max_depth or count_depth is set.
+_UPTO = ("(SELECT count(*) FROM (SELECT 1 FROM {{s}}.messages WHERE qid = %(qid)s "
+         "AND state = {state} {finished} LIMIT %(cap)s) AS c)")
+SQL_STATE_COUNTS = f"""
+SELECT r.n, {_UPTO.format(state=1, finished="")}, {_UPTO.format(state=2, finished="")},
+  {_UPTO.format(state=3, finished="AND state >= 3")},
+  {_UPTO.format(state=4, finished="AND state >= 3")},
+  {_UPTO.format(state=5, finished="AND state >= 3")}, r.oldest,
+  CASE WHEN q.max_depth IS NOT NULL OR q.count_depth
+       THEN coalesce((SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id), 0) END,
+  q.max_depth
+FROM {{s}}.queues AS q,
+  (SELECT count(*) AS n, min(run_at) AS oldest
+   FROM (SELECT run_at FROM {{s}}.messages WHERE qid = %(qid)s AND state = 0
+         LIMIT %(cap)s) AS m) AS r
+WHERE q.id = %(qid)s
 """
 SQL_DELETE_FINISHED = """
 DELETE FROM {s}.messages WHERE id = ANY(%s::bigint[]) AND qid = %s AND state = %s
@@ -186,6 +213,15 @@ class OperatingVerbs:
         rows = self.conns.statement(self._operating_sql.error_groups,
                                     {"qid": qid, "state": int(state), "n": n}, prepare=False)
         return [ErrorGroup(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def count_states(self, qid: int, cap: int) -> StateCounts:
+        rows = self.conns.statement(self._operating_sql.state_counts,
+                                    {"qid": qid, "cap": cap + 1}, prepare=False)
+        if not rows:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        r = rows[0]
+        return StateCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                           r[6], None if r[7] is None else int(r[7]), r[8])
 
     def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
         if not ids:

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ...errors import LiteqError
 from ..records import MessageRecord
-from ..registry import ErrorGroup, HistoryRow, HistorySums, ProgressRecord, WorkerRecord
+from ..registry import (
+    ErrorGroup,
+    HistoryRow,
+    HistorySums,
+    ProgressRecord,
+    StateCounts,
+    WorkerRecord,
+)
 from .base import StoreBase
 from .opsql import (
     BROWSE_SORT_MAX,
@@ -28,6 +36,7 @@ from .opsql import (
     SQL_PROGRESS_GET,
     SQL_PROGRESS_PRUNE,
     SQL_PROGRESS_SET,
+    SQL_STATE_COUNTS,
     SQL_STATE_ROWS_UPTO_FINISHED,
     SQL_STATE_ROWS_UPTO_UNFINISHED,
     SQL_WORKER_REMOVE,
@@ -123,6 +132,13 @@ class OperatingVerbs(StoreBase):
         with self.read() as cur:
             rows = cur.execute(SQL_ERROR_GROUPS, {"qid": qid, "state": int(state), "n": n})
             return [ErrorGroup._make(r) for r in rows.fetchall()]
+
+    def count_states(self, qid: int, cap: int) -> StateCounts:
+        with self.read() as cur:
+            rows = cur.execute(SQL_STATE_COUNTS, {"qid": qid, "cap": cap + 1}).fetchall()
+        if not rows:
+            raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
+        return StateCounts._make(rows[0])
 
     def delete_finished(self, qid: int, ids: Sequence[int], state: int) -> int:
         if not ids:

@@ -67,6 +67,21 @@ SQL_STATE_ROWS_UPTO = ("SELECT count(*) FROM (SELECT 1 FROM messages WHERE qid =
                        "AND state = :state {finished} LIMIT :cap)")
 SQL_STATE_ROWS_UPTO_UNFINISHED = SQL_STATE_ROWS_UPTO.format(finished="")
 SQL_STATE_ROWS_UPTO_FINISHED = SQL_STATE_ROWS_UPTO.format(finished="AND state >= 3")
+# The dashboard's counts: each state's rows up to :cap, through the state's partial index
+# (``state >= 3`` for msg_finished); the ready rows with their run_at (in msg_ready).
+_UPTO = ("(SELECT count(*) FROM (SELECT 1 FROM messages WHERE qid = :qid AND state = {state} "
+         "{finished} LIMIT :cap))")
+SQL_STATE_COUNTS = f"""
+SELECT r.n, {_UPTO.format(state=1, finished="")}, {_UPTO.format(state=2, finished="")},
+  {_UPTO.format(state=3, finished="AND state >= 3")},
+  {_UPTO.format(state=4, finished="AND state >= 3")},
+  {_UPTO.format(state=5, finished="AND state >= 3")}, r.oldest,
+  CASE WHEN q.max_depth IS NOT NULL OR q.count_depth THEN q.depth END, q.max_depth
+FROM queues AS q,
+  (SELECT count(*) AS n, min(run_at) AS oldest
+   FROM (SELECT run_at FROM messages WHERE qid = :qid AND state = 0 LIMIT :cap)) AS r
+WHERE q.id = :qid
+"""
 SQL_ERROR_GROUPS = """
 SELECT error, count(*) AS n, max(id) FROM messages
 WHERE qid = :qid AND state = :state AND state >= 3
