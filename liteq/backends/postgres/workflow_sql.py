@@ -107,7 +107,9 @@ BEGIN
     IF children IS NULL THEN
         RETURN NULL;  -- only values changed (a retained ack's result added)
     END IF;
-    -- In child id order, the lock order of every writer (wf_done locks them first).
+    -- Locked in child id order, the lock order of every writer (the worker's batch ack
+    -- has locked them already): a join's order is the planner's choice.
+    PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(children) ORDER BY id FOR UPDATE;
     UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - d.settled + d.unsettled,
         cancelled_by = coalesce(w.cancelled_by, d.blocker)
     FROM unnest(children, settled, unsettled, blockers) AS d(child, settled, unsettled, blocker)
