@@ -2,7 +2,9 @@
 
 :func:`copy_database` copies queues (with their options, totals and topic
 subscriptions), messages (states, attempts, delays, leases and tokens, keys, headers),
-job results, schedules (with their next fire time) and their fire history from one
+job results, workflows (each job's count of unmet parents and every dependency edge
+with the result it carries; a workflow half done on the source finishes on the
+destination), schedules (with their next fire time) and their fire history from one
 database to another, SQLite or PostgreSQL either way, keeping every id. It talks to
 both through the :class:`~liteq.backends.base.Backend` copying verbs only.
 
@@ -117,6 +119,12 @@ def choose_tables(names: Iterable[str] | None) -> tuple[str, ...]:
         )
     if "messages" in wanted and "queues" not in wanted:
         raise InvalidArgument("messages need their queues: add queues to the tables")
+    workflow = {"wf_jobs", "wf_edges"}
+    if wanted & workflow and not workflow | {"messages"} <= wanted:
+        raise InvalidArgument(
+            "the workflow tables go together with their messages: copy wf_jobs, wf_edges "
+            "and messages (and queues) together"
+        )
     return tuple(t for t in COPY_TABLES if t in wanted)
 
 

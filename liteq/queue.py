@@ -126,7 +126,11 @@ class Message:
         return f"{self.id}:{self.token}"
 
     def ack(self) -> None:
-        """Finish the message (deleted, or kept as done for the queue's retention)."""
+        """Finish the message (deleted, or kept as done for the queue's retention).
+
+        A workflow job acked here releases its dependents only when the queue keeps
+        finished messages (``retention`` > 0); otherwise they stay waiting (run
+        workflow jobs through the worker)."""
         self.owner.ack(self)
 
     def nack(self, delay: float | None = None, error: str | None = None) -> None:

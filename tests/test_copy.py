@@ -23,6 +23,7 @@ from liteq.backends.tables import COPY_TABLES
 from liteq.cli import cli
 from liteq.compat import PriorityQueue
 from liteq.copy import CopyRefused, copy_database
+from liteq.workflow import chain, chord, group
 
 APP = textwrap.dedent('''
     import liteq
@@ -84,6 +85,8 @@ def build_source(path: str) -> dict[str, int]:
     assert db.job(ids["job_done"]).result() == 3
     ids["job_a"] = add.delay(20, 22).id
     ids["job_b"] = add.delay(2, 3).id
+    # A workflow (issue 20): a step waiting for another, on a queue of its own.
+    ids["wf_tail"] = chain(add.s(1, 2).set(queue="flow"), add.s(3).set(queue="flow")).delay().id
     held = db.queue("held")  # paused (issue 19): the flag travels with the queue
     held.put("waits")
     held.pause()
@@ -440,3 +443,73 @@ def test_writes_to_the_source_during_a_copy_do_not_reach_the_destination(
     db.close()
     assert export_all(dst_target) == before
     assert export_all(src) != before
+
+
+# -- workflows (issue 20) ------------------------------------------------------------------
+
+
+def workflow_tasks(db: liteq.Database) -> dict[str, Any]:
+    """The tasks of the workflow copy tests, registered on *db*."""
+
+    @db.task(name="copy.wf.add", store_result=True)
+    def add(x: int, y: int = 1) -> int:
+        return x + y
+
+    @db.task(name="copy.wf.collect", store_result=True)
+    def collect(*values: Any) -> list[Any]:
+        return list(values)
+
+    @db.task(name="copy.wf.boom", max_attempts=1)
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    return {"add": add, "collect": collect, "boom": boom}
+
+
+def test_a_workflow_half_done_when_copied_finishes_on_the_destination_with_its_results(
+    tmp_path: Any, dst_target: str
+) -> None:
+    src = str(tmp_path / "wf.db")
+    db = liteq.connect(src)
+    t = workflow_tasks(db)
+    add, collect, boom = t["add"], t["collect"], t["boom"]
+    now, later = {"queue": "now"}, {"queue": "later"}
+    # A chain whose first step runs on the source, its second on the destination.
+    tail = chain(add.s(1).set(**now), add.s(10).set(**later)).delay()
+    # A chord with two members done on the source, two left.
+    members = [add.s(i).set(**(now if i < 2 else later)) for i in range(4)]
+    callback = chord(group(members), collect.s().set(**later)).delay()
+    # A parent that fails on the destination: its dependent must be cancelled there (the
+    # copied job's `wf` flag is what makes its ending settle the edge).
+    orphan = chain(boom.s().set(**later), add.s().set(**later)).delay()
+    liteq.Worker(db, ["now"], burst=True, install_signals=False, summary_interval=0).run()
+    # The chain's tail is released (it reads its input from the copied edge).
+    assert tail.state == "queued" and callback.state == "waiting"
+    db.close()
+
+    assert run("copy", src, dst_target).exit_code == 0
+    if dst_target.startswith("postgresql"):  # and back to a new file: the same rows
+        back = str(tmp_path / "back.db")
+        assert run("copy", dst_target, back).exit_code == 0
+        assert export_all(back) == export_all(src)
+    copied = export_all(dst_target)
+    assert copied["wf_edges"] and copied == export_all(src)
+
+    dst = liteq.connect(dst_target)
+    workflow_tasks(dst)
+    liteq.Worker(dst, ["now", "later"], burst=True, install_signals=False,
+                 summary_interval=0).run()
+    assert dst.job(tail.id).result() == 12
+    assert dst.job(callback.id).result() == [[1, 2, 3, 4]]
+    assert dst.job(orphan.id).state == "cancelled"
+    dst.close()
+
+
+def test_the_workflow_tables_are_copied_together_with_their_messages(
+    source: tuple[str, dict[str, int]], tmp_path: Any
+) -> None:
+    src, _ids = source
+    dst = str(tmp_path / "dst.db")
+    bad = CliRunner().invoke(cli, ["copy", src, dst, "--tables", "queues,messages,wf_jobs"])
+    assert bad.exit_code == 1 and "go together with their messages" in bad.output
+    assert not os.path.exists(dst)

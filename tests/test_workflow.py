@@ -281,6 +281,28 @@ def test_a_retained_ack_releases_the_dependents(db, tasks) -> None:
     assert last.result() == 3
 
 
+def test_a_parent_acked_by_hand_releases_its_dependents_where_its_queue_keeps_finished_jobs(
+        db, tasks) -> None:
+    # The decision of the workflow follow-ups (DESIGN-NOTES, README): a hand ack settles
+    # the edges only as a retained ack; one that deletes the row leaves them waiting.
+    db.queue("kept", retention=3600)
+    add, collect = tasks["add"], tasks["collect"]
+    kept = add.enqueue([1], queue="kept")
+    released = collect.si("ran").enqueue(depends_on=[kept])
+    gone = add.enqueue([1], queue="deleted")
+    stuck = collect.si("never").enqueue(depends_on=[gone])
+    for name in ("kept", "deleted"):
+        msg = db.queue(name).get()
+        assert msg is not None
+        msg.ack()
+    assert released.state == "queued"
+    assert stuck.state == "waiting"
+    drain(db)
+    assert released.result() == ["ran"]
+    assert stuck.state == "waiting"
+    assert stuck.cancel() == "cancelled"
+
+
 def test_redriving_a_failed_parent_re_arms_the_dependents_it_cancelled(db, tasks) -> None:
     broken = {"yes": True}
 

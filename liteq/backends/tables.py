@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidArgument
 from .records import MessageRecord, ResultRecord, ScheduleRecord
+from .workflow import WfEdgeRow, WfJobRow
 
 __all__ = ["COPY_TABLES", "ROW_TYPES", "FLAGS", "QueueRow", "FlowRow", "RunRow", "Counters",
            "check_table"]
@@ -98,15 +99,18 @@ class Counters(NamedTuple):
 
 
 #: The tables in the order a copy moves them (queues and flows before the messages
-#: that name them).
-COPY_TABLES: tuple[str, ...] = ("queues", "flows", "messages", "results", "schedules",
-                                "schedule_runs")
+#: that name them). ``messages.wf`` (a job has dependents) is derived from ``wf_edges``
+#: and rebuilt by the destination.
+COPY_TABLES: tuple[str, ...] = ("queues", "flows", "messages", "wf_jobs", "wf_edges",
+                                "results", "schedules", "schedule_runs")
 
 #: The record each table's rows are exported as; its fields are the table's columns.
 ROW_TYPES: dict[str, Any] = {
     "queues": QueueRow,
     "flows": FlowRow,
     "messages": MessageRecord,
+    "wf_jobs": WfJobRow,
+    "wf_edges": WfEdgeRow,
     "results": ResultRecord,
     "schedules": ScheduleRecord,
     "schedule_runs": RunRow,
@@ -116,6 +120,7 @@ ROW_TYPES: dict[str, Any] = {
 FLAGS: dict[str, tuple[str, ...]] = {
     "queues": ("count_depth", "paused", "limited"),
     "messages": ("cancel",),
+    "wf_edges": ("allow_failure",),
     "schedules": ("enabled",),
 }
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["WAITING_AT", "WfEdge", "WfNode", "WorkflowVerbs"]
+__all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
 
 #: ``run_at`` of a waiting job (a delayed message that never falls due: the year
 #: ~31.7 million). A job is *waiting* when it is delayed with ``run_at >= WAITING_AT``.
@@ -44,6 +44,36 @@ class WfEdge(NamedTuple):
     outcome: str | None
     value: bytes | None
     error: str | None
+
+
+class WfJobRow(NamedTuple):
+    """A ``wf_jobs`` row as ``liteq copy`` moves it: the counter of unmet parents goes
+    over as it is, consistent with the edges of the same snapshot."""
+
+    id: int
+    workflow: int
+    unmet: int
+    delay: float
+    cancelled_by: int | None
+
+
+class WfEdgeRow(NamedTuple):
+    """A ``wf_edges`` row as ``liteq copy`` moves it. The table has no id: a copy pages
+    it by child, all the edges of one child in the same chunk, in (child, parent)
+    order; :attr:`id` is the child, the key of its resume mark."""
+
+    parent: int
+    child: int
+    pos: int
+    allow_failure: bool
+    outcome: str | None
+    value: bytes | None
+    error: str | None
+
+    @property
+    def id(self) -> int:
+        """The key a copy pages by (the child)."""
+        return self.child
 
 
 class WorkflowVerbs(ABC):

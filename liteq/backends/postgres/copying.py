@@ -16,6 +16,9 @@ What differs from SQLite:
   built again from a count of their unfinished messages (``Depth.respread``), with
   the caps following ``max_depth``.
 * Flags are booleans: 0/1 from a SQLite source become False/True on import.
+* ``wf_jobs`` (keyed by message id) and ``wf_edges`` (no id; it goes over by child,
+  every edge of a child in one chunk) have no sequence to move. As on SQLite, inserting
+  their rows fires no trigger and ``messages.wf`` is rebuilt from the edges at the end.
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ SQL_IMPORT = {
        f"({', '.join(['%s'] * len(ROW_TYPES[t]._fields))}) ON CONFLICT (id) DO NOTHING"
     for t in COPY_TABLES
 }
+# The edges of the next *limit* children (a chunk may hold more rows than that).
+SQL_EXPORT["wf_edges"] = f"""
+SELECT {_columns("wf_edges")} FROM {{s}}.wf_edges WHERE child IN (
+    SELECT DISTINCT child FROM {{s}}.wf_edges WHERE child > %s ORDER BY child LIMIT %s)
+ORDER BY child, parent
+"""
+SQL_EXTENT["wf_edges"] = "SELECT count(*), coalesce(max(child), 0) FROM {s}.wf_edges"
+SQL_IMPORT["wf_edges"] = SQL_IMPORT["wf_edges"].replace("(id)", "(parent, child)")
+#: The tables whose ids come from no sequence of their own.
+NO_SEQUENCE = ("wf_jobs", "wf_edges")
+SQL_WF_FLAGS = """
+UPDATE {s}.messages SET wf = true WHERE wf IS NULL AND id IN (SELECT parent FROM {s}.wf_edges)
+"""
 # Sequences are not transactional: read inside the snapshot they show their value now,
 # which is at least what the snapshot's rows used.
 SQL_COUNTERS = """
@@ -140,7 +156,7 @@ class CopyVerbs:
     def import_counters(self, counters: Counters) -> None:
         with self.conns.tx() as cur:
             tops = {}
-            for table in COPY_TABLES:
+            for table in (t for t in COPY_TABLES if t not in NO_SEQUENCE):
                 cur.execute(self._q(SQL_EXTENT[table]))
                 tops[table] = int(cur.fetchall()[0][1])
             # A results row's id is its job's message id: new messages must pass both.
@@ -151,6 +167,7 @@ class CopyVerbs:
             cur.execute(self._q(SQL_TOKEN_SETVAL), {"n": int(counters.token or 0)})
             cur.fetchall()
             cur.execute(self._q(SQL_SUBS_RAISE), (int(counters.subs_version),))
+            cur.execute(self._q(SQL_WF_FLAGS))
             cur.execute(self._q(SQL_STRIPES_DROP))
             cur.execute(self._q(SQL_QUEUE_IDS))
             for (qid,) in cur.fetchall():

@@ -36,19 +36,22 @@ SQL_WF_SETTLE = """
 UPDATE {s}.wf_edges SET value = %s, error = %s, outcome = %s WHERE parent = %s AND child = %s
 """
 SQL_WF_AMONG = "SELECT DISTINCT parent FROM {s}.wf_edges WHERE parent = ANY(%s)"
+# Settling the edges of parents acked together, in one statement (the statement trigger
+# wf_settle then updates each child's counter once). First, as a one-time filter, their
+# children's counters are locked in id order: two workers acking members of two chords in
+# opposite orders would otherwise take the two callbacks' rows in opposite orders: a
+# deadlock, whose victim's acks roll back (its jobs would run again after their leases).
+# (A retained ack already settled them, by the trigger: then only the value is added.)
 SQL_WF_DONE = """
+WITH locked AS MATERIALIZED (
+    SELECT id FROM {s}.wf_jobs
+    WHERE id IN (SELECT child FROM {s}.wf_edges WHERE parent = ANY(%(parents)s::bigint[]))
+    ORDER BY id FOR UPDATE
+)
 UPDATE {s}.wf_edges e SET value = v.value, outcome = 'done'
-FROM unnest(%s::bigint[], %s::bytea[]) AS v(parent, value)
+FROM unnest(%(parents)s::bigint[], %(values)s::bytea[]) AS v(parent, value)
 WHERE e.parent = v.parent AND coalesce(e.outcome, 'done') = 'done'
-"""
-# Before settling the edges of parents acked together: lock their children's counters in
-# id order. Two workers acking members of two chords in opposite orders would otherwise
-# take the two callbacks' rows in opposite orders: a deadlock, whose victim's acks roll
-# back (its jobs would run again after their leases).
-SQL_WF_LOCK_CHILDREN = """
-SELECT id FROM {s}.wf_jobs
-WHERE id IN (SELECT child FROM {s}.wf_edges WHERE parent = ANY(%s))
-ORDER BY id FOR UPDATE
+  AND (SELECT count(*) FROM locked) >= 0
 """
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE child = %s ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE parent = %s ORDER BY child"
@@ -79,7 +82,6 @@ class _Statements(NamedTuple):
     settle: str
     among: str
     done: str
-    lock_children: str
     parents: str
     children: str
     workflow: str
@@ -88,7 +90,7 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_LOCK_CHILDREN, SQL_WF_PARENTS,
+                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
 
@@ -151,12 +153,10 @@ class WorkflowVerbs:
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
         sql = self._wf_sql
+        ordered = sorted(items)
         with self.conns.tx() as cur:
-            if len(items) > 1:
-                cur.execute(sql.lock_children, ([mid for mid, _v in items],))
-                cur.fetchall()
-            ordered = sorted(items)
-            cur.execute(sql.done, ([mid for mid, _v in ordered], [v for _m, v in ordered]))
+            cur.execute(sql.done, {"parents": [mid for mid, _v in ordered],
+                                   "values": [v for _m, v in ordered]})
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         sql = self._wf_sql

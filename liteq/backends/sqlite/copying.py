@@ -13,6 +13,10 @@ SQLite facts this relies on:
   (acked messages whose results rows were copied). The other tables reuse ``max(id) + 1``,
   which is past every copied id.
 * Lease tokens are random 64-bit values, not a sequence: nothing to move.
+* ``wf_edges`` has no id: it goes over by child (``WfEdgeRow``), every edge of a child in
+  one chunk. Inserting copied edges and ``wf_jobs`` rows fires no trigger (they fire on
+  updates), so the counters arrive as the snapshot had them; ``messages.wf`` is rebuilt
+  from the edges at the end.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ SQL_IMPORT = {
        f"({', '.join('?' * len(ROW_TYPES[t]._fields))}) ON CONFLICT (id) DO NOTHING"
     for t in COPY_TABLES
 }
+# The edges of the next *limit* children (a chunk may hold more rows than that).
+SQL_EXPORT["wf_edges"] = f"""
+SELECT {_columns("wf_edges")} FROM wf_edges WHERE child IN (
+    SELECT DISTINCT child FROM wf_edges WHERE child > ? ORDER BY child LIMIT ?)
+ORDER BY child, parent
+"""
+SQL_EXTENT["wf_edges"] = "SELECT count(*), coalesce(max(child), 0) FROM wf_edges"
+SQL_IMPORT["wf_edges"] = SQL_IMPORT["wf_edges"].replace("(id)", "(parent, child)")
+SQL_WF_FLAGS = "UPDATE messages SET wf = 1 WHERE wf IS NULL AND id IN (SELECT parent FROM wf_edges)"
 SQL_COUNTERS = """
 SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
            coalesce((SELECT max(id) FROM messages), 0),
@@ -119,6 +132,7 @@ class CopyVerbs(StoreBase):
             cur.execute(SQL_SEQ_INSERT, {"n": n})
             cur.execute(SQL_SUBS_RAISE, {"v": int(counters.subs_version)})
             cur.execute(SQL_RECOUNT_ALL)
+            cur.execute(SQL_WF_FLAGS)
 
     def copy_marks(self) -> dict[str, int]:
         with self.read() as cur:
