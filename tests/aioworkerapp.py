@@ -17,9 +17,17 @@ db = liteq.connect()  # $LITEQ_DB: a file, or a PostgreSQL URL
 sql(db, "CREATE TABLE IF NOT EXISTS finishes (tag TEXT, pid INTEGER, at REAL)")
 
 
+#: A file each nap appends its tag to when it starts, if the test names one (a file, not
+#: the database: the thousand-coroutine test must not pay a write per start).
+STARTED = os.environ.get("AIO_TEST_STARTED")
+
+
 @db.task(name="aio.nap", queue="aio", store_result=True)
 async def nap(tag: str, seconds: float) -> str:
     """A coroutine that sleeps *seconds* (the asyncio pool runs many at once)."""
+    if STARTED:
+        with open(STARTED, "a") as f:
+            f.write(tag + "\n")
     await asyncio.sleep(seconds)
     return tag
 
