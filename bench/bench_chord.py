@@ -85,16 +85,16 @@ def main() -> None:
                            (info.started_at or 0.0) - last_ack, cpu[-2], cpu[-1]))
         enqueue_s, plain_s, chord_s, delay = (statistics.median(r[i] for r in rounds)
                                               for i in range(4))
-        ratios = sorted(r[2] / r[1] for r in rounds)
+        ratios = [r[2] / r[1] for r in rounds]  # in the order the rounds ran
         print(f"engine: {'postgres' if target.startswith('postgres') else 'sqlite'}, "
               f"n={args.n}, concurrency={args.concurrency}, medians of {args.rounds} rounds")
         print("| measure | value |\n|---|---:|")
         print(f"| enqueue the chord (one transaction) | {enqueue_s:.2f} s |")
         print(f"| drain {args.n} plain jobs | {plain_s:.2f} s ({args.n / plain_s:,.0f}/s) |")
         print(f"| drain {args.n} chord members | {chord_s:.2f} s ({args.n / chord_s:,.0f}/s) |")
-        print(f"| member / plain (run + ack), per round | "
+        print(f"| member / plain (run + ack), each round in order; median {statistics.median(ratios):.2f}x | "
               f"{', '.join(f'{r:.2f}x' for r in ratios)} |")
-        cpu_ratios = sorted(r[5] / r[4] for r in rounds)
+        cpu_ratios = [r[5] / r[4] for r in rounds]
         print(f"| CPU seconds of the drains (this process: worker + SQLite), chord incl. "
               f"callback / plain, per round | {', '.join(f'{r:.2f}x' for r in cpu_ratios)} |")
         print("| callback runs, inputs (each round) | 1, all in order |")
