@@ -96,6 +96,14 @@ class LeaseLost(LiteqError):
         super().__init__(message)
         self.ids = ids or []
 
+    @classmethod
+    def on(cls, ids: list[int]) -> LeaseLost:
+        """The error for stale tokens on messages *ids* (the first ten are named)."""
+        shown = ", ".join(map(str, ids[:10]))
+        return cls(f"lease lost on message(s) {shown}: the token is stale (the lease ran out "
+                   f"and the message was claimed again, or it was finished, cancelled or "
+                   f"purged); nothing changed", ids)
+
 
 class SchemaError(LiteqError):
     """The database file was written by a newer liteq (its schema version is higher)."""

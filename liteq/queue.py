@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from . import codec
-from .backends.records import STATE_NAMES, STATES, MessageRecord, QueueRecord, State
+from .backends.records import STATE_NAMES, MessageRecord, QueueRecord, state_named
 from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .options import Backoff, QueueConfig
@@ -450,7 +450,7 @@ class Queue:
         lost = self._ack_rows(self.id, [(msg.id, msg.token or 0)], self.config.retention)
         msg._settled = True
         if lost:
-            raise LeaseLost(_lost(lost), lost)
+            raise LeaseLost.on(lost)
 
     def ack_many(self, msgs: Iterable[Message]) -> None:
         """Finish many messages in one transaction. Those with a stale token are left
@@ -467,7 +467,7 @@ class Queue:
         for m in items:
             m._settled = True
         if lost:
-            raise LeaseLost(_lost(lost), lost)
+            raise LeaseLost.on(lost)
 
     def nack(self, msg: Message, delay: float | None = None, error: str | None = None) -> None:
         """Give *msg* back for another delivery (see :meth:`Message.nack`)."""
@@ -504,7 +504,7 @@ class Queue:
     def peek(self, n: int = 10, state: str | None = "ready") -> list[Message]:
         """Read up to *n* messages in *state* (None: every state) without claiming them."""
         check_positive_int(n, "n")
-        code = _state(state)
+        code = state_named(state)
         return [inspectable(self, row) for row in self._backend.peek(self.id, code, n)]
 
     def stats(self) -> dict[str, Any]:
@@ -563,7 +563,7 @@ class Queue:
 
     def purge(self, state: str | None = None) -> int:
         """Delete this queue's messages (all, or those in *state*); return how many."""
-        return self._backend.purge(self.id, _state(state))
+        return self._backend.purge(self.id, state_named(state))
 
     def prune(self, older_than: float | None = None) -> int:
         """Delete done and cancelled messages finished more than *older_than* seconds
@@ -595,19 +595,3 @@ def inspectable(q: Queue, rec: MessageRecord) -> Message:
     if error is not None:
         msg.decode_error = error if msg.decode_error is None else f"{error}; {msg.decode_error}"
     return msg
-
-
-def _state(state: str | None) -> State | None:
-    if state is None:
-        return None
-    if state not in STATES:
-        raise InvalidArgument(f"state must be one of {', '.join(STATES)} or None, got {state!r}")
-    return STATES[state]
-
-
-def _lost(ids: list[int]) -> str:
-    shown = ", ".join(map(str, ids[:10]))
-    return (
-        f"lease lost on message(s) {shown}: the token is stale (the lease ran out and the "
-        f"message was claimed again, or it was finished, cancelled or purged); nothing changed"
-    )

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
+from ..errors import InvalidArgument
+
 __all__ = [
-    "State", "STATES", "STATE_NAMES", "UNFINISHED", "FINISHED",
+    "State", "STATES", "STATE_NAMES", "UNFINISHED", "FINISHED", "state_named",
     "QueueRecord", "QueueStats", "NewMessage", "NewRow", "MessageRecord", "ClaimedRow",
     "ResultRecord", "ScheduleRecord", "ScheduleRun", "Fire", "Subscriptions",
     "Capabilities", "StaleRoutes",
@@ -61,6 +63,16 @@ class State(IntEnum):
 STATES: dict[str, State] = {s.label: s for s in State}
 #: The name of each stored state value (keys are plain ints, so a raw row's state works).
 STATE_NAMES: dict[int, str] = {int(s): s.label for s in State}
+
+
+def state_named(name: str | None) -> State | None:
+    """The :class:`State` called *name* (``"ready"`` ...), None for None; InvalidArgument
+    for any other name."""
+    if name is None:
+        return None
+    if name not in STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(STATES)} or None, got {name!r}")
+    return STATES[name]
 #: States that count towards a queue's depth (and hold a dedup key).
 UNFINISHED: tuple[State, ...] = (State.READY, State.DELAYED, State.LEASED)
 #: States of a message that will not be delivered again unless revived.
