@@ -24,7 +24,7 @@ from .cli_base import (
     open_db,
 )
 from .cli_output import Column, Output, fmt_age, message_rows, output_options, plural
-from .flow import rate_limit
+from .flow import check_rate_limit
 from .options import QUEUE_OPTIONS
 from .queue import Queue
 
@@ -135,7 +135,7 @@ class RateLimitType(click.ParamType):
         if value is None or str(value).lower() == "none":
             return None
         try:
-            return rate_limit(value, "--rate-limit")
+            return check_rate_limit(value, "--rate-limit")
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

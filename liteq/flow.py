@@ -22,7 +22,7 @@ from typing import Any
 from .errors import InvalidArgument
 from .validate import INT64_MAX, check_text, short
 
-__all__ = ["RateLimit", "FlowSpec", "rate_limit", "check_max_concurrency",
+__all__ = ["RateLimit", "FlowSpec", "check_rate_limit", "check_max_concurrency",
            "check_concurrency_key", "PERIODS", "MAX_RATE"]
 
 #: The periods a rate limit may name, in seconds.
@@ -80,7 +80,7 @@ def describe(rate: float, burst: float) -> str:
     return text
 
 
-def rate_limit(value: Any, what: str = "rate_limit") -> RateLimit | None:
+def check_rate_limit(value: Any, what: str = "rate_limit") -> RateLimit | None:
     """*value* (``"100/s"``, ``"30/m"``, ``"500/h"``, ``"100/s burst 10"``, or None)
     parsed; anything else raises InvalidArgument saying how to write one."""
     if value is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .backends.records import QueueRecord
 from .errors import InvalidArgument
-from .flow import RateLimit, rate_limit
+from .flow import RateLimit, check_rate_limit
 from .validate import UNSET, check_number, check_positive_int, check_seconds, validate_name
 
 __all__ = [
@@ -114,7 +114,7 @@ def _backoff(value: Any) -> dict[str, Any]:
 
 
 def _rate_limit(value: Any) -> dict[str, Any]:
-    limit = rate_limit(value)
+    limit = check_rate_limit(value)
     return {"rate_limit": None if limit is None else limit.rate,
             "rate_burst": None if limit is None else limit.burst}
 

@@ -30,8 +30,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .context import Context
 from .errors import InvalidArgument, SerializationError
-from .flow import FlowSpec, check_concurrency_key, check_max_concurrency
-from .flow import rate_limit as _rate_limit
+from .flow import FlowSpec, check_concurrency_key, check_max_concurrency, check_rate_limit
 from .job import (
     DEFAULT_RESULT_TTL,
     JOB_STATES,
@@ -349,7 +348,7 @@ def register(db: Context, fn: Callable[..., Any] | None = None, /, *, name: str 
     options = _check_options(name, queue, max_attempts, backoff, timeout, priority,
                              store_result, result_ttl, atomic)
     cap = check_max_concurrency(max_concurrency)
-    rate = _rate_limit(rate_limit, "rate_limit")
+    rate = check_rate_limit(rate_limit, "rate_limit")
     if concurrency_key is not None and not callable(concurrency_key):
         raise InvalidArgument(f"concurrency_key must be a function of the task's arguments "
                               f"returning a string, got {concurrency_key!r}")
