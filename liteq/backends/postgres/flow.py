@@ -175,13 +175,6 @@ class FlowVerbs(Backend):
         self.held.pop(qid, None)
         return [tuple(r[:LEASE_UNTIL]) for r in rows], until
 
-    def held_until(self, qid: int, ready: bool, due: float) -> tuple[bool, float]:
-        """A probe's ``(ready, due)`` corrected for an empty bucket of the queue."""
-        until = self.held.get(qid)
-        if until is None or not ready or self.clock() >= until:
-            return ready, due
-        return False, min(due, until)
-
     def limit_stats(self, qid: int) -> tuple[int, int, float | None]:
         found = self.conns.statement(self._q(SQL_QUEUE_LIMITS), (qid,))
         if not found or not (found[0][1] or found[0][2] is not None):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import LeaseLost
+from ..limits import held_due, held_probe, stats_with_limits
 from ..records import QueueStats
 from .flow import FlowVerbs
 from .queues import (
@@ -328,22 +329,17 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
     def next_due(self, qid: int) -> float:
         value = self.conns.statement(self.ms.next_due, {"qid": qid})[0][0]
         due = float(value) if value is not None else float("inf")
-        held = self.held.get(qid)
-        return due if held is None else min(due, held)
+        return held_due(self.held, qid, due)
 
     def probe(self, qid: int) -> tuple[bool, float]:
         ready, value = self.conns.statement(self.ms.probe, {"qid": qid})[0]
         due = float(value) if value is not None else float("inf")
         if qid in self.held:  # an empty bucket: nothing to claim until its next token
-            return self.held_until(qid, bool(ready), due)
+            return held_probe(self.held, qid, bool(ready), due, self.clock())
         return bool(ready), due
 
     def stats(self, qid: int) -> QueueStats:
-        counts = super().stats(qid)
-        running, held, tokens = self.limit_stats(qid)
-        if tokens is not None and tokens < 1:
-            held = counts.ready  # the queue's own bucket is empty: every ready one waits
-        return counts._replace(limited_running=running, held=held)
+        return stats_with_limits(super().stats(qid), self.limit_stats(qid))
 
     # -- finishing ------------------------------------------------------------------
 

@@ -125,13 +125,6 @@ class FlowVerbs(StoreBase):
             self.held[qid] = now + wait
         return rows
 
-    def held_until(self, qid: int, ready: bool, due: float) -> tuple[bool, float]:
-        """A probe's ``(ready, due)`` corrected for an empty bucket of the queue."""
-        until = self.held.get(qid)
-        if until is None or not ready or self.clock() >= until:
-            return ready, due
-        return False, min(due, until)
-
     def limit_stats(self, qid: int) -> tuple[int, int, float | None]:
         """``(running, held, tokens)``: leased jobs under a task's limits, ready ones
         that a task's limits hold back now, and the tokens in the queue's own bucket

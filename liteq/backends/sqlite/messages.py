@@ -12,6 +12,7 @@ from ...errors import (
     StorageError,
 )
 from ...validate import MAX_EXTEND
+from ..limits import held_due, held_probe, stats_with_limits
 from ..records import QueueStats
 from .base import MAINTAIN_EVERY, MAINTAIN_ROWS, lost_text
 from .flow import FlowVerbs
@@ -195,8 +196,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         with self.read() as cur:
             value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
         due = float(value) if value is not None else float("inf")
-        held = self.held.get(qid)
-        return due if held is None else min(due, held)
+        return held_due(self.held, qid, due)
 
     def probe(self, qid: int) -> tuple[bool, float]:
         """Without the write lock: is a message of queue *qid* ready, and when does the
@@ -205,15 +205,11 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             ready, value = cur.execute(SQL_PROBE, {"qid": qid}).fetchall()[0]
         due = float(value) if value is not None else float("inf")
         if qid in self.held:  # an empty bucket: nothing to claim until its next token
-            return self.held_until(qid, bool(ready), due)
+            return held_probe(self.held, qid, bool(ready), due, self.clock())
         return bool(ready), due
 
     def stats(self, qid: int) -> QueueStats:
-        counts = super().stats(qid)
-        running, held, tokens = self.limit_stats(qid)
-        if tokens is not None and tokens < 1:
-            held = counts.ready  # the queue's own bucket is empty: every ready one waits
-        return counts._replace(limited_running=running, held=held)
+        return stats_with_limits(super().stats(qid), self.limit_stats(qid))
 
     # -- finishing ------------------------------------------------------------------
 
