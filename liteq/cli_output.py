@@ -140,21 +140,27 @@ def message_dict(msg: Message, *, receipt: bool = False) -> dict[str, Any]:
 
 # -- human formats ---------------------------------------------------------------------
 
-def fmt_age(seconds: float | None) -> str:
-    """A duration for people: ``0.4s``, ``12s``, ``3m05s``, ``2h10m``, ``3d4h``."""
+def fmt_age(seconds: float | None, spaced: bool = False) -> str:
+    """A duration for people: ``0.4s``, ``12s``, ``3m05s``, ``2h10m``, ``3d4h``; *spaced*
+    (the dashboard): ``3m 5s``, ``2h 10m``, ``3d 4h``."""
     if seconds is None:
         return "-"
-    s = max(0.0, seconds)
+    s = max(0.0, float(seconds))
     if s < 10:
         return f"{s:.1f}s"
     if s < 60:
         return f"{s:.0f}s"
     n = int(s)
     if n < 3600:
-        return f"{n // 60}m{n % 60:02d}s"
-    if n < 86400:
-        return f"{n // 3600}h{n % 3600 // 60:02d}m"
-    return f"{n // 86400}d{n % 86400 // 3600}h"
+        big, small, units = n // 60, n % 60, "ms"
+    elif n < 86400:
+        big, small, units = n // 3600, n % 3600 // 60, "hm"
+    else:
+        big, small, units = n // 86400, n % 86400 // 3600, "dh"
+    if spaced:
+        return f"{big}{units[0]} {small}{units[1]}"
+    pad = "02d" if n < 86400 else "d"
+    return f"{big}{units[0]}{small:{pad}}{units[1]}"
 
 
 def fmt_duration(seconds: float) -> str:

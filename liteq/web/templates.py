@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..cli_output import fmt_age as cli_fmt_age
+
 __all__ = ["h", "Page", "table", "post_form", "fmt_age", "fmt_time", "fmt_num", "link",
            "NAV"]
 
@@ -26,18 +28,7 @@ def h(value: Any) -> str:
 
 def fmt_age(seconds: float | None) -> str:
     """A duration the way people say it: ``4s``, ``3m 20s``, ``2h 5m``, ``3d 4h``."""
-    if seconds is None:
-        return "-"
-    s = max(0.0, float(seconds))
-    if s < 10:
-        return f"{s:.1f}s"
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m {int(s % 60)}s"
-    if s < 86400:
-        return f"{int(s // 3600)}h {int(s % 3600 // 60)}m"
-    return f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
+    return cli_fmt_age(seconds, spaced=True)
 
 
 def fmt_time(ts: float | None) -> str:
