@@ -57,18 +57,13 @@ class WfJobRow(NamedTuple):
     cancelled_by: int | None
 
 
-class WfEdgeRow(NamedTuple):
-    """A ``wf_edges`` row as ``liteq copy`` moves it. The table has no id: a copy pages
-    it by child, all the edges of one child in the same chunk, in (child, parent)
-    order; :attr:`id` is the child, the key of its resume mark."""
+class WfEdgeRow(WfEdge):
+    """A ``wf_edges`` row as ``liteq copy`` moves it (the fields of :class:`WfEdge`).
+    The table has no id: a copy pages it by child, all the edges of one child in the
+    same chunk, in (child, parent) order; :attr:`id` is the child, the key of its
+    resume mark."""
 
-    parent: int
-    child: int
-    pos: int
-    allow_failure: bool
-    outcome: str | None
-    value: bytes | None
-    error: str | None
+    __slots__ = ()
 
     @property
     def id(self) -> int:
