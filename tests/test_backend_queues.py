@@ -693,6 +693,7 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
         assert b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0) == []
         b.probe(q.id)
         b.next_due(q.id)
+        b.expire(q.id)  # maintenance: the promotion and, with a lapsed lease, the expiry
     for _ in range(10):
         b.put(q.id, [row(b"x", run_at=0.0)] * 1000)
     assert len(b.claim(q.id, 100, 30.0)[0]) == 100  # some leased rows too
@@ -705,6 +706,7 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
     claims = [text for _, text, _, _ in prepared if "WITH c AS MATERIALIZED" in text]
     assert claims and all("LIMIT 3 FOR UPDATE" in text for text in claims), claims
     assert any("WITH p AS MATERIALIZED" in text for _, text, _, _ in prepared)  # maintenance
+    assert any("generate_series(1, 3)" in text for _, text, _, _ in prepared)  # batch put
     conn.execute("SET plan_cache_mode = force_generic_plan")
     try:
         for name, text, nparams, _ in prepared:

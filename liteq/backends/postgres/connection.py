@@ -38,8 +38,8 @@ are not prepared with a parameter there: a claim whose ``LIMIT`` is a parameter 
 generic plan that expects a tenth of the table and hash-joins a sequential scan of
 ``messages`` (4.5 ms per claim at 5,000 queued, where the custom plan takes 0.16 ms).
 So the batch claim and maintenance's picks carry their ``LIMIT`` in the text (one
-batch-claim text per batch size, up to ``messages.CLAIM_TEXTS`` of them; past that a
-size is sent unprepared, ``statement(..., prepare=False)``: an unnamed statement is
+batch-claim text per batch size, ``queues.SizedTexts``, which the batch put uses too;
+past its limit a size is sent unprepared, ``statement(..., prepare=False)``: an unnamed statement is
 planned with its actual values every time). ``tests/test_backend_queues.py`` checks the generic
 plan of every statement a session prepares against a table filled after it was
 prepared.

@@ -234,10 +234,6 @@ WHERE id = ANY(%s) AND state = {LEASED}
 """
 
 
-#: Batch sizes whose claim a process prepares with the size in its text (see _take).
-CLAIM_TEXTS = 16
-
-
 def lost_text(mid: int) -> str:
     """LeaseLost's message for message *mid* (the SQLite engine's words)."""
     return (
@@ -252,7 +248,6 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
     def setup_core(self) -> None:
         super().setup_core()
         self.ms = Statements(globals(), self.schema)
-        self._claim_texts: dict[int, str] = {}  # batch size -> claim text (see _take)
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()
         self.held = {}
@@ -303,11 +298,9 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         # knows it (with LIMIT as a parameter, the generic plan is the trap of
         # connection.py's docstring) and it can be prepared like the rest instead of
         # being planned on every call (~180 us, more than its execution's share per
-        # message at 100: issue 17). One text per batch size; past CLAIM_TEXTS sizes in
-        # a process, the others are sent unprepared, planned with their values.
-        sql = self._claim_texts.get(n)
-        if sql is None and len(self._claim_texts) < CLAIM_TEXTS:
-            sql = self._claim_texts[n] = self.ms.claim.replace("%(n)s", str(int(n)))
+        # message at 100: issue 17). One text per batch size (queues.SizedTexts); past
+        # its limit, other sizes are sent unprepared, planned with their values.
+        sql = self.sized.get(self.ms.claim, n)
         if sql is None:
             return self.conns.statement(
                 self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False
