@@ -62,3 +62,22 @@ def test_a_put_refused_by_a_full_queue_notifies_no_one(db: liteq.Database, pg_ur
             q.put("no room")
         assert [n.payload for n in watch.notifies(timeout=0.3)] == []
     assert q.stats()["ready"] == 1
+
+
+def test_a_batch_ack_is_one_round_trip_and_frees_its_room(db: liteq.Database) -> None:
+    q = db.queue("bounded", max_depth=10)
+    q.put_many(list(range(10)))
+    msgs = q.get_many(10)
+    with pytest.raises(liteq.QueueFull):
+        q.put("no room yet")
+    stale = msgs[0].token
+    trips = round_trips(db.connection, lambda: q.ack_many(msgs[1:]))
+    assert trips == 1  # before: BEGIN, the DELETE, the depth release, COMMIT
+    assert q.stats()["depth"] == 1
+    q.put_many(list(range(9)))  # the nine acked made room for nine, no more
+    with pytest.raises(liteq.QueueFull):
+        q.put("one too many")
+    msgs[0].token = stale + 10**6  # a stale token acks nothing and releases nothing
+    with pytest.raises(liteq.LeaseLost):
+        q.ack_many([msgs[0]])
+    assert q.stats()["depth"] == 10

@@ -34,11 +34,13 @@ means wait forever); ``default_transaction_read_only`` for read-only opens.
 its 5th run) gets PostgreSQL's generic plan after five custom ones and is not planned
 again, which for the put and the ack was most of their server time (planning ~90-180
 us against ~70 us of execution, issue 17). The statements whose generic plan is a trap
-are sent unprepared instead (``statement(..., prepare=False)``: an unnamed statement is
-planned with its actual values every time): the claim and maintenance's picks, whose
-``LIMIT`` is a parameter, so the generic plan expects a tenth of the table and
-hash-joins a sequential scan of ``messages`` (4.5 ms per claim at 5,000 queued, where
-the custom plan takes 0.16 ms). ``tests/test_backend_queues.py`` checks the generic
+are not prepared with a parameter there: a claim whose ``LIMIT`` is a parameter gets a
+generic plan that expects a tenth of the table and hash-joins a sequential scan of
+``messages`` (4.5 ms per claim at 5,000 queued, where the custom plan takes 0.16 ms).
+So the batch claim and maintenance's picks carry their ``LIMIT`` in the text (one
+batch-claim text per batch size, ``queues.SizedTexts``, which the batch put uses too;
+past its limit a size is sent unprepared, ``statement(..., prepare=False)``: an unnamed statement is
+planned with its actual values every time). ``tests/test_backend_queues.py`` checks the generic
 plan of every statement a session prepares against a table filled after it was
 prepared.
 

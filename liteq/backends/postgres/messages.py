@@ -92,13 +92,13 @@ SELECT * FROM {s}.claim_limited(%(qid)s::bigint, %(n)s::bigint, %(now)s::float8,
     %(lease)s::float8, %(known)s::boolean)
 """
 # Maintenance's common case in one statement: promote the due delayed rows (locked
-# SKIP LOCKED, at most :most) and say whether any lease has run out. Only then does
+# SKIP LOCKED, at most MAINTAIN_ROWS) and say whether any lease has run out. Only then does
 # a transaction lock and settle the expired ones (SQL_EXPIRED).
 _HORIZON = "%(now)s + %(max_extend)s + (SELECT lease FROM {s}.queues WHERE id = %(qid)s)"
 SQL_PROMOTE = f"""
 WITH p AS MATERIALIZED (
   SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {DELAYED} AND run_at <= %(now)s
-  ORDER BY run_at LIMIT %(most)s FOR UPDATE SKIP LOCKED
+  ORDER BY run_at LIMIT {MAINTAIN_ROWS} FOR UPDATE SKIP LOCKED
 ), u AS (
   UPDATE {{s}}.messages m SET state = {READY} FROM p WHERE m.id = p.id AND m.state = {DELAYED}
   RETURNING 1
@@ -116,12 +116,12 @@ SQL_EXPIRED = f"""
 SELECT id, attempts, cancel FROM {{s}}.messages
 WHERE id IN (
   (SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
-     AND lease_until <= %(now)s ORDER BY lease_until LIMIT %(most)s)
+     AND lease_until <= %(now)s ORDER BY lease_until LIMIT {MAINTAIN_ROWS})
   UNION ALL
   (SELECT id FROM {{s}}.messages WHERE qid = %(qid)s AND state = {LEASED}
-     AND lease_until > {_HORIZON} LIMIT %(most)s))
+     AND lease_until > {_HORIZON} LIMIT {MAINTAIN_ROWS}))
 AND state = {LEASED} AND (lease_until <= %(now)s OR lease_until > {_HORIZON})
-LIMIT %(most)s
+LIMIT {MAINTAIN_ROWS}
 FOR UPDATE SKIP LOCKED
 """
 SQL_CANCEL_EXPIRED = f"""
@@ -163,10 +163,27 @@ WITH d AS (
 )
 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r1) + (SELECT count(*) FROM r2)
 """
-SQL_ACK_DELETE = f"""
-DELETE FROM {{s}}.messages m USING unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
-WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
-RETURNING m.id
+# A batch ack with no retention in one statement, as SQL_ACK_ONE: the rows deleted, then
+# the depth stripe released by their number (any unlocked stripe, else the last one:
+# depth.py's lock order), one round trip instead of BEGIN, DELETE, release and COMMIT.
+SQL_ACK_MANY = f"""
+WITH d AS (
+  DELETE FROM {{s}}.messages m USING unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+  WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
+  RETURNING m.id
+), n AS MATERIALIZED (SELECT count(*) AS n FROM d), r1 AS (
+  UPDATE {{s}}.depth_stripes s SET used = s.used - (SELECT n FROM n)
+  WHERE s.qid = %(qid)s AND (SELECT n FROM n) > 0 AND s.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+), r2 AS (
+  UPDATE {{s}}.depth_stripes SET used = used - (SELECT n FROM n)
+  WHERE qid = %(qid)s AND stripe = 15 AND (SELECT n FROM n) > 0
+    AND NOT EXISTS (SELECT 1 FROM r1)
+  RETURNING 1
+)
+SELECT id FROM d
 """
 SQL_ACK_RETAIN = f"""
 UPDATE {{s}}.messages m SET state = 3, token = NULL, lease_until = NULL, finished_at = %s
@@ -277,11 +294,18 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
     def _take(self, qid: int, n: int, until: float) -> list[tuple[Any, ...]]:
         if n == 1:  # prepared: its generic plan holds (SQL_CLAIM_ONE)
             return self.conns.statement(self.ms.claim_one, {"qid": qid, "until": until})
-        # Unprepared, planned with its values each time: its generic plan is the trap
-        # of connection.py's docstring.
-        return self.conns.statement(
-            self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False
-        )
+        # The batch claim with its LIMIT written in the text, so that its generic plan
+        # knows it (with LIMIT as a parameter, the generic plan is the trap of
+        # connection.py's docstring) and it can be prepared like the rest instead of
+        # being planned on every call (~180 us, more than its execution's share per
+        # message at 100: issue 17). One text per batch size (queues.SizedTexts); past
+        # its limit, other sizes are sent unprepared, planned with their values.
+        sql = self.sized.get(self.ms.claim, n)
+        if sql is None:
+            return self.conns.statement(
+                self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False
+            )
+        return self.conns.statement(sql, {"qid": qid, "until": until})
 
     def expire(self, qid: int) -> None:
         while True:
@@ -293,13 +317,16 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         """Promote due delayed rows and settle expired leases, at most MAINTAIN_ROWS of
         each; True if any row changed. One statement when no lease ran out; with more
         left the queue is marked behind, and its next claim maintains again."""
-        params = {"qid": qid, "now": now, "most": MAINTAIN_ROWS, "max_extend": MAX_EXTEND}
-        # Both picks are LIMIT %(most)s: unprepared, as the claim.
-        promoted, lapsed = self.conns.statement(self.ms.promote, params, prepare=False)[0]
+        params = {"qid": qid, "now": now, "max_extend": MAX_EXTEND}
+        # Both picks have their LIMIT (MAINTAIN_ROWS) in the text, so their generic
+        # plans hold and they are prepared: planned on every call, the promotion alone
+        # took ~350 us of planning, and with four consumers it runs for every second or
+        # fourth message (issue 17).
+        promoted, lapsed = self.conns.statement(self.ms.promote, params)[0]
         expired: list[Any] = []
         if lapsed:
             with self.conns.tx() as cur:
-                cur.execute(self.ms.expired, params, prepare=False)
+                cur.execute(self.ms.expired, params)
                 expired = cur.fetchall()
                 if expired:
                     self._settle(cur, qid, expired, now)
@@ -360,11 +387,13 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             return [mid]
         ids = [p[0] for p in pairs]
         tokens = [p[1] for p in pairs]
+        if retention <= 0:
+            rows = self.conns.statement(self.ms.ack_many, {"ids": ids, "tokens": tokens, "qid": qid})
+            done = {r[0] for r in rows}
+            self._tally(qid, 0, len(done))
+            return [mid for mid in dict.fromkeys(ids) if mid not in done]
         with self.conns.tx() as cur:
-            if retention > 0:
-                cur.execute(self.ms.ack_retain, (self.clock(), ids, tokens))
-            else:
-                cur.execute(self.ms.ack_delete, (ids, tokens))
+            cur.execute(self.ms.ack_retain, (self.clock(), ids, tokens))
             done = {r[0] for r in cur.fetchall()}
             self.depth.release(cur, qid, len(done))
         self._tally(qid, 0, len(done))

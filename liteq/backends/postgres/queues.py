@@ -67,6 +67,26 @@ class Statements:
         raise AttributeError(name)
 
 
+class SizedTexts:
+    """Statements with a batch size written into their text in place of ``%(n)s``, one
+    text per size, for at most :attr:`most` sizes (then None: send the statement with
+    ``n`` as a parameter, unprepared). With the size a parameter, PostgreSQL's generic
+    plan guesses the rows (1,000 for ``generate_series``, a tenth of the table for a
+    ``LIMIT``), so it keeps planning every call (the batch put: ~150 us of planning per
+    call) or plans a trap (the batch claim: connection.py's docstring); with the size in
+    the text the generic plan is right and the statement can be prepared."""
+
+    def __init__(self, most: int = 16) -> None:
+        self.most = most
+        self._texts: dict[tuple[str, int], str] = {}
+
+    def get(self, sql: str, n: int) -> str | None:
+        text = self._texts.get((sql, n))
+        if text is None and len(self._texts) < self.most:
+            text = self._texts[(sql, n)] = sql.replace("%(n)s", str(int(n)))
+        return text
+
+
 class QueueVerbs(Backend):
     """Queue rows, put, back pressure and administration (a mixin of PostgresBackend)."""
 
@@ -85,6 +105,9 @@ class QueueVerbs(Backend):
         self.qs = Statements(vars(queues_sql), self.schema)
         self.depth = Depth(lambda sql: qualify(sql, self.schema))
         self.totals = PendingTotals()
+        #: Batch statements with their size in the text (the put here, the claim in
+        #: messages.py): preparable, with generic plans that hold.
+        self.sized = SizedTexts(most=32)
 
     # -- queues ---------------------------------------------------------------------
 
@@ -172,7 +195,8 @@ class QueueVerbs(Backend):
 
     def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
         if not force and rows and all(r[5] is None for r in rows):
-            found = self._announced(qid, self.qs.put_many, {
+            sized = self.sized.get(self.qs.put_many, len(rows))
+            found = self._announced(qid, sized or self.qs.put_many, {
                 "qid": qid, "n": len(rows), "now": self.clock(),
                 "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
                 "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],

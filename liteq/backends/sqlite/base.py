@@ -18,6 +18,7 @@ from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
 from ..totals import PendingTotals
 from .files import resolve
+from .group import GroupCommit
 from .opening import DURABILITY, JOURNAL_SIZE_LIMIT, PAGE_SIZE, Opening
 from .opsql import SQL_HISTORY_ADD
 from .sql import CLOCK_FUNCTION, SQL_TOTALS
@@ -104,6 +105,7 @@ class StoreBase(Opening):
         self.flows_written: set[Any] = set()  # task limits this process wrote (flow.py)
         self.limited_queues: set[int] = set()  # queues this process saw with limits
         self.totals = PendingTotals()
+        self.group: GroupCommit | None = None  # set by SQLiteBackend (group.py)
         self._all: list[apsw.Connection] = []
         self._all_lock = threading.Lock()
         # Open once now so that a bad path fails at connect(), not at first use.

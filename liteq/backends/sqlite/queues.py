@@ -142,6 +142,9 @@ class QueueVerbs(StoreBase):
         One autocommit statement while the queue keeps no depth counter
         (``SQL_INSERT_UNCOUNTED``), else the full path of :meth:`put`.
         """
+        group = self.group
+        if group is not None and not self.conn().in_transaction:
+            return group.put_ready(qid, priority, payload)  # shares a commit: group.py
         # Read before the statement takes the lock; harmless for a put (the message is
         # due at once either way), unlike a lease deadline.
         now = self.clock()
@@ -152,6 +155,30 @@ class QueueVerbs(StoreBase):
         mid: int = conn.last_insert_rowid()
         self._tally(qid, 1, 0)
         return mid
+
+    def put_ready_group(self, puts: Sequence[tuple[int, int, bytes]]) -> list[int | LiteqError]:
+        """Write the :meth:`put_ready` calls ``(qid, priority, payload)`` that a group
+        commit gathered (``group.py``) in one transaction; each one's id, or the error
+        that refused it alone (a full queue, a deleted queue: nothing of it written).
+        An error of the transaction itself is raised: none of them was written."""
+        out: list[int | LiteqError] = []
+        with self.write() as cur:
+            now = self.clock()  # after BEGIN IMMEDIATE, as in put()
+            conn = cur.connection
+            for qid, priority, payload in puts:
+                cur.execute(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
+                if conn.changes():
+                    out.append(conn.last_insert_rowid())
+                    continue
+                try:  # a counted queue: the full path, which writes nothing if it refuses
+                    out.append(self._put(cur, qid, [(priority, None, now, payload, None, None)],
+                                         now, False)[0][0])
+                except LiteqError as exc:
+                    out.append(exc)
+        for (qid, _, _), outcome in zip(puts, out, strict=True):
+            if not isinstance(outcome, LiteqError):
+                self._tally(qid, 1, 0)
+        return out
 
     def _put_plain_batch(
         self,
