@@ -1,5 +1,6 @@
-"""The workers registry, job progress and per-minute history on PostgreSQL (issue 21;
-the verbs of :class:`~liteq.backends.registry.OperatingVerbs`, schema version 3). Each
+"""The workers registry, job progress, per-minute history (with hourly roll-ups), job
+attempts and task search on PostgreSQL (issue 21; the verbs of
+:class:`~liteq.backends.registry.OperatingVerbs`, schema version 3 and ``_V_OBS``). Each
 verb is one statement; ``add_history`` adds any number of rows in one ``INSERT ...
 SELECT FROM unnest(...)``, sorted by key so that two writers lock rows in one order."""
 
@@ -11,6 +12,7 @@ from functools import cached_property
 from ...errors import LiteqError
 from ..records import MessageRecord
 from ..registry import (
+    AttemptRecord,
     ErrorGroup,
     HistoryRow,
     HistorySums,
@@ -20,6 +22,7 @@ from ..registry import (
 )
 from .connection import Connections
 from .queues import Statements
+from .schema import TASK_NAME, TASK_PAYLOAD
 
 __all__ = ["OperatingVerbs"]
 
@@ -66,7 +69,11 @@ SELECT {_HISTORY_COLUMNS} FROM {{s}}.history
 WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
 ORDER BY minute, qid, task
 """
-SQL_HISTORY_PRUNE = "DELETE FROM {s}.history WHERE minute < %s"
+# The hourly roll-ups of the hours before the cut go with the minutes.
+SQL_HISTORY_PRUNE = """
+WITH hours AS (DELETE FROM {s}.history_hours WHERE hour < %(before)s / 60)
+DELETE FROM {s}.history WHERE minute < %(before)s RETURNING 1
+"""
 
 _MESSAGE_COLUMNS = ", ".join(MessageRecord._fields)
 # The dashboard's pages (keyset by id).
@@ -111,19 +118,48 @@ SQL_DELETE_FINISHED = """
 DELETE FROM {s}.messages WHERE id = ANY(%s::bigint[]) AND qid = %s AND state = %s
   AND state >= 3 RETURNING 1
 """
-SQL_HISTORY_SUMS = """
-SELECT minute / %(width)s * %(width)s AS b,
-       sum(CASE WHEN task = '' THEN put ELSE 0 END),
-       sum(CASE WHEN task = '' THEN acked ELSE 0 END),
-       sum(CASE WHEN task <> '' THEN dead ELSE 0 END)
-FROM {s}.history WHERE minute >= %(since)s AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
+# Charts: a queue's own counts (task ''), dead included (the trigger history_failures);
+# whole hours from the hourly roll-ups.
+_SUMS = """
+SELECT {unit} / %(width)s * %(width)s AS b, sum(put), sum(acked), sum(dead)
+FROM {{s}}.{table} WHERE {since} AND task = ''
+  AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
 GROUP BY b ORDER BY b
 """
+SQL_HISTORY_SUMS = _SUMS.format(unit="minute", table="history", since="minute >= %(since)s")
+SQL_HOURS_SUMS = _SUMS.format(unit="hour * 60", table="history_hours",
+                              since="hour >= %(since)s / 60")
 SQL_HISTORY_RUNS = """
-SELECT qid, min(minute), task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
+SELECT qid, min(hour) * 60, task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
        sum(run_total), max(run_max), sum(le_10ms), sum(le_100ms), sum(le_1s), sum(le_10s),
        sum(le_60s)
-FROM {s}.history WHERE minute >= %(since)s AND task <> '' GROUP BY qid, task ORDER BY qid, task
+FROM {s}.history_hours WHERE hour >= %(since)s / 60 AND task <> ''
+GROUP BY qid, task ORDER BY qid, task
+"""
+
+# Attempts (see liteq/backends/sqlite/opsql.py).
+_ATTEMPT_COLUMNS = "id, attempt, worker, started_at, ended_at, outcome, error"
+_ATTEMPT_TYPES = ("bigint", "bigint", "text", "float8", "float8", "text", "text")
+SQL_ATTEMPT_SAVE = f"""
+INSERT INTO {{s}}.attempts ({_ATTEMPT_COLUMNS})
+SELECT * FROM unnest({", ".join(f"%s::{t}[]" for t in _ATTEMPT_TYPES)})
+ON CONFLICT (id, attempt) DO UPDATE SET worker = excluded.worker,
+    started_at = excluded.started_at, ended_at = excluded.ended_at,
+    outcome = excluded.outcome, error = excluded.error
+"""
+SQL_ATTEMPTS = f"""
+SELECT {_ATTEMPT_COLUMNS} FROM {{s}}.attempts WHERE id = %(id)s
+UNION ALL
+SELECT id, attempts, worker, started_at, finished_at,
+       CASE state WHEN 3 THEN 'done' WHEN 4 THEN 'dead' ELSE 'cancelled' END, error
+FROM {{s}}.results AS r WHERE id = %(id)s
+  AND NOT EXISTS (SELECT 1 FROM {{s}}.attempts AS a WHERE a.id = r.id AND a.attempt = r.attempts)
+ORDER BY 2
+"""
+SQL_BROWSE_TASK = f"""
+SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages
+WHERE qid = %(qid)s AND {TASK_PAYLOAD} AND {TASK_NAME} = %(task)s AND id > %(after)s
+  AND state = %(state)s ORDER BY id LIMIT %(n)s
 """
 
 
@@ -195,8 +231,8 @@ class OperatingVerbs:
         return [HistoryRow._make(r) for r in rows]
 
     def prune_history(self, before_minute: int) -> int:
-        return len(self.conns.statement(self._operating_sql.history_prune + " RETURNING 1",
-                                        (before_minute,)))
+        return len(self.conns.statement(self._operating_sql.history_prune,
+                                        {"before": before_minute}))
 
     def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
                error: str | None = None) -> list[MessageRecord]:
@@ -231,8 +267,9 @@ class OperatingVerbs:
 
     def history_sums(self, since_minute: int, width: int,
                      qid: int | None = None) -> list[HistorySums]:
-        rows = self.conns.statement(self._operating_sql.history_sums,
-                                    {"since": since_minute, "width": int(width), "qid": qid})
+        hourly = width % 60 == 0 and since_minute % 60 == 0
+        sql = self._operating_sql.hours_sums if hourly else self._operating_sql.history_sums
+        rows = self.conns.statement(sql, {"since": since_minute, "width": int(width), "qid": qid})
         return [HistorySums(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     def history_runs(self, since_minute: int) -> list[HistoryRow]:
@@ -241,3 +278,21 @@ class OperatingVerbs:
         return [HistoryRow._make([int(r[0]), int(r[1]), r[2], *(int(v) for v in r[3:8]),
                                   float(r[8]), float(r[9]), *(int(v) for v in r[10:])])
                 for r in rows]
+
+    def save_attempts(self, rows: Sequence[AttemptRecord]) -> None:
+        if not rows:
+            return
+        last = {(r.id, r.attempt): r for r in rows}  # one row per key in one statement
+        columns = [list(col) for col in zip(*last.values(), strict=True)]
+        self.conns.statement(self._operating_sql.attempt_save, columns)
+
+    def attempts(self, mid: int) -> list[AttemptRecord]:
+        rows = self.conns.statement(self._operating_sql.attempts, {"id": mid})
+        return [AttemptRecord(int(r[0]), int(r[1]), *r[2:]) for r in rows]
+
+    def browse_task(self, qid: int, state: int, task: str, after: int,
+                    n: int) -> list[MessageRecord]:
+        params = {"qid": qid, "state": int(state), "task": task.encode(), "after": after,
+                  "n": n}
+        return [MessageRecord._make(r) for r in self.conns.statement(
+            self._operating_sql.browse_task, params, prepare=False)]
