@@ -5,15 +5,19 @@ results row. On every engine."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 
 import pytest
+from click.testing import CliRunner
 from dbsql import is_postgres
+from webclient import served, table_rows
 from workerapp_tools import drain
 
 import liteq
+from liteq.cli import cli
 
 pytestmark = pytest.mark.every_engine
 
@@ -126,3 +130,49 @@ def test_attempts_are_pruned_with_their_jobs_result(db: liteq.Database) -> None:
     db.prune_results()
     assert db.backend.attempts(kept.id) == []
     assert _stored_attempts(db) == 0
+
+
+def _flaky_job(db: liteq.Database) -> int:
+    """A job that failed twice with a traceback, then succeeded; its id."""
+    calls: list[int] = []
+
+    @db.task(name="flaky_page", backoff=_NOW)
+    def flaky_page() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError(f"<b>attempt {len(calls)}</b> failed")
+        return "fine"
+
+    job = flaky_page.delay()
+    drain(db)
+    return job.id
+
+
+def test_liteq_job_shows_the_timeline_and_its_json_has_each_attempts_traceback(
+        db: liteq.Database, db_target: str) -> None:
+    mid = _flaky_job(db)
+    run = CliRunner().invoke(cli, ["--db", db_target, "job", str(mid), "--json"],
+                             prog_name="liteq", catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    timeline = json.loads(run.stdout)["timeline"]
+    assert [(t["attempt"], t["outcome"]) for t in timeline] == [
+        (1, "retried"), (2, "retried"), (3, "done")]
+    assert "Traceback" in timeline[0]["error"] and "attempt 1" in timeline[0]["error"]
+    assert all(t["worker"] and t["duration"] is not None for t in timeline)
+    text = CliRunner().invoke(cli, ["--db", db_target, "job", str(mid)], prog_name="liteq",
+                              catch_exceptions=False).stdout
+    assert "1. retried on " in text and "ValueError: <b>attempt 1</b> failed" in text
+    assert "3. done on " in text
+
+
+def test_the_job_page_shows_each_attempt_with_its_worker_and_escaped_traceback(
+        db: liteq.Database) -> None:
+    mid = _flaky_job(db)
+    with served(db) as client:
+        page = client.get(f"/message/{mid}").text
+    rows = table_rows(page, "attempts")
+    assert [r[:2] for r in rows] == [["1", "retried"], ["2", "retried"], ["3", "done"]]
+    worker = db.backend.attempts(mid)[0].worker
+    assert worker is not None and all(r[2] == worker for r in rows)
+    assert "&lt;b&gt;attempt 2&lt;/b&gt;" in page and "<b>attempt" not in page
+    assert "<summary>traceback</summary>" in page
