@@ -209,7 +209,7 @@ def queue_view(db: Database, req: Request, page: Page, name: str) -> str:
         pager.append(page.link("/queue/" + name, "next page →", state=state, key=key, task=task,
                                after=result.next_after))
     note = ""
-    if task is not None:
+    if task is not None and key is not None:  # only then a scan (see browse.page)
         note = (f"<p>Looked at {result.scanned:,} {h(state)} messages for task {h(task)}"
                 f"{' (stopped at the scan limit: next page goes on)' if result.next_after else ''}.</p>")
     dead_link = (f'<p>{page.link("/dead/" + name, "dead letters of this queue")}</p>'
