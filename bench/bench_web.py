@@ -72,10 +72,10 @@ def _put(q: liteq.Queue, n: int, make: Any, **kw: Any) -> None:
         q.put_many([make(i) for i in range(start, min(n, start + BATCH))], **kw)
 
 
-def build(path: str, total: int) -> float:
-    """Fill *path*; return the seconds it took."""
+def build(target: str, total: int) -> float:
+    """Fill *target* (a file, or a PostgreSQL URL); return the seconds it took."""
     t0 = time.perf_counter()
-    db = liteq.connect(path)
+    db = liteq.connect(target)
     big = db.queue("big", max_attempts=1, retention=86400)
     n_big = int(total * 0.9)
     n_delayed, n_done, n_dead = n_big // 20, n_big // 100, n_big // 100
@@ -131,9 +131,16 @@ def call(application: Any, path: str) -> tuple[str, int]:
 
 
 def plans(db: liteq.Database) -> None:
-    """EXPLAIN QUERY PLAN of the statements the pages add (SQLite)."""
+    """EXPLAIN QUERY PLAN (SQLite) or EXPLAIN (PostgreSQL) of the statements behind the
+    pages, with the parameters a page gives them."""
+    if db.real_path is None:  # PostgreSQL
+        _pg_plans(db)
+        return
     big = db.queue("big").id
+    tasks = db.queue("tasks").id
     page = {"qid": big, "after": 0, "n": 51}
+    now = int(db.clock() // 60)  # the windows the pages read: 5 minutes, an hour, a week
+    week = (now - 7 * 1440) // 60 * 60
     checks = {
         "state counts": (opsql.SQL_STATE_COUNTS, {"qid": big, "cap": 100_001}),
         "count upto": (opsql.SQL_STATE_ROWS_UPTO_UNFINISHED, {"qid": big, "state": 0,
@@ -147,31 +154,100 @@ def plans(db: liteq.Database) -> None:
         "by key (unfin.)": (opsql.SQL_BROWSE_KEY, {**page, "state": 0, "key": "k"}),
         "by key (fin.)": (opsql.SQL_BROWSE_KEY_FINISHED, {**page, "state": 3, "key": "k"}),
         "by error": (opsql.SQL_BROWSE_ERROR, {**page, "state": 4, "error": ERRORS[0]}),
+        "by task": (opsql.SQL_BROWSE_TASK, {**page, "qid": tasks, "state": 0,
+                                            "task": b"thumbnail"}),
         "error groups": (opsql.SQL_ERROR_GROUPS, {"qid": big, "state": 4, "n": 50}),
-        "history sums": (opsql.SQL_HISTORY_SUMS, {"since": 0, "width": 60, "qid": None}),
-        "history runs": (opsql.SQL_HISTORY_RUNS, {"since": 0}),
+        "history (rates)": (opsql.SQL_HISTORY, (now - 5, None, None)),
+        "history sums": (opsql.SQL_HISTORY_SUMS, {"since": now - 60, "width": 1, "qid": None}),
+        "hours sums": (opsql.SQL_HOURS_SUMS, {"since": week, "width": 60, "qid": None}),
+        "history runs": (opsql.SQL_HISTORY_RUNS, {"since": week}),
+        "attempts": (opsql.SQL_ATTEMPTS, {"id": 1}),
     }
     for name, (sql, params) in checks.items():
         rows = db.execute("EXPLAIN QUERY PLAN " + sql, params)
         print(f"  {name:17} " + " | ".join(str(r[-1]) for r in rows))
 
 
+def _pg_plans(db: liteq.Database) -> None:
+    from liteq.backends.postgres import operating as pgop
+    from liteq.backends.postgres.schema import qualify
+
+    schema = db.backend.schema  # type: ignore[attr-defined]
+    big = db.queue("big").id
+    tasks = db.queue("tasks").id
+    page = {"qid": big, "after": 0, "n": 51}
+    now = int(db.clock() // 60)  # the windows the pages read: 5 minutes, an hour, a week
+    week = (now - 7 * 1440) // 60 * 60
+    checks = {
+        "state counts": (pgop.SQL_STATE_COUNTS, {"qid": big, "cap": 100_001}),
+        "browse ready": (pgop.SQL_BROWSE, {**page, "state": 0}),
+        "browse dead": (pgop.SQL_BROWSE, {**page, "state": 4}),
+        "by key": (pgop.SQL_BROWSE_KEY, {**page, "state": 0, "key": "image-42"}),
+        "by error": (pgop.SQL_BROWSE_ERROR, {**page, "state": 4, "error": ERRORS[0]}),
+        "by task": (pgop.SQL_BROWSE_TASK, {**page, "qid": tasks, "state": 0,
+                                           "task": b"thumbnail"}),
+        "error groups": (pgop.SQL_ERROR_GROUPS, {"qid": big, "state": 4, "n": 50}),
+        "history (rates)": (pgop.SQL_HISTORY, {"since": now - 5, "qid": None}),
+        "history sums": (pgop.SQL_HISTORY_SUMS, {"since": now - 60, "width": 1, "qid": None}),
+        "hours sums": (pgop.SQL_HOURS_SUMS, {"since": week, "width": 60, "qid": None}),
+        "history runs": (pgop.SQL_HISTORY_RUNS, {"since": week}),
+        "attempts": (pgop.SQL_ATTEMPTS, {"id": 1}),
+    }
+    for name, (sql, params) in checks.items():
+        rows = db.execute("EXPLAIN (COSTS OFF) " + qualify(sql, schema), params)
+        lines = [str(r[0]).strip() for r in rows]
+        print(f"  {name:17} " + " | ".join(ln for ln in lines if "Scan" in ln or "Index" in ln
+                                            or "Sort" in ln or "Aggregate" in ln))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--path", default=None, help="keep (and reuse) the file here")
+    parser.add_argument("--db", default=None,
+                        help="a PostgreSQL URL (postgresql://...?schema=NAME) instead of a "
+                             "file: built when it has no queue 'big', else reused")
+    parser.add_argument("--pg", action="store_true",
+                        help="start a throwaway PostgreSQL cluster (tests/pgcluster.py, "
+                             "fsync on) and use it, as --db")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    cluster = None
+    if args.pg:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pgcluster import Cluster, find_bindir
+
+        bindir = find_bindir()
+        if bindir is None:
+            raise SystemExit("--pg: PostgreSQL is not installed (no initdb)")
+        cluster = Cluster(bindir, fsync=True).start()
+        args.db = cluster.url + "?schema=liteq_web"
+    try:
+        run(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build or reuse the database, time every page, print the query plans."""
     tmp = None
-    path = args.path
-    if path is None:
+    target = args.db or args.path
+    if target is None:
         tmp = tempfile.TemporaryDirectory()
-        path = os.path.join(tmp.name, "web.db")
-    if not os.path.exists(path):
-        print(f"building {path}: {args.messages:,} messages ...", flush=True)
-        print(f"  built in {build(path, args.messages):.1f} s, "
-              f"{os.path.getsize(path) / 1e6:.0f} MB")
-    db = liteq.connect(path)
+        target = os.path.join(tmp.name, "web.db")
+    if args.db:
+        probe = liteq.connect(target)
+        fresh = not probe.has_queue("big")
+        probe.close()
+    else:
+        fresh = not os.path.exists(target)
+    if fresh:
+        print(f"building {target}: {args.messages:,} messages ...", flush=True)
+        took = build(target, args.messages)
+        size = "" if args.db else f", {os.path.getsize(target) / 1e6:.0f} MB"
+        print(f"  built in {took:.1f} s{size}")
+    db = liteq.connect(target)
     big = db.queue("big")
     reg = Registration(db, "worker", queues=["big"], pool="thread", concurrency=4)
     reg.start()
@@ -181,10 +257,12 @@ def main() -> None:
     pages = ["/", "/?range=day", "/?range=week", "/queue/big", f"/queue/big?after={deep}",
              "/queue/big?state=delayed", "/queue/big?state=dead", "/queue/big?state=done",
              "/queue/tasks?key=image-42", "/queue/tasks?task=thumbnail",
+             "/queue/tasks?task=thumbnail&state=dead", "/queue/big?range=week",
              f"/message/{ready}", f"/message/{dead}", "/dead", "/dead/big", "/schedules",
              "/topics", "/workers", "/metrics"]
     application = app(db, allow_actions=True)
-    print(f"server time per page (median of {args.runs}, warm), {args.messages:,} messages:")
+    print(f"server time per page (median of {args.runs}, warm), {args.messages:,} messages, "
+          f"load average {os.getloadavg()[0]:.1f}:")
     for page in pages:
         status, size = call(application, page)  # warm
         times = []
@@ -192,7 +270,8 @@ def main() -> None:
             t0 = time.perf_counter()
             call(application, page)
             times.append(time.perf_counter() - t0)
-        print(f"  {page:34} {statistics.median(times) * 1000:8.1f} ms  {status[:3]} {size:,} B")
+        print(f"  {page:40} {statistics.median(times) * 1000:8.1f} ms  {status[:3]} {size:,} B")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("query plans:")
     plans(db)
     reg.stop()
