@@ -267,17 +267,19 @@ _worker: tuple[int, str] | None = None  # (pid, registry id) of this process's w
 
 def set_worker_name(name: str | None) -> None:
     """Name the jobs this process runs after *name* (the registry id of its worker;
-    None: forget it). A process that forks keeps no name: its children are host:pid."""
+    None: forget it)."""
     global _worker
     _worker = None if name is None else (os.getpid(), name)
 
 
 def worker_name() -> str:
     """Who runs a job here, as an attempt records it: the registry id of this process's
-    worker (``host:pid:random``, see :mod:`liteq.registry`), else ``host:pid`` (a
-    process pool's child, a program consuming by hand)."""
-    if _worker is not None and _worker[0] == os.getpid():
-        return _worker[1]
+    worker (``host:pid:random``, see :mod:`liteq.registry`); in a process forked from
+    it (a process pool's child) that id and the child's pid, ``host:pid:random/pid``;
+    else ``host:pid`` (a program consuming by hand)."""
+    if _worker is not None:
+        pid, name = _worker
+        return name if pid == os.getpid() else f"{name}/{os.getpid()}"
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -176,3 +176,25 @@ def test_the_job_page_shows_each_attempt_with_its_worker_and_escaped_traceback(
     assert worker is not None and all(r[2] == worker for r in rows)
     assert "&lt;b&gt;attempt 2&lt;/b&gt;" in page and "<b>attempt" not in page
     assert "<summary>traceback</summary>" in page
+
+
+def test_a_process_pools_child_records_its_workers_registry_id_and_its_own_pid(
+        db: liteq.Database) -> None:
+    @db.task(name="second_time", backoff=_NOW)
+    def second_time() -> int:
+        job = liteq.current_job()
+        assert job is not None
+        if job.attempts == 1:
+            raise ValueError("first")
+        return os.getpid()
+
+    handle = second_time.delay()
+    worker = drain(db, pool="process")
+    tried = db.backend.attempts(handle.id)
+    assert [a.outcome for a in tried] == ["retried", "done"]
+    for a in tried:
+        assert a.worker is not None
+        wid, _, child = a.worker.rpartition("/")
+        assert wid.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+        assert child.isdigit() and int(child) != os.getpid()
+    assert worker.counts()["done"] == 1
