@@ -278,8 +278,10 @@ TASK_NAME = (f"CASE WHEN substr(payload, 7, 1) = X'78' "
              f"THEN substr(payload, 9, instr({_LEN_BYTE}, substr(payload, 8, 1)) - 1) "
              f"WHEN instr({_LEN_SHORT}, substr(payload, 7, 1)) > 0 "
              f"THEN substr(payload, 8, instr({_LEN_SHORT}, substr(payload, 7, 1)) - 1) END")
-#: The condition of a payload that names a task (``msg_task``'s WHERE).
-TASK_PAYLOAD = f"substr(payload, 1, 6) = {_TASK_PREFIX}"
+#: The condition of a payload that names a task (``msg_task``'s WHERE): its first six
+#: bytes, as a range of blobs (compared bytewise) rather than ``substr(...) =``, which
+#: would copy the prefix on every insert and delete (callgrind: ~200 instructions more).
+TASK_PAYLOAD = f"payload >= {_TASK_PREFIX} AND payload < X'a3647461736c'"
 _HOUR_COLUMNS = ("put", "acked", "failed", "dead", "runs", "run_total", "le_10ms", "le_100ms",
                  "le_1s", "le_10s", "le_60s")
 _V_OBS = f"""
