@@ -1,45 +1,25 @@
 #!/usr/bin/env python3
 """Server time of each dashboard page on a big database (issue 21): the WSGI app is
 called directly (no HTTP, no browser), each page the median of several calls on a warm
-cache; then ``EXPLAIN QUERY PLAN`` of every statement behind the pages (SQLite).
+cache; then the plan of every statement behind the pages (SQLite ``EXPLAIN QUERY
+PLAN``, PostgreSQL ``EXPLAIN``).
 
     .venv/bin/python bench/bench_web.py                        # 100,000 messages
     .venv/bin/python bench/bench_web.py --messages 1000000 --path big.db   # keep the file
+    .venv/bin/python bench/bench_web.py --pg --messages 100000  # a throwaway PostgreSQL
+    .venv/bin/python bench/bench_web.py --db 'postgresql://u@host/db?schema=web'  # a server
 
 The file is built with the library (``put_many`` in batches of 10,000): ten queues;
 "big" holds 90% of the messages (ready, 5% delayed, 1% retained done, 1% dead under
 three error texts, 200 leased), "tasks" holds task jobs with a dedup key each, the
 others a few hundred each; a week of per-minute history for every queue; a schedule, a
-topic, a registered worker. Not a timed test: run it by hand.
+topic, a registered worker. Not a timed test: run it by hand. A file of an older
+schema is migrated when opened (a kept --path).
 
-Measured once at 1,000,000 messages on the project machine after the pages' counts
-were bounded (issue 21 follow-up; 2 vCPU shared with four other engineers' test runs:
-load average 4.8 rising to 8.1 during the run; file 169 MB, built in 27 s), median of 5,
-warm cache, in ms:
-
-    /                      152    /queue/big?state=dead        79    /message/ID     0.4-0.9
-    /?range=day            164    /queue/big?state=done       117    /dead/big      22
-    /?range=week           438    /queue/tasks?key=image-42    75    /schedules      1.2
-    /queue/big              79    /queue/tasks?task=thumbnail 445    /topics         1.2
-    /queue/big?after=518202 86    /dead                        42    /workers        0.5
-    /queue/big?state=delayed 82   /metrics                    521
-
-Before (the same file layout, load average 3.3): / 171, /?range=day 317, /?range=week
-401, /queue/big 196, ?after= 257, ?state=delayed 475, ?state=dead 262, ?state=done 206,
-/dead 198, /metrics 171. The pages called ``Queue.stats()``, which counts every state
-exactly (140-170 ms for "big" with 837k ready rows); they now count each state up to
-``browse.COUNT_CAP`` (100,000) through its partial index (``count_states``): measured
-alone on the same file right after the run, in-process, median of 5: 15 ms for "big",
-11 ms for "tasks" (96k ready), 0.2 ms for a small queue, against ``Queue.stats()`` 136,
-16 and 0.1 ms; 3 ms for "big" with a cap of 10,000. The overview's own work measured
-the same way (cProfile of 3 calls): 50 ms, 43 ms of it the ten queues' counts.
-What is still over 100 ms under this load: the day's and week's charts (the week's
-``history_sums`` reads 100k per-minute history rows: 104 ms alone), the task search
-(decodes up to 2,000 payloads; a search, not a listing) and ``/metrics`` (exact on
-purpose: a scrape, not a page). The rest of the spread against the figures above is
-the machine's load (the same page measured 25-90 ms apart between runs).
-At 100,000 messages (22 MB, load average 4.7): every page but the week's chart (171)
-under 90 ms; the overview 33, queue pages 23-89, /dead 31, /metrics 46.
+The figures (SQLite before and after the hourly roll-ups and the task index, and
+PostgreSQL at 100k and 1M) are in bench/README.md, "The dashboard". The earlier ones
+(session 7, before the pages' counts were bounded: / 171, week 401, ?state=delayed
+475 ms at 1M) are in the git history of this docstring.
 """
 
 from __future__ import annotations
