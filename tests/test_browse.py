@@ -119,9 +119,9 @@ def test_history_sums_per_bucket_and_per_task_equal_the_rows(db: liteq.Database)
             HistoryRow(a, base + 40, "", 0, 0, 0, 1, 0, 0.0, 0.0)]
     db.backend.add_history(rows)
     sums = db.backend.history_sums(base, 15)
-    assert [tuple(s) for s in sums] == [(base, 7, 5, 0), (base + 15, 7, 7, 2),
-                                        (base + 30, 0, 0, 1)]
-    assert [tuple(s) for s in db.backend.history_sums(base, 60, a)] == [(base, 12, 11, 3)]
+    assert [tuple(s) for s in sums] == [(base, 7, 5, 0, 0), (base + 15, 7, 7, 2, 0),
+                                        (base + 30, 0, 0, 1, 0)]
+    assert [tuple(s) for s in db.backend.history_sums(base, 60, a)] == [(base, 12, 11, 3, 0)]
     runs = db.backend.history_runs(base)
     assert len(runs) == 1
     r = runs[0]

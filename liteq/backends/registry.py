@@ -146,6 +146,9 @@ class HistorySums(NamedTuple):
     #: Messages that went dead (the queues' own counts: by a worker, by hand, or by a
     #: lease that ran out on the last attempt).
     dead: int
+    #: Deliveries given back for another attempt (a retry, a nack, a lease that ran
+    #: out; the queues' own counts).
+    failed: int = 0
 
 
 class AttemptRecord(NamedTuple):

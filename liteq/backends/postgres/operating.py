@@ -137,7 +137,7 @@ DELETE FROM {s}.messages WHERE id = ANY(%s::bigint[]) AND qid = %s AND state = %
 # Charts: a queue's own counts (task ''), dead included (the trigger history_failures);
 # whole hours from the hourly roll-ups.
 _SUMS = """
-SELECT {unit} / %(width)s * %(width)s AS b, sum(put), sum(acked), sum(dead)
+SELECT {unit} / %(width)s * %(width)s AS b, sum(put), sum(acked), sum(dead), sum(failed)
 FROM {{s}}.{table} WHERE {since} AND task = ''
   AND (%(qid)s::bigint IS NULL OR qid = %(qid)s)
 GROUP BY b ORDER BY b
@@ -298,7 +298,7 @@ class OperatingVerbs:
         hourly = width % 60 == 0 and since_minute % 60 == 0
         sql = self._operating_sql.hours_sums if hourly else self._operating_sql.history_sums
         rows = self.conns.statement(sql, {"since": since_minute, "width": int(width), "qid": qid})
-        return [HistorySums(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+        return [HistorySums(*(int(v) for v in r)) for r in rows]
 
     def history_runs(self, since_minute: int) -> list[HistoryRow]:
         rows = self.conns.statement(self._operating_sql.history_runs, {"since": since_minute})

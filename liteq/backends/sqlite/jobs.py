@@ -37,7 +37,7 @@ class JobVerbs(StoreBase):
         expires_at, queue, call, enqueued_at, started_at, duration[, worker])`` (see
         ``task.outcome_row``); joins the caller's transaction (so it can commit with
         the ack)."""
-        if rows and len(rows[0]) == _WITHOUT_WORKER:
+        if any(len(r) == _WITHOUT_WORKER for r in rows):
             rows = [(*r, None) if len(r) == _WITHOUT_WORKER else r for r in rows]
         with self.write() as cur:
             if len(rows) == 1:

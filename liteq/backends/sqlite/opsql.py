@@ -94,7 +94,7 @@ SQL_DELETE_FINISHED = ("DELETE FROM messages WHERE id IN ({marks}) AND qid = ? A
 # queue that went dead, counted by the trigger history_failures), per bucket. The day's
 # and week's charts read the hourly roll-ups (a week is 168 rows per queue, not 10,080).
 _SUMS = """
-SELECT {unit} / :width * :width AS b, sum(put), sum(acked), sum(dead)
+SELECT {unit} / :width * :width AS b, sum(put), sum(acked), sum(dead), sum(failed)
 FROM {table} WHERE {unit} >= :since AND task = '' AND (:qid IS NULL OR qid = :qid)
 GROUP BY b ORDER BY b
 """
