@@ -102,3 +102,45 @@ def test_a_schema_from_before_the_attempts_opens_migrated_with_its_history_rolle
         _check_migrated(db, 1)
     finally:
         db.close()
+
+
+@pytest.mark.postgres
+def test_two_transactions_failing_messages_of_two_queues_in_opposite_orders_both_commit(
+        pg_url: str, pg_schema: str) -> None:
+    """Each failure counts in its queue's history row; two transactions that fail
+    messages of two queues in opposite orders would deadlock on those rows. A count is
+    statistics: the one that loses gives its count up, never its transaction."""
+    import threading
+
+    url = f"{pg_url}?schema={pg_schema}" if "?" not in pg_url else f"{pg_url}&schema={pg_schema}"
+    dbs = [liteq.connect(url), liteq.connect(url)]
+    try:
+        for name in ("q1", "q2"):
+            dbs[0].queue(name, max_attempts=1).put_many([1, 2])
+        held = [{name: d.queue(name).get() for name in ("q1", "q2")} for d in dbs]
+        barrier = threading.Barrier(2, timeout=30)
+        errors: list[BaseException] = []
+
+        def fail_in_order(k: int, order: tuple[str, str]) -> None:
+            try:
+                with dbs[k].transaction():
+                    held[k][order[0]].fail("first")  # type: ignore[union-attr]
+                    barrier.wait()
+                    held[k][order[1]].fail("second")  # type: ignore[union-attr]
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fail_in_order, args=(0, ("q1", "q2"))),
+                   threading.Thread(target=fail_in_order, args=(1, ("q2", "q1")))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        for name in ("q1", "q2"):
+            assert dbs[0].queue(name).stats()["dead"] == 2
+        dead = sum(r.dead for r in dbs[0].backend.history(0) if r.task == "")
+        assert 3 <= dead <= 4  # the transaction that lost the race gave one count up
+    finally:
+        for d in dbs:
+            d.close()
