@@ -21,8 +21,9 @@ from ..registry import (
     WorkerRecord,
 )
 from .connection import Connections
+from .obs_sql import TASK_NAME, TASK_PAYLOAD
 from .queues import Statements
-from .schema import TASK_NAME, TASK_PAYLOAD, qualify
+from .schema import qualify
 
 __all__ = ["OperatingVerbs"]
 
