@@ -141,3 +141,17 @@ def test_a_workers_failures_count_in_the_queue_row_and_in_the_tasks_row(
     assert _own(db, "jobs") == (1, 1)
     task_rows = [r for r in db.backend.history(0) if r.task == "bad"]
     assert (sum(r.failed for r in task_rows), sum(r.dead for r in task_rows)) == (1, 1)
+
+
+def test_the_throughput_chart_shows_hand_failures_and_deaths(db: liteq.Database) -> None:
+    from webclient import served
+
+    q = db.queue("plain", max_attempts=2)
+    q.put_many([1, 2])
+    q.get().nack()  # type: ignore[union-attr]
+    q.get().fail("no")  # type: ignore[union-attr]
+    with served(db) as client:
+        for span in ("hour", "day", "week"):
+            page = client.get(f"/queue/plain?range={span}").text
+            assert '<span class="key failed">failed: 1</span>' in page, span
+            assert '<span class="key dead">dead: 1</span>' in page, span

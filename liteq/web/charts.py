@@ -33,6 +33,8 @@ class Series:
     acked: list[int]
     dead: list[int]
     depth: list[int]
+    #: Deliveries given back for another attempt (retried, nacked, lease expired).
+    failed: list[int]
 
 
 def series(sums: Sequence[HistorySums], depth_now: int, now_minute: int, span: str) -> Series:
@@ -44,18 +46,21 @@ def series(sums: Sequence[HistorySums], depth_now: int, now_minute: int, span: s
     put = [0] * buckets
     acked = [0] * buckets
     dead = [0] * buckets
+    failed = [0] * buckets
     for r in sums:
         k = r.start // width - first
         if 0 <= k < buckets:
             put[k] += r.put
             acked[k] += r.acked
             dead[k] += r.dead
+            failed[k] += r.failed
     depth = [0] * buckets
     level = depth_now
     for k in range(buckets - 1, -1, -1):
         depth[k] = max(0, level)
         level -= put[k] - acked[k] - dead[k]
-    return Series([(first + k) * width for k in range(buckets)], put, acked, dead, depth)
+    return Series([(first + k) * width for k in range(buckets)], put, acked, dead, depth,
+                  failed)
 
 
 def _points(values: Sequence[int], top: float, w: int, hgt: int) -> str:

@@ -76,6 +76,7 @@ def _charts(db: Database, qids: list[int], depth_now: int, span: str,
             + svg_chart(f"Depth of {name}", [("depth", "depth", s.depth)], span)
             + svg_chart(f"Throughput of {name}", [("put", "put", s.put),
                                                   ("acked", "acked", s.acked),
+                                                  ("failed", "failed", s.failed),
                                                   ("dead", "dead", s.dead)], span)
             + "</div>")
 
