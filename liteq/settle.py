@@ -54,9 +54,11 @@ def settle(worker: SettleHost, q: Queue, mid: int, token: int, attempts: int,
                 if store.retry(q.id, mid, token, outcome.delay, text):
                     # An attempt that did not end the job: its row in the timeline
                     # (the attempt that ends a job is its results row).
+                    # Its end is its start plus its run time, as a results row's is.
+                    started = ctx.started_at or None
+                    ended = store.clock() if started is None else started + outcome.duration
                     store.save_attempts([AttemptRecord(
-                        mid, attempts, worker_name(), ctx.started_at or None, store.clock(),
-                        "retried", text)])
+                        mid, attempts, worker_name(), started, ended, "retried", text)])
                 else:
                     row = store.message(mid)
                     final = State.CANCELLED if row is not None and row.state == State.CANCELLED else State.DEAD

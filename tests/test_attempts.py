@@ -198,3 +198,21 @@ def test_a_process_pools_child_records_its_workers_registry_id_and_its_own_pid(
         assert wid.startswith(f"{socket.gethostname()}:{os.getpid()}:")
         assert child.isdigit() and int(child) != os.getpid()
     assert worker.counts()["done"] == 1
+
+
+def test_each_attempts_end_minus_start_is_its_run_time(db: liteq.Database) -> None:
+    @db.task(name="sleepy", backoff=_NOW)
+    def sleepy() -> None:
+        job = liteq.current_job()
+        assert job is not None
+        time.sleep(0.05 * job.attempts)
+        if job.attempts == 1:
+            raise ValueError("again")
+
+    handle = sleepy.delay()
+    drain(db)
+    first, last = db.backend.attempts(handle.id)
+    took = [a.ended_at - a.started_at for a in (first, last)]  # type: ignore[operator]
+    assert took[0] >= 0.05 and took[1] >= 0.1  # each slept 0.05 s per attempt number
+    info = db.job(handle.id).info()
+    assert info.duration == pytest.approx(took[1], abs=1e-6)

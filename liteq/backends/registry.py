@@ -164,7 +164,9 @@ class AttemptRecord(NamedTuple):
     worker: str | None
     #: When it started; None when unknown.
     started_at: float | None
-    #: When it ended (a lease that ran out: the lease's end).
+    #: When it ended: its start plus its run time where both are known (so
+    #: ``ended_at - started_at`` is the run time the job's ``duration`` reports); a
+    #: lease that ran out: the lease's end.
     ended_at: float
     #: ``retried``, ``lease expired`` (did not end the job), or ``done``, ``dead``,
     #: ``cancelled`` (the last attempt).

@@ -167,7 +167,7 @@ ON CONFLICT (id, attempt) DO UPDATE SET worker = excluded.worker,
 SQL_ATTEMPTS = f"""
 SELECT {_ATTEMPT_COLUMNS} FROM {{s}}.attempts WHERE id = %(id)s
 UNION ALL
-SELECT id, attempts, worker, started_at, finished_at,
+SELECT id, attempts, worker, started_at, coalesce(started_at + duration, finished_at),
        CASE state WHEN 3 THEN 'done' WHEN 4 THEN 'dead' ELSE 'cancelled' END, error
 FROM {{s}}.results AS r WHERE id = %(id)s
   AND NOT EXISTS (SELECT 1 FROM {{s}}.attempts AS a WHERE a.id = r.id AND a.attempt = r.attempts)

@@ -120,7 +120,7 @@ SQL_ATTEMPT_SAVE = f"INSERT OR REPLACE INTO attempts ({_ATTEMPT_COLUMNS}) VALUES
 SQL_ATTEMPTS = f"""
 SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE id = :id
 UNION ALL
-SELECT id, attempts, worker, started_at, finished_at,
+SELECT id, attempts, worker, started_at, coalesce(started_at + duration, finished_at),
        CASE state WHEN 3 THEN 'done' WHEN 4 THEN 'dead' ELSE 'cancelled' END, error
 FROM results AS r WHERE id = :id
   AND NOT EXISTS (SELECT 1 FROM attempts AS a WHERE a.id = r.id AND a.attempt = r.attempts)
