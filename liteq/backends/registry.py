@@ -1,11 +1,13 @@
 """What an engine keeps for operators (issue 21): the registry of live workers, the
-progress of running jobs, and per-minute history counters; their records and verbs.
+progress of running jobs, per-minute history counters (with hourly roll-ups) and each
+job's attempts; their records and verbs.
 
 A part of the storage interface of its own (:class:`OperatingVerbs`, a base of
 :class:`~liteq.backends.base.Backend`) so the verbs the dashboard and ``liteq
 workers``/``liteq metrics`` need sit together. Every writer here is a process that
 already writes (a worker's or scheduler's heartbeat, a task reporting progress, the
-put/ack totals flush); readers only read.
+put/ack totals flush, a retry) or a trigger in the transaction of a write (a failure's
+history count, the hourly roll-ups, an expired lease's attempt); readers only read.
 """
 
 from __future__ import annotations

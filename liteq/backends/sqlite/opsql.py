@@ -1,5 +1,6 @@
-"""The SQL of the workers registry, job progress and history (issue 21, schema version
-4): a module of its own so that ``base.py`` (the totals flush writes history) and
+"""The SQL of the workers registry, job progress, history, attempts and task search
+(issue 21, schema version 4 and ``_V_OBS``): a module of its own so that ``base.py``
+(the totals flush writes history), ``jobs.py`` (attempts pruned with results) and
 ``operating.py`` share it."""
 
 from __future__ import annotations
