@@ -1,45 +1,25 @@
 #!/usr/bin/env python3
 """Server time of each dashboard page on a big database (issue 21): the WSGI app is
 called directly (no HTTP, no browser), each page the median of several calls on a warm
-cache; then ``EXPLAIN QUERY PLAN`` of every statement behind the pages (SQLite).
+cache; then the plan of every statement behind the pages (SQLite ``EXPLAIN QUERY
+PLAN``, PostgreSQL ``EXPLAIN``).
 
     .venv/bin/python bench/bench_web.py                        # 100,000 messages
     .venv/bin/python bench/bench_web.py --messages 1000000 --path big.db   # keep the file
+    .venv/bin/python bench/bench_web.py --pg --messages 100000  # a throwaway PostgreSQL
+    .venv/bin/python bench/bench_web.py --db 'postgresql://u@host/db?schema=web'  # a server
 
 The file is built with the library (``put_many`` in batches of 10,000): ten queues;
 "big" holds 90% of the messages (ready, 5% delayed, 1% retained done, 1% dead under
 three error texts, 200 leased), "tasks" holds task jobs with a dedup key each, the
 others a few hundred each; a week of per-minute history for every queue; a schedule, a
-topic, a registered worker. Not a timed test: run it by hand.
+topic, a registered worker. Not a timed test: run it by hand. A file of an older
+schema is migrated when opened (a kept --path).
 
-Measured once at 1,000,000 messages on the project machine after the pages' counts
-were bounded (issue 21 follow-up; 2 vCPU shared with four other engineers' test runs:
-load average 4.8 rising to 8.1 during the run; file 169 MB, built in 27 s), median of 5,
-warm cache, in ms:
-
-    /                      152    /queue/big?state=dead        79    /message/ID     0.4-0.9
-    /?range=day            164    /queue/big?state=done       117    /dead/big      22
-    /?range=week           438    /queue/tasks?key=image-42    75    /schedules      1.2
-    /queue/big              79    /queue/tasks?task=thumbnail 445    /topics         1.2
-    /queue/big?after=518202 86    /dead                        42    /workers        0.5
-    /queue/big?state=delayed 82   /metrics                    521
-
-Before (the same file layout, load average 3.3): / 171, /?range=day 317, /?range=week
-401, /queue/big 196, ?after= 257, ?state=delayed 475, ?state=dead 262, ?state=done 206,
-/dead 198, /metrics 171. The pages called ``Queue.stats()``, which counts every state
-exactly (140-170 ms for "big" with 837k ready rows); they now count each state up to
-``browse.COUNT_CAP`` (100,000) through its partial index (``count_states``): measured
-alone on the same file right after the run, in-process, median of 5: 15 ms for "big",
-11 ms for "tasks" (96k ready), 0.2 ms for a small queue, against ``Queue.stats()`` 136,
-16 and 0.1 ms; 3 ms for "big" with a cap of 10,000. The overview's own work measured
-the same way (cProfile of 3 calls): 50 ms, 43 ms of it the ten queues' counts.
-What is still over 100 ms under this load: the day's and week's charts (the week's
-``history_sums`` reads 100k per-minute history rows: 104 ms alone), the task search
-(decodes up to 2,000 payloads; a search, not a listing) and ``/metrics`` (exact on
-purpose: a scrape, not a page). The rest of the spread against the figures above is
-the machine's load (the same page measured 25-90 ms apart between runs).
-At 100,000 messages (22 MB, load average 4.7): every page but the week's chart (171)
-under 90 ms; the overview 33, queue pages 23-89, /dead 31, /metrics 46.
+The figures (SQLite before and after the hourly roll-ups and the task index, and
+PostgreSQL at 100k and 1M) are in bench/README.md, "The dashboard". The earlier ones
+(session 7, before the pages' counts were bounded: / 171, week 401, ?state=delayed
+475 ms at 1M) are in the git history of this docstring.
 """
 
 from __future__ import annotations
@@ -72,10 +52,10 @@ def _put(q: liteq.Queue, n: int, make: Any, **kw: Any) -> None:
         q.put_many([make(i) for i in range(start, min(n, start + BATCH))], **kw)
 
 
-def build(path: str, total: int) -> float:
-    """Fill *path*; return the seconds it took."""
+def build(target: str, total: int) -> float:
+    """Fill *target* (a file, or a PostgreSQL URL); return the seconds it took."""
     t0 = time.perf_counter()
-    db = liteq.connect(path)
+    db = liteq.connect(target)
     big = db.queue("big", max_attempts=1, retention=86400)
     n_big = int(total * 0.9)
     n_delayed, n_done, n_dead = n_big // 20, n_big // 100, n_big // 100
@@ -110,6 +90,11 @@ def build(path: str, total: int) -> float:
             for m in range(7 * 1440) for qid in qids]
     for start in range(0, len(rows), 50_000):
         db.backend.add_history(rows[start:start + 50_000])
+    if db.real_path is None:
+        # PostgreSQL: the planner's statistics, as autovacuum's ANALYZE keeps them on a
+        # server whose tables filled over days (without them the history of a few
+        # seconds' making looks unselective and gets a sequential scan).
+        db.execute("ANALYZE")
     db.close()
     return time.perf_counter() - t0
 
@@ -131,10 +116,17 @@ def call(application: Any, path: str) -> tuple[str, int]:
 
 
 def plans(db: liteq.Database) -> None:
-    """EXPLAIN QUERY PLAN of the statements the pages add (SQLite)."""
+    """EXPLAIN QUERY PLAN (SQLite) or EXPLAIN (PostgreSQL) of the statements behind the
+    pages, with the parameters a page gives them."""
+    if db.real_path is None:  # PostgreSQL
+        _pg_plans(db)
+        return
     big = db.queue("big").id
+    tasks = db.queue("tasks").id
     page = {"qid": big, "after": 0, "n": 51}
-    checks = {
+    now = int(db.clock() // 60)  # the windows the pages read: 5 minutes, an hour, a week
+    week = (now - 7 * 1440) // 60 * 60
+    checks: dict[str, tuple[str, Any]] = {
         "state counts": (opsql.SQL_STATE_COUNTS, {"qid": big, "cap": 100_001}),
         "count upto": (opsql.SQL_STATE_ROWS_UPTO_UNFINISHED, {"qid": big, "state": 0,
                                                               "cap": opsql.BROWSE_SORT_MAX}),
@@ -147,31 +139,102 @@ def plans(db: liteq.Database) -> None:
         "by key (unfin.)": (opsql.SQL_BROWSE_KEY, {**page, "state": 0, "key": "k"}),
         "by key (fin.)": (opsql.SQL_BROWSE_KEY_FINISHED, {**page, "state": 3, "key": "k"}),
         "by error": (opsql.SQL_BROWSE_ERROR, {**page, "state": 4, "error": ERRORS[0]}),
+        "by task": (opsql.SQL_BROWSE_TASK, {**page, "qid": tasks, "state": 0,
+                                            "task": b"thumbnail"}),
         "error groups": (opsql.SQL_ERROR_GROUPS, {"qid": big, "state": 4, "n": 50}),
-        "history sums": (opsql.SQL_HISTORY_SUMS, {"since": 0, "width": 60, "qid": None}),
-        "history runs": (opsql.SQL_HISTORY_RUNS, {"since": 0}),
+        "history (rates)": (opsql.SQL_HISTORY, (now - 5, None, None)),
+        "history sums": (opsql.SQL_HISTORY_SUMS, {"since": now - 60, "width": 1, "qid": None}),
+        "hours sums": (opsql.SQL_HOURS_SUMS, {"since": week, "width": 60, "qid": None}),
+        "history runs": (opsql.SQL_HISTORY_RUNS, {"since": week}),
+        "attempts": (opsql.SQL_ATTEMPTS, {"id": 1}),
     }
     for name, (sql, params) in checks.items():
         rows = db.execute("EXPLAIN QUERY PLAN " + sql, params)
         print(f"  {name:17} " + " | ".join(str(r[-1]) for r in rows))
 
 
+def _pg_plans(db: liteq.Database) -> None:
+    from liteq.backends.postgres import operating as pgop
+    from liteq.backends.postgres.schema import qualify
+
+    schema = db.backend.schema  # type: ignore[attr-defined]
+    big = db.queue("big").id
+    tasks = db.queue("tasks").id
+    page = {"qid": big, "after": 0, "n": 51}
+    now = int(db.clock() // 60)  # the windows the pages read: 5 minutes, an hour, a week
+    week = (now - 7 * 1440) // 60 * 60
+    checks: dict[str, tuple[str, Any]] = {
+        "state counts": (pgop.SQL_STATE_COUNTS, {"qid": big, "cap": 100_001}),
+        "count upto": (pgop.STATE_UPTO[1], {"qid": big, "cap": pgop.BROWSE_SORT_MAX}),
+        "walk ready": (pgop.SQL_BROWSE, {**page, "state": 0}),
+        "sorted delayed": (pgop.BROWSE_SORTED[1], page),
+        "sorted dead": (pgop.BROWSE_SORTED[4], page),
+        "by key": (pgop.SQL_BROWSE_KEY, {**page, "state": 0, "key": "image-42"}),
+        "by error": (pgop.SQL_BROWSE_ERROR, {**page, "state": 4, "error": ERRORS[0]}),
+        "by task": (pgop.SQL_BROWSE_TASK, {**page, "qid": tasks, "state": 0,
+                                           "task": b"thumbnail"}),
+        "error groups": (pgop.SQL_ERROR_GROUPS, {"qid": big, "state": 4, "n": 50}),
+        "history (rates)": (pgop.SQL_HISTORY, {"since": now - 5, "qid": None}),
+        "history sums": (pgop.SQL_HISTORY_SUMS, {"since": now - 60, "width": 1, "qid": None}),
+        "hours sums": (pgop.SQL_HOURS_SUMS, {"since": week, "width": 60, "qid": None}),
+        "history runs": (pgop.SQL_HISTORY_RUNS, {"since": week}),
+        "attempts": (pgop.SQL_ATTEMPTS, {"id": 1}),
+    }
+    for name, (sql, params) in checks.items():
+        rows = db.execute("EXPLAIN (COSTS OFF) " + qualify(sql, schema), params)
+        lines = [str(r[0]).strip() for r in rows]
+        print(f"  {name:17} " + " | ".join(ln for ln in lines if "Scan" in ln or "Index" in ln
+                                            or "Sort" in ln or "Aggregate" in ln))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--path", default=None, help="keep (and reuse) the file here")
+    parser.add_argument("--db", default=None,
+                        help="a PostgreSQL URL (postgresql://...?schema=NAME) instead of a "
+                             "file: built when it has no queue 'big', else reused")
+    parser.add_argument("--pg", action="store_true",
+                        help="start a throwaway PostgreSQL cluster (tests/pgcluster.py, "
+                             "fsync on) and use it, as --db")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    cluster = None
+    if args.pg:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pgcluster import Cluster, find_bindir
+
+        bindir = find_bindir()
+        if bindir is None:
+            raise SystemExit("--pg: PostgreSQL is not installed (no initdb)")
+        cluster = Cluster(bindir, fsync=True).start()
+        args.db = cluster.url + "?schema=liteq_web"
+    try:
+        run(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build or reuse the database, time every page, print the query plans."""
     tmp = None
-    path = args.path
-    if path is None:
+    target = args.db or args.path
+    if target is None:
         tmp = tempfile.TemporaryDirectory()
-        path = os.path.join(tmp.name, "web.db")
-    if not os.path.exists(path):
-        print(f"building {path}: {args.messages:,} messages ...", flush=True)
-        print(f"  built in {build(path, args.messages):.1f} s, "
-              f"{os.path.getsize(path) / 1e6:.0f} MB")
-    db = liteq.connect(path)
+        target = os.path.join(tmp.name, "web.db")
+    if args.db:
+        probe = liteq.connect(target)
+        fresh = not probe.has_queue("big")
+        probe.close()
+    else:
+        fresh = not os.path.exists(target)
+    if fresh:
+        print(f"building {target}: {args.messages:,} messages ...", flush=True)
+        took = build(target, args.messages)
+        mb = "" if args.db else f", {os.path.getsize(target) / 1e6:.0f} MB"
+        print(f"  built in {took:.1f} s{mb}")
+    db = liteq.connect(target)
     big = db.queue("big")
     reg = Registration(db, "worker", queues=["big"], pool="thread", concurrency=4)
     reg.start()
@@ -181,10 +244,12 @@ def main() -> None:
     pages = ["/", "/?range=day", "/?range=week", "/queue/big", f"/queue/big?after={deep}",
              "/queue/big?state=delayed", "/queue/big?state=dead", "/queue/big?state=done",
              "/queue/tasks?key=image-42", "/queue/tasks?task=thumbnail",
+             "/queue/tasks?task=thumbnail&state=dead", "/queue/big?range=week",
              f"/message/{ready}", f"/message/{dead}", "/dead", "/dead/big", "/schedules",
              "/topics", "/workers", "/metrics"]
     application = app(db, allow_actions=True)
-    print(f"server time per page (median of {args.runs}, warm), {args.messages:,} messages:")
+    print(f"server time per page (median of {args.runs}, warm), {args.messages:,} messages, "
+          f"load average {os.getloadavg()[0]:.1f}:")
     for page in pages:
         status, size = call(application, page)  # warm
         times = []
@@ -192,7 +257,8 @@ def main() -> None:
             t0 = time.perf_counter()
             call(application, page)
             times.append(time.perf_counter() - t0)
-        print(f"  {page:34} {statistics.median(times) * 1000:8.1f} ms  {status[:3]} {size:,} B")
+        print(f"  {page:40} {statistics.median(times) * 1000:8.1f} ms  {status[:3]} {size:,} B")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("query plans:")
     plans(db)
     reg.stop()

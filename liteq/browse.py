@@ -3,9 +3,10 @@ dashboard's reads and writes, issue 21).
 
 Pages are keyset pages by id (``id > after``): a page deep in a big queue costs what the
 first one does, and a message put meanwhile never shifts one page's rows onto the next.
-A search by task reads the payloads, so it looks at no more than *scan* messages per
-page and says where it stopped (the task name lives inside the CBOR payload, where no
-index reaches).
+A search by task reads the engine's index of task names (``msg_task``: the name sits at
+a fixed place in a task payload's CBOR, see the engines' schema ``_V_OBS``); only with a
+dedup key as well does it read payloads, at most *scan* per page, and say where it
+stopped.
 """
 
 from __future__ import annotations
@@ -107,11 +108,15 @@ def page(q: Queue, state: str = "ready", *, after: int = 0, n: int = 50,
          key: str | None = None, task: str | None = None,
          scan: int = SCAN_LIMIT) -> Page:
     """Up to *n* messages of *q* in *state* with ``id > after``, by id; only those with
-    dedup *key*, or of *task* (read from at most *scan* payloads), when given."""
+    dedup *key*, or of *task*, when given (both: the key's messages, with their task
+    read from at most *scan* payloads)."""
     code = _state(state)
     backend = q.db.backend
-    if task is None:
-        rows = backend.browse(q.id, code, after, n + 1, key=key)
+    if task is None or key is None:
+        if task is None:
+            rows = backend.browse(q.id, code, after, n + 1, key=key)
+        else:
+            rows = backend.browse_task(q.id, code, task, after, n + 1)
         more = len(rows) > n
         msgs = [inspectable(q, r) for r in rows[:n]]
         return Page(msgs, msgs[-1].id if more and msgs else None, len(rows[:n]))

@@ -24,7 +24,7 @@ PROGRESS_EVERY = 2.0
 @click.argument("dst", metavar="DST")
 @click.option("--tables", metavar="T1,T2",
               help="Copy only these tables (queues, flows, messages, wf_jobs, wf_edges, "
-                   "results, schedules, schedule_runs); messages need queues, wf_jobs "
+                   "results, attempts, schedules, schedule_runs); messages need queues, wf_jobs "
                    "and wf_edges go together with messages.  [default: all]")
 @click.option("--dry-run", is_flag=True,
               help="Read SRC and DST, print what would be copied, write nothing.")

@@ -1,5 +1,5 @@
 """``liteq workers`` and ``liteq metrics``: who is working, and the figures a Prometheus
-server scrapes (issue 21)."""
+server scrapes; the attempts timeline ``liteq job N`` shows (issue 21)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from .cli_base import open_db
-from .cli_output import Column, Output, fmt_age, output_options
+from .cli_output import Column, Output, fmt_age, fmt_duration, fmt_time, output_options
 from .metrics import render
 from .registry import DEFAULT_STALE, workers
 
-__all__ = ["workers_command", "metrics_command"]
+__all__ = ["workers_command", "metrics_command", "attempt_fields"]
 
 
 def _jobs_text(jobs: list[dict[str, Any]], now: float) -> str:
@@ -86,3 +86,22 @@ def metrics_command(stale: float) -> None:
       liteq metrics > /var/lib/node_exporter/liteq.prom
     """
     click.echo(render(open_db(), stale=stale), nl=False)
+
+
+def attempt_fields(db: Any, job_id: int) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """Job *job_id*'s attempts for ``liteq job``: a field of one line per attempt
+    (number, outcome, worker, start, run time, the error's first line), and the same as
+    JSON with the whole error text (its traceback)."""
+    now = db.clock()
+    data, lines = [], []
+    for a in db.backend.attempts(job_id):
+        took = None if a.started_at is None else max(0.0, a.ended_at - a.started_at)
+        data.append({"attempt": a.attempt, "outcome": a.outcome, "worker": a.worker,
+                     "started_at": a.started_at, "ended_at": a.ended_at, "duration": took,
+                     "error": a.error})
+        head = (a.error or "").partition("\n")[0]
+        lines.append(f"{a.attempt}. {a.outcome} on {a.worker or 'an unknown worker'}, "
+                     f"started {fmt_time(a.started_at, now)}, "
+                     f"took {'-' if took is None else fmt_duration(took)}"
+                     + (f": {head}" if head else ""))
+    return [("timeline", "\n".join(lines) or "-")], data

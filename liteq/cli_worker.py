@@ -23,6 +23,7 @@ import click
 from .backends.registry import ProgressRecord
 from .backends.targets import describe
 from .cli_base import DURATION, EX_USAGE, POSITIVE_INT, CliError, CliState, open_db
+from .cli_ops import attempt_fields
 from .cli_output import (
     Column,
     Output,
@@ -420,10 +421,11 @@ def jobs(state: str | None, task_name: str | None, queue: str | None, workflow: 
               help="Wait up to this long for the job to finish first.")
 @output_options
 def job(job_id: int, wait: float, out: Output) -> None:
-    """Show one job: its state, attempts, arguments, error and result.
+    """Show one job: its state, each attempt, arguments, error and result.
 
     The error comes with its traceback; the result is shown when the task stores
-    results.
+    results. The timeline lists every attempt with its worker, start, run time and
+    outcome (with --json, each attempt's error with its traceback).
 
     \b
     Examples:
@@ -464,7 +466,8 @@ def job(job_id: int, wait: float, out: Output) -> None:
          "-" if info.state != "done" else "(not stored)"),
     ]
     data = _job_dict(info, result, has_result)
-    fields += _workflow_fields(db, handle, data)
+    timeline, data["timeline"] = attempt_fields(db, info.id)
+    fields += timeline + _workflow_fields(db, handle, data)
     data["progress"] = None if progress is None else {
         "fraction": progress.fraction, "note": progress.note, "at": progress.at}
     out.record(data, fields)

@@ -1,8 +1,11 @@
 """The per-minute history a worker writes (issue 21): :class:`HistoryHook` counts each
 job's outcome and run time per queue, task and minute, and adds them to the ``history``
 table from the process that ran the jobs, at most every :data:`HISTORY_EVERY` seconds
-(and when it stops). The queue's own put and acked counts come from the engines' totals
-flush; workers prune rows older than :data:`liteq.registry.HISTORY_WINDOW`."""
+(and when it stops). The queue's own rows (task ``''``) are the engines': put and acked
+from the totals flush, failed and dead from a trigger on every failure (a worker's, a
+``nack()``/``fail()`` by hand, a lease that ran out); each engine keeps hourly roll-ups
+of all rows (``history_hours``) by triggers in the same transaction. Workers prune rows
+older than :data:`liteq.registry.HISTORY_WINDOW`."""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ What is in it:
 * ``liteq_queue_oldest_ready_age_seconds{queue}``;
 * ``liteq_queue_enqueued_total{queue}``, ``liteq_queue_acked_total{queue}``: counters;
 * ``liteq_dead_messages``: dead messages in all queues;
+* ``liteq_queue_failed_total{queue}`` (deliveries given back: retried, nacked, lease
+  expired) and ``liteq_queue_dead_total{queue}`` (messages that went dead), from the
+  history's hourly roll-ups over its window (so, like the histogram below, they may
+  step down when old hours are pruned);
 * ``liteq_workers{kind, state}``: registry rows alive and gone (see ``liteq workers``),
   ``liteq_worker_slots`` and ``liteq_worker_busy_slots`` of the live workers;
 * ``liteq_job_run_seconds{queue, task}``: a histogram of job run times, from the
@@ -66,6 +70,18 @@ class _Text:
             self.lines.append(f"{name}{suffix}{_labels(labels)} {_number(value)}")
 
 
+def _failures(db: Context, stats: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Each queue's (failed, dead) over the history's window, from its own hourly
+    roll-ups (every path counts there: workers, ``nack()``/``fail()`` by hand, leases
+    that ran out)."""
+    since = int((db.clock() - HISTORY_WINDOW) // 3600) * 60  # a whole hour: the roll-ups
+    out = {}
+    for s in stats:
+        sums = db.backend.history_sums(since, 60, db.queue(s["queue"]).id)
+        out[s["queue"]] = (sum(b.failed for b in sums), sum(b.dead for b in sums))
+    return out
+
+
 def render(db: Context, *, stale: float = DEFAULT_STALE) -> str:
     """The metrics of *db* now, in the Prometheus text format (ends with a newline).
     A registry row whose heartbeat is older than *stale* seconds counts as gone."""
@@ -96,6 +112,15 @@ def render(db: Context, *, stale: float = DEFAULT_STALE) -> str:
                (("", {"queue": s["queue"]}, s["acked_total"]) for s in stats))
     out.family("liteq_dead_messages", "gauge", "Dead messages in all queues.",
                [("", {}, sum(s["dead"] for s in stats))])
+    failures = _failures(db, stats)
+    out.family("liteq_queue_failed_total", "counter",
+               "Deliveries given back for another attempt (retried, nacked, lease expired), "
+               "over the history's window.",
+               (("", {"queue": q}, f) for q, (f, _d) in failures.items()))
+    out.family("liteq_queue_dead_total", "counter",
+               "Messages that went dead (failed for good, or moved to a dead-letter queue), "
+               "over the history's window.",
+               (("", {"queue": q}, d) for q, (_f, d) in failures.items()))
 
     registry = workers(db, stale)
     kinds: dict[tuple[str, str], int] = {(k, st): 0 for k in ("worker", "scheduler")

@@ -26,6 +26,7 @@ from typing import Any
 from .backends.registry import WorkerRecord
 from .context import Context
 from .errors import LiteqError
+from .running import set_worker_name, worker_name
 from .version import VERSION
 
 __all__ = ["Registration", "workers", "is_gone", "DEFAULT_HEARTBEAT", "DEFAULT_STALE",
@@ -73,6 +74,8 @@ class Registration:
         """Write the row (and forget rows silent for a day)."""
         self.db.backend.prune_workers(self.db.clock() - FORGET_AFTER)
         self.beat()
+        if self.row.kind == "worker":
+            set_worker_name(self.id)  # the jobs' attempts name this row
 
     def due(self) -> bool:
         """Whether a heartbeat is due now (checked by the supervisor's tick)."""
@@ -101,6 +104,8 @@ class Registration:
 
     def stop(self) -> None:
         """Remove the row (a clean exit)."""
+        if worker_name() == self.id:
+            set_worker_name(None)
         try:
             self.db.backend.remove_worker(self.id)
         except LiteqError:

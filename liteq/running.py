@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import re
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from .validate import check_seconds, storable
 __all__ = [
     "JobContext", "Outcome", "JobError", "current_job", "set_current_job", "Retry", "Fail",
     "Cancelled", "TaskTimeout", "outcome_row", "run_coroutine", "MAX_TRACEBACK",
+    "worker_name", "set_worker_name",
 ]
 
 #: Longest traceback text kept with a job (the end is kept: it names the error).
@@ -257,12 +260,36 @@ def raised(task: Any, args: Any, kwargs: Any, exc: BaseException, start: float) 
                    error=JobError.from_exception(exc, skip=1))
 
 
+# -- who runs the jobs of this process ---------------------------------------------------
+
+_worker: tuple[int, str] | None = None  # (pid, registry id) of this process's worker
+
+
+def set_worker_name(name: str | None) -> None:
+    """Name the jobs this process runs after *name* (the registry id of its worker;
+    None: forget it)."""
+    global _worker
+    _worker = None if name is None else (os.getpid(), name)
+
+
+def worker_name() -> str:
+    """Who runs a job here, as an attempt records it: the registry id of this process's
+    worker (``host:pid:random``, see :mod:`liteq.registry`); in a process forked from
+    it (a process pool's child) that id and the child's pid, ``host:pid:random/pid``;
+    else ``host:pid`` (a program consuming by hand)."""
+    if _worker is not None:
+        pid, name = _worker
+        return name if pid == os.getpid() else f"{name}/{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def outcome_row(ctx: JobContext, state: int, *, attempts: int, now: float,
                 ttl: float | None, error: str | None = None, value: bytes | None = None,
                 duration: float | None = None) -> tuple[Any, ...]:
     """The results row of a job that ended in *state* (DONE, DEAD or CANCELLED) at
     *now*: its outcome, and its history (queue, call, enqueue and start times, how
-    long its last run took), kept together until ``now + ttl`` (None: for ever)."""
+    long its last run took, the worker that ran it: the results row is the job's last
+    attempt), kept together until ``now + ttl`` (None: for ever)."""
     try:
         call = codec.encode({"task": ctx.task, "args": ctx.args, "kwargs": ctx.kwargs},
                             2**62)
@@ -271,7 +298,7 @@ def outcome_row(ctx: JobContext, state: int, *, attempts: int, now: float,
     started = ctx.started_at or None
     return (ctx.id, ctx.task, state, value, error, attempts, now,
             None if ttl is None else now + ttl, ctx.queue, call, ctx.enqueued_at, started,
-            duration if started is not None else None)
+            duration if started is not None else None, worker_name())
 
 
 def run_coroutine(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float | None) -> Any:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.records import State
+from .backends.registry import AttemptRecord
 from .errors import LeaseLost
 from .hooks import logger
 from .job import DEFAULT_RESULT_TTL
 from .queue import Queue
-from .running import JobContext, Outcome, outcome_row
+from .running import JobContext, Outcome, outcome_row, worker_name
 from .task import Task
 
 if TYPE_CHECKING:
@@ -50,7 +51,15 @@ def settle(worker: SettleHost, q: Queue, mid: int, token: int, attempts: int,
                 if outcome.delay is None:
                     backoff = task.backoff if task and task.backoff else q.config.backoff
                     outcome.delay = backoff.delay(attempts)
-                if not store.retry(q.id, mid, token, outcome.delay, text):
+                if store.retry(q.id, mid, token, outcome.delay, text):
+                    # An attempt that did not end the job: its row in the timeline
+                    # (the attempt that ends a job is its results row).
+                    # Its end is its start plus its run time, as a results row's is.
+                    started = ctx.started_at or None
+                    ended = store.clock() if started is None else started + outcome.duration
+                    store.save_attempts([AttemptRecord(
+                        mid, attempts, worker_name(), started, ended, "retried", text)])
+                else:
                     row = store.message(mid)
                     final = State.CANCELLED if row is not None and row.state == State.CANCELLED else State.DEAD
             elif outcome.state == "cancelled":

@@ -59,14 +59,18 @@ def _types(record: tuple[Any, ...]) -> list[str]:
 
 def test_a_saved_results_row_reads_back_as_the_same_record_with_the_same_types(backend: Backend) -> None:
     row = _row(7, finished_at=1000, enqueued_at=990, started_at=999, duration=2,
-               state=int(State.DEAD), error="boom", value=None)
+               state=int(State.DEAD), error="boom", value=None, worker="h:1:ab")
     backend.save_results([row])
     got = backend.result(7)
     assert got == ResultRecord(7, "send", State.DEAD, None, "boom", 1, 1000.0, None, "emails",
-                               b"\xa3call", 990.0, 999.0, 2.0)
+                               b"\xa3call", 990.0, 999.0, 2.0, "h:1:ab")
     # Times are floats and bytes are bytes on every engine, even when ints were given.
     assert _types(got) == ["int", "str", "int", "NoneType", "str", "int", "float", "NoneType",
-                           "str", "bytes", "float", "float", "float"]
+                           "str", "bytes", "float", "float", "float", "str"]
+    # A row without its worker (a job cancelled before it ran) stores None.
+    backend.save_results([tuple(_row(8))[:-1]])
+    got8 = backend.result(8)
+    assert got8 is not None and got8.worker is None
 
 
 def test_the_history_columns_may_all_be_empty(backend: Backend) -> None:

@@ -79,6 +79,16 @@ def build_source(path: str) -> dict[str, int]:
     db = liteq.connect(path)
     add = db.task(name="copy.add", store_result=True)(lambda a, b: a + b)
     ids["job_done"] = add.delay(1, 2).id
+    tries: list[int] = []
+
+    @db.task(name="copy.flaky", backoff=liteq.Backoff(base=0, jitter=0))
+    def flaky() -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ValueError("first try fails")  # an attempts row (issue 21)
+        return len(tries)
+
+    ids["job_retried"] = flaky.delay().id
     worker = liteq.Worker(db, ["default"], burst=True, install_signals=False,
                           summary_interval=0)
     worker.run()

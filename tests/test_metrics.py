@@ -110,3 +110,17 @@ def test_liteq_metrics_prints_what_render_returns(db: liteq.Database, db_target:
     age = "liteq_queue_oldest_ready_age_seconds"
     assert {k: v for k, v in printed.items() if k[0] != age} == \
         {k: v for k, v in rendered.items() if k[0] != age}
+
+
+def test_failures_by_a_worker_and_by_hand_are_counted_per_queue(db: liteq.Database) -> None:
+    _fill(db)  # one job of "default" failed for good through the worker
+    plain = db.queue("plain", max_attempts=2)
+    plain.put_many([1, 2, 3])
+    plain.get().nack()  # type: ignore[union-attr]  # failed once, ready again
+    plain.get().fail("bad")  # type: ignore[union-attr]  # dead
+    samples = _samples(render(db))
+    # prometheus_client's parser drops a counter's _total suffix from the family name.
+    assert samples[("liteq_queue_failed_total", (("queue", "plain"),))] == 1
+    assert samples[("liteq_queue_dead_total", (("queue", "plain"),))] == 1
+    assert samples[("liteq_queue_dead_total", (("queue", "default"),))] == 1
+    assert samples[("liteq_queue_failed_total", (("queue", "emails"),))] == 0

@@ -59,7 +59,7 @@ _POSITIONAL: dict[str, tuple[Any, ...]] = {
     "SQL_RUNS_DELETE": (1,),
     "SQL_SUBSCRIPTIONS": ("t",),
     "SQL_EXPIRED_SUBS": (1.0,),
-    "SQL_RESULT_PUT": (1, "t", 1, b"x", None, 1, 1.0, None, "q", b"x", 1.0, 1.0, 0.1),
+    "SQL_RESULT_PUT": (1, "t", 1, b"x", None, 1, 1.0, None, "q", b"x", 1.0, 1.0, 0.1, "h:1:ab"),
     "SQL_SET_PAUSED": (1, 1),
     "SQL_FLOWS": (1.0,),
     "SQL_QUEUE_LIMITS": (1,),

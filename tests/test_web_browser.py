@@ -158,3 +158,38 @@ def test_no_page_logs_a_console_error(browser: Any, db: liteq.Database, tmp_path
             browser.get(client.base + path)
         errors = _console_errors(browser)
     assert errors == []
+
+
+def test_the_job_page_shows_the_attempts_timeline_and_a_traceback_opens(
+        browser: Any, db: liteq.Database) -> None:
+    from workerapp_tools import drain
+
+    calls: list[int] = []
+
+    @db.task(name="twice_wrong", backoff=liteq.Backoff(base=0, jitter=0))
+    def twice_wrong() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError(f"wrong {len(calls)}")
+        return "right"
+
+    job = twice_wrong.delay()
+    drain(db)
+    with served(db) as client:
+        browser.get(client.base + f"/message/{job.id}")
+        rows = browser.find_elements(By.CSS_SELECTOR, "table.attempts tbody tr")
+        cells = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows]
+        summary = browser.find_element(By.CSS_SELECTOR, "table.attempts details summary")
+        tb = browser.find_element(By.CSS_SELECTOR, "table.attempts details pre")
+        hidden = tb.is_displayed()
+        summary.click()
+        shown = tb.is_displayed()
+        text = tb.text
+        errors = _console_errors(browser)
+    assert [c[:2] for c in cells] == [["1", "retried"], ["2", "retried"], ["3", "done"]]
+    worker = db.backend.attempts(job.id)[0].worker
+    assert all(c[2] == worker for c in cells)
+    assert cells[0][6].startswith("RuntimeError: wrong 1")
+    assert (hidden, shown) == (False, True)
+    assert "Traceback" in text and "twice_wrong" in text
+    assert errors == []

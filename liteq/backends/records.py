@@ -282,6 +282,9 @@ class ResultRecord(NamedTuple):
     started_at: float | None
     #: Seconds its last run took (v2).
     duration: float | None
+    #: The worker that ran its last attempt (registry id or host:pid; None: unknown or
+    #: written before schema ``_V_OBS``). Its earlier attempts: ``Backend.attempts``.
+    worker: str | None = None
 
 
 class ScheduleRecord(NamedTuple):

@@ -1,11 +1,13 @@
 """What an engine keeps for operators (issue 21): the registry of live workers, the
-progress of running jobs, and per-minute history counters; their records and verbs.
+progress of running jobs, per-minute history counters (with hourly roll-ups) and each
+job's attempts; their records and verbs.
 
 A part of the storage interface of its own (:class:`OperatingVerbs`, a base of
 :class:`~liteq.backends.base.Backend`) so the verbs the dashboard and ``liteq
 workers``/``liteq metrics`` need sit together. Every writer here is a process that
 already writes (a worker's or scheduler's heartbeat, a task reporting progress, the
-put/ack totals flush); readers only read.
+put/ack totals flush, a retry) or a trigger in the transaction of a write (a failure's
+history count, the hourly roll-ups, an expired lease's attempt); readers only read.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import NamedTuple
 from .records import MessageRecord
 
 __all__ = ["WorkerRecord", "ProgressRecord", "HistoryRow", "HISTORY_BUCKETS", "ErrorGroup",
-           "HistorySums", "StateCounts", "OperatingVerbs"]
+           "HistorySums", "StateCounts", "AttemptRecord", "OperatingVerbs"]
 
 #: Upper bounds (seconds) of the run-time histogram buckets kept in each history row
 #: (``le_*`` columns); the ``+Inf`` bucket is ``runs``.
@@ -143,8 +145,36 @@ class HistorySums(NamedTuple):
     put: int
     #: Messages acked (the queues' own counts).
     acked: int
-    #: Jobs that went dead (the workers' counts).
+    #: Messages that went dead (the queues' own counts: by a worker, by hand, or by a
+    #: lease that ran out on the last attempt).
     dead: int
+    #: Deliveries given back for another attempt (a retry, a nack, a lease that ran
+    #: out; the queues' own counts).
+    failed: int = 0
+
+
+class AttemptRecord(NamedTuple):
+    """One attempt of a job: a row of ``attempts`` (an attempt that did not end the
+    job), or the job's results row (the attempt that ended it)."""
+
+    #: The job's (message's) id.
+    id: int
+    #: Its number: 1 for the first delivery.
+    attempt: int
+    #: The worker that ran it (registry id ``host:pid:random``, or ``host:pid``);
+    #: None when unknown (a lease that ran out after its worker's row was gone).
+    worker: str | None
+    #: When it started; None when unknown.
+    started_at: float | None
+    #: When it ended: its start plus its run time where both are known (so
+    #: ``ended_at - started_at`` is the run time the job's ``duration`` reports); a
+    #: lease that ran out: the lease's end.
+    ended_at: float
+    #: ``retried``, ``lease expired`` (did not end the job), or ``done``, ``dead``,
+    #: ``cancelled`` (the last attempt).
+    outcome: str
+    #: The error with its traceback (None for a success).
+    error: str | None
 
 
 class OperatingVerbs(ABC):
@@ -201,19 +231,41 @@ class OperatingVerbs(ABC):
                      qid: int | None = None) -> list[HistorySums]:
         """The history from *since_minute* on (of queue *qid*, or all) summed per bucket
         of *width* minutes (buckets start at multiples of *width*), oldest first; buckets
-        without rows are left out. Summed by the engine: a week is one short answer."""
+        without rows are left out. Summed by the engine: a week is one short answer.
+        When *width* and *since_minute* are whole hours, it reads the hourly roll-ups."""
 
     @abstractmethod
     def history_runs(self, since_minute: int) -> list[HistoryRow]:
-        """Each (queue, task)'s rows from *since_minute* on, summed into one row (its
-        ``minute`` the first one, ``run_max`` the largest); the queues' own rows (task
-        ``""``) left out. What the run-time histogram needs."""
+        """Each (queue, task)'s rows from the hour of *since_minute* on, summed into one
+        row (its ``minute`` the first one, ``run_max`` the largest), read from the hourly
+        roll-ups; the queues' own rows (task ``""``) left out. What the run-time
+        histogram needs."""
 
     @abstractmethod
     def prune_history(self, before_minute: int) -> int:
-        """Delete rows older than *before_minute*; how many."""
+        """Delete rows older than *before_minute*, and the hourly roll-ups of hours
+        before its hour; how many minute rows."""
+
+    # -- attempts ---------------------------------------------------------------------
+
+    @abstractmethod
+    def save_attempts(self, rows: Sequence[AttemptRecord]) -> None:
+        """Record attempts that did not end their jobs (replacing a row of the same id
+        and number); joins the caller's transaction (the retry's)."""
+
+    @abstractmethod
+    def attempts(self, mid: int) -> list[AttemptRecord]:
+        """Job *mid*'s attempts, first to last: the recorded ones, then its results row
+        as the last (when it has one). Reads only."""
 
     # -- browsing (the web dashboard) -------------------------------------------------
+
+    @abstractmethod
+    def browse_task(self, qid: int, state: int, task: str, after: int,
+                    n: int) -> list[MessageRecord]:
+        """Up to *n* messages of queue *qid* in *state* whose payload is a job of *task*
+        (``{"task": task, ...}``), with ``id > after``, by id, through the engine's
+        index of task names (``msg_task``). Reads only."""
 
     @abstractmethod
     def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,

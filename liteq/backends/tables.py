@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidArgument
 from .records import MessageRecord, ResultRecord, ScheduleRecord
+from .registry import AttemptRecord
 from .workflow import WfEdgeRow, WfJobRow
 
 __all__ = ["COPY_TABLES", "ROW_TYPES", "FLAGS", "QueueRow", "FlowRow", "RunRow", "Counters",
@@ -102,7 +103,7 @@ class Counters(NamedTuple):
 #: that name them). ``messages.wf`` (a job has dependents) is derived from ``wf_edges``
 #: and rebuilt by the destination.
 COPY_TABLES: tuple[str, ...] = ("queues", "flows", "messages", "wf_jobs", "wf_edges",
-                                "results", "schedules", "schedule_runs")
+                                "results", "attempts", "schedules", "schedule_runs")
 
 #: The record each table's rows are exported as; its fields are the table's columns.
 ROW_TYPES: dict[str, Any] = {
@@ -112,6 +113,9 @@ ROW_TYPES: dict[str, Any] = {
     "wf_jobs": WfJobRow,
     "wf_edges": WfEdgeRow,
     "results": ResultRecord,
+    # Keyed by (id, attempt): a copy pages it by job id, all of a job's attempts in the
+    # same chunk (as wf_edges by child).
+    "attempts": AttemptRecord,
     "schedules": ScheduleRecord,
     "schedule_runs": RunRow,
 }

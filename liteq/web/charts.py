@@ -16,10 +16,12 @@ from .templates import h
 
 __all__ = ["RANGES", "Series", "series", "svg_chart"]
 
-#: A chart's range: (buckets, minutes per bucket, label).
+#: A chart's range: (buckets, minutes per bucket, label). The day and the week are per
+#: hour: they read the history's hourly roll-ups (24 and 168 rows per queue), so their
+#: cost does not grow with the 1,440 minutes a day holds per queue.
 RANGES: dict[str, tuple[int, int, str]] = {
     "hour": (60, 1, "last hour, per minute"),
-    "day": (96, 15, "last day, per 15 minutes"),
+    "day": (24, 60, "last day, per hour"),
     "week": (168, 60, "last week, per hour"),
 }
 
@@ -33,6 +35,8 @@ class Series:
     acked: list[int]
     dead: list[int]
     depth: list[int]
+    #: Deliveries given back for another attempt (retried, nacked, lease expired).
+    failed: list[int]
 
 
 def series(sums: Sequence[HistorySums], depth_now: int, now_minute: int, span: str) -> Series:
@@ -44,18 +48,21 @@ def series(sums: Sequence[HistorySums], depth_now: int, now_minute: int, span: s
     put = [0] * buckets
     acked = [0] * buckets
     dead = [0] * buckets
+    failed = [0] * buckets
     for r in sums:
         k = r.start // width - first
         if 0 <= k < buckets:
             put[k] += r.put
             acked[k] += r.acked
             dead[k] += r.dead
+            failed[k] += r.failed
     depth = [0] * buckets
     level = depth_now
     for k in range(buckets - 1, -1, -1):
         depth[k] = max(0, level)
         level -= put[k] - acked[k] - dead[k]
-    return Series([(first + k) * width for k in range(buckets)], put, acked, dead, depth)
+    return Series([(first + k) * width for k in range(buckets)], put, acked, dead, depth,
+                  failed)
 
 
 def _points(values: Sequence[int], top: float, w: int, hgt: int) -> str:

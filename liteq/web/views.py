@@ -76,6 +76,7 @@ def _charts(db: Database, qids: list[int], depth_now: int, span: str,
             + svg_chart(f"Depth of {name}", [("depth", "depth", s.depth)], span)
             + svg_chart(f"Throughput of {name}", [("put", "put", s.put),
                                                   ("acked", "acked", s.acked),
+                                                  ("failed", "failed", s.failed),
                                                   ("dead", "dead", s.dead)], span)
             + "</div>")
 
@@ -209,7 +210,7 @@ def queue_view(db: Database, req: Request, page: Page, name: str) -> str:
         pager.append(page.link("/queue/" + name, "next page →", state=state, key=key, task=task,
                                after=result.next_after))
     note = ""
-    if task is not None:
+    if task is not None and key is not None:  # only then a scan (see browse.page)
         note = (f"<p>Looked at {result.scanned:,} {h(state)} messages for task {h(task)}"
                 f"{' (stopped at the scan limit: next page goes on)' if result.next_after else ''}.</p>")
     dead_link = (f'<p>{page.link("/dead/" + name, "dead letters of this queue")}</p>'
@@ -267,6 +268,35 @@ def _workflow_fields(db: Database, page: Page, mid: int) -> list[tuple[str, str]
     return fields
 
 
+def _worker_cell(page: Page, worker: str | None) -> str:
+    return page.link("/workers", worker) if worker else "<em>unknown</em>"
+
+
+def _attempts_html(db: Database, page: Page, mid: int, msg: Message | None) -> str:
+    """The job's attempts timeline: one row per attempt (worker, start, run time,
+    outcome, the error with its traceback), and the one running now."""
+    rows = []
+    for a in db.backend.attempts(mid):
+        took = None if a.started_at is None else max(0.0, a.ended_at - a.started_at)
+        error = ""
+        if a.error:
+            head, _, rest = a.error.partition("\n")
+            error = h(head) + (f"<details><summary>traceback</summary><pre class=traceback>"
+                               f"{h(rest)}</pre></details>" if rest else "")
+        rows.append([h(a.attempt), f'<span class="outcome {h(a.outcome.replace(" ", "-"))}">'
+                     f"{h(a.outcome)}</span>", _worker_cell(page, a.worker),
+                     h(fmt_time(a.started_at)), h(fmt_time(a.ended_at)), h(fmt_age(took)), error])
+    if msg is not None and msg.state == "leased":
+        held = [(w["id"], j["since"]) for w in workers(db) for j in w["jobs"] if j["id"] == mid]
+        wid, since = held[0] if held else (None, None)
+        rows.append([h(msg.attempts), '<span class="outcome running">running</span>',
+                     _worker_cell(page, wid), h(fmt_time(since)), "-", "-", ""])
+    if not rows:
+        return ""
+    return ('<h2>Attempts</h2>' + table(["#", "outcome", "worker", "started", "ended", "took",
+                                         "error"], rows, numeric=[0], css="attempts"))
+
+
 def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
     """One message (or a finished job whose message is gone): payload and headers
     decoded, attempts, worker, durations, traceback, result, progress; a workflow
@@ -307,7 +337,7 @@ def message_view(db: Database, req: Request, page: Page, mid: int) -> str:
         fields.append(("progress", f'<progress max="1" value="{progress.fraction:.3f}"></progress> '
                        f"{progress.fraction:.0%} {h(progress.note)}"))
     dl = "".join(f"<dt>{h(k)}</dt><dd>{v}</dd>" for k, v in fields)
-    parts = [f'<dl class="fields">{dl}</dl>']
+    parts = [f'<dl class="fields">{dl}</dl>', _attempts_html(db, page, mid, msg)]
     if info is not None and info.task is not None and info.args is not None:
         parts.append("<h2>Arguments</h2><pre class=data>"
                      + h(payload_text({"args": info.args, "kwargs": info.kwargs}, indent=2))

@@ -23,6 +23,7 @@ Layout::
                    keeping ids, then sequences and depth stripes
     flow.py        flow control: pausing a queue (issue 19)
     operating.py   the workers registry, job progress, per-minute history (issue 21)
+    obs_sql.py     attempts, hourly roll-ups, failure counts, task index (issue 21)
     notifier.py    wake-up: one LISTEN session per process, a pipe per waiter, the
                    throttled NOTIFY the put path sends (``self.notify(cur, qid)``)
     throttle.py    that throttle: leading and trailing edge per queue and process

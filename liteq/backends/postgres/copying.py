@@ -63,8 +63,15 @@ ORDER BY child, parent
 """
 SQL_EXTENT["wf_edges"] = "SELECT count(*), coalesce(max(child), 0) FROM {s}.wf_edges"
 SQL_IMPORT["wf_edges"] = SQL_IMPORT["wf_edges"].replace("(id)", "(parent, child)")
+# A job's attempts, the next *limit* jobs' at a time (keyed by (id, attempt)).
+SQL_EXPORT["attempts"] = f"""
+SELECT {_columns("attempts")} FROM {{s}}.attempts WHERE id IN (
+    SELECT DISTINCT id FROM {{s}}.attempts WHERE id > %s ORDER BY id LIMIT %s)
+ORDER BY id, attempt
+"""
+SQL_IMPORT["attempts"] = SQL_IMPORT["attempts"].replace("(id)", "(id, attempt)")
 #: The tables whose ids come from no sequence of their own.
-NO_SEQUENCE = ("wf_jobs", "wf_edges")
+NO_SEQUENCE = ("wf_jobs", "wf_edges", "attempts")
 SQL_WF_FLAGS = """
 UPDATE {s}.messages SET wf = true WHERE wf IS NULL AND id IN (SELECT parent FROM {s}.wf_edges)
 """

@@ -44,11 +44,11 @@ from .schema import qualify
 __all__ = ["JobVerbs"]
 
 _RESULT_COLUMNS = ("id", "task", "state", "value", "error", "attempts", "finished_at",
-                   "expires_at", "queue", "call", "enqueued_at", "started_at", "duration")
+                   "expires_at", "queue", "call", "enqueued_at", "started_at", "duration", "worker")
 # PostgreSQL's type of each results column, in ResultRecord order (for unnest's arrays).
 _RESULT_TYPES = ("bigint", "text", "integer", "bytea", "text", "bigint", "double precision",
                  "double precision", "text", "bytea", "double precision", "double precision",
-                 "double precision")
+                 "double precision", "text")
 _MESSAGE_COLUMNS = ("id", "qid", "state", "priority", "run_at", "payload", "headers", "key",
                     "attempts", "enqueued_at", "lease_until", "token", "error", "finished_at",
                     "origin", "rank", "cancel", "flow", "flow_key")
@@ -96,9 +96,17 @@ WHERE r.id < %(before)s
   AND NOT EXISTS (SELECT 1 FROM {{s}}.messages AS m WHERE m.id = r.id)
 ORDER BY r.id DESC LIMIT %(n)s
 """
+# The attempts of jobs now gone go with their results (and those of plain messages
+# whose leases ran out, once the message is gone); every part of one statement sees one
+# snapshot, hence "deleted here or has none".
 SQL_RESULT_PRUNE = """
 WITH gone AS (
-    DELETE FROM {s}.results WHERE expires_at IS NOT NULL AND expires_at < %s RETURNING 1
+    DELETE FROM {s}.results WHERE expires_at IS NOT NULL AND expires_at < %s RETURNING id
+), tried AS (
+    DELETE FROM {s}.attempts AS t
+    WHERE (t.id IN (SELECT id FROM gone)
+           OR NOT EXISTS (SELECT 1 FROM {s}.results AS r WHERE r.id = t.id))
+      AND NOT EXISTS (SELECT 1 FROM {s}.messages AS m WHERE m.id = t.id)
 )
 SELECT count(*) FROM gone
 """
@@ -144,6 +152,8 @@ _INTS = frozenset(i for i, t in enumerate(_RESULT_TYPES) if t in ("bigint", "int
 
 def _result_params(row: Sequence[Any]) -> list[Any]:
     """A results row's values as PostgreSQL takes them (ints and floats normalized)."""
+    if len(row) == len(_RESULT_COLUMNS) - 1:
+        row = (*row, None)  # a row without its worker (written by no worker)
     if len(row) != len(_RESULT_COLUMNS):
         raise ValueError(
             f"a results row has {len(_RESULT_COLUMNS)} values ({', '.join(_RESULT_COLUMNS)}), "

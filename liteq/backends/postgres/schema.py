@@ -44,6 +44,7 @@ from typing import Any
 import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
+from .obs_sql import OBS_SCHEMA
 from .workflow_sql import WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
@@ -400,14 +401,17 @@ ALTER TABLE {s}.queues ADD COLUMN refilled_at double precision NOT NULL DEFAULT 
 ALTER TABLE {s}.queues ADD COLUMN limited boolean NOT NULL DEFAULT false;
 """ + _CLAIM_LIMITED
 
+# ``_V_OBS`` (issue 21, part 2): ``obs_sql.py``.
+_V_OBS = OBS_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.
 TABLES = ("queues", "messages", "depth_stripes", "results", "schedules", "schedule_runs",
           "meta", "migrations", "workers", "progress", "history", "wf_jobs", "wf_edges",
-          "flows")
+          "flows", "attempts", "history_hours")
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

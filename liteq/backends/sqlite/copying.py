@@ -55,6 +55,13 @@ ORDER BY child, parent
 """
 SQL_EXTENT["wf_edges"] = "SELECT count(*), coalesce(max(child), 0) FROM wf_edges"
 SQL_IMPORT["wf_edges"] = SQL_IMPORT["wf_edges"].replace("(id)", "(parent, child)")
+# A job's attempts, the next *limit* jobs' at a time (keyed by (id, attempt)).
+SQL_EXPORT["attempts"] = f"""
+SELECT {_columns("attempts")} FROM attempts WHERE id IN (
+    SELECT DISTINCT id FROM attempts WHERE id > ? ORDER BY id LIMIT ?)
+ORDER BY id, attempt
+"""
+SQL_IMPORT["attempts"] = SQL_IMPORT["attempts"].replace("(id)", "(id, attempt)")
 SQL_WF_FLAGS = "UPDATE messages SET wf = 1 WHERE wf IS NULL AND id IN (SELECT parent FROM wf_edges)"
 SQL_COUNTERS = """
 SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),

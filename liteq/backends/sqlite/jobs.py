@@ -7,6 +7,7 @@ from typing import Any
 
 from ..records import MessageRecord, ResultRecord
 from .base import StoreBase
+from .opsql import SQL_ATTEMPTS_PRUNE
 from .sql import (
     SQL_CANCEL,
     SQL_CANCEL_FLAG,
@@ -21,6 +22,10 @@ from .sql import (
     SQL_RESULT_PUT,
 )
 
+#: The length of a results row without its ``worker`` (written by no worker: a job
+#: cancelled before it ran), which gets None.
+_WITHOUT_WORKER = len(ResultRecord._fields) - 1
+
 
 class JobVerbs(StoreBase):
     """What the task layer needs beyond plain messages."""
@@ -29,9 +34,11 @@ class JobVerbs(StoreBase):
 
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Record job outcomes ``(id, task, state, value, error, attempts, finished_at,
-        expires_at, queue, call, enqueued_at, started_at, duration)`` (see
+        expires_at, queue, call, enqueued_at, started_at, duration[, worker])`` (see
         ``task.outcome_row``); joins the caller's transaction (so it can commit with
         the ack)."""
+        if any(len(r) == _WITHOUT_WORKER for r in rows):
+            rows = [(*r, None) if len(r) == _WITHOUT_WORKER else r for r in rows]
         with self.write() as cur:
             if len(rows) == 1:
                 cur.execute(SQL_RESULT_PUT, rows[0])
@@ -87,7 +94,11 @@ class JobVerbs(StoreBase):
     def prune_results(self, before: float) -> int:
         with self.write() as cur:
             cur.execute(SQL_RESULT_PRUNE, (before,))
-            return int(cur.connection.changes())
+            n = int(cur.connection.changes())
+            # The attempts of jobs now gone go with their results (and those of plain
+            # messages whose leases ran out, once the message is gone).
+            cur.execute(SQL_ATTEMPTS_PRUNE)
+            return n
 
     def request_cancel(self, mid: int) -> str:
         """Cancel a job's message: ``"cancelled"`` if it had not started, ``"requested"``

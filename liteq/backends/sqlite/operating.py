@@ -1,5 +1,6 @@
-"""The workers registry, job progress and per-minute history on SQLite (issue 21; the
-verbs of :class:`~liteq.backends.registry.OperatingVerbs`, schema version 4)."""
+"""The workers registry, job progress, per-minute history (with its hourly roll-ups),
+job attempts and task search on SQLite (issue 21; the verbs of
+:class:`~liteq.backends.registry.OperatingVerbs`, schema versions 4 and ``_V_OBS``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from ...errors import LiteqError
 from ..records import MessageRecord
 from ..registry import (
+    AttemptRecord,
     ErrorGroup,
     HistoryRow,
     HistorySums,
@@ -18,6 +20,8 @@ from ..registry import (
 from .base import StoreBase
 from .opsql import (
     BROWSE_SORT_MAX,
+    SQL_ATTEMPT_SAVE,
+    SQL_ATTEMPTS,
     SQL_BROWSE,
     SQL_BROWSE_ERROR,
     SQL_BROWSE_ERROR_WALK,
@@ -25,6 +29,7 @@ from .opsql import (
     SQL_BROWSE_KEY,
     SQL_BROWSE_KEY_FINISHED,
     SQL_BROWSE_KEY_WALK,
+    SQL_BROWSE_TASK,
     SQL_BROWSE_WALK,
     SQL_DELETE_FINISHED,
     SQL_ERROR_GROUPS,
@@ -33,6 +38,8 @@ from .opsql import (
     SQL_HISTORY_PRUNE,
     SQL_HISTORY_RUNS,
     SQL_HISTORY_SUMS,
+    SQL_HOURS_PRUNE,
+    SQL_HOURS_SUMS,
     SQL_PROGRESS_GET,
     SQL_PROGRESS_PRUNE,
     SQL_PROGRESS_SET,
@@ -99,7 +106,9 @@ class OperatingVerbs(StoreBase):
     def prune_history(self, before_minute: int) -> int:
         with self.write() as cur:
             cur.execute(SQL_HISTORY_PRUNE, (before_minute,))
-            return int(cur.connection.changes())
+            n = int(cur.connection.changes())
+            cur.execute(SQL_HOURS_PRUNE, (before_minute,))
+            return n
 
     def browse(self, qid: int, state: int, after: int, n: int, *, key: str | None = None,
                error: str | None = None) -> list[MessageRecord]:
@@ -150,12 +159,30 @@ class OperatingVerbs(StoreBase):
 
     def history_sums(self, since_minute: int, width: int,
                      qid: int | None = None) -> list[HistorySums]:
+        hourly = width % 60 == 0 and since_minute % 60 == 0
         with self.read() as cur:
-            rows = cur.execute(SQL_HISTORY_SUMS, {"since": since_minute, "width": int(width),
-                                                  "qid": qid}).fetchall()
+            rows = cur.execute(SQL_HOURS_SUMS if hourly else SQL_HISTORY_SUMS,
+                               {"since": since_minute, "width": int(width), "qid": qid}).fetchall()
         return [HistorySums._make(r) for r in rows]
 
     def history_runs(self, since_minute: int) -> list[HistoryRow]:
         with self.read() as cur:
             rows = cur.execute(SQL_HISTORY_RUNS, {"since": since_minute}).fetchall()
         return [HistoryRow._make(r) for r in rows]
+
+    def save_attempts(self, rows: Sequence[AttemptRecord]) -> None:
+        if not rows:
+            return
+        with self.write() as cur:
+            cur.executemany(SQL_ATTEMPT_SAVE, [tuple(r) for r in rows])
+
+    def attempts(self, mid: int) -> list[AttemptRecord]:
+        with self.read() as cur:
+            return [AttemptRecord._make(r) for r in cur.execute(SQL_ATTEMPTS, {"id": mid})]
+
+    def browse_task(self, qid: int, state: int, task: str, after: int,
+                    n: int) -> list[MessageRecord]:
+        params = {"qid": qid, "state": int(state), "task": task.encode(), "after": after,
+                  "n": n}
+        with self.read() as cur:
+            return [MessageRecord._make(r) for r in cur.execute(SQL_BROWSE_TASK, params)]

@@ -1,11 +1,13 @@
-"""The SQL of the workers registry, job progress and history (issue 21, schema version
-4): a module of its own so that ``base.py`` (the totals flush writes history) and
+"""The SQL of the workers registry, job progress, history, attempts and task search
+(issue 21, schema version 4 and ``_V_OBS``): a module of its own so that ``base.py``
+(the totals flush writes history), ``jobs.py`` (attempts pruned with results) and
 ``operating.py`` share it."""
 
 from __future__ import annotations
 
 from ..records import MessageRecord
 from ..registry import HistoryRow, WorkerRecord
+from .schema import TASK_NAME, TASK_PAYLOAD
 
 _WORKER_COLUMNS = ", ".join(WorkerRecord._fields)
 _HISTORY_COLUMNS = ", ".join(HistoryRow._fields)
@@ -89,19 +91,50 @@ GROUP BY error ORDER BY n DESC, error LIMIT :n
 """
 SQL_DELETE_FINISHED = ("DELETE FROM messages WHERE id IN ({marks}) AND qid = ? AND state = ? "
                        "AND state >= 3")
-# Charts: a queue's own put/ack counts (task '') and its jobs' deaths, per bucket.
-SQL_HISTORY_SUMS = """
-SELECT minute / :width * :width AS b,
-       sum(CASE WHEN task = '' THEN put ELSE 0 END),
-       sum(CASE WHEN task = '' THEN acked ELSE 0 END),
-       sum(CASE WHEN task <> '' THEN dead ELSE 0 END)
-FROM history WHERE minute >= :since AND (:qid IS NULL OR qid = :qid)
+# Charts: a queue's own counts (task ''): put, acked, and dead (every message of the
+# queue that went dead, counted by the trigger history_failures), per bucket. The day's
+# and week's charts read the hourly roll-ups (a week is 168 rows per queue, not 10,080).
+_SUMS = """
+SELECT {unit} / :width * :width AS b, sum(put), sum(acked), sum(dead), sum(failed)
+FROM {table} WHERE {unit} >= :since AND task = '' AND (:qid IS NULL OR qid = :qid)
 GROUP BY b ORDER BY b
 """
-# The run-time histogram: each (queue, task)'s rows summed over the window.
+SQL_HISTORY_SUMS = _SUMS.format(unit="minute", table="history")
+SQL_HOURS_SUMS = _SUMS.format(unit="hour * 60", table="history_hours").replace(
+    "hour * 60 >= :since", "hour >= :since / 60")
+# The run-time histogram: each (queue, task)'s rows summed over the window, from the
+# hourly roll-ups (the window is days long; it starts at the hour of :since).
 SQL_HISTORY_RUNS = """
-SELECT qid, min(minute), task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
+SELECT qid, min(hour) * 60, task, sum(put), sum(acked), sum(failed), sum(dead), sum(runs),
        sum(run_total), max(run_max), sum(le_10ms), sum(le_100ms), sum(le_1s), sum(le_10s),
        sum(le_60s)
-FROM history WHERE minute >= :since AND task <> '' GROUP BY qid, task ORDER BY qid, task
+FROM history_hours WHERE hour >= :since / 60 AND task <> '' GROUP BY qid, task
+ORDER BY qid, task
 """
+SQL_HOURS_PRUNE = "DELETE FROM history_hours WHERE hour < ? / 60"
+
+# Attempts (issue 21, _V_OBS): the rows of the attempts that did not end the job, then
+# its results row as the last attempt (unless an attempts row has its number: a lease
+# that ran out on the last attempt is both).
+_ATTEMPT_COLUMNS = "id, attempt, worker, started_at, ended_at, outcome, error"
+SQL_ATTEMPT_SAVE = f"INSERT OR REPLACE INTO attempts ({_ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+SQL_ATTEMPTS = f"""
+SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE id = :id
+UNION ALL
+SELECT id, attempts, worker, started_at, coalesce(started_at + duration, finished_at),
+       CASE state WHEN 3 THEN 'done' WHEN 4 THEN 'dead' ELSE 'cancelled' END, error
+FROM results AS r WHERE id = :id
+  AND NOT EXISTS (SELECT 1 FROM attempts AS a WHERE a.id = r.id AND a.attempt = r.attempts)
+ORDER BY 2
+"""
+# Attempts of jobs whose message and results row are both gone (pruned with the result).
+SQL_ATTEMPTS_PRUNE = """
+DELETE FROM attempts WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.id)
+  AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = attempts.id)
+"""
+
+# Search by task: msg_task holds (qid, task name, id) of every task payload, so a page
+# of one task's messages is a range of it; the state is checked on each row.
+SQL_BROWSE_TASK = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE qid = :qid "
+                   f"AND {TASK_PAYLOAD} AND ({TASK_NAME}) = :task AND id > :after "
+                   "AND state = :state ORDER BY id LIMIT :n")

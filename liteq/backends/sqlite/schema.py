@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from .workflow_sql import WORKFLOW_SCHEMA
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES",
+           "TASK_NAME", "TASK_PAYLOAD"]
 
 #: "LITQ" in ASCII: marks a SQLite file as liteq's.
 APPLICATION_ID = 0x4C495451
@@ -251,6 +252,115 @@ ALTER TABLE queues ADD COLUMN refilled_at REAL NOT NULL DEFAULT 0;
 ALTER TABLE queues ADD COLUMN limited INTEGER NOT NULL DEFAULT 0;
 """
 
+# Observability, part 2 (issue 21, ``_V_OBS``):
+# * ``attempts``: the attempts of a job that did not end it (a retry, a lease that ran
+#   out), one row each, with the worker, start, end, outcome and the error's traceback.
+#   The attempt that ends a job is its results row (now with the ``worker`` that ran
+#   it), so a job that succeeds at once writes no attempts row. Retries are written by
+#   the worker with the retry (``settle.py``); an expired lease by the trigger below,
+#   which finds the worker in the registry (``workers.jobs``) when it is still there.
+# * ``history_hours``: the per-minute history rolled up per hour, kept in step by
+#   triggers on ``history`` (so every path that writes minutes writes hours, in the
+#   same transaction; readers never write). The day and week charts read hours.
+# * A leased message that is retried, nacked, failed or buried (by a worker, by hand or
+#   by a claim's maintenance) counts in its queue's own history row (task ''): the
+#   trigger ``history_failures``. ``unixepoch()`` is the wall clock, as ``clock()``.
+# * ``msg_task``: search by task. A task job's payload is the CBOR map {"task", "args",
+#   "kwargs"} (``task.task_call``), so its name sits at a fixed place: bytes 1-6 are
+#   a3 64 't' 'a' 's' 'k', byte 7 the text header (0x60 + length under 24, else 0x78
+#   and a length byte). ``TASK_NAME`` extracts it with built-in functions only, so any
+#   SQLite can still write the file; only payloads of that shape enter the index.
+_TASK_PREFIX = "X'a3647461736b'"
+_LEN_SHORT = "X'" + "".join(f"{b:02x}" for b in range(0x60, 0x78)) + "'"
+_LEN_BYTE = "X'" + "".join(f"{b:02x}" for b in range(256)) + "'"
+#: The task name (as a BLOB of its UTF-8 bytes) of a task payload, for ``msg_task``.
+TASK_NAME = (f"CASE WHEN substr(payload, 7, 1) = X'78' "
+             f"THEN substr(payload, 9, instr({_LEN_BYTE}, substr(payload, 8, 1)) - 1) "
+             f"WHEN instr({_LEN_SHORT}, substr(payload, 7, 1)) > 0 "
+             f"THEN substr(payload, 8, instr({_LEN_SHORT}, substr(payload, 7, 1)) - 1) END")
+#: The condition of a payload that names a task (``msg_task``'s WHERE): its first six
+#: bytes, as a range of blobs (compared bytewise) rather than ``substr(...) =``, which
+#: would copy the prefix on every insert and delete (callgrind: ~200 instructions more).
+TASK_PAYLOAD = f"payload >= {_TASK_PREFIX} AND payload < X'a3647461736c'"
+_HOUR_COLUMNS = ("put", "acked", "failed", "dead", "runs", "run_total", "le_10ms", "le_100ms",
+                 "le_1s", "le_10s", "le_60s")
+_V_OBS = f"""
+CREATE TABLE attempts (
+    id           INTEGER NOT NULL,             -- the job's message id
+    attempt      INTEGER NOT NULL,             -- 1 for its first delivery
+    worker       TEXT,                         -- registry id or host:pid; NULL: unknown
+    started_at   REAL,                         -- NULL: unknown (a lease that ran out)
+    ended_at     REAL NOT NULL,
+    outcome      TEXT NOT NULL,                -- retried | lease expired
+    error        TEXT,                         -- the error with its traceback
+    PRIMARY KEY (id, attempt)
+) STRICT, WITHOUT ROWID;
+ALTER TABLE results ADD COLUMN worker TEXT;    -- who ran its last attempt
+
+CREATE TRIGGER attempts_lease_expired AFTER UPDATE OF error ON messages
+WHEN old.state = 2 AND new.error = 'lease expired'
+BEGIN
+    INSERT OR REPLACE INTO attempts (id, attempt, worker, started_at, ended_at, outcome, error)
+    VALUES (old.id, old.attempts,
+        (SELECT w.id FROM workers AS w, json_each(w.jobs) AS j
+         WHERE j.value ->> 0 = old.id ORDER BY w.heartbeat_at DESC LIMIT 1),
+        (SELECT j.value ->> 1 FROM workers AS w, json_each(w.jobs) AS j
+         WHERE j.value ->> 0 = old.id ORDER BY w.heartbeat_at DESC LIMIT 1),
+        old.lease_until, 'lease expired', 'lease expired');
+END;
+
+CREATE TRIGGER history_failures AFTER UPDATE OF error ON messages
+WHEN old.state = 2 AND new.state IN (0, 1, 4)
+BEGIN
+    INSERT INTO history (qid, minute, task, failed, dead)
+    VALUES (old.qid, unixepoch() / 60, '',
+            new.state < 3 AND new.qid = old.qid, new.state = 4 OR new.qid <> old.qid)
+    ON CONFLICT (minute, qid, task) DO UPDATE SET
+        failed = failed + excluded.failed, dead = dead + excluded.dead;
+END;
+
+CREATE TABLE history_hours (
+    qid          INTEGER NOT NULL,
+    hour         INTEGER NOT NULL,             -- epoch seconds // 3600
+    task         TEXT NOT NULL,
+    put          INTEGER NOT NULL DEFAULT 0,
+    acked        INTEGER NOT NULL DEFAULT 0,
+    failed       INTEGER NOT NULL DEFAULT 0,
+    dead         INTEGER NOT NULL DEFAULT 0,
+    runs         INTEGER NOT NULL DEFAULT 0,
+    run_total    REAL NOT NULL DEFAULT 0,
+    run_max      REAL NOT NULL DEFAULT 0,
+    le_10ms      INTEGER NOT NULL DEFAULT 0,
+    le_100ms     INTEGER NOT NULL DEFAULT 0,
+    le_1s        INTEGER NOT NULL DEFAULT 0,
+    le_10s       INTEGER NOT NULL DEFAULT 0,
+    le_60s       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, qid, task)
+) STRICT, WITHOUT ROWID;
+INSERT INTO history_hours (qid, hour, task, {", ".join(_HOUR_COLUMNS)}, run_max)
+SELECT qid, minute / 60, task, {", ".join(f"sum({c})" for c in _HOUR_COLUMNS)}, max(run_max)
+FROM history GROUP BY minute / 60, qid, task;
+
+CREATE TRIGGER history_hours_insert AFTER INSERT ON history
+BEGIN
+    INSERT INTO history_hours (qid, hour, task, {", ".join(_HOUR_COLUMNS)}, run_max)
+    VALUES (new.qid, new.minute / 60, new.task, {", ".join(f"new.{c}" for c in _HOUR_COLUMNS)},
+            new.run_max)
+    ON CONFLICT (hour, qid, task) DO UPDATE SET
+        {", ".join(f"{c} = {c} + excluded.{c}" for c in _HOUR_COLUMNS)},
+        run_max = max(run_max, excluded.run_max);
+END;
+CREATE TRIGGER history_hours_update AFTER UPDATE ON history
+BEGIN
+    UPDATE history_hours SET
+        {", ".join(f"{c} = {c} + new.{c} - old.{c}" for c in _HOUR_COLUMNS)},
+        run_max = max(run_max, new.run_max)
+    WHERE hour = new.minute / 60 AND qid = new.qid AND task = new.task;
+END;
+
+CREATE INDEX msg_task ON messages (qid, ({TASK_NAME}), id) WHERE {TASK_PAYLOAD};
+"""
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -352,15 +352,15 @@ SELECT EXISTS (SELECT 1 FROM messages WHERE qid = +:qid AND state = {READY})
 # --- SQL: task results ---------------------------------------------------------------
 
 _RESULT_COLUMNS = ("id, task, state, value, error, attempts, finished_at, expires_at, "
-                   "queue, call, enqueued_at, started_at, duration")
+                   "queue, call, enqueued_at, started_at, duration, worker")
 SQL_RESULT_PUT = f"""
 INSERT INTO results ({_RESULT_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
     value = excluded.value, error = excluded.error, attempts = excluded.attempts,
     finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     queue = excluded.queue, call = excluded.call, enqueued_at = excluded.enqueued_at,
-    started_at = excluded.started_at, duration = excluded.duration
+    started_at = excluded.started_at, duration = excluded.duration, worker = excluded.worker
 """
 SQL_RESULT_GET = f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?"
 SQL_JOB_MESSAGES = f"""
