@@ -60,6 +60,8 @@ def test_a_view_enqueues_and_a_manage_py_worker_runs_it_to_successful(
     assert result.attempts == 1
     assert result.enqueued_at <= result.started_at <= result.finished_at
     assert result.errors == []
+    [worker] = result.worker_ids  # the worker liteq recorded, not "unrecorded"
+    assert worker != "unrecorded" and f":{proc.pid}" in worker, worker
     assert Client().get(f"/result/{result_id}").json() == {"status": "SUCCESSFUL", "value": 5}
     assert signals.read_text().splitlines() == [
         f"started {result_id} RUNNING 1", f"finished {result_id} SUCCESSFUL 1"]
@@ -75,7 +77,10 @@ def test_a_failing_task_ends_failed_with_its_traceback_after_its_retries(
         failed = finished(tasks.explode, result.id)
     assert failed.status == "FAILED"
     assert failed.attempts == 3  # max_attempts of the project's OPTIONS
-    [error] = failed.errors
+    assert "unrecorded" not in failed.worker_ids
+    assert len(failed.errors) == 3  # every attempt's error, oldest first
+    error = failed.errors[-1]
+    assert all(e.exception_class is ValueError for e in failed.errors)
     assert error.exception_class is ValueError
     assert error.traceback.startswith("Traceback (most recent call last):")
     assert "raise ValueError(message)" in error.traceback

@@ -172,7 +172,7 @@ class LiteqBackend(BaseTaskBackend):
         if info.queue and info.queue != task.queue_name:
             task = _on_queue(task, info.queue)
         value = codec.decode(info.value) if info.state == "done" and info.value else None
-        return result_from_info(task, info, self.alias, value)
+        return result_from_info(task, info, self.alias, value, self.db.backend.attempts(job_id))
 
     def check(self, **kwargs: Any) -> Iterable[Any]:
         """Django's system checks: every problem with OPTIONS (``liteq.E001``)."""

@@ -7,10 +7,13 @@ job's last error (liteq keeps the last one, with its traceback), ``enqueued_at``
 once the job finished) and ``finished_at`` come from the job's record.
 
 ``worker_ids`` has one entry per attempt, so that ``TaskResult.attempts`` is liteq's
-attempt count. liteq does not record which process ran a past attempt: those entries
-read ``"unrecorded"``; the attempt a worker is running now (in the ``task_started`` and
-``task_finished`` signals and a task's context) carries that worker's id,
-``host:pid``.
+attempt count: the worker liteq recorded for each attempt (``Backend.attempts``: the
+registry id, or ``host:pid``), and ``"unrecorded"`` where none is known (an attempt
+running now as seen from outside its worker, a lease that ran out after its worker's
+registry row was gone, a job finished before schema ``_V_OBS``). ``errors`` lists the
+error of every failed attempt liteq recorded, oldest first, ending with the job's last
+error. In the ``task_started`` and ``task_finished`` signals and a task's context, the
+attempt running now carries this worker's id, ``host:pid``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from ...backends.registry import AttemptRecord
 from ...job import JobInfo
 from ...running import JobContext, JobError, Outcome
 from .api import TaskError, TaskResult, TaskResultStatus
@@ -85,15 +90,22 @@ def new_result(task: Any, args: Any, kwargs: Any, alias: str) -> Any:
     return _result(task, PENDING, TaskResultStatus.READY, alias, args, kwargs)
 
 
-def result_from_info(task: Any, info: JobInfo, alias: str, value: Any) -> Any:
-    """The result of the job *info* describes (*value*: its decoded return value)."""
+def result_from_info(task: Any, info: JobInfo, alias: str, value: Any,
+                     attempts: Sequence[AttemptRecord] = ()) -> Any:
+    """The result of the job *info* describes (*value*: its decoded return value;
+    *attempts*: its recorded attempts, ``Backend.attempts``)."""
     started = when(info.started_at)
+    workers = {a.attempt: a.worker for a in attempts}
+    recorded = [e for e in (JobError.parse(a.error) for a in attempts) if e is not None]
+    if info.error and (not recorded or recorded[-1].format() != info.error.format()):
+        recorded.append(info.error)  # the job's last error, when no attempt row has it
+    errors = [task_error(e) for e in recorded]
     result = _result(
         task, str(info.id), STATUS[info.state], alias, info.args, info.kwargs,
         enqueued_at=when(info.enqueued_at), started_at=started, last_attempted_at=started,
         finished_at=when(info.finished_at) if info.state in _OUTCOME_STATUS else None,
-        errors=[task_error(info.error)] if info.error else [],
-        worker_ids=[UNRECORDED] * info.attempts)
+        errors=errors,
+        worker_ids=[workers.get(n) or UNRECORDED for n in range(1, info.attempts + 1)])
     if info.state == "done":
         object.__setattr__(result, "_return_value", value)
     return result
