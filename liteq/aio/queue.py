@@ -17,7 +17,7 @@ from .. import queue as sync
 from ..errors import InvalidArgument, LeaseLost, QueueFull
 from ..validate import check_positive_int, check_seconds
 from ..wake import Looks
-from .batch import Batcher, ack_writer, put_writer, simple_put
+from .batch import Batcher, ack_writer, claim_writer, put_writer, simple_put
 from .context import AsyncContext
 from .hub import Line
 
@@ -98,6 +98,10 @@ class Message:
         return repr(self.sync).replace("<Message", "<liteq.aio.Message", 1)
 
 
+def _count(n: int) -> int:
+    return n
+
+
 def _nack_unless_settled(q: sync.Queue, msg: sync.Message) -> None:
     """Give back a message whose handler was cancelled (ready at once, the attempt
     counted), unless the handler had finished it already (its token is then stale)."""
@@ -118,8 +122,13 @@ class Queue:
         self.name = q.name
         self.id = q.id
         self._line = Line()
-        self._puts = Batcher(db.runner, put_writer(q))
-        self._acks = Batcher(db.runner, ack_writer(q))
+        #: The group commits of this queue's simple puts, acks and claims
+        #: (:mod:`liteq.aio.batch`); set a batcher's ``trips`` to a list to record how
+        #: many calls each trip carries.
+        self.put_batches = Batcher(db.runner, put_writer(q))
+        self.ack_batches = Batcher(db.runner, ack_writer(q))
+        self.claim_batches = Batcher(db.runner, claim_writer(q), size=_count,
+                                     cleanup=self._release)
 
     # -- put ------------------------------------------------------------------------
 
@@ -130,7 +139,7 @@ class Queue:
         loop (no thread) up to *timeout* seconds for room."""
         put = self.sync.put
         if simple_put(delay, priority, key, headers, block) and self.db.runner.lane.get() is None:
-            mid: int = await self._puts.submit((payload, priority))  # group commit: batch.py
+            mid: int = await self.put_batches.submit((payload, priority))  # group commit: batch.py
             return mid
         if not block:
             return await self.db.runner.call(put, payload, delay=delay, priority=priority,
@@ -260,7 +269,11 @@ class Queue:
 
     async def _claim(self, n: int) -> list[Message]:
         runner = self.db.runner
-        msgs = await runner.settle(runner.submit(self.sync.get_many, n), self._release)
+        if runner.lane.get() is None:
+            # Gets of several coroutines at once share one claim (batch.py).
+            msgs = await self.claim_batches.submit(n)
+        else:
+            msgs = await runner.settle(runner.submit(self.sync.get_many, n), self._release)
         return [Message(self, m) for m in msgs]
 
     async def _look_once(self, n: int, probe: bool) -> tuple[list[Message], bool, float]:
@@ -286,7 +299,7 @@ class Queue:
         """Finish *msg* (LeaseLost if its token is stale); acks of several coroutines
         at once share a transaction (:mod:`liteq.aio.batch`)."""
         if self.db.runner.lane.get() is None:
-            await self._acks.submit(msg.sync)
+            await self.ack_batches.submit(msg.sync)
         else:
             await self.db.runner.call(self.sync.ack, msg.sync)
 
