@@ -168,13 +168,15 @@ class Pool:
         with self._lock:
             if self._closed:
                 raise LiteqError("this liteq.aio Database is closed")
-            if self._idle:
-                self._idle.pop().hand(item)
-                return cf
-            if self._started == self.threads:
-                self._waiting.append(item)
-                return cf
-            self._started += 1
+            idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                if self._started == self.threads:
+                    self._waiting.append(item)
+                    return cf
+                self._started += 1
+        if idle is not None:
+            idle.hand(item)  # outside the lock: the woken thread takes it next
+            return cf
         threading.Thread(target=self._work, args=(item,), daemon=True,
                          name=f"liteq-aio-{self._started}").start()
         return cf
