@@ -73,14 +73,24 @@ class Batcher:
         #: Calls each trip carried, if a list is put here (tests and benchmarks read it).
         self.trips: list[int] | None = None
 
-    async def submit(self, item: Any) -> Any:
-        """Write *item* with the next batch; its own result or exception."""
-        loop = asyncio.get_running_loop()
-        call = _Call(item, loop.create_future())
+    def enqueue(self, item: Any) -> asyncio.Future[Any]:
+        """Put *item* in the next batch; the future of its own result or exception.
+        Only for a batcher without *cleanup*: cancelling the future before its trip
+        leaves drops the call (the trip skips it); after, the call is written or not
+        with its batch. (One coroutine fewer per call than :meth:`submit`.)"""
+        return self._add(_Call(item, asyncio.get_running_loop().create_future())).fut
+
+    def _add(self, call: _Call) -> _Call:
         self._pending.append(call)
         if not self._busy:
             self._busy = True
-            self._task = loop.create_task(self._drain())
+            self._task = call.fut.get_loop().create_task(self._drain())
+        return call
+
+    async def submit(self, item: Any) -> Any:
+        """Write *item* with the next batch; its own result or exception (for a claim:
+        see the module docstring for what a cancellation does)."""
+        call = self._add(_Call(item, asyncio.get_running_loop().create_future()))
         try:
             return await call.fut
         except asyncio.CancelledError:

@@ -139,7 +139,7 @@ class Queue:
         loop (no thread) up to *timeout* seconds for room."""
         put = self.sync.put
         if simple_put(delay, priority, key, headers, block) and self.db.runner.lane.get() is None:
-            mid: int = await self.put_batches.submit((payload, priority))  # group commit: batch.py
+            mid: int = await self.put_batches.enqueue((payload, priority))  # batch.py
             return mid
         if not block:
             return await self.db.runner.call(put, payload, delay=delay, priority=priority,
@@ -299,7 +299,7 @@ class Queue:
         """Finish *msg* (LeaseLost if its token is stale); acks of several coroutines
         at once share a transaction (:mod:`liteq.aio.batch`)."""
         if self.db.runner.lane.get() is None:
-            await self.ack_batches.submit(msg.sync)
+            await self.ack_batches.enqueue(msg.sync)
         else:
             await self.db.runner.call(self.sync.ack, msg.sync)
 
