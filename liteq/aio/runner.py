@@ -140,13 +140,30 @@ Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 def run(item: Call) -> None:
     """Run one submitted call into its future (unless it was cancelled before)."""
+    finish(item, execute(item))
+
+
+def execute(item: Call) -> tuple[bool, Any] | None:
+    """Run the call: ``(ok, result_or_exception)``, or None if it was cancelled before
+    it started (it never runs)."""
     cf, fn, args, kwargs = item
     if not cf.set_running_or_notify_cancel():
-        return
+        return None
     try:
-        cf.set_result(fn(*args, **kwargs))
+        return True, fn(*args, **kwargs)
     except BaseException as err:
-        cf.set_exception(err)
+        return False, err
+
+
+def finish(item: Call, outcome: tuple[bool, Any] | None) -> None:
+    """Give the outcome of :func:`execute` to the call's future (its caller wakes)."""
+    if outcome is None:
+        return
+    ok, value = outcome
+    if ok:
+        item[0].set_result(value)
+    else:
+        item[0].set_exception(value)
 
 
 class Pool:
@@ -184,16 +201,19 @@ class Pool:
     def _work(self, item: Call | None) -> None:
         me = _Idle()
         while item is not None:
-            run(item)
-            item = None  # drop the references before waiting
+            outcome = execute(item)
+            # Back on the idle stack *before* the caller learns the outcome: its next
+            # call (often made at once) then comes back to this thread.
             with self._lock:
-                if self._waiting:
-                    item = self._waiting.popleft()
-                    continue
-                if self._closed:
-                    return
-                self._idle.append(me)
-            item = me.wait()
+                after = self._waiting.popleft() if self._waiting else None
+                if after is None and not self._closed:
+                    self._idle.append(me)
+            finish(item, outcome)
+            item = outcome = None  # drop the references before waiting
+            if after is not None:
+                item = after
+            elif not self._closed:
+                item = me.wait()
 
     def shutdown(self) -> None:
         """Refuse new calls; threads end once the calls already submitted ran."""
