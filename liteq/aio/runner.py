@@ -113,7 +113,7 @@ class Runner:
         """Await the call *cf*; if the caller is cancelled while it runs, wait for it,
         give its result to *cleanup* (on a pool thread), then raise CancelledError."""
         try:
-            return await asyncio.wrap_future(cf)
+            return await _awaitable(cf)
         except asyncio.CancelledError:
             if cf.cancel():
                 raise  # it never started: nothing happened
@@ -242,6 +242,34 @@ class _Idle:
         self._wake.acquire()
         item, self._item = self._item, None
         return item
+
+
+def _awaitable(cf: Future[T]) -> asyncio.Future[T]:
+    """An asyncio future that takes *cf*'s outcome: ``asyncio.wrap_future`` without
+    its two-way chaining (cancelling the asyncio future does not cancel *cf*; settle()
+    does that itself), one callback per call."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+    cf.add_done_callback(lambda done: _post(loop, fut, done))
+    return fut
+
+
+def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[T], cf: Future[T]) -> None:
+    try:
+        loop.call_soon_threadsafe(_copy, fut, cf)
+    except RuntimeError:
+        pass  # the loop is closed: nobody waits any more
+
+
+def _copy(fut: asyncio.Future[T], cf: Future[T]) -> None:
+    if fut.done():
+        return
+    if cf.cancelled():
+        fut.cancel()
+    elif (exc := cf.exception()) is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cf.result())
 
 
 async def hold(cf: Future[Any]) -> None:
