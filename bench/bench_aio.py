@@ -200,9 +200,12 @@ def asyncio_pool(target: str, n: int, processes: int = 2) -> float:
                                   env=env, cwd=tmp) for _ in range(processes)]
         for p in procs:
             p.wait(600)
-        span = db.execute("SELECT min(started_at), max(finished_at), count(*) FROM results "
+        # PostgreSQL keeps liteq's tables in their own schema (the backend's .schema).
+        schema = getattr(db.backend, "schema", None)
+        results = f"{schema}.results" if schema else "results"
+        span = db.execute(f"SELECT min(started_at), max(finished_at), count(*) FROM {results} "
                           "WHERE task = 'bench.anoop'")
-        db.execute("DELETE FROM results WHERE task = 'bench.anoop'")  # for the next run
+        db.execute(f"DELETE FROM {results} WHERE task = 'bench.anoop'")  # for the next run
         db.close()
         benchapp.db.close()
         first, last, done = span[0]
