@@ -468,3 +468,17 @@ async def test_a_get_cancelled_before_its_merged_claim_left_claims_nothing(db_ta
         assert trips == [1] and msg is not None
         stats = await q.stats()
         assert stats["leased"] == 1 and stats["ready"] == 2
+
+
+async def test_gets_that_may_wait_share_one_claim_when_messages_are_ready(db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("merged_wait", lease=300)
+        await q.put_many(range(40))
+        trips: list[int] = []
+        q.claim_batches.trips = trips
+        got = await asyncio.gather(*(q.get(wait=0.2) for _ in range(50)))
+        # All 50 rode the first claim (40 messages for 40 of them); the 10 left over
+        # waited their 0.2 s in line, looking without claiming while nothing came.
+        assert trips[0] == 50
+        msgs = [m for m in got if m is not None]
+        assert sorted(m.payload for m in msgs) == list(range(40)) and got.count(None) == 10

@@ -126,8 +126,6 @@ class Line:
     def __init__(self) -> None:
         self._waiting: deque[asyncio.Future[bool]] = deque()
         self._head = False
-        #: Gets claiming before they would wait (at most the pool's threads at once).
-        self.claiming = 0
 
     @property
     def busy(self) -> bool:

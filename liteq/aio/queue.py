@@ -200,15 +200,11 @@ class Queue:
         mark = hub.mark()
         # While a head waits, the queue was empty at its last look and the head looks
         # again on every commit: join the line without a claim of our own (10,000
-        # waiters cost one look, not 10,000).
-        # Claims beyond the pool's threads would only queue for them: the rest join.
-        first = w == 0 or (not line.busy and line.claiming < self.db.runner.threads)
+        # waiters cost one look, not 10,000). Otherwise claim first: gets arriving
+        # together share one claim (batch.py), however many they are.
+        first = w == 0 or not line.busy
         if first:
-            line.claiming += 1
-            try:
-                msgs = await self._claim(n)
-            finally:
-                line.claiming -= 1
+            msgs = await self._claim(n)
             if msgs or w == 0:
                 return msgs
         loop = asyncio.get_running_loop()
