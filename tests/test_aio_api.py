@@ -482,3 +482,46 @@ async def test_gets_that_may_wait_share_one_claim_when_messages_are_ready(db_tar
         assert trips[0] == 50
         msgs = [m for m in got if m is not None]
         assert sorted(m.payload for m in msgs) == list(range(40)) and got.count(None) == 10
+
+
+async def test_a_burst_after_a_quiet_spell_reaches_every_waiting_get_in_one_claim(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("burst", lease=300)
+        waiting = [asyncio.create_task(q.get(wait=10)) for _ in range(8)]
+        await asyncio.sleep(0.2)  # all in line: one head looks, seven sleep
+        await q.put_many(range(8))
+        msgs = await asyncio.gather(*waiting)
+        assert all(m is not None for m in msgs)
+        assert sorted(m.payload for m in msgs if m is not None) == list(range(8))
+        # One claim took them all for the line (one claim, one lease token).
+        assert len({m.token for m in msgs if m is not None}) == 1
+        stats = await q.stats()
+        assert stats["leased"] == 8 and stats["ready"] == 0
+
+
+async def test_waiting_gets_timed_out_or_cancelled_around_bursts_leave_nothing_leased_by_nobody(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("burst_cancel", lease=300)
+        got: list[liteq.aio.Message] = []
+
+        async def consumer(i: int) -> None:
+            for round_ in range(12):
+                try:
+                    async with asyncio.timeout(0.001 * ((i + round_) % 9)):
+                        msg = await q.get(wait=0.05)
+                except TimeoutError:
+                    continue
+                if msg is not None:
+                    got.append(msg)
+
+        async def producer() -> None:
+            for _ in range(10):
+                await q.put_many(range(5))
+                await asyncio.sleep(0.004)
+
+        await asyncio.gather(producer(), *(consumer(i) for i in range(20)))
+        stats = await q.stats()
+        assert len({m.id for m in got}) == len(got)
+        assert stats["leased"] == len(got) and stats["ready"] == 50 - len(got)

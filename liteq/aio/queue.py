@@ -17,9 +17,10 @@ from .. import queue as sync
 from ..errors import InvalidArgument, LeaseLost, QueueFull
 from ..validate import check_positive_int, check_seconds
 from ..wake import Looks
-from .batch import Batcher, ack_writer, claim_writer, put_writer, simple_put
+from .batch import MAX_BATCH, Batcher, ack_writer, claim_writer, put_writer, simple_put
 from .context import AsyncContext
 from .hub import Line
+from .runner import hold
 
 __all__ = ["Queue", "Message", "Consumer"]
 
@@ -209,8 +210,12 @@ class Queue:
                 return msgs
         loop = asyncio.get_running_loop()
         deadline = loop.time() + w
-        if not await line.enter(loop, deadline):
+        got = await line.enter(loop, deadline, n, self._give_back)
+        if got is False:
             return []
+        if got is not True:
+            delivered: list[Message] = got  # claimed for us by the head (Line.deliver)
+            return delivered
         try:
             # The first in line has just looked; a later one looks at once, since the
             # head before it may have left messages behind.
@@ -223,14 +228,19 @@ class Queue:
         """The head of the line: ``Queue.get_many``'s loop, sleeping on the hub."""
         hub = self.db.hub
         loop = hub.loop
+        line = self._line
         while True:
             mark = hub.mark()
             # One trip to a thread per look: the probe (without the write lock) and,
-            # when it finds a message ready, the claim.
-            msgs, ready, until_due = await self._look_once(n, probe=not looks.claim)
+            # when it finds a message ready, the claim -- for the sleepers in line too.
+            want = n + min(line.wanted(), max(0, MAX_BATCH - n))
+            msgs, ready, until_due = await self._look_once(want, probe=not looks.claim)
             if msgs:
                 hub.found()
-                return msgs
+                extra = line.deliver(msgs[n:])
+                if extra:  # their sleepers left while the claim ran
+                    await self._give_back(extra)
+                return msgs[:n]
             left = deadline - loop.time()
             if left <= 0:
                 return []
@@ -257,6 +267,11 @@ class Queue:
         if msgs:
             return msgs, True, 0.0
         return msgs, True, backend.next_due(self.id) - backend.clock()
+
+    async def _give_back(self, msgs: list[Message]) -> None:
+        """Release *msgs* at once (ready, attempt not counted), cancellations of the
+        caller held off until it is done."""
+        await hold(self.db.runner.submit(self._release, [m.sync for m in msgs]))
 
     def _release(self, got: Any) -> None:
         msgs = got[0] if isinstance(got, tuple) else got
