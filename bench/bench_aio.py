@@ -13,6 +13,9 @@ Figures, each the median of ``--runs`` runs:
   does), with the ratio to the sync figure *of the same run* (median of the runs' ratios:
   the machine's load moves between runs) and the calls each trip to a thread carried.
 * **get+ack**: the same for claiming and acking *n* messages.
+* **burst**: consumers looping on ``get(wait=0.5)`` + ack wait on an empty queue, then
+  *n* messages arrive in one ``put_many``; msgs/s from the put to the last ack (sync:
+  one consumer; async: *k* coroutines).
 * **enqueue-to-claim**: a consumer in another process waits in ``get(wait=...)``
   (sync, or async on its event loop); the producer puts a message holding its send time
   every 5 ms; p50 and p99 of the time from ``put()`` to the claim returning.
@@ -29,12 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +124,58 @@ async def _async_get_ack(target: str, n: int, tasks: int) -> tuple[float, float]
         await asyncio.gather(*(one(n // tasks) for _ in range(tasks)))
         rate = (n // tasks * tasks) / (time.perf_counter() - t)
         return rate, sum(trips) / len(trips) if trips else float("nan")
+
+
+def sync_burst(target: str, n: int) -> float:
+    """One consumer looping on get(wait=) + ack, waiting before *n* messages arrive at
+    once (put_many from another thread); msgs/s from the put to the last ack."""
+    db = liteq.connect(target)
+    q = db.queue(_fresh(target, "sb"))
+    start: list[float] = []
+
+    def burst() -> None:
+        time.sleep(0.1)  # the consumer is waiting
+        start.append(time.perf_counter())
+        q.put_many([PAYLOAD] * n)
+
+    producer = threading.Thread(target=burst)
+    producer.start()
+    done = 0
+    while done < n:
+        msg = q.get(wait=0.5)
+        if msg is not None:
+            msg.ack()
+            done += 1
+    elapsed = time.perf_counter() - start[0]
+    producer.join()
+    db.close()
+    return n / elapsed
+
+
+async def _async_burst(target: str, n: int, tasks: int) -> tuple[float, float]:
+    """*tasks* coroutines looping on get(wait=) + ack, all waiting before *n* messages
+    arrive at once; msgs/s from the put to the last ack, and messages per claim."""
+    async with liteq.aio.connect(target) as db:
+        q = await db.queue(_fresh(target, "ab"))
+        done = 0
+        end = 0.0
+
+        async def one() -> None:
+            nonlocal done, end
+            while done < n:
+                msg = await q.get(wait=0.5)
+                if msg is not None:
+                    await msg.ack()
+                    done += 1
+                    if done == n:
+                        end = time.perf_counter()
+
+        consumers = [asyncio.create_task(one()) for _ in range(tasks)]
+        await asyncio.sleep(0.1)  # all waiting
+        t = time.perf_counter()
+        await q.put_many([PAYLOAD] * n)
+        await asyncio.gather(*consumers)
+        return n / (end - t), float("nan")
 
 
 CONSUMER = textwrap.dedent("""
@@ -241,14 +298,15 @@ def compare(name: str, runs: int, sync: Callable[[], float],
         for k in coroutines:
             rate, per_trip = aio(k)
             rows[k].append((rate, rate / s, per_trip))
-    print(f"{name + ', sync':34s} {statistics.median(base):10,.0f} msgs/s")
+    print(f"{name + ', sync':42s} {statistics.median(base):10,.0f} msgs/s")
     for k, got in rows.items():
         ratios = sorted(r for _, r, _ in got)
         label = f"{name}, async ({k} coroutine{'s' if k > 1 else ''})"
-        print(f"{label:34s} "
+        per_trip = statistics.median(t for _, _, t in got)
+        print(f"{label:42s} "
               f"{statistics.median(r for r, _, _ in got):10,.0f} msgs/s  "
               f"{statistics.median(ratios):5.0%} of sync (runs {ratios[0]:.0%}-{ratios[-1]:.0%})"
-              f"  {statistics.median(t for _, _, t in got):5.1f} calls/trip")
+              + ("" if math.isnan(per_trip) else f"  {per_trip:5.1f} calls/trip"))
 
 
 def main() -> None:
@@ -261,8 +319,8 @@ def main() -> None:
     ap.add_argument("--target", help="a database to use instead (a path or a URL)")
     ap.add_argument("--coroutines", default="1,8,32",
                     help="coroutine counts of the async figures (default 1,8,32)")
-    ap.add_argument("--only", default="put,get_ack,latency,pool",
-                    help="figures to run, of put,get_ack,latency,pool")
+    ap.add_argument("--only", default="put,get_ack,burst,latency,pool",
+                    help="figures to run, of put,get_ack,burst,latency,pool")
     ap.add_argument("--latency", type=int, default=300, help="messages of the latency test")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -290,6 +348,9 @@ def main() -> None:
             if "get_ack" in only:
                 compare("get+ack", runs, lambda: sync_get_ack(target, n),
                         lambda k: asyncio.run(_async_get_ack(target, n, k)), coroutines)
+            if "burst" in only:
+                compare("burst get(wait)+ack", runs, lambda: sync_burst(target, n),
+                        lambda k: asyncio.run(_async_burst(target, n, k)), coroutines)
             if "latency" in only:
                 for mode in ("sync", "async"):
                     p50, p99 = median(runs, lambda m=mode: enqueue_to_claim(target, m,
@@ -298,7 +359,7 @@ def main() -> None:
                           f"p99 {p99 * 1e3:6.2f} ms")
             if "pool" in only:
                 rate = median(runs, lambda: asyncio_pool(target, n))
-                print(f"{'asyncio pool, 2 processes':34s} {rate:10,.0f} tasks/s")
+                print(f"{'asyncio pool, 2 processes':42s} {rate:10,.0f} tasks/s")
             print(f"load average {loadavg()} at the end")
         finally:
             if cluster is not None:
