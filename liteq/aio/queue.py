@@ -233,7 +233,7 @@ class Queue:
             mark = hub.mark()
             # One trip to a thread per look: the probe (without the write lock) and,
             # when it finds a message ready, the claim -- for the sleepers in line too.
-            want = n + min(line.wanted(), max(0, MAX_BATCH - n))
+            want = n + line.wanted(max(0, MAX_BATCH - n))
             msgs, ready, until_due = await self._look_once(want, probe=not looks.claim)
             if msgs:
                 hub.found()

@@ -11,8 +11,8 @@ stalls the loop.
 became idle last (a ``ThreadPoolExecutor`` wakes them in turn). Calls made one after
 another so run on one thread and one connection: on SQLite a connection whose database
 another connection wrote since its last transaction starts with a cold page cache, and
-turn-taking between 4 connections made a put's own work on its thread 60-100 us instead
-of 35 us (session 8). A second thread starts only when calls overlap. The threads are
+turn-taking between 4 connections made a put's own work on its thread 82-100 us instead
+of 42-48 us (session 8). A second thread starts only when calls overlap. The threads are
 daemons: one left idle by a Database never closed does not keep the process alive.
 
 A **lane** pins one pool thread for the length of an ``async with db.transaction()``
