@@ -237,10 +237,16 @@ class Queue:
             msgs, ready, until_due = await self._look_once(want, probe=not looks.claim)
             if msgs:
                 hub.found()
-                extra = line.deliver(msgs[n:])
+                mine, extra = msgs[:n], line.deliver(msgs[n:])
                 if extra:  # their sleepers left while the claim ran
-                    await self._give_back(extra)
-                return msgs[:n]
+                    try:
+                        await self.release(extra)
+                    except asyncio.CancelledError:
+                        # Ours go back too; a release that did run is not redone
+                        # (the lease token no longer matches).
+                        await self._give_back(extra + mine)
+                        raise
+                return mine
             left = deadline - loop.time()
             if left <= 0:
                 return []
