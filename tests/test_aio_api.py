@@ -391,3 +391,137 @@ async def test_concurrent_acks_share_a_transaction_and_only_a_stale_one_fails(
         assert [o for i, o in enumerate(outcomes) if i != 3] == [None] * 9
         stats = await q.stats()
         assert stats["ready"] == 1 and stats["leased"] == 0
+
+
+async def test_eight_coroutines_putting_at_once_ride_one_trip_per_round(db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("rounds")
+        trips: list[int] = []
+        q.put_batches.trips = trips
+
+        async def putter(k: int) -> list[int]:
+            return [await q.put((k, i)) for i in range(10)]
+
+        ids = await asyncio.gather(*(putter(k) for k in range(8)))
+        # Each round of 8 puts is one transaction: the answered callers put again
+        # before the batcher looks for more (its sleep(0)), so none is left behind.
+        assert trips == [8] * 10
+        assert len({i for each in ids for i in each}) == 80
+        assert (await q.stats())["ready"] == 80
+
+
+async def test_fifty_concurrent_gets_share_claims_and_each_message_goes_to_exactly_one(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("merged", lease=300)
+        await q.put_many(range(40))
+        trips: list[int] = []
+        q.claim_batches.trips = trips
+        got = await asyncio.gather(*(q.get() for _ in range(50)))
+        msgs = [m for m in got if m is not None]
+        assert len(msgs) == 40 and got.count(None) == 10
+        assert sorted(m.payload for m in msgs) == list(range(40))
+        assert len({m.id for m in msgs}) == 40
+        assert sum(trips) == 50 and len(trips) < 50
+        await asyncio.gather(*(m.ack() for m in msgs))
+        stats = await q.stats()
+        assert stats["leased"] == 0 and stats["ready"] == 0
+
+
+async def test_gets_cancelled_after_their_merged_claim_left_give_the_messages_back_at_once(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("merged_cancel", lease=300)
+        await q.put_many(range(10))
+        trips: list[int] = []
+        q.claim_batches.trips = trips
+        getting = [asyncio.create_task(q.get()) for _ in range(10)]
+        while not trips:
+            await asyncio.sleep(0)  # until the merged claim is on a thread
+        for task in getting:
+            task.cancel()
+        outcomes = await asyncio.gather(*getting, return_exceptions=True)
+        assert trips == [10]
+        kept = [o for o in outcomes if isinstance(o, liteq.aio.Message)]
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes if o not in kept)
+        # What the claim took for a cancelled get is ready again now, not after the
+        # 300 s lease, and the attempt was not counted.
+        stats = await q.stats()
+        assert stats["leased"] == len(kept) and stats["ready"] == 10 - len(kept)
+        assert sorted(m.attempts for m in await q.peek(10)) == [0] * (10 - len(kept))
+        await q.release(kept)
+
+
+async def test_a_get_cancelled_before_its_merged_claim_left_claims_nothing(db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("merged_early", lease=300)
+        await q.put_many(range(3))
+        trips: list[int] = []
+        q.claim_batches.trips = trips
+        first = asyncio.create_task(q.get())
+        second = asyncio.create_task(q.get())
+        await asyncio.sleep(0)  # both gathered, no trip yet
+        second.cancel()
+        msg = await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert trips == [1] and msg is not None
+        stats = await q.stats()
+        assert stats["leased"] == 1 and stats["ready"] == 2
+
+
+async def test_gets_that_may_wait_share_one_claim_when_messages_are_ready(db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("merged_wait", lease=300)
+        await q.put_many(range(40))
+        trips: list[int] = []
+        q.claim_batches.trips = trips
+        got = await asyncio.gather(*(q.get(wait=0.2) for _ in range(50)))
+        # All 50 rode the first claim (40 messages for 40 of them); the 10 left over
+        # waited their 0.2 s in line, looking without claiming while nothing came.
+        assert trips[0] == 50
+        msgs = [m for m in got if m is not None]
+        assert sorted(m.payload for m in msgs) == list(range(40)) and got.count(None) == 10
+
+
+async def test_a_burst_after_a_quiet_spell_reaches_every_waiting_get_in_one_claim(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("burst", lease=300)
+        waiting = [asyncio.create_task(q.get(wait=10)) for _ in range(8)]
+        await asyncio.sleep(0.2)  # all in line: one head looks, seven sleep
+        await q.put_many(range(8))
+        msgs = await asyncio.gather(*waiting)
+        assert all(m is not None for m in msgs)
+        assert sorted(m.payload for m in msgs if m is not None) == list(range(8))
+        # One claim took them all for the line (one claim, one lease token).
+        assert len({m.token for m in msgs if m is not None}) == 1
+        stats = await q.stats()
+        assert stats["leased"] == 8 and stats["ready"] == 0
+
+
+async def test_waiting_gets_timed_out_or_cancelled_around_bursts_leave_nothing_leased_by_nobody(
+        db_target: str) -> None:
+    async with liteq.aio.connect(db_target) as db:
+        q = await db.queue("burst_cancel", lease=300)
+        got: list[liteq.aio.Message] = []
+
+        async def consumer(i: int) -> None:
+            for round_ in range(12):
+                try:
+                    async with asyncio.timeout(0.001 * ((i + round_) % 9)):
+                        msg = await q.get(wait=0.05)
+                except TimeoutError:
+                    continue
+                if msg is not None:
+                    got.append(msg)
+
+        async def producer() -> None:
+            for _ in range(10):
+                await q.put_many(range(5))
+                await asyncio.sleep(0.004)
+
+        await asyncio.gather(producer(), *(consumer(i) for i in range(20)))
+        stats = await q.stats()
+        assert len({m.id for m in got}) == len(got)
+        assert stats["leased"] == len(got) and stats["ready"] == 50 - len(got)

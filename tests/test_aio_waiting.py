@@ -184,7 +184,8 @@ async def test_ten_thousand_idle_waiters_start_no_thread_and_barely_use_a_core(
     async with liteq.aio.connect(db_target) as db:
         q = await db.queue("idle")
         # Start every thread the Database may use (its pool, the engine's listener).
-        await asyncio.gather(*(q.get() for _ in range(50)))
+        # Concurrent gets share one claim (one thread): other calls start the pool.
+        await asyncio.gather(*(q.get() for _ in range(50)), *(q.stats() for _ in range(50)))
         threads = threading.active_count()
         waiters = [asyncio.create_task(q.get(wait=30)) for _ in range(10_000)]
         await asyncio.sleep(1.0)

@@ -17,9 +17,10 @@ from .. import queue as sync
 from ..errors import InvalidArgument, LeaseLost, QueueFull
 from ..validate import check_positive_int, check_seconds
 from ..wake import Looks
-from .batch import Batcher, ack_writer, put_writer, simple_put
+from .batch import MAX_BATCH, Batcher, ack_writer, claim_writer, put_writer, simple_put
 from .context import AsyncContext
 from .hub import Line
+from .runner import hold
 
 __all__ = ["Queue", "Message", "Consumer"]
 
@@ -98,6 +99,10 @@ class Message:
         return repr(self.sync).replace("<Message", "<liteq.aio.Message", 1)
 
 
+def _count(n: int) -> int:
+    return n
+
+
 def _nack_unless_settled(q: sync.Queue, msg: sync.Message) -> None:
     """Give back a message whose handler was cancelled (ready at once, the attempt
     counted), unless the handler had finished it already (its token is then stale)."""
@@ -118,8 +123,13 @@ class Queue:
         self.name = q.name
         self.id = q.id
         self._line = Line()
-        self._puts = Batcher(db.runner, put_writer(q))
-        self._acks = Batcher(db.runner, ack_writer(q))
+        #: The group commits of this queue's simple puts, acks and claims
+        #: (:mod:`liteq.aio.batch`); set a batcher's ``trips`` to a list to record how
+        #: many calls each trip carries.
+        self.put_batches = Batcher(db.runner, put_writer(q))
+        self.ack_batches = Batcher(db.runner, ack_writer(q))
+        self.claim_batches = Batcher(db.runner, claim_writer(q), size=_count,
+                                     cleanup=self._release)
 
     # -- put ------------------------------------------------------------------------
 
@@ -130,7 +140,7 @@ class Queue:
         loop (no thread) up to *timeout* seconds for room."""
         put = self.sync.put
         if simple_put(delay, priority, key, headers, block) and self.db.runner.lane.get() is None:
-            mid: int = await self._puts.submit((payload, priority))  # group commit: batch.py
+            mid: int = await self.put_batches.enqueue((payload, priority))  # batch.py
             return mid
         if not block:
             return await self.db.runner.call(put, payload, delay=delay, priority=priority,
@@ -191,21 +201,21 @@ class Queue:
         mark = hub.mark()
         # While a head waits, the queue was empty at its last look and the head looks
         # again on every commit: join the line without a claim of our own (10,000
-        # waiters cost one look, not 10,000).
-        # Claims beyond the pool's threads would only queue for them: the rest join.
-        first = w == 0 or (not line.busy and line.claiming < self.db.runner.threads)
+        # waiters cost one look, not 10,000). Otherwise claim first: gets arriving
+        # together share one claim (batch.py), however many they are.
+        first = w == 0 or not line.busy
         if first:
-            line.claiming += 1
-            try:
-                msgs = await self._claim(n)
-            finally:
-                line.claiming -= 1
+            msgs = await self._claim(n)
             if msgs or w == 0:
                 return msgs
         loop = asyncio.get_running_loop()
         deadline = loop.time() + w
-        if not await line.enter(loop, deadline):
+        got = await line.enter(loop, deadline, n, self._give_back)
+        if got is False:
             return []
+        if got is not True:
+            delivered: list[Message] = got  # claimed for us by the head (Line.deliver)
+            return delivered
         try:
             # The first in line has just looked; a later one looks at once, since the
             # head before it may have left messages behind.
@@ -218,14 +228,25 @@ class Queue:
         """The head of the line: ``Queue.get_many``'s loop, sleeping on the hub."""
         hub = self.db.hub
         loop = hub.loop
+        line = self._line
         while True:
             mark = hub.mark()
             # One trip to a thread per look: the probe (without the write lock) and,
-            # when it finds a message ready, the claim.
-            msgs, ready, until_due = await self._look_once(n, probe=not looks.claim)
+            # when it finds a message ready, the claim -- for the sleepers in line too.
+            want = n + line.wanted(max(0, MAX_BATCH - n))
+            msgs, ready, until_due = await self._look_once(want, probe=not looks.claim)
             if msgs:
                 hub.found()
-                return msgs
+                mine, extra = msgs[:n], line.deliver(msgs[n:])
+                if extra:  # their sleepers left while the claim ran
+                    try:
+                        await self.release(extra)
+                    except asyncio.CancelledError:
+                        # Ours go back too; a release that did run is not redone
+                        # (the lease token no longer matches).
+                        await self._give_back(extra + mine)
+                        raise
+                return mine
             left = deadline - loop.time()
             if left <= 0:
                 return []
@@ -253,6 +274,11 @@ class Queue:
             return msgs, True, 0.0
         return msgs, True, backend.next_due(self.id) - backend.clock()
 
+    async def _give_back(self, msgs: list[Message]) -> None:
+        """Release *msgs* at once (ready, attempt not counted), cancellations of the
+        caller held off until it is done."""
+        await hold(self.db.runner.submit(self._release, [m.sync for m in msgs]))
+
     def _release(self, got: Any) -> None:
         msgs = got[0] if isinstance(got, tuple) else got
         if msgs:
@@ -260,7 +286,11 @@ class Queue:
 
     async def _claim(self, n: int) -> list[Message]:
         runner = self.db.runner
-        msgs = await runner.settle(runner.submit(self.sync.get_many, n), self._release)
+        if runner.lane.get() is None:
+            # Gets of several coroutines at once share one claim (batch.py).
+            msgs = await self.claim_batches.submit(n)
+        else:
+            msgs = await runner.settle(runner.submit(self.sync.get_many, n), self._release)
         return [Message(self, m) for m in msgs]
 
     async def _look_once(self, n: int, probe: bool) -> tuple[list[Message], bool, float]:
@@ -286,7 +316,7 @@ class Queue:
         """Finish *msg* (LeaseLost if its token is stale); acks of several coroutines
         at once share a transaction (:mod:`liteq.aio.batch`)."""
         if self.db.runner.lane.get() is None:
-            await self._acks.submit(msg.sync)
+            await self.ack_batches.enqueue(msg.sync)
         else:
             await self.db.runner.call(self.sync.ack, msg.sync)
 
