@@ -141,7 +141,15 @@ def clean(db: liteq.Database, postgres: bool) -> None:
 
 
 def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
-    db = liteq.connect(target)
+    clock = None
+    if os.environ.get("LITEQ_BENCH_CALLGRIND"):
+        # Under callgrind (50x slower) the stats flush and queue maintenance, paced by
+        # the clock, would run more often per ack and by how loaded the machine is: a
+        # clock that steps per reading, as bench/instructions.py's, keeps the counts put.
+        sys.path.insert(0, HERE)
+        from instructions import SteppingClock
+        clock = SteppingClock()
+    db = liteq.connect(target, clock=clock)
 
     @db.task(name="bench.member")
     def member(i: int) -> int:
@@ -171,8 +179,12 @@ def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
                 if not args.no_clean:
                     clean(db, postgres)
                 step = size[style]
+                # One ack untimed first: the enqueue's executemany emptied apsw's
+                # statement cache, whose refill (~60k instructions a statement) would
+                # land on the first timed ack.
+                ack(db, msgs[:step], results=style == "worker")
                 with meter.measure(times[style][kind]):
-                    for i in range(0, args.n, step):
+                    for i in range(step, args.n, step):
                         ack(db, msgs[i:i + step], results=style == "worker")
                 if kind == "chord":  # the last ack released the callback, with every result
                     cb = q.get()
@@ -192,6 +204,7 @@ def report(args: argparse.Namespace, postgres: bool,
     columns = [(0, "wall"), (1, "CPU (this process)")] + ([(2, "CPU (server)")] if postgres else [])
     for style, kinds in times.items():
         per = 1 if style == "one" else args.batch
+        timed = args.n - per  # the first ack is untimed (ack_mode)
         extra = ", with their results rows (the worker's flush)" if style == "worker" else ""
         print(f"\n### {style}: {per} job(s) per ack transaction{extra}\n")
         print("| measure | plain, per ack | chord member, per ack | member / plain, each round "
@@ -200,8 +213,8 @@ def report(args: argparse.Namespace, postgres: bool,
             plain = [t[i] for t in kinds["plain"]]
             chord = [t[i] for t in kinds["chord"]]
             ratios = [c / p if p else float("nan") for p, c in zip(plain, chord, strict=True)]
-            print(f"| {label} | {statistics.median(plain) / args.n * 1e6:.1f} us "
-                  f"| {statistics.median(chord) / args.n * 1e6:.1f} us "
+            print(f"| {label} | {statistics.median(plain) / timed * 1e6:.1f} us "
+                  f"| {statistics.median(chord) / timed * 1e6:.1f} us "
                   f"| {', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(ratios):.2f}x "
                   f"| {min(ratios):.2f}-{max(ratios):.2f} |")
 
@@ -216,19 +229,22 @@ def instructions(args: argparse.Namespace, argv: list[str]) -> None:
                f"--callgrind-out-file={out}/cg.out", sys.executable, os.path.abspath(__file__),
                *child]
         done = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONHASHSEED": "0"})
+                              env={**os.environ, "PYTHONHASHSEED": "0",
+                                   "LITEQ_BENCH_CALLGRIND": "1"})
         if done.returncode != 0:
             raise SystemExit(f"valgrind failed ({done.returncode}):\n{done.stderr[-3000:]}")
         dumps = sorted(glob.glob(f"{out}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
-        counts = [_total(p) / args.n for p in dumps]
         styles = args.style.split(",")
-        if len(counts) != args.rounds * len(styles) * len(KINDS):
-            raise SystemExit(f"expected one dump per timed loop, got {len(counts)}")
+        if len(dumps) != args.rounds * len(styles) * len(KINDS):
+            raise SystemExit(f"expected one dump per timed loop, got {len(dumps)}")
+        counts = [_total(p) / (args.n - (1 if style == "one" else args.batch))
+                  for p, style in zip(dumps, _loop_styles(args), strict=True)]
         engine = "postgres" if args.db and args.db.startswith("postgres") else "sqlite"
         print(f"engine: {engine}, n={args.n}, rounds={args.rounds}, clean={not args.no_clean}:"
               f" instructions per ack of this process (callgrind)\n")
-        print("| style | plain, per ack | chord member, per ack | member / plain, each round "
-              "in order | median |\n|---|---:|---:|---|---:|")
+        print("| style | plain, per ack (median; each round) | chord member, per ack (median; "
+              "each round) | member / plain, each round in order | median |\n"
+              "|---|---:|---:|---|---:|")
         it = iter(counts)
         rows: dict[str, list[tuple[float, float]]] = {s: [] for s in styles}
         for _round in range(args.rounds):
@@ -236,11 +252,19 @@ def instructions(args: argparse.Namespace, argv: list[str]) -> None:
                 rows[style].append((next(it), next(it)))
         for style, pairs in rows.items():
             ratios = [c / p for p, c in pairs]
-            print(f"| {style} | {statistics.median(p for p, _ in pairs):,.0f} "
-                  f"| {statistics.median(c for _, c in pairs):,.0f} "
+            print(f"| {style} | {statistics.median(p for p, _ in pairs):,.0f}; "
+                  f"{', '.join(f'{p / 1000:.1f}k' for p, _ in pairs)} "
+                  f"| {statistics.median(c for _, c in pairs):,.0f}; "
+                  f"{', '.join(f'{c / 1000:.1f}k' for _, c in pairs)} "
                   f"| {', '.join(f'{r:.3f}' for r in ratios)} | {statistics.median(ratios):.3f}x |")
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _loop_styles(args: argparse.Namespace) -> list[str]:
+    """The style of each timed loop, in run order."""
+    return [style for _round in range(args.rounds) for style in args.style.split(",")
+            for _kind in KINDS]
 
 
 def _total(path: str) -> int:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-__all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfPending", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
+__all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
 
 #: ``run_at`` of a waiting job (a delayed message that never falls due: the year
 #: ~31.7 million). A job is *waiting* when it is delayed with ``run_at >= WAITING_AT``.
@@ -44,14 +44,6 @@ class WfEdge(NamedTuple):
     outcome: str | None
     value: bytes | None
     error: str | None
-
-
-class WfPending(NamedTuple):
-    """An edge of a job that just succeeded, not settled yet: its child, and the child's
-    count of unmet parents when it was read."""
-
-    child: int
-    unmet: int
 
 
 class WfJobRow(NamedTuple):
@@ -90,17 +82,16 @@ class WorkflowVerbs(ABC):
         parent ids (not among *nodes*) that do not exist; the caller then rolls back."""
 
     @abstractmethod
-    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[WfPending]]:
-        """Which of these jobs have dependents (one index lookup each): each one, with
-        its edges not settled yet (none: a retained ack settled them already). Jobs
-        without dependents, the plain ones, are not in it."""
+    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        """Which of these jobs have dependents, each with its children (one index
+        lookup each). Jobs without dependents, the plain ones, are not in it."""
 
     @abstractmethod
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
-                pending: Mapping[int, Sequence[WfPending]]) -> None:
+                children: Mapping[int, Sequence[int]]) -> None:
         """In the transaction that acked jobs ``(id, CBOR result)`` that have dependents,
         after the ack: their edges settle as succeeded, keeping the result (which
-        releases the dependents whose last parent this was). *pending* is what
+        releases the dependents whose last parent this was). *children* is what
         :meth:`wf_parents_among` returned for them in the same transaction (an engine
         whose writers run concurrently reads them again under its locks)."""
 

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 from ..records import State
-from ..workflow import WAITING_AT, WfEdge, WfNode, WfPending
+from ..workflow import WAITING_AT, WfEdge, WfNode
 from .connection import Connections
 from .schema import qualify
 from .workflow_sql import SQL_WF_AMONG, SQL_WF_COUNT, SQL_WF_DONE
@@ -138,18 +138,15 @@ class WorkflowVerbs:
                                         "channel": self._wf_channel})
         return []
 
-    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[WfPending]]:
-        found: dict[int, list[WfPending]] = {}
-        for parent, child, pending, unmet in self.conns.statement(self._wf_sql.among,
-                                                                  (list(ids),)):
-            edges = found.setdefault(int(parent), [])
-            if pending:
-                edges.append(WfPending(int(child), int(unmet)))
+    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        found: dict[int, list[int]] = {}
+        for parent, child in self.conns.statement(self._wf_sql.among, (list(ids),)):
+            found.setdefault(int(parent), []).append(int(child))
         return found
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
-                pending: Mapping[int, Sequence[WfPending]]) -> None:
-        # One statement, one round trip (its savepoint pipelined with it): *pending* is
+                children: Mapping[int, Sequence[int]]) -> None:
+        # One statement, one round trip (its savepoint pipelined with it): the edges are
         # read again under the counters' locks (other workers ack concurrently).
         ordered = sorted(items)
         self.conns.statement(self._wf_sql.done, {

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "sql_wf_done", "SQL_WF_COUNT",
-           "SQL_WF_RELEASE"]
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "sql_wf_done",
+           "SQL_WF_COUNT_SOME", "SQL_WF_COUNT", "SQL_WF_RELEASE"]
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _WAITING = f"state = 1 AND run_at >= {WAITING_AT!r}"
@@ -247,10 +247,13 @@ def sql_wf_done(n: int) -> str:
     return (f"UPDATE wf_edges SET value = CASE parent {cases} END, outcome = 'done' "
             f"WHERE parent IN ({','.join('?' * n)}) AND outcome IS NULL")
 
-# One parent (or several) fewer for a child once their edges settled as succeeded ...
+# Parents fewer for a child once their edges settled as succeeded, when they were not
+# its last ones (no change: they were, see SQL_WF_COUNT) ...
+SQL_WF_COUNT_SOME = "UPDATE wf_jobs SET unmet = unmet - ?1 WHERE id = ?2 AND unmet > ?1"
+# ... else the count, and the child released if none is left
 SQL_WF_COUNT = "UPDATE wf_jobs SET unmet = unmet - ? WHERE id = ?"
-# ... and the child released if none is left (and it still waits: a child cancelled by
-# another parent stays cancelled). Names no finished_at: no trigger on messages runs.
+# (if it still waits: a child cancelled by another parent stays cancelled). Names no
+# finished_at: no trigger on messages runs.
 SQL_WF_RELEASE = f"""
 UPDATE messages SET
     state = CASE WHEN (SELECT delay FROM wf_jobs WHERE id = :id) > 0 THEN 1 ELSE 0 END,
