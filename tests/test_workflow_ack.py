@@ -145,3 +145,41 @@ def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(db) -> N
     assert other.state == "queued"
     drain(db)
     assert sorted(calls) == ["both", "one", "other"]
+
+
+def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_once(db) -> None:
+    """A worker's flush acks the jobs of every queue it serves in one transaction: here a
+    queue that keeps finished jobs (its acks settle the edges by trigger) and one that
+    deletes them (settled by the ack's own statements). Each child counts each parent
+    once and gets every result."""
+    calls: list[Any] = []
+
+    @db.task(name="value", queue="kept")
+    def value(i: int) -> int:
+        return i
+
+    @db.task(name="collect", store_result=True)
+    def collect(results: list[int]) -> list[int]:
+        calls.append(results)
+        return results
+
+    db.queue("kept", retention=3600)
+    kept = [value.s(i) for i in (1, 2)]
+    gone = [value.s(i).set(queue="default") for i in (3, 4)]
+    first = chord(group([kept[0], gone[0]]), collect.s()).delay()
+    second = chord(group([kept[1], gone[1]]), collect.s()).delay()
+    claimed = db.queue("kept").get_many(10) + db.queue("default").get_many(10)
+    assert sorted(m.payload["args"][0] for m in claimed) == [1, 2, 3, 4]
+    with db.transaction():
+        for name in ("kept", "default"):
+            q = db.queue(name)
+            mine = [m for m in claimed if m.owner.name == name]
+            assert not db.backend.ack(q.id, [(m.id, m.token) for m in mine],
+                                      q.config.retention)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in claimed])
+    assert first.state == "queued" and second.state == "queued"
+    assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id IN (?, ?)",
+               (first.id, second.id)) == [(0,), (0,)]  # counted once, not twice
+    drain(db)
+    assert sorted(calls) == [[1, 3], [2, 4]]
+    assert (first.result(), second.result()) == ([1, 3], [2, 4])
