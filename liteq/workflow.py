@@ -546,4 +546,4 @@ def record(db: Context, done: Sequence[tuple[int, Any]]) -> None:
             except LiteqError:
                 value = None  # dependents get None: the value cannot travel
             items.append((mid, value))
-    store.wf_done(items)
+    store.wf_done(items, parents)

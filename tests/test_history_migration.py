@@ -42,12 +42,13 @@ def _check_migrated(db: liteq.Database, qid: int) -> None:
 @pytest.mark.sqlite_only("a hand-built SQLite file of the schema before _V_OBS")
 def test_a_file_from_before_the_attempts_opens_migrated_with_its_history_rolled_up(
         tmp_path: Path) -> None:
-    from liteq.backends.sqlite.schema import MIGRATIONS
+    from liteq.backends.sqlite.schema import _V_OBS, MIGRATIONS
 
+    before = MIGRATIONS.index(_V_OBS)  # the version just before _V_OBS
     path = str(tmp_path / "old.db")
     conn = apsw.Connection(path)
     conn.execute("PRAGMA journal_mode=WAL")
-    for m in MIGRATIONS[:-1]:
+    for m in MIGRATIONS[:before]:
         conn.execute(m)
     conn.execute("INSERT INTO queues (id, name, lease, max_attempts, retention, backoff_base, "
                  "backoff_factor, backoff_max, backoff_jitter, created_at) "
@@ -59,7 +60,7 @@ def test_a_file_from_before_the_attempts_opens_migrated_with_its_history_rolled_
         conn.execute("INSERT INTO history (qid, minute, task, put, acked) VALUES (1, ?, '', ?, ?)",
                      (minute, put, acked))
     conn.execute("PRAGMA application_id = 0x4C495451")
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.execute(f"PRAGMA user_version = {before}")
     conn.close()
     db = liteq.connect(path)
     try:
@@ -74,6 +75,7 @@ def test_a_schema_from_before_the_attempts_opens_migrated_with_its_history_rolle
         pg_url: str, pg_schema: str) -> None:
     psycopg = require_psycopg()
     from liteq.backends.postgres.schema import (
+        _V_OBS,
         MIGRATIONS,
         SQL_MIGRATIONS_TABLE,
         SQL_RECORD,
@@ -83,7 +85,7 @@ def test_a_schema_from_before_the_attempts_opens_migrated_with_its_history_rolle
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{pg_schema}"')
         conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
-        for n in range(len(MIGRATIONS) - 1):
+        for n in range(MIGRATIONS.index(_V_OBS)):
             conn.execute(qualify(MIGRATIONS[n], pg_schema))
             conn.execute(qualify(SQL_RECORD, pg_schema), (n + 1, 1.0))
         run = lambda sql, *p: conn.execute(qualify(sql, pg_schema), p)  # noqa: E731

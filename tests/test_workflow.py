@@ -182,7 +182,7 @@ def test_bad_workflows_are_refused_and_nothing_is_written(db, tasks) -> None:
     with pytest.raises(InvalidArgument, match="key= is only"):
         chain(add.s(1), add.s().set(key="k")).delay()
     assert dbsql.count(db, "messages") == 0
-    assert db.backend.wf_parents_among(list(range(1, 20))) == set()
+    assert db.backend.wf_parents_among(list(range(1, 20))) == {}
 
 
 # -- 2. every ending settles the dependents --------------------------------------------------

@@ -10,7 +10,7 @@ engines settle the edges in the transaction that ends a parent (see each engine'
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 __all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
@@ -82,14 +82,18 @@ class WorkflowVerbs(ABC):
         parent ids (not among *nodes*) that do not exist; the caller then rolls back."""
 
     @abstractmethod
-    def wf_parents_among(self, ids: Sequence[int]) -> set[int]:
-        """Which of these jobs have dependents (one index lookup each)."""
+    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        """Which of these jobs have dependents, each with its children (one index
+        lookup each). Jobs without dependents, the plain ones, are not in it."""
 
     @abstractmethod
-    def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
+    def wf_done(self, items: Sequence[tuple[int, bytes | None]],
+                children: Mapping[int, Sequence[int]]) -> None:
         """In the transaction that acked jobs ``(id, CBOR result)`` that have dependents,
         after the ack: their edges settle as succeeded, keeping the result (which
-        releases the dependents whose last parent this was)."""
+        releases the dependents whose last parent this was). *children* is what
+        :meth:`wf_parents_among` returned for them in the same transaction (an engine
+        whose writers run concurrently reads them again under its locks)."""
 
     @abstractmethod
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:

@@ -45,7 +45,7 @@ import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
 from .obs_sql import OBS_SCHEMA
-from .workflow_sql import WORKFLOW_SCHEMA
+from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
            "limited_pick", "migrate", "qualify", "schema_version"]
@@ -404,8 +404,13 @@ ALTER TABLE {s}.queues ADD COLUMN limited boolean NOT NULL DEFAULT false;
 # ``_V_OBS`` (issue 21, part 2): ``obs_sql.py``.
 _V_OBS = OBS_SCHEMA
 
+# Workflows, the member's ack (issue 20): a parent's success is counted set-wise by its
+# writer, not by the wf_settle trigger (``workflow_sql.py``: WFACK_SCHEMA). Trigger
+# functions replaced in place: a schema migrated with workflows half done goes on.
+_V_WFACK = WFACK_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

@@ -4,7 +4,7 @@ triggers (``workflow_sql.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -12,6 +12,7 @@ from ..records import State
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .connection import Connections
 from .schema import qualify
+from .workflow_sql import SQL_WF_AMONG, SQL_WF_COUNT, SQL_WF_DONE
 
 __all__ = ["WorkflowVerbs"]
 
@@ -34,24 +35,6 @@ LEFT JOIN {s}.messages m ON m.id = p.id LEFT JOIN {s}.results r ON r.id = p.id
 """
 SQL_WF_SETTLE = """
 UPDATE {s}.wf_edges SET value = %s, error = %s, outcome = %s WHERE parent = %s AND child = %s
-"""
-SQL_WF_AMONG = "SELECT DISTINCT parent FROM {s}.wf_edges WHERE parent = ANY(%s)"
-# Settling the edges of parents acked together, in one statement (the statement trigger
-# wf_settle then updates each child's counter once). First, as a one-time filter, their
-# children's counters are locked in id order: two workers acking members of two chords in
-# opposite orders would otherwise take the two callbacks' rows in opposite orders: a
-# deadlock, whose victim's acks roll back (its jobs would run again after their leases).
-# (A retained ack already settled them, by the trigger: then only the value is added.)
-SQL_WF_DONE = """
-WITH locked AS MATERIALIZED (
-    SELECT id FROM {s}.wf_jobs
-    WHERE id IN (SELECT child FROM {s}.wf_edges WHERE parent = ANY(%(parents)s::bigint[]))
-    ORDER BY id FOR UPDATE
-)
-UPDATE {s}.wf_edges e SET value = v.value, outcome = 'done'
-FROM unnest(%(parents)s::bigint[], %(values)s::bytea[]) AS v(parent, value)
-WHERE e.parent = v.parent AND coalesce(e.outcome, 'done') = 'done'
-  AND (SELECT count(*) FROM locked) >= 0
 """
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE child = %s ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM {{s}}.wf_edges WHERE parent = %s ORDER BY child"
@@ -82,6 +65,7 @@ class _Statements(NamedTuple):
     settle: str
     among: str
     done: str
+    counted: str
     parents: str
     children: str
     workflow: str
@@ -90,7 +74,7 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_PARENTS,
+                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_COUNT, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
 
@@ -140,23 +124,41 @@ class WorkflowVerbs:
             cur.execute(sql.edges, [list(c) for c in zip(*edges, strict=True)])
             cur.execute(sql.flag, (sorted({e[0] for e in edges}),))
             cur.execute(sql.hold, (sorted(n.id for n in nodes if n.parents),))
+            succeeded: dict[int, int] = {}
             for parent, child, _pos, _allow in edges:
                 if parent in ended:
                     outcome, value, error = ended[parent]
                     cur.execute(sql.settle, (value if outcome == "done" else None, error,
                                              outcome, parent, child))
+                    if outcome == "done":  # counted here, not by wf_settle
+                        succeeded[child] = succeeded.get(child, 0) + 1
+            if succeeded:
+                kids = sorted(succeeded)
+                cur.execute(sql.counted, {"children": kids, "counts": [succeeded[k] for k in kids],
+                                        "channel": self._wf_channel})
         return []
 
-    def wf_parents_among(self, ids: Sequence[int]) -> set[int]:
-        rows = self.conns.statement(self._wf_sql.among, (list(ids),))
-        return {int(r[0]) for r in rows}
+    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
+        found: dict[int, list[int]] = {}
+        for parent, child in self.conns.statement(self._wf_sql.among, (list(ids),)):
+            found.setdefault(int(parent), []).append(int(child))
+        return found
 
-    def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
-        sql = self._wf_sql
+    def wf_done(self, items: Sequence[tuple[int, bytes | None]],
+                children: Mapping[int, Sequence[int]]) -> None:
+        # One statement, one round trip (its savepoint pipelined with it): the edges are
+        # read again under the counters' locks (other workers ack concurrently).
         ordered = sorted(items)
-        with self.conns.tx() as cur:
-            cur.execute(sql.done, {"parents": [mid for mid, _v in ordered],
-                                   "values": [v for _m, v in ordered]})
+        self.conns.statement(self._wf_sql.done, {
+            "parents": [mid for mid, _v in ordered], "values": [v for _m, v in ordered],
+            "channel": self._wf_channel})
+
+    @cached_property
+    def _wf_channel(self) -> str | None:
+        """The wake-up channel a released child is announced on (None: the schema's
+        name is too long for one, the poll finds it)."""
+        channel = f"liteq_{self.schema}"
+        return channel if len(channel) <= 63 else None
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         sql = self._wf_sql

@@ -22,7 +22,7 @@ cancelled 5    cancelled before it ran
 
 from __future__ import annotations
 
-from .workflow_sql import WORKFLOW_SCHEMA
+from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES",
            "TASK_NAME", "TASK_PAYLOAD"]
@@ -361,6 +361,11 @@ END;
 CREATE INDEX msg_task ON messages (qid, ({TASK_NAME}), id) WHERE {TASK_PAYLOAD};
 """
 
+# Workflows, the member's ack (issue 20): a parent's success is counted set-wise by its
+# writer, not by a trigger per edge (``workflow_sql.py``: WFACK_SCHEMA). Triggers only:
+# a file migrated with workflows half done goes on with the same counters.
+_V_WFACK = WFACK_SCHEMA
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
 SCHEMA_VERSION = len(MIGRATIONS)

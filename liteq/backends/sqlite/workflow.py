@@ -3,13 +3,14 @@ them is the schema's triggers (``workflow_sql.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .base import StoreBase
 from .schema import CANCELLED, DEAD, DONE
 from .sql import IDS_PER_STATEMENT
+from .workflow_sql import SQL_WF_COUNT, SQL_WF_COUNT_SOME, SQL_WF_RELEASE, sql_wf_done
 
 __all__ = ["WorkflowVerbs"]
 
@@ -20,14 +21,22 @@ SQL_WF_FLAG = "UPDATE messages SET wf = 1 WHERE id = ? AND wf IS NULL"
 SQL_WF_HOLD = f"UPDATE messages SET state = 1, run_at = {WAITING_AT!r} WHERE id = ?"
 SQL_WF_PARENT_MESSAGE = "SELECT state, origin FROM messages WHERE id = ?"
 SQL_WF_PARENT_RESULT = "SELECT state, value, error FROM results WHERE id = ?"
-# Settling one new edge at once (its parent had already ended) fires wf_settle.
+# Settling one new edge at once (its parent had already ended): a failure fires
+# wf_block or wf_settle (it names error); a success is counted by wf_link (_count_done).
 SQL_WF_SETTLE = """
 UPDATE wf_edges SET value = ?, error = ?, outcome = ? WHERE parent = ? AND child = ?
 """
-# (A retained ack already settled them, by the trigger: then only the value is added.)
-SQL_WF_DONE = """
-UPDATE wf_edges SET value = ?, outcome = 'done' WHERE parent = ? AND coalesce(outcome, 'done') = 'done'
-"""
+# Which of these jobs have dependents, and their children. It runs at every worker's
+# ack, plain ones included: it reads the primary key's index alone (a join with the
+# counters opened three tables at every ack, DISTINCT built a temporary index) and is
+# short (apsw hashes the text at every execution: a statement of 250 characters cost a
+# plain one-by-one ack 1.3k instructions more). Measured with bench_chord.py.
+SQL_WF_AMONG = "SELECT parent, child FROM wf_edges WHERE parent IN ({})"
+# Which parents of an ack are still there, done: retained acks (wf_end_done settled
+# their edges already).
+SQL_WF_RETAINED = f"SELECT id FROM messages WHERE id IN ({{}}) AND state = {DONE}"
+# A parent whose edges a retained ack already settled (wf_end_done): only its result.
+SQL_WF_DONE_VALUE = "UPDATE wf_edges SET value = ? WHERE parent = ? AND outcome = 'done'"
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE child = ? ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE parent = ? ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM wf_jobs WHERE id = ?"
@@ -47,6 +56,58 @@ _OUTCOMES = {DONE: "done", DEAD: "failed", CANCELLED: "cancelled"}
 
 def _edge(row: Sequence[Any]) -> WfEdge:
     return WfEdge(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
+
+
+def _count_done(cur: Any, children: dict[int, int]) -> None:
+    """Each child ``{id: parents that just succeeded}`` has that many parents fewer to
+    wait for; the last one releases it. In child id order (one writer on SQLite; the
+    same order as PostgreSQL's). The common case, not the last parent, is one
+    statement; the last one takes two more (the count, the release)."""
+    changes = cur.connection.changes
+    for child in sorted(children):
+        n = children[child]
+        cur.execute(SQL_WF_COUNT_SOME, (n, child))
+        if not changes():
+            cur.execute(SQL_WF_COUNT, (n, child))
+            cur.execute(SQL_WF_RELEASE, {"id": child})
+
+
+def _among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for i in range(0, len(ids), IDS_PER_STATEMENT):
+        part = ids[i:i + IDS_PER_STATEMENT]
+        for parent, child in cur.execute(SQL_WF_AMONG.format(",".join("?" * len(part))), part):
+            found.setdefault(parent, []).append(child)
+    return found
+
+
+def _settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
+                 children: Mapping[int, Sequence[int]]) -> None:
+    changes = cur.connection.changes
+    settle = [(mid, value) for mid, value in items if children.get(mid)]
+    edges = [(mid, child) for mid, _v in settle for child in children[mid]]
+    settled = 0
+    for i in range(0, len(settle), IDS_PER_STATEMENT):
+        part = settle[i:i + IDS_PER_STATEMENT]
+        cur.execute(sql_wf_done(len(part)), [*(x for pair in part for x in pair),
+                                             *(mid for mid, _v in part)])
+        settled += changes()
+    if settled < len(edges):
+        # Retained acks among them (their rows stay, done): wf_end_done settled all
+        # their edges already, in this transaction; a parent acked by a DELETE has all
+        # its edges still to settle. Rare: the worker acks by deleting unless the
+        # queue keeps finished jobs.
+        retained: set[int] = set()
+        for i in range(0, len(settle), IDS_PER_STATEMENT):
+            ids = [mid for mid, _v in settle[i:i + IDS_PER_STATEMENT]]
+            retained.update(r[0] for r in cur.execute(
+                SQL_WF_RETAINED.format(",".join("?" * len(ids))), ids))
+        cur.executemany(SQL_WF_DONE_VALUE, [(v, mid) for mid, v in settle if mid in retained])
+        edges = [(mid, child) for mid, child in edges if mid not in retained]
+    counts: dict[int, int] = {}
+    for _mid, child in edges:
+        counts[child] = counts.get(child, 0) + 1
+    _count_done(cur, counts)
 
 
 class WorkflowVerbs(StoreBase):
@@ -81,27 +142,35 @@ class WorkflowVerbs(StoreBase):
             cur.executemany(SQL_WF_EDGE, edges)
             cur.executemany(SQL_WF_FLAG, [(p,) for p in dict.fromkeys(e[0] for e in edges)])
             cur.executemany(SQL_WF_HOLD, [(n.id,) for n in nodes if n.parents])
+            succeeded: dict[int, int] = {}
             for parent, child, _pos, _allow in edges:
                 if parent in ended:
                     outcome, value, error = ended[parent]
                     cur.execute(SQL_WF_SETTLE, (value if outcome == "done" else None, error,
                                                 outcome, parent, child))
+                    if outcome == "done":
+                        succeeded[child] = succeeded.get(child, 0) + 1
+            _count_done(cur, succeeded)
         return []
 
-    def wf_parents_among(self, ids: Sequence[int]) -> set[int]:
-        found: set[int] = set()
+    def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
         with self.read() as cur:
-            for i in range(0, len(ids), IDS_PER_STATEMENT):
-                part = ids[i:i + IDS_PER_STATEMENT]
-                marks = ",".join("?" * len(part))
-                found.update(r[0] for r in cur.execute(
-                    f"SELECT DISTINCT parent FROM wf_edges WHERE parent IN ({marks})",
-                    part).fetchall())
-        return found
+            return _among(cur, ids)
 
-    def wf_done(self, items: Sequence[tuple[int, bytes | None]]) -> None:
-        with self.write() as cur:
-            cur.executemany(SQL_WF_DONE, [(value, mid) for mid, value in items])
+    def wf_done(self, items: Sequence[tuple[int, bytes | None]],
+                children: Mapping[int, Sequence[int]]) -> None:
+        # Set-wise (no trigger per edge, see WFACK_SCHEMA): one statement settles the
+        # edges, then one counter update per child (and a release when it reaches 0).
+        conn, cur = self._handles()
+        if conn.in_transaction and self._local.broken is None:
+            # In the ack's transaction (the worker's case), where *children* was read: no
+            # other writer since, and no savepoint of its own (a SAVEPOINT and a RELEASE
+            # less per ack). A statement that fails raises through that transaction,
+            # which rolls back with the ack.
+            _settle_done(cur, items, children)
+            return
+        with self.write() as cur:  # alone: read them again under the write lock
+            _settle_done(cur, items, _among(cur, [mid for mid, _v in items]))
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         with self.read() as cur:

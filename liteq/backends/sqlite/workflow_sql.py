@@ -19,7 +19,10 @@ the row settle the edges explicitly in the same transaction, because a DELETE tr
 would cost every plain ack: the worker's ack of a job that has dependents
 (``wf_done``, after the ack) and a purge (:data:`SQL_WF_PURGING`, before it). A settled edge decrements its child's
 ``unmet``; the last one releases the child (ready, or delayed by its own ``delay``), an
-edge whose parent did not succeed cancels it unless the edge allows failure. A cancelled
+edge whose parent did not succeed cancels it unless the edge allows failure. A success
+is counted by the statements that write it (the worker's ack, a retained ack,
+``wf_link``), set-wise; the triggers on ``wf_edges`` handle the other endings
+(:data:`WFACK_SCHEMA` says why: a trigger costs every UPDATE that could fire it). A cancelled
 child is itself a parent whose ending settles its own edges: this needs
 ``PRAGMA recursive_triggers`` (set on every connection, ``opening.py``), and bounds a
 cascade by SQLite's trigger depth (1000 frames, two per level: the workflow layer
@@ -34,7 +37,8 @@ from __future__ import annotations
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "SQL_WF_PURGING"]
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "sql_wf_done",
+           "SQL_WF_COUNT_SOME", "SQL_WF_COUNT", "SQL_WF_RELEASE"]
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _WAITING = f"state = 1 AND run_at >= {WAITING_AT!r}"
@@ -132,12 +136,138 @@ BEGIN
 END;
 """
 
+# The member's ack (issue 20's 1.3x). A trigger on wf_edges, even one whose WHEN is
+# false, made every UPDATE of wf_edges that names its column cost ~55k instructions more
+# (callgrind: one edge settled per transaction, 80k with the UPDATE OF outcome triggers
+# present, 25k without; an empty transaction is 12k): SQLite codes the trigger programs
+# into the statement and pays for them on every row. So the triggers now fire on
+# ``UPDATE OF error``, which every ending that is not a success writes (wf_end, a purge,
+# a redrive, wf_link for a parent that had failed), and the success of a parent, which
+# writes only ``value`` and ``outcome``, is counted by its writer, set-wise: the worker's
+# ack (``WorkflowVerbs.wf_done``: one counter update and one release check per child),
+# a retained ack (``wf_end_done``) and ``wf_link`` for a parent that had already
+# succeeded. ``wf_settle`` is left with the edges of a parent that did not succeed on a
+# step that allows failure. The counters mean what they meant: a file migrated with
+# workflows half done goes on.
+WFACK_SCHEMA = f"""
+DROP TRIGGER wf_settle;
+DROP TRIGGER wf_block;
+DROP TRIGGER wf_unsettle;
+DROP TRIGGER wf_end;
+
+-- A parent ends without succeeding: dead, cancelled, or moved to a dead-letter queue.
+CREATE TRIGGER wf_end AFTER UPDATE OF finished_at ON messages
+WHEN old.wf IS NOT NULL AND old.state < 3 AND new.state <> 3
+    AND (new.state > 3 OR new.qid <> old.qid)
+BEGIN
+    UPDATE wf_edges SET error = new.error,
+        outcome = CASE WHEN new.state = 5 THEN 'cancelled' ELSE 'failed' END
+    WHERE parent = new.id AND outcome IS NULL;
+END;
+
+-- A parent succeeds in place (a retained ack): one parent fewer for each child, counted
+-- here (its edges' UPDATE names no error: no trigger); the last one releases the child.
+CREATE TRIGGER wf_end_done AFTER UPDATE OF finished_at ON messages
+WHEN old.wf IS NOT NULL AND old.state < 3 AND new.state = 3
+BEGIN
+    UPDATE wf_jobs SET unmet = unmet - 1
+    WHERE id IN (SELECT child FROM wf_edges WHERE parent = new.id AND outcome IS NULL);
+    UPDATE wf_edges SET outcome = 'done' WHERE parent = new.id AND outcome IS NULL;
+    UPDATE messages SET
+        state = CASE WHEN (SELECT delay FROM wf_jobs WHERE id = messages.id) > 0 THEN 1 ELSE 0 END,
+        run_at = {_NOW} + (SELECT delay FROM wf_jobs WHERE id = messages.id)
+    WHERE id IN (SELECT child FROM wf_edges WHERE parent = new.id) AND {_WAITING}
+      AND (SELECT unmet FROM wf_jobs WHERE id = messages.id) <= 0;
+END;
+
+-- A parent that did not succeed, on a step that allows it: one parent fewer to wait
+-- for; the last one releases the child.
+CREATE TRIGGER wf_settle AFTER UPDATE OF error ON wf_edges
+WHEN old.outcome IS NULL AND new.outcome IS NOT NULL AND new.outcome <> 'done'
+    AND new.allow_failure
+BEGIN
+    UPDATE wf_jobs SET unmet = unmet - 1 WHERE id = new.child;
+    UPDATE messages SET
+        state = CASE WHEN (SELECT delay FROM wf_jobs WHERE id = new.child) > 0 THEN 1 ELSE 0 END,
+        run_at = {_NOW} + (SELECT delay FROM wf_jobs WHERE id = new.child)
+    WHERE id = new.child AND {_WAITING}
+      AND (SELECT unmet FROM wf_jobs WHERE id = new.child) <= 0;
+END;
+
+-- A parent that did not succeed, on a step that does not allow it: the child is cancelled
+-- (and its own dependents with it, through wf_end).
+CREATE TRIGGER wf_block AFTER UPDATE OF error ON wf_edges
+WHEN old.outcome IS NULL AND new.outcome IS NOT NULL AND {_BLOCKS}
+BEGIN
+    UPDATE wf_jobs SET unmet = unmet - 1, cancelled_by = coalesce(cancelled_by, new.parent)
+    WHERE id = new.child;
+    UPDATE queues SET depth = depth - 1
+    WHERE (max_depth IS NOT NULL OR count_depth)
+      AND id = (SELECT qid FROM messages WHERE id = new.child AND {_WAITING});
+    UPDATE messages SET state = 5, finished_at = {_NOW},
+        error = 'parent job ' || new.parent || CASE new.outcome
+            WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
+            ELSE ' was purged' END
+    WHERE id = new.child AND {_WAITING};
+END;
+
+-- A parent redriven (wf_rearm): its failed edges unsettle, the child waits for it again.
+CREATE TRIGGER wf_unsettle AFTER UPDATE OF error ON wf_edges
+WHEN old.outcome IS NOT NULL AND new.outcome IS NULL
+BEGIN
+    UPDATE wf_jobs SET unmet = unmet + 1 WHERE id = new.child;
+    UPDATE wf_jobs SET cancelled_by = NULL
+    WHERE id = new.child AND cancelled_by IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM wf_edges WHERE child = new.child AND outcome IS NOT NULL
+        AND outcome <> 'done' AND NOT allow_failure);
+    UPDATE queues SET depth = depth + 1
+    WHERE (max_depth IS NOT NULL OR count_depth) AND id = (
+        SELECT m.qid FROM messages m JOIN wf_jobs j ON j.id = m.id
+        WHERE m.id = new.child AND m.state = 5 AND j.cancelled_by IS NULL
+          AND m.error LIKE 'parent job %');
+    UPDATE messages SET state = 1, run_at = {WAITING_AT!r}, finished_at = NULL, error = NULL
+    WHERE id = new.child AND state = 5 AND error LIKE 'parent job %'
+      AND (SELECT cancelled_by FROM wf_jobs WHERE id = new.child) IS NULL;
+END;
+"""
+
+
+
+def sql_wf_done(n: int) -> str:
+    """The success of *n* parents, written by the worker's ack (no trigger: see
+    WFACK_SCHEMA): every edge of theirs still unsettled gets its parent's result, in one
+    statement (parameters: parent, value, ... then the n parents). Not an executemany:
+    apsw's statement cache is emptied by an executemany of ~100 rows (measured with
+    ``Connection.cache_stats``), and every statement of the next ack was prepared again
+    (~60k instructions each)."""
+    if n == 1:  # one by one: no IN list, no CASE
+        return ("UPDATE wf_edges SET value = ?2, outcome = 'done' "
+                "WHERE parent = ?1 AND outcome IS NULL AND ?3 = ?1")
+    cases = " ".join(["WHEN ? THEN ?"] * n)
+    return (f"UPDATE wf_edges SET value = CASE parent {cases} END, outcome = 'done' "
+            f"WHERE parent IN ({','.join('?' * n)}) AND outcome IS NULL")
+
+# Parents fewer for a child once their edges settled as succeeded, when they were not
+# its last ones (no change: they were, see SQL_WF_COUNT) ...
+SQL_WF_COUNT_SOME = "UPDATE wf_jobs SET unmet = unmet - ?1 WHERE id = ?2 AND unmet > ?1"
+# ... else the count, and the child released if none is left
+SQL_WF_COUNT = "UPDATE wf_jobs SET unmet = unmet - ? WHERE id = ?"
+# (if it still waits: a child cancelled by another parent stays cancelled). Names no
+# finished_at: no trigger on messages runs.
+SQL_WF_RELEASE = f"""
+UPDATE messages SET
+    state = CASE WHEN (SELECT delay FROM wf_jobs WHERE id = :id) > 0 THEN 1 ELSE 0 END,
+    run_at = {_NOW} + (SELECT delay FROM wf_jobs WHERE id = :id)
+WHERE id = :id AND {_WAITING} AND (SELECT unmet FROM wf_jobs WHERE id = :id) <= 0
+"""
+
 # Before a purge deletes unfinished messages of a queue (all, or those in :state): their
-# edges settle as "purged" (which cancels the dependents). A row's deletion has no
+# edges settle as "purged" (which cancels the dependents; ``error`` is named so that the
+# triggers of WFACK_SCHEMA run). A row's deletion has no
 # trigger: a DELETE trigger costs every plain ack ~4% more instructions (measured with
 # bench/instructions.py), even when its WHEN clause is false.
 SQL_WF_PURGING = """
-UPDATE wf_edges SET outcome = 'purged' WHERE outcome IS NULL AND parent IN (
+UPDATE wf_edges SET outcome = 'purged', error = NULL WHERE outcome IS NULL AND parent IN (
     SELECT id FROM messages WHERE qid = :qid AND state < 3 AND wf IS NOT NULL
     AND (:state IS NULL OR state = :state))
 """

@@ -1,0 +1,185 @@
+"""The member's ack (issue 20): a parent's success is counted by the ack that writes it,
+set-wise, not by a trigger per edge (migration ``_V_WFACK`` on both engines). What must
+hold: a database migrated with workflows half done finishes them (the counters mean what
+they meant), and every path that writes a success still counts it exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dbsql
+import pytest
+from workerapp_tools import drain
+
+import liteq
+from liteq import codec, workflow
+from liteq.backends.postgres import workflow_sql as pg_sql
+from liteq.backends.sqlite import workflow_sql as sqlite_sql
+from liteq.workflow import chord, group
+
+pytestmark = pytest.mark.every_engine
+
+
+def _tasks(db: liteq.Database, calls: list[Any]) -> tuple[Any, Any]:
+    @db.task(name="member")
+    def member(i: int) -> int:
+        return i * 10
+
+    @db.task(name="callback", store_result=True)
+    def callback(results: list[int]) -> int:
+        calls.append(results)
+        return len(results)
+
+    return member, callback
+
+
+def _wf(db: liteq.Database, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """*sql* (``?`` placeholders) on the workflow tables, which dbsql does not qualify."""
+    if dbsql.is_postgres(db):
+        schema = db.backend.schema  # type: ignore[attr-defined]
+        for table in ("wf_edges", "wf_jobs"):
+            sql = sql.replace(f" {table} ", f' "{schema}".{table} ')
+    return dbsql.sql(db, sql, params)
+
+
+def _downgrade(db: liteq.Database) -> None:
+    """Put back the workflow triggers of the migration before ``_V_WFACK`` and mark the
+    database one version older, as a file or schema of the previous release is."""
+    if dbsql.is_postgres(db):
+        from liteq.backends.postgres.schema import SCHEMA_VERSION, qualify
+
+        old = pg_sql.WORKFLOW_SCHEMA
+        start = old.index("CREATE FUNCTION {s}.wf_end()")
+        end = old.index("CREATE TRIGGER wf_end ")
+        settle = old.index("CREATE FUNCTION {s}.wf_settle()")
+        settle_end = old.index("CREATE TRIGGER wf_settle ")
+        schema = db.backend.schema  # type: ignore[attr-defined]
+        for text in (old[start:end], old[settle:settle_end]):
+            db.execute(qualify(text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
+                               schema))
+        db.execute(qualify("DROP FUNCTION {s}.wf_done(bigint[], bytea[], text)", schema))
+        db.execute(qualify("DROP FUNCTION {s}.wf_among(bigint[])", schema))
+        db.execute(qualify("DELETE FROM {s}.migrations WHERE version = %s", schema),
+                   (SCHEMA_VERSION,))
+    else:
+        from liteq.backends.sqlite.schema import SCHEMA_VERSION
+
+        old = sqlite_sql.WORKFLOW_SCHEMA
+        conn = db.connection
+        for name in ("wf_end", "wf_end_done", "wf_rearm", "wf_settle", "wf_block", "wf_unsettle"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute(old[old.index("-- A parent ends:"):])
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+
+
+def _old_ack(db: liteq.Database, msgs: list[Any]) -> None:
+    """The worker's ack as the previous release made it: the DELETE, then one UPDATE of
+    the parent's edges (whose triggers counted the success)."""
+    q = msgs[0].owner
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
+        for m in msgs:
+            _wf(db, "UPDATE wf_edges SET value = ?, outcome = 'done' WHERE parent = ?",
+                      (codec.encode(m.payload["args"][0] * 10, 2**20), m.id))
+
+
+def test_a_chord_half_acked_before_the_migration_calls_back_once_after_it(db_target) -> None:
+    calls: list[Any] = []
+    db = liteq.connect(db_target)
+    try:
+        member, callback = _tasks(db, calls)
+        cb = chord(group(member.s(i) for i in range(10)), callback.s()).delay()
+        _downgrade(db)
+        q = db.queue("default")
+        first = q.get_many(4)
+        assert [m.payload["task"] for m in first] == ["member"] * 4
+        _old_ack(db, first)  # counted by the previous release's triggers
+        assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id = ?", (cb.id,)) == [(6,)]
+    finally:
+        db.close()
+
+    db = liteq.connect(db_target)  # migrated now
+    try:
+        member, callback = _tasks(db, calls)
+        drain(db)
+        assert calls == [[i * 10 for i in range(10)]]
+        assert cb.result() == 10
+        assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id = ?", (cb.id,)) == [(0,)]
+    finally:
+        db.close()
+
+
+def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(db) -> None:
+    """One ack transaction of parents with one, two and no dependents among them, and
+    two parents of the same child: every counter goes down by its own parents only."""
+    calls: list[Any] = []
+    member, _callback = _tasks(db, calls)
+
+    @db.task(name="note", store_result=True)
+    def note(name: str) -> str:
+        calls.append(name)
+        return name
+
+    a, b, c, plain = (member.enqueue([i]) for i in (1, 2, 3, 4))
+    both = note.enqueue(["both"], depends_on=[a, b])  # two parents in the same batch
+    one = note.enqueue(["one"], depends_on=[c])
+    other = note.enqueue(["other"], depends_on=[c, plain])  # plain: acked later
+    q = db.queue("default")
+    msgs = q.get_many(10)
+    assert sorted(m.id for m in msgs) == sorted(j.id for j in (a, b, c, plain))
+    batch = [m for m in msgs if m.id != plain.id]
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(m.id, m.token) for m in batch], 0)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in batch])
+    unmet = dict(_wf(db, "SELECT id, unmet FROM wf_jobs WHERE id IN (?, ?, ?)",
+                           (both.id, one.id, other.id)))
+    assert unmet == {both.id: 0, one.id: 0, other.id: 1}
+    assert (both.state, one.state, other.state) == ("queued", "queued", "waiting")
+    assert [e.value for e in both.edges()[0]] == [codec.encode(1, 99),
+                                                 codec.encode(2, 99)]
+    (rest,) = [m for m in msgs if m.id == plain.id]
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(rest.id, rest.token)], 0)
+        workflow.record(db, [(rest.id, 4)])
+    assert other.state == "queued"
+    drain(db)
+    assert sorted(calls) == ["both", "one", "other"]
+
+
+def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_once(db) -> None:
+    """A worker's flush acks the jobs of every queue it serves in one transaction: here a
+    queue that keeps finished jobs (its acks settle the edges by trigger) and one that
+    deletes them (settled by the ack's own statements). Each child counts each parent
+    once and gets every result."""
+    calls: list[Any] = []
+
+    @db.task(name="value", queue="kept")
+    def value(i: int) -> int:
+        return i
+
+    @db.task(name="collect", store_result=True)
+    def collect(results: list[int]) -> list[int]:
+        calls.append(results)
+        return results
+
+    db.queue("kept", retention=3600)
+    kept = [value.s(i) for i in (1, 2)]
+    gone = [value.s(i).set(queue="default") for i in (3, 4)]
+    first = chord(group([kept[0], gone[0]]), collect.s()).delay()
+    second = chord(group([kept[1], gone[1]]), collect.s()).delay()
+    claimed = db.queue("kept").get_many(10) + db.queue("default").get_many(10)
+    assert sorted(m.payload["args"][0] for m in claimed) == [1, 2, 3, 4]
+    with db.transaction():
+        for name in ("kept", "default"):
+            q = db.queue(name)
+            mine = [m for m in claimed if m.owner.name == name]
+            assert not db.backend.ack(q.id, [(m.id, m.token) for m in mine],
+                                      q.config.retention)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in claimed])
+    assert first.state == "queued" and second.state == "queued"
+    assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id IN (?, ?)",
+               (first.id, second.id)) == [(0,), (0,)]  # counted once, not twice
+    drain(db)
+    assert sorted(calls) == [[1, 3], [2, 4]]
+    assert (first.result(), second.result()) == ([1, 3], [2, 4])
