@@ -717,6 +717,25 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
         conn.execute("RESET plan_cache_mode")
 
 
+@pytest.mark.postgres
+def test_pg_batch_sizes_past_the_prepared_texts_are_sent_with_their_size_as_a_parameter(
+    pg: Callable[..., Any],
+) -> None:
+    """queues.SizedTexts keeps one text per batch size up to its limit; a size past it
+    goes with ``n`` as a parameter, unprepared, and puts and claims exactly as many."""
+    b = pg()
+    q = make_queue(b, "sizes")
+    most = b.sized.most
+    for n in range(2, most + 12):  # both statements: more sizes than texts
+        ids = b.put(q.id, [row(f"{n}:{i}".encode(), run_at=0.0) for i in range(n)])
+        assert len(set(ids)) == n
+        rows, _ = b.claim(q.id, n, 30.0)
+        assert sorted(r[0] for r in rows) == sorted(ids)
+        assert b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0) == []
+    assert len(b.sized._texts) == most
+    assert b.stats(q.id).depth == 0
+
+
 def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:
     """Run fn(0..n-1) in n threads released at once by a barrier; their results."""
     barrier = threading.Barrier(n)

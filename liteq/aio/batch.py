@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import LeaseLost
 from ..queue import Message as SyncMessage
 from ..queue import Queue as SyncQueue
-from .runner import Runner
+from .runner import Runner, held
 
 __all__ = ["Batcher", "MAX_BATCH", "put_writer", "ack_writer", "claim_writer", "simple_put"]
 
@@ -98,9 +98,9 @@ class Batcher:
             if call.trip is None or self.cleanup is None:
                 raise
             if call.fut.cancelled():
-                await _held(call.trip)  # the trip cleans up after it
+                await held(call.trip)  # the trip cleans up after it
             elif call.fut.exception() is None:  # answered, then cancelled: ours to undo
-                await _held(asyncio.wrap_future(
+                await held(asyncio.wrap_future(
                     self.runner.submit(self.cleanup, call.fut.result())))
             raise
 
@@ -167,19 +167,6 @@ class Batcher:
 def _each(fn: Callable[[Any], Any], values: list[Any]) -> None:
     for value in values:
         fn(value)
-
-
-async def _held(fut: asyncio.Future[Any]) -> None:
-    """Wait until *fut* is done, further cancellations of the caller held back (the
-    caller re-raises the one it is handling)."""
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            if fut.cancelled():
-                return
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def put_writer(q: SyncQueue) -> Callable[[list[tuple[Any, int]]], list[tuple[bool, Any]]]:

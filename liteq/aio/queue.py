@@ -99,10 +99,6 @@ class Message:
         return repr(self.sync).replace("<Message", "<liteq.aio.Message", 1)
 
 
-def _count(n: int) -> int:
-    return n
-
-
 def _nack_unless_settled(q: sync.Queue, msg: sync.Message) -> None:
     """Give back a message whose handler was cancelled (ready at once, the attempt
     counted), unless the handler had finished it already (its token is then stale)."""
@@ -128,7 +124,8 @@ class Queue:
         #: many calls each trip carries.
         self.put_batches = Batcher(db.runner, put_writer(q))
         self.ack_batches = Batcher(db.runner, ack_writer(q))
-        self.claim_batches = Batcher(db.runner, claim_writer(q), size=_count,
+        # A claim's item is its count: size=int weighs it as such.
+        self.claim_batches = Batcher(db.runner, claim_writer(q), size=int,
                                      cleanup=self._release)
 
     # -- put ------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from ..errors import InvalidArgument, LiteqError
 
-__all__ = ["Runner", "Lane", "DEFAULT_THREADS"]
+__all__ = ["Runner", "Lane", "DEFAULT_THREADS", "hold", "held"]
 
 T = TypeVar("T")
 
@@ -275,7 +275,11 @@ def _copy(fut: asyncio.Future[T], cf: Future[T]) -> None:
 async def hold(cf: Future[Any]) -> None:
     """Wait until *cf* is done, cancellations of the caller held back meanwhile (they
     are not lost: the caller re-raises the one it is handling)."""
-    fut = asyncio.wrap_future(cf)
+    await held(asyncio.wrap_future(cf))
+
+
+async def held(fut: asyncio.Future[Any]) -> None:
+    """:func:`hold` for an asyncio future."""
     while not fut.done():
         try:
             await asyncio.shield(fut)

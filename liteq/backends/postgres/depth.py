@@ -74,7 +74,7 @@ from typing import Any
 from ...errors import LiteqError, QueueFull
 from ..records import State
 
-__all__ = ["STRIPES", "Depth", "spread"]
+__all__ = ["STRIPES", "Depth", "release_ctes", "spread"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
@@ -91,20 +91,33 @@ WHERE d.qid = %(qid)s AND d.stripe = (
   ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING d.used
 """
+
+
 # Release n on any stripe nobody holds, else wait for the last stripe (the second form
 # runs only when the first found none: both are in one statement, so release is one
 # round trip; why the last, not the first: the lock order in the module docstring).
-SQL_RELEASE = """
-WITH r1 AS (
-  UPDATE {s}.depth_stripes d SET used = d.used - %(n)s
-  WHERE d.qid = %(qid)s AND d.stripe = (
-    SELECT stripe FROM {s}.depth_stripes WHERE qid = %(qid)s
-    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+def release_ctes(amount: str, when: str | None = None) -> str:
+    """The CTEs ``r1, r2`` of a release of *amount* (an SQL expression) from queue
+    ``%(qid)s``'s stripes, when *when* (an SQL condition) holds: ``r1`` on any unlocked
+    stripe, else ``r2`` on the last one (why the last: the lock order above). Written
+    once for every statement that finishes messages (this module's release, the single
+    and the batch ack in messages.py), which put it after the writes it counts."""
+    guard = f" AND {when}" if when else ""
+    return f"""r1 AS (
+  UPDATE {{s}}.depth_stripes ds SET used = ds.used - {amount}
+  WHERE ds.qid = %(qid)s{guard} AND ds.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
+    ORDER BY (stripe + pg_backend_pid()) %% {STRIPES} LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
-)
-UPDATE {s}.depth_stripes SET used = used - %(n)s
-WHERE qid = %(qid)s AND stripe = 15 AND NOT EXISTS (SELECT 1 FROM r1)
-"""
+), r2 AS (
+  UPDATE {{s}}.depth_stripes SET used = used - {amount}
+  WHERE qid = %(qid)s AND stripe = {STRIPES - 1}{guard}
+    AND NOT EXISTS (SELECT 1 FROM r1)
+  RETURNING 1
+)"""
+
+
+SQL_RELEASE = f"WITH {release_ctes('%(n)s')}\nSELECT 1\n"
 SQL_LOCK_ALL = """
 SELECT stripe, used FROM {s}.depth_stripes WHERE qid = %s ORDER BY stripe FOR UPDATE
 """

@@ -27,6 +27,7 @@ from typing import Any
 from ...errors import LeaseLost
 from ..limits import held_due, held_probe, stats_with_limits
 from ..records import QueueStats
+from .depth import release_ctes
 from .flow import FlowVerbs
 from .queues import (
     CANCELLED,
@@ -149,18 +150,7 @@ SQL_ACK_ONE = f"""
 WITH d AS (
   DELETE FROM {{s}}.messages WHERE id = %(id)s AND token = %(token)s AND state = {LEASED}
   RETURNING qid
-), r1 AS (
-  UPDATE {{s}}.depth_stripes s SET used = s.used - 1
-  WHERE s.qid = %(qid)s AND EXISTS (SELECT 1 FROM d) AND s.stripe = (
-    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
-    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
-  RETURNING 1
-), r2 AS (
-  UPDATE {{s}}.depth_stripes SET used = used - 1
-  WHERE qid = %(qid)s AND stripe = 15 AND EXISTS (SELECT 1 FROM d)
-    AND NOT EXISTS (SELECT 1 FROM r1)
-  RETURNING 1
-)
+), {release_ctes("1", "EXISTS (SELECT 1 FROM d)")}
 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r1) + (SELECT count(*) FROM r2)
 """
 # A batch ack with no retention in one statement, as SQL_ACK_ONE: the rows deleted, then
@@ -171,18 +161,8 @@ WITH d AS (
   DELETE FROM {{s}}.messages m USING unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
   WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
   RETURNING m.id
-), n AS MATERIALIZED (SELECT count(*) AS n FROM d), r1 AS (
-  UPDATE {{s}}.depth_stripes s SET used = s.used - (SELECT n FROM n)
-  WHERE s.qid = %(qid)s AND (SELECT n FROM n) > 0 AND s.stripe = (
-    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
-    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
-  RETURNING 1
-), r2 AS (
-  UPDATE {{s}}.depth_stripes SET used = used - (SELECT n FROM n)
-  WHERE qid = %(qid)s AND stripe = 15 AND (SELECT n FROM n) > 0
-    AND NOT EXISTS (SELECT 1 FROM r1)
-  RETURNING 1
-)
+), n AS MATERIALIZED (SELECT count(*) AS n FROM d),
+{release_ctes("(SELECT n FROM n)", "(SELECT n FROM n) > 0")}
 SELECT id FROM d
 """
 SQL_ACK_RETAIN = f"""

@@ -30,6 +30,16 @@ __all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "SQL_WF_DONE", "
 
 _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
 
+# Children whose counter a statement's CTE ``counted`` (id, unmet, delay) brought to 0,
+# released if they still wait (a child cancelled meanwhile stays cancelled): the CTE
+# ``released``, with each one's queue, to notify (the ack's wf_done, wf_link's count).
+_RELEASED = f"""released AS (
+    UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
+        run_at = extract(epoch FROM clock_timestamp()) + c.delay
+    FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
+    RETURNING m.qid
+)"""
+
 WORKFLOW_SCHEMA = f"""
 ALTER TABLE {{s}}.messages ADD COLUMN wf boolean;    -- true: the job has dependents
 
@@ -265,12 +275,7 @@ BEGIN
               GROUP BY s.child) AS c
         WHERE w.id = c.child
         RETURNING w.id, w.unmet, w.delay
-    ), released AS (
-        UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
-            run_at = extract(epoch FROM clock_timestamp()) + c.delay
-        FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
-        RETURNING m.qid
-    )
+    ), {_RELEASED}
     SELECT count(pg_notify(channel, r.qid::text)) INTO announced
     FROM (SELECT DISTINCT qid FROM released) AS r WHERE channel IS NOT NULL;
 END
@@ -310,12 +315,7 @@ WITH counted AS (
     FROM unnest(%(children)s::bigint[], %(counts)s::bigint[]) AS c(child, n)
     WHERE w.id = c.child
     RETURNING w.id, w.unmet, w.delay
-), released AS (
-    UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
-        run_at = extract(epoch FROM clock_timestamp()) + c.delay
-    FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
-    RETURNING m.qid
-)
+), {_RELEASED}
 SELECT count(pg_notify(%(channel)s, r.qid::text))
 FROM (SELECT DISTINCT qid FROM released) AS r WHERE %(channel)s::text IS NOT NULL
 """

@@ -106,11 +106,8 @@ class GroupCommit:
             if nxt is not None:
                 nxt.lead = True
                 nxt.done.set()
-            for put in batch:
-                if not put.lead:
-                    put.done.set()
-        for put in batch:
-            put.lead = False
+            for put in batch:  # this thread's own event too: nobody waits on it
+                put.done.set()
 
     def _commit(self, batch: list[_Put]) -> None:
         outcomes = self.write([(put.qid, put.priority, put.payload) for put in batch])
