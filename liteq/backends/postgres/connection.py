@@ -79,7 +79,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import tuple_row
 
 from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError, StorageError
@@ -92,6 +92,15 @@ __all__ = ["DURABILITY", "Connections", "Tx", "ended", "redact", "translate"]
 DURABILITY = {"normal": "off", "full": "on"}
 
 _IDLE = TransactionStatus.IDLE
+_TUPLES_OK = ExecStatus.TUPLES_OK
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> list[Any]:
+    """Every row of *cur*'s last statement; ``[]`` for one that returns none. Asks the
+    result's status: ``cur.description`` says the same but builds a Column object per
+    column (10 us for the 14 columns of a claim, measured, on every statement)."""
+    res = cur.pgresult
+    return cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
 _OK = psycopg.pq.ConnStatus.OK
 
 # This process's id, kept by a fork hook: a child must open its own connections.
@@ -381,7 +390,7 @@ class Connections:
                     side.execute("SAVEPOINT liteq_op", prepare=False)
                     cur.execute(sql, params, prepare=prepare)
                     side.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
-                return cur.fetchall() if cur.description is not None else []
+                return _rows(cur)
             except psycopg.Error as exc:
                 if not (conn.closed or conn.broken or isinstance(exc, pgerrors.InFailedSqlTransaction)):
                     # The statement failed after our savepoint: back to it, so the
@@ -395,7 +404,7 @@ class Connections:
                 raise self.failure(conn, exc) from exc
         try:
             cur.execute(sql, params, prepare=prepare)
-            return cur.fetchall() if cur.description is not None else []
+            return _rows(cur)
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
 
