@@ -4,6 +4,8 @@ process, a trailing notification only after the puts it stands for are done."""
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["LATE", "WINDOW", "Throttle"]
 
 #: The throttle's window per queue and process (seconds): at most one notification each.
@@ -32,8 +34,17 @@ class Throttle:
     def ask(self, qid: int, now: float) -> bool:
         """True: notify in this transaction. False: a trailing notification is (now)
         scheduled; see :meth:`next_due` (and :meth:`hold` for the put it stands for)."""
-        if qid in self._trailing:
-            return False
+        due = self._trailing.get(qid)
+        if due is not None:
+            if now < due or self._inflight.get(qid):
+                return False
+            # Due, and every put it stands for is done: this put's own notification,
+            # delivered at its commit (after theirs), stands for them as well, and a
+            # steady stream of puts notifies from the producer once per window without
+            # the listener thread.
+            del self._trailing[qid]
+            self._last[qid] = now
+            return True
         last = self._last.get(qid)
         if last is None or now - last >= self.window:
             self._last[qid] = now
@@ -62,6 +73,11 @@ class Throttle:
             self._owed.discard(qid)
             self._trailing.setdefault(qid, now)
         return qid in self._trailing
+
+    def sendable_at(self, qid: int) -> float:
+        """When *qid*'s trailing notification may be sent (monotonic); inf if none."""
+        due = self._trailing.get(qid)
+        return math.inf if due is None else self._sendable(qid, due)
 
     def _sendable(self, qid: int, due: float) -> float:
         return due + self.late if self._inflight.get(qid) else due
