@@ -11,42 +11,22 @@ or the watch could not be set) the waiter falls back to polling with a backoff f
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import select
-import sys
 import time
 
-__all__ = ["Waiter", "can_watch"]
+from ... import inotify
 
-_IN_MODIFY = 0x00000002
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = getattr(os, "O_CLOEXEC", 0o2000000)
+__all__ = ["Waiter", "can_watch"]
 
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        getattr(lib, "inotify_init1")  # noqa: B009 - probe that the symbols exist
-        getattr(lib, "inotify_add_watch")  # noqa: B009
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-_LIBC = _libc()
-
-
 def can_watch() -> bool:
     """True if waiters of this process can be woken by inotify (Linux, and not
     turned off with ``$LITEQ_NO_INOTIFY``); else they poll."""
-    return _LIBC is not None and not os.environ.get("LITEQ_NO_INOTIFY")
+    return inotify.available()
 
 
 class Waiter:
@@ -74,30 +54,18 @@ class Waiter:
         return self.fd >= 0
 
     def _watch(self) -> None:
-        if _LIBC is None:
-            return
-        fd = _LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            return
-        if _LIBC.inotify_add_watch(fd, os.fsencode(self.path), _IN_MODIFY) < 0:
-            os.close(fd)  # the file may not exist yet; poll and try again later
-            return
-        self.fd = fd
+        # -1 when the file does not exist yet: poll, and try again at the next arm()
+        self.fd = inotify.watch(self.path, inotify.IN_MODIFY)
 
     def arm(self) -> bool:
         """Forget hints received so far; True if there were any. A hint is sent when
         a commit writes the WAL, which is before that commit is visible: a caller who
         looked before arming should look again (see ``Queue.get_many``)."""
-        drained = False
         if self.fd >= 0:
-            try:
-                while os.read(self.fd, 4096):
-                    drained = True
-            except BlockingIOError:
-                pass
-        elif _LIBC is not None and not os.environ.get("LITEQ_NO_INOTIFY"):
+            return inotify.drain(self.fd)
+        if inotify.available():
             self._watch()
-        return drained
+        return False
 
     def wait(self, timeout: float) -> bool:
         """Return when the file changed (maybe spuriously) or after *timeout* seconds:
