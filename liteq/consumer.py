@@ -41,6 +41,7 @@ from .wake import Looks
 
 if TYPE_CHECKING:
     from .hooks import HookRunner
+    from .turns import Turn
 
 __all__ = ["Consumer", "ConsumerHost"]
 
@@ -68,6 +69,7 @@ class ConsumerHost(SettleHost, Protocol):
     def existing_queues(self) -> list[Queue]: ...
     def _pause(self, seconds: float) -> None: ...
     def _idle_wait(self, waiter: Any, timeout: float) -> bool: ...
+    def _idle_wait_turn(self, turn: Turn, timeout: float) -> bool: ...
     def _child_spent(self, handled: int) -> int: ...
 
 
@@ -153,26 +155,44 @@ class Consumer:
         waiter = self.db.waiter()
         store = self.store
         looks = Looks(claim=True, hinted=False, early=waiter.early)
-        while not self.w._stopping:
-            waiter.arm()  # before looking: a commit from now on wakes the wait
-            self._find_new_queues()
-            due_at = math.inf
-            for q in self.queues:
-                if not looks.claim:
-                    ready, q_due = store.probe(q.id)
-                    if not ready:
-                        due_at = min(due_at, q_due)
-                        continue
-                msgs = q.get_many(self._batch())
-                if msgs:
-                    waiter.found()
-                    return msgs
-            if self.w.burst:
-                return []
-            if looks.claim:
-                due_at = min((store.next_due(q.id) for q in self.queues), default=math.inf)
-            timeout = max(0.0005, min(due_at - store.clock(), 1.0))
-            looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
+        # Of the idle consumers of these queues on this host, the one holding the
+        # turn waits for commits and the others for the turn (liteq.turns).
+        turn: Turn | None = None
+        turn_key = ""
+        try:
+            while not self.w._stopping:
+                waiter.arm()  # before looking: a commit from now on wakes the wait
+                self._find_new_queues()
+                due_at = math.inf
+                for q in self.queues:
+                    if not looks.claim:
+                        ready, q_due = store.probe(q.id)
+                        if not ready:
+                            due_at = min(due_at, q_due)
+                            continue
+                    msgs = q.get_many(self._batch())
+                    if msgs:
+                        waiter.found()
+                        return msgs
+                if self.w.burst:
+                    return []
+                if looks.claim:
+                    due_at = min((store.next_due(q.id) for q in self.queues), default=math.inf)
+                timeout = max(0.0005, min(due_at - store.clock(), 1.0))
+                key = ",".join(str(q.id) for q in self.queues)
+                if key != turn_key:  # the first wait, or queues found since
+                    if turn is not None:
+                        turn.pass_on()
+                    turn, turn_key = self.db.turn(key), key
+                if turn is None or turn.take():
+                    looks.sleep(lambda t: self.w._idle_wait(waiter, t), timeout)
+                else:
+                    # Another consumer's turn: wait for it (then look at once, as
+                    # after a hint), for a stop, or for the timeout (then claim).
+                    looks.woke(self.w._idle_wait_turn(turn, looks.delay(timeout, relook=False)))
+        finally:
+            if turn is not None:
+                turn.pass_on()
         return []
 
     def _batch(self) -> int:

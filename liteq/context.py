@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from .backends.base import Backend, Waiter
 from .backends.records import QueueRecord
+from .turns import Turn
 
 __all__ = ["Context"]
 
@@ -38,6 +39,10 @@ class Context(Protocol):
 
     def waiter(self) -> Waiter:
         """This thread's waiter, woken when another connection commits."""
+        ...
+
+    def turn(self, key: str) -> Turn | None:
+        """This thread's place in the turns of the consumers waiting on *key*."""
         ...
 
     def transaction(self) -> AbstractContextManager[Any]:

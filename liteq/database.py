@@ -20,6 +20,7 @@ from .options import QUEUE_OPTIONS, default_columns, option_columns
 from .queue import Message, Queue, inspectable
 from .task import Job, register
 from .topic import Topic
+from .turns import Turn, open_turn
 from .validate import INT64_MAX, INT64_MIN, UNSET, check_id, short, validate_name
 
 __all__ = ["Database", "connect", "default_path"]
@@ -460,6 +461,12 @@ class Database:
         if waiter is not None:
             waiter.close()
             self._local.waiter = None
+        turns = getattr(self._local, "turns", None)
+        if turns:
+            for turn in turns.values():
+                if turn is not None:
+                    turn.close()
+        self._local.turns = None
         self.backend.close()
 
     def __enter__(self) -> Database:
@@ -474,6 +481,20 @@ class Database:
         waiter = self.waiter()
         waiter.wait(timeout)
         waiter.arm()
+
+    def turn(self, key: str) -> Turn | None:
+        """This thread's place in the turns of the consumers waiting on *key* (queue
+        ids; ``liteq.turns``), or None where turns cannot be had."""
+        local = self._local
+        turns = getattr(local, "turns", None)
+        if turns is None or getattr(local, "turns_pid", None) != os.getpid():
+            turns = local.turns = {}  # a forked child's own (the parent's stay open)
+            local.turns_pid = os.getpid()
+        try:
+            return turns[key]
+        except KeyError:
+            turn = turns[key] = open_turn(self.backend.identity, key)
+            return turn
 
     def waiter(self) -> Waiter:
         """This thread's :class:`~liteq.backends.Waiter`, woken when another connection

@@ -6,6 +6,8 @@ inotify on the ``-wal`` file, see ``liteq.backends.sqlite.notifier``) delivers h
 that another connection may have committed. Hints can be spurious, and on SQLite early
 (sent before the commit is visible), so the caller always bounds each wait and looks
 again by the rule of :class:`Looks` (no re-looks where ``Waiter.early`` is False).
+Of several idle consumers of one queue on a host, only the one holding the turn waits
+for hints; the others wait for the turn (``liteq.turns``).
 """
 
 from __future__ import annotations

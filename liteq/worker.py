@@ -82,6 +82,7 @@ from .validate import check_positive_int, check_seconds, validate_name
 
 if TYPE_CHECKING:
     from .database import Database
+    from .turns import Turn
 
 __all__ = ["Worker", "release", "DEFAULT_GRACE", "DEFAULT_PREFETCH", "POOLS"]
 
@@ -310,6 +311,15 @@ class Worker(ProcessPool):
             readable, _, _ = select.select([waiter.fd, self._pipes[0]], [], [], timeout)
             return waiter.fd in readable
         return bool(waiter.wait(min(timeout, 0.05)))
+
+    def _idle_wait_turn(self, turn: Turn, timeout: float) -> bool:
+        """A consumer's wait for its turn to wait for commits (``liteq.turns``): True
+        once it holds the turn (look now), False on a stop or after *timeout*."""
+        assert self._pipes is not None
+        if os.getpid() != self._parent and os.getppid() != self._parent:
+            self.stop()
+            return False
+        return turn.wait(timeout, also=(self._pipes[0],))
 
     def _pause(self, seconds: float) -> None:
         pipes = self._pipes

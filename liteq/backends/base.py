@@ -126,6 +126,10 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
     #: Where the database is, as users name it (an absolute path on SQLite); used
     #: in error messages. # later (B6): a redacted URL on PostgreSQL, ``description``.
     path: str
+    #: What tells this database apart from every other one on this host (SQLite: the
+    #: file's real path; PostgreSQL: the server, database and schema): names the turns
+    #: of its waiting consumers (``liteq.turns``).
+    identity: str
     #: ``"normal"`` or ``"full"`` (see ``liteq.connect``).
     durability: str
     #: Opened read-only: every write raises StorageError.

@@ -160,6 +160,7 @@ class PostgresBackend(TopicVerbs, MessageVerbs, JobVerbs, ScheduleVerbs, CopyVer
         )
         #: The connection string without its password (what messages name).
         self.path = self.conns.description
+        self.identity = f"postgresql:{self.path}/{self.schema}"
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.read_only = read_only

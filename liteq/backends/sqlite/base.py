@@ -90,6 +90,7 @@ class StoreBase(Opening):
         #: The real path, resolved once: SQLite, the schema lock and the wake-up watch
         #: all use it, so every name for one file meets the same side files.
         self.file = resolve(self.path, read_only=read_only)
+        self.identity = "sqlite:" + self.file
         self.read_only = read_only
         #: A missing file becomes a new database (never when read_only).
         self.create = create and not read_only
