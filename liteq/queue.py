@@ -19,6 +19,7 @@ from .context import Context
 from .errors import InvalidArgument, LeaseLost, QueueFull, SerializationError
 from .options import Backoff, QueueConfig
 from .outbox import on_connection
+from .queue_stats import stats_dict
 from .validate import (
     MAX_EXTEND,
     PRIORITY_LIMIT,
@@ -82,11 +83,12 @@ class Message:
         self._settled = False
 
     @classmethod
-    def from_claimed(cls, q: Queue, row: Sequence[Any], lease_until: float) -> Message:
+    def from_claimed(cls, q: Queue, row: Sequence[Any], lease_until: float | None = None) -> Message:
         """A message as the claim returned it: a plain tuple in
-        :class:`~liteq.backends.records.ClaimedRow` order, unpacked once (the hot path)."""
+        :class:`~liteq.backends.records.ClaimedRow` order, unpacked once (the hot path);
+        without *lease_until*, the row carries it as a 13th field (``claim_one``)."""
         (mid, token, attempts, blob, headers, priority, run_at, enqueued_at, key, _rank,
-         error, origin) = row
+         error, origin, *until) = row
         self = cls.__new__(cls)
         self.owner = q
         self.id = mid
@@ -97,7 +99,7 @@ class Message:
         self.run_at = run_at
         self.attempts = attempts
         self.enqueued_at = enqueued_at
-        self.lease_until = lease_until
+        self.lease_until = until[0] if lease_until is None else lease_until
         self.token = token
         self.key = key
         self.state = "leased"
@@ -179,7 +181,9 @@ class Queue:
         self._put_ready = backend.put_ready
         self._put_rows = backend.put
         self._claim_rows = backend.claim
+        self._claim_one = backend.claim_one
         self._ack_rows = backend.ack
+        self._ack_one = backend.ack_one
         self.id: int = rec.id
         self.name: str = rec.name
         self._config = QueueConfig.from_record(rec)
@@ -367,7 +371,15 @@ class Queue:
 
     def get(self, wait: float = 0) -> Message | None:
         """Claim the next due message, or None if there is none within *wait* seconds."""
-        msgs = self._claim(1) if wait == 0 and type(wait) is int else self.get_many(1, wait=wait)
+        if wait == 0 and type(wait) is int:
+            row = self._claim_one(self.id, self.config.lease)
+            if row is None:
+                return None
+            try:
+                return Message.from_claimed(self, row)
+            except SerializationError as exc:
+                self._bury(row, exc)  # then claim the next one, as get_many() does
+        msgs = self.get_many(1, wait=wait)
         return msgs[0] if msgs else None
 
     def get_many(self, n: int, wait: float = 0) -> list[Message]:
@@ -431,26 +443,29 @@ class Queue:
                 try:
                     out.append(Message.from_claimed(self, row, until))
                 except SerializationError as exc:
-                    # A stored payload that does not decode can never succeed: bury
-                    # it now with the reason, hand out the others, claim again.
                     buried = True
-                    try:
-                        mid, token, *_ = row  # ClaimedRow order
-                        self._backend.fail(self.id, mid, token, str(exc))
-                    except LeaseLost:
-                        pass
+                    self._bury(row, exc)
             if not buried:
                 break
         return out
+
+    def _bury(self, row: Sequence[Any], exc: SerializationError) -> None:
+        # A stored payload that does not decode can never succeed: bury it now with
+        # the reason; the caller hands out the others and claims again.
+        try:
+            mid, token, *_ = row  # ClaimedRow order
+            self._backend.fail(self.id, mid, token, str(exc))
+        except LeaseLost:
+            pass
 
     # -- finishing ------------------------------------------------------------------
 
     def ack(self, msg: Message) -> None:
         """Finish *msg*; raise :class:`LeaseLost` (changing nothing) if its token is stale."""
-        lost = self._ack_rows(self.id, [(msg.id, msg.token or 0)], self.config.retention)
+        lost = self._ack_one(self.id, msg.id, msg.token or 0, self.config.retention)
         msg._settled = True
         if lost:
-            raise LeaseLost.on(lost)
+            raise LeaseLost.on([msg.id])
 
     def ack_many(self, msgs: Iterable[Message]) -> None:
         """Finish many messages in one transaction. Those with a stale token are left
@@ -518,28 +533,7 @@ class Queue:
         ready messages a limit holds back right now.
         """
         st = self._backend.stats(self.id)
-        now = self._backend.clock()
-        oldest = st.oldest_ready_at
-        config = self.refresh()
-        return {
-            "queue": self.name,
-            "ready": st.ready,
-            "delayed": st.delayed,
-            "leased": st.leased,
-            "expired_leases": st.expired_leases,
-            "done": st.done,
-            "dead": st.dead,
-            "cancelled": st.cancelled,
-            "depth": st.depth,
-            "max_depth": st.max_depth,
-            "oldest_ready_age": max(0.0, now - oldest) if oldest is not None else None,
-            "enqueued_total": st.enqueued,
-            "acked_total": st.finished,
-            "paused": config.paused,
-            "rate_limit": None if config.rate_limit is None else str(config.rate_limit),
-            "limited_running": st.limited_running,
-            "held": st.held,
-        }
+        return stats_dict(self.name, st, self.refresh(), self._backend.clock())
 
     def __len__(self) -> int:
         """Unfinished messages (ready, delayed, leased): the depth counter for a queue

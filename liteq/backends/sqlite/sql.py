@@ -8,6 +8,7 @@ import re
 
 from .schema import CANCELLED, DEAD, DELAYED, DONE, LEASED, READY
 
+
 def compact(sql: str) -> str:
     """*sql* on one line, without the blanks SQLite does not need: apsw looks a statement up
     in its cache by hashing and comparing the whole text on every execute, so a hot
