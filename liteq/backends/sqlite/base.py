@@ -332,8 +332,14 @@ class StoreBase(Opening):
 
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
         # Called after the commit, so a rolled-back operation is not counted (one
-        # inside an application transaction that later rolls back still is).
-        if self.totals.add(qid, enqueued, finished) and not self.conn().in_transaction:
+        # inside an application transaction that later rolls back still is). The hot
+        # verbs call ``if self.totals.add(...): self._totals_due()`` themselves.
+        if self.totals.add(qid, enqueued, finished):
+            self._totals_due()
+
+    def _totals_due(self) -> None:
+        """The totals are due to be written: now, unless inside a transaction."""
+        if not self.conn().in_transaction:
             try:
                 self.flush_totals()
             except LiteqError:

@@ -247,7 +247,8 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
     def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
         """:meth:`ack` of one message; True if its token was stale."""
         if retention <= 0 and self.change(SQL_ACK_UNCOUNTED, (mid, token)):
-            self._tally(qid, 0, 1)
+            if self.totals.add(qid, 0, 1):  # _tally, inlined
+                self._totals_due()
             return False
         return bool(self._ack_locked(qid, [(mid, token)], retention))
 

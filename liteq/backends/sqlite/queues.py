@@ -151,7 +151,8 @@ class QueueVerbs(StoreBase):
         mid = self.insert(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
         if mid is None:
             return self.put(qid, [(priority, None, now, payload, None, None)])[0]
-        self._tally(qid, 1, 0)
+        if self.totals.add(qid, 1, 0):  # _tally, inlined
+            self._totals_due()
         return mid
 
     def put_ready_group(self, puts: Sequence[tuple[int, int, bytes]]) -> list[int | LiteqError]:
