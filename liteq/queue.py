@@ -97,8 +97,11 @@ class Message:
         self.owner = q
         self.id = mid
         self.queue = q.name
-        self.payload = codec.decode(blob)
-        self.headers = codec.decode(headers) if headers is not None else {}
+        try:  # codec.decode without its call; it explains what went wrong
+            self.payload = codec.loads(blob)
+            self.headers = codec.loads(headers) if headers is not None else {}
+        except Exception:  # decode() raises SerializationError for one of them
+            self.payload, self.headers = codec.decode(blob), codec.decode(headers)
         self.priority = priority
         self.run_at = run_at
         self.attempts = attempts
@@ -456,8 +459,7 @@ class Queue:
         return out
 
     def _bury(self, row: Sequence[Any], exc: SerializationError) -> None:
-        # A stored payload that does not decode can never succeed: bury it now with
-        # the reason; the caller hands out the others and claims again.
+        # An undecodable payload can never succeed: bury it now, with the reason.
         try:
             mid, token, *_ = row  # ClaimedRow order
             self._backend.fail(self.id, mid, token, str(exc))
