@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -49,10 +50,11 @@ class _Local(threading.local):
     busy_limit: float | None = None  # a shorter busy timeout while set
     app_tx = False  # inside the application's db.transaction()
     broken: str | None = None  # why that transaction is unusable (see _Write)
-    #: ``(pid, conn, cur)`` while the connection is open in this process and no
-    #: transaction is broken, else None: the hot verbs read this one attribute
-    #: instead of three (each thread-local read is ~500 instructions).
-    hot: tuple[int, Any, Any] | None = None
+    #: ``(conn, cur)`` while the connection is open in this process and no
+    #: transaction is broken, else None (a fork sets it None in the child): the hot
+    #: verbs read this one attribute instead of three to five (each thread-local read
+    #: is ~500 instructions), and compare no pid.
+    hot: tuple[Any, Any] | None = None
 
 
 # This process's id, kept by a fork hook: a child must open its own connections.
@@ -62,6 +64,12 @@ _pid = os.getpid()
 def _forked() -> None:
     global _pid
     _pid = os.getpid()
+    for store in list(_STORES):
+        store._local.hot = None  # the forking thread's handles are the parent's
+
+
+#: Every open store of this process, for _forked().
+_STORES: weakref.WeakSet[StoreBase] = weakref.WeakSet()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -112,6 +120,7 @@ class StoreBase(Opening):
         self.group: GroupCommit | None = None  # set by SQLiteBackend (group.py)
         self._all: list[apsw.Connection] = []
         self._all_lock = threading.Lock()
+        _STORES.add(self)
         # Open once now so that a bad path fails at connect(), not at first use.
         self.conn()
 
@@ -138,7 +147,7 @@ class StoreBase(Opening):
         local.conn = conn = self._open()
         local.cur = cur = conn.cursor()
         local.pid = _pid
-        local.hot = (_pid, conn, cur) if local.broken is None else None
+        local.hot = (conn, cur) if local.broken is None else None
         return conn
 
     def _wal_hook(self, conn: Any, dbname: str, pages: int) -> int:
@@ -269,52 +278,46 @@ class StoreBase(Opening):
         the application's transaction it is part of it; a statement is all-or-nothing
         on its own, so no savepoint is needed.
         """
-        hot = self._local.hot
-        if hot is None or hot[0] != _pid:
-            hot = self._hot()
+        hot = self._local.hot or self._hot()
         try:
-            return hot[2].execute(sql, params).fetchall()
+            return hot[1].execute(sql, params).fetchall()
         except apsw.Error as exc:
-            raise self._failure(hot[1], exc) from exc
+            raise self._failure(hot[0], exc) from exc
 
     def change(self, sql: str, params: Sequence[Any]) -> int:
         """:meth:`statement` for a statement that returns no rows: how many rows it
         changed."""
-        hot = self._local.hot
-        if hot is None or hot[0] != _pid:
-            hot = self._hot()
+        hot = self._local.hot or self._hot()
         try:
-            hot[2].execute(sql, params)
+            hot[1].execute(sql, params)
         except apsw.Error as exc:
-            raise self._failure(hot[1], exc) from exc
-        changed: int = hot[1].changes()
+            raise self._failure(hot[0], exc) from exc
+        changed: int = hot[0].changes()
         return changed
 
     def insert(self, sql: str, params: Sequence[Any]) -> int | None:
         """:meth:`statement` for an INSERT of at most one row: its id, or None if it
         inserted nothing."""
-        hot = self._local.hot
-        if hot is None or hot[0] != _pid:
-            hot = self._hot()
+        hot = self._local.hot or self._hot()
         try:
-            hot[2].execute(sql, params)
+            hot[1].execute(sql, params)
         except apsw.Error as exc:
-            raise self._failure(hot[1], exc) from exc
-        conn = hot[1]
+            raise self._failure(hot[0], exc) from exc
+        conn = hot[0]
         if not conn.changes():
             return None
         mid: int = conn.last_insert_rowid()
         return mid
 
-    def _hot(self) -> tuple[int, Any, Any]:
-        """This thread's ``(pid, conn, cur)`` when :attr:`_Local.hot` is not set: a
-        new thread or process opens its connection; a broken transaction refuses."""
+    def _hot(self) -> tuple[Any, Any]:
+        """This thread's ``(conn, cur)`` when :attr:`_Local.hot` is not set: a new
+        thread or process opens its connection; a broken transaction refuses."""
         local = self._local
         if local.pid != _pid:
             self._reopen()
         if local.broken is not None:
             raise StorageError(local.broken)  # see _Write: it would commit on its own
-        hot = local.hot = (_pid, local.conn, local.cur)
+        hot = local.hot = (local.conn, local.cur)
         return hot
 
     def _failure(self, conn: apsw.Connection, exc: apsw.Error) -> LiteqError:
@@ -384,10 +387,10 @@ class _Write:
     def __init__(self, store: StoreBase, app: bool = False) -> None:
         self.store = store
         hot = store._local.hot
-        if hot is None or hot[0] != _pid:
+        if hot is None:
             self.conn, self.cur = store._handles()
         else:
-            _, self.conn, self.cur = hot
+            self.conn, self.cur = hot
         self.nested = False
         self.app = app  # the application's own db.transaction()
 

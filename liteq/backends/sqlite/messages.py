@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import apsw
+
 from ...errors import (
     LeaseLost,
     StorageError,
@@ -86,7 +88,11 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         last), or None; the same statements and maintenance as ``claim(qid, 1, lease)``."""
         if qid not in self.limited_queues and (
                 0 <= self.clock() - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY):
-            found = self.statement(SQL_CLAIM_NEXT, (qid, lease))
+            hot = self._local.hot or self._hot()  # self.statement(), inlined: a call less
+            try:
+                found = hot[1].execute(SQL_CLAIM_NEXT, (qid, lease)).fetchall()
+            except apsw.Error as exc:
+                raise self._failure(hot[0], exc) from exc
             if found:
                 row: tuple[Any, ...] = found[0]
                 return row
@@ -246,10 +252,16 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
 
     def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
         """:meth:`ack` of one message; True if its token was stale."""
-        if retention <= 0 and self.change(SQL_ACK_UNCOUNTED, (mid, token)):
-            if self.totals.add(qid, 0, 1):  # _tally, inlined
-                self._totals_due()
-            return False
+        if retention <= 0:
+            hot = self._local.hot or self._hot()  # self.change(), inlined: a call less
+            try:
+                hot[1].execute(SQL_ACK_UNCOUNTED, (mid, token))
+            except apsw.Error as exc:
+                raise self._failure(hot[0], exc) from exc
+            if hot[0].changes():
+                if self.totals.add(qid, 0, 1):  # _tally, inlined
+                    self._totals_due()
+                return False
         return bool(self._ack_locked(qid, [(mid, token)], retention))
 
     def _ack_locked(self, qid: int, pairs: list[tuple[int, int]], retention: float) -> list[int]:
