@@ -295,6 +295,13 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
         claim comes up short, and otherwise at least every ``MAINTAIN_EVERY`` seconds.
         """
 
+    def claim_one(self, qid: int, lease: float) -> tuple[Any, ...] | None:
+        """:meth:`claim` of one message (``get()``, the hot path): its row in
+        :class:`~liteq.backends.records.ClaimedRow` order with *lease_until* appended
+        as a 13th field, or None. Engines may make it shorter than a claim of n."""
+        rows, until = self.claim(qid, 1, lease)
+        return (*rows[0], until) if rows else None
+
     @abstractmethod
     def probe(self, qid: int) -> tuple[bool, float]:
         """Without the write lock: is a message ready (and the queue not paused), and
@@ -347,6 +354,11 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
         keep them DONE when *retention* > 0; release their depth. Returns the ids whose
         token was stale (unchanged; the caller raises LeaseLost). A pair given twice
         counts once. One round trip for a single pair on an uncounted queue."""
+
+    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+        """:meth:`ack` of one message (``Message.ack()``, the hot path); True if its
+        token was stale (nothing changed)."""
+        return bool(self.ack(qid, [(mid, token)], retention))
 
     @abstractmethod
     def retry(

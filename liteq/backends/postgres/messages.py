@@ -350,6 +350,17 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
 
     # -- finishing ------------------------------------------------------------------
 
+    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+        """:meth:`ack` of one message, straight to its one statement; True if stale."""
+        if retention > 0:
+            return bool(self.ack(qid, [(mid, token)], retention))
+        deleted, _ = self.conns.statement(
+            self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
+        )[0]
+        if deleted:
+            self._tally(qid, 0, 1)
+        return not deleted
+
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         pairs = list(items)
         if len(pairs) > 1:

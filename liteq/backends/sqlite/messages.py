@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import apsw
+
 from ...errors import (
     LeaseLost,
     StorageError,
@@ -79,6 +81,30 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                 *row, until = found[0]
                 return [tuple(row)], until
             maintained = False  # none ready: settle delayed and expired ones, look again
+        return self._claim_locked(qid, n, lease, maintained)
+
+    def claim_one(self, qid: int, lease: float) -> tuple[Any, ...] | None:
+        """:meth:`claim` of one message: SQL_CLAIM_NEXT's row as it comes (lease_until
+        last), or None; the same statements and maintenance as ``claim(qid, 1, lease)``."""
+        if qid not in self.limited_queues and (
+                0 <= self.clock() - self._maintained.get(qid, -1e18) < MAINTAIN_EVERY):
+            hot = self._local.hot or self._hot()  # self.statement(), inlined: a call less
+            try:
+                found = hot[1].execute(SQL_CLAIM_NEXT, (qid, lease)).fetchall()
+            except apsw.Error as exc:
+                raise self._failure(hot[0], exc) from exc
+            if found:
+                row: tuple[Any, ...] = found[0]
+                return row
+            rows, until = self._claim_locked(qid, 1, lease, False)
+        else:
+            rows, until = self.claim(qid, 1, lease)
+        return (*rows[0], until) if rows else None
+
+    def _claim_locked(self, qid: int, n: int, lease: float,
+                      maintained: bool) -> tuple[list[tuple[Any, ...]], float]:
+        """claim() in a write transaction: maintenance when due (or *maintained* is
+        false), the claim, and maintenance again if it came up short."""
         with self.write() as cur:
             now = self.clock()  # after BEGIN IMMEDIATE: a wait for the lock must not age it
             tick = now
@@ -219,10 +245,28 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         if len(pairs) > 1:
             pairs = list(dict.fromkeys(pairs))  # the same (id, token) twice is acked once
         if len(pairs) == 1 and retention <= 0:
-            self.statement(SQL_ACK_UNCOUNTED, pairs[0])
-            if self._local.conn.changes():
+            if self.change(SQL_ACK_UNCOUNTED, pairs[0]):
                 self._tally(qid, 0, 1)
                 return []
+        return self._ack_locked(qid, pairs, retention)
+
+    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+        """:meth:`ack` of one message; True if its token was stale."""
+        if retention <= 0:
+            hot = self._local.hot or self._hot()  # self.change(), inlined: a call less
+            try:
+                hot[1].execute(SQL_ACK_UNCOUNTED, (mid, token))
+            except apsw.Error as exc:
+                raise self._failure(hot[0], exc) from exc
+            if hot[0].changes():
+                if self.totals.add(qid, 0, 1):  # _tally, inlined
+                    self._totals_due()
+                return False
+        return bool(self._ack_locked(qid, [(mid, token)], retention))
+
+    def _ack_locked(self, qid: int, pairs: list[tuple[int, int]], retention: float) -> list[int]:
+        """ack() in a write transaction (a counted queue, a kept message, a batch, or
+        a stale token): the stale ids."""
         if len(pairs) > 1:
             try:
                 done = self._ack_by_claim(qid, pairs, retention)

@@ -148,12 +148,11 @@ class QueueVerbs(StoreBase):
         # Read before the statement takes the lock; harmless for a put (the message is
         # due at once either way), unlike a lease deadline.
         now = self.clock()
-        self.statement(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
-        conn = self._local.conn
-        if not conn.changes():
+        mid = self.insert(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
+        if mid is None:
             return self.put(qid, [(priority, None, now, payload, None, None)])[0]
-        mid: int = conn.last_insert_rowid()
-        self._tally(qid, 1, 0)
+        if self.totals.add(qid, 1, 0):  # _tally, inlined
+            self._totals_due()
         return mid
 
     def put_ready_group(self, puts: Sequence[tuple[int, int, bytes]]) -> list[int | LiteqError]:
@@ -196,12 +195,10 @@ class QueueVerbs(StoreBase):
             if key is not None or headers is not None or rank is not None or p != priority or r != run_at:
                 return None
         payloads = apsw.carray(tuple([row[3] for row in rows]))
-        self.statement(SQL_INSERT_UNCOUNTED_MANY, (qid, priority, run_at, now, payloads))
-        conn = self._local.conn
-        n = conn.changes()
+        n = self.change(SQL_INSERT_UNCOUNTED_MANY, (qid, priority, run_at, now, payloads))
         if not n:
             return None
-        last: int = conn.last_insert_rowid()
+        last: int = self.conn().last_insert_rowid()
         self._tally(qid, n, 0)
         return list(range(last - n + 1, last + 1))
 
