@@ -46,8 +46,8 @@ from . import inotify
 __all__ = ["Turn", "open_turn"]
 
 # Every open Turn of this process, so that a forked child can close its copies of their
-# descriptors: a copy of a held turn's descriptor would keep the lock after the parent
-# let go of it (flock belongs to the open file, which the copy shares).
+# descriptors: the lock belongs to the open file, which a copy shares, so a child's copy
+# of a held turn's descriptor would keep the turn held after the parent died.
 _OPEN: weakref.WeakSet[Turn] = weakref.WeakSet()
 
 
