@@ -311,7 +311,13 @@ $wf$;
 # ack's own edges: no other ack writes them), the children's counters locked in id order
 # when several, and per child a counter update and, at 0, the release.
 # The batch keeps the set-wise statement. Replaced in place: counters mean what they meant.
+# And room on wf_edges' pages (new ones) for the settled version of each edge beside the
+# old (a HOT update: no new index entries): a chord's edges are inserted together, pages
+# full, and each member's settling moved its edge (server instructions per member ack in
+# the worker's flush -8k of ~185k, bench/chord_server.py).
 WFVAL_SCHEMA = f"""
+ALTER TABLE {{s}}.wf_edges SET (fillfactor = 70);
+
 CREATE OR REPLACE FUNCTION {{s}}.wf_done(parents bigint[], vals bytea[], channel text)
 RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $wf$
