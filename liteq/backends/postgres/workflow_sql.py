@@ -309,8 +309,10 @@ $wf$;
 # (callgrind on the backend), where a plain ack's whole transaction takes ~650k. One
 # parent now takes small statements: its edges settled, returning their children (an
 # ack's own edges: no other ack writes them), the children's counters locked in id order
-# when several, and per child a counter update and, at 0, the release.
-# The batch keeps the set-wise statement. Replaced in place: counters mean what they meant.
+# when several, and per child a counter update and, at 0, the release. Several parents
+# (the worker's flush) likewise, set-wise: the edges settled by one statement that
+# returns them (no snapshot of them read first, no join back to it), the counters locked
+# and counted from what it returned. Replaced in place: counters mean what they meant.
 # And room on wf_edges' pages (new ones) for the settled version of each edge beside the
 # old (a HOT update: no new index entries): a chord's edges are inserted together, pages
 # full, and each member's settling moved its edge (server instructions per member ack in
@@ -324,6 +326,8 @@ LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = o
 DECLARE
     announced bigint;
     kids bigint[];
+    counts bigint[];
+    fresh bigint[];
     kid bigint;
     left_ bigint;
     delay_ double precision;
@@ -359,8 +363,40 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-""" + WFACK_SCHEMA[WFACK_SCHEMA.index("    WITH v AS (\n        SELECT * FROM unnest(parents, vals)"):
-                   WFACK_SCHEMA.index("-- Which of these jobs have dependents")]
+    -- Several parents (the worker's flush): their edges settled in one statement, which
+    -- returns them; the count per child taken from what it returned.
+    WITH settled AS (
+        UPDATE {{s}}.wf_edges e SET value = v.value, outcome = 'done'
+        FROM unnest(parents, vals) AS v(parent, value)
+        WHERE e.parent = v.parent AND e.outcome IS NULL
+        RETURNING e.parent, e.child
+    ), per_child AS (
+        SELECT child, count(*) AS n FROM settled GROUP BY child
+    )
+    SELECT array_agg(child ORDER BY child), array_agg(n ORDER BY child),
+        (SELECT array_agg(DISTINCT parent) FROM settled)
+    INTO kids, counts, fresh FROM per_child;
+    IF coalesce(cardinality(fresh), 0) < cardinality(parents) THEN
+        -- Parents with none left to settle: retained acks (wf_end): their values only.
+        UPDATE {{s}}.wf_edges e SET value = v.value
+        FROM unnest(parents, vals) AS v(parent, value)
+        WHERE e.parent = v.parent AND e.outcome = 'done'
+          AND NOT (e.parent = ANY(coalesce(fresh, '{{}}')));
+    END IF;
+    IF kids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(kids) ORDER BY id FOR UPDATE;
+    WITH counted AS (
+        UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - c.n
+        FROM unnest(kids, counts) AS c(child, n) WHERE w.id = c.child
+        RETURNING w.id, w.unmet, w.delay
+    ), {_RELEASED}
+    SELECT count(pg_notify(channel, r.qid::text)) INTO announced
+    FROM (SELECT DISTINCT qid FROM released) AS r WHERE channel IS NOT NULL;
+END
+$wf$;
+"""
 
 # The worker's ack of parents that succeeded (the function above: one round trip).
 SQL_WF_DONE = "SELECT {s}.wf_done(%(parents)s, %(values)s, %(channel)s)"
