@@ -535,15 +535,21 @@ def record(db: Context, done: Sequence[tuple[int, Any]]) -> None:
     edges of those that have dependents, with their results (one lookup for the whole
     batch; nothing more for jobs without dependents)."""
     store = db.backend
+    if len(done) == 1:  # one by one: no comprehensions (each is a call of its own)
+        mid, result = done[0]
+        parents = store.wf_parents_among([mid])
+        if parents:
+            store.wf_done([(mid, _encoded(db, result))], parents)
+        return
     parents = store.wf_parents_among([mid for mid, _r in done])
     if not parents:
         return
-    items = []
-    for mid, result in done:
-        if mid in parents:
-            try:
-                value: bytes | None = codec.encode(result, db.max_payload)
-            except LiteqError:
-                value = None  # dependents get None: the value cannot travel
-            items.append((mid, value))
-    store.wf_done(items, parents)
+    store.wf_done([(mid, _encoded(db, result)) for mid, result in done if mid in parents],
+                  parents)
+
+
+def _encoded(db: Context, result: Any) -> bytes | None:
+    try:
+        return codec.encode(result, db.max_payload)
+    except LiteqError:
+        return None  # dependents get None: the value cannot travel

@@ -100,6 +100,16 @@ def test_many_rows_are_saved_in_one_call_and_the_last_row_of_an_id_wins(backend:
         ResultRecord._make(_row(3))]
 
 
+def test_a_batch_of_many_rows_saves_every_row_and_the_last_of_an_id_wins(backend: Backend) -> None:
+    # 151 rows: written in several statements on SQLite (64, 64, 16, 4, 2, 1 rows), with
+    # id 3 again in the last one.
+    rows = [_row(i, error=f"e{i}") for i in range(1, 151)] + [_row(3, error="again")]
+    backend.save_results(rows)
+    assert [backend.result(i) for i in range(1, 151)] == [
+        ResultRecord._make(_row(i, error="again" if i == 3 else f"e{i}")) for i in range(1, 151)]
+    assert backend.result(151) is None
+
+
 def test_saving_nothing_writes_nothing(backend: Backend) -> None:
     backend.save_results([])
     assert backend.orphan_results(None, 2**62, 10) == []

@@ -47,7 +47,7 @@ def _downgrade(db: liteq.Database) -> None:
     """Put back the workflow triggers of the migration before ``_V_WFACK`` and mark the
     database one version older, as a file or schema of the previous release is."""
     if dbsql.is_postgres(db):
-        from liteq.backends.postgres.schema import SCHEMA_VERSION, qualify
+        from liteq.backends.postgres.schema import MIGRATIONS, qualify
 
         old = pg_sql.WORKFLOW_SCHEMA
         start = old.index("CREATE FUNCTION {s}.wf_end()")
@@ -60,8 +60,9 @@ def _downgrade(db: liteq.Database) -> None:
                                schema))
         db.execute(qualify("DROP FUNCTION {s}.wf_done(bigint[], bytea[], text)", schema))
         db.execute(qualify("DROP FUNCTION {s}.wf_among(bigint[])", schema))
-        db.execute(qualify("DELETE FROM {s}.migrations WHERE version = %s", schema),
-                   (SCHEMA_VERSION,))
+        # _V_WFACK's version and every later one (they run again on the next open).
+        db.execute(qualify("DELETE FROM {s}.migrations WHERE version > %s", schema),
+                   (MIGRATIONS.index(pg_sql.WFACK_SCHEMA),))
     else:
         from liteq.backends.sqlite.schema import SCHEMA_VERSION
 
@@ -183,3 +184,38 @@ def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_on
     drain(db)
     assert sorted(calls) == [[1, 3], [2, 4]]
     assert (first.result(), second.result()) == ([1, 3], [2, 4])
+
+
+def test_acks_one_by_one_count_each_child_once_and_release_it_at_its_last_parent(db) -> None:
+    """The one-job ack (its own path on both engines): parents with one and with two
+    children, a retained parent, and a child waiting for four parents, acked one
+    transaction each.
+    Each counter goes down once per parent; each child is released by its last parent
+    alone, with every result in order."""
+    calls: list[Any] = []
+    member, _callback = _tasks(db, calls)
+
+    @db.task(name="collect", queue="kept", store_result=True)
+    def collect(results: list[int]) -> list[int]:
+        calls.append(results)
+        return results
+
+    db.queue("kept", retention=3600)
+    a, b, d = member.enqueue([1]), member.enqueue([2]), member.enqueue([4])
+    c = member.enqueue([3], queue="kept")  # retained: its ack settles by trigger
+    three = collect.s().enqueue(depends_on=[a, b, c, d])  # d: its only child
+    after_a = collect.s().enqueue(depends_on=[a, b])  # a and b have two children each
+    q, kept = db.queue("default"), db.queue("kept")
+    claimed = {m.id: m for m in q.get_many(10) + kept.get_many(10)}
+    assert sorted(claimed) == sorted([a.id, b.id, c.id, d.id])
+    for job, waiting in ((d, [three, after_a]), (b, [three, after_a]), (a, [three]), (c, [])):
+        m = claimed[job.id]
+        with db.transaction():
+            assert not db.backend.ack(m.owner.id, [(m.id, m.token)], m.owner.config.retention)
+            workflow.record(db, [(m.id, m.payload["args"][0] * 10)])
+        assert [j.state for j in waiting] == ["waiting"] * len(waiting)
+    assert (three.state, after_a.state) == ("queued", "queued")
+    assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id IN (?, ?)",
+               (three.id, after_a.id)) == [(0,), (0,)]
+    drain(db)
+    assert sorted(calls) == [[10, 20], [10, 20, 30, 40]]

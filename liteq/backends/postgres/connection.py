@@ -408,6 +408,20 @@ class Connections:
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
 
+    def joined(self, sql: str, params: dict[str, Any]) -> None:
+        """Run one statement as a part of the open transaction, with no savepoint of its
+        own (a round of SAVEPOINT and RELEASE less), for a step whose failure must undo
+        the whole transaction anyway: a workflow's settling in the worker's ack (as on
+        SQLite, wf_done). Outside a transaction, :meth:`statement`."""
+        conn, cur = self._handles()
+        if conn.pgconn.transaction_status == _IDLE:
+            self.statement(sql, params)
+            return
+        try:
+            cur.execute(sql, params)
+        except psycopg.Error as exc:
+            raise self.failure(conn, exc) from exc
+
     def failure(self, conn: psycopg.Connection[Any], exc: psycopg.Error, committing: bool = False) -> LiteqError:
         """The liteq error for *exc*, met on *conn*; a lost connection is dropped (the
         next call reconnects) and, inside ``db.transaction()``, breaks the block.

@@ -45,7 +45,7 @@ import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
 from .obs_sql import OBS_SCHEMA
-from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
+from .workflow_sql import WFACK_SCHEMA, WFVAL_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
            "limited_pick", "migrate", "qualify", "schema_version"]
@@ -409,8 +409,12 @@ _V_OBS = OBS_SCHEMA
 # functions replaced in place: a schema migrated with workflows half done goes on.
 _V_WFACK = WFACK_SCHEMA
 
+# Workflows, the member's ack one by one (issue 20): ``wf_done`` of one parent in small
+# statements (``workflow_sql.py``: WFVAL_SCHEMA). Replaced in place, as _V_WFACK.
+_V_WFVAL = WFVAL_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

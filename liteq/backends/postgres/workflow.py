@@ -146,10 +146,11 @@ class WorkflowVerbs:
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]]) -> None:
-        # One statement, one round trip (its savepoint pipelined with it): the edges are
-        # read again under the counters' locks (other workers ack concurrently).
-        ordered = sorted(items)
-        self.conns.statement(self._wf_sql.done, {
+        # One statement, one round trip, no savepoint of its own in the ack's
+        # transaction (a failure rolls the ack back with it): the edges are read again
+        # under the counters' locks (other workers ack concurrently).
+        ordered = sorted(items) if len(items) > 1 else items
+        self.conns.joined(self._wf_sql.done, {
             "parents": [mid for mid, _v in ordered], "values": [v for _m, v in ordered],
             "channel": self._wf_channel})
 

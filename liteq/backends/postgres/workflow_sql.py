@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "SQL_WF_DONE", "SQL_WF_AMONG",
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_PURGING", "SQL_WF_DONE", "SQL_WF_AMONG",
            "SQL_WF_COUNT"]
 
 _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
@@ -302,6 +302,101 @@ $wf$;
         GROUP BY n.child""", """        WHERE (o.outcome IS NULL) <> (n.outcome IS NULL)
           AND n.outcome IS DISTINCT FROM 'done'
         GROUP BY n.child""")
+
+# The member's ack, one by one (issue 20's 1.3x): ``wf_done`` of one parent, the worker
+# acking one job per transaction, ran the statement above, whose plan of ~20 nodes the
+# executor set up and tore down at every call: ~450k instructions of the server per ack
+# (callgrind on the backend), where a plain ack's whole transaction takes ~650k. One
+# parent now takes small statements: its edges settled, returning their children (an
+# ack's own edges: no other ack writes them), the children's counters locked in id order
+# when several, and per child a counter update and, at 0, the release. Several parents
+# (the worker's flush) likewise, set-wise: the edges settled by one statement that
+# returns them (no snapshot of them read first, no join back to it), the counters locked
+# and counted from what it returned. Replaced in place: counters mean what they meant.
+# And room on wf_edges' pages (new ones) for the settled version of each edge beside the
+# old (a HOT update: no new index entries): a chord's edges are inserted together, pages
+# full, and each member's settling moved its edge (server instructions per member ack in
+# the worker's flush -8k of ~185k, bench/chord_server.py).
+WFVAL_SCHEMA = f"""
+ALTER TABLE {{s}}.wf_edges SET (fillfactor = 70);
+
+CREATE OR REPLACE FUNCTION {{s}}.wf_done(parents bigint[], vals bytea[], channel text)
+RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $wf$
+DECLARE
+    announced bigint;
+    kids bigint[];
+    counts bigint[];
+    fresh bigint[];
+    kid bigint;
+    left_ bigint;
+    delay_ double precision;
+    qid_ bigint;
+BEGIN
+    IF cardinality(parents) = 1 THEN
+        WITH settled AS (
+            UPDATE {{s}}.wf_edges e SET value = vals[1], outcome = 'done'
+            WHERE e.parent = parents[1] AND e.outcome IS NULL RETURNING e.child
+        )
+        SELECT array_agg(child ORDER BY child) INTO kids FROM settled;
+        IF kids IS NULL THEN
+            -- None left to settle: a retained ack settled them (wf_end): its value only.
+            UPDATE {{s}}.wf_edges SET value = vals[1]
+            WHERE parent = parents[1] AND outcome = 'done';
+            RETURN;
+        END IF;
+        IF cardinality(kids) > 1 THEN  -- the lock order of every writer
+            PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(kids) ORDER BY id FOR UPDATE;
+        END IF;
+        FOREACH kid IN ARRAY kids LOOP
+            UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - 1 WHERE w.id = kid
+            RETURNING w.unmet, w.delay INTO left_, delay_;
+            IF left_ <= 0 THEN  -- the last parent: released if it still waits
+                UPDATE {{s}}.messages m SET state = CASE WHEN delay_ > 0 THEN 1 ELSE 0 END,
+                    run_at = extract(epoch FROM clock_timestamp()) + delay_
+                WHERE m.id = kid AND {_WAITING}
+                RETURNING m.qid INTO qid_;
+                IF qid_ IS NOT NULL AND channel IS NOT NULL THEN
+                    PERFORM pg_notify(channel, qid_::text);
+                END IF;
+            END IF;
+        END LOOP;
+        RETURN;
+    END IF;
+    -- Several parents (the worker's flush): their edges settled in one statement, which
+    -- returns them; the count per child taken from what it returned.
+    WITH settled AS (
+        UPDATE {{s}}.wf_edges e SET value = v.value, outcome = 'done'
+        FROM unnest(parents, vals) AS v(parent, value)
+        WHERE e.parent = v.parent AND e.outcome IS NULL
+        RETURNING e.parent, e.child
+    ), per_child AS (
+        SELECT child, count(*) AS n FROM settled GROUP BY child
+    )
+    SELECT array_agg(child ORDER BY child), array_agg(n ORDER BY child),
+        (SELECT array_agg(DISTINCT parent) FROM settled)
+    INTO kids, counts, fresh FROM per_child;
+    IF coalesce(cardinality(fresh), 0) < cardinality(parents) THEN
+        -- Parents with none left to settle: retained acks (wf_end): their values only.
+        UPDATE {{s}}.wf_edges e SET value = v.value
+        FROM unnest(parents, vals) AS v(parent, value)
+        WHERE e.parent = v.parent AND e.outcome = 'done'
+          AND NOT (e.parent = ANY(coalesce(fresh, '{{}}')));
+    END IF;
+    IF kids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(kids) ORDER BY id FOR UPDATE;
+    WITH counted AS (
+        UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - c.n
+        FROM unnest(kids, counts) AS c(child, n) WHERE w.id = c.child
+        RETURNING w.id, w.unmet, w.delay
+    ), {_RELEASED}
+    SELECT count(pg_notify(channel, r.qid::text)) INTO announced
+    FROM (SELECT DISTINCT qid FROM released) AS r WHERE channel IS NOT NULL;
+END
+$wf$;
+"""
 
 # The worker's ack of parents that succeeded (the function above: one round trip).
 SQL_WF_DONE = "SELECT {s}.wf_done(%(parents)s, %(values)s, %(channel)s)"

@@ -20,6 +20,8 @@ from .sql import (
     SQL_RESULT_GET,
     SQL_RESULT_PRUNE,
     SQL_RESULT_PUT,
+    chunk_sizes,
+    sql_result_put,
 )
 
 #: The length of a results row without its ``worker`` (written by no worker: a job
@@ -42,8 +44,11 @@ class JobVerbs(StoreBase):
         with self.write() as cur:
             if len(rows) == 1:
                 cur.execute(SQL_RESULT_PUT, rows[0])
-            elif rows:
-                cur.executemany(SQL_RESULT_PUT, rows)
+                return
+            at = 0
+            for n in chunk_sizes(len(rows)):
+                cur.execute(sql_result_put(n), [x for r in rows[at:at + n] for x in r])
+                at += n
 
     def result(self, mid: int) -> ResultRecord | None:
         with self.read() as cur:

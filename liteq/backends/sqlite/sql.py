@@ -364,9 +364,10 @@ SELECT EXISTS (SELECT 1 FROM messages WHERE qid = +:qid AND state = {READY})
 
 _RESULT_COLUMNS = ("id, task, state, value, error, attempts, finished_at, expires_at, "
                    "queue, call, enqueued_at, started_at, duration, worker")
+_RESULT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_RESULT_PUT = f"""
 INSERT INTO results ({_RESULT_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES {_RESULT_ROW}
 ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
     value = excluded.value, error = excluded.error, attempts = excluded.attempts,
     finished_at = excluded.finished_at, expires_at = excluded.expires_at,
@@ -374,6 +375,33 @@ ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state,
     started_at = excluded.started_at, duration = excluded.duration, worker = excluded.worker
 """
 SQL_RESULT_GET = f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?"
+
+
+@functools.cache
+def sql_result_put(n: int) -> str:
+    """:data:`SQL_RESULT_PUT` for *n* rows in one statement (parameters: the rows'
+    columns, one row after the other). Not an executemany: apsw puts an executemany's
+    statement back into its cache at every row, one slot further each time, and a
+    statement in a reached slot is dropped; the worker's flush (its results rows, up to
+    100 by default) emptied the cache's 100 slots, and the next claim and ack prepared
+    every statement again (bench_chord.py --instructions: ~4.6k instructions per job of
+    a plain flush, ~20k of a chord member's, whose statements are longer). The caller
+    keeps *n* to a few sizes (:func:`chunk_sizes`), so that few texts are cached."""
+    return SQL_RESULT_PUT.replace(f"VALUES {_RESULT_ROW}", "VALUES " + ", ".join([_RESULT_ROW] * n))
+
+
+def chunk_sizes(n: int, most: int = 64) -> list[int]:
+    """*n* as a sum of powers of two of at most *most* each, largest first (100: 64, 32,
+    4): the row counts of the statements that write *n* rows, from a handful of texts."""
+    sizes = [most] * (n // most)
+    rest = n % most
+    bit = most
+    while rest:
+        if rest >= bit:
+            sizes.append(bit)
+            rest -= bit
+        bit //= 2
+    return sizes
 SQL_JOB_MESSAGES = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id < ? AND state IN ({{marks}})
 ORDER BY id DESC LIMIT ?

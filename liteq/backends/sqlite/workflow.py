@@ -37,6 +37,8 @@ SQL_WF_AMONG = "SELECT parent, child FROM wf_edges WHERE parent IN ({})"
 SQL_WF_RETAINED = f"SELECT id FROM messages WHERE id IN ({{}}) AND state = {DONE}"
 # A parent whose edges a retained ack already settled (wf_end_done): only its result.
 SQL_WF_DONE_VALUE = "UPDATE wf_edges SET value = ? WHERE parent = ? AND outcome = 'done'"
+# The success of one parent acked by a DELETE (sql_wf_done for one, without its CASE).
+SQL_WF_DONE_ONE = "UPDATE wf_edges SET value = ?2, outcome = 'done' WHERE parent = ?1 AND outcome IS NULL"
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE child = ? ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE parent = ? ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM wf_jobs WHERE id = ?"
@@ -64,7 +66,7 @@ def _count_done(cur: Any, children: dict[int, int]) -> None:
     same order as PostgreSQL's). The common case, not the last parent, is one
     statement; the last one takes two more (the count, the release)."""
     changes = cur.connection.changes
-    for child in sorted(children):
+    for child in sorted(children) if len(children) > 1 else children:
         n = children[child]
         cur.execute(SQL_WF_COUNT_SOME, (n, child))
         if not changes():
@@ -84,29 +86,59 @@ def _among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
 def _settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
                  children: Mapping[int, Sequence[int]]) -> None:
     changes = cur.connection.changes
+    if len(items) == 1:
+        # One job (a worker acking one by one): no lists to build. Python's share of
+        # a chord member's ack was ~23k instructions of ~180k here (list and generator
+        # comprehensions, slices; bench_chord.py --style one --instructions).
+        mid, value = items[0]
+        kids = children.get(mid)
+        if not kids:
+            return
+        cur.execute(SQL_WF_DONE_ONE, (mid, value))
+        if changes() != len(kids):
+            _settled_fewer(cur, [(mid, value)], [(mid, child) for child in kids])
+        elif len(kids) > 1:
+            _count_done(cur, dict.fromkeys(kids, 1))
+        else:  # _count_done for one child
+            cur.execute(SQL_WF_COUNT_SOME, (1, kids[0]))
+            if not changes():
+                cur.execute(SQL_WF_COUNT, (1, kids[0]))
+                cur.execute(SQL_WF_RELEASE, {"id": kids[0]})
+        return
     settle = [(mid, value) for mid, value in items if children.get(mid)]
     edges = [(mid, child) for mid, _v in settle for child in children[mid]]
     settled = 0
     for i in range(0, len(settle), IDS_PER_STATEMENT):
         part = settle[i:i + IDS_PER_STATEMENT]
-        cur.execute(sql_wf_done(len(part)), [*(x for pair in part for x in pair),
-                                             *(mid for mid, _v in part)])
+        params = [x for pair in part for x in pair]
+        params += [mid for mid, _v in part]
+        cur.execute(sql_wf_done(len(part)), params)
         settled += changes()
     if settled < len(edges):
-        # Retained acks among them (their rows stay, done): wf_end_done settled all
-        # their edges already, in this transaction; a parent acked by a DELETE has all
-        # its edges still to settle. Rare: the worker acks by deleting unless the
-        # queue keeps finished jobs.
-        retained: set[int] = set()
-        for i in range(0, len(settle), IDS_PER_STATEMENT):
-            ids = [mid for mid, _v in settle[i:i + IDS_PER_STATEMENT]]
-            retained.update(r[0] for r in cur.execute(
-                SQL_WF_RETAINED.format(",".join("?" * len(ids))), ids))
-        cur.executemany(SQL_WF_DONE_VALUE, [(v, mid) for mid, v in settle if mid in retained])
-        edges = [(mid, child) for mid, child in edges if mid not in retained]
+        _settled_fewer(cur, settle, edges)
+        return
     counts: dict[int, int] = {}
     for _mid, child in edges:
         counts[child] = counts.get(child, 0) + 1
+    _count_done(cur, counts)
+
+
+def _settled_fewer(cur: Any, settle: Sequence[tuple[int, bytes | None]],
+                   edges: list[tuple[int, int]]) -> None:
+    """The settling statement changed fewer edges than the parents have: retained acks
+    among them (their rows stay, done): wf_end_done settled all their edges already,
+    in this transaction; a parent acked by a DELETE has all its edges still to settle.
+    Rare: the worker acks by deleting unless the queue keeps finished jobs."""
+    retained: set[int] = set()
+    for i in range(0, len(settle), IDS_PER_STATEMENT):
+        ids = [mid for mid, _v in settle[i:i + IDS_PER_STATEMENT]]
+        retained.update(r[0] for r in cur.execute(
+            SQL_WF_RETAINED.format(",".join("?" * len(ids))), ids))
+    cur.executemany(SQL_WF_DONE_VALUE, [(v, mid) for mid, v in settle if mid in retained])
+    counts: dict[int, int] = {}
+    for mid, child in edges:
+        if mid not in retained:
+            counts[child] = counts.get(child, 0) + 1
     _count_done(cur, counts)
 
 

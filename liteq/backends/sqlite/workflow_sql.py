@@ -35,6 +35,8 @@ store's injectable clock.
 
 from __future__ import annotations
 
+import functools
+
 from ..workflow import WAITING_AT
 
 __all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "sql_wf_done",
@@ -233,6 +235,7 @@ END;
 
 
 
+@functools.cache
 def sql_wf_done(n: int) -> str:
     """The success of *n* parents, written by the worker's ack (no trigger: see
     WFACK_SCHEMA): every edge of theirs still unsettled gets its parent's result, in one
