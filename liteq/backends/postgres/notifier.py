@@ -52,9 +52,9 @@ comes when that notification is due, with no throttled put of its queue in fligh
 notifies in its own statement instead (its commit follows theirs). So a queue gets at
 most about one notification per millisecond from each process under load, and the last
 put of a burst is always followed by one. The thread is poked (a byte on its pipe) only
-when it would otherwise sleep more than a window past a due notification; after
-throttled puts it looks every window for :data:`TICKING`, so that a stream of puts
-does not wake it per put (a thread switch per put cost a producer 40% of its rate). Why these numbers (not measured, as
+when it would otherwise sleep more than a window past a due notification, not at every
+throttled put (a thread switch per put cost a producer 40% of its rate; waking it every
+window instead, to spare the pokes, cost more than the pokes, measured). Why these numbers (not measured, as
 the brief asked): a waiter needs one hint per look, a look costs ~0.1-0.3 ms, so 1 ms
 wastes nothing on the consumer side while bounding the commit-time serialization
 PostgreSQL's notification queue imposes (one global lock per notifying commit). Inside
@@ -117,8 +117,6 @@ RECONNECT_MIN = 0.05
 RECONNECT_MAX = 2.0
 #: How long the first waiter of a process waits for the listener's first connect (s).
 READY_WAIT = 2.0
-#: After throttled puts, the listening thread looks every window for this long (s).
-TICKING = 0.05
 #: libpq keepalive settings of the listening session (it only ever reads).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
@@ -316,7 +314,7 @@ class Listener:
         with self.lock:
             self._throttle.done(qid, time.monotonic())
             # Poke only a thread that would look more than a window after the due
-            # time; one that looks every window (after throttled puts) sends it then.
+            # time (asleep with nothing due, or waiting out a put in flight).
             poke = self._throttle.sendable_at(qid) + self._throttle.window < self._looks_at
         if poke:
             self._poke()
@@ -430,7 +428,6 @@ class Listener:
         pgconn = conn.pgconn
         sock = pgconn.socket
         trailing = f"SELECT pg_notify('{self.channel}', q) FROM unnest(%s::text[]) AS q"
-        ticking_until = 0.0
         while True:
             stopping = self._stopping
             with self.lock:  # when stopping, every pending trailing notification now
@@ -445,16 +442,7 @@ class Listener:
             if stopping:
                 return
             with self.lock:
-                now = time.monotonic()
                 due_at = self._throttle.next_due()
-                if due or due_at is not None:
-                    ticking_until = now + TICKING
-                if now < ticking_until:
-                    # Throttled puts a moment ago: look again within a window, so that
-                    # the next ones need not poke (see done(); a stream of puts then
-                    # wakes this thread about once per window, not twice per put).
-                    tick = now + self._throttle.window
-                    due_at = tick if due_at is None else min(due_at, tick)
                 self._looks_at = math.inf if due_at is None else due_at
             timeout = None if due_at is None else max(0.0, due_at - time.monotonic())
             try:
