@@ -137,3 +137,35 @@ def test_the_get_pick_kept_for_the_session_walks_the_ready_index_at_5000_jobs(
         conn.execute("SET plan_cache_mode = force_generic_plan")
         plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE pick({q.id}, 0)"))
     assert "Seq Scan on messages" not in plan and "msg_ready" in plan, plan
+
+
+def test_an_empty_queues_claims_ask_for_its_limits_once_per_maintenance_not_each_time(
+    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every empty plain claim used to ask claim_limited (a round trip) whether the
+    queue had limits: 0.1 extra statements per message at 1 producer + 4 consumers.
+    Now only a claim that maintained asks, or the first claim after this process set
+    limits on the queue (which therefore takes work at once)."""
+    from helpers import FakeClock
+
+    clock = FakeClock()  # frozen: maintenance (every MAINTAIN_EVERY) falls due only once
+    d = liteq.connect(f"{pg_url}?schema={pg_schema}", clock=clock)
+    try:
+        backend = d.backend
+        asked: list[int] = []
+        real = backend.claim_limited
+        monkeypatch.setattr(backend, "claim_limited",
+                            lambda qid, *a, **k: (asked.append(qid), real(qid, *a, **k))[1])
+        q = d.queue("quiet")
+        for _ in range(20):
+            assert q.get() is None
+        assert len(asked) == 1  # the first claim maintained; the others did not ask
+        # Limits set by this process are found by the very next claim, maintained or not.
+        q.put_many([1, 2])
+        d.queue("quiet", rate_limit="1/h burst 1")
+        m = q.get()
+        assert m is not None and m.payload == 1
+        assert q.get() is None  # the bucket is empty: the limit holds
+        m.ack()
+    finally:
+        d.close()

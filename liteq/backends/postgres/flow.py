@@ -121,6 +121,9 @@ class FlowVerbs(Backend):
     flows_written: set[FlowSpec]
     #: Queues this process saw with limits (their claims go straight to claim_limited).
     limited_queues: set[int]
+    #: Queues this process gave limits (or resumed) since their last claim: that claim
+    #: asks claim_limited even if it did not maintain (see MessageVerbs.claim).
+    limits_changed: set[int]
     # From MessageVerbs: the engine's statements (SQL_LIMITED_CLAIM).
     ms: Any
 
@@ -131,6 +134,7 @@ class FlowVerbs(Backend):
         with self.conns.tx() as cur:
             cur.execute(self._q(SQL_SET_PAUSED), (bool(paused), qid))
             found = bool(cur.fetchall())
+            self.limits_changed.add(qid)
             if found and not paused:
                 # Unthrottled: every waiter must look now, not after the next put.
                 cur.execute(self.notify_sql, (str(qid),))
@@ -148,6 +152,7 @@ class FlowVerbs(Backend):
                 self.flows_written.add(spec)
             cur.execute(self._q(SQL_FLOW_MARK), (spec.name, key or "", list(ids)))
             cur.execute(self._q(SQL_QUEUE_LIMITED), (qid,))
+        self.limits_changed.add(qid)
 
     def mark_limited(self, cur: Any, target: int, ids: list[int]) -> None:
         """Dead-lettering moved *ids* to queue *target*: limited, if any has limits."""

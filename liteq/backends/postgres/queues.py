@@ -99,6 +99,8 @@ class QueueVerbs(Backend):
     throttled_done: Callable[[int], None]
     notify_sql: str
     wake_channel: str
+    # From MessageVerbs: queues whose next empty claim asks for their limits.
+    limits_changed: set[int]
 
     def setup_core(self) -> None:
         """Build this backend's statements and per-process state (called once, at open)."""
@@ -139,6 +141,8 @@ class QueueVerbs(Backend):
             row = QueueRecord._make(cur.fetchall()[0])
             if created or "max_depth" in updates:
                 self.depth.respread(cur, row.id)  # the caps follow max_depth
+            if "rate_limit" in updates or "rate_burst" in updates:
+                self.limits_changed.add(row.id)
         return row
 
     def create_queue(self, name: str, options: dict[str, Any]) -> QueueRecord:
