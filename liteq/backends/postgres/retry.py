@@ -66,7 +66,7 @@ READS = frozenset({
 })
 #: Writes that a second try cannot apply twice (token-guarded, upserts, set-to-value).
 GUARDED = frozenset({
-    "ack", "retry", "extend", "heartbeat", "fail", "release", "expire", "save_results",
+    "ack", "ack_one", "retry", "extend", "heartbeat", "fail", "release", "expire", "save_results",
     "touch_subscription", "schedule_enable",
     "save_worker", "remove_worker", "prune_workers", "set_progress", "prune_progress",
     "prune_history",
