@@ -150,15 +150,7 @@ def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
         from instructions import SteppingClock
         clock = SteppingClock()
     db = liteq.connect(target, clock=clock)
-
-    @db.task(name="bench.member")
-    def member(i: int) -> int:
-        return i
-
-    @db.task(name="bench.callback")
-    def callback(results: list[Any]) -> int:
-        return len(results)
-
+    member, callback = ack_tasks(db)
     q = db.queue("default")
     meter = Meter(db, postgres)
     styles = args.style.split(",")
@@ -273,6 +265,21 @@ def _total(path: str) -> int:
             if line.startswith("totals:"):
                 return int(line.split()[1])
     raise SystemExit(f"no totals line in {path}")
+
+
+def ack_tasks(db: Any) -> tuple[Any, Any]:
+    """The member and callback tasks of the ack measurements (here and chord_server.py):
+    a member returns its argument, the callback counts its inputs."""
+
+    @db.task(name="bench.member")
+    def member(i: int) -> int:
+        return i
+
+    @db.task(name="bench.callback")
+    def callback(results: list[Any]) -> int:
+        return len(results)
+
+    return member, callback
 
 
 def drain_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:

@@ -28,7 +28,6 @@ import os
 import sys
 import threading
 import time
-from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -60,14 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     small, large = (int(x) for x in args.sizes.split(","))
     db = liteq.connect(args.url)
-
-    @db.task(name="bench.member")
-    def member(i: int) -> int:
-        return i
-
-    @db.task(name="bench.callback")
-    def callback(results: list[Any]) -> int:
-        return len(results)
+    member, callback = bench_chord.ack_tasks(db)
 
     q = db.queue("default")
     step = 1 if args.style == "one" else 100
