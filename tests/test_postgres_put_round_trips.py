@@ -25,8 +25,8 @@ def db(pg_url: str, pg_schema: str) -> Iterator[liteq.Database]:
     d.close()
 
 
-def round_trips(conn: Any, action: Any) -> int:
-    """How many times the server said ReadyForQuery while *action()* ran on *conn*."""
+def traced(conn: Any, action: Any) -> list[str]:
+    """libpq's trace of *conn* while *action()* ran, a line per protocol message."""
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
         try:
@@ -34,7 +34,24 @@ def round_trips(conn: Any, action: Any) -> int:
         finally:
             conn.pgconn.untrace()
         trace.seek(0)
-        return sum(1 for line in trace if "\tReadyForQuery\t" in line)
+        return trace.readlines()
+
+
+def round_trips(conn: Any, action: Any) -> int:
+    """How many times the server said ReadyForQuery while *action()* ran on *conn*."""
+    return _round_trips(traced(conn, action))
+
+
+def _round_trips(lines: list[str]) -> int:
+    return sum(1 for line in lines if "\tReadyForQuery\t" in line)
+
+
+def _statements(lines: list[str]) -> int:
+    """Statements the client sent: simple queries and extended-protocol executions,
+    pipelined or not (a pipeline is one round trip, but the server still parses, plans
+    and runs each statement in it)."""
+    return sum(1 for line in lines
+               if "\tF\t" in line and ("\tExecute\t" in line or "\tQuery\t" in line))
 
 
 def test_a_put_that_wakes_consumers_is_one_round_trip_and_its_notify_arrives(
@@ -62,6 +79,32 @@ def test_a_put_refused_by_a_full_queue_notifies_no_one(db: liteq.Database, pg_ur
             q.put("no room")
         assert [n.payload for n in watch.notifies(timeout=0.3)] == []
     assert q.stats()["ready"] == 1
+
+
+def test_a_batch_put_that_wakes_consumers_is_one_statement_and_its_notify_arrives_once(
+    db: liteq.Database, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every put notifies (the throttle's leading edge, each time): the NOTIFY is folded
+    # into the batch's statement, sent by its first row only.
+    monkeypatch.setattr(db.backend, "notify_wanted", lambda qid: True)
+    q = db.queue("batches")
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        watch.execute(f'LISTEN "{db.backend.wake_channel}"')
+        lines = traced(db.connection, lambda: q.put_many(["a", "b", "c"]))
+        got = [n.payload for n in watch.notifies(timeout=2.0, stop_after=1)]
+        got += [n.payload for n in watch.notifies(timeout=0.3)]
+        # A batch refused by back pressure inserts nothing and wakes no one.
+        small = db.queue("small-batches", max_depth=4)
+        small.put_many([1, 2])
+        list(watch.notifies(timeout=0.3))
+        with pytest.raises(liteq.QueueFull):
+            small.put_many([3, 4, 5])
+        assert [n.payload for n in watch.notifies(timeout=0.3)] == []
+    assert _round_trips(lines) == 1
+    assert _statements(lines) == 1  # before: BEGIN, the batch, pg_notify, COMMIT
+    assert got == [str(q.id)]  # one notification for the batch, not one per row
+    assert [m.payload for m in q.get_many(10)] == ["a", "b", "c"]
+    assert small.stats()["ready"] == 2
 
 
 def test_a_batch_ack_is_one_round_trip_and_frees_its_room(db: liteq.Database) -> None:

@@ -199,8 +199,7 @@ class QueueVerbs(Backend):
 
     def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
         if not force and rows and all(r[5] is None for r in rows):
-            sized = self.sized.get(self.qs.put_many, len(rows))
-            found = self._announced(qid, sized or self.qs.put_many, {
+            found = self._put_many(qid, len(rows), {
                 "qid": qid, "n": len(rows), "now": self.clock(),
                 "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
                 "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
@@ -288,21 +287,19 @@ class QueueVerbs(Backend):
             self.notify(cur, qid)
         return ids, added
 
-    def _announced(self, qid: int, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Run one put statement; with the NOTIFY that wakes consumers when the throttle
-        wants one (then the statement and the NOTIFY share one transaction, a second
-        round trip only for the first put of a burst: see notifier.py)."""
-        if not self.notify_wanted(qid):
-            try:
-                return self.conns.statement(sql, params)
-            finally:
-                self.throttled_done(qid)
-        with self.conns.tx() as cur:
-            cur.execute(sql, params)
-            found = cur.fetchall()
-            if found:
-                cur.execute(self.notify_sql, (str(qid),))
-        return found
+    def _put_many(self, qid: int, n: int, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The batch put's one statement (ids first in its rows; none: take the full
+        path), with the NOTIFY that wakes consumers in it when the throttle wants one
+        (see notifier.py)."""
+        if self.notify_wanted(qid):
+            params["channel"] = self.wake_channel
+            sql = self.sized.get(self.qs.put_many_notify, n) or self.qs.put_many_notify
+            return self.conns.statement(sql, params)
+        try:
+            return self.conns.statement(self.sized.get(self.qs.put_many, n) or self.qs.put_many,
+                                        params)
+        finally:
+            self.throttled_done(qid)
 
     def room(self, qid: int) -> tuple[int, int | None]:
         found = self.conns.statement(self.qs.room, (qid,))

@@ -138,6 +138,15 @@ i AS (
 )
 SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord
 """
+# The same with the NOTIFY that wakes consumers (when the throttle wants one), sent by
+# the first row only: one round trip instead of BEGIN, the put, the NOTIFY and COMMIT
+# (every batch of a loop slower than the throttle's window notifies).
+SQL_PUT_MANY_NOTIFY = SQL_PUT_MANY.replace(
+    "SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord",
+    "SELECT id, CASE WHEN ord = 1 THEN pg_notify(%(channel)s, %(qid)s::text) END\n"
+    "FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord",
+)
+assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
 
 # The stripes' sum, or the messages counted while the queue has no stripes yet.
 SQL_ROOM = f"""
