@@ -319,3 +319,18 @@ def test_a_restart_under_load_loses_no_committed_put_completes_no_job_twice_and_
     assert logs.count("the database does not answer") <= 3, logs[-3000:]
     assert "Traceback" not in logs, logs[-3000:]
     db.close()
+
+
+def test_every_verb_of_the_interface_is_placed_in_one_retry_list() -> None:
+    """A verb in no list is silently never tried again after a lost connection: the
+    hot-path pass added ``ack_one`` that way, and an ack whose connection was lost
+    raised instead of acking (this module's ack test caught it)."""
+    from liteq.backends.base import Backend
+    from liteq.backends.postgres import retry
+
+    verbs = {n for n in dir(Backend) if not n.startswith("_") and callable(getattr(Backend, n))}
+    lists = [retry.READS, retry.GUARDED, retry.ONCE, retry.PLUMBING, retry.UNDECIDED]
+    placed = [name for names in lists for name in names]
+    assert len(placed) == len(set(placed)), "a verb in two lists"
+    assert sorted(verbs - set(placed)) == [], "verbs in no list: place each one"
+    assert sorted(set(placed) - verbs) == [], "names that are no verb of the interface"
