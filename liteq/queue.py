@@ -32,7 +32,7 @@ from .validate import (
     short,
     validate_name,
 )
-from .wake import Looks
+from .wake import wait_and_claim
 
 __all__ = ["Queue", "Message", "Backoff", "QueueFull", "validate_name"]
 
@@ -408,52 +408,11 @@ class Queue:
         if msgs:
             waiter.found()
             return msgs
-        store = self._backend
-        # Then arm, and look once more without the write lock. A hint drained by that
-        # arm() is a commit since the claim that may not be visible yet: re-look as
-        # after a wake-up. No hint: sleep long after an empty look.
-        looks = Looks(claim=False, hinted=waiter.arm(), early=waiter.early)
-        # Of this queue's consumers waiting on this host, the one holding the turn
-        # waits for commits and the others for the turn (liteq.turns); the turn passes
-        # on when this wait ends, after the claim that ended it committed.
-        turn = self.db.turn(str(self.id))
-        try:
-            while True:
-                due_at = None
-                if looks.claim:
-                    ready = True
-                else:
-                    # Woken by a commit, which may be anyone's (another consumer's
-                    # ack, a put to another queue): look without the write lock
-                    # first, so that idle consumers do not queue on it behind the
-                    # producers.
-                    ready, due_at = store.probe(self.id)
-                if ready:
-                    msgs = self._claim(n)
-                    if msgs:
-                        waiter.found()
-                        return msgs
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                # Sleep until a commit (hint), the next delayed message or lease
-                # expiry that we know of, or a periodic re-check, whichever is first.
-                if due_at is None:
-                    due_at = store.next_due(self.id)
-                timeout = max(0.0, min(left, due_at - store.clock(), 1.0))
-                if turn is None or turn.take():
-                    looks.sleep(waiter.wait, timeout, relook=not ready)
-                else:
-                    # Another consumer's turn: wait for it (then look at once, as
-                    # after a hint) or for the timeout (then claim, as after any).
-                    looks.woke(turn.wait(looks.delay(timeout, relook=False)))
-                # Arm before the next look: a commit landing between an empty look
-                # and the wait is then already queued on the waiter, which returns
-                # at once.
-                waiter.arm()
-        finally:
-            if turn is not None:
-                turn.pass_on()
+        store, qid = self._backend, self.id
+        return wait_and_claim(
+            lambda: self._claim(n), lambda: store.probe(qid), lambda: store.next_due(qid),
+            store.clock, waiter, self.db.turn(str(qid)), deadline,
+        )
 
     def _claim(self, n: int) -> list[Message]:
         lease = self.config.lease

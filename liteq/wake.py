@@ -12,9 +12,17 @@ for hints; the others wait for the turn (``liteq.turns``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["Looks", "RECHECK_AFTER"]
+if TYPE_CHECKING:
+    from .backends.base import Waiter
+    from .turns import Turn
+
+__all__ = ["Looks", "RECHECK_AFTER", "wait_and_claim"]
+
+_T = TypeVar("_T")
 
 
 #: After a wake-up whose look without the lock found nothing, look again after these
@@ -65,3 +73,59 @@ class Looks:
         else:
             self.claim = not woken
             self._rechecks = 0
+
+
+def wait_and_claim(
+    claim: Callable[[], list[_T]],
+    probe: Callable[[], tuple[bool, float]],
+    next_due: Callable[[], float],
+    clock: Callable[[], float],
+    waiter: Waiter,
+    turn: Turn | None,
+    deadline: float,
+) -> list[_T]:
+    """``Queue.get_many(wait=...)`` after its first claim found nothing: wait for work
+    until *deadline* (monotonic) and claim it; ``[]`` if none came. *probe* looks
+    without the write lock (is anything ready, and the next due time), *next_due* is
+    the queue's next delayed message or lease expiry, *clock* the store's. *turn* is
+    this thread's place among the queue's idle consumers (``liteq.turns``), passed on
+    when the wait ends, after the claim that ended it committed."""
+    # Arm, and look once more without the write lock. A hint drained by that arm() is
+    # a commit since the claim that may not be visible yet: re-look as after a wake-up.
+    # No hint: sleep long after an empty look.
+    looks = Looks(claim=False, hinted=waiter.arm(), early=waiter.early)
+    try:
+        while True:
+            due_at = None
+            if looks.claim:
+                ready = True
+            else:
+                # Woken by a commit, which may be anyone's (another consumer's ack, a
+                # put to another queue): look without the write lock first, so that
+                # idle consumers do not queue on it behind the producers.
+                ready, due_at = probe()
+            if ready:
+                msgs = claim()
+                if msgs:
+                    waiter.found()
+                    return msgs
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            # Sleep until a commit (hint), the next delayed message or lease expiry
+            # that we know of, or a periodic re-check, whichever is first.
+            if due_at is None:
+                due_at = next_due()
+            timeout = max(0.0, min(left, due_at - clock(), 1.0))
+            if turn is None or turn.take():
+                looks.sleep(waiter.wait, timeout, relook=not ready)
+            else:
+                # Another consumer's turn: wait for it (then look at once, as after a
+                # hint) or for the timeout (then claim, as after any).
+                looks.woke(turn.wait(looks.delay(timeout, relook=False)))
+            # Arm before the next look: a commit landing between an empty look and the
+            # wait is then already queued on the waiter, which returns at once.
+            waiter.arm()
+    finally:
+        if turn is not None:
+            turn.pass_on()

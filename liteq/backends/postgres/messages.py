@@ -376,13 +376,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             return []
         if len(pairs) == 1 and retention <= 0:
             mid, token = pairs[0]
-            deleted, _ = self.conns.statement(
-                self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
-            )[0]
-            if deleted:
-                self._tally(qid, 0, 1)
-                return []
-            return [mid]
+            return [mid] if self.ack_one(qid, mid, token, retention) else []
         ids = [p[0] for p in pairs]
         tokens = [p[1] for p in pairs]
         if retention <= 0:
