@@ -6,6 +6,8 @@ they meant), and every path that writes a success still counts it exactly once.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import dbsql
@@ -14,8 +16,10 @@ from workerapp_tools import drain
 
 import liteq
 from liteq import codec, workflow
+from liteq.backends import State
 from liteq.backends.postgres import workflow_sql as pg_sql
 from liteq.backends.sqlite import workflow_sql as sqlite_sql
+from liteq.running import JobContext, outcome_row
 from liteq.workflow import chord, group
 
 pytestmark = pytest.mark.every_engine
@@ -219,3 +223,42 @@ def test_acks_one_by_one_count_each_child_once_and_release_it_at_its_last_parent
                (three.id, after_a.id)) == [(0,), (0,)]
     drain(db)
     assert sorted(calls) == [[10, 20], [10, 20, 30, 40]]
+
+
+@pytest.mark.parametrize("retention", [0.0, 3600.0])
+def test_a_dependent_enqueued_while_its_parent_is_being_acked_is_released(
+    db, retention: float
+) -> None:
+    """``depends_on=[p]`` while p's ack is in flight (its row deleted, or kept as done
+    with retention; its results row written; not yet committed): the new child must see
+    p's ending, whichever commits first. On PostgreSQL the link waits for the ack's row
+    lock; it must then read p as ended, not as the running job it saw before the wait
+    (the child waited forever)."""
+    calls: list[Any] = []
+    member, callback = _tasks(db, calls)
+    db.queue("default", retention=retention)
+    parent = member.enqueue([7])
+    (m,) = db.queue("default").get_many(1)
+    linked: list[Any] = []
+    with db.transaction():
+        assert not db.backend.ack(m.owner.id, [(m.id, m.token)], m.owner.config.retention)
+        workflow.record(db, [(m.id, 70)])
+        db.backend.save_results([_done_row(db, m, 70)])
+        linker = threading.Thread(target=lambda: linked.append(
+            callback.s().enqueue(depends_on=[parent])))
+        linker.start()
+        linker.join(0.5)  # blocked on the ack's lock (either engine), or done already
+    linker.join(30)
+    assert not linker.is_alive()
+    (child,) = linked
+    assert child.state == "queued"
+    drain(db)
+    assert calls == [70]
+
+
+def _done_row(db: liteq.Database, m: Any, value: Any) -> tuple[Any, ...]:
+    """The results row the worker's ack writes for *m* (a success)."""
+    ctx = JobContext(db, m.id, m.payload["task"], m.owner.name, m.attempts, 5,
+                     m.payload["args"], {}, m.enqueued_at)
+    return outcome_row(ctx, State.DONE, attempts=m.attempts, now=time.time(), ttl=3600.0,
+                       value=codec.encode(value), duration=0.0)

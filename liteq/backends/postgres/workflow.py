@@ -28,6 +28,11 @@ SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])
 # Parents first, then children, each in id order: the row lock order of every writer.
 SQL_WF_FLAG = "UPDATE {s}.messages SET wf = true WHERE id = ANY(%s) AND wf IS NULL"
 SQL_WF_HOLD = f"UPDATE {{s}}.messages SET state = 1, run_at = {WAITING_AT!r} WHERE id = ANY(%s)"
+# The parents that exist, locked before their state is read (in id order: parents first,
+# then children, is every writer's order): a parent whose ack is in flight is waited for,
+# and read as it ended, not as the running job the ack's commit would leave behind it (a
+# child linked to it then would wait for an ending already past: tests/test_workflow_ack).
+SQL_WF_LOCK = "SELECT id FROM {s}.messages WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
 SQL_WF_PARENT = """
 SELECT m.state, m.origin, r.state, r.value, r.error
 FROM (SELECT %s::bigint AS id) AS p
@@ -57,6 +62,7 @@ _OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancell
 
 
 class _Statements(NamedTuple):
+    lock: str
     jobs: str
     edges: str
     flag: str
@@ -73,7 +79,7 @@ class _Statements(NamedTuple):
     prune: str
 
 
-_SOURCES = _Statements(SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
+_SOURCES = _Statements(SQL_WF_LOCK, SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
                        SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_COUNT, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
@@ -99,7 +105,10 @@ class WorkflowVerbs:
         with self.conns.tx() as cur:
             ended: dict[int, tuple[str, bytes | None, str | None]] = {}
             missing: list[int] = []
-            for parent in dict.fromkeys(p for n in nodes for p, _ in n.parents if p not in new):
+            known = list(dict.fromkeys(p for n in nodes for p, _ in n.parents if p not in new))
+            if known:
+                cur.execute(sql.lock, (sorted(known),))
+            for parent in known:
                 cur.execute(sql.parent, (parent,))
                 row = cur.fetchone()
                 assert row is not None  # one row per parent, found or not
