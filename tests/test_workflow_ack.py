@@ -62,6 +62,10 @@ def _downgrade(db: liteq.Database) -> None:
         for text in (old[start:end], old[settle:settle_end]):
             db.execute(qualify(text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
                                schema))
+        # _V_WFONE dropped the statement trigger: back, as the previous releases had it.
+        trigger = old[settle_end:old.index("EXECUTE FUNCTION {s}.wf_settle();", settle_end)]
+        db.execute(qualify("DROP TRIGGER IF EXISTS wf_settle ON {s}.wf_edges", schema))
+        db.execute(qualify(trigger + "EXECUTE FUNCTION {s}.wf_settle()", schema))
         db.execute(qualify("DROP FUNCTION {s}.wf_done(bigint[], bytea[], text)", schema))
         db.execute(qualify("DROP FUNCTION {s}.wf_among(bigint[])", schema))
         # _V_WFACK's version and every later one (they run again on the next open).

@@ -187,7 +187,8 @@ class QueueVerbs(Backend):
                 # can commit into the queue after it is gone (boundary plan 3.9).
                 cur.execute(self.qs.topic_lock, (topic,))
             cur.execute(self.qs.queue_lock, (qid,))
-            cur.execute(self.qs.wf_purging, {"qid": qid, "state": None})
+            cur.execute(self.qs.wf_purging,
+                        {"qid": qid, "state": None, "channel": self.wake_channel})
             cur.execute(self.qs.purge_all, (qid,))
             cur.execute(self.qs.stripes_delete, (qid,))
             cur.execute(self.qs.queue_delete, (qid,))
@@ -360,8 +361,8 @@ class QueueVerbs(Backend):
         here a put committing meanwhile keeps its own count, so 0 could undercount.)"""
         with self.conns.tx() as cur:
             # Their dependents are cancelled ("parent job N was purged").
-            cur.execute(self.qs.wf_purging,
-                        {"qid": qid, "state": None if state is None else int(state)})
+            cur.execute(self.qs.wf_purging, {"qid": qid, "channel": self.wake_channel,
+                                             "state": None if state is None else int(state)})
             if state is None:
                 cur.execute(self.qs.purge_all, (qid,))
                 n, unfinished = cur.fetchall()[0]

@@ -6,7 +6,7 @@ per backend and names each ``SQL_X`` as ``x``."""
 from __future__ import annotations
 
 from ..records import State
-from .workflow_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
+from .workflow_settle_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
 DONE, DEAD, CANCELLED = int(State.DONE), int(State.DEAD), int(State.CANCELLED)

@@ -45,6 +45,7 @@ import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
 from .obs_sql import OBS_SCHEMA
+from .workflow_settle_sql import WFONE_SCHEMA
 from .workflow_sql import WFACK_SCHEMA, WFVAL_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["DEFAULT_SCHEMA", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "check_schema_name",
@@ -412,9 +413,13 @@ _V_WFACK = WFACK_SCHEMA
 # Workflows, the member's ack one by one (issue 20): ``wf_done`` of one parent in small
 # statements (``workflow_sql.py``: WFVAL_SCHEMA). Replaced in place, as _V_WFACK.
 _V_WFVAL = WFVAL_SCHEMA
+# No trigger on wf_edges: the writers of an edge's other endings call wf_apply; one
+# parent with one child acked by wf_done1 (``workflow_settle_sql.py``: WFONE_SCHEMA).
+_V_WFONE = WFONE_SCHEMA
 
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
+                        _V_WFONE]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

@@ -12,6 +12,7 @@ from ..records import State
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .connection import Connections
 from .schema import qualify
+from .workflow_settle_sql import SQL_WF_APPLY, SQL_WF_DONE1
 from .workflow_sql import SQL_WF_AMONG, SQL_WF_COUNT, SQL_WF_DONE
 
 __all__ = ["WorkflowVerbs"]
@@ -71,6 +72,8 @@ class _Statements(NamedTuple):
     settle: str
     among: str
     done: str
+    done1: str
+    apply: str
     counted: str
     parents: str
     children: str
@@ -80,7 +83,7 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_LOCK, SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_COUNT, SQL_WF_PARENTS,
+                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_DONE1, SQL_WF_APPLY, SQL_WF_COUNT, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
 
@@ -134,13 +137,19 @@ class WorkflowVerbs:
             cur.execute(sql.flag, (sorted({e[0] for e in edges}),))
             cur.execute(sql.hold, (sorted(n.id for n in nodes if n.parents),))
             succeeded: dict[int, int] = {}
-            for parent, child, _pos, _allow in edges:
+            failed: list[tuple[int, int, bool, str]] = []
+            for parent, child, _pos, allow in edges:
                 if parent in ended:
                     outcome, value, error = ended[parent]
                     cur.execute(sql.settle, (value if outcome == "done" else None, error,
                                              outcome, parent, child))
-                    if outcome == "done":  # counted here, not by wf_settle
+                    if outcome == "done":  # counted here
                         succeeded[child] = succeeded.get(child, 0) + 1
+                    else:  # cancels the child, or counts it down if allow_failure
+                        failed.append((parent, child, allow, outcome))
+            if failed:
+                cur.execute(sql.apply, [*(list(c) for c in zip(*failed, strict=True)),
+                                        self._wf_channel])
             if succeeded:
                 kids = sorted(succeeded)
                 cur.execute(sql.counted, {"children": kids, "counts": [succeeded[k] for k in kids],
@@ -158,6 +167,13 @@ class WorkflowVerbs:
         # One statement, one round trip, no savepoint of its own in the ack's
         # transaction (a failure rolls the ack back with it): the edges are read again
         # under the counters' locks (other workers ack concurrently).
+        if len(items) == 1:
+            mid, value = items[0]
+            kids = children[mid]
+            if len(kids) == 1:  # a chord member, a chain's step: by their keys
+                self.conns.joined(self._wf_sql.done1, {
+                    "parent": mid, "child": kids[0], "value": value, "channel": self._wf_channel})
+                return
         ordered = sorted(items) if len(items) > 1 else items
         self.conns.joined(self._wf_sql.done, {
             "parents": [mid for mid, _v in ordered], "values": [v for _m, v in ordered],

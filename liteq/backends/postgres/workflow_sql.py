@@ -10,7 +10,10 @@ a success is counted by the statement that writes it (``wf_done``, a function: o
 trip and a plan made once per session), and ``wf_settle`` handles the other endings.
 
 As there, a parent whose row is deleted (the worker's ack, a purge) settles its edges
-explicitly (``wf_done``, :data:`SQL_WF_PURGING`), in the same transaction.
+explicitly (``wf_done``, ``wf_purging``), in the same transaction.
+
+Since ``_V_WFONE`` there is no trigger on ``wf_edges``: its writers hand what they changed
+to ``wf_apply`` (``workflow_settle_sql.py``).
 
 What PostgreSQL adds: concurrent endings of a chord's members serialize on the child's
 ``wf_jobs`` row (the counter's ``UPDATE`` waits for the row lock and decrements the
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_PURGING", "SQL_WF_DONE", "SQL_WF_AMONG",
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_DONE", "SQL_WF_AMONG",
            "SQL_WF_COUNT"]
 
 _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
@@ -413,11 +416,4 @@ WITH counted AS (
 ), {_RELEASED}
 SELECT count(pg_notify(%(channel)s, r.qid::text))
 FROM (SELECT DISTINCT qid FROM released) AS r WHERE %(channel)s::text IS NOT NULL
-"""
-
-# Before a purge deletes unfinished messages of a queue (all, or those in one state).
-SQL_WF_PURGING = """
-UPDATE {s}.wf_edges SET outcome = 'purged' WHERE outcome IS NULL AND parent IN (
-    SELECT id FROM {s}.messages WHERE qid = %(qid)s AND state < 3 AND wf
-    AND (%(state)s::integer IS NULL OR state = %(state)s::integer))
 """

@@ -1,0 +1,273 @@
+"""Workflows on PostgreSQL, migration ``_V_WFONE`` (issue 20's 1.3x): no trigger on
+``wf_edges``; every writer of an edge's ending hands what it changed to ``wf_apply``.
+
+Until this migration a statement trigger (``wf_settle``, over transition tables) read
+every ``UPDATE`` of ``wf_edges``, a success's included: PostgreSQL allows transition
+tables only on triggers without a column list, so the trigger could not skip the
+successes, which their writers count themselves (``WFACK_SCHEMA``). It cost ~35k server
+instructions a member's ack (``bench/chord_server.py``), and filling its transition
+tables more. The writers that end or re-arm an edge otherwise are few and all liteq's
+own: ``wf_end`` (a parent failed, died, was cancelled, or came back by a redrive),
+``wf_purging`` (a purge of unfinished parents) and ``wf_link`` (a child linked to a parent
+that had already failed). Each now passes the edges it changed, as its ``UPDATE ...
+RETURNING`` gave them, to ``wf_apply``: the same aggregation per child and the same
+cancel, release and re-arm as the trigger's, in a statement of its own after the
+writer's (the writer's rows are visible to it, as they were to an AFTER trigger).
+
+And a chord member's ack one by one (one parent, one child: the client knows the child
+from ``wf_among``) takes ``wf_done1``: scalar arguments, the edge and the counter each
+updated by its key, no aggregate. ``wf_done`` (arrays) stays for the rest. Server
+instructions per ack (``bench/chord_server.py``, fresh databases), member / plain: one by
+one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.32x.
+"""
+
+from __future__ import annotations
+
+from ..workflow import WAITING_AT
+
+__all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_DONE1", "SQL_WF_PURGING"]
+
+_WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
+
+# The channel a released child is announced on: NULL when the schema's name makes it too
+# long for one (the poll finds the child).
+_CHANNEL = """CASE WHEN length('liteq_' || TG_TABLE_SCHEMA) <= 63
+        THEN 'liteq_' || TG_TABLE_SCHEMA END"""
+
+WFONE_SCHEMA = f"""
+DROP TRIGGER IF EXISTS wf_settle ON {{s}}.wf_edges;
+DROP FUNCTION IF EXISTS {{s}}.wf_settle();
+
+-- Room on wf_edges' new pages for the settled versions of their edges: a page pruned at
+-- every settling (it has less free room than its fillfactor keeps) costs per edge on it.
+-- At 70, ~95 edges a page: ~34k instructions of pruning per member acked one by one;
+-- at 30, ~40 a page: ~19k (the table 2.3x larger while its workflows are kept).
+ALTER TABLE {{s}}.wf_edges SET (fillfactor = 30);
+-- The worker's flush looks up and settles a hundred parents' edges: an index scan per
+-- parent, not a bitmap built for each (~6k instructions per member).
+ALTER FUNCTION {{s}}.wf_among(bigint[]) SET enable_bitmapscan = off;
+ALTER FUNCTION {{s}}.wf_done(bigint[], bytea[], text) SET enable_bitmapscan = off;
+
+-- Edges a statement settled (unsettle false: from NULL to an outcome) or re-armed
+-- (unsettle true: back to NULL), one entry per edge. Successes are counted by their
+-- writers and skipped here. Per child: one counter update however many of its parents
+-- changed, then the children to cancel, release or re-arm in one statement each. What
+-- changed is kept in local arrays, so a nested call (a cancel cascading down through
+-- wf_end) cannot disturb it.
+CREATE OR REPLACE FUNCTION {{s}}.wf_apply(parents bigint[], kids bigint[], allows boolean[],
+    outcomes_ text[], unsettle boolean, channel text) RETURNS void
+LANGUAGE plpgsql AS $wf$
+DECLARE
+    now_ double precision := extract(epoch FROM clock_timestamp());
+    children bigint[];
+    settled bigint[];
+    unsettled bigint[];
+    blockers bigint[];
+    outcomes text[];
+    qids bigint[];
+BEGIN
+    SELECT array_agg(d.child ORDER BY d.child), array_agg(d.settled ORDER BY d.child),
+           array_agg(d.unsettled ORDER BY d.child), array_agg(d.blocker ORDER BY d.child),
+           array_agg(d.outcome ORDER BY d.child)
+    INTO children, settled, unsettled, blockers, outcomes
+    FROM (
+        SELECT c.child,
+            count(*) FILTER (WHERE NOT unsettle) AS settled,
+            count(*) FILTER (WHERE unsettle) AS unsettled,
+            (array_agg(c.parent ORDER BY c.parent) FILTER (WHERE NOT unsettle
+                AND NOT c.allow))[1] AS blocker,
+            (array_agg(c.outcome ORDER BY c.parent) FILTER (WHERE NOT unsettle
+                AND NOT c.allow))[1] AS outcome
+        FROM unnest(parents, kids, allows, outcomes_) AS c(parent, child, allow, outcome)
+        WHERE c.outcome IS DISTINCT FROM 'done'
+        GROUP BY c.child
+    ) d;
+    IF children IS NULL THEN
+        RETURN;
+    END IF;
+    -- Locked in child id order, the lock order of every writer.
+    PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(children) ORDER BY id FOR UPDATE;
+    UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - d.settled + d.unsettled,
+        cancelled_by = coalesce(w.cancelled_by, d.blocker)
+    FROM unnest(children, settled, unsettled, blockers) AS d(child, settled, unsettled, blocker)
+    WHERE w.id = d.child;
+
+    -- A parent that did not succeed, on a step that does not allow it: the child is
+    -- cancelled (and its own dependents with it, through wf_end).
+    IF EXISTS (SELECT 1 FROM unnest(blockers) b WHERE b IS NOT NULL) THEN
+        WITH cancelled AS (
+            UPDATE {{s}}.messages m SET state = 5, finished_at = now_,
+                error = 'parent job ' || c.blocker || CASE c.outcome
+                    WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
+                    ELSE ' was purged' END
+            FROM unnest(children, blockers, outcomes) AS c(child, blocker, outcome)
+            WHERE c.blocker IS NOT NULL AND m.id = c.child AND {_WAITING}
+            RETURNING m.qid
+        ), per_queue AS (SELECT qid, count(*) AS n FROM cancelled GROUP BY qid)
+        UPDATE {{s}}.depth_stripes d SET used = d.used - p.n FROM per_queue p
+        WHERE d.qid = p.qid AND d.stripe =
+            (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = p.qid);  -- depth.py lock order
+    END IF;
+
+    -- The last parent ended and none blocks: released, announced once per queue.
+    WITH released AS (
+        UPDATE {{s}}.messages m SET state = CASE WHEN w.delay > 0 THEN 1 ELSE 0 END,
+            run_at = now_ + w.delay
+        FROM unnest(children, unsettled, blockers) AS c(child, unsettled, blocker)
+        JOIN {{s}}.wf_jobs w ON w.id = c.child
+        WHERE c.blocker IS NULL AND c.unsettled = 0 AND w.unmet <= 0 AND m.id = c.child
+          AND {_WAITING}
+        RETURNING m.qid
+    )
+    SELECT array_agg(DISTINCT qid) INTO qids FROM released;
+    IF qids IS NOT NULL AND channel IS NOT NULL THEN
+        PERFORM pg_notify(channel, q::text) FROM unnest(qids) AS q;
+    END IF;
+
+    -- A parent redriven: a child it had cancelled, with no other blocking parent, waits
+    -- for it again.
+    IF EXISTS (SELECT 1 FROM unnest(unsettled) u WHERE u > 0) THEN
+        SELECT array_agg(c.child) INTO children
+        FROM unnest(children, unsettled) AS c(child, unsettled)
+        WHERE c.unsettled > 0 AND NOT EXISTS (
+            SELECT 1 FROM {{s}}.wf_edges e WHERE e.child = c.child
+            AND e.outcome IS NOT NULL AND e.outcome <> 'done' AND NOT e.allow_failure);
+        IF children IS NOT NULL THEN
+            UPDATE {{s}}.wf_jobs SET cancelled_by = NULL
+            WHERE id = ANY(children) AND cancelled_by IS NOT NULL;
+            WITH rearmed AS (
+                UPDATE {{s}}.messages m SET state = 1, run_at = {WAITING_AT!r},
+                    finished_at = NULL, error = NULL
+                WHERE m.id = ANY(children) AND m.state = 5 AND m.error LIKE 'parent job %'
+                RETURNING m.qid
+            ), per_queue AS (SELECT qid, count(*) AS n FROM rearmed GROUP BY qid)
+            UPDATE {{s}}.depth_stripes d SET used = d.used + p.n FROM per_queue p
+            WHERE d.qid = p.qid AND d.stripe =
+                (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = p.qid);
+        END IF;
+    END IF;
+END
+$wf$;
+
+-- A parent's ending (or its return by a redrive), row by row: its edges settled or
+-- re-armed here, then handed to wf_apply. A retained success counts its children itself.
+CREATE OR REPLACE FUNCTION {{s}}.wf_end() RETURNS trigger LANGUAGE plpgsql AS $wf$
+DECLARE
+    channel text := {_CHANNEL};
+    qids bigint[];
+    parents bigint[];
+    kids bigint[];
+    allows boolean[];
+    outs text[];
+BEGIN
+    IF NEW.state < 3 AND NEW.qid = OLD.qid THEN
+        WITH n AS (
+            UPDATE {{s}}.wf_edges SET outcome = NULL, error = NULL
+            WHERE parent = NEW.id AND outcome IN ('failed', 'cancelled', 'purged')
+            RETURNING parent, child, allow_failure, outcome
+        )
+        SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
+        INTO parents, kids, allows, outs FROM n;
+        IF kids IS NOT NULL THEN
+            PERFORM {{s}}.wf_apply(parents, kids, allows, outs, true, channel);
+        END IF;
+    ELSIF NEW.state = 3 THEN
+        -- A retained ack: one parent fewer for each child, counted here; the children's
+        -- counters locked in id order first (the lock order of every writer).
+        PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(ARRAY(
+            SELECT child FROM {{s}}.wf_edges WHERE parent = NEW.id AND outcome IS NULL))
+        ORDER BY id FOR UPDATE;
+        WITH settled AS (
+            UPDATE {{s}}.wf_edges SET error = NEW.error, outcome = 'done'
+            WHERE parent = NEW.id AND outcome IS NULL RETURNING child
+        ), counted AS (
+            UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - 1 FROM settled s WHERE w.id = s.child
+            RETURNING w.id, w.unmet, w.delay
+        ), released AS (
+            UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
+                run_at = extract(epoch FROM clock_timestamp()) + c.delay
+            FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
+            RETURNING m.qid
+        )
+        SELECT array_agg(DISTINCT qid) INTO qids FROM released;
+        IF qids IS NOT NULL AND channel IS NOT NULL THEN
+            PERFORM pg_notify(channel, q::text) FROM unnest(qids) AS q;
+        END IF;
+    ELSE
+        WITH n AS (
+            UPDATE {{s}}.wf_edges SET error = NEW.error,
+                outcome = CASE WHEN NEW.state = 5 THEN 'cancelled' ELSE 'failed' END
+            WHERE parent = NEW.id AND outcome IS NULL
+            RETURNING parent, child, allow_failure, outcome
+        )
+        SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
+        INTO parents, kids, allows, outs FROM n;
+        IF kids IS NOT NULL THEN
+            PERFORM {{s}}.wf_apply(parents, kids, allows, outs, false, channel);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$wf$;
+
+-- Before a purge deletes unfinished messages of a queue (all, or those in one state):
+-- their dependents are cancelled ("parent job N was purged").
+CREATE OR REPLACE FUNCTION {{s}}.wf_purging(qid_ bigint, state_ integer, channel text)
+RETURNS void LANGUAGE plpgsql AS $wf$
+DECLARE
+    parents bigint[];
+    kids bigint[];
+    allows boolean[];
+    outs text[];
+BEGIN
+    WITH n AS (
+        UPDATE {{s}}.wf_edges SET outcome = 'purged' WHERE outcome IS NULL AND parent IN (
+            SELECT id FROM {{s}}.messages WHERE qid = qid_ AND state < 3 AND wf
+            AND (state_ IS NULL OR state = state_))
+        RETURNING parent, child, allow_failure, outcome
+    )
+    SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
+    INTO parents, kids, allows, outs FROM n;
+    IF kids IS NOT NULL THEN
+        PERFORM {{s}}.wf_apply(parents, kids, allows, outs, false, channel);
+    END IF;
+END
+$wf$;
+
+-- One parent with one child succeeded (a chord member, a chain's step, acked one by
+-- one): its edge settled with its value, the child's counter down by one, the child
+-- released at 0. No edge left to settle: a retained ack settled it (wf_end), its value
+-- only. The plans are generic (scalar arguments); enable_seqscan off keeps them on the
+-- keys while the tables are young.
+CREATE OR REPLACE FUNCTION {{s}}.wf_done1(parent_ bigint, kid bigint, val bytea, channel text)
+RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $wf$
+DECLARE
+    left_ bigint;
+    delay_ double precision;
+    qid_ bigint;
+BEGIN
+    UPDATE {{s}}.wf_edges SET value = val, outcome = 'done'
+    WHERE parent = parent_ AND outcome IS NULL;
+    IF NOT FOUND THEN
+        UPDATE {{s}}.wf_edges SET value = val WHERE parent = parent_ AND outcome = 'done';
+        RETURN;
+    END IF;
+    UPDATE {{s}}.wf_jobs SET unmet = unmet - 1 WHERE id = kid
+    RETURNING unmet, delay INTO left_, delay_;
+    IF left_ <= 0 THEN
+        UPDATE {{s}}.messages m SET state = CASE WHEN delay_ > 0 THEN 1 ELSE 0 END,
+            run_at = extract(epoch FROM clock_timestamp()) + delay_
+        WHERE m.id = kid AND {_WAITING}
+        RETURNING m.qid INTO qid_;
+        IF qid_ IS NOT NULL AND channel IS NOT NULL THEN
+            PERFORM pg_notify(channel, qid_::text);
+        END IF;
+    END IF;
+END
+$wf$;
+"""
+
+SQL_WF_APPLY = "SELECT {s}.wf_apply(%s::bigint[], %s::bigint[], %s::boolean[], %s::text[], false, %s)"
+SQL_WF_DONE1 = ("SELECT {s}.wf_done1(%(parent)s::bigint, %(child)s::bigint, %(value)s::bytea,"
+                " %(channel)s::text)")
+SQL_WF_PURGING = "SELECT {s}.wf_purging(%(qid)s::bigint, %(state)s::integer, %(channel)s::text)"
