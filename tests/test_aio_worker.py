@@ -59,9 +59,10 @@ def test_a_thousand_coroutines_that_each_sleep_a_second_finish_together_in_one_p
 
 def test_sigkill_of_an_asyncio_worker_loses_nothing(app, tmp_path: Path) -> None:
     db = app.db
-    # A lease of 3 s, not 1: on a loaded machine a heartbeat late by a second let a
-    # running job's lease lapse, and its third attempt failed the last assertion (seen
-    # once in a full run). The killed worker's jobs wait 3 s for their leases to lapse.
+    # A lease of 3 s, not 1: on a loaded machine a heartbeat late by a second would let
+    # a running job's lease lapse, and a third attempt fail the attempts assertion (a
+    # failure seen once in a full run, most likely this). The killed worker's jobs wait
+    # 3 s for their leases to lapse.
     db.queue("aio", lease=3.0)
     jobs = app.nap.enqueue_many([(f"k{i}", 0.3) for i in range(300)])
     log = tmp_path / "worker.log"
