@@ -147,8 +147,8 @@ def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
         # the clock, would run more often per ack and by how loaded the machine is: a
         # clock that steps per reading, as bench/instructions.py's, keeps the counts put.
         sys.path.insert(0, HERE)
-        from instructions import SteppingClock
-        clock = SteppingClock()
+        from instructions import stepping_clock
+        clock = stepping_clock()
     db = liteq.connect(target, clock=clock)
     member, callback = ack_tasks(db)
     q = db.queue("default")

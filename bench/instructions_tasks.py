@@ -34,13 +34,13 @@ OPS = ["delay", "run"]
 
 def child(n: int) -> None:
     sys.path.insert(0, HERE)
-    from instructions import SteppingClock
+    from instructions import stepping_clock
 
     import liteq
 
     directory = tempfile.mkdtemp(prefix="liteq-instr-tasks-")
     try:
-        db = liteq.connect(os.path.join(directory, "t.db"), clock=SteppingClock())
+        db = liteq.connect(os.path.join(directory, "t.db"), clock=stepping_clock())
 
         @db.task(name="noop", store_result=False)
         def noop(i: int) -> None:
