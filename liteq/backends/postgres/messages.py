@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import LeaseLost
+from ..due import SeenDue
 from ..limits import held_due, held_probe, stats_with_limits
 from ..records import QueueStats
 from .depth import release_ctes
@@ -230,6 +231,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         self.ms = Statements(globals(), self.schema)
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()
+        self.seen_due = SeenDue()  # what the last probe saw due, per queue (due.py)
         self.held = {}
         self.flows_written = set()
         self.limited_queues = set()
@@ -257,7 +259,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                 return sorted(rows, key=_claim_order) if len(rows) > 1 else rows, until
             self.limited_queues.discard(qid)  # its limits are gone, or it is paused
         rows = self._take(qid, n, until)
-        if len(rows) < n and not maintained:
+        if len(rows) < n and not maintained and not self.seen_due.nothing_due(qid, now):
             self._maintained[qid] = now
             if self._maintain(qid, now):
                 more = self._take(qid, n - len(rows), until)
@@ -341,15 +343,19 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             cur.execute(self.ms.unlease, (unlease,))
 
     def next_due(self, qid: int) -> float:
+        now = self.clock()  # before the look: its answer is at least this fresh
         value = self.conns.statement(self.ms.next_due, {"qid": qid})[0][0]
         due = float(value) if value is not None else float("inf")
+        self.seen_due.saw(qid, due, now)
         return held_due(self.held, qid, due)
 
     def probe(self, qid: int) -> tuple[bool, float]:
+        now = self.clock()  # before the look: its answer is at least this fresh
         ready, value = self.conns.statement(self.ms.probe, {"qid": qid})[0]
         due = float(value) if value is not None else float("inf")
+        self.seen_due.saw(qid, due, now)
         if qid in self.held:  # an empty bucket: nothing to claim until its next token
-            return held_probe(self.held, qid, bool(ready), due, self.clock())
+            return held_probe(self.held, qid, bool(ready), due, now)
         return bool(ready), due
 
     def stats(self, qid: int) -> QueueStats:

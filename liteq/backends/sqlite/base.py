@@ -17,6 +17,7 @@ import apsw
 
 from ...errors import DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
+from ..due import SeenDue
 from ..totals import PendingTotals
 from .files import resolve
 from .group import GroupCommit
@@ -114,6 +115,7 @@ class StoreBase(Opening):
         self._local = _Local()
         self._maintained: dict[int, float] = {}
         self._behind: set[int] = set()  # queues whose last maintenance left rows to settle
+        self.seen_due = SeenDue()  # what the last probe saw due, per queue (due.py)
         self.held: dict[int, float] = {}  # queues whose buckets are empty until (flow.py)
         self.flows_written: set[Any] = set()  # task limits this process wrote (flow.py)
         self.limited_queues: set[int] = set()  # queues this process saw with limits

@@ -80,6 +80,8 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             if found:
                 *row, until = found[0]
                 return [tuple(row)], until
+            if self.seen_due.nothing_due(qid, now := self.clock()):
+                return [], now + lease  # none ready, none due (a fresh probe said so)
             maintained = False  # none ready: settle delayed and expired ones, look again
         return self._claim_locked(qid, n, lease, maintained)
 
@@ -96,6 +98,8 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             if found:
                 row: tuple[Any, ...] = found[0]
                 return row
+            if self.seen_due.nothing_due(qid, self.clock()):
+                return None  # none ready, none due: no write transaction to maintain
             rows, until = self._claim_locked(qid, 1, lease, False)
         else:
             rows, until = self.claim(qid, 1, lease)
@@ -118,7 +122,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                 rows = self._claim_rows(cur, params, until)
             else:
                 rows = self._claim_rows(cur, params, until)
-                if len(rows) < n:
+                if len(rows) < n and not self.seen_due.nothing_due(qid, now):
                     self._maintained[qid] = tick
                     if self._maintain(cur, qid, now):
                         params["n"] = n - len(rows)
@@ -219,19 +223,23 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
 
     def next_due(self, qid: int) -> float:
         """The earliest time a delayed message falls due or a lease runs out (inf if none)."""
+        now = self.clock()  # before the look: its answer is at least this fresh
         with self.read() as cur:
             value = cur.execute(SQL_NEXT_DUE, {"qid": qid}).fetchall()[0][0]
         due = float(value) if value is not None else float("inf")
+        self.seen_due.saw(qid, due, now)
         return held_due(self.held, qid, due)
 
     def probe(self, qid: int) -> tuple[bool, float]:
         """Without the write lock: is a message of queue *qid* ready, and when does the
         next delayed message fall due or lease run out (inf if none)?"""
+        now = self.clock()  # before the look: its answer is at least this fresh
         with self.read() as cur:
             ready, value = cur.execute(SQL_PROBE, {"qid": qid}).fetchall()[0]
         due = float(value) if value is not None else float("inf")
+        self.seen_due.saw(qid, due, now)
         if qid in self.held:  # an empty bucket: nothing to claim until its next token
-            return held_probe(self.held, qid, bool(ready), due, self.clock())
+            return held_probe(self.held, qid, bool(ready), due, now)
         return bool(ready), due
 
     def stats(self, qid: int) -> QueueStats:
