@@ -177,7 +177,7 @@ class Consumer:
                 if self.w.burst:
                     return []
                 if looks.claim:
-                    due_at = min((store.next_due(q.id) for q in self.queues), default=math.inf)
+                    due_at = min((store.wait_due(q.id) for q in self.queues), default=math.inf)
                 timeout = max(0.0005, min(due_at - store.clock(), 1.0))
                 key = ",".join(str(q.id) for q in self.queues)
                 if key != turn_key:  # the first wait, or queues found since

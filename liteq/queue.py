@@ -410,7 +410,7 @@ class Queue:
             return msgs
         store, qid = self._backend, self.id
         return wait_and_claim(
-            lambda: self._claim(n), lambda: store.probe(qid), lambda: store.next_due(qid),
+            lambda: self._claim(n), lambda: store.probe(qid), lambda: store.wait_due(qid),
             store.clock, waiter, self.db.turn(str(qid)), deadline,
         )
 

@@ -74,3 +74,22 @@ def test_a_look_that_saw_something_due_lets_the_short_claim_maintain(
     runs = _counting(b)
     rows, _ = b.claim(q.id, 1, 30.0)
     assert [r[3] for r in rows] == [b"soon"] and runs[0] == 1
+
+
+@pytest.mark.every_engine
+def test_a_waiting_consumer_sleeps_on_a_fresh_look_then_looks_again(
+    b: Backend, clock: FakeClock
+) -> None:
+    """wait_due: the due time of a look at most FRESH old (a put since wakes the waiter
+    anyway), then next_due's new look; next_due itself always looks."""
+    q = b.create_queue("q", {**default_queue_options()})
+    b.put(q.id, [NewMessage(0, None, START + 10.0, b"later", None, None)])
+    assert b.probe(q.id) == (False, START + 10.0)
+    b.put(q.id, [NewMessage(0, None, START + 5.0, b"sooner", None, None)])
+    clock.advance(FRESH / 2)
+    assert b.wait_due(q.id) == START + 10.0  # the fresh look's answer
+    assert b.next_due(q.id) == START + 5.0  # a new look
+    clock.advance(FRESH)
+    b.put(q.id, [NewMessage(0, None, START + 2.0, b"soonest", None, None)])
+    clock.advance(FRESH)  # next_due's look is stale now
+    assert b.wait_due(q.id) == START + 2.0

@@ -269,7 +269,7 @@ class Queue:
         msgs = self.sync.get_many(n)
         if msgs:
             return msgs, True, 0.0
-        return msgs, True, backend.next_due(self.id) - backend.clock()
+        return msgs, True, backend.wait_due(self.id) - backend.clock()
 
     async def _give_back(self, msgs: list[Message]) -> None:
         """Release *msgs* at once (ready, attempt not counted), cancellations of the

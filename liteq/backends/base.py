@@ -45,6 +45,8 @@ from typing import Any, Protocol
 from ..errors import InvalidArgument
 from ..flow import FlowSpec
 from ..validate import check_seconds
+from .due import SeenDue
+from .limits import held_due
 from .records import (
     Capabilities,
     MessageRecord,
@@ -140,6 +142,11 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
     #: attribute, not a ClassVar: SQLite's wake-up kind depends on the platform).
     #: Callers read it once when they are built, never per call.
     capabilities: Capabilities
+    #: What each queue's last probe or next_due saw due, and when (``due.py``): lets a
+    #: short claim skip maintenance, and a waiting consumer skip a look.
+    seen_due: SeenDue
+    #: Queues whose flow buckets are empty, until when (``limits.py``).
+    held: dict[int, float]
 
     # ``liteq copy`` (issue 17, D1): see the "copying" verbs at the end.
     # Schedules and topics: ``scheduling.py``. The workers registry, progress and history
@@ -340,6 +347,13 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
     def next_due(self, qid: int) -> float:
         """When the next delayed message falls due or lease runs out, or (after a
         claim held back by an empty bucket) the bucket's next token (``inf`` if never)."""
+
+    def wait_due(self, qid: int) -> float:
+        """:meth:`next_due` for a waiting consumer's sleep: the answer of a look at most
+        ``due.FRESH`` seconds old when there is one (a commit since then wakes the
+        consumer anyway, and it looks again), else a new look."""
+        due = self.seen_due.recent(qid, self.clock())
+        return self.next_due(qid) if due is None else held_due(self.held, qid, due)
 
     @abstractmethod
     def expire(self, qid: int) -> None:

@@ -32,6 +32,11 @@ class SeenDue:
     def saw(self, qid: int, due: float, now: float) -> None:
         self._seen[qid] = (due, now)
 
+    def recent(self, qid: int, now: float) -> float | None:
+        """The due time a look at most FRESH seconds ago saw, or None."""
+        seen = self._seen.get(qid)
+        return seen[0] if seen is not None and 0 <= now - seen[1] < FRESH else None
+
     def nothing_due(self, qid: int, now: float) -> bool:
         """True if a look at most FRESH seconds ago saw nothing due before *now*."""
         seen = self._seen.get(qid)
