@@ -395,7 +395,9 @@ _V_WFACK = WFACK_SCHEMA
 # INSERT into a view) and the moving of the tombstone (two writes to messages, whose
 # code is large: seven indexes) lives in the view's INSTEAD OF trigger, which only a
 # deleted top row runs: the plain ack costs 2.7k instead of 16k more. Moving the
-# tombstone by ``UPDATE ... SET id`` instead of INSERT + DELETE measured the same.
+# tombstone by ``UPDATE ... SET id`` instead of INSERT + DELETE measured the same. Its
+# WHEN, "no row above", is ~300 instructions per deleted row cheaper than
+# ``old.id > coalesce((SELECT max(id) FROM messages), 0)`` (raw apsw, callgrind).
 #
 # AUTOINCREMENT can only go by rebuilding the table (SQLite's 12-step ALTER TABLE):
 # a new table, the rows copied with their ids, the old one dropped (with its indexes,
@@ -474,7 +476,7 @@ BEGIN
         SELECT id FROM messages WHERE id < new.id AND qid = 0 ORDER BY id DESC LIMIT 1);
 END;
 CREATE TRIGGER msg_top AFTER DELETE ON messages
-WHEN old.id > coalesce((SELECT max(id) FROM messages), 0)
+WHEN NOT EXISTS (SELECT 1 FROM messages WHERE id > old.id)
 BEGIN
     INSERT INTO msg_tombstone (id) VALUES (old.id);
 END;
