@@ -389,12 +389,12 @@ _V_WFACK = WFACK_SCHEMA
 #
 # Why a trigger, and this one (callgrind, bench/README.md): explicit statements would
 # make the common ack BEGIN, DELETE, the tombstone's statement and COMMIT instead of one
-# autocommit DELETE (+23k instructions against +2.7k). A trigger program's frame is
+# autocommit DELETE (+23k instructions against +2.3k). A trigger program's frame is
 # allocated and zeroed each time a statement first runs it, in proportion to its size,
 # and its WHEN is evaluated inside it, so ``msg_top`` is kept tiny (the WHEN and an
 # INSERT into a view) and the moving of the tombstone (two writes to messages, whose
 # code is large: seven indexes) lives in the view's INSTEAD OF trigger, which only a
-# deleted top row runs: the plain ack costs 2.7k instead of 16k more. Moving the
+# deleted top row runs: the plain ack costs ~2.3k instead of 16k more. Moving the
 # tombstone by ``UPDATE ... SET id`` instead of INSERT + DELETE measured the same. Its
 # WHEN, "no row above", is ~300 instructions per deleted row cheaper than
 # ``old.id > coalesce((SELECT max(id) FROM messages), 0)`` (raw apsw, callgrind).
