@@ -15,7 +15,7 @@ from typing import Any
 import apsw
 import pytest
 from dbsql import is_postgres
-from webclient import served
+from webclient import served, table_rows
 from workerapp_tools import drain
 
 import liteq
@@ -153,7 +153,11 @@ def test_the_tombstone_is_not_a_message_anywhere(db: liteq.Database) -> None:
     assert db.queues() == ["q"]
     with served(db) as client:
         assert client.get(f"/message/{top}").status == 404
-        assert client.get("/queue/q?state=leased").status == 200
+        overview = table_rows(client.get("/").text, "queues")
+        assert [(row[0].split()[0], row[1:6]) for row in overview] == [
+            ("q", ["0", "0", "1", "0", "0"])]
+        shown = table_rows(client.get("/queue/q?state=leased").text, "messages")
+        assert [int(row[0]) for row in shown] == [top - 1]
 
 
 def test_a_job_acked_last_keeps_its_result_and_is_listed_as_done(db: liteq.Database) -> None:
