@@ -6,12 +6,14 @@ on a shared, noisy machine, where wall-clock ratios swing by 30%.
 
 For each system a child process runs under ``valgrind --tool=callgrind``: it opens the
 system on a fresh file (WAL, synchronous=NORMAL), warms it up (50 put + get + ack),
-then runs four measured loops one after the other:
+then runs five measured loops one after the other:
 
 * ``put``: N messages, one per transaction;
 * ``get_ack``: N times get one + ack it (the messages just put);
 * ``put_batch``: BATCH_N messages, ``put_many`` of 100;
-* ``get_ack_batch``: BATCH_N messages, ``get_many(100)`` + ``ack_many``.
+* ``get_ack_batch``: BATCH_N messages, ``get_many(100)`` + ``ack_many``;
+* ``keep_up``: N times put one, get it, ack it (a consumer that keeps up: every ack
+  deletes the table's newest row, which the loops above do only at their end).
 
 Each loop is bracketed by ``os.getppid()`` and ``os.getpgrp()``, two libc calls
 nothing else in these loops makes: callgrind is told to zero its counters on entering
@@ -56,12 +58,13 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 100
-OPS = ["put", "get_ack", "put_batch", "get_ack_batch"]
+OPS = ["put", "get_ack", "put_batch", "get_ack_batch", "keep_up"]
 LABELS = {
     "put": "put, 1 per transaction",
     "get_ack": "get+ack, 1 per transaction each",
     "put_batch": "batch put, 100 per transaction",
     "get_ack_batch": "batch get+ack, 100 per transaction",
+    "keep_up": "put, get, ack, one message at a time",
 }
 SYSTEMS = ["liteq", "raw-minimal", "raw"]
 
@@ -138,6 +141,14 @@ def child(name: str, n: int, batch_n: int) -> None:
             peer.ack_many(hs)
             got += len(hs)
         os.getpgrp()  # dump "get_ack_batch"
+
+        os.getppid()
+        for i in range(n):
+            peer.put(items[i])
+            h = peer.get()
+            peer.payload(h)
+            peer.ack(h)
+        os.getpgrp()  # dump "keep_up"
         peer.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -162,7 +173,8 @@ def count(name: str, n: int, batch_n: int, valgrind: str, keep: str | None = Non
         dumps = sorted(glob.glob(f"{out}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
         if len(dumps) != len(OPS):
             raise SystemExit(f"{name}: expected {len(OPS)} callgrind dumps, got {len(dumps)}")
-        per = {"put": n, "get_ack": n, "put_batch": batch_n, "get_ack_batch": batch_n}
+        per = {"put": n, "get_ack": n, "put_batch": batch_n, "get_ack_batch": batch_n,
+               "keep_up": n}
         if keep:
             os.makedirs(keep, exist_ok=True)
             for op, path in zip(OPS, dumps, strict=True):

@@ -69,11 +69,13 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def message_rows(db: liteq.Database) -> list[tuple[Any, ...]]:
-    """Every message row, raw, ordered by id: the ground truth for "nothing changed"."""
+    """Every message row, raw, ordered by id: the ground truth for "nothing changed".
+    Not SQLite's tombstone (qid 0: the id of a deleted newest message, no message)."""
     return sql(
         db,
         "SELECT id, qid, state, priority, run_at, payload, headers, key, attempts, "
-        "lease_until, token, error, finished_at, origin FROM messages ORDER BY id",
+        "lease_until, token, error, finished_at, origin FROM messages WHERE qid <> 0 "
+        "ORDER BY id",
     )
 
 

@@ -72,14 +72,18 @@ def _downgrade(db: liteq.Database) -> None:
         db.execute(qualify("DELETE FROM {s}.migrations WHERE version > %s", schema),
                    (MIGRATIONS.index(pg_sql.WFACK_SCHEMA),))
     else:
-        from liteq.backends.sqlite.schema import SCHEMA_VERSION
+        from liteq.backends.sqlite.schema import MIGRATIONS
 
         old = sqlite_sql.WORKFLOW_SCHEMA
         conn = db.connection
         for name in ("wf_end", "wf_end_done", "wf_rearm", "wf_settle", "wf_block", "wf_unsettle"):
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(old[old.index("-- A parent ends:"):])
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        # _V_WFACK's version and every later one (they run again on the next open): the
+        # ids migration after it makes its trigger and view again.
+        conn.execute("DROP TRIGGER msg_top")
+        conn.execute("DROP VIEW msg_tombstone")
+        conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(sqlite_sql.WFACK_SCHEMA)}")
 
 
 def _old_ack(db: liteq.Database, msgs: list[Any]) -> None:

@@ -197,7 +197,7 @@ def conduct(args: argparse.Namespace) -> int:
             latencies[op].extend(values)
 
     db = liteq.connect(path)
-    remaining = {mid for (mid,) in db.execute("SELECT id FROM messages")}
+    remaining = {mid for (mid,) in db.execute("SELECT id FROM messages WHERE qid <> 0")}
     integrity = db.integrity_check()
     final_wal = wal.stat().st_size if wal.exists() else 0
     db.close()

@@ -8,10 +8,12 @@ SQLite facts this relies on:
   move the ``-wal`` file back to its start, so it grows while writers work.
 * ``INSERT ... ON CONFLICT (id) DO NOTHING`` skips only a row whose id is there (not
   ``INSERT OR IGNORE``, which would also skip a row breaking another constraint).
-* ``messages`` is ``AUTOINCREMENT``: its sequence row in ``sqlite_sequence`` follows
-  explicit ids by itself, but must be raised past ids the source issued and deleted
-  (acked messages whose results rows were copied). The other tables reuse ``max(id) + 1``,
-  which is past every copied id.
+* ``messages`` gives a new row ``max(id) + 1`` and keeps its largest id ever handed out
+  as a *tombstone* row (qid 0: schema.py, ``_V_IDS``) when that message is gone. The
+  tombstone is no message: it is neither exported nor counted, but its id is in the
+  counters (``max(id)``), and the destination gets one above every copied id when the
+  source handed out more (acked messages, whose results rows may have been copied). The
+  other tables reuse ``max(id) + 1``, which is past every copied id.
 * Lease tokens are random 64-bit values, not a sequence: nothing to move.
 * ``wf_edges`` has no id: it goes over by child (``WfEdgeRow``), every edge of a child in
   one chunk. Inserting copied edges and ``wf_jobs`` rows fires no trigger (they fire on
@@ -42,6 +44,9 @@ def _columns(table: str) -> str:
 SQL_EXPORT = {t: f"SELECT {_columns(t)} FROM {t} WHERE id > ? ORDER BY id LIMIT ?"
               for t in COPY_TABLES}
 SQL_EXTENT = {t: f"SELECT count(*), coalesce(max(id), 0) FROM {t}" for t in COPY_TABLES}
+# Not the tombstone (qid 0).
+SQL_EXPORT["messages"] = SQL_EXPORT["messages"].replace("WHERE id > ?", "WHERE id > ? AND qid <> 0")
+SQL_EXTENT["messages"] += " WHERE qid <> 0"
 SQL_IMPORT = {
     t: f"INSERT INTO {t} ({_columns(t)}) VALUES "
        f"({', '.join('?' * len(ROW_TYPES[t]._fields))}) ON CONFLICT (id) DO NOTHING"
@@ -63,16 +68,16 @@ ORDER BY id, attempt
 """
 SQL_IMPORT["attempts"] = SQL_IMPORT["attempts"].replace("(id)", "(id, attempt)")
 SQL_WF_FLAGS = "UPDATE messages SET wf = 1 WHERE wf IS NULL AND id IN (SELECT parent FROM wf_edges)"
+# The largest message id ever handed out: the tombstone's, when that message is gone.
 SQL_COUNTERS = """
-SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
-           coalesce((SELECT max(id) FROM messages), 0),
+SELECT max(coalesce((SELECT max(id) FROM messages), 0),
            coalesce((SELECT max(id) FROM results), 0)),
        coalesce((SELECT value FROM meta WHERE key = 'subs_version'), 0)
 """
-SQL_SEQ_UPDATE = "UPDATE sqlite_sequence SET seq = max(seq, :n) WHERE name = 'messages'"
-SQL_SEQ_INSERT = """
-INSERT INTO sqlite_sequence (name, seq) SELECT 'messages', :n
-WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages')
+# New ids above :n: a tombstone there, unless a row is already at or above it (the view's
+# trigger, msg_tombstone_move, also deletes the previous tombstone).
+SQL_IDS_ABOVE = """
+INSERT INTO msg_tombstone (id) SELECT :n WHERE :n > coalesce((SELECT max(id) FROM messages), 0)
 """
 SQL_SUBS_RAISE = """
 INSERT INTO meta (key, value) VALUES ('subs_version', :v)
@@ -135,8 +140,7 @@ class CopyVerbs(StoreBase):
         with self.write() as cur:
             top = cur.execute(SQL_COUNTERS).fetchall()[0][0]
             n = max(int(top), int(counters.message_id))
-            cur.execute(SQL_SEQ_UPDATE, {"n": n})
-            cur.execute(SQL_SEQ_INSERT, {"n": n})
+            cur.execute(SQL_IDS_ABOVE, {"n": n})
             cur.execute(SQL_SUBS_RAISE, {"v": int(counters.subs_version)})
             cur.execute(SQL_RECOUNT_ALL)
             cur.execute(SQL_WF_FLAGS)

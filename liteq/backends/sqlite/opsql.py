@@ -26,7 +26,7 @@ SQL_PROGRESS_SET = "INSERT OR REPLACE INTO progress (id, fraction, note, at) VAL
 SQL_PROGRESS_GET = "SELECT id, fraction, note, at FROM progress WHERE id IN ({marks})"
 SQL_PROGRESS_PRUNE = """
 DELETE FROM progress WHERE at < ?
-  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = progress.id)
+  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = progress.id AND m.qid <> 0)
   AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = progress.id)
 """
 
@@ -129,7 +129,8 @@ ORDER BY 2
 """
 # Attempts of jobs whose message and results row are both gone (pruned with the result).
 SQL_ATTEMPTS_PRUNE = """
-DELETE FROM attempts WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.id)
+DELETE FROM attempts
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = attempts.id AND m.qid <> 0)
   AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = attempts.id)
 """
 

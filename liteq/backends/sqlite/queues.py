@@ -233,7 +233,7 @@ class QueueVerbs(StoreBase):
                 cur.execute(SQL_INSERT, new[0])
             else:
                 cur.executemany(SQL_INSERT, new)
-            # AUTOINCREMENT under the single write lock: the ids are consecutive.
+            # max(id) + 1 for each row under the single write lock: the ids are consecutive.
             last = cur.connection.last_insert_rowid()
             first = last - len(new) + 1
             for k, i in enumerate(new_index):

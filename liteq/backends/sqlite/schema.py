@@ -5,7 +5,8 @@ liteq's with ``pragma application_id``, so a SQLite file of another application 
 recognised and left untouched. ``MIGRATIONS[n]`` takes a file from version ``n`` to
 ``n + 1``; they run in one transaction under a file lock (see ``opening.py``).
 
-Message states are small integers, ordered so that "unfinished" is ``state < DONE``:
+Message states are small integers, ordered so that "unfinished" is ``state < DONE``
+(and one row that is no message: the tombstone, qid 0, state -1; see ``_V_IDS``):
 
 ======== ===== ==========================================================
 state    value meaning
@@ -22,10 +23,12 @@ cancelled 5    cancelled before it ran
 
 from __future__ import annotations
 
+import re
+
 from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES",
-           "TASK_NAME", "TASK_PAYLOAD"]
+           "TASK_NAME", "TASK_PAYLOAD", "TOMBSTONE"]
 
 #: "LITQ" in ASCII: marks a SQLite file as liteq's.
 APPLICATION_ID = 0x4C495451
@@ -40,6 +43,9 @@ STATES = {
     "cancelled": CANCELLED,
 }
 STATE_NAMES = {v: k for k, v in STATES.items()}
+#: The state of the tombstone row (``_V_IDS``): outside STATES, in no index, read by no
+#: statement (its queue id, 0, is no queue's).
+TOMBSTONE = -1
 
 _V1 = """
 CREATE TABLE queues (
@@ -366,6 +372,118 @@ CREATE INDEX msg_task ON messages (qid, ({TASK_NAME}), id) WHERE {TASK_PAYLOAD};
 # a file migrated with workflows half done goes on with the same counters.
 _V_WFACK = WFACK_SCHEMA
 
+# Ids never reused without AUTOINCREMENT (issue 23, ``_V_IDS``). AUTOINCREMENT wrote
+# ``sqlite_sequence`` on every put: one more page, so one more WAL frame per commit
+# (3.39 frames per put against the minimal raw queue's 2.24). Without it SQLite gives a
+# new row max(id) + 1, which would hand out again the id of a deleted top row, and an id
+# is a job handle, half of a receipt and the key of results, wf_jobs and wf_edges. So
+# max(id) must never go down: when the row with the largest id is deleted (an ack, a
+# purge, a prune), the trigger ``msg_top`` puts a *tombstone* in its place (qid 0,
+# state TOMBSTONE, no payload: in no index, seen by no statement that names a queue or
+# a state) and deletes the previous tombstone, so there is at most one. Its page is the
+# table's last leaf, which the delete has just written: no extra frame (bench/frames.py).
+# The previous tombstone is found by walking the table backwards from the deleted id;
+# every row is walked over at most once in its life (a walk stops at the newest
+# tombstone and leaves a newer one above the rows it passed), so the walk costs O(1)
+# per put, amortized (the worst single one: 80 ms after a million puts kept since).
+#
+# Why a trigger, and this one (callgrind, bench/README.md): explicit statements would
+# make the common ack BEGIN, DELETE, the tombstone's statement and COMMIT instead of one
+# autocommit DELETE (+23k instructions against +2.3k). A trigger program's frame is
+# allocated and zeroed each time a statement first runs it, in proportion to its size,
+# and its WHEN is evaluated inside it, so ``msg_top`` is kept tiny (the WHEN and an
+# INSERT into a view) and the moving of the tombstone (two writes to messages, whose
+# code is large: seven indexes) lives in the view's INSTEAD OF trigger, which only a
+# deleted top row runs: the plain ack costs ~2.3k instead of 16k more. Moving the
+# tombstone by ``UPDATE ... SET id`` instead of INSERT + DELETE measured the same. Its
+# WHEN, "no row above", is ~300 instructions per deleted row cheaper than
+# ``old.id > coalesce((SELECT max(id) FROM messages), 0)`` (raw apsw, callgrind).
+#
+# AUTOINCREMENT can only go by rebuilding the table (SQLite's 12-step ALTER TABLE):
+# a new table, the rows copied with their ids, the old one dropped (with its indexes,
+# its triggers and its sqlite_sequence row), the new one renamed, then every index and
+# trigger on messages made again, from the text of the migration that last made it. The
+# rename runs with ``legacy_alter_table``: otherwise SQLite checks every trigger that
+# names messages (those on wf_edges) while no table has that name, and refuses.
+# The sequence is carried forward as a tombstone when it is above every row's id (the
+# newest messages were acked), so a migrated file never hands their ids out again.
+_MESSAGES_COLUMNS = ("id, qid, state, priority, rank, run_at, payload, headers, key, attempts, "
+                     "enqueued_at, lease_until, token, error, finished_at, origin, cancel, "
+                     "wf, flow, flow_key")
+_ON_MESSAGES = re.compile(
+    r"^DROP TRIGGER (\w+);"
+    r"|^CREATE (?:UNIQUE )?INDEX (\w+) ON messages .*?;$"
+    r"|^CREATE TRIGGER (\w+) [^\n]* ON messages\n.*?^END;$",
+    re.S | re.M)
+
+
+def _made_on_messages(migrations: list[str]) -> list[str]:
+    """The CREATE statements of the indexes and triggers on ``messages`` that
+    *migrations* leave, each as the migration that last made it wrote it."""
+    made: dict[str, str] = {}
+    for text in migrations:
+        for found in _ON_MESSAGES.finditer(text):
+            dropped, index, trigger = found.groups()
+            if dropped:
+                made.pop(dropped, None)
+            else:
+                made.pop(index or trigger, None)  # made again: it moves to the end
+                made[index or trigger] = found.group(0)
+    return list(made.values())
+
+
+_V_IDS_HEAD = f"""
+CREATE TABLE messages_new (
+    id           INTEGER PRIMARY KEY,          -- never reused: see msg_top
+    qid          INTEGER NOT NULL,
+    state        INTEGER NOT NULL,
+    priority     INTEGER NOT NULL DEFAULT 0,
+    rank         BLOB,
+    run_at       REAL NOT NULL,
+    payload      BLOB NOT NULL,
+    headers      BLOB,
+    key          TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    enqueued_at  REAL NOT NULL,
+    lease_until  REAL,
+    token        INTEGER,
+    error        TEXT,
+    finished_at  REAL,
+    origin       TEXT,
+    cancel       INTEGER NOT NULL DEFAULT 0,
+    wf           INTEGER,
+    flow         INTEGER,
+    flow_key     TEXT
+) STRICT;
+INSERT INTO messages_new ({_MESSAGES_COLUMNS})
+SELECT {_MESSAGES_COLUMNS} FROM messages ORDER BY id;
+INSERT INTO messages_new (id, qid, state, run_at, payload, enqueued_at)
+SELECT seq, 0, {TOMBSTONE}, 0, X'', 0 FROM sqlite_sequence
+WHERE name = 'messages' AND seq > coalesce((SELECT max(id) FROM messages), 0);
+DROP TABLE messages;
+PRAGMA legacy_alter_table = ON;
+ALTER TABLE messages_new RENAME TO messages;
+PRAGMA legacy_alter_table = OFF;
+"""
+_MSG_TOP = f"""
+-- INSERT INTO msg_tombstone (id): the newest id ever handed out is id (msg_top, liteq copy).
+CREATE VIEW msg_tombstone (id) AS SELECT id FROM messages WHERE qid = 0;
+CREATE TRIGGER msg_tombstone_move INSTEAD OF INSERT ON msg_tombstone
+BEGIN
+    INSERT INTO messages (id, qid, state, run_at, payload, enqueued_at)
+    VALUES (new.id, 0, {TOMBSTONE}, 0, X'', 0);
+    DELETE FROM messages WHERE id = (
+        SELECT id FROM messages WHERE id < new.id AND qid = 0 ORDER BY id DESC LIMIT 1);
+END;
+CREATE TRIGGER msg_top AFTER DELETE ON messages
+WHEN NOT EXISTS (SELECT 1 FROM messages WHERE id > old.id)
+BEGIN
+    INSERT INTO msg_tombstone (id) VALUES (old.id);
+END;
+"""
+_BEFORE_IDS = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
+_V_IDS = _V_IDS_HEAD + "\n".join(_made_on_messages(_BEFORE_IDS)) + "\n" + _MSG_TOP
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
+MIGRATIONS: list[str] = [*_BEFORE_IDS, _V_IDS]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -109,7 +109,7 @@ WHERE EXISTS (SELECT 1 FROM queues WHERE id = ?1 AND max_depth IS NULL AND NOT c
 # SQL_INSERT_UNCOUNTED, it inserts only while the queue keeps no depth counter; no
 # row inserted means "counted, full, or deleted" and put takes the full path.
 # carray yields its values in order, and the rows get consecutive ids in that order
-# (AUTOINCREMENT under the single writer), so ids map back to the payloads.
+# (max(id) + 1 for each, under the single writer), so ids map back to the payloads.
 SQL_INSERT_UNCOUNTED_MANY = compact(f"""
 INSERT INTO messages (qid, state, priority, run_at, payload, enqueued_at)
 SELECT ?1, {READY}, ?2, ?3, value, ?4 FROM carray(?5)
@@ -319,7 +319,9 @@ UPDATE messages SET state = {CANCELLED}, finished_at = :now
 WHERE id = :id AND state IN ({READY}, {DELAYED})
 RETURNING qid
 """
-SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+# qid <> 0: not the tombstone (schema.py, _V_IDS), which may hold the id of a message
+# that is gone. Every statement that reads messages by id alone says so.
+SQL_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND qid <> 0"
 SQL_PEEK = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE qid = :qid AND state = :state
 ORDER BY priority DESC, rank, run_at, id LIMIT :n
@@ -409,7 +411,7 @@ ORDER BY id DESC LIMIT ?
 SQL_ORPHAN_RESULTS = f"""
 SELECT {", ".join("r." + c for c in _RESULT_COLUMNS.split(", "))}
 FROM results AS r WHERE r.id < ? {{where}}
-  AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.id = r.id)
+  AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.id = r.id AND m.qid <> 0)
 ORDER BY r.id DESC LIMIT ?
 """
 # Give a lease back without counting the attempt (a worker shutting down): ready at
@@ -421,7 +423,7 @@ WHERE id = ? AND token = ? AND state = {LEASED}
 """
 SQL_RESULT_PRUNE = "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at < ?"
 SQL_CANCEL_LEASED = f"UPDATE messages SET cancel = 1 WHERE id = ? AND state = {LEASED}"
-SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ?"
+SQL_CANCEL_FLAG = "SELECT cancel FROM messages WHERE id = ? AND qid <> 0"
 
 # --- SQL: schedules ----------------------------------------------------------------
 

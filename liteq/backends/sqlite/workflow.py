@@ -19,7 +19,7 @@ SQL_WF_JOB = "INSERT INTO wf_jobs (id, workflow, unmet, delay) VALUES (?, ?, ?, 
 SQL_WF_EDGE = "INSERT INTO wf_edges (parent, child, pos, allow_failure) VALUES (?, ?, ?, ?)"
 SQL_WF_FLAG = "UPDATE messages SET wf = 1 WHERE id = ? AND wf IS NULL"
 SQL_WF_HOLD = f"UPDATE messages SET state = 1, run_at = {WAITING_AT!r} WHERE id = ?"
-SQL_WF_PARENT_MESSAGE = "SELECT state, origin FROM messages WHERE id = ?"
+SQL_WF_PARENT_MESSAGE = "SELECT state, origin FROM messages WHERE id = ? AND qid <> 0"
 SQL_WF_PARENT_RESULT = "SELECT state, value, error FROM results WHERE id = ?"
 # Settling one new edge at once (its parent had already ended): a failure fires
 # wf_block or wf_settle (it names error); a success is counted by wf_link (_count_done).
@@ -46,7 +46,7 @@ SQL_WF_MEMBERS = "SELECT id FROM wf_jobs WHERE workflow = ? ORDER BY id"
 # Jobs gone altogether (at most 1000 per statement, oldest first).
 SQL_WF_GONE = """
 SELECT j.id FROM wf_jobs j
-WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = j.id)
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = j.id AND m.qid <> 0)
   AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)
 ORDER BY j.id LIMIT 1000
 """

@@ -266,9 +266,10 @@ WHERE id = :id AND {_WAITING} AND (SELECT unmet FROM wf_jobs WHERE id = :id) <= 
 
 # Before a purge deletes unfinished messages of a queue (all, or those in :state): their
 # edges settle as "purged" (which cancels the dependents; ``error`` is named so that the
-# triggers of WFACK_SCHEMA run). A row's deletion has no
-# trigger: a DELETE trigger costs every plain ack ~4% more instructions (measured with
-# bench/instructions.py), even when its WHEN clause is false.
+# triggers of WFACK_SCHEMA run). A row's deletion settles no edge by trigger: every
+# plain ack runs the DELETE triggers, even when their WHEN is false (~4% more
+# instructions, measured with bench/instructions.py), so the one there is (msg_top,
+# schema.py's _V_IDS) is kept tiny.
 SQL_WF_PURGING = """
 UPDATE wf_edges SET outcome = 'purged', error = NULL WHERE outcome IS NULL AND parent IN (
     SELECT id FROM messages WHERE qid = :qid AND state < 3 AND wf IS NOT NULL
