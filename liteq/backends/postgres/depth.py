@@ -70,7 +70,10 @@ concurrent producers.
   The lock blocks every writer of every queue for the switch's duration (one count
   over the queue's unfinished rows in the msg_ready/msg_leased indexes), once per
   queue: an uncounted queue declared with a max_depth. An existing queue declared
-  again with the same max_depth is already counted and takes no lock.
+  again with the same max_depth is already counted and takes no lock. While the LOCK
+  waits, writers queue behind it too, so it waits at most ``LOCK_TRY`` (50 ms) at a
+  time and lets them through between tries (:meth:`Depth.lock_writers`): a long
+  transaction that wrote messages delays the switch, not every producer.
 * **Missing stripes** (a counted queue made by a path that does not create them) are
   created by the first slow path, which counts the queue's unfinished messages once
   under the lock of the new rows.
@@ -107,7 +110,10 @@ queue on the stripes as they would on one row.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import psycopg
 
 from ...errors import LiteqError, QueueFull
 from ..records import State
@@ -116,6 +122,9 @@ __all__ = ["COUNTED", "STRIPES", "Depth", "release_ctes", "spread"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
+#: The longest one try of the switch's LOCK waits (s): writers wait at most this long
+#: behind it (:meth:`Depth.lock_writers`).
+LOCK_TRY = 0.05
 
 _UNFINISHED = f"state < {int(State.DONE)}"
 
@@ -286,10 +295,37 @@ class Depth:
         cur.execute(self.set_counted_sql, (qid,))
         self.respread(cur, qid, recount=True)
 
-    def lock_writers(self, cur: Any) -> None:
+    def lock_writers(self, cur: Any, patience: float) -> None:
         """Wait for every transaction that wrote messages, and keep new writers out
-        until the caller's commit (the switch to counted: module docstring)."""
-        cur.execute(self.lock_writers_sql)
+        until the caller's commit (the switch to counted: module docstring).
+
+        A LOCK that waits queues every later writer behind it, so behind one long
+        transaction (an application's, holding a put) it would stall every put, claim
+        and ack of the schema for as long. So it waits at most :data:`LOCK_TRY` at a
+        time (its own ``lock_timeout``, under a savepoint), letting the writers
+        through between tries, for up to *patience* seconds in all; then
+        LockNotAvailable (DatabaseBusy), as any lock held past busy_timeout."""
+        cur.execute("SELECT current_setting('lock_timeout')")
+        saved = cur.fetchall()[0][0]
+        deadline = time.monotonic() + patience
+        pause = 0.005
+        while True:
+            cur.execute("SAVEPOINT liteq_switch", prepare=False)
+            try:
+                cur.execute(f"SET LOCAL lock_timeout = '{round(LOCK_TRY * 1000)}ms'", prepare=False)
+                cur.execute(self.lock_writers_sql, prepare=False)
+            except psycopg.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT liteq_switch", prepare=False)
+                cur.execute("RELEASE SAVEPOINT liteq_switch", prepare=False)
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            cur.execute("RELEASE SAVEPOINT liteq_switch", prepare=False)
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (saved,), prepare=False)
+            cur.fetchall()
+            return
 
     def release(self, cur: Any, qid: int, n: int) -> None:
         """Uncount *n* messages of *qid* that finished in this transaction."""

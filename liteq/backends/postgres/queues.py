@@ -92,6 +92,7 @@ class QueueVerbs(Backend):
 
     conns: Connections
     schema: str
+    busy_timeout: float
     clock: Callable[[], float]
     # From the Notifier mixin (notifier.py): NOTIFY at the commit of a put, throttled.
     notify: Callable[[Any, int], None]
@@ -139,7 +140,7 @@ class QueueVerbs(Backend):
                 # commit, before the row is touched (the lock order: messages first).
                 counts = not cur.fetchall()[0][0]
                 if counts:
-                    self.depth.lock_writers(cur)
+                    self.depth.lock_writers(cur, self.busy_timeout)
             if updates:
                 sets = ", ".join(f"{col} = %({col})s" for col in updates)
                 cur.execute(
