@@ -55,14 +55,16 @@ concurrent producers.
     ``PortalRunMulti``, which calls ``GetTransactionSnapshot()`` per statement, for an
     INSERT/UPDATE/DELETE or a WITH holding one; the snapshot ``exec_bind_message``
     pushes before ``GetCachedPlan`` is only for reading the parameters and planning and
-    is popped before the portal runs). Lock release follows the commit's visibility
-    (``ProcArrayEndTransaction`` comes before the locks are released), so that snapshot
-    sees ``counted = true`` and the new stripes: the put reserves room on them.
+    is popped before the portal runs). A commit is visible before its locks go
+    (xact.c, ``CommitTransaction``: ``ProcArrayEndTransaction`` "must be done _before_
+    releasing locks we hold"), so that snapshot sees ``counted = true`` and the new
+    stripes: the put reserves room on them.
   - A transaction that holds ROW EXCLUSIVE on messages therefore sees one value of the
     flag for as long as it holds it: the rule for statements that read it after the
     transaction's first write (``reserve`` and ``release`` after a put's INSERT, a
     bury's UPDATE): they read it after that write, never before.
-  - The flag is never cleared: a queue whose max_depth is removed stays counted (caps
+  - The flag is never cleared (but by the migration, under its ACCESS EXCLUSIVE lock
+    on queues: schema.py): a queue whose max_depth is removed stays counted (caps
     NULL), as it was before this change, so the flag read before the lock (to decide
     whether to lock) can be trusted when it says counted. Switching off would need the
     same lock; not done (a queue bounded once is likely to be bounded again).
