@@ -120,7 +120,7 @@ import psycopg
 from ...errors import LiteqError, QueueFull
 from ..records import State
 
-__all__ = ["COUNTED", "STRIPES", "Depth", "release_ctes", "spread"]
+__all__ = ["COUNTED", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
@@ -128,7 +128,15 @@ STRIPES = 16
 #: behind it (:meth:`Depth.lock_writers`).
 LOCK_TRY = 0.05
 
-_UNFINISHED = f"state < {int(State.DONE)}"
+
+def unfinished_count(qid: str) -> str:
+    """An SQL expression: queue *qid*'s (an SQL expression) unfinished messages, one
+    count per state, each a range read of that state's partial index (``state < 3``
+    matches none of them: the planner scans the whole table, every queue's rows)."""
+    return " + ".join(
+        f"(SELECT count(*) FROM {{s}}.messages WHERE qid = {qid} AND state = {int(st)})"
+        for st in (State.READY, State.DELAYED, State.LEASED))
+
 
 #: Whether queue ``%(qid)s`` is counted, read by the statement that writes its messages
 #: (an uncorrelated scalar subquery: an InitPlan, one primary-key lookup; NULL when the
@@ -191,7 +199,7 @@ INSERT INTO {s}.depth_stripes (qid, stripe, cap, used)
 SELECT %s, g, NULL, 0 FROM generate_series(0, 15) AS g
 ON CONFLICT (qid, stripe) DO NOTHING
 """
-SQL_COUNT = f"SELECT count(*) FROM {{s}}.messages WHERE qid = %s AND {_UNFINISHED}"
+SQL_COUNT = f"SELECT {unfinished_count('%(qid)s')}"
 SQL_SPREAD = """
 UPDATE {s}.depth_stripes d SET used = u.used, cap = u.cap
 FROM unnest(%(stripes)s::int[], %(used)s::bigint[], %(caps)s::bigint[]) AS u(stripe, used, cap)
@@ -280,7 +288,7 @@ class Depth:
             cur.execute(self.lock_all_sql, (qid,))
             cur.fetchall()
             # New stripes: count the queue once (our own new rows are counted by add).
-            cur.execute(self.count_sql, (qid,))
+            cur.execute(self.count_sql, {"qid": qid})
             stripes = [(0, int(cur.fetchall()[0][0]) - inserted)]
         total = sum(int(used) for _, used in stripes)
         if not force and max_depth is not None and total + add > max_depth:

@@ -6,7 +6,7 @@ per backend and names each ``SQL_X`` as ``x``."""
 from __future__ import annotations
 
 from ..records import State
-from .depth import COUNTED
+from .depth import COUNTED, unfinished_count
 from .workflow_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
@@ -161,7 +161,7 @@ assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
 SQL_ROOM = f"""
 SELECT coalesce(CASE WHEN q.counted THEN
                   (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id) END,
-                (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state < {DONE})),
+                {unfinished_count("q.id")}),
        q.max_depth
 FROM {{s}}.queues q WHERE q.id = %s
 """
