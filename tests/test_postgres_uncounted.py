@@ -99,6 +99,44 @@ def test_an_unbounded_queues_puts_and_acks_write_no_stripe_row(db: liteq.Databas
     assert db.backend.integrity_check() == ["ok"]
 
 
+def the_other_endings(db: liteq.Database, name: str) -> liteq.Queue:
+    """Acks kept as done (retention), a lease that runs out on the last attempt (buried
+    by maintenance), a cancellation asked of a leased job, a purge of everything."""
+    kept = db.queue(f"{name}-kept", retention=60)
+    kept.put_many([1, 2, 3])
+    kept.ack_many(kept.get_many(2))
+    short = db.queue(f"{name}-short", lease=0.1, max_attempts=1)
+    short.put("slow")
+    assert short.get() is not None
+    time.sleep(0.3)
+    short.expire()
+    assert short.stats()["dead"] == 1
+    short.put("running")
+    running = short.get()
+    assert running is not None and db.request_cancel(running.id) == "requested"
+    short.put("waiting")
+    assert db.request_cancel(short.peek(1)[0].id) == "cancelled"
+    kept.purge()
+    return kept
+
+
+@pytest.mark.postgres
+def test_retention_expiry_cancellation_and_purge_of_unbounded_queues_write_no_stripe_row(
+    db: liteq.Database,
+) -> None:
+    before = stripe_writes(db)
+    the_other_endings(db, "free")
+    assert stripe_writes(db) == before
+    db.queue("counted-kept", count_depth=True)
+    db.queue("counted-short", count_depth=True)
+    before = stripe_writes(db)
+    the_other_endings(db, "counted")
+    assert stripe_writes(db) > before
+    for name in ("counted-kept", "counted-short"):
+        q = db.queue(name)
+        assert db.backend.room(q.id)[0] == unfinished(db, q)
+
+
 @pytest.mark.postgres
 def test_dead_letters_schedules_and_publishes_into_unbounded_queues_write_no_stripe_row(
     db: liteq.Database,
