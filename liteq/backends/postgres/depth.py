@@ -69,8 +69,8 @@ concurrent producers.
     whether to lock) can be trusted when it says counted. Switching off would need the
     same lock; not done (a queue bounded once is likely to be bounded again).
 
-  The lock blocks every writer of every queue for the switch's duration (one count
-  over the queue's unfinished rows in the msg_ready/msg_leased indexes), once per
+  The lock blocks every writer of every queue for the switch's duration (a count of
+  the queue's unfinished rows, each state through its partial index), once per
   queue: an uncounted queue declared with a max_depth. An existing queue declared
   again with the same max_depth is already counted and takes no lock. While the LOCK
   waits, writers queue behind it too, so it waits at most ``LOCK_TRY`` (50 ms) at a

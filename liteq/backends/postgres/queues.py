@@ -138,7 +138,8 @@ class QueueVerbs(Backend):
                 # Never cleared: a queue counted now stays counted (depth.py). Else the
                 # switch: every writer of messages waited for, and kept out until our
                 # commit, before the row is touched (the lock order: messages first).
-                counts = not cur.fetchall()[0][0]
+                # (No row: deleted since the insert found it; the read below says so.)
+                counts = any(not counted for (counted,) in cur.fetchall())
                 if counts:
                     self.depth.lock_writers(cur, self.busy_timeout)
             if updates:
