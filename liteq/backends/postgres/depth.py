@@ -30,8 +30,9 @@ concurrent producers.
   max_depth should not pay for the depth counter"): a queue is counted from the moment
   it has ``max_depth`` or ``count_depth``, and only a counted queue has stripes. Every
   statement that reserves or releases reads the flag itself, in the statement that
-  writes the messages (``(SELECT counted FROM queues WHERE id = ...)``, in the stripe
-  pick and as a one-time filter of the stripe update), so an uncounted queue's put
+  writes the messages (a CTE ``SELECT counted FROM queues WHERE id = ...``, asked by a
+  one-time filter of the stripe update, so that its stripe pick never runs), so an
+  uncounted queue's put
   is one INSERT and its ack one DELETE, with no stripe row read, locked or written.
   ``room()`` and ``stats()`` count an uncounted queue's messages instead (one range
   read of a partial index per state, the figures a counter would give).
@@ -120,7 +121,7 @@ import psycopg
 from ...errors import LiteqError, QueueFull
 from ..records import State
 
-__all__ = ["COUNTED", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
+__all__ = ["COUNTED", "COUNTED_CTE", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
@@ -139,20 +140,22 @@ def unfinished_count(qid: str) -> str:
 
 
 #: Whether queue ``%(qid)s`` is counted, read by the statement that writes its messages
-#: (an uncorrelated scalar subquery: an InitPlan, one primary-key lookup; NULL when the
-#: queue is gone). Why this is race-free: the module docstring.
-COUNTED = "(SELECT counted FROM {s}.queues WHERE id = %(qid)s)"
+#: (NULL when the queue is gone; why this is race-free: the module docstring): the CTE
+#: ``cq`` every such statement starts with (one primary-key lookup however often the
+#: statement asks), and the scalar subquery that asks (an InitPlan, run once).
+COUNTED_CTE = "cq AS (SELECT counted FROM {s}.queues WHERE id = %(qid)s)"
+COUNTED = "(SELECT counted FROM cq)"
 
 # Reserve n on one stripe with room that nobody holds; a session starts its search at
 # a stripe of its own (its backend pid), so producers spread without a random().
 # Also says whether the queue is counted (NULL: gone), so an uncounted queue's reserve
 # is this one statement, which touches no stripe.
 SQL_RESERVE = f"""
-WITH r AS (
+WITH {COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
   WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
-    WHERE qid = %(qid)s AND {COUNTED} AND (cap IS NULL OR used + %(n)s <= cap)
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 )
@@ -164,17 +167,17 @@ SELECT {COUNTED}, EXISTS (SELECT 1 FROM r)
 # runs only when the first found none: both are in one statement, so release is one
 # round trip; why the last, not the first: the lock order in the module docstring).
 def release_ctes(amount: str, when: str | None = None) -> str:
-    """The CTEs ``r1, r2`` of a release of *amount* (an SQL expression) from queue
+    """The CTEs ``cq, r1, r2`` of a release of *amount* (an SQL expression) from queue
     ``%(qid)s``'s stripes, when *when* (an SQL condition) holds and the queue is
     counted: ``r1`` on any unlocked stripe, else ``r2`` on the last one (why the last:
     the lock order above). Written once for every statement that finishes messages
     (this module's release, the single and the batch ack in messages.py), which put it
     after the writes it counts."""
     guard = f" AND {COUNTED}" + (f" AND {when}" if when else "")
-    return f"""r1 AS (
+    return f"""{COUNTED_CTE}, r1 AS (
   UPDATE {{s}}.depth_stripes ds SET used = ds.used - {amount}
   WHERE ds.qid = %(qid)s{guard} AND ds.stripe = (
-    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s AND {COUNTED}
+    SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
     ORDER BY (stripe + pg_backend_pid()) %% {STRIPES} LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 ), r2 AS (

@@ -6,7 +6,7 @@ per backend and names each ``SQL_X`` as ``x``."""
 from __future__ import annotations
 
 from ..records import State
-from .depth import COUNTED, unfinished_count
+from .depth import COUNTED, COUNTED_CTE, unfinished_count
 from .workflow_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
@@ -81,17 +81,18 @@ RETURNING id
 """
 SQL_FIND_KEY = "SELECT id FROM {s}.messages WHERE qid = %s AND key = %s AND state < 3"
 # Room for a put: reserved on a stripe by ``r``, or none needed (an uncounted queue:
-# the flag is read by this statement, after its lock on messages; depth.py).
+# the flag is read by this statement, in its CTE ``cq``, after its lock on messages;
+# depth.py).
 _ROOM = f"(EXISTS (SELECT 1 FROM r) OR NOT {COUNTED})"
 # The common put in one statement: count it on a stripe with room nobody holds (when
 # the queue is counted), and insert it only then. No row: full, every stripe busy, no
 # stripes or no queue; put() takes the full path (and says which).
 SQL_PUT_READY = f"""
-WITH r AS (
+WITH {COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
   WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
-    WHERE qid = %(qid)s AND {COUNTED} AND (cap IS NULL OR used + 1 <= cap)
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 )
@@ -104,11 +105,11 @@ RETURNING id
 # statement, one round trip (as BEGIN, put, pg_notify, COMMIT it was four). pg_notify
 # runs once per inserted row: not at all when nothing went in (then the full path).
 SQL_PUT_READY_NOTIFY = f"""
-WITH r AS (
+WITH {COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
   WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
-    WHERE qid = %(qid)s AND {COUNTED} AND (cap IS NULL OR used + 1 <= cap)
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 ), i AS (
@@ -126,11 +127,11 @@ SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
 SQL_PUT_MANY = f"""
 WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
 s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
-r AS (
+{COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
   WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
-    WHERE qid = %(qid)s AND {COUNTED} AND (cap IS NULL OR used + %(n)s <= cap)
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 ),
