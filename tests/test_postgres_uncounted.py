@@ -57,9 +57,9 @@ def unfinished(db: liteq.Database, q: liteq.Queue) -> int:
 
 
 def every_verb_that_counts(db: liteq.Database, q: liteq.Queue) -> None:
-    """Put (one, a batch, with a key, delayed), claim and ack (one, a batch, with
-    retention), nack, fail, cancel, redrive, purge: each path that reserves or
-    releases depth on a counted queue."""
+    """Put (one, a batch, with a key, delayed), claim and ack (one, a batch), nack,
+    fail, redrive, cancel, purge of a state: paths that reserve or release depth on a
+    counted queue (the_other_endings has the rest)."""
     q.put("one")
     q.put_many(["a", "b", "c"])
     q.put("keyed", key="k")
