@@ -372,7 +372,7 @@ def test_a_switch_waiting_for_a_long_transaction_lets_other_producers_through(
             started = time.monotonic()
             for i in range(20):  # ...but not every other producer behind it
                 elsewhere.put(i)
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 5.0  # each waits at most one try (50 ms)
             assert not done.is_set()
         t.join(PATIENCE)
         assert done.is_set() and not errors
