@@ -303,9 +303,7 @@ def test_switching_to_counted_while_eight_connections_put_never_overshoots_and_c
 def test_an_old_schema_migrates_its_unbounded_queues_to_uncounted_and_keeps_the_bounded_ones(
     pg_url: str, pg_schema: str,
 ) -> None:
-    from liteq.backends.postgres.schema import _V_UNCOUNTED
-
-    before = MIGRATIONS.index(_V_UNCOUNTED)
+    before = MIGRATIONS.index(next(m for m in MIGRATIONS if "ADD COLUMN IF NOT EXISTS counted" in m))
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{pg_schema}"')
         conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
