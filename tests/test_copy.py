@@ -523,3 +523,24 @@ def test_the_workflow_tables_are_copied_together_with_their_messages(
     bad = CliRunner().invoke(cli, ["copy", src, dst, "--tables", "queues,messages,wf_jobs"])
     assert bad.exit_code == 1 and "go together with their messages" in bad.output
     assert not os.path.exists(dst)
+
+
+def test_a_copy_to_postgresql_counts_only_the_queues_with_max_depth_or_count_depth(
+    source: tuple[str, dict[str, int]], pg_target: str
+) -> None:
+    src, _ids = source
+    assert run("copy", src, pg_target, "--force").exit_code == 0
+    db = liteq.connect(pg_target)
+    try:
+        schema = db.backend.schema  # type: ignore[attr-defined]
+        rows = db.execute(
+            f'SELECT q.id, q.max_depth IS NOT NULL OR q.count_depth, q.counted, '
+            f'(SELECT count(*) FROM "{schema}".depth_stripes d WHERE d.qid = q.id), '
+            f'(SELECT count(*) FROM "{schema}".messages m WHERE m.qid = q.id AND m.state < 3) '
+            f'FROM "{schema}".queues q')
+        assert any(r[1] for r in rows) and any(not r[1] for r in rows)
+        for qid, bounded, counted, stripes, unfinished in rows:
+            assert counted == bounded and stripes == (16 if bounded else 0)
+            assert db.backend.room(qid)[0] == unfinished  # type: ignore[attr-defined]
+    finally:
+        db.close()

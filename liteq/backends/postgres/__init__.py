@@ -109,6 +109,9 @@ _CHECKS = (
     ("depth stripes of a queue that does not exist",
      "SELECT count(*) FROM {s}.depth_stripes d WHERE NOT EXISTS "
      "(SELECT 1 FROM {s}.queues q WHERE q.id = d.qid)"),
+    ("depth stripes of a queue that keeps no counter (only counted queues have stripes)",
+     "SELECT count(*) FROM {s}.depth_stripes d JOIN {s}.queues q ON q.id = d.qid "
+     "WHERE NOT q.counted"),
     ("depth stripes with used above cap",
      "SELECT count(*) FROM {s}.depth_stripes WHERE cap IS NOT NULL AND used > cap"),
 )

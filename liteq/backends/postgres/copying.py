@@ -14,7 +14,8 @@ What differs from SQLite:
   it little room).
 * The depth counter is ``depth_stripes``: the copied queues' stripes are dropped and
   built again from a count of their unfinished messages (``Depth.respread``), with
-  the caps following ``max_depth``.
+  the caps following ``max_depth``, for the queues with max_depth or count_depth
+  (``queues.counted``; the others keep no counter, as new ones).
 * Flags are booleans: 0/1 from a SQLite source become False/True on import.
 * ``wf_jobs`` (keyed by message id) and ``wf_edges`` (no id; it goes over by child,
   every edge of a child in one chunk) have no sequence to move. As on SQLite, inserting
@@ -101,7 +102,12 @@ SQL_SUBS_RAISE = """
 INSERT INTO {s}.meta (key, value) VALUES ('subs_version', %s)
 ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)
 """
-SQL_QUEUE_IDS = "SELECT id FROM {s}.queues ORDER BY id"
+# A copied queue is counted as a new one would be (depth.py): with max_depth or
+# count_depth; the others get no stripes.
+SQL_QUEUES_COUNTED = """
+UPDATE {s}.queues SET counted = (max_depth IS NOT NULL OR count_depth)
+RETURNING id, counted
+"""
 SQL_STRIPES_DROP = "DELETE FROM {s}.depth_stripes"
 SQL_MARKS = "SELECT key, value FROM {s}.meta WHERE left(key, 5) = 'copy:'"
 SQL_MARK = """
@@ -176,9 +182,10 @@ class CopyVerbs:
             cur.execute(self._q(SQL_SUBS_RAISE), (int(counters.subs_version),))
             cur.execute(self._q(SQL_WF_FLAGS))
             cur.execute(self._q(SQL_STRIPES_DROP))
-            cur.execute(self._q(SQL_QUEUE_IDS))
-            for (qid,) in cur.fetchall():
-                self.depth.respread(cur, int(qid))
+            cur.execute(self._q(SQL_QUEUES_COUNTED))
+            for qid, counted in sorted(cur.fetchall()):
+                if counted:
+                    self.depth.respread(cur, int(qid))
 
     def copy_marks(self) -> dict[str, int]:
         rows = self.conns.statement(self._q(SQL_MARKS))

@@ -26,16 +26,60 @@ concurrent producers.
   slow path. Past max_depth by ``excess``, each cap becomes ``used - excess``: a put
   fits on a stripe only after ``excess`` + 1 releases there, by which time the queue
   is below max_depth (see :func:`spread`).
-* **Every queue is counted**, bounded or not (unbounded ones have ``cap`` NULL): so a
-  put or an ack never has to ask "is this queue counted?", whose answer could change
-  between the question and the insert (SQLite reads it under its write lock; here it
-  would need a lock shared by every put). The cost is one stripe-row update per put
-  and per ack in the same statement (the 1,437 -> 1,269 above, ~12%); ``room()`` and
-  ``stats()`` read 16 small rows instead of counting messages. ``count_depth`` is
-  stored (so ``liteq copy`` keeps it) and means nothing more here.
-* **Missing stripes** (a queue made by a path that does not create them) are created by
-  the first slow path, which counts the queue's unfinished messages once under the
-  lock of the new rows.
+* **Only counted queues pay** (``queues.counted``, issue 17's "a queue without
+  max_depth should not pay for the depth counter"): a queue is counted from the moment
+  it has ``max_depth`` or ``count_depth``, and only a counted queue has stripes. Every
+  statement that reserves or releases reads the flag itself, in the statement that
+  writes the messages (a CTE ``SELECT counted FROM queues WHERE id = ...``, asked by a
+  one-time filter of the stripe update, so that its stripe pick never runs), so an
+  uncounted queue's put
+  is one INSERT and its ack one DELETE, with no stripe row read, locked or written.
+  ``room()`` and ``stats()`` count an uncounted queue's messages instead (one range
+  read of a partial index per state, the figures a counter would give).
+* **Switching a queue to counted** (:meth:`Depth.count_anew`, when ``ensure_queue``
+  gives an uncounted queue a max_depth or count_depth) is one transaction: ``LOCK TABLE
+  messages IN SHARE MODE``, then the flag set, the stripes made and filled from a count
+  of the queue's unfinished messages (caps from max_depth), then COMMIT. Why no put or
+  ack can be missed or counted twice:
+
+  - SHARE conflicts with the ROW EXCLUSIVE lock that every INSERT, UPDATE and DELETE
+    of ``messages`` takes on the table before it runs and holds until its transaction
+    ends. So the LOCK waits for every transaction that has written messages (its
+    writes are committed, hence in the count, or rolled back), and every statement
+    that would write messages waits until the switch commits.
+  - A waiting statement reads the flag with a snapshot taken after its locks were
+    granted: in READ COMMITTED each statement takes a fresh snapshot, and it is taken
+    after the statement's table locks (checked in PostgreSQL's source, tcop: the locks
+    of every relation a statement names are taken at parse analysis or, for a prepared
+    statement, by ``GetCachedPlan`` in ``exec_bind_message`` / ``exec_simple_query``;
+    the execution snapshot comes later, in ``PortalStart`` for a plain SELECT and in
+    ``PortalRunMulti``, which calls ``GetTransactionSnapshot()`` per statement, for an
+    INSERT/UPDATE/DELETE or a WITH holding one; the snapshot ``exec_bind_message``
+    pushes before ``GetCachedPlan`` is only for reading the parameters and planning and
+    is popped before the portal runs). A commit is visible before its locks go
+    (xact.c, ``CommitTransaction``: ``ProcArrayEndTransaction`` "must be done _before_
+    releasing locks we hold"), so that snapshot sees ``counted = true`` and the new
+    stripes: the put reserves room on them.
+  - A transaction that holds ROW EXCLUSIVE on messages therefore sees one value of the
+    flag for as long as it holds it: the rule for statements that read it after the
+    transaction's first write (``reserve`` and ``release`` after a put's INSERT, a
+    bury's UPDATE): they read it after that write, never before.
+  - The flag is never cleared (but by the migration, under its ACCESS EXCLUSIVE lock
+    on queues: schema.py): a queue whose max_depth is removed stays counted (caps
+    NULL), as it was before this change, so the flag read before the lock (to decide
+    whether to lock) can be trusted when it says counted. Switching off would need the
+    same lock; not done (a queue bounded once is likely to be bounded again).
+
+  The lock blocks every writer of every queue for the switch's duration (a count of
+  the queue's unfinished rows, each state through its partial index), once per
+  queue: an uncounted queue declared with a max_depth. An existing queue declared
+  again with the same max_depth is already counted and takes no lock. While the LOCK
+  waits, writers queue behind it too, so it waits at most ``LOCK_TRY`` (50 ms) at a
+  time and lets them through between tries (:meth:`Depth.lock_writers`): a long
+  transaction that wrote messages delays the switch, not every producer.
+* **Missing stripes** (a counted queue made by a path that does not create them) are
+  created by the first slow path, which counts the queue's unfinished messages once
+  under the lock of the new rows.
 
 **One stripe, chosen once.** The stripe a statement locks ``SKIP LOCKED`` is picked by
 an uncorrelated scalar subquery (an InitPlan: evaluated once per execution), never a
@@ -69,27 +113,53 @@ queue on the stripes as they would on one row.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import psycopg
 
 from ...errors import LiteqError, QueueFull
 from ..records import State
 
-__all__ = ["STRIPES", "Depth", "release_ctes", "spread"]
+__all__ = ["COUNTED", "COUNTED_CTE", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
+#: The longest one try of the switch's LOCK waits (s): writers wait at most this long
+#: behind it (:meth:`Depth.lock_writers`).
+LOCK_TRY = 0.05
 
-_UNFINISHED = f"state < {int(State.DONE)}"
+
+def unfinished_count(qid: str) -> str:
+    """An SQL expression: queue *qid*'s (an SQL expression) unfinished messages, one
+    count per state, each a range read of that state's partial index (``state < 3``
+    matches none of them: the planner scans the whole table, every queue's rows)."""
+    return " + ".join(
+        f"(SELECT count(*) FROM {{s}}.messages WHERE qid = {qid} AND state = {int(st)})"
+        for st in (State.READY, State.DELAYED, State.LEASED))
+
+
+#: Whether queue ``%(qid)s`` is counted, read by the statement that writes its messages
+#: (NULL when the queue is gone; why this is race-free: the module docstring): the CTE
+#: ``cq`` every such statement starts with (one primary-key lookup however often the
+#: statement asks), and the scalar subquery that asks (an InitPlan, run once).
+COUNTED_CTE = "cq AS (SELECT counted FROM {s}.queues WHERE id = %(qid)s)"
+COUNTED = "(SELECT counted FROM cq)"
 
 # Reserve n on one stripe with room that nobody holds; a session starts its search at
 # a stripe of its own (its backend pid), so producers spread without a random().
-SQL_RESERVE = """
-UPDATE {s}.depth_stripes d SET used = d.used + %(n)s
-WHERE d.qid = %(qid)s AND d.stripe = (
-  SELECT stripe FROM {s}.depth_stripes
-  WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
-  ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING d.used
+# Also says whether the queue is counted (NULL: gone), so an uncounted queue's reserve
+# is this one statement, which touches no stripe.
+SQL_RESERVE = f"""
+WITH {COUNTED_CTE}, r AS (
+  UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
+  WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
+    SELECT stripe FROM {{s}}.depth_stripes
+    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
+    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+)
+SELECT {COUNTED}, EXISTS (SELECT 1 FROM r)
 """
 
 
@@ -97,13 +167,14 @@ RETURNING d.used
 # runs only when the first found none: both are in one statement, so release is one
 # round trip; why the last, not the first: the lock order in the module docstring).
 def release_ctes(amount: str, when: str | None = None) -> str:
-    """The CTEs ``r1, r2`` of a release of *amount* (an SQL expression) from queue
-    ``%(qid)s``'s stripes, when *when* (an SQL condition) holds: ``r1`` on any unlocked
-    stripe, else ``r2`` on the last one (why the last: the lock order above). Written
-    once for every statement that finishes messages (this module's release, the single
-    and the batch ack in messages.py), which put it after the writes it counts."""
-    guard = f" AND {when}" if when else ""
-    return f"""r1 AS (
+    """The CTEs ``cq, r1, r2`` of a release of *amount* (an SQL expression) from queue
+    ``%(qid)s``'s stripes, when *when* (an SQL condition) holds and the queue is
+    counted: ``r1`` on any unlocked stripe, else ``r2`` on the last one (why the last:
+    the lock order above). Written once for every statement that finishes messages
+    (this module's release, the single and the batch ack in messages.py), which put it
+    after the writes it counts."""
+    guard = f" AND {COUNTED}" + (f" AND {when}" if when else "")
+    return f"""{COUNTED_CTE}, r1 AS (
   UPDATE {{s}}.depth_stripes ds SET used = ds.used - {amount}
   WHERE ds.qid = %(qid)s{guard} AND ds.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes WHERE qid = %(qid)s
@@ -121,13 +192,17 @@ SQL_RELEASE = f"WITH {release_ctes('%(n)s')}\nSELECT 1\n"
 SQL_LOCK_ALL = """
 SELECT stripe, used FROM {s}.depth_stripes WHERE qid = %s ORDER BY stripe FOR UPDATE
 """
-SQL_QUEUE = "SELECT name, max_depth FROM {s}.queues WHERE id = %s"
+SQL_QUEUE = "SELECT name, max_depth, counted FROM {s}.queues WHERE id = %s"
+# The switch to counted (module docstring): every writer of messages waited for, and
+# kept out until the commit.
+SQL_LOCK_WRITERS = "LOCK TABLE {s}.messages IN SHARE MODE"
+SQL_SET_COUNTED = "UPDATE {s}.queues SET counted = true WHERE id = %s"
 SQL_CREATE = """
 INSERT INTO {s}.depth_stripes (qid, stripe, cap, used)
 SELECT %s, g, NULL, 0 FROM generate_series(0, 15) AS g
 ON CONFLICT (qid, stripe) DO NOTHING
 """
-SQL_COUNT = f"SELECT count(*) FROM {{s}}.messages WHERE qid = %s AND {_UNFINISHED}"
+SQL_COUNT = f"SELECT {unfinished_count('%(qid)s')}"
 SQL_SPREAD = """
 UPDATE {s}.depth_stripes d SET used = u.used, cap = u.cap
 FROM unnest(%(stripes)s::int[], %(used)s::bigint[], %(caps)s::bigint[]) AS u(stripe, used, cap)
@@ -168,11 +243,14 @@ class Depth:
         self.create_sql = qualify(SQL_CREATE)
         self.count_sql = qualify(SQL_COUNT)
         self.spread_sql = qualify(SQL_SPREAD)
+        self.lock_writers_sql = qualify(SQL_LOCK_WRITERS)
+        self.set_counted_sql = qualify(SQL_SET_COUNTED)
 
     def reserve(self, cur: Any, qid: int, n: int, force: bool = False) -> None:
         """Count *n* new unfinished messages of *qid* (already inserted, moved or
-        revived by this transaction), or raise QueueFull (the caller rolls back)
-        unless *force*. LiteqError if the queue is gone."""
+        revived by this transaction: the flag is read after that write, see the module
+        docstring), or raise QueueFull (the caller rolls back) unless *force*. Nothing
+        for an uncounted queue. LiteqError if the queue is gone."""
         if n <= 0:
             return
         if not force:
@@ -182,7 +260,8 @@ class Depth:
             # another slow path. Rolling back to the savepoint lets it go.
             cur.execute("SAVEPOINT liteq_reserve", prepare=False)
             cur.execute(self.reserve_sql, {"n": n, "qid": qid})
-            if cur.fetchall():
+            counted, reserved = cur.fetchall()[0]
+            if reserved or counted is False:
                 cur.execute("RELEASE SAVEPOINT liteq_reserve", prepare=False)
                 return
             cur.execute("ROLLBACK TO SAVEPOINT liteq_reserve", prepare=False)
@@ -190,11 +269,13 @@ class Depth:
         self.respread(cur, qid, add=n, force=force, inserted=n)
 
     def respread(
-        self, cur: Any, qid: int, *, add: int = 0, force: bool = True, inserted: int = 0
+        self, cur: Any, qid: int, *, add: int = 0, force: bool = True, inserted: int = 0,
+        recount: bool = False,
     ) -> None:
         """The slow path: lock every stripe of *qid* (creating them if missing), check
         *add* more against max_depth unless *force*, and spread the count and the
-        free room over the stripes again. Also after max_depth changed."""
+        free room over the stripes again. Also after max_depth changed. *recount*: the
+        count comes from the messages, not the stripes. Nothing for an uncounted queue."""
         cur.execute(self.lock_all_sql, (qid,))
         stripes = cur.fetchall()
         # Read after the stripes are locked: a max_depth change commits before us.
@@ -202,13 +283,15 @@ class Depth:
         found = cur.fetchall()
         if not found:
             raise LiteqError(f"queue id {qid} no longer exists (it was deleted)")
-        name, max_depth = found[0]
-        if not stripes:
+        name, max_depth, counted = found[0]
+        if not counted:
+            return
+        if recount or not stripes:
             cur.execute(self.create_sql, (qid,))
             cur.execute(self.lock_all_sql, (qid,))
             cur.fetchall()
             # New stripes: count the queue once (our own new rows are counted by add).
-            cur.execute(self.count_sql, (qid,))
+            cur.execute(self.count_sql, {"qid": qid})
             stripes = [(0, int(cur.fetchall()[0][0]) - inserted)]
         total = sum(int(used) for _, used in stripes)
         if not force and max_depth is not None and total + add > max_depth:
@@ -216,6 +299,46 @@ class Depth:
         used, caps = spread(total + add, max_depth)
         cur.execute(self.spread_sql, {"qid": qid, "stripes": list(range(STRIPES)),
                                       "used": used, "caps": caps})
+
+    def count_anew(self, cur: Any, qid: int) -> None:
+        """Make *qid* counted, in the caller's transaction: its stripes made and filled
+        from a count of its unfinished messages, caps from max_depth. The caller took
+        :meth:`lock_writers` first, unless the queue is new in this transaction (then
+        no other session can write its messages yet)."""
+        cur.execute(self.set_counted_sql, (qid,))
+        self.respread(cur, qid, recount=True)
+
+    def lock_writers(self, cur: Any, patience: float) -> None:
+        """Wait for every transaction that wrote messages, and keep new writers out
+        until the caller's commit (the switch to counted: module docstring).
+
+        A LOCK that waits queues every later writer behind it, so behind one long
+        transaction (an application's, holding a put) it would stall every put, claim
+        and ack of the schema for as long. So it waits at most :data:`LOCK_TRY` at a
+        time (its own ``lock_timeout``, under a savepoint), letting the writers
+        through between tries, for up to *patience* seconds in all; then
+        LockNotAvailable (DatabaseBusy), as any lock held past busy_timeout."""
+        cur.execute("SELECT current_setting('lock_timeout')")
+        saved = cur.fetchall()[0][0]
+        deadline = time.monotonic() + patience
+        pause = 0.005
+        while True:
+            cur.execute("SAVEPOINT liteq_switch", prepare=False)
+            try:
+                cur.execute(f"SET LOCAL lock_timeout = '{round(LOCK_TRY * 1000)}ms'", prepare=False)
+                cur.execute(self.lock_writers_sql, prepare=False)
+            except psycopg.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT liteq_switch", prepare=False)
+                cur.execute("RELEASE SAVEPOINT liteq_switch", prepare=False)
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            cur.execute("RELEASE SAVEPOINT liteq_switch", prepare=False)
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (saved,), prepare=False)
+            cur.fetchall()
+            return
 
     def release(self, cur: Any, qid: int, n: int) -> None:
         """Uncount *n* messages of *qid* that finished in this transaction."""

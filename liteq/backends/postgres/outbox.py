@@ -37,7 +37,10 @@ changed.
 in the application's transaction, and that stripe row stays locked until the
 application commits or rolls back (a rollback gives the room back). Other producers
 skip a locked stripe; a long application transaction holds one of the queue's 16
-stripes, and a producer taking the slow path (queue nearly full) waits for it.
+stripes, and a producer taking the slow path (queue nearly full) waits for it. (A
+queue without max_depth or count_depth has no stripes: its put locks none. Giving such
+a queue a max_depth waits for the application's transaction, as for any writer of
+messages: depth.py.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ What differs from SQLite, where concurrent writers make its algorithms unsafe:
   finished in between leaves neither: the insert is tried again.
 * **Back pressure**: the striped counter of :mod:`.depth`, reserved after the insert in
   the same transaction (only rows actually inserted count; QueueFull rolls the insert
-  back).
+  back), for a counted queue only (one with max_depth or count_depth: ``queues.counted``).
 * **create_queue** is ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: no row means
   another creator won.
 * **The common put** (:meth:`QueueVerbs.put_ready`) is one statement: reserve on a
@@ -92,6 +92,7 @@ class QueueVerbs(Backend):
 
     conns: Connections
     schema: str
+    busy_timeout: float
     clock: Callable[[], float]
     # From the Notifier mixin (notifier.py): NOTIFY at the commit of a put, throttled.
     notify: Callable[[Any, int], None]
@@ -128,9 +129,19 @@ class QueueVerbs(Backend):
         if row is not None and not updates:
             return row
         _check_columns(updates)
+        counts = updates.get("max_depth") is not None or bool(updates.get("count_depth"))
         with self.conns.tx() as cur:
             qid = self.create_queue_row(cur, name, defaults)
             created = qid is not None
+            if counts and not created:
+                cur.execute(self.qs.queue_counted, (name,))
+                # Never cleared: a queue counted now stays counted (depth.py). Else the
+                # switch: every writer of messages waited for, and kept out until our
+                # commit, before the row is touched (the lock order: messages first).
+                # (No row: deleted since the insert found it; the read below says so.)
+                counts = any(not counted for (counted,) in cur.fetchall())
+                if counts:
+                    self.depth.lock_writers(cur, self.busy_timeout)
             if updates:
                 sets = ", ".join(f"{col} = %({col})s" for col in updates)
                 cur.execute(
@@ -139,7 +150,9 @@ class QueueVerbs(Backend):
                 )
             cur.execute(self.qs.queue_by_name, (name,))
             row = QueueRecord._make(cur.fetchall()[0])
-            if created or "max_depth" in updates:
+            if counts:  # newly counted: made so, and counted from the messages
+                self.depth.count_anew(cur, row.id)
+            elif created or "max_depth" in updates:
                 self.depth.respread(cur, row.id)  # the caps follow max_depth
             if "rate_limit" in updates or "rate_burst" in updates:
                 self.limits_changed.add(row.id)
@@ -158,6 +171,7 @@ class QueueVerbs(Backend):
         """Insert queue *name* with *options* in the caller's transaction; its id, or
         None if it existed (the caller then makes its stripes, or finds them)."""
         values = {**DEFAULT_QUEUE_OPTIONS, **_options(options), "name": name, "now": self.clock()}
+        values["counted"] = values["max_depth"] is not None or values["count_depth"]
         cur.execute(self.qs.queue_insert, values)
         found = cur.fetchall()
         return int(found[0][0]) if found else None

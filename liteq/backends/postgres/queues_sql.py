@@ -6,6 +6,7 @@ per backend and names each ``SQL_X`` as ``x``."""
 from __future__ import annotations
 
 from ..records import State
+from .depth import COUNTED, COUNTED_CTE, unfinished_count
 from .workflow_settle_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
@@ -28,14 +29,16 @@ SQL_QUEUE_BY_ID = f"SELECT {_QUEUE_COLUMNS} FROM {{s}}.queues WHERE id = %s"
 SQL_QUEUE_INSERT = """
 INSERT INTO {s}.queues (name, max_depth, lease, max_attempts, dead_letter, retention,
     backoff_base, backoff_factor, backoff_max, backoff_jitter, topic, pattern,
-    expires_at, count_depth, rate_limit, rate_burst, created_at)
+    expires_at, count_depth, rate_limit, rate_burst, created_at, counted)
 VALUES (%(name)s, %(max_depth)s, %(lease)s, %(max_attempts)s, %(dead_letter)s, %(retention)s,
     %(backoff_base)s, %(backoff_factor)s, %(backoff_max)s, %(backoff_jitter)s, %(topic)s,
-    %(pattern)s, %(expires_at)s, %(count_depth)s, %(rate_limit)s, %(rate_burst)s, %(now)s)
+    %(pattern)s, %(expires_at)s, %(count_depth)s, %(rate_limit)s, %(rate_burst)s, %(now)s,
+    %(counted)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING id
 """
 SQL_QUEUE_ID = "SELECT id FROM {s}.queues WHERE name = %s"
+SQL_QUEUE_COUNTED = "SELECT counted FROM {s}.queues WHERE name = %s"
 # COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
 SQL_QUEUE_NAMES = 'SELECT name FROM {s}.queues ORDER BY name COLLATE "C"'
 SQL_QUEUE_TOPIC = "SELECT topic FROM {s}.queues WHERE id = %s"
@@ -77,50 +80,56 @@ ON CONFLICT (qid, key) WHERE key IS NOT NULL AND state < 3 DO NOTHING
 RETURNING id
 """
 SQL_FIND_KEY = "SELECT id FROM {s}.messages WHERE qid = %s AND key = %s AND state < 3"
-# The common put in one statement: count it on a stripe with room nobody holds, and
-# insert it only then. No row: full, every stripe busy, no stripes or no queue; put()
-# takes the full path (and says which).
+# Room for a put: reserved on a stripe by ``r``, or none needed (an uncounted queue:
+# the flag is read by this statement, in its CTE ``cq``, after its lock on messages;
+# depth.py).
+_ROOM = f"(EXISTS (SELECT 1 FROM r) OR NOT {COUNTED})"
+# The common put in one statement: count it on a stripe with room nobody holds (when
+# the queue is counted), and insert it only then. No row: full, every stripe busy, no
+# stripes or no queue; put() takes the full path (and says which).
 SQL_PUT_READY = f"""
-WITH r AS (
+WITH {COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
-  WHERE d.qid = %(qid)s AND d.stripe = (
+  WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
     WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 )
 INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
-SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s
+WHERE {_ROOM}
 RETURNING id
 """
 # The same with the NOTIFY folded in, for the puts the throttle says notify: still one
 # statement, one round trip (as BEGIN, put, pg_notify, COMMIT it was four). pg_notify
 # runs once per inserted row: not at all when nothing went in (then the full path).
 SQL_PUT_READY_NOTIFY = f"""
-WITH r AS (
+WITH {COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + 1
-  WHERE d.qid = %(qid)s AND d.stripe = (
+  WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
     WHERE qid = %(qid)s AND (cap IS NULL OR used + 1 <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
 ), i AS (
   INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
-  SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s FROM r
+  SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s
+  WHERE {_ROOM}
   RETURNING id
 )
 SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
 """
 
 # A batch without keys in one statement: ids drawn and sorted into the caller's order,
-# counted on one stripe with room for all of them, inserted only then. No row: the
-# full path of put() (full, busy stripes, no stripes or no queue).
+# counted on one stripe with room for all of them (a counted queue), inserted only
+# then. No row: the full path of put() (full, busy stripes, no stripes or no queue).
 SQL_PUT_MANY = f"""
 WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
 s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
-r AS (
+{COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
-  WHERE d.qid = %(qid)s AND d.stripe = (
+  WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
     WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
@@ -134,24 +143,26 @@ i AS (
               %(payloads)s::bytea[], %(headers)s::bytea[])
        WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)
   JOIN s USING (ord)
-  WHERE EXISTS (SELECT 1 FROM r)
+  WHERE {_ROOM}
 )
-SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord
+SELECT id FROM s WHERE {_ROOM} ORDER BY ord
 """
 # The same with the NOTIFY that wakes consumers (when the throttle wants one), sent by
 # the first row only: one round trip instead of BEGIN, the put, the NOTIFY and COMMIT
 # (every batch of a loop slower than the throttle's window notifies).
 SQL_PUT_MANY_NOTIFY = SQL_PUT_MANY.replace(
-    "SELECT id FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord",
+    f"SELECT id FROM s WHERE {_ROOM} ORDER BY ord",
     "SELECT id, CASE WHEN ord = 1 THEN pg_notify(%(channel)s, %(qid)s::text) END\n"
-    "FROM s WHERE EXISTS (SELECT 1 FROM r) ORDER BY ord",
+    f"FROM s WHERE {_ROOM} ORDER BY ord",
 )
 assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
 
-# The stripes' sum, or the messages counted while the queue has no stripes yet.
+# The stripes' sum, or the messages counted (an uncounted queue, or one whose stripes
+# are not made yet).
 SQL_ROOM = f"""
-SELECT coalesce((SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
-                (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state < {DONE})),
+SELECT coalesce(CASE WHEN q.counted THEN
+                  (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id) END,
+                {unfinished_count("q.id")}),
        q.max_depth
 FROM {{s}}.queues q WHERE q.id = %s
 """
@@ -187,7 +198,7 @@ ORDER BY {QUEUE_ORDER} LIMIT %s
 """
 SQL_PEEK_ALL = f"SELECT {_MESSAGE_COLUMNS} FROM {{s}}.messages WHERE qid = %s ORDER BY id LIMIT %s"
 # Each count is one range read of a partial index. Depth is the stripes' sum (NULL when
-# the queue has none yet: then the counts).
+# the queue is uncounted or has none yet: then the counts).
 _HORIZON = "%(now)s + %(max_extend)s + q.lease"
 SQL_STATS = f"""
 SELECT
@@ -198,7 +209,7 @@ SELECT
   (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DONE}),
   (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {DEAD}),
   (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state >= {DONE} AND state = {CANCELLED}),
-  (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id),
+  CASE WHEN q.counted THEN (SELECT sum(used) FROM {{s}}.depth_stripes WHERE qid = q.id) END,
   q.max_depth, q.enqueued, q.finished,
   (SELECT count(*) FROM {{s}}.messages WHERE qid = q.id AND state = {LEASED}
      AND (lease_until <= %(now)s OR lease_until > {_HORIZON}))

@@ -18,7 +18,8 @@ states 0-5, "unfinished" is ``state < 3``), translated:
   epoch seconds in ``double precision``: the records are the same on both engines;
 * ``rank NULLS FIRST`` in ``msg_ready``: SQLite sorts NULL first, PostgreSQL last;
 * the depth counter is not ``queues.depth`` (one row every producer would queue on) but
-  ``depth_stripes``: up to 16 rows per counted queue, ``used <= cap`` in each and the
+  ``depth_stripes``: 16 rows per counted queue (``queues.counted``: none for a queue
+  without max_depth or count_depth), ``used <= cap`` in each and the
   caps summing to ``max_depth`` (``cap`` NULL: counted without a bound), so producers
   reserve room on different rows and never overshoot (boundary plan 3.6);
 * lease tokens come from the sequence ``lease_token`` (one value per claim), not random;
@@ -417,9 +418,22 @@ _V_WFVAL = WFVAL_SCHEMA
 # parent with one child acked by wf_done1 (``workflow_settle_sql.py``: WFONE_SCHEMA).
 _V_WFONE = WFONE_SCHEMA
 
+# ``_V_UNCOUNTED`` (issue 17): a queue with neither max_depth nor count_depth keeps no
+# depth counter (depth.py's docstring: the flag, and why switching it on is race-free).
+# Such queues' stripes go (only counted queues have stripes); a row inserted without
+# saying is counted, the side that is always right. The ALTER's ACCESS EXCLUSIVE lock
+# on queues waits for every transaction that read a queue row (every put and ack reads
+# the flag) and keeps them out until the commit. It can run again (a schema marked one
+# version older, as tests do): a queue whose max_depth was removed is then uncounted.
+_V_UNCOUNTED = """
+ALTER TABLE {s}.queues ADD COLUMN IF NOT EXISTS counted boolean NOT NULL DEFAULT true;
+UPDATE {s}.queues SET counted = false WHERE max_depth IS NULL AND NOT count_depth;
+DELETE FROM {s}.depth_stripes d USING {s}.queues q WHERE q.id = d.qid AND NOT q.counted;
+"""
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
-                        _V_WFONE]
+                         _V_WFONE, _V_UNCOUNTED]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.
