@@ -228,7 +228,10 @@ def test_a_workflow_survives_workers_killed_at_random(app, tmp_path: Path) -> No
     predict(nodes, set())
     log = tmp_path / "workers.log"
     workers = _workers(os.environ["LITEQ_DB"], log)
-    deadline = time.monotonic() + 60
+    # How long the workflow may take to end, kills and lease expiries included: seconds
+    # on a quiet machine. With 60 s a run failed once under heavy load (its output was
+    # not kept); the wait ends as soon as the workflow does, so a longer bound costs nothing.
+    deadline = time.monotonic() + 180
     for _ in range(4):  # kill one at a random moment, start another in its place
         time.sleep(rng.uniform(0.1, 0.6))
         victim = workers.pop(rng.randrange(len(workers)))
@@ -239,7 +242,7 @@ def test_a_workflow_survives_workers_killed_at_random(app, tmp_path: Path) -> No
     try:
         wait_until(lambda: not {i.state for i in liteq.workflow.list_jobs(
             db, workflow=1, limit=1000)} & UNFINISHED or time.monotonic() > deadline,
-            timeout=90, what="the workflow to end")
+            timeout=240, what="the workflow to end")
     finally:
         for w in workers:
             w.send_signal(signal.SIGKILL)

@@ -81,10 +81,11 @@ ONCE = frozenset({
 })
 
 #: Verbs of the interface that are not wrapped: no SQL of their own, or SQL that is the
-#: caller's (``execute``: the application's; ``claim_one`` calls ``claim``, which is).
+#: caller's (``execute``: the application's; ``claim_one`` calls ``claim``, which is;
+#: ``wait_due`` calls ``next_due``, which is).
 PLUMBING = frozenset({
     "close", "connection", "execute", "transaction", "using", "waiter", "flush_totals",
-    "checkpoint", "vacuum", "claim_one",
+    "checkpoint", "vacuum", "claim_one", "wait_due",
 })
 #: Verbs that run SQL and were never placed in a list above, so they are not tried
 #: again (found in session 9; the reads among them could be READS). Listed so that a
