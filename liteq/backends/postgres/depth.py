@@ -121,7 +121,7 @@ import psycopg
 from ...errors import LiteqError, QueueFull
 from ..records import State
 
-__all__ = ["COUNTED", "COUNTED_CTE", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
+__all__ = ["COUNTED", "COUNTED_CTE", "RESERVE_CTES", "STRIPES", "Depth", "release_ctes", "spread", "unfinished_count"]
 
 #: Stripes per queue (see the module docstring for why 16).
 STRIPES = 16
@@ -150,15 +150,18 @@ COUNTED = "(SELECT counted FROM cq)"
 # a stripe of its own (its backend pid), so producers spread without a random().
 # Also says whether the queue is counted (NULL: gone), so an uncounted queue's reserve
 # is this one statement, which touches no stripe.
-SQL_RESERVE = f"""
-WITH {COUNTED_CTE}, r AS (
+#: The CTEs ``cq`` and ``r`` of a reservation of %(n)s on one stripe with room (a
+#: counted queue only; ``r`` returns a row if it reserved), shared with SQL_PUT_MANY.
+RESERVE_CTES = f"""{COUNTED_CTE}, r AS (
   UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
   WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
     SELECT stripe FROM {{s}}.depth_stripes
     WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
     ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING 1
-)
+)"""
+SQL_RESERVE = f"""
+WITH {RESERVE_CTES}
 SELECT {COUNTED}, EXISTS (SELECT 1 FROM r)
 """
 

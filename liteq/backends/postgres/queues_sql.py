@@ -6,7 +6,7 @@ per backend and names each ``SQL_X`` as ``x``."""
 from __future__ import annotations
 
 from ..records import State
-from .depth import COUNTED, COUNTED_CTE, unfinished_count
+from .depth import COUNTED, COUNTED_CTE, RESERVE_CTES, unfinished_count
 from .workflow_settle_sql import SQL_WF_PURGING as SQL_WF_PURGING  # self.qs.wf_purging
 
 READY, DELAYED, LEASED = int(State.READY), int(State.DELAYED), int(State.LEASED)
@@ -127,14 +127,7 @@ SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
 SQL_PUT_MANY = f"""
 WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
 s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
-{COUNTED_CTE}, r AS (
-  UPDATE {{s}}.depth_stripes d SET used = d.used + %(n)s
-  WHERE d.qid = %(qid)s AND {COUNTED} AND d.stripe = (
-    SELECT stripe FROM {{s}}.depth_stripes
-    WHERE qid = %(qid)s AND (cap IS NULL OR used + %(n)s <= cap)
-    ORDER BY (stripe + pg_backend_pid()) %% 16 LIMIT 1 FOR UPDATE SKIP LOCKED)
-  RETURNING 1
-),
+{RESERVE_CTES},
 i AS (
   INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
   SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,

@@ -34,6 +34,20 @@ _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
 _CHANNEL = """CASE WHEN length('liteq_' || TG_TABLE_SCHEMA) <= 63
         THEN 'liteq_' || TG_TABLE_SCHEMA END"""
 
+
+def _apply_edges(unsettle: str, indent: int) -> str:
+    """plpgsql after a CTE ``n`` (an UPDATE of wf_edges RETURNING parent, child,
+    allow_failure, outcome): what it changed, handed to wf_apply (needs the variables
+    parents, kids, allows, outs and channel)."""
+    pad = " " * indent
+    return "\n".join(pad + line for line in (
+        "SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)",
+        "INTO parents, kids, allows, outs FROM n;",
+        "IF kids IS NOT NULL THEN",
+        f"    PERFORM {{s}}.wf_apply(parents, kids, allows, outs, {unsettle}, channel);",
+        "END IF;"))[indent:]
+
+
 WFONE_SCHEMA = f"""
 DROP TRIGGER IF EXISTS wf_settle ON {{s}}.wf_edges;
 DROP FUNCTION IF EXISTS {{s}}.wf_settle();
@@ -166,11 +180,7 @@ BEGIN
             WHERE parent = NEW.id AND outcome IN ('failed', 'cancelled', 'purged')
             RETURNING parent, child, allow_failure, outcome
         )
-        SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
-        INTO parents, kids, allows, outs FROM n;
-        IF kids IS NOT NULL THEN
-            PERFORM {{s}}.wf_apply(parents, kids, allows, outs, true, channel);
-        END IF;
+{_apply_edges('true', 8)}
     ELSIF NEW.state = 3 THEN
         -- A retained ack: one parent fewer for each child, counted here; the children's
         -- counters locked in id order first (the lock order of every writer).
@@ -200,11 +210,7 @@ BEGIN
             WHERE parent = NEW.id AND outcome IS NULL
             RETURNING parent, child, allow_failure, outcome
         )
-        SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
-        INTO parents, kids, allows, outs FROM n;
-        IF kids IS NOT NULL THEN
-            PERFORM {{s}}.wf_apply(parents, kids, allows, outs, false, channel);
-        END IF;
+{_apply_edges('false', 8)}
     END IF;
     RETURN NULL;
 END
@@ -226,11 +232,7 @@ BEGIN
             AND (state_ IS NULL OR state = state_))
         RETURNING parent, child, allow_failure, outcome
     )
-    SELECT array_agg(parent), array_agg(child), array_agg(allow_failure), array_agg(outcome)
-    INTO parents, kids, allows, outs FROM n;
-    IF kids IS NOT NULL THEN
-        PERFORM {{s}}.wf_apply(parents, kids, allows, outs, false, channel);
-    END IF;
+{_apply_edges('false', 4)}
 END
 $wf$;
 
