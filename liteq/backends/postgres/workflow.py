@@ -167,9 +167,11 @@ class WorkflowVerbs:
         # One statement, one round trip, no savepoint of its own in the ack's
         # transaction (a failure rolls the ack back with it): the edges are read again
         # under the counters' locks (other workers ack concurrently).
-        if len(items) == 1:
+        if len(items) == 1 and self.conns.in_transaction():
+            # In the ack's transaction, which holds the parent's row: no child can be
+            # linked to it since *children* was read (wf_link locks the parent first).
             mid, value = items[0]
-            kids = children[mid]
+            kids = children.get(mid, ())
             if len(kids) == 1:  # a chord member, a chain's step: by their keys
                 self.conns.joined(self._wf_sql.done1, {
                     "parent": mid, "child": kids[0], "value": value, "channel": self._wf_channel})
