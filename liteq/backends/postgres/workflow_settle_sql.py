@@ -18,7 +18,7 @@ And a chord member's ack one by one (one parent, one child: the client knows the
 from ``wf_among``) takes ``wf_done1``: scalar arguments, the edge and the counter each
 updated by its key, no aggregate. ``wf_done`` (arrays) stays for the rest. Server
 instructions per ack (``bench/chord_server.py``, fresh databases), member / plain: one by
-one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.32x.
+one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.34x.
 """
 
 from __future__ import annotations
