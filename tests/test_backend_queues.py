@@ -160,6 +160,35 @@ def test_put_many_returns_unique_ids_in_the_callers_order(b: Backend) -> None:
     assert payloads(rows) == [str(i).encode() for i in range(50)]
 
 
+@pytest.mark.parametrize("odd", [None, "priority", "rank", "delay", "headers", "all ranked"])
+def test_a_batch_stores_each_message_as_given_whichever_statement_puts_it(
+    b: Backend, odd: str | None
+) -> None:
+    """A batch of one priority, due now, without rank or headers takes PostgreSQL's
+    one-array statement (SQL_PUT_MANY_PLAIN); one row that differs sends the batch
+    through the general one. Either way each message is stored as given."""
+    q = make_queue(b)
+    rows = [NewMessage(3, None, START, f"m{i}".encode(), None, None) for i in range(6)]
+    changed = {"priority": rows[4]._replace(priority=9), "rank": rows[4]._replace(rank=b"r"),
+               "delay": rows[4]._replace(run_at=START + 60),
+               "headers": rows[4]._replace(headers=b"\xa0")}
+    if odd == "all ranked":  # one rank for all: the same in every row, still not plain
+        rows = [r._replace(rank=b"r") for r in rows]
+    elif odd is not None:
+        rows[4] = changed[odd]
+    ids = b.put(q.id, rows)
+    assert len(set(ids)) == 6 and ids == sorted(ids)
+    for mid, r in zip(ids, rows, strict=True):
+        m = b.message(mid)
+        assert m is not None
+        assert (m.payload, m.priority, m.run_at, m.headers) == (
+            r.payload, r.priority, r.run_at, r.headers)
+        assert m.state == (State.DELAYED if r.run_at > START else State.READY)
+    claimed, _ = b.claim(q.id, 6, 30.0)  # the ready ones, with their ranks
+    ranks = {c[0]: c[9] for c in claimed}
+    assert ranks == {mid: r.rank for mid, r in zip(ids, rows, strict=True) if r.run_at <= START}
+
+
 def test_a_delayed_message_is_claimed_only_once_due(b: Backend, clock: FakeClock) -> None:
     q = make_queue(b)
     (mid,) = b.put(q.id, [row(b"later", run_at=START + 10)])

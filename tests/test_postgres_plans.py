@@ -49,7 +49,7 @@ def test_the_statements_are_found() -> None:
 
 PARAMS = {
     "qid": 1, "n": 1, "now": 1.0, "until": 2.0, "most": 10, "max_extend": 3600.0,
-    "priority": 0, "payload": b"\xa0", "id": 1, "token": 1,
+    "priority": 0, "payload": b"\xa0", "id": 1, "token": 1, "run_at": 1.0,
     "priorities": [0], "ranks": [None], "run_ats": [1.0], "payloads": [b"\xa0"],
     "headers": [None], "channel": "liteq_plans", "ids": [1], "tokens": [1],
 }

@@ -214,12 +214,21 @@ class QueueVerbs(Backend):
 
     def put(self, qid: int, rows: Sequence[NewRow], *, force: bool = False) -> list[int]:
         if not force and rows and all(r[5] is None for r in rows):
-            found = self._put_many(qid, len(rows), {
-                "qid": qid, "n": len(rows), "now": self.clock(),
-                "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
-                "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
-                "headers": [r[4] for r in rows],
-            })
+            now = self.clock()
+            priority, rank, run_at = first = rows[0][:3]
+            if rank is None and run_at <= now and all(r[:3] == first and r[4] is None
+                                                      for r in rows):
+                # The common batch: one priority, due now, no rank or headers.
+                found = self._put_many(qid, len(rows), {
+                    "qid": qid, "n": len(rows), "now": now, "priority": priority,
+                    "run_at": run_at, "payloads": [r[3] for r in rows]}, plain=True)
+            else:
+                found = self._put_many(qid, len(rows), {
+                    "qid": qid, "n": len(rows), "now": now,
+                    "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
+                    "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
+                    "headers": [r[4] for r in rows],
+                })
             if found:
                 self._tally(qid, len(rows), 0)
                 return [int(r[0]) for r in found]
@@ -302,17 +311,19 @@ class QueueVerbs(Backend):
             self.notify(cur, qid)
         return ids, added
 
-    def _put_many(self, qid: int, n: int, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _put_many(self, qid: int, n: int, params: dict[str, Any],
+                  plain: bool = False) -> list[tuple[Any, ...]]:
         """The batch put's one statement (ids first in its rows; none: take the full
         path), with the NOTIFY that wakes consumers in it when the throttle wants one
-        (see notifier.py)."""
+        (see notifier.py). *plain*: the common batch's statement (SQL_PUT_MANY_PLAIN)."""
+        qs = self.qs
         if self.notify_wanted(qid):
             params["channel"] = self.wake_channel
-            sql = self.sized.get(self.qs.put_many_notify, n) or self.qs.put_many_notify
-            return self.conns.statement(sql, params)
+            sql = qs.put_many_plain_notify if plain else qs.put_many_notify
+            return self.conns.statement(self.sized.get(sql, n) or sql, params)
+        sql = qs.put_many_plain if plain else qs.put_many
         try:
-            return self.conns.statement(self.sized.get(self.qs.put_many, n) or self.qs.put_many,
-                                        params)
+            return self.conns.statement(self.sized.get(sql, n) or sql, params)
         finally:
             self.throttled_done(qid)
 

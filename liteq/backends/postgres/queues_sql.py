@@ -149,6 +149,19 @@ SQL_PUT_MANY_NOTIFY = SQL_PUT_MANY.replace(
     f"FROM s WHERE {_ROOM} ORDER BY ord",
 )
 assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
+# The common batch (every message due now, one priority, no rank, headers or keys):
+# one array, the payloads, instead of five (each element of each array is written by
+# the client and read by the server).
+_ROWS_ANY = f"""SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
+         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
+  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
+              %(payloads)s::bytea[], %(headers)s::bytea[])
+       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)"""
+_ROWS_PLAIN = f"""SELECT s.id, %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
+  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)"""
+SQL_PUT_MANY_PLAIN = SQL_PUT_MANY.replace(_ROWS_ANY, _ROWS_PLAIN)
+SQL_PUT_MANY_PLAIN_NOTIFY = SQL_PUT_MANY_NOTIFY.replace(_ROWS_ANY, _ROWS_PLAIN)
+assert SQL_PUT_MANY_PLAIN != SQL_PUT_MANY and SQL_PUT_MANY_PLAIN_NOTIFY != SQL_PUT_MANY_NOTIFY
 
 # The stripes' sum, or the messages counted (an uncounted queue, or one whose stripes
 # are not made yet).
