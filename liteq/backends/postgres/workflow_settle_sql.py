@@ -24,6 +24,7 @@ one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.34x.
 from __future__ import annotations
 
 from ..workflow import WAITING_AT
+from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_DONE1", "SQL_WF_PURGING"]
 
@@ -33,6 +34,22 @@ _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
 # long for one (the poll finds the child).
 _CHANNEL = """CASE WHEN length('liteq_' || TG_TABLE_SCHEMA) <= 63
         THEN 'liteq_' || TG_TABLE_SCHEMA END"""
+
+
+def _part(schema: str, start: str, end: str) -> str:
+    """The text of an earlier migration from *start* up to *end*, its channel test
+    made this module's (NULL when the schema's name makes it too long, see _CHANNEL)."""
+    i = schema.index(start)
+    part = schema[i:schema.index(end, i)]
+    assert part.count("length(channel) <= 63") == 1
+    return part.replace("length(channel) <= 63", "channel IS NOT NULL")
+
+
+# wf_apply's counting, cancelling, releasing and re-arming: the trigger's own
+# (WORKFLOW_SCHEMA's wf_settle, from the counters' lock to its RETURN).
+_SETTLE = _part(WORKFLOW_SCHEMA, "    -- Locked in child id order", "    RETURN NULL;\nEND\n$wf$;")
+# wf_end's retained ack, as _V_WFACK made it.
+_RETAINED = _part(WFACK_SCHEMA, "    ELSIF NEW.state = 3 THEN", "    ELSE\n")
 
 
 def _apply_edges(unsettle: str, indent: int) -> str:
@@ -99,68 +116,7 @@ BEGIN
     IF children IS NULL THEN
         RETURN;
     END IF;
-    -- Locked in child id order, the lock order of every writer.
-    PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(children) ORDER BY id FOR UPDATE;
-    UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - d.settled + d.unsettled,
-        cancelled_by = coalesce(w.cancelled_by, d.blocker)
-    FROM unnest(children, settled, unsettled, blockers) AS d(child, settled, unsettled, blocker)
-    WHERE w.id = d.child;
-
-    -- A parent that did not succeed, on a step that does not allow it: the child is
-    -- cancelled (and its own dependents with it, through wf_end).
-    IF EXISTS (SELECT 1 FROM unnest(blockers) b WHERE b IS NOT NULL) THEN
-        WITH cancelled AS (
-            UPDATE {{s}}.messages m SET state = 5, finished_at = now_,
-                error = 'parent job ' || c.blocker || CASE c.outcome
-                    WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
-                    ELSE ' was purged' END
-            FROM unnest(children, blockers, outcomes) AS c(child, blocker, outcome)
-            WHERE c.blocker IS NOT NULL AND m.id = c.child AND {_WAITING}
-            RETURNING m.qid
-        ), per_queue AS (SELECT qid, count(*) AS n FROM cancelled GROUP BY qid)
-        UPDATE {{s}}.depth_stripes d SET used = d.used - p.n FROM per_queue p
-        WHERE d.qid = p.qid AND d.stripe =
-            (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = p.qid);  -- depth.py lock order
-    END IF;
-
-    -- The last parent ended and none blocks: released, announced once per queue.
-    WITH released AS (
-        UPDATE {{s}}.messages m SET state = CASE WHEN w.delay > 0 THEN 1 ELSE 0 END,
-            run_at = now_ + w.delay
-        FROM unnest(children, unsettled, blockers) AS c(child, unsettled, blocker)
-        JOIN {{s}}.wf_jobs w ON w.id = c.child
-        WHERE c.blocker IS NULL AND c.unsettled = 0 AND w.unmet <= 0 AND m.id = c.child
-          AND {_WAITING}
-        RETURNING m.qid
-    )
-    SELECT array_agg(DISTINCT qid) INTO qids FROM released;
-    IF qids IS NOT NULL AND channel IS NOT NULL THEN
-        PERFORM pg_notify(channel, q::text) FROM unnest(qids) AS q;
-    END IF;
-
-    -- A parent redriven: a child it had cancelled, with no other blocking parent, waits
-    -- for it again.
-    IF EXISTS (SELECT 1 FROM unnest(unsettled) u WHERE u > 0) THEN
-        SELECT array_agg(c.child) INTO children
-        FROM unnest(children, unsettled) AS c(child, unsettled)
-        WHERE c.unsettled > 0 AND NOT EXISTS (
-            SELECT 1 FROM {{s}}.wf_edges e WHERE e.child = c.child
-            AND e.outcome IS NOT NULL AND e.outcome <> 'done' AND NOT e.allow_failure);
-        IF children IS NOT NULL THEN
-            UPDATE {{s}}.wf_jobs SET cancelled_by = NULL
-            WHERE id = ANY(children) AND cancelled_by IS NOT NULL;
-            WITH rearmed AS (
-                UPDATE {{s}}.messages m SET state = 1, run_at = {WAITING_AT!r},
-                    finished_at = NULL, error = NULL
-                WHERE m.id = ANY(children) AND m.state = 5 AND m.error LIKE 'parent job %'
-                RETURNING m.qid
-            ), per_queue AS (SELECT qid, count(*) AS n FROM rearmed GROUP BY qid)
-            UPDATE {{s}}.depth_stripes d SET used = d.used + p.n FROM per_queue p
-            WHERE d.qid = p.qid AND d.stripe =
-                (SELECT max(stripe) FROM {{s}}.depth_stripes WHERE qid = p.qid);
-        END IF;
-    END IF;
-END
+{_SETTLE}END
 $wf$;
 
 -- A parent's ending (or its return by a redrive), row by row: its edges settled or
@@ -181,29 +137,7 @@ BEGIN
             RETURNING parent, child, allow_failure, outcome
         )
 {_apply_edges('true', 8)}
-    ELSIF NEW.state = 3 THEN
-        -- A retained ack: one parent fewer for each child, counted here; the children's
-        -- counters locked in id order first (the lock order of every writer).
-        PERFORM 1 FROM {{s}}.wf_jobs WHERE id = ANY(ARRAY(
-            SELECT child FROM {{s}}.wf_edges WHERE parent = NEW.id AND outcome IS NULL))
-        ORDER BY id FOR UPDATE;
-        WITH settled AS (
-            UPDATE {{s}}.wf_edges SET error = NEW.error, outcome = 'done'
-            WHERE parent = NEW.id AND outcome IS NULL RETURNING child
-        ), counted AS (
-            UPDATE {{s}}.wf_jobs w SET unmet = w.unmet - 1 FROM settled s WHERE w.id = s.child
-            RETURNING w.id, w.unmet, w.delay
-        ), released AS (
-            UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
-                run_at = extract(epoch FROM clock_timestamp()) + c.delay
-            FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
-            RETURNING m.qid
-        )
-        SELECT array_agg(DISTINCT qid) INTO qids FROM released;
-        IF qids IS NOT NULL AND channel IS NOT NULL THEN
-            PERFORM pg_notify(channel, q::text) FROM unnest(qids) AS q;
-        END IF;
-    ELSE
+{_RETAINED}    ELSE
         WITH n AS (
             UPDATE {{s}}.wf_edges SET error = NEW.error,
                 outcome = CASE WHEN NEW.state = 5 THEN 'cancelled' ELSE 'failed' END
