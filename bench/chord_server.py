@@ -17,7 +17,10 @@ connection, then acked as ``bench_chord.py --mode ack`` does (``--style one``: o
 transaction; ``worker``: 100 per transaction with their results rows) on a fresh
 connection of its own, closed after it: one backend per loop. Per ack = the difference
 of the backends' totals for the two loop sizes, divided by the difference of the sizes
-(the connection's start-up cancels out). Use a fresh database for each tree compared:
+(the connection's start-up cancels out). psycopg prepares a statement at its 6th run:
+take sizes whose loops both run a statement more often than that (``--style worker``:
+``--sizes 700,1700``, 7 and 17 flushes; ``100,300`` measured 1 and 3 flushes, whose
+statements were parsed and planned every time). Use a fresh database for each tree compared:
 a database that has run many loops holds more rows and dead tuples (a few % more).
 """
 

@@ -537,9 +537,7 @@ def record(db: Context, done: Sequence[tuple[int, Any]]) -> None:
     store = db.backend
     if len(done) == 1:  # one by one: no comprehensions (each is a call of its own)
         mid, result = done[0]
-        parents = store.wf_parents_among([mid])
-        if parents:
-            store.wf_done([(mid, _encoded(db, result))], parents)
+        store.wf_done_one(mid, lambda: _encoded(db, result))
         return
     parents = store.wf_parents_among([mid for mid, _r in done])
     if not parents:

@@ -270,3 +270,37 @@ def _done_row(db: liteq.Database, m: Any, value: Any) -> tuple[Any, ...]:
                      m.payload["args"], {}, m.enqueued_at)
     return outcome_row(ctx, State.DONE, attempts=m.attempts, now=time.time(), ttl=3600.0,
                        value=codec.encode(value), duration=0.0)
+
+
+@pytest.mark.parametrize(("size", "each"), [(1, False), (3, False), (1, True), (3, True)])
+def test_edges_moved_between_the_acks_lookup_and_its_settling_are_settled_by_key(
+        db, size: int, each: bool) -> None:
+    """PostgreSQL's ack settles the edges at the rows its lookup read them from (their
+    ctid); a row that moved in between (here: this transaction updated it, as a retained
+    ack's trigger would) is settled by key instead. A chord of one member takes the
+    one-parent statement, of three the set-wise one; *each*: each member alone, as the
+    worker acking one job per transaction (one statement looks up and settles). Each
+    member counted once, the callback released with every result."""
+    calls: list[Any] = []
+    member, callback = _tasks(db, calls)
+    cb = chord(group(member.s(i) for i in range(size)), callback.s()).delay()
+    q = db.queue("default")
+    msgs = sorted(q.get_many(10), key=lambda m: m.id)
+    assert len(msgs) == size
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
+        found = db.backend.wf_parents_among([m.id for m in msgs])
+        assert found == {m.id: [cb.id] for m in msgs}
+        _wf(db, "UPDATE wf_edges SET pos = pos WHERE parent = ?", (msgs[-1].id,))
+        values = [(m.id, codec.encode(m.payload["args"][0] * 10, 2**20)) for m in msgs]
+        if each:
+            for mid, value in values:
+                db.backend.wf_done_one(mid, lambda value=value: value)
+        else:
+            db.backend.wf_done(values, found)
+    assert _wf(db, "SELECT outcome, count(*) FROM wf_edges WHERE child = ? GROUP BY outcome",
+               (cb.id,)) == [("done", size)]
+    assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id = ?", (cb.id,)) == [(0,)]
+    assert cb.state == "queued"
+    drain(db)
+    assert calls == [[i * 10 for i in range(size)]]

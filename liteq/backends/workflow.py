@@ -10,7 +10,7 @@ engines settle the edges in the transaction that ends a parent (see each engine'
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 __all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
@@ -94,6 +94,15 @@ class WorkflowVerbs(ABC):
         releases the dependents whose last parent this was). *children* is what
         :meth:`wf_parents_among` returned for them in the same transaction (an engine
         whose writers run concurrently reads them again under its locks)."""
+
+    def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
+        """In the transaction that acked job *mid* by a DELETE, after the ack: if it has
+        dependents, its edges settle as succeeded with the result *value()* returns (its
+        CBOR, called only if needed here). The worker acking one job per transaction.
+        An engine may do the lookup and the settling in one statement (PostgreSQL)."""
+        parents = self.wf_parents_among([mid])
+        if parents:
+            self.wf_done([(mid, value())], parents)
 
     @abstractmethod
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:

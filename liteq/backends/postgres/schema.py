@@ -46,6 +46,7 @@ import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
 from .obs_sql import OBS_SCHEMA
+from .workflow_at_sql import WFAT_SCHEMA
 from .workflow_settle_sql import WFONE_SCHEMA
 from .workflow_sql import WFACK_SCHEMA, WFVAL_SCHEMA, WORKFLOW_SCHEMA
 
@@ -431,9 +432,13 @@ UPDATE {s}.queues SET counted = false WHERE max_depth IS NULL AND NOT count_dept
 DELETE FROM {s}.depth_stripes d USING {s}.queues q WHERE q.id = d.qid AND NOT q.counted;
 """
 
+# Workflows, the worker's ack (issue 20): edges settled where the ack's lookup read them,
+# by their ctid (``workflow_at_sql.py``: WFAT_SCHEMA). New functions beside the old ones.
+_V_WFAT = WFAT_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
-                         _V_WFONE, _V_UNCOUNTED]
+                         _V_WFONE, _V_UNCOUNTED, _V_WFAT]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

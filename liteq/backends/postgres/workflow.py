@@ -4,7 +4,7 @@ triggers (``workflow_sql.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -12,8 +12,9 @@ from ..records import State
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .connection import Connections
 from .schema import qualify
-from .workflow_settle_sql import SQL_WF_APPLY, SQL_WF_DONE1
-from .workflow_sql import SQL_WF_AMONG, SQL_WF_COUNT, SQL_WF_DONE
+from .workflow_at_sql import SQL_WF_ACK1, SQL_WF_AMONG_AT, SQL_WF_DONE1_AT, SQL_WF_DONE_AT
+from .workflow_settle_sql import SQL_WF_APPLY
+from .workflow_sql import SQL_WF_COUNT, SQL_WF_DONE
 
 __all__ = ["WorkflowVerbs"]
 
@@ -62,6 +63,18 @@ DELETE FROM {s}.wf_jobs WHERE id IN (SELECT id FROM gone) RETURNING 1
 _OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
+class _Among(dict[int, list[int]]):
+    """What ``wf_parents_among`` found: each parent's children and, in ``at``, the rows
+    (ctid) of those edges in the same order, for the ``wf_done`` of the same
+    transaction to settle them without looking them up again (``workflow_at_sql.py``)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[int, list[str]] = {}
+
+
 class _Statements(NamedTuple):
     lock: str
     jobs: str
@@ -72,7 +85,9 @@ class _Statements(NamedTuple):
     settle: str
     among: str
     done: str
-    done1: str
+    ack1: str
+    done_at: str
+    done1_at: str
     apply: str
     counted: str
     parents: str
@@ -83,7 +98,8 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_LOCK, SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG, SQL_WF_DONE, SQL_WF_DONE1, SQL_WF_APPLY, SQL_WF_COUNT, SQL_WF_PARENTS,
+                       SQL_WF_SETTLE, SQL_WF_AMONG_AT, SQL_WF_DONE, SQL_WF_ACK1, SQL_WF_DONE_AT, SQL_WF_DONE1_AT,
+                       SQL_WF_APPLY, SQL_WF_COUNT, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
 
@@ -157,24 +173,58 @@ class WorkflowVerbs:
         return []
 
     def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
-        found: dict[int, list[int]] = {}
-        for parent, child in self.conns.statement(self._wf_sql.among, (list(ids),)):
-            found.setdefault(int(parent), []).append(int(child))
+        found = _Among()
+        at = found.at
+        for parent, child, row in self.conns.statement(self._wf_sql.among, (list(ids),)):
+            if parent in found:
+                found[parent].append(child)
+                at[parent].append(row)
+            else:
+                found[parent] = [child]
+                at[parent] = [row]
         return found
+
+    def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
+        if not self.conns.in_transaction():
+            super().wf_done_one(mid, value)  # type: ignore[misc]  # Backend, after this mixin
+            return
+        # In the ack's transaction: the lookup and the settling in one round trip (a
+        # job without dependents pays the lookup, as wf_parents_among's; its result
+        # encoded for nothing, a cost of the client's).
+        self.conns.joined(self._wf_sql.ack1, {
+            "parent": mid, "value": value(), "channel": self._wf_channel})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]]) -> None:
         # One statement, one round trip, no savepoint of its own in the ack's
         # transaction (a failure rolls the ack back with it): the edges are read again
         # under the counters' locks (other workers ack concurrently).
-        if len(items) == 1 and self.conns.in_transaction():
-            # In the ack's transaction, which holds the parent's row: no child can be
-            # linked to it since *children* was read (wf_link locks the parent first).
-            mid, value = items[0]
-            kids = children.get(mid, ())
-            if len(kids) == 1:  # a chord member, a chain's step: by their keys
-                self.conns.joined(self._wf_sql.done1, {
-                    "parent": mid, "child": kids[0], "value": value, "channel": self._wf_channel})
+        at = children.at if isinstance(children, _Among) else None
+        if at is not None and self.conns.in_transaction():
+            # In the ack's transaction, which holds the parents' rows: no child can be
+            # linked to them since *children* was read (wf_link locks the parents
+            # first), and the edges are where that read found them unless this
+            # transaction moved them (the functions then settle them by key).
+            if len(items) == 1:
+                mid, value = items[0]
+                kids = children.get(mid, ())
+                if len(kids) == 1:  # a chord member, a chain's step
+                    self.conns.joined(self._wf_sql.done1_at, {
+                        "parent": mid, "child": kids[0], "value": value, "at": at[mid][0],
+                        "channel": self._wf_channel})
+                    return
+            parents: list[int] = []
+            values: list[bytes | None] = []
+            rows: list[str] = []
+            for mid, value in sorted(items) if len(items) > 1 else items:
+                for row in at.get(mid, ()):
+                    parents.append(mid)
+                    values.append(value)
+                    rows.append(row)
+            if rows:
+                self.conns.joined(self._wf_sql.done_at, {
+                    "parents": parents, "values": values, "ats": rows,
+                    "channel": self._wf_channel})
                 return
         ordered = sorted(items) if len(items) > 1 else items
         self.conns.joined(self._wf_sql.done, {
