@@ -3,7 +3,7 @@ them is the schema's triggers (``workflow_sql.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..workflow import WAITING_AT, WfEdge, WfNode
@@ -32,13 +32,14 @@ UPDATE wf_edges SET value = ?, error = ?, outcome = ? WHERE parent = ? AND child
 # short (apsw hashes the text at every execution: a statement of 250 characters cost a
 # plain one-by-one ack 1.3k instructions more). Measured with bench_chord.py.
 SQL_WF_AMONG = "SELECT parent, child FROM wf_edges WHERE parent IN ({})"
+_AMONG_ONE = SQL_WF_AMONG.format("?")
 # Which parents of an ack are still there, done: retained acks (wf_end_done settled
 # their edges already).
 SQL_WF_RETAINED = f"SELECT id FROM messages WHERE id IN ({{}}) AND state = {DONE}"
 # A parent whose edges a retained ack already settled (wf_end_done): only its result.
 SQL_WF_DONE_VALUE = "UPDATE wf_edges SET value = ? WHERE parent = ? AND outcome = 'done'"
-# The success of one parent acked by a DELETE (sql_wf_done for one, without its CASE).
-SQL_WF_DONE_ONE = "UPDATE wf_edges SET value = ?2, outcome = 'done' WHERE parent = ?1 AND outcome IS NULL"
+# The success of one parent acked by a DELETE.
+SQL_WF_DONE_ONE = sql_wf_done(1)
 SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE child = ? ORDER BY pos"
 SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE parent = ? ORDER BY child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM wf_jobs WHERE id = ?"
@@ -110,9 +111,7 @@ def _settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
     settled = 0
     for i in range(0, len(settle), IDS_PER_STATEMENT):
         part = settle[i:i + IDS_PER_STATEMENT]
-        params = [x for pair in part for x in pair]
-        params += [mid for mid, _v in part]
-        cur.execute(sql_wf_done(len(part)), params)
+        cur.execute(sql_wf_done(len(part)), [x for pair in part for x in pair])
         settled += changes()
     if settled < len(edges):
         _settled_fewer(cur, settle, edges)
@@ -188,6 +187,19 @@ class WorkflowVerbs(StoreBase):
     def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
         with self.read() as cur:
             return _among(cur, ids)
+
+    def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
+        conn, cur = self._handles()
+        if not conn.in_transaction or self._local.broken is not None:
+            super().wf_done_one(mid, value)  # type: ignore[misc]  # Backend, after this mixin
+            return
+        # In the ack's transaction (the worker acking one job): the lookup on this
+        # thread's cursor, with no read() of its own (a generator's context manager and
+        # a new cursor: ~2k instructions of a plain ack's ~133k, bench_chord.py --style
+        # one --instructions); the result encoded only for a parent.
+        kids = [child for _parent, child in cur.execute(_AMONG_ONE, (mid,))]
+        if kids:
+            _settle_done(cur, [(mid, value())], {mid: kids})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]]) -> None:

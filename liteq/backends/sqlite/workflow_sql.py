@@ -239,16 +239,20 @@ END;
 def sql_wf_done(n: int) -> str:
     """The success of *n* parents, written by the worker's ack (no trigger: see
     WFACK_SCHEMA): every edge of theirs still unsettled gets its parent's result, in one
-    statement (parameters: parent, value, ... then the n parents). Not an executemany:
-    apsw's statement cache is emptied by an executemany of ~100 rows (measured with
-    ``Connection.cache_stats``), and every statement of the next ack was prepared again
-    (~60k instructions each)."""
-    if n == 1:  # one by one: no IN list, no CASE
+    statement (parameters: parent, value, parent, value, ...). The pairs are a VALUES
+    list joined to the edges by parent (a search of the primary key each): a ``CASE
+    parent WHEN ? THEN ? ...`` of n branches, as before, was evaluated for every edge,
+    n / 2 comparisons each (the worker's flush of 100 members: 1.15 -> 0.73 us a member).
+    Not an executemany: apsw's statement cache is emptied by an executemany of ~100
+    rows (measured with ``Connection.cache_stats``), and every statement of the next ack
+    was prepared again (~60k instructions each)."""
+    if n == 1:  # one by one: no VALUES list
         return ("UPDATE wf_edges SET value = ?2, outcome = 'done' "
-                "WHERE parent = ?1 AND outcome IS NULL AND ?3 = ?1")
-    cases = " ".join(["WHEN ? THEN ?"] * n)
-    return (f"UPDATE wf_edges SET value = CASE parent {cases} END, outcome = 'done' "
-            f"WHERE parent IN ({','.join('?' * n)}) AND outcome IS NULL")
+                "WHERE parent = ?1 AND outcome IS NULL")
+    values = ",".join(["(?,?)"] * n)
+    return ("UPDATE wf_edges SET value = v.value, outcome = 'done' "
+            f"FROM (SELECT column1 AS parent, column2 AS value FROM (VALUES {values})) AS v "
+            "WHERE wf_edges.parent = v.parent AND wf_edges.outcome IS NULL")
 
 # Parents fewer for a child once their edges settled as succeeded, when they were not
 # its last ones (no change: they were, see SQL_WF_COUNT) ...
