@@ -11,6 +11,8 @@ can is this transaction's own writes (a retained ack's ``wf_end`` runs before th
 lookup) or a prune that deletes the edges of a child gone (an update then finds the
 row gone, as by key). An edge not settled through its ``ctid`` (moved, or settled
 already) is settled by key, as ``wf_done`` does: the same outcome either way.
+``wf_among`` stays in the schema, unused by this release, for processes of the
+previous one still running while a deployment rolls over.
 
 And the worker acking one job per transaction looks its edges up and settles them in
 one call (``wf_ack1``), not two (``wf_among`` under a savepoint, then ``wf_done1``):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from ..workflow import WAITING_AT
 from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
 
-__all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_DONE1", "SQL_WF_PURGING"]
+__all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_PURGING"]
 
 _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
 
@@ -204,6 +204,4 @@ $wf$;
 """
 
 SQL_WF_APPLY = "SELECT {s}.wf_apply(%s::bigint[], %s::bigint[], %s::boolean[], %s::text[], false, %s)"
-SQL_WF_DONE1 = ("SELECT {s}.wf_done1(%(parent)s::bigint, %(child)s::bigint, %(value)s::bytea,"
-                " %(channel)s::text)")
 SQL_WF_PURGING = "SELECT {s}.wf_purging(%(qid)s::bigint, %(state)s::integer, %(channel)s::text)"

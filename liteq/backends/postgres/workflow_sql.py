@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_DONE", "SQL_WF_AMONG",
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_DONE",
            "SQL_WF_COUNT"]
 
 _WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
@@ -403,7 +403,6 @@ $wf$;
 
 # The worker's ack of parents that succeeded (the function above: one round trip).
 SQL_WF_DONE = "SELECT {s}.wf_done(%(parents)s, %(values)s, %(channel)s)"
-SQL_WF_AMONG = "SELECT * FROM {s}.wf_among(%s)"
 
 # Children whose parents ``wf_link`` found succeeded already: counted down by the edges
 # it settled (a new child: nobody else sees its counter yet), released at 0.
