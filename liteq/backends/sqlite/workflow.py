@@ -32,7 +32,9 @@ UPDATE wf_edges SET value = ?, error = ?, outcome = ? WHERE parent = ? AND child
 # short (apsw hashes the text at every execution: a statement of 250 characters cost a
 # plain one-by-one ack 1.3k instructions more). Measured with bench_chord.py.
 SQL_WF_AMONG = "SELECT parent, child FROM wf_edges WHERE parent IN ({})"
-_AMONG_ONE = SQL_WF_AMONG.format("?")
+# One job's edges, with their rowids (wf_done_one), and the success of one edge by it.
+_EDGES_OF = "SELECT rowid, child FROM wf_edges WHERE parent = ?"
+_DONE_AT = "UPDATE wf_edges SET value = ?2, outcome = 'done' WHERE rowid = ?1 AND outcome IS NULL"
 # Which parents of an ack are still there, done: retained acks (wf_end_done settled
 # their edges already).
 SQL_WF_RETAINED = f"SELECT id FROM messages WHERE id IN ({{}}) AND state = {DONE}"
@@ -197,9 +199,23 @@ class WorkflowVerbs(StoreBase):
         # thread's cursor, with no read() of its own (a generator's context manager and
         # a new cursor: ~2k instructions of a plain ack's ~133k, bench_chord.py --style
         # one --instructions); the result encoded only for a parent.
-        kids = [child for _parent, child in cur.execute(_AMONG_ONE, (mid,))]
-        if kids:
-            _settle_done(cur, [(mid, value())], {mid: kids})
+        edges = cur.execute(_EDGES_OF, (mid,)).fetchall()
+        if not edges:
+            return
+        if len(edges) == 1:  # a chord member, a chain's step: the edge by its rowid
+            (row, kid), = edges
+            result = value()
+            changes = cur.connection.changes
+            cur.execute(_DONE_AT, (row, result))
+            if not changes():  # settled already: a retained ack (wf_end_done)
+                _settled_fewer(cur, [(mid, result)], [(mid, kid)])
+                return
+            cur.execute(SQL_WF_COUNT_SOME, (1, kid))
+            if not changes():
+                cur.execute(SQL_WF_COUNT, (1, kid))
+                cur.execute(SQL_WF_RELEASE, {"id": kid})
+            return
+        _settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]]) -> None:
