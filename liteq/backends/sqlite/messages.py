@@ -266,7 +266,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             except apsw.Error as exc:
                 raise self._failure(hot[0], exc) from exc
             if hot[0].changes():
-                if self.totals.add(qid, 0, 1):  # _tally, inlined
+                if self.totals.ack_one(qid):  # _tally, inlined
                     self._totals_due()
                 return False
         return bool(self._ack_locked(qid, [(mid, token)], retention))
