@@ -33,8 +33,9 @@ the counts do not depend on the machine's load (with the real clock, get+ack mea
 196k and 225k instructions in two runs). The stats totals, written once a second of
 real time, are not written inside the loops (under callgrind that second holds ~50x
 fewer messages, and their statements are prepared again each time: 0.5-2k instructions
-per get+ack that varied with the machine's load). What still follows the real clock:
-the cached queue options, read again once a second (a SELECT by id).
+per get+ack that varied with the machine's load). The cached queue options, read again
+once a second of ``time.monotonic``, follow a stepping clock too (``steady_queue_options``;
+before session 11 they followed the real one: get+ack moved by ~1.5k between runs).
 
 Systems: ``liteq`` (its public API), ``raw-minimal`` (the minimal queue of issue 23,
 the reference DESIGN.md's targets use) and ``raw`` (the feature-parity raw queue:
@@ -91,6 +92,21 @@ def stepping_clock() -> Callable[[], float]:
     return itertools.count(time.time() + CLOCK_STEP, CLOCK_STEP).__next__
 
 
+def steady_queue_options() -> None:
+    """Give ``liteq.queue`` a stepping ``time.monotonic`` (CLOCK_STEP per reading).
+
+    A ``Queue`` re-reads its stored options once a second of ``time.monotonic``: under
+    callgrind (~50x slower) that was every few hundred messages, each time a SELECT
+    prepared anew (~80k instructions), 1-3k per get+ack that moved with the machine's
+    load (session 11). Stepping, a get+ack (two readings) ages the options by 20 us, so
+    they are re-read about every 50,000, as natively at ~30-50k get+acks per second."""
+    import types
+
+    import liteq.queue as queue_module
+
+    queue_module.time = types.SimpleNamespace(monotonic=stepping_clock())  # type: ignore[assignment]
+
+
 def child(name: str, n: int, batch_n: int) -> None:
     sys.path.insert(0, HERE)
     from peers import open_system
@@ -103,6 +119,7 @@ def child(name: str, n: int, batch_n: int) -> None:
     # a busy machine) 0.5-2k per get+ack, and the run-to-run spread. Not in the loops.
     import liteq.backends.totals as totals
     totals.TOTALS_EVERY = float("inf")
+    steady_queue_options()
 
     directory = tempfile.mkdtemp(prefix=f"liteq-instr-{name}-")
     try:

@@ -218,6 +218,24 @@ def test_a_stored_payload_that_does_not_decode_goes_dead_and_the_others_are_deli
     assert q.stats()["depth"] == 0
 
 
+def test_an_undecodable_payload_inside_a_batch_claim_leaves_the_messages_around_it_in_order(
+    db,
+) -> None:
+    q = db.queue("q")
+    ids = q.put_many(["good 1", "will be corrupted", "good 2", "good 3"])
+    corrupt_payload(db, ids[1], b"\xff")
+
+    msgs = q.get_many(3)
+
+    # The three claimed rows were one claim; the one that does not decode was buried and
+    # one more was claimed in its place.
+    assert [(m.id, m.payload) for m in msgs] == [
+        (ids[0], "good 1"), (ids[2], "good 2"), (ids[3], "good 3")]
+    assert [m.id for m in q.peek(10, state="dead")] == [ids[1]]
+    q.ack_many(msgs)
+    assert q.stats()["depth"] == 0 and q.get() is None
+
+
 def test_get_skips_an_undecodable_message_and_returns_the_next_due_one(db) -> None:
     q = db.queue("q")
     bad = q.put("will be corrupted")

@@ -370,8 +370,8 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         deleted, _ = self.conns.statement(
             self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
         )[0]
-        if deleted:
-            self._tally(qid, 0, 1)
+        if deleted and self.totals.ack_one(qid):  # _tally(qid, 0, 1) without the lock
+            self._totals_due()
         return not deleted
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:

@@ -256,7 +256,8 @@ class QueueVerbs(Backend):
                                            now, False)
             self._tally(qid, added, 0)
             return ids[0]
-        self._tally(qid, 1, 0)
+        if self.totals.put_one(qid):  # _tally(qid, 1, 0) without the lock
+            self._totals_due()
         return int(found[0][0])
 
     def put_rows(
@@ -433,8 +434,12 @@ class QueueVerbs(Backend):
 
     def _tally(self, qid: int, enqueued: int, finished: int) -> None:
         # After the commit, so a rolled-back operation is not counted.
-        if (self.totals.add(qid, enqueued, finished)
-                and self.conns.get().info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
+        if self.totals.add(qid, enqueued, finished):
+            self._totals_due()
+
+    def _totals_due(self) -> None:
+        """A totals write is due: write them now unless inside a transaction."""
+        if self.conns.get().info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             try:
                 self.flush_totals()
             except LiteqError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import apsw
@@ -250,8 +251,6 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
         pairs = list(items)
-        if len(pairs) > 1:
-            pairs = list(dict.fromkeys(pairs))  # the same (id, token) twice is acked once
         if len(pairs) == 1 and retention <= 0:
             if self.change(SQL_ACK_UNCOUNTED, pairs[0]):
                 self._tally(qid, 0, 1)
@@ -267,7 +266,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             except apsw.Error as exc:
                 raise self._failure(hot[0], exc) from exc
             if hot[0].changes():
-                if self.totals.add(qid, 0, 1):  # _tally, inlined
+                if self.totals.ack_one(qid):  # _tally, inlined
                     self._totals_due()
                 return False
         return bool(self._ack_locked(qid, [(mid, token)], retention))
@@ -277,9 +276,11 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         a stale token): the stale ids."""
         if len(pairs) > 1:
             try:
-                done = self._ack_by_claim(qid, pairs, retention)
+                done = self._ack_by_claim(qid, _ids_by_token(pairs), retention)
             except _StaleInBatch:
-                pass  # rolled back: find which ones, one statement each
+                # Rolled back: find which ones, one statement each (the same (id, token)
+                # twice is acked once).
+                pairs = list(dict.fromkeys(pairs))
             else:
                 self._tally(qid, 0, done)
                 return []
@@ -300,12 +301,11 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         self._tally(qid, 0, done)
         return lost
 
-    def _ack_by_claim(self, qid: int, pairs: list[tuple[int, int]], retention: float) -> int:
-        """Ack *pairs* with one statement per claim (the messages of a batch claim share
-        its token); raise _StaleInBatch, changing nothing, if any token is stale."""
-        by_token: dict[int, list[int]] = {}
-        for mid, token in pairs:
-            by_token.setdefault(token, []).append(mid)
+    def _ack_by_claim(self, qid: int, by_token: dict[int, list[int]], retention: float) -> int:
+        """Ack the ids of each token in *by_token* with one statement per token (the
+        messages of a batch claim share its token); raise _StaleInBatch, changing
+        nothing, if any token is stale."""
+        expected = sum(map(len, by_token.values()))
         with self.write() as cur:
             changes = cur.connection.changes
             retain = retention > 0
@@ -316,7 +316,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                     chunk = ids[i:i + IDS_PER_STATEMENT]
                     cur.execute(sql_ack_many(len(chunk), retain), (*head, *chunk, token))
                     done += changes()
-            if done != len(pairs):
+            if done != expected:
                 raise _StaleInBatch
             cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
         return done
@@ -420,6 +420,23 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         cur.execute(SQL_RELEASE, {"n": 1, "qid": qid})
         cur.execute(SQL_RESERVE_FORCE, {"n": 1, "qid": tid})
         cur.execute(SQL_TARGET_LIMITED, {"target": tid, "id": mid})
+
+
+_first = itemgetter(0)
+_second = itemgetter(1)
+
+
+def _ids_by_token(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """The ids of *pairs* ``(id, token)`` per token, each id once per token (so the same
+    pair twice is acked once), in the order given. A batch claim's messages share one
+    token: that case without a loop in Python (~1.3k instructions per message less)."""
+    tokens = set(map(_second, pairs))
+    if len(tokens) == 1:
+        return {tokens.pop(): list(dict.fromkeys(map(_first, pairs)))}
+    by_token: dict[int, dict[int, None]] = {}
+    for mid, token in pairs:
+        by_token.setdefault(token, {})[mid] = None
+    return {token: list(ids) for token, ids in by_token.items()}
 
 
 class _StaleInBatch(Exception):

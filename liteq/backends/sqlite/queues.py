@@ -151,7 +151,7 @@ class QueueVerbs(StoreBase):
         mid = self.insert(SQL_INSERT_UNCOUNTED, (qid, priority, now, payload))
         if mid is None:
             return self.put(qid, [(priority, None, now, payload, None, None)])[0]
-        if self.totals.add(qid, 1, 0):  # _tally, inlined
+        if self.totals.put_one(qid):  # _tally, inlined
             self._totals_due()
         return mid
 
