@@ -371,7 +371,7 @@ class Database:
         if row is None:
             raise LeaseLost(f"message {mid} does not exist (already acked or purged)", [mid])
         q = self.queue_by_id(row.qid)
-        lost = self.backend.ack(q.id, [(mid, token)], q.config.retention)
+        lost = self.backend.ack(q.id, [(mid, token)], q.config.retention, settle=True)
         if lost:
             raise LeaseLost(
                 f"receipt {receipt} is stale: the lease ran out and the message was claimed "

@@ -139,9 +139,9 @@ class Message:
     def ack(self) -> None:
         """Finish the message (deleted, or kept as done for the queue's retention).
 
-        A workflow job acked here releases its dependents only when the queue keeps
-        finished messages (``retention`` > 0); otherwise they stay waiting (run
-        workflow jobs through the worker)."""
+        A workflow job acked here succeeded with no result: its dependents are
+        released in the same transaction and get None for it (the worker acks with
+        the task's return value)."""
         self.owner.ack(self)
 
     def nack(self, delay: float | None = None, error: str | None = None) -> None:
@@ -449,7 +449,7 @@ class Queue:
     def ack(self, msg: Message) -> None:
         """Finish *msg*; raise :class:`LeaseLost` (changing nothing) if its token is stale."""
         config = self._config if time.monotonic() - self._config_at <= 1.0 else self.refresh()
-        lost = self._ack_one(self.id, msg.id, msg.token or 0, config.retention)
+        lost = self._ack_one(self.id, msg.id, msg.token or 0, config.retention, True)
         msg._settled = True
         if lost:
             raise LeaseLost.on([msg.id])
@@ -465,7 +465,7 @@ class Queue:
             if m.owner.id != qid:
                 raise InvalidArgument(f"message {m.id} belongs to queue {m.queue!r}, not {self.name!r}")
             pairs.append((m.id, m.token or 0))
-        lost = self._ack_rows(qid, pairs, self.config.retention)
+        lost = self._ack_rows(qid, pairs, self.config.retention, True)
         for m in items:
             m._settled = True
         if lost:

@@ -42,6 +42,8 @@ _POSITIONAL: dict[str, tuple[Any, ...]] = {
     "SQL_INSERT_UNCOUNTED_MANY": (1, 0, 1.0, 1.0, apsw.carray((b"x", b"y"))),
     "SQL_ACK_DELETE": (1, 2),
     "SQL_ACK_UNCOUNTED": (1, 2),
+    "SQL_ACK_LEAF": (1, 2),
+    "SQL_ACK_DELETE_WF": (1, 2),
     "SQL_ACK_RETAIN": (1.0, 1, 2),
     "SQL_FINISHED_ROW": (1,),
     "SQL_MESSAGE": (1,),

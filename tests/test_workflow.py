@@ -9,6 +9,7 @@ every engine under test.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import dbsql
@@ -281,26 +282,62 @@ def test_a_retained_ack_releases_the_dependents(db, tasks) -> None:
     assert last.result() == 3
 
 
-def test_a_parent_acked_by_hand_releases_its_dependents_where_its_queue_keeps_finished_jobs(
-        db, tasks) -> None:
-    # The decision of the workflow follow-ups (DESIGN-NOTES, README): a hand ack settles
-    # the edges only as a retained ack; one that deletes the row leaves them waiting.
+def test_a_parent_acked_by_hand_releases_its_dependents_with_no_result(db, tasks) -> None:
+    """Every success releases the dependents, a hand ack's too (Message.ack, ack_many, a
+    receipt), in the transaction that acks it, whether the queue keeps finished jobs
+    or deletes them, counts its depth or not. With no result: the dependents get
+    None for it. Plain messages acked beside them are acked as ever."""
     db.queue("kept", retention=3600)
+    db.queue("counted", max_depth=100)
     add, collect = tasks["add"], tasks["collect"]
-    kept = add.enqueue([1], queue="kept")
-    released = collect.si("ran").enqueue(depends_on=[kept])
-    gone = add.enqueue([1], queue="deleted")
-    stuck = collect.si("never").enqueue(depends_on=[gone])
-    for name in ("kept", "deleted"):
+    parents = {name: add.enqueue([1], queue=name) for name in ("kept", "deleted", "counted")}
+    children = {name: collect.s().enqueue(depends_on=[job]) for name, job in parents.items()}
+    for name in parents:
         msg = db.queue(name).get()
-        assert msg is not None
+        assert msg is not None and msg.id == parents[name].id
         msg.ack()
-    assert released.state == "queued"
-    assert stuck.state == "waiting"
+    # a batch of two plain messages and a parent; and a receipt
+    batch_q = db.queue("batch")
+    plain = [batch_q.put({"n": i}) for i in range(2)]
+    in_batch = add.enqueue([1], queue="batch")
+    by_batch = collect.s().enqueue(depends_on=[in_batch])
+    claimed = batch_q.get_many(10)
+    assert sorted(m.id for m in claimed) == sorted([*plain, in_batch.id])
+    batch_q.ack_many(claimed)
+    receipt_parent = add.enqueue([1], queue="receipts")
+    by_receipt = collect.s().enqueue(depends_on=[receipt_parent])
+    msg = db.queue("receipts").get()
+    assert msg is not None
+    db.ack(msg.receipt)
+    released = [*children.values(), by_batch, by_receipt]
+    assert [job.state for job in released] == ["queued"] * len(released)
+    assert len(batch_q) == 0 and len(db.queue("counted")) == 0  # the depth counter released
     drain(db)
-    assert released.result() == ["ran"]
-    assert stuck.state == "waiting"
-    assert stuck.cancel() == "cancelled"
+    assert [job.result() for job in released] == [[None]] * len(released)
+
+
+def test_a_stale_hand_ack_of_a_parent_changes_nothing(db, tasks) -> None:
+    add, collect = tasks["add"], tasks["collect"]
+    for how in ("ack", "ack_many", "receipt"):
+        q = db.queue(how, lease=0.2)
+        parent = add.enqueue([1], queue=how)
+        child = collect.s().enqueue(depends_on=[parent])
+        first = q.get()
+        assert first is not None
+        time.sleep(0.3)
+        second = q.get()  # the lease ran out: claimed again, a new token
+        assert second is not None and second.id == first.id
+        with pytest.raises(liteq.LeaseLost):
+            if how == "ack":
+                first.ack()
+            elif how == "ack_many":
+                q.ack_many([first])
+            else:
+                db.ack(first.receipt)
+        assert child.state == "waiting" and len(q) == 1
+        second.ack()
+        assert child.state == "queued"
+    drain(db)
 
 
 def test_redriving_a_failed_parent_re_arms_the_dependents_it_cancelled(db, tasks) -> None:

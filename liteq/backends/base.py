@@ -363,16 +363,26 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
         left alone (SQLite: its write lock; concurrent writers: guard on the state)."""
 
     @abstractmethod
-    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float,
+            settle: bool = False) -> list[int]:
         """Finish leased messages ``(id, token)`` in one transaction: delete them, or
         keep them DONE when *retention* > 0; release their depth. Returns the ids whose
         token was stale (unchanged; the caller raises LeaseLost). A pair given twice
-        counts once. One round trip for a single pair on an uncounted queue."""
+        counts once. One round trip for a single pair on an uncounted queue.
 
-    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+        *settle* (a hand ack: ``Message.ack``, ``ack_many``, a receipt): the workflow
+        dependents of the jobs deleted are settled as succeeded, with no result, in the
+        same transaction (a kept job's are settled by its ending, whatever *settle*).
+        The worker passes False and settles them itself, with the results
+        (``workflow.record``). A job without dependents costs nothing more: the
+        statement that deletes it skips a job flagged ``wf``, which takes a slower
+        path."""
+
+    def ack_one(self, qid: int, mid: int, token: int, retention: float,
+                settle: bool = False) -> bool:
         """:meth:`ack` of one message (``Message.ack()``, the hot path); True if its
         token was stale (nothing changed)."""
-        return bool(self.ack(qid, [(mid, token)], retention))
+        return bool(self.ack(qid, [(mid, token)], retention, settle))
 
     @abstractmethod
     def retry(

@@ -166,6 +166,18 @@ WITH d AS (
 {release_ctes("(SELECT n FROM n)", "(SELECT n FROM n) > 0")}
 SELECT id FROM d
 """
+
+
+def _leaf(sql: str) -> str:
+    """An ack's DELETE (*sql*) that leaves a job with dependents (``wf``) alone: a hand
+    ack's, whose jobs with dependents take the path that settles them (_ack_parents)."""
+    guard = f"state = {LEASED}\n"
+    assert sql.count(guard) == 1, sql
+    return sql.replace(guard, f"state = {LEASED} AND wf IS NULL\n")
+
+
+SQL_ACK_ONE_LEAF = _leaf(SQL_ACK_ONE)
+SQL_ACK_MANY_LEAF = _leaf(SQL_ACK_MANY)
 SQL_ACK_RETAIN = f"""
 UPDATE {{s}}.messages m SET state = 3, token = NULL, lease_until = NULL, finished_at = %s
 FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
@@ -363,18 +375,23 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
 
     # -- finishing ------------------------------------------------------------------
 
-    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+    def ack_one(self, qid: int, mid: int, token: int, retention: float,
+                settle: bool = False) -> bool:
         """:meth:`ack` of one message, straight to its one statement; True if stale."""
         if retention > 0:
             return bool(self.ack(qid, [(mid, token)], retention))
         deleted, _ = self.conns.statement(
-            self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
+            self.ms.ack_one_leaf if settle else self.ms.ack_one,
+            {"id": mid, "token": token, "qid": qid},
         )[0]
         if deleted and self.totals.ack_one(qid):  # _tally(qid, 0, 1) without the lock
             self._totals_due()
+        if not deleted and settle:  # a stale token, or a job with dependents
+            return bool(self._ack_parents(qid, [(mid, token)]))
         return not deleted
 
-    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float,
+            settle: bool = False) -> list[int]:
         pairs = list(items)
         if len(pairs) > 1:
             pairs = list(dict.fromkeys(pairs))  # the same (id, token) twice is acked once
@@ -382,13 +399,16 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             return []
         if len(pairs) == 1 and retention <= 0:
             mid, token = pairs[0]
-            return [mid] if self.ack_one(qid, mid, token, retention) else []
+            return [mid] if self.ack_one(qid, mid, token, retention, settle) else []
         ids = [p[0] for p in pairs]
         tokens = [p[1] for p in pairs]
         if retention <= 0:
-            rows = self.conns.statement(self.ms.ack_many, {"ids": ids, "tokens": tokens, "qid": qid})
+            rows = self.conns.statement(self.ms.ack_many_leaf if settle else self.ms.ack_many,
+                                        {"ids": ids, "tokens": tokens, "qid": qid})
             done = {r[0] for r in rows}
             self._tally(qid, 0, len(done))
+            if settle and len(done) < len(pairs):
+                return self._ack_parents(qid, [p for p in pairs if p[0] not in done])
             return [mid for mid in dict.fromkeys(ids) if mid not in done]
         with self.conns.tx() as cur:
             cur.execute(self.ms.ack_retain, (self.clock(), ids, tokens))
@@ -396,6 +416,19 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             self.depth.release(cur, qid, len(done))
         self._tally(qid, 0, len(done))
         return [mid for mid in dict.fromkeys(ids) if mid not in done]
+
+    def _ack_parents(self, qid: int, pairs: list[tuple[int, int]]) -> list[int]:
+        """A hand ack's pairs that its leaf statement left (stale tokens, or jobs with
+        dependents): deleted, and the dependents of those deleted settled as succeeded
+        with no result, in one transaction. The stale ids."""
+        verbs: Any = self  # the backend, whose workflow verbs these are
+        with self.conns.tx():
+            lost = self.ack(qid, pairs, 0.0)
+            acked = [mid for mid, _t in pairs if mid not in lost]
+            parents = verbs.wf_parents_among(acked) if acked else {}
+            if parents:
+                verbs.wf_done([(mid, None) for mid in sorted(parents)], parents)
+        return lost
 
     def retry(
         self, qid: int, mid: int, token: int, delay: float | Callable[[int], float], error: str | None

@@ -24,6 +24,8 @@ from .schema import CANCELLED, DELAYED, READY
 from .sql import (
     IDS_PER_STATEMENT,
     SQL_ACK_DELETE,
+    SQL_ACK_DELETE_WF,
+    SQL_ACK_LEAF,
     SQL_ACK_RETAIN,
     SQL_ACK_UNCOUNTED,
     SQL_BURY_HERE,
@@ -49,6 +51,7 @@ from .sql import (
     sql_ack_many,
     sql_claim_ids,
 )
+from .workflow import among, settle_done
 
 
 class MessageVerbs(QueueVerbs, FlowVerbs):
@@ -248,35 +251,39 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
 
     # -- finishing ------------------------------------------------------------------
 
-    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
+    def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float,
+            settle: bool = False) -> list[int]:
         """Finish leased messages ``(id, token)``; return the ids whose token was stale."""
         pairs = list(items)
         if len(pairs) == 1 and retention <= 0:
-            if self.change(SQL_ACK_UNCOUNTED, pairs[0]):
+            if self.change(SQL_ACK_LEAF if settle else SQL_ACK_UNCOUNTED, pairs[0]):
                 self._tally(qid, 0, 1)
                 return []
-        return self._ack_locked(qid, pairs, retention)
+        return self._ack_locked(qid, pairs, retention, settle)
 
-    def ack_one(self, qid: int, mid: int, token: int, retention: float) -> bool:
+    def ack_one(self, qid: int, mid: int, token: int, retention: float,
+                settle: bool = False) -> bool:
         """:meth:`ack` of one message; True if its token was stale."""
         if retention <= 0:
             hot = self._local.hot or self._hot()  # self.change(), inlined: a call less
             try:
-                hot[1].execute(SQL_ACK_UNCOUNTED, (mid, token))
+                hot[1].execute(SQL_ACK_LEAF if settle else SQL_ACK_UNCOUNTED, (mid, token))
             except apsw.Error as exc:
                 raise self._failure(hot[0], exc) from exc
             if hot[0].changes():
                 if self.totals.ack_one(qid):  # _tally, inlined
                     self._totals_due()
                 return False
-        return bool(self._ack_locked(qid, [(mid, token)], retention))
+        return bool(self._ack_locked(qid, [(mid, token)], retention, settle))
 
-    def _ack_locked(self, qid: int, pairs: list[tuple[int, int]], retention: float) -> list[int]:
-        """ack() in a write transaction (a counted queue, a kept message, a batch, or
-        a stale token): the stale ids."""
+    def _ack_locked(self, qid: int, pairs: list[tuple[int, int]], retention: float,
+                    settle: bool = False) -> list[int]:
+        """ack() in a write transaction (a counted queue, a kept message, a batch, a
+        stale token, or with *settle* a job that has dependents): the stale ids."""
+        settle = settle and retention <= 0  # a kept job's ending settles its own
         if len(pairs) > 1:
             try:
-                done = self._ack_by_claim(qid, _ids_by_token(pairs), retention)
+                done = self._ack_by_claim(qid, _ids_by_token(pairs), retention, settle)
             except _StaleInBatch:
                 # Rolled back: find which ones, one statement each (the same (id, token)
                 # twice is acked once).
@@ -287,10 +294,18 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         with self.write() as cur:
             changes = cur.connection.changes
             lost = []
+            parents = []
             now = self.clock() if retention > 0 else 0.0  # after BEGIN IMMEDIATE
             for mid, token in pairs:
                 if retention > 0:
                     cur.execute(SQL_ACK_RETAIN, (now, mid, token))
+                elif settle:
+                    deleted = cur.execute(SQL_ACK_DELETE_WF, (mid, token)).fetchall()
+                    if not deleted:
+                        lost.append(mid)
+                    elif deleted[0][0]:
+                        parents.append(mid)
+                    continue
                 else:
                     cur.execute(SQL_ACK_DELETE, (mid, token))
                 if not changes():
@@ -298,13 +313,16 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             done = len(pairs) - len(lost)
             if done:
                 cur.execute(SQL_RELEASE, {"n": done, "qid": qid})
+            if parents:  # succeeded with no result: their dependents get None
+                settle_done(cur, [(mid, None) for mid in parents], among(cur, parents))
         self._tally(qid, 0, done)
         return lost
 
-    def _ack_by_claim(self, qid: int, by_token: dict[int, list[int]], retention: float) -> int:
+    def _ack_by_claim(self, qid: int, by_token: dict[int, list[int]], retention: float,
+                      leaf: bool = False) -> int:
         """Ack the ids of each token in *by_token* with one statement per token (the
         messages of a batch claim share its token); raise _StaleInBatch, changing
-        nothing, if any token is stale."""
+        nothing, if any token is stale (or with *leaf*, any job has dependents)."""
         expected = sum(map(len, by_token.values()))
         with self.write() as cur:
             changes = cur.connection.changes
@@ -314,7 +332,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
             for token, ids in by_token.items():
                 for i in range(0, len(ids), IDS_PER_STATEMENT):
                     chunk = ids[i:i + IDS_PER_STATEMENT]
-                    cur.execute(sql_ack_many(len(chunk), retain), (*head, *chunk, token))
+                    cur.execute(sql_ack_many(len(chunk), retain, leaf), (*head, *chunk, token))
                     done += changes()
             if done != expected:
                 raise _StaleInBatch

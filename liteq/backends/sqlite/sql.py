@@ -255,6 +255,11 @@ SQL_ACK_UNCOUNTED = compact(f"""
 DELETE FROM messages WHERE id = ?1 AND token = ?2 AND state = {LEASED}
 AND EXISTS (SELECT 1 FROM queues WHERE id = messages.qid AND max_depth IS NULL AND NOT count_depth)
 """)
+# A hand ack's (settle): a job with dependents (wf) is left to the full path, which
+# settles them in the same transaction (messages.py, _ack_locked).
+SQL_ACK_LEAF = compact(SQL_ACK_UNCOUNTED + " AND wf IS NULL")
+# The full path's delete of one message, saying whether it had dependents.
+SQL_ACK_DELETE_WF = SQL_ACK_DELETE + " RETURNING wf"
 SQL_ACK_RETAIN = compact(f"""
 UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, finished_at = ?
 WHERE id = ? AND token = ? AND state = {LEASED}
@@ -262,17 +267,19 @@ WHERE id = ? AND token = ? AND state = {LEASED}
 
 
 @functools.lru_cache(maxsize=64)
-def sql_ack_many(n: int, retain: bool) -> str:
+def sql_ack_many(n: int, retain: bool, leaf: bool = False) -> str:
     """Ack *n* messages of one claim (one token) in one statement. Parameters: the n
     ids, then the token; with *retain*, finished_at first. 0.95 against 1.3 us per
-    message for one statement each (measured, 100 per batch)."""
+    message for one statement each (measured, 100 per batch). *leaf* (a hand ack's
+    delete): jobs with dependents are not deleted, so the batch falls to the full path."""
     ids = ",".join("?" * n)
     if retain:
         return compact(
             f"UPDATE messages SET state = {DONE}, token = NULL, lease_until = NULL, "
             f"finished_at = ? WHERE id IN ({ids}) AND token = ? AND state = {LEASED}"
         )
-    return compact(f"DELETE FROM messages WHERE id IN ({ids}) AND token = ? AND state = {LEASED}")
+    return compact(f"DELETE FROM messages WHERE id IN ({ids}) AND token = ? AND state = {LEASED}"
+                   + (" AND wf IS NULL" if leaf else ""))
 
 
 SQL_GET_LEASED = f"""

@@ -12,7 +12,7 @@ from .schema import CANCELLED, DEAD, DONE
 from .sql import IDS_PER_STATEMENT
 from .workflow_sql import SQL_WF_COUNT, SQL_WF_COUNT_SOME, SQL_WF_RELEASE, sql_wf_done
 
-__all__ = ["WorkflowVerbs"]
+__all__ = ["WorkflowVerbs", "among", "settle_done"]
 
 _EDGE_COLUMNS = "parent, child, pos, allow_failure, outcome, value, error"
 SQL_WF_JOB = "INSERT INTO wf_jobs (id, workflow, unmet, delay) VALUES (?, ?, ?, ?)"
@@ -77,7 +77,7 @@ def _count_done(cur: Any, children: dict[int, int]) -> None:
             cur.execute(SQL_WF_RELEASE, {"id": child})
 
 
-def _among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
+def among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
     for i in range(0, len(ids), IDS_PER_STATEMENT):
         part = ids[i:i + IDS_PER_STATEMENT]
@@ -86,7 +86,7 @@ def _among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
     return found
 
 
-def _settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
+def settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
                  children: Mapping[int, Sequence[int]]) -> None:
     changes = cur.connection.changes
     if len(items) == 1:
@@ -188,7 +188,7 @@ class WorkflowVerbs(StoreBase):
 
     def wf_parents_among(self, ids: Sequence[int]) -> dict[int, list[int]]:
         with self.read() as cur:
-            return _among(cur, ids)
+            return among(cur, ids)
 
     def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
         conn, cur = self._handles()
@@ -215,7 +215,7 @@ class WorkflowVerbs(StoreBase):
                 cur.execute(SQL_WF_COUNT, (1, kid))
                 cur.execute(SQL_WF_RELEASE, {"id": kid})
             return
-        _settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
+        settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]]) -> None:
@@ -227,10 +227,10 @@ class WorkflowVerbs(StoreBase):
             # other writer since, and no savepoint of its own (a SAVEPOINT and a RELEASE
             # less per ack). A statement that fails raises through that transaction,
             # which rolls back with the ack.
-            _settle_done(cur, items, children)
+            settle_done(cur, items, children)
             return
         with self.write() as cur:  # alone: read them again under the write lock
-            _settle_done(cur, items, _among(cur, [mid for mid, _v in items]))
+            settle_done(cur, items, among(cur, [mid for mid, _v in items]))
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         with self.read() as cur:
