@@ -52,9 +52,13 @@ comes when that notification is due, with no throttled put of its queue in fligh
 notifies in its own statement instead (its commit follows theirs). So a queue gets at
 most about one notification per millisecond from each process under load, and the last
 put of a burst is always followed by one. The thread is poked (a byte on its pipe) only
-when it would otherwise sleep more than a window past a due notification, not at every
-throttled put (a thread switch per put cost a producer 40% of its rate; waking it every
-window instead, to spare the pokes, cost more than the pokes, measured). Why these numbers (not measured, as
+when it would otherwise look more than :data:`SLACK` (3 ms) after a trailing
+notification became sendable, not at every throttled put (a thread switch per put cost
+a producer 40% of its rate). While puts keep meeting the throttle, and while one is
+in flight past its trailing notification's due time, the thread looks every SLACK on
+its own instead, and a put that finds the notification due takes it over in its own
+statement: a stream of puts pokes it about once (0.7-0.8 pokes per put before, when
+the thread slept ``LATE`` while a put was in flight and every ``done()`` poked it). Why these numbers (not measured, as
 the brief asked): a waiter needs one hint per look, a look costs ~0.1-0.3 ms, so 1 ms
 wastes nothing on the consumer side while bounding the commit-time serialization
 PostgreSQL's notification queue imposes (one global lock per notifying commit). Inside
@@ -95,7 +99,7 @@ from ...errors import LiteqError
 if TYPE_CHECKING:
     from .connection import Connections
 
-from .throttle import LATE, WINDOW, Throttle
+from .throttle import LATE, SLACK, WINDOW, Throttle
 
 __all__ = [
     "KEEPALIVES",
@@ -103,6 +107,7 @@ __all__ = [
     "RECONNECT_MAX",
     "RECONNECT_MIN",
     "READY_WAIT",
+    "SLACK",
     "WINDOW",
     "Listener",
     "Notifier",
@@ -312,10 +317,14 @@ class Listener:
     def done(self, qid: int) -> None:
         """A put that :meth:`ask` throttled has committed or failed."""
         with self.lock:
-            self._throttle.done(qid, time.monotonic())
-            # Poke only a thread that would look more than a window after the due
-            # time (asleep with nothing due, or waiting out a put in flight).
-            poke = self._throttle.sendable_at(qid) + self._throttle.window < self._looks_at
+            now = time.monotonic()
+            self._throttle.done(qid, now)
+            # Poke only a thread that would look more than SLACK after the trailing
+            # notification is sendable (or after now, if that is past): one asleep with
+            # nothing due. A thread waiting out puts in flight, or lingering after
+            # recent puts, looks every SLACK on its own: poking it at each put's done
+            # cost the producer a thread switch per put (issue 17, session 11).
+            poke = max(self._throttle.sendable_at(qid), now) + SLACK < self._looks_at
         if poke:
             self._poke()
 
@@ -424,6 +433,19 @@ class Listener:
         except (OSError, ValueError):
             time.sleep(seconds)
 
+    def _next_look(self, now: float) -> float:
+        """When the thread looks at the throttle next (under :attr:`lock`): when the
+        earliest trailing notification is sendable, but at most :data:`SLACK` from now
+        while one is pending (held back by a put in flight) or puts met the throttle in
+        the last SLACK; else never, until poked."""
+        throttle = self._throttle
+        due_at = throttle.next_due()
+        if due_at is not None:
+            return min(due_at, now + SLACK)
+        if now - throttle.active_at < SLACK:
+            return throttle.active_at + SLACK
+        return math.inf
+
     def _serve(self, conn: psycopg.Connection[Any]) -> None:
         pgconn = conn.pgconn
         sock = pgconn.socket
@@ -442,9 +464,9 @@ class Listener:
             if stopping:
                 return
             with self.lock:
-                due_at = self._throttle.next_due()
-                self._looks_at = math.inf if due_at is None else due_at
-            timeout = None if due_at is None else max(0.0, due_at - time.monotonic())
+                look_at = self._next_look(time.monotonic())
+                self._looks_at = look_at
+            timeout = None if look_at == math.inf else max(0.0, look_at - time.monotonic())
             try:
                 readable, _, _ = select.select([sock, self._poke_r], [], [], timeout)
             finally:
