@@ -472,6 +472,33 @@ def test_a_stream_of_puts_does_not_wake_the_listening_thread_for_each_put(
     assert seen and seen[-1] == n  # the burst's last commit was announced after it
 
 
+def test_a_process_that_only_puts_does_not_listen_until_its_first_waiter(
+    pg: Callable[..., Any], pg_admin: Any
+) -> None:
+    """A producer's listening thread sends trailing notifications; if its session also
+    listened, each of its own notifications would wake it and its server process for
+    nothing. Its first waiter makes it listen, and wakes at once (a commit before the
+    LISTEN is lost to it)."""
+    from liteq.backends.sqlite import default_queue_options
+
+    backend = pg()
+    q = backend.create_queue("producer", default_queue_options())
+    for _ in range(3):  # the second and third are throttled: the thread starts
+        backend.put_ready(q.id, 0, b"\xa0")
+    listener = backend.listener()
+    assert _until(lambda: listener.backend_pid is not None)
+    assert _listening(pg_admin, backend.wake_channel) == []
+    w = backend.waiter()
+    assert _listening(pg_admin, backend.wake_channel) == [listener.backend_pid]
+    assert w.wait(5.0) is True  # woken once LISTEN was in place: look again
+    w.arm()
+    other = pg()
+    other.put_ready(q.id, 0, b"\xa1")
+    assert w.wait(5.0) is True
+    w.close()
+    other.close()
+
+
 def test_the_channel_is_one_per_schema_and_fits_postgresqls_name_limit() -> None:
     from liteq.backends.postgres.notifier import channel_for, notify_sql
 

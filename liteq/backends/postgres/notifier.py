@@ -3,7 +3,9 @@ connection per process, a pipe per waiter.
 
 **Receiving.** The first :meth:`Notifier.waiter` of a process starts a daemon thread
 (:class:`Listener`) that opens one connection of its own and runs ``LISTEN
-"liteq_<schema>"`` (:func:`channel_for`). Every waiter owns a non-blocking pipe; on a
+"liteq_<schema>"`` (:func:`channel_for`). A thread started by a throttled put (below)
+listens only once the process makes a waiter: a producer's own notifications would
+otherwise wake its thread and its server process for nothing. Every waiter owns a non-blocking pipe; on a
 notification the thread writes one byte to each waiter that has no unread byte yet, so
 ``Waiter.fd`` is selectable exactly like the SQLite engine's inotify descriptor (the
 worker and the scheduler ``select`` on it beside their own pipes). Every notification
@@ -289,6 +291,10 @@ class Listener:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._tried = threading.Event()  # the first connect attempt has finished
+        #: ``LISTEN`` is in place on the current session (set by the thread). A session
+        #: listens only once the process has a waiter: a producer's own notifications
+        #: would wake its thread and its server process for nothing.
+        self._listening = threading.Event()
 
     # -- called by waiters and backends ---------------------------------------------
 
@@ -296,7 +302,11 @@ class Listener:
         with self.lock:
             self._waiters.add(waiter)
             self._start()
+        if not self._listening.is_set():
+            self._poke()  # a session without LISTEN (no waiter so far) listens now
         self._tried.wait(READY_WAIT)
+        if self.backend_pid is not None:  # connected: hints from now on
+            self._listening.wait(READY_WAIT)
 
     def discard(self, waiter: Waiter) -> None:
         """Forget *waiter* (under :attr:`lock`)."""
@@ -392,7 +402,7 @@ class Listener:
                 try:
                     conn = self._conns.open_session(**KEEPALIVES)
                     conn.add_notify_handler(lambda _n: self._wake_all())
-                    conn.execute(f'LISTEN "{self.channel}"')
+                    self._listen(conn)
                 except (LiteqError, psycopg.Error, OSError):
                     if conn is not None:
                         _close(conn)
@@ -418,6 +428,7 @@ class Listener:
                                    str(exc).strip())
                 finally:
                     self.backend_pid = None
+                    self._listening.clear()
                     with self.lock:
                         self._looks_at = math.inf  # reconnecting: every put pokes
                     _close(conn)
@@ -432,6 +443,18 @@ class Listener:
                 os.read(self._poke_r, 4096)
         except (OSError, ValueError):
             time.sleep(seconds)
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> bool:
+        """``LISTEN`` on *conn* if this process has a waiter and it does not yet; True
+        if it did."""
+        if self._listening.is_set():
+            return False
+        with self.lock:
+            wanted = bool(self._waiters)
+        if wanted:
+            conn.execute(f'LISTEN "{self.channel}"')
+            self._listening.set()
+        return wanted
 
     def _next_look(self, now: float) -> float:
         """When the thread looks at the throttle next (under :attr:`lock`): when the
@@ -451,6 +474,8 @@ class Listener:
         sock = pgconn.socket
         trailing = f"SELECT pg_notify('{self.channel}', q) FROM unnest(%s::text[]) AS q"
         while True:
+            if self._listen(conn):
+                self._wake_all()  # whatever committed before, for the first waiters
             stopping = self._stopping
             with self.lock:  # when stopping, every pending trailing notification now
                 due = self._throttle.take_due(math.inf if stopping else time.monotonic())
