@@ -13,6 +13,8 @@ the extension is created in each fresh database). Per message it reports:
 - the CPU of the whole server (the postmaster's own and reaped children's time plus
   every live child's, before and after: backends, walwriter, autovacuum), so the server
   must run on this host and serve nothing else meanwhile;
+- the enqueue-to-claim time of each message (p50, p99: the producer stamps the payload;
+  ``--pace RATE`` paces the producer, for the latency of a steady stream);
 - the statements each run sent, per message, from ``pg_stat_statements`` (calls and mean
   execution time), for this database only.
 
@@ -86,15 +88,18 @@ def thread_cpu() -> dict[str, float]:
 
 
 def child(name: str, url: str, role: str, n: int, start: Any, done: Any, results: Any,
-          index: int) -> None:
+          index: int, pace: float = 0.0) -> None:
     try:
         peer = SYSTEMS[name](url, "NORMAL")
         start.wait()
         t0 = time.time()
         got = 0
+        waits: list[float] = []
         if role == "producer":
             for i in range(n):
-                peer.put(payload(i))
+                if pace:  # a steady stream of *pace* puts/s instead of as fast as it can
+                    time.sleep(max(0.0, t0 + i / pace - time.time()))
+                peer.put(payload(i) | {"t": time.time()})
             done.set()
         else:
             while True:
@@ -105,6 +110,7 @@ def child(name: str, url: str, role: str, n: int, start: Any, done: Any, results
                         break
                     continue
                 got += 1
+                waits.append(time.time() - peer.payload(h)["t"])
                 peer.ack(h)
         end = time.time()
         ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -112,7 +118,7 @@ def child(name: str, url: str, role: str, n: int, start: Any, done: Any, results
         peer.close()
         results.put((role, index, {"start": t0, "end": end, "got": got,
                                    "cpu": ru.ru_utime + ru.ru_stime, "threads": threads,
-                                   "ctx": ru.ru_nvcsw + ru.ru_nivcsw}))
+                                   "ctx": ru.ru_nvcsw + ru.ru_nivcsw, "waits": waits}))
     except BaseException:
         import traceback
         results.put((role, index, {"error": traceback.format_exc()}))
@@ -133,7 +139,7 @@ def fresh_db(server: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def one(name: str, server: str, n: int, consumers: int) -> dict[str, Any]:
+def one(name: str, server: str, n: int, consumers: int, pace: float = 0.0) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with fresh_db(server) as url:
         SYSTEMS[name](url, "NORMAL").close()  # the schema first
@@ -144,7 +150,7 @@ def one(name: str, server: str, n: int, consumers: int) -> dict[str, Any]:
                                  ).fetchone()[0]  # type: ignore[index]
             start, done, results = ctx.Barrier(consumers + 1), ctx.Event(), ctx.Queue()
             procs = [ctx.Process(target=child, args=(name, url, "producer", n, start, done,
-                                                     results, 0))]
+                                                     results, 0, pace))]
             procs += [ctx.Process(target=child, args=(name, url, "consumer", n, start, done,
                                                       results, i)) for i in range(consumers)]
             for p in procs:
@@ -168,6 +174,7 @@ def one(name: str, server: str, n: int, consumers: int) -> dict[str, Any]:
     prod = next(d for r, _, d in reports if r == "producer")
     cons = [d for r, _, d in reports if r == "consumer"]
     got = sum(d["got"] for d in cons)
+    waits = sorted(w for d in cons for w in d["waits"])
     return {"rate": n / (t1 - t0), "producer_rate": n / (prod["end"] - prod["start"]),
             "got": got, "producer_us": prod["cpu"] / n * 1e6,
             "producer_threads": {k: v / n * 1e6 for k, v in prod["threads"].items()},
@@ -175,6 +182,7 @@ def one(name: str, server: str, n: int, consumers: int) -> dict[str, Any]:
             "consumers_us": sum(d["cpu"] for d in cons) / n * 1e6,
             "consumer_ctx": sum(d["ctx"] for d in cons) / n,
             "server_us": (s1 - s0) / n * 1e6,
+            "p50_ms": waits[len(waits) // 2] * 1e3, "p99_ms": waits[len(waits) * 99 // 100] * 1e3,
             "statements": [(c / n, t, q) for c, t, q in stmts if c / n >= 0.005]}
 
 
@@ -185,17 +193,20 @@ def main() -> None:
     ap.add_argument("--consumers", type=int, default=2)
     ap.add_argument("--systems", default="liteq,raw")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--pace", type=float, default=0.0,
+                    help="the producer puts this many per second (default: as fast as it can)")
     ap.add_argument("--quiet", action="store_true", help="no statement table")
     args = ap.parse_args()
     for r in range(args.rounds):
         for name in args.systems.split(","):
-            m = one(name, args.url, args.n, args.consumers)
+            m = one(name, args.url, args.n, args.consumers, args.pace)
             threads = ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["producer_threads"].items()))
             print(f"[{r + 1}] {name} 1+{args.consumers}: {m['rate']:,.0f} msgs/s (producer "
                   f"{m['producer_rate']:,.0f}/s), CPU us/msg: producer {m['producer_us']:.0f} "
                   f"({threads}), consumers {m['consumers_us']:.0f}, server {m['server_us']:.0f}; "
                   f"ctx switches/msg producer {m['producer_ctx']:.2f} consumers "
-                  f"{m['consumer_ctx']:.2f}; statements/msg "
+                  f"{m['consumer_ctx']:.2f}; enqueue-to-claim p50 {m['p50_ms']:.2f} ms, p99 "
+                  f"{m['p99_ms']:.2f} ms; statements/msg "
                   f"{sum(c for c, _, _ in m['statements']):.2f}", flush=True)
             if not args.quiet:
                 for c, t, q in m["statements"]:
