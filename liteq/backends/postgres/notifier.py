@@ -283,8 +283,9 @@ class Listener:
         #: When the thread looks at the throttle next (monotonic; under :attr:`lock`):
         #: the end of its sleep, -inf while it is awake (it looks before it sleeps),
         #: inf when it is not serving. A put pokes the thread only when its trailing
-        #: notification is due before that: poking on every throttled put woke the
-        #: thread twice per put, which cost a producer 40% of its puts per second.
+        #: notification is sendable more than SLACK before that: poking on every
+        #: throttled put woke the thread twice per put, which cost a producer 40% of
+        #: its puts per second (see :meth:`done` and :meth:`_next_look`).
         self._looks_at = math.inf
         self._poke_r, self._poke_w = os.pipe2(_PIPE_FLAGS)
         self._closed = False
