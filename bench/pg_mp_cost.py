@@ -9,7 +9,7 @@ fresh database of a server that loads ``pg_stat_statements`` (``shared_preload_l
 the extension is created in each fresh database). Per message it reports:
 
 - the CPU of each client process (``getrusage``), and of its threads (``/proc/self/task``:
-  the producer's main thread apart from liteq's listening thread);
+  the main thread apart from the others, liteq's listening thread);
 - the CPU of the whole server (the postmaster's own and reaped children's time plus
   every live child's, before and after: backends, walwriter, autovacuum), so the server
   must run on this host and serve nothing else meanwhile;
@@ -180,6 +180,8 @@ def one(name: str, server: str, n: int, consumers: int, pace: float = 0.0) -> di
             "producer_threads": {k: v / n * 1e6 for k, v in prod["threads"].items()},
             "producer_ctx": prod["ctx"] / n,
             "consumers_us": sum(d["cpu"] for d in cons) / n * 1e6,
+            "consumer_threads": {k: sum(d["threads"].get(k, 0.0) for d in cons) / n * 1e6
+                                 for k in ("main", "others")},
             "consumer_ctx": sum(d["ctx"] for d in cons) / n,
             "server_us": (s1 - s0) / n * 1e6,
             "p50_ms": waits[len(waits) // 2] * 1e3, "p99_ms": waits[len(waits) * 99 // 100] * 1e3,
@@ -203,7 +205,9 @@ def main() -> None:
             threads = ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["producer_threads"].items()))
             print(f"[{r + 1}] {name} 1+{args.consumers}: {m['rate']:,.0f} msgs/s (producer "
                   f"{m['producer_rate']:,.0f}/s), CPU us/msg: producer {m['producer_us']:.0f} "
-                  f"({threads}), consumers {m['consumers_us']:.0f}, server {m['server_us']:.0f}; "
+                  f"({threads}), consumers {m['consumers_us']:.0f} (main "
+                  f"{m['consumer_threads']['main']:.0f}, others {m['consumer_threads']['others']:.0f})"
+                  f", server {m['server_us']:.0f}; "
                   f"ctx switches/msg producer {m['producer_ctx']:.2f} consumers "
                   f"{m['consumer_ctx']:.2f}; enqueue-to-claim p50 {m['p50_ms']:.2f} ms, p99 "
                   f"{m['p99_ms']:.2f} ms; statements/msg "
