@@ -473,14 +473,16 @@ def test_a_stream_of_puts_does_not_wake_the_listening_thread_for_each_put(
 
 
 def test_a_process_that_only_puts_does_not_listen_until_its_first_waiter(
-    pg: Callable[..., Any], pg_admin: Any
+    pg: Callable[..., Any], pg_admin: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A producer's listening thread sends trailing notifications; if its session also
     listened, each of its own notifications would wake it and its server process for
     nothing. Its first waiter makes it listen, and wakes at once (a commit before the
     LISTEN is lost to it)."""
+    from liteq.backends.postgres import notifier
     from liteq.backends.sqlite import default_queue_options
 
+    monkeypatch.setattr(notifier, "WINDOW", 0.5)  # throttled however slow the machine
     backend = pg()
     q = backend.create_queue("producer", default_queue_options())
     for _ in range(3):  # the second and third are throttled: the thread starts
