@@ -154,6 +154,15 @@ WITH d AS (
 ), {release_ctes("1", "EXISTS (SELECT 1 FROM d)")}
 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r1) + (SELECT count(*) FROM r2)
 """
+# The ack of one message of a queue not seen counted: the delete alone, guarded by the
+# flag as SQL_ACK_ONE reads it (queues.SQL_PUT_PLAIN says why). No row: a stale token,
+# or the queue is counted now (or gone); ack_one() then sends SQL_ACK_ONE, which tells
+# them apart and releases the depth.
+SQL_ACK_PLAIN = f"""
+DELETE FROM {{s}}.messages WHERE id = %(id)s AND token = %(token)s AND state = {LEASED}
+  AND NOT (SELECT counted FROM {{s}}.queues WHERE id = %(qid)s)
+RETURNING 1
+"""
 # A batch ack with no retention in one statement, as SQL_ACK_ONE: the rows deleted, then
 # the depth stripe released by their number (any unlocked stripe, else the last one:
 # depth.py's lock order), one round trip instead of BEGIN, DELETE, release and COMMIT.
@@ -367,11 +376,15 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         """:meth:`ack` of one message, straight to its one statement; True if stale."""
         if retention > 0:
             return bool(self.ack(qid, [(mid, token)], retention))
-        deleted, _ = self.conns.statement(
-            self.ms.ack_one, {"id": mid, "token": token, "qid": qid}
-        )[0]
+        params = {"id": mid, "token": token, "qid": qid}
+        if qid not in self.seen_counted and self.conns.statement(self.ms.ack_plain, params):
+            self._tally(qid, 0, 1)
+            return False
+        deleted, released = self.conns.statement(self.ms.ack_one, params)[0]
         if deleted:
             self._tally(qid, 0, 1)
+            if released:
+                self.seen_counted.add(qid)
         return not deleted
 
     def ack(self, qid: int, items: Iterable[tuple[int, int]], retention: float) -> list[int]:
