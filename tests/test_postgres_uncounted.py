@@ -228,6 +228,27 @@ def test_a_producer_that_put_while_unbounded_is_bounded_by_another_connections_m
     assert db.backend.room(q.id) == (3, 3) == (unfinished(db, q), 3)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("bound", [None, 10])
+def test_a_batch_ack_with_a_stale_token_acks_the_others_and_releases_exactly_their_depth(
+    db: liteq.Database, bound: int | None,
+) -> None:
+    """The batch ack beside the single ack's plain delete: the stale one is reported,
+    the others acked, and a bounded queue's depth released by exactly their number,
+    also once the single ack has found the queue counted (the second round)."""
+    q = db.queue(f"batch{bound}", max_depth=bound)
+    for round_ in range(2):  # the second round with what the first learnt
+        q.put_many(["a", "b", "c"])
+        a, b, c = q.get_many(3)
+        a.ack()
+        with pytest.raises(liteq.LeaseLost) as info:
+            q.ack_many([a, b, c])
+        assert info.value.ids == [a.id], round_
+        assert unfinished(db, q) == 0
+        assert db.backend.room(q.id) == (0, bound)
+    assert (q.id in db.backend.seen_counted) is (bound is not None)
+
+
 def _producer(url: str, schema: str, name: str, i: int, go: threading.Event,
               stop: threading.Event, out: list[Any]) -> None:
     """Put on a connection of its own until *stop*: single puts, batches of two (the
