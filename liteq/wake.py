@@ -93,12 +93,20 @@ def wait_and_claim(
     # Arm, and look once more without the write lock. A hint drained by that arm() is
     # a commit since the claim that may not be visible yet: re-look as after a wake-up.
     # No hint: sleep long after an empty look.
-    looks = Looks(claim=False, hinted=waiter.arm(), early=waiter.early)
+    hinted = waiter.arm()
+    looks = Looks(claim=False, hinted=hinted, early=waiter.early)
+    # Where hints follow their commits (``early`` False: PostgreSQL's NOTIFY), a look
+    # after an empty one is worth a statement only after a hint: none since means no
+    # commit since has been announced, and one that is will end the wait. So no look
+    # right after the empty claim (or after taking the turn) unless a hint came.
+    later = not waiter.early
     try:
         while True:
             due_at = None
             if looks.claim:
                 ready = True
+            elif later and not hinted:
+                ready = False  # nothing announced since the last empty look: sleep
             else:
                 # Woken by a commit, which may be anyone's (another consumer's ack, a
                 # put to another queue): look without the write lock first, so that
@@ -125,7 +133,7 @@ def wait_and_claim(
                 looks.woke(turn.wait(looks.delay(timeout, relook=False)))
             # Arm before the next look: a commit landing between an empty look and the
             # wait is then already queued on the waiter, which returns at once.
-            waiter.arm()
+            hinted = waiter.arm()
     finally:
         if turn is not None:
             turn.pass_on()

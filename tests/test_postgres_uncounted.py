@@ -205,6 +205,50 @@ def test_a_max_depth_given_to_an_unbounded_queue_counts_what_it_holds_and_bounds
     assert q.stats()["depth"] == 13 == unfinished(db, q)
 
 
+@pytest.mark.postgres
+def test_a_producer_that_put_while_unbounded_is_bounded_by_another_connections_max_depth(
+    db: liteq.Database, pg_url: str, pg_schema: str,
+) -> None:
+    """Its puts went by the plain insert (the queue uncounted); the bound set elsewhere
+    turns the queue counted, which that insert checks in its statement: the next put
+    reserves on a stripe, and the bound holds exactly."""
+    q = db.queue("later")
+    q.put("while unbounded")
+    assert q.id not in db.backend.seen_counted
+    other = liteq.connect(pg_url, schema=pg_schema)
+    try:
+        other.queue("later", max_depth=3)
+    finally:
+        other.close()
+    q.put("second")
+    assert q.id in db.backend.seen_counted
+    q.put("third")
+    with pytest.raises(QueueFull):
+        q.put("fourth")
+    assert db.backend.room(q.id) == (3, 3) == (unfinished(db, q), 3)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("bound", [None, 10])
+def test_a_batch_ack_with_a_stale_token_acks_the_others_and_releases_exactly_their_depth(
+    db: liteq.Database, bound: int | None,
+) -> None:
+    """The batch ack beside the single ack's plain delete: the stale one is reported,
+    the others acked, and a bounded queue's depth released by exactly their number,
+    also once the single ack has found the queue counted (the second round)."""
+    q = db.queue(f"batch{bound}", max_depth=bound)
+    for round_ in range(2):  # the second round with what the first learnt
+        q.put_many(["a", "b", "c"])
+        a, b, c = q.get_many(3)
+        a.ack()
+        with pytest.raises(liteq.LeaseLost) as info:
+            q.ack_many([a, b, c])
+        assert info.value.ids == [a.id], round_
+        assert unfinished(db, q) == 0
+        assert db.backend.room(q.id) == (0, bound)
+    assert (q.id in db.backend.seen_counted) is (bound is not None)
+
+
 def _producer(url: str, schema: str, name: str, i: int, go: threading.Event,
               stop: threading.Event, out: list[Any]) -> None:
     """Put on a connection of its own until *stop*: single puts, batches of two (the

@@ -154,6 +154,15 @@ WITH d AS (
 ), {release_ctes("1", "EXISTS (SELECT 1 FROM d)")}
 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r1) + (SELECT count(*) FROM r2)
 """
+# The ack of one message of a queue not seen counted: the delete alone, guarded by the
+# flag as SQL_ACK_ONE reads it (queues.SQL_PUT_PLAIN says why). No row: a stale token,
+# or the queue is counted now (or gone); ack_one() then sends SQL_ACK_ONE, which tells
+# them apart and releases the depth.
+SQL_ACK_PLAIN = f"""
+DELETE FROM {{s}}.messages WHERE id = %(id)s AND token = %(token)s AND state = {LEASED}
+  AND NOT (SELECT counted FROM {{s}}.queues WHERE id = %(qid)s)
+RETURNING 1
+"""
 # A batch ack with no retention in one statement, as SQL_ACK_ONE: the rows deleted, then
 # the depth stripe released by their number (any unlocked stripe, else the last one:
 # depth.py's lock order), one round trip instead of BEGIN, DELETE, release and COMMIT.
@@ -177,6 +186,7 @@ def _leaf(sql: str) -> str:
 
 
 SQL_ACK_ONE_LEAF = _leaf(SQL_ACK_ONE)
+SQL_ACK_PLAIN_LEAF = _leaf(SQL_ACK_PLAIN)
 SQL_ACK_MANY_LEAF = _leaf(SQL_ACK_MANY)
 SQL_ACK_RETAIN = f"""
 UPDATE {{s}}.messages m SET state = 3, token = NULL, lease_until = NULL, finished_at = %s
@@ -380,13 +390,20 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         """:meth:`ack` of one message, straight to its one statement; True if stale."""
         if retention > 0:
             return bool(self.ack(qid, [(mid, token)], retention))
-        deleted, _ = self.conns.statement(
-            self.ms.ack_one_leaf if settle else self.ms.ack_one,
-            {"id": mid, "token": token, "qid": qid},
-        )[0]
-        if deleted and self.totals.ack_one(qid):  # _tally(qid, 0, 1) without the lock
-            self._totals_due()
-        if not deleted and settle:  # a stale token, or a job with dependents
+        params = {"id": mid, "token": token, "qid": qid}
+        if qid not in self.seen_counted and self.conns.statement(
+                self.ms.ack_plain_leaf if settle else self.ms.ack_plain, params):
+            if self.totals.ack_one(qid):  # _tally(qid, 0, 1) without the lock
+                self._totals_due()
+            return False
+        deleted, released = self.conns.statement(
+            self.ms.ack_one_leaf if settle else self.ms.ack_one, params)[0]
+        if deleted:
+            if self.totals.ack_one(qid):
+                self._totals_due()
+            if released:
+                self.seen_counted.add(qid)
+        elif settle:  # a stale token, or a job with dependents
             return bool(self._ack_parents(qid, [(mid, token)]))
         return not deleted
 

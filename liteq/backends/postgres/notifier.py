@@ -3,7 +3,9 @@ connection per process, a pipe per waiter.
 
 **Receiving.** The first :meth:`Notifier.waiter` of a process starts a daemon thread
 (:class:`Listener`) that opens one connection of its own and runs ``LISTEN
-"liteq_<schema>"`` (:func:`channel_for`). Every waiter owns a non-blocking pipe; on a
+"liteq_<schema>"`` (:func:`channel_for`). A thread started by a throttled put (below)
+listens only once the process makes a waiter: a producer's own notifications would
+otherwise wake its thread and its server process for nothing. Every waiter owns a non-blocking pipe; on a
 notification the thread writes one byte to each waiter that has no unread byte yet, so
 ``Waiter.fd`` is selectable exactly like the SQLite engine's inotify descriptor (the
 worker and the scheduler ``select`` on it beside their own pipes). Every notification
@@ -52,9 +54,13 @@ comes when that notification is due, with no throttled put of its queue in fligh
 notifies in its own statement instead (its commit follows theirs). So a queue gets at
 most about one notification per millisecond from each process under load, and the last
 put of a burst is always followed by one. The thread is poked (a byte on its pipe) only
-when it would otherwise sleep more than a window past a due notification, not at every
-throttled put (a thread switch per put cost a producer 40% of its rate; waking it every
-window instead, to spare the pokes, cost more than the pokes, measured). Why these numbers (not measured, as
+when it would otherwise look more than :data:`SLACK` (3 ms) after a trailing
+notification became sendable, not at every throttled put (a thread switch per put cost
+a producer 40% of its rate). While puts keep meeting the throttle, and while one is
+in flight past its trailing notification's due time, the thread looks every SLACK on
+its own instead, and a put that finds the notification due takes it over in its own
+statement: a stream of puts pokes it about once (0.7-0.8 pokes per put before, when
+the thread slept ``LATE`` while a put was in flight and every ``done()`` poked it). Why these numbers (not measured, as
 the brief asked): a waiter needs one hint per look, a look costs ~0.1-0.3 ms, so 1 ms
 wastes nothing on the consumer side while bounding the commit-time serialization
 PostgreSQL's notification queue imposes (one global lock per notifying commit). Inside
@@ -95,7 +101,8 @@ from ...errors import LiteqError
 if TYPE_CHECKING:
     from .connection import Connections
 
-from .throttle import LATE, WINDOW, Throttle
+from .throttle import LATE, SLACK, WINDOW, Throttle
+from .waiter import PIPE_FLAGS, Waiter
 
 __all__ = [
     "KEEPALIVES",
@@ -103,6 +110,7 @@ __all__ = [
     "RECONNECT_MAX",
     "RECONNECT_MIN",
     "READY_WAIT",
+    "SLACK",
     "WINDOW",
     "Listener",
     "Notifier",
@@ -120,7 +128,6 @@ READY_WAIT = 2.0
 #: libpq keepalive settings of the listening session (it only ever reads).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
-_PIPE_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC
 logger = logging.getLogger("liteq.postgres")
 # PostgreSQL truncates identifiers (and refuses channels) longer than this.
 _NAME_MAX = 63
@@ -141,116 +148,6 @@ def notify_sql(schema: str) -> str:
     the schema's listeners; its one parameter is the queue id as text. The channel is a
     literal (schema names are ``[a-z0-9_]``, checked at open)."""
     return f"SELECT pg_notify('{channel_for(schema)}', %s)"
-
-
-class Waiter:
-    """Woken (``fd`` readable) by any commit that notifies this schema; implements
-    ``liteq.backends.base.Waiter``. Made by :meth:`Notifier.waiter`; the caller owns it."""
-
-    #: Hints never precede their commit (see "Every hint follows its commit").
-    early = False
-
-    def __init__(self, owner: Notifier) -> None:
-        #: Readable when a hint arrived since the last :meth:`arm`; -1 once closed.
-        self.fd = -1
-        self._w = -1
-        # Weak: a registered waiter must not keep a dropped backend (and its sessions) alive.
-        self._owner: weakref.ref[Notifier] | None = weakref.ref(owner)
-        self._listener: Listener | None = None
-        self._pid = 0
-        self._hinted = False  # a byte is in the pipe (guarded by the listener's lock)
-        self._attach()
-
-    def _attach(self) -> None:
-        owner = self._owner() if self._owner is not None else None
-        if owner is None:
-            return  # closed, or its backend is gone: wait() sleeps, arm() says False
-        listener = owner.listener()
-        self.fd, self._w = os.pipe2(_PIPE_FLAGS)
-        self._pid = os.getpid()
-        self._hinted = False
-        self._listener = listener
-        owner.track(self)
-        listener.add(self)
-
-    def _release(self) -> None:
-        """Unregister and close the pipe (the listener or backend is going away, or the
-        owner closes it). In a forked child, only the child's copies are closed."""
-        listener, self._listener = self._listener, None
-        if listener is not None and self._pid == os.getpid():
-            with listener.lock:
-                listener.discard(self)
-                self._close_fds()
-        else:
-            self._close_fds()
-
-    def _close_fds(self) -> None:
-        for fd in (self.fd, self._w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.fd = self._w = -1
-
-    def signal(self) -> None:
-        """Write the hint byte unless one is unread (called under the listener's lock)."""
-        if not self._hinted and self._w >= 0:
-            try:
-                os.write(self._w, b"\x01")
-                self._hinted = True
-            except OSError:
-                pass  # full (cannot be, one byte at most) or closed: nothing to wake
-
-    def arm(self) -> bool:
-        """Forget hints received so far; True if there were any (look again)."""
-        listener = self._listener
-        if listener is not None and self._pid == os.getpid():
-            with listener.lock:
-                if self._listener is listener and self.fd >= 0:
-                    drained = False
-                    try:
-                        while os.read(self.fd, 64):
-                            drained = True
-                    except BlockingIOError:
-                        pass
-                    self._hinted = False
-                    return drained
-        if self._owner is None or self._owner() is None:
-            return False  # closed by its owner, or its backend is gone
-        # Detached by the backend's close(), or made in the parent before a fork: a new
-        # pipe on this process's listener. Look again, as after a hint.
-        self._release()
-        self._attach()
-        return True
-
-    def wait(self, timeout: float) -> bool:
-        """Block until a hint or *timeout* seconds: True if woken by a hint (a commit
-        that notified; it may be another queue's), False after the timeout."""
-        if timeout <= 0:
-            return False
-        if self.fd < 0 or self._pid != os.getpid():
-            time.sleep(min(timeout, 0.05))  # closed, or the parent's: arm() attaches
-            return False
-        try:
-            readable, _, _ = select.select([self.fd], [], [], timeout)
-        except (OSError, ValueError):
-            return False  # closed meanwhile by the backend's close() in another thread
-        return bool(readable)
-
-    def found(self) -> None:
-        """Nothing to do: this waiter never polls."""
-
-    def close(self) -> None:
-        """Unregister and close the pipe; the waiter is not used afterwards."""
-        self._owner = None
-        self._release()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class Listener:
@@ -276,14 +173,19 @@ class Listener:
         #: When the thread looks at the throttle next (monotonic; under :attr:`lock`):
         #: the end of its sleep, -inf while it is awake (it looks before it sleeps),
         #: inf when it is not serving. A put pokes the thread only when its trailing
-        #: notification is due before that: poking on every throttled put woke the
-        #: thread twice per put, which cost a producer 40% of its puts per second.
+        #: notification is sendable more than SLACK before that: poking on every
+        #: throttled put woke the thread twice per put, which cost a producer 40% of
+        #: its puts per second (see :meth:`done` and :meth:`_next_look`).
         self._looks_at = math.inf
-        self._poke_r, self._poke_w = os.pipe2(_PIPE_FLAGS)
+        self._poke_r, self._poke_w = os.pipe2(PIPE_FLAGS)
         self._closed = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._tried = threading.Event()  # the first connect attempt has finished
+        #: ``LISTEN`` is in place on the current session (set by the thread). A session
+        #: listens only once the process has a waiter: a producer's own notifications
+        #: would wake its thread and its server process for nothing.
+        self._listening = threading.Event()
 
     # -- called by waiters and backends ---------------------------------------------
 
@@ -291,7 +193,11 @@ class Listener:
         with self.lock:
             self._waiters.add(waiter)
             self._start()
+        if not self._listening.is_set():
+            self._poke()  # a session without LISTEN (no waiter so far) listens now
         self._tried.wait(READY_WAIT)
+        if self.backend_pid is not None:  # connected: hints from now on
+            self._listening.wait(READY_WAIT)
 
     def discard(self, waiter: Waiter) -> None:
         """Forget *waiter* (under :attr:`lock`)."""
@@ -312,10 +218,14 @@ class Listener:
     def done(self, qid: int) -> None:
         """A put that :meth:`ask` throttled has committed or failed."""
         with self.lock:
-            self._throttle.done(qid, time.monotonic())
-            # Poke only a thread that would look more than a window after the due
-            # time (asleep with nothing due, or waiting out a put in flight).
-            poke = self._throttle.sendable_at(qid) + self._throttle.window < self._looks_at
+            now = time.monotonic()
+            self._throttle.done(qid, now)
+            # Poke only a thread that would look more than SLACK after the trailing
+            # notification is sendable (or after now, if that is past): one asleep with
+            # nothing due. A thread waiting out puts in flight, or lingering after
+            # recent puts, looks every SLACK on its own: poking it at each put's done
+            # cost the producer a thread switch per put (issue 17, session 11).
+            poke = max(self._throttle.sendable_at(qid), now) + SLACK < self._looks_at
         if poke:
             self._poke()
 
@@ -383,7 +293,7 @@ class Listener:
                 try:
                     conn = self._conns.open_session(**KEEPALIVES)
                     conn.add_notify_handler(lambda _n: self._wake_all())
-                    conn.execute(f'LISTEN "{self.channel}"')
+                    self._listen(conn)
                 except (LiteqError, psycopg.Error, OSError):
                     if conn is not None:
                         _close(conn)
@@ -409,6 +319,7 @@ class Listener:
                                    str(exc).strip())
                 finally:
                     self.backend_pid = None
+                    self._listening.clear()
                     with self.lock:
                         self._looks_at = math.inf  # reconnecting: every put pokes
                     _close(conn)
@@ -424,11 +335,38 @@ class Listener:
         except (OSError, ValueError):
             time.sleep(seconds)
 
+    def _listen(self, conn: psycopg.Connection[Any]) -> bool:
+        """``LISTEN`` on *conn* if this process has a waiter and it does not yet; True
+        if it did."""
+        if self._listening.is_set():
+            return False
+        with self.lock:
+            wanted = bool(self._waiters)
+        if wanted:
+            conn.execute(f'LISTEN "{self.channel}"')
+            self._listening.set()
+        return wanted
+
+    def _next_look(self, now: float) -> float:
+        """When the thread looks at the throttle next (under :attr:`lock`): when the
+        earliest trailing notification is sendable, but at most :data:`SLACK` from now
+        while one is pending (held back by a put in flight) or puts met the throttle in
+        the last SLACK; else never, until poked."""
+        throttle = self._throttle
+        due_at = throttle.next_due()
+        if due_at is not None:
+            return min(due_at, now + SLACK)
+        if now - throttle.active_at < SLACK:
+            return throttle.active_at + SLACK
+        return math.inf
+
     def _serve(self, conn: psycopg.Connection[Any]) -> None:
         pgconn = conn.pgconn
         sock = pgconn.socket
         trailing = f"SELECT pg_notify('{self.channel}', q) FROM unnest(%s::text[]) AS q"
         while True:
+            if self._listen(conn):
+                self._wake_all()  # whatever committed before, for the first waiters
             stopping = self._stopping
             with self.lock:  # when stopping, every pending trailing notification now
                 due = self._throttle.take_due(math.inf if stopping else time.monotonic())
@@ -442,9 +380,9 @@ class Listener:
             if stopping:
                 return
             with self.lock:
-                due_at = self._throttle.next_due()
-                self._looks_at = math.inf if due_at is None else due_at
-            timeout = None if due_at is None else max(0.0, due_at - time.monotonic())
+                look_at = self._next_look(time.monotonic())
+                self._looks_at = look_at
+            timeout = None if look_at == math.inf else max(0.0, look_at - time.monotonic())
             try:
                 readable, _, _ = select.select([sock, self._poke_r], [], [], timeout)
             finally:

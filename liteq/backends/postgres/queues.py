@@ -111,6 +111,10 @@ class QueueVerbs(Backend):
         #: Batch statements with their size in the text (the put here, the claim in
         #: messages.py): preparable, with generic plans that hold.
         self.sized = SizedTexts(most=32)
+        #: Queues whose plain put (SQL_PUT_PLAIN) found them counted: put_ready sends
+        #: them SQL_PUT_READY at once. Only a hint for speed: either statement checks
+        #: the flag itself (a queue switched off later keeps the slower statement).
+        self.seen_counted: set[int] = set()
 
     # -- queues ---------------------------------------------------------------------
 
@@ -240,12 +244,20 @@ class QueueVerbs(Backend):
     def put_ready(self, qid: int, priority: int, payload: bytes) -> int:
         now = self.clock()
         params = {"qid": qid, "priority": priority, "now": now, "payload": payload}
+        qs, counted = self.qs, qid in self.seen_counted
         if self.notify_wanted(qid):
             params["channel"] = self.wake_channel
-            found = self.conns.statement(self.qs.put_ready_notify, params)
+            found = self.conns.statement(qs.put_ready_notify if counted else qs.put_plain_notify,
+                                         params)
+            if not found and not counted:  # counted now (or gone): reserve on a stripe
+                self.seen_counted.add(qid)
+                found = self.conns.statement(qs.put_ready_notify, params)
         else:
             try:
-                found = self.conns.statement(self.qs.put_ready, params)
+                found = self.conns.statement(qs.put_ready if counted else qs.put_plain, params)
+                if not found and not counted:
+                    self.seen_counted.add(qid)
+                    found = self.conns.statement(qs.put_ready, params)
             finally:
                 self.throttled_done(qid)  # its trailing NOTIFY follows this commit
         if not found:

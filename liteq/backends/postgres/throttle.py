@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["LATE", "WINDOW", "Throttle"]
+__all__ = ["LATE", "SLACK", "WINDOW", "Throttle"]
 
 #: The throttle's window per queue and process (seconds): at most one notification each.
 WINDOW = 0.001
 #: A trailing notification waits for the throttled puts in flight at most this long
 #: past its due time (seconds); see "Every hint follows its commit".
 LATE = 0.05
+#: How late the listener thread may send a sendable trailing notification (seconds):
+#: while puts keep coming it looks at the throttle at most this far apart instead of
+#: being poked by them (see ``Listener.done``).
+SLACK = 0.003
 
 
 class Throttle:
@@ -21,7 +25,7 @@ class Throttle:
     puts it stands for are done (:meth:`done`, :meth:`take_due`). Not thread-safe:
     :class:`Listener` calls it under its lock."""
 
-    __slots__ = ("window", "late", "_last", "_trailing", "_inflight", "_owed")
+    __slots__ = ("window", "late", "active_at", "_last", "_trailing", "_inflight", "_owed")
 
     def __init__(self, window: float = WINDOW, late: float = LATE) -> None:
         self.window = window
@@ -30,12 +34,17 @@ class Throttle:
         self._trailing: dict[int, float] = {}  # qid -> when its trailing one is due
         self._inflight: dict[int, int] = {}  # qid -> throttled puts not yet done
         self._owed: set[int] = set()  # sent while some were in flight: one more after
+        #: When a put last met a trailing notification (scheduled one, was throttled by
+        #: it or took it over) or finished a throttled put: the listener lingers
+        #: awake-ish (looks every ``SLACK``) for a while after, instead of being poked.
+        self.active_at = -math.inf
 
     def ask(self, qid: int, now: float) -> bool:
         """True: notify in this transaction. False: a trailing notification is (now)
         scheduled; see :meth:`next_due` (and :meth:`hold` for the put it stands for)."""
         due = self._trailing.get(qid)
         if due is not None:
+            self.active_at = now
             if now < due or self._inflight.get(qid):
                 return False
             # Due, and every put it stands for is done: this put's own notification,
@@ -54,6 +63,7 @@ class Throttle:
         # A window after this put, not after the last notification: its commit, a round
         # trip away, should land before the trailing notification does.
         self._trailing[qid] = now + self.window
+        self.active_at = now
         return False
 
     def hold(self, qid: int) -> None:
@@ -64,6 +74,7 @@ class Throttle:
     def done(self, qid: int, now: float) -> bool:
         """A throttled put of *qid* committed or failed; True if a trailing
         notification may be due now (the listener should look)."""
+        self.active_at = now
         left = self._inflight.get(qid, 0) - 1
         if left > 0:
             self._inflight[qid] = left
