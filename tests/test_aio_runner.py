@@ -69,14 +69,22 @@ async def test_a_call_cancelled_before_it_started_never_runs() -> None:
 
 
 async def test_closing_lets_the_idle_threads_end_and_refuses_new_calls() -> None:
-    before = threading.active_count()
+    # The runner's own threads, told apart by identity: a count of every thread in the
+    # process moved with other tests' threads ending meanwhile (a CI run at load). The
+    # barrier keeps the 4 calls in 4 threads at once, however slow the machine.
     runner = Runner(4)
-    await asyncio.gather(*(runner.call(time.sleep, 0.02) for _ in range(4)))
-    assert threading.active_count() == before + 4
+    barrier = threading.Barrier(4)
+
+    def meet() -> threading.Thread:
+        barrier.wait(10)
+        return threading.current_thread()
+
+    mine = set(await asyncio.gather(*(runner.call(meet) for _ in range(4))))
+    assert len(mine) == 4 and all(t.is_alive() for t in mine)
     runner.shutdown()
     deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
+    while any(t.is_alive() for t in mine) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    assert threading.active_count() == before
+    assert not any(t.is_alive() for t in mine)
     with pytest.raises(LiteqError):
         await runner.call(time.sleep, 0)
