@@ -220,8 +220,9 @@ class QueueVerbs(Backend):
         if not force and rows and all(r[5] is None for r in rows):
             now = self.clock()
             priority, rank, run_at = first = rows[0][:3]
-            if rank is None and run_at <= now and all(r[:3] == first and r[4] is None
-                                                      for r in rows):
+            plain = rank is None and run_at <= now and all(r[:3] == first and r[4] is None
+                                                           for r in rows)
+            if plain:
                 # The common batch: one priority, due now, no rank or headers.
                 found = self._put_many(qid, len(rows), {
                     "qid": qid, "n": len(rows), "now": now, "priority": priority,
@@ -235,6 +236,8 @@ class QueueVerbs(Backend):
                 })
             if found:
                 self._tally(qid, len(rows), 0)
+                if plain:  # in no order: the smallest is the first payload's (queues_sql)
+                    return sorted(int(r[0]) for r in found)
                 return [int(r[0]) for r in found]
         with self.conns.tx() as cur:
             ids, added = self.put_rows(cur, qid, rows, self.clock(), force)

@@ -172,17 +172,32 @@ SQL_PUT_MANY_NOTIFY = SQL_PUT_MANY.replace(
 assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
 # The common batch (every message due now, one priority, no rank, headers or keys):
 # one array, the payloads, instead of five (each element of each array is written by
-# the client and read by the server).
-_ROWS_ANY = f"""SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
-         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
-  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
-              %(payloads)s::bytea[], %(headers)s::bytea[])
-       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)"""
-_ROWS_PLAIN = f"""SELECT s.id, %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
-  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)"""
-SQL_PUT_MANY_PLAIN = SQL_PUT_MANY.replace(_ROWS_ANY, _ROWS_PLAIN)
-SQL_PUT_MANY_PLAIN_NOTIFY = SQL_PUT_MANY_NOTIFY.replace(_ROWS_ANY, _ROWS_PLAIN)
-assert SQL_PUT_MANY_PLAIN != SQL_PUT_MANY and SQL_PUT_MANY_PLAIN_NOTIFY != SQL_PUT_MANY_NOTIFY
+# the client and read by the server); and the ids from the column's default as the
+# rows are inserted in the caller's order (ORDER BY ord): a statement calls nextval in
+# the order of its rows, so its ids sorted are its payloads' order. put_many() sorts
+# them. No ids drawn first, no window over them, no join back (SQL_PUT_MANY's way):
+# 12.6 -> 9.2 us per message in a loop of 100-message batches (a scratch loop on
+# psycopg, 3 alternated pairs, session 11).
+_INSERT_PLAIN = f"""INSERT INTO {{s}}.messages (qid, state, priority, rank, run_at, payload, headers,
+    enqueued_at)
+  SELECT %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
+  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)
+  WHERE {_ROOM}
+  ORDER BY ord
+  RETURNING id"""
+SQL_PUT_MANY_PLAIN = f"""
+WITH {RESERVE_CTES}
+{_INSERT_PLAIN}
+"""
+# With the NOTIFY, sent by the smallest id's row only.
+SQL_PUT_MANY_PLAIN_NOTIFY = f"""
+WITH {RESERVE_CTES},
+i AS (
+  {_INSERT_PLAIN}
+)
+SELECT id, CASE WHEN id = (SELECT min(id) FROM i) THEN pg_notify(%(channel)s, %(qid)s::text) END
+FROM i
+"""
 
 # The stripes' sum, or the messages counted (an uncounted queue, or one whose stripes
 # are not made yet).
