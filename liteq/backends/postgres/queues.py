@@ -236,9 +236,8 @@ class QueueVerbs(Backend):
                 })
             if found:
                 self._tally(qid, len(rows), 0)
-                if plain:  # in no order: the smallest is the first payload's (queues_sql)
-                    return sorted(int(r[0]) for r in found)
-                return [int(r[0]) for r in found]
+                # In no order: the smallest is the first payload's (queues_sql.py).
+                return sorted(int(r[0]) for r in found)
         with self.conns.tx() as cur:
             ids, added = self.put_rows(cur, qid, rows, self.clock(), force)
         self._tally(qid, added, 0)

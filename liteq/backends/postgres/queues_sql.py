@@ -142,62 +142,55 @@ WITH i AS (
 SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
 """
 
-# A batch without keys in one statement: ids drawn and sorted into the caller's order,
-# counted on one stripe with room for all of them (a counted queue), inserted only
-# then. No row: the full path of put() (full, busy stripes, no stripes or no queue).
-SQL_PUT_MANY = f"""
-WITH v AS (SELECT nextval('{{s}}.messages_id_seq') AS id FROM generate_series(1, %(n)s)),
-s AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM v),
-{RESERVE_CTES},
-i AS (
-  INSERT INTO {{s}}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
-  SELECT s.id, %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
-         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
-  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
-              %(payloads)s::bytea[], %(headers)s::bytea[])
-       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)
-  JOIN s USING (ord)
-  WHERE {_ROOM}
-)
-SELECT id FROM s WHERE {_ROOM} ORDER BY ord
-"""
-# The same with the NOTIFY that wakes consumers (when the throttle wants one), sent by
-# the first row only: one round trip instead of BEGIN, the put, the NOTIFY and COMMIT
-# (every batch of a loop slower than the throttle's window notifies).
-SQL_PUT_MANY_NOTIFY = SQL_PUT_MANY.replace(
-    f"SELECT id FROM s WHERE {_ROOM} ORDER BY ord",
-    "SELECT id, CASE WHEN ord = 1 THEN pg_notify(%(channel)s, %(qid)s::text) END\n"
-    f"FROM s WHERE {_ROOM} ORDER BY ord",
-)
-assert SQL_PUT_MANY_NOTIFY != SQL_PUT_MANY
-# The common batch (every message due now, one priority, no rank, headers or keys):
-# one array, the payloads, instead of five (each element of each array is written by
-# the client and read by the server); and the ids from the column's default as the
-# rows are inserted in the caller's order (ORDER BY ord): a statement calls nextval in
-# the order of its rows, so its ids sorted are its payloads' order. put_many() sorts
-# them. No ids drawn first, no window over them, no join back (SQL_PUT_MANY's way):
-# 12.6 -> 9.2 us per message in a loop of 100-message batches (a scratch loop on
-# psycopg, 3 alternated pairs, session 11).
-_INSERT_PLAIN = f"""INSERT INTO {{s}}.messages (qid, state, priority, rank, run_at, payload, headers,
+# A batch without keys in one statement: counted on one stripe with room for all of
+# them (a counted queue), inserted only then, in the caller's order (ORDER BY ord); the
+# ids are the column's default and come back in no order: a statement calls nextval in
+# the order of its rows, so its ids sorted are its payloads' order, and put() sorts
+# them. No row: the full path of put() (full, busy stripes, no stripes or no queue).
+# (Until session 11 the ids were drawn first, numbered by a window and joined back by
+# position: the common batch's statement took 12.6 us per message, 9.2 now, a scratch
+# loop of 100-message batches.)
+def _insert_many(rows: str) -> str:
+    """The batch's INSERT of *rows* (a SELECT of the columns after id, with ``ord``)."""
+    return f"""INSERT INTO {{s}}.messages (qid, state, priority, rank, run_at, payload, headers,
     enqueued_at)
-  SELECT %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
-  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)
+  {rows}
   WHERE {_ROOM}
   ORDER BY ord
   RETURNING id"""
-SQL_PUT_MANY_PLAIN = f"""
+
+
+def _put_many(rows: str) -> tuple[str, str]:
+    """The batch put of *rows*, without and with the NOTIFY that wakes consumers (when
+    the throttle wants one), sent by the smallest id's row only: one round trip instead
+    of BEGIN, the put, the NOTIFY and COMMIT (every batch of a loop slower than the
+    throttle's window notifies)."""
+    insert = _insert_many(rows)
+    return (f"""
 WITH {RESERVE_CTES}
-{_INSERT_PLAIN}
-"""
-# With the NOTIFY, sent by the smallest id's row only.
-SQL_PUT_MANY_PLAIN_NOTIFY = f"""
+{insert}
+""", f"""
 WITH {RESERVE_CTES},
 i AS (
-  {_INSERT_PLAIN}
+  {insert}
 )
 SELECT id, CASE WHEN id = (SELECT min(id) FROM i) THEN pg_notify(%(channel)s, %(qid)s::text) END
 FROM i
-"""
+""")
+
+
+SQL_PUT_MANY, SQL_PUT_MANY_NOTIFY = _put_many(
+    f"""SELECT %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
+         u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
+  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
+              %(payloads)s::bytea[], %(headers)s::bytea[])
+       WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)""")
+# The common batch (every message due now, one priority, no rank, headers or keys):
+# one array, the payloads, instead of five (each element of each array is written by
+# the client and read by the server).
+SQL_PUT_MANY_PLAIN, SQL_PUT_MANY_PLAIN_NOTIFY = _put_many(
+    f"""SELECT %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
+  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)""")
 
 # The stripes' sum, or the messages counted (an uncounted queue, or one whose stripes
 # are not made yet).
