@@ -32,7 +32,10 @@ if _MISSING and os.environ.get("LITEQ_REQUIRE_BROWSER") != "1":
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402 (only once the browser is known to be there)
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -64,7 +67,10 @@ def _after_submit(driver: Any, clicked: Any, css: str) -> Any:
     """The element at *css* on the page that clicking *clicked* (a submit button) loads:
     a click returns before the next page does."""
     wait = WebDriverWait(driver, 30)
-    wait.until(expected_conditions.staleness_of(clicked))
+    # Asked while the page navigates, chromedriver may answer "unknown error: unhandled
+    # inspector error" instead of "stale element" (a .ci/run failed so once): look again.
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(clicked))
     return wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
