@@ -11,6 +11,8 @@ damages liteq's rows directly says so through these helpers instead of SQLite's 
 * :func:`app_table` makes an application table (``id`` counting up, then *columns*) next
   to liteq's, for the outbox tests (the application's SQL and a put in one transaction).
 * :func:`corrupt_payload` overwrites a message's payload with bytes no codec decodes.
+* :func:`pg_schema_before` makes a PostgreSQL schema as an older release left it: the
+  migrations before a given one applied and recorded, for the migration tests.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import liteq
 
 __all__ = [
     "TABLES", "missing_words", "is_postgres", "sql", "rows", "count", "everything",
-    "corrupt_payload", "app_table",
+    "corrupt_payload", "app_table", "pg_schema_before",
 ]
 
 #: liteq's tables (the engine's schema); anything else is the application's.
@@ -107,3 +109,23 @@ def missing_words(target: str) -> str:
     return "no liteq schema" if target.startswith(("postgresql:", "postgres:")) else (
         "no liteq database at"
     )
+
+
+def pg_schema_before(conn: Any, schema: str, migration: str) -> int:
+    """Make *schema* on *conn* (psycopg, autocommit) with every PostgreSQL migration
+    before *migration* (one of ``MIGRATIONS``) applied and recorded, as a release of
+    then left it; return how many were applied."""
+    from liteq.backends.postgres.schema import (
+        MIGRATIONS,
+        SQL_MIGRATIONS_TABLE,
+        SQL_RECORD,
+        qualify,
+    )
+
+    before = MIGRATIONS.index(migration)
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(qualify(SQL_MIGRATIONS_TABLE, schema))
+    for n in range(before):
+        conn.execute(qualify(MIGRATIONS[n], schema))
+        conn.execute(qualify(SQL_RECORD, schema), (n + 1, 1.0))
+    return before

@@ -74,20 +74,12 @@ def test_a_file_from_before_the_attempts_opens_migrated_with_its_history_rolled_
 def test_a_schema_from_before_the_attempts_opens_migrated_with_its_history_rolled_up(
         pg_url: str, pg_schema: str) -> None:
     psycopg = require_psycopg()
-    from liteq.backends.postgres.schema import (
-        _V_OBS,
-        MIGRATIONS,
-        SQL_MIGRATIONS_TABLE,
-        SQL_RECORD,
-        qualify,
-    )
+    from dbsql import pg_schema_before
+
+    from liteq.backends.postgres.schema import _V_OBS, qualify
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
-        for n in range(MIGRATIONS.index(_V_OBS)):
-            conn.execute(qualify(MIGRATIONS[n], pg_schema))
-            conn.execute(qualify(SQL_RECORD, pg_schema), (n + 1, 1.0))
+        pg_schema_before(conn, pg_schema, _V_OBS)
         run = lambda sql, *p: conn.execute(qualify(sql, pg_schema), p)  # noqa: E731
         run("INSERT INTO {s}.queues (id, name, lease, max_attempts, retention, backoff_base, "
             "backoff_factor, backoff_max, backoff_jitter, created_at) "

@@ -526,21 +526,13 @@ def test_a_schema_from_before_the_flow_limits_opens_migrated_and_its_jobs_run(
     pg_url: str, pg_schema: str,
 ) -> None:
     import psycopg
+    from dbsql import pg_schema_before
 
-    from liteq.backends.postgres.schema import (
-        MIGRATIONS,
-        SQL_MIGRATIONS_TABLE,
-        SQL_RECORD,
-        qualify,
-    )
+    from liteq.backends.postgres.schema import MIGRATIONS, qualify
 
-    before = MIGRATIONS.index(next(m for m in MIGRATIONS if "CREATE TABLE {s}.flows" in m))
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
-        for n in range(before):
-            conn.execute(qualify(MIGRATIONS[n], pg_schema))
-            conn.execute(qualify(SQL_RECORD, pg_schema), (n + 1, 1.0))
+        before = pg_schema_before(conn, pg_schema, next(
+            m for m in MIGRATIONS if "CREATE TABLE {s}.flows" in m))
         conn.execute(qualify(
             "INSERT INTO {s}.queues (name, lease, max_attempts, retention, backoff_base, "
             "backoff_factor, backoff_max, backoff_jitter, created_at) "

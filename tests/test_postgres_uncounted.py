@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest_pg import require_psycopg
+from dbsql import pg_schema_before
 
 import liteq
 from liteq.errors import QueueFull
@@ -20,7 +21,7 @@ from liteq.scheduler import Scheduler
 
 psycopg = require_psycopg()
 
-from liteq.backends.postgres.schema import MIGRATIONS, SQL_MIGRATIONS_TABLE, SQL_RECORD, qualify  # noqa: E402
+from liteq.backends.postgres.schema import MIGRATIONS, qualify  # noqa: E402
 
 PATIENCE = 120.0
 
@@ -347,13 +348,9 @@ def test_switching_to_counted_while_eight_connections_put_never_overshoots_and_c
 def test_an_old_schema_migrates_its_unbounded_queues_to_uncounted_and_keeps_the_bounded_ones(
     pg_url: str, pg_schema: str,
 ) -> None:
-    before = MIGRATIONS.index(next(m for m in MIGRATIONS if "ADD COLUMN IF NOT EXISTS counted" in m))
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(qualify(SQL_MIGRATIONS_TABLE, pg_schema))
-        for n in range(before):
-            conn.execute(qualify(MIGRATIONS[n], pg_schema))
-            conn.execute(qualify(SQL_RECORD, pg_schema), (n + 1, 1.0))
+        before = pg_schema_before(conn, pg_schema, next(
+            m for m in MIGRATIONS if "ADD COLUMN IF NOT EXISTS counted" in m))
         # Every queue was counted then: each has its stripes.
         for name, bound in (("plain", None), ("bounded", 10), ("tallied", None)):
             (qid,) = conn.execute(qualify(
