@@ -8,13 +8,14 @@ in liteq.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import cbor2
 
 from .errors import PayloadTooLarge, SerializationError
 
-__all__ = ["encode", "decode", "loads", "DEFAULT_MAX_PAYLOAD", "MAX_NESTING"]
+__all__ = ["encode", "encode_many", "decode", "loads", "DEFAULT_MAX_PAYLOAD", "MAX_NESTING"]
 
 #: Deepest nesting of containers a payload may have. cbor2's decoder refuses more than
 #: 400 levels, and its C encoder recurses without a limit (a few thousand levels crash
@@ -50,6 +51,30 @@ def encode(value: Any, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
     if len(data) > max_size:
         raise PayloadTooLarge(len(data), max_size)
     return data
+
+
+def encode_many(values: Iterable[Any], max_size: int = DEFAULT_MAX_PAYLOAD) -> list[bytes]:
+    """:func:`encode` of each value, in order (a batch's payloads): the common flat
+    dict inline, without a call per value (~250 instructions a payload)."""
+    scalars = _SCALARS
+    dumps = cbor2.dumps
+    out: list[bytes] = []
+    for value in values:
+        if type(value) is dict:
+            for key, child in value.items():
+                if type(child) not in scalars or type(key) not in scalars:
+                    break
+            else:
+                try:
+                    data: bytes = dumps(value)
+                except Exception:  # noqa: BLE001 - encode() says what went wrong
+                    data = encode(value, max_size)
+                if len(data) > max_size:
+                    raise PayloadTooLarge(len(data), max_size)
+                out.append(data)
+                continue
+        out.append(encode(value, max_size))
+    return out
 
 
 #: Types that hold nothing: a container of only these needs no walk.

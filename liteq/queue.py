@@ -188,6 +188,7 @@ class Queue:
         backend = self._backend = db.backend
         # The hot verbs, bound once: one attribute lookup per call instead of two.
         self._put_ready = backend.put_ready
+        self._put_ready_many = backend.put_ready_many
         self._put_rows = backend.put
         self._claim_rows = backend.claim
         self._claim_one = backend.claim_one
@@ -318,11 +319,18 @@ class Queue:
         items = list(payloads)
         if not items:
             return []
+        limit = self.db.max_payload
+        encode = codec.encode
+        if (
+            delay == 0 and type(delay) is int and type(priority) is int
+            and headers is None and not block
+            and -PRIORITY_LIMIT < priority < PRIORITY_LIMIT
+        ):
+            # The common batch, with nothing else to check (as put()'s shortest path).
+            return self._put_ready_many(self.id, priority, codec.encode_many(items, limit))
         # Validate the shared options once, then encode each payload.
         first = self._row(items[0], delay, priority, None, headers, None)
         prio, _, run_at, _, head, _ = first
-        limit = self.db.max_payload
-        encode = codec.encode
         rows = [first] + [(prio, None, run_at, encode(p, limit), head, None) for p in items[1:]]
         if not block:
             return self._put_rows(self.id, rows)

@@ -50,6 +50,19 @@ def test_a_payload_cbor_cannot_encode_raises_serialization_error_naming_the_type
         q.put_many(["fine", payload, "also fine"])
     with pytest.raises(liteq.SerializationError):
         q.put("fine", headers={"bad": payload})
+    with pytest.raises(liteq.SerializationError):  # the common batch: flat dicts
+        q.put_many([{"n": 1}, {"bad": payload}, {"n": 3}])
+
+    assert message_rows(db) == [] and queue_rows(db) == before
+
+
+def test_a_flat_payload_that_cbor_cannot_encode_fails_its_whole_batch(db) -> None:
+    q = db.queue("q")
+    before = queue_rows(db)
+
+    with pytest.raises(liteq.SerializationError) as info:
+        q.put_many([{"n": 1}, {"text": "\ud800"}, {"n": 3}])  # a lone surrogate
+    assert "surrogates not allowed" in str(info.value)
 
     assert message_rows(db) == [] and queue_rows(db) == before
 
@@ -69,6 +82,8 @@ def test_a_payload_over_the_size_limit_raises_payload_too_large_and_writes_nothi
     assert isinstance(err, ValueError)
     with pytest.raises(liteq.PayloadTooLarge):
         q.put_many([b"small", b"x" * 200])
+    with pytest.raises(liteq.PayloadTooLarge):  # the common batch: flat dicts
+        q.put_many([{"n": 1}, {"body": "x" * 200}])
 
     assert message_rows(db) == [] and queue_rows(db) == before
     assert q.put(b"x" * 50)  # under the limit is fine

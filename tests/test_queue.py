@@ -113,6 +113,22 @@ def test_a_put_many_that_does_not_fit_fails_whole_and_writes_nothing(db) -> None
     assert q.put_many(["a", "b"]) and q.stats()["depth"] == 3
 
 
+@pytest.mark.parametrize("max_depth", [None, 1000], ids=["uncounted", "counted"])
+def test_put_many_returns_each_payloads_id_in_order_and_keeps_its_priority(
+    db, max_depth
+) -> None:
+    q = db.queue("many", max_depth=max_depth)
+    payloads = [{"n": i} for i in range(150)] + ["text", b"bytes", [1, [2]], {"nested": {"a": 1}}]
+    low = q.put_many(payloads)
+    high = q.put_many([{"urgent": 1}, {"urgent": 2}], priority=5)
+
+    assert len(set(low + high)) == len(payloads) + 2
+    got = q.get_many(len(payloads) + 2)
+    assert [m.id for m in got] == high + low  # priority first, then in order
+    assert [m.payload for m in got] == [{"urgent": 1}, {"urgent": 2}, *payloads]
+    assert q.stats()["depth"] == len(payloads) + 2
+
+
 def test_a_bound_set_by_another_connection_holds_for_a_queue_object_made_before_it(
     db, db_target
 ) -> None:

@@ -287,6 +287,13 @@ class Backend(ScheduleTopicVerbs, OperatingVerbs, WorkflowVerbs, ABC):
         contract as :meth:`put` of one row; engines make it one round trip (one
         autocommit statement on SQLite while the queue keeps no depth counter)."""
 
+    def put_ready_many(self, qid: int, priority: int, payloads: Sequence[bytes]) -> list[int]:
+        """The common batch: messages due now with one priority, no keys, headers or
+        ranks; their ids in order. Same contract as :meth:`put` of those rows (this
+        default is that call); engines may make it one statement."""
+        now = self.clock()
+        return self.put(qid, [(priority, None, now, p, None, None) for p in payloads])
+
     # -- claim and lease (hot path: claim, ack) --------------------------------------
 
     @abstractmethod
