@@ -2,7 +2,8 @@
 chord of N members end to end.
 
     python bench/bench_chord.py [--mode ack|drain] [--n 10000] [--db PATH_OR_URL|postgres]
-        [--rounds 6] [--style batch,one] [--batch 100] [--instructions] [--no-clean]
+        [--rounds 6] [--style batch,one,worker,worker-one] [--batch 100] [--instructions]
+        [--no-clean]
 
 ``--mode ack`` (the default) measures what the issue names, the ack itself. Each round,
 on the same database, is a pair run one after the other (plain, chord, plain, chord...):
@@ -17,8 +18,13 @@ Only the acks are timed. An ack is the worker's ack transaction: the jobs' ``DEL
 settles their edges with the results), in one ``db.transaction()``. ``--style batch``:
 ``--batch`` jobs per transaction, as the worker's flush acks them; ``one``: one job per
 transaction; ``worker``: as ``batch`` plus the results rows the worker's flush writes in
-the same transaction (``save_results``, the same for both kinds: the strictest figure
-is ``batch``'s, the one a worker pays is ``worker``'s).
+the same transaction (``save_results``, the same for both kinds); ``worker-one``: one
+job and its results row per transaction (the worker's flush when one job finished).
+
+The two ``worker`` styles are the acks a worker makes. ``batch`` and ``one`` leave out
+the results row both kinds write: there a member's ack stores its result (a row
+written) where a plain ack writes no row at all, so they show the member's own extra
+work against the smallest denominator (the strictest figures).
 
 Reported per style: the wall-clock seconds of every timed loop, the CPU seconds of this
 process and, on PostgreSQL, of the server backend of this connection (``/proc/PID/stat``:
@@ -73,6 +79,8 @@ from liteq.queue import Message  # noqa: E402
 from liteq.running import JobContext, outcome_row  # noqa: E402
 
 KINDS = ("plain", "chord")
+#: jobs per ack transaction of each --style
+STYLES = {"batch": 0, "one": 1, "worker": 0, "worker-one": 1}  # 0: --batch
 
 
 class Meter:
@@ -157,7 +165,6 @@ def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
     # times[style][kind] = [(wall, cpu, server cpu) per round]
     times: dict[str, dict[str, list[tuple[float, float, float]]]] = {
         s: {k: [] for k in KINDS} for s in styles}
-    size = {"batch": args.batch, "one": 1, "worker": args.batch}
     for _round in range(args.rounds):
         for style in styles:
             for kind in KINDS:
@@ -170,14 +177,14 @@ def ack_mode(args: argparse.Namespace, target: str, postgres: bool) -> None:
                 assert all(m.payload["task"] == "bench.member" for m in msgs)
                 if not args.no_clean:
                     clean(db, postgres)
-                step = size[style]
+                step = STYLES[style] or args.batch
                 # One ack untimed first: the enqueue's executemany emptied apsw's
                 # statement cache, whose refill (~60k instructions a statement) would
                 # land on the first timed ack.
-                ack(db, msgs[:step], results=style == "worker")
+                ack(db, msgs[:step], results=style.startswith("worker"))
                 with meter.measure(times[style][kind]):
                     for i in range(step, args.n, step):
-                        ack(db, msgs[i:i + step], results=style == "worker")
+                        ack(db, msgs[i:i + step], results=style.startswith("worker"))
                 if kind == "chord":  # the last ack released the callback, with every result
                     cb = q.get()
                     assert cb is not None and cb.payload["task"] == "bench.callback"
@@ -195,9 +202,10 @@ def report(args: argparse.Namespace, postgres: bool,
           f"load average {os.getloadavg()[0]:.2f}")
     columns = [(0, "wall"), (1, "CPU (this process)")] + ([(2, "CPU (server)")] if postgres else [])
     for style, kinds in times.items():
-        per = 1 if style == "one" else args.batch
+        per = STYLES[style] or args.batch
         timed = args.n - per  # the first ack is untimed (ack_mode)
-        extra = ", with their results rows (the worker's flush)" if style == "worker" else ""
+        extra = {"worker": ", with their results rows (the worker's flush)",
+                 "worker-one": ", with its results row (the worker acking one job)"}.get(style, "")
         print(f"\n### {style}: {per} job(s) per ack transaction{extra}\n")
         print("| measure | plain, per ack | chord member, per ack | member / plain, each round "
               "in order | median | min-max |\n|---|---:|---:|---|---:|---:|")
@@ -229,7 +237,7 @@ def instructions(args: argparse.Namespace, argv: list[str]) -> None:
         styles = args.style.split(",")
         if len(dumps) != args.rounds * len(styles) * len(KINDS):
             raise SystemExit(f"expected one dump per timed loop, got {len(dumps)}")
-        counts = [_total(p) / (args.n - (1 if style == "one" else args.batch))
+        counts = [_total(p) / (args.n - (STYLES[style] or args.batch))
                   for p, style in zip(dumps, _loop_styles(args), strict=True)]
         engine = "postgres" if args.db and args.db.startswith("postgres") else "sqlite"
         print(f"engine: {engine}, n={args.n}, rounds={args.rounds}, clean={not args.no_clean}:"
@@ -369,8 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default=None,
                         help="a file path, a postgresql:// URL, or 'postgres' (a throwaway cluster)")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--style", default="batch,one,worker",
-                        help="ack mode: batch, one, worker (batch + results rows), comma-separated")
+    parser.add_argument("--style", default="batch,one,worker,worker-one",
+                        help="ack mode: batch, one, worker (batch + results rows), worker-one "
+                             "(one + its results row), comma-separated")
     parser.add_argument("--batch", type=int, default=100, help="ack mode: jobs per batch ack")
     parser.add_argument("--concurrency", type=int, default=1, help="drain mode: worker threads")
     parser.add_argument("--no-clean", action="store_true",
@@ -379,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="ack mode: count instructions with callgrind instead")
     args = parser.parse_args(argv)
-    if any(s not in ("batch", "one", "worker") for s in args.style.split(",")):
-        parser.error("--style takes batch, one and worker, comma-separated")
+    if any(s not in STYLES for s in args.style.split(",")):
+        parser.error(f"--style takes {', '.join(STYLES)}, comma-separated")
     if args.instructions:
         instructions(args, argv)
         return

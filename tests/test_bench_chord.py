@@ -22,8 +22,8 @@ def _run(*args: str, tmp_path: Path) -> str:
 
 def test_bench_chord_runs_with_the_stepping_clock(tmp_path: Path) -> None:
     out = _run(str(BENCH / "bench_chord.py"), "--n", "30", "--rounds", "1", "--style",
-               "one,worker", "--db", str(tmp_path / "chord.db"), tmp_path=tmp_path)
-    assert "### one:" in out and "### worker:" in out, out
+               "one,worker,worker-one", "--db", str(tmp_path / "chord.db"), tmp_path=tmp_path)
+    assert "### one:" in out and "### worker:" in out and "### worker-one:" in out, out
 
 
 def test_instructions_tasks_child_runs_without_valgrind(tmp_path: Path) -> None:
