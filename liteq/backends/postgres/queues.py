@@ -220,24 +220,40 @@ class QueueVerbs(Backend):
         if not force and rows and all(r[5] is None for r in rows):
             now = self.clock()
             priority, rank, run_at = first = rows[0][:3]
-            plain = rank is None and run_at <= now and all(r[:3] == first and r[4] is None
-                                                           for r in rows)
-            if plain:
+            if rank is None and run_at <= now and all(r[:3] == first and r[4] is None
+                                                      for r in rows):
                 # The common batch: one priority, due now, no rank or headers.
-                found = self._put_many(qid, len(rows), {
-                    "qid": qid, "n": len(rows), "now": now, "priority": priority,
-                    "run_at": run_at, "payloads": [r[3] for r in rows]}, plain=True)
-            else:
-                found = self._put_many(qid, len(rows), {
-                    "qid": qid, "n": len(rows), "now": now,
-                    "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
-                    "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
-                    "headers": [r[4] for r in rows],
-                })
+                return self._put_plain_many(qid, priority, run_at, now, [r[3] for r in rows])
+            found = self._put_many(qid, len(rows), {
+                "qid": qid, "n": len(rows), "now": now,
+                "priorities": [r[0] for r in rows], "ranks": [r[1] for r in rows],
+                "run_ats": [r[2] for r in rows], "payloads": [r[3] for r in rows],
+                "headers": [r[4] for r in rows],
+            })
             if found:
                 self._tally(qid, len(rows), 0)
                 # In no order: the smallest is the first payload's (queues_sql.py).
                 return sorted(int(r[0]) for r in found)
+        return self._put_full(qid, rows, force)
+
+    def put_ready_many(self, qid: int, priority: int, payloads: Sequence[bytes]) -> list[int]:
+        now = self.clock()  # put()'s common batch without the rows to build and check
+        return self._put_plain_many(qid, priority, now, now, payloads)
+
+    def _put_plain_many(self, qid: int, priority: int, run_at: float, now: float,
+                        payloads: Sequence[bytes]) -> list[int]:
+        """The common batch in one statement (SQL_PUT_MANY_PLAIN), else the full path."""
+        found = self._put_many(qid, len(payloads), {
+            "qid": qid, "n": len(payloads), "now": now, "priority": priority,
+            "run_at": run_at, "payloads": list(payloads)}, plain=True)
+        if found:
+            self._tally(qid, len(payloads), 0)
+            return sorted(int(r[0]) for r in found)  # the smallest is the first payload's
+        return self._put_full(qid, [(priority, None, run_at, p, None, None) for p in payloads],
+                              False)
+
+    def _put_full(self, qid: int, rows: Sequence[NewRow], force: bool) -> list[int]:
+        """put()'s full path: keys, a full queue or busy stripes, delayed rows."""
         with self.conns.tx() as cur:
             ids, added = self.put_rows(cur, qid, rows, self.clock(), force)
         self._tally(qid, added, 0)
@@ -265,11 +281,7 @@ class QueueVerbs(Backend):
         if not found:
             # Straight to the full path (put()'s one-statement try would ask the
             # throttle again, and a refused put would leave a trailing NOTIFY behind).
-            with self.conns.tx() as cur:
-                ids, added = self.put_rows(cur, qid, [(priority, None, now, payload, None, None)],
-                                           now, False)
-            self._tally(qid, added, 0)
-            return ids[0]
+            return self._put_full(qid, [(priority, None, now, payload, None, None)], False)[0]
         if self.totals.put_one(qid):  # _tally(qid, 1, 0) without the lock
             self._totals_due()
         return int(found[0][0])
