@@ -73,7 +73,7 @@ GUARDED = frozenset({
 })
 #: Every other verb of the Backend interface that runs SQL.
 ONCE = frozenset({
-    "ensure_queue", "create_queue", "delete_queue", "put", "put_ready", "claim",
+    "ensure_queue", "create_queue", "delete_queue", "put", "put_ready", "put_ready_many", "claim",
     "redrive", "cancel", "retry_finished", "purge", "prune", "prune_results",
     "request_cancel", "schedule_upsert", "schedule_delete", "prune_schedule_runs",
     "schedule_tick", "subscribe", "unsubscribe", "drop_expired_subscriptions", "publish",
