@@ -371,6 +371,7 @@ class Connections:
         sql: str,
         params: Sequence[Any] | dict[str, Any] | None = None,
         prepare: bool | None = None,
+        binary: bool = False,
     ) -> list[Any]:
         """Run one statement and return its rows (all of them; ``[]`` if it returns
         none). Outside a transaction it is a transaction of its own (autocommit, one
@@ -380,7 +381,9 @@ class Connections:
         :meth:`tx` use the cursor instead. Also ``db.execute()``. The savepoint, the
         statement and the release go to the server in one pipeline: one round trip.
         *prepare*: psycopg's (None: prepared from the 5th run; False: never, for a
-        statement whose generic plan is bad, see the module docstring).
+        statement whose generic plan is bad, see the module docstring). *binary*: the
+        rows in binary format (a claim's payloads arrive as they are, not hex to decode;
+        only for columns whose types load the same either way: not ``tid``).
         """
         conn, cur = self._handles()
         if conn.pgconn.transaction_status != _IDLE:
@@ -388,7 +391,7 @@ class Connections:
             try:
                 with conn.pipeline():
                     side.execute("SAVEPOINT liteq_op", prepare=False)
-                    cur.execute(sql, params, prepare=prepare)
+                    cur.execute(sql, params, prepare=prepare, binary=binary)
                     side.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
                 return _rows(cur)
             except psycopg.Error as exc:
@@ -403,7 +406,7 @@ class Connections:
                         pass  # lost now: failure() below or the next call notices
                 raise self.failure(conn, exc) from exc
         try:
-            cur.execute(sql, params, prepare=prepare)
+            cur.execute(sql, params, prepare=prepare, binary=binary)
             return _rows(cur)
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc

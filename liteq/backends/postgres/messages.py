@@ -168,7 +168,7 @@ RETURNING 1
 # depth.py's lock order), one round trip instead of BEGIN, DELETE, release and COMMIT.
 SQL_ACK_MANY = f"""
 WITH d AS (
-  DELETE FROM {{s}}.messages m USING unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+  DELETE FROM {{s}}.messages m USING unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
   WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
   RETURNING m.id
 ), n AS MATERIALIZED (SELECT count(*) AS n FROM d),
@@ -303,8 +303,11 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         return rows, until
 
     def _take(self, qid: int, n: int, until: float) -> list[tuple[Any, ...]]:
+        # The rows in binary: payloads as they are (text would send them as hex, which
+        # the client decodes).
         if n == 1:  # prepared: its generic plan holds (SQL_CLAIM_ONE)
-            return self.conns.statement(self.ms.claim_one, {"qid": qid, "until": until})
+            return self.conns.statement(self.ms.claim_one, {"qid": qid, "until": until},
+                                        binary=True)
         # The batch claim with its LIMIT written in the text, so that its generic plan
         # knows it (with LIMIT as a parameter, the generic plan is the trap of
         # connection.py's docstring) and it can be prepared like the rest instead of
@@ -314,9 +317,9 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         sql = self.sized.get(self.ms.claim, n)
         if sql is None:
             return self.conns.statement(
-                self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False
+                self.ms.claim, {"qid": qid, "n": n, "until": until}, prepare=False, binary=True
             )
-        return self.conns.statement(sql, {"qid": qid, "until": until})
+        return self.conns.statement(sql, {"qid": qid, "until": until}, binary=True)
 
     def expire(self, qid: int) -> None:
         while True:

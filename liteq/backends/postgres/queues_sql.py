@@ -68,8 +68,8 @@ SQL_NEW_IDS = "SELECT nextval('{s}.messages_id_seq') FROM generate_series(1, %s)
 SQL_INSERT_MANY = """
 INSERT INTO {s}.messages (id, qid, state, priority, rank, run_at, payload, headers, enqueued_at)
 SELECT id, %(qid)s, state, priority, rank, run_at, payload, headers, %(now)s
-FROM unnest(%(ids)s::bigint[], %(states)s::int[], %(priorities)s::bigint[], %(ranks)s::bytea[],
-            %(run_ats)s::float8[], %(payloads)s::bytea[], %(headers)s::bytea[])
+FROM unnest(%(ids)b::bigint[], %(states)b::int[], %(priorities)b::bigint[], %(ranks)b::bytea[],
+            %(run_ats)b::float8[], %(payloads)b::bytea[], %(headers)b::bytea[])
      AS u(id, state, priority, rank, run_at, payload, headers)
 """
 SQL_INSERT_KEYED = """
@@ -182,15 +182,15 @@ FROM i
 SQL_PUT_MANY, SQL_PUT_MANY_NOTIFY = _put_many(
     f"""SELECT %(qid)s, CASE WHEN u.run_at > %(now)s THEN {DELAYED} ELSE {READY} END,
          u.priority, u.rank, u.run_at, u.payload, u.headers, %(now)s
-  FROM unnest(%(priorities)s::bigint[], %(ranks)s::bytea[], %(run_ats)s::float8[],
-              %(payloads)s::bytea[], %(headers)s::bytea[])
+  FROM unnest(%(priorities)b::bigint[], %(ranks)b::bytea[], %(run_ats)b::float8[],
+              %(payloads)b::bytea[], %(headers)b::bytea[])
        WITH ORDINALITY AS u(priority, rank, run_at, payload, headers, ord)""")
 # The common batch (every message due now, one priority, no rank, headers or keys):
 # one array, the payloads, instead of five (each element of each array is written by
 # the client and read by the server).
 SQL_PUT_MANY_PLAIN, SQL_PUT_MANY_PLAIN_NOTIFY = _put_many(
     f"""SELECT %(qid)s, {READY}, %(priority)s, NULL, %(run_at)s, u.payload, NULL, %(now)s
-  FROM unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS u(payload, ord)""")
+  FROM unnest(%(payloads)b::bytea[]) WITH ORDINALITY AS u(payload, ord)""")
 
 # The stripes' sum, or the messages counted (an uncounted queue, or one whose stripes
 # are not made yet).

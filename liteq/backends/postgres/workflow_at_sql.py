@@ -167,9 +167,9 @@ DECLARE
 $wf$;
 """
 
-SQL_WF_AMONG_AT = "SELECT * FROM {s}.wf_among_at(%s)"
-SQL_WF_DONE_AT = ("SELECT {s}.wf_done_at(%(parents)s::bigint[], %(values)s::bytea[],"
-                  " %(ats)s::tid[], %(channel)s::text)")
+SQL_WF_AMONG_AT = "SELECT * FROM {s}.wf_among_at(%b::bigint[])"
+SQL_WF_DONE_AT = ("SELECT {s}.wf_done_at(%(parents)b::bigint[], %(values)b::bytea[],"
+                  " %(ats)b::tid[], %(channel)s::text)")
 SQL_WF_DONE1_AT = ("SELECT {s}.wf_done1_at(%(parent)s::bigint, %(child)s::bigint,"
                    " %(value)s::bytea, %(at)s::tid, %(channel)s::text)")
 SQL_WF_ACK1 = "SELECT {s}.wf_ack1(%(parent)s::bigint, %(value)s::bytea, %(channel)s::text)"

@@ -402,7 +402,7 @@ $wf$;
 """
 
 # The worker's ack of parents that succeeded (the function above: one round trip).
-SQL_WF_DONE = "SELECT {s}.wf_done(%(parents)s, %(values)s, %(channel)s)"
+SQL_WF_DONE = "SELECT {s}.wf_done(%(parents)b::bigint[], %(values)b::bytea[], %(channel)s)"
 
 # Children whose parents ``wf_link`` found succeeded already: counted down by the edges
 # it settled (a new child: nobody else sees its counter yet), released at 0.
