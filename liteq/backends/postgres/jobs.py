@@ -67,7 +67,7 @@ ON CONFLICT (id) DO UPDATE SET {_UPSERT}
 """
 SQL_RESULT_PUT_MANY = f"""
 INSERT INTO {{s}}.results ({", ".join(_RESULT_COLUMNS)})
-SELECT * FROM unnest({", ".join(f"%s::{t}[]" for t in _RESULT_TYPES)})
+SELECT * FROM unnest({", ".join(f"%b::{t}[]" for t in _RESULT_TYPES)})
 ON CONFLICT (id) DO UPDATE SET {_UPSERT}
 """
 SQL_RESULT_GET = f"SELECT {', '.join(_RESULT_COLUMNS)} FROM {{s}}.results WHERE id = %s"

@@ -190,7 +190,7 @@ SQL_ACK_PLAIN_LEAF = _leaf(SQL_ACK_PLAIN)
 SQL_ACK_MANY_LEAF = _leaf(SQL_ACK_MANY)
 SQL_ACK_RETAIN = f"""
 UPDATE {{s}}.messages m SET state = 3, token = NULL, lease_until = NULL, finished_at = %s
-FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token)
 WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
 RETURNING m.id
 """
@@ -213,14 +213,14 @@ RETURNING id
 """
 SQL_HEARTBEAT = f"""
 UPDATE {{s}}.messages m SET lease_until = %s
-FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token)
 WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
 RETURNING m.id, m.cancel
 """
 SQL_RELEASE_LEASES = f"""
 UPDATE {{s}}.messages m SET state = {READY}, token = NULL, lease_until = NULL,
     attempts = greatest(m.attempts - 1, 0)
-FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token)
+FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token)
 WHERE m.id = u.id AND m.token = u.token AND m.state = {LEASED}
 RETURNING m.id
 """

@@ -21,11 +21,11 @@ __all__ = ["WorkflowVerbs"]
 _EDGE_COLUMNS = "parent, child, pos, allow_failure, outcome, value, error"
 SQL_WF_JOBS = """
 INSERT INTO {s}.wf_jobs (id, workflow, unmet, delay)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::double precision[])
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::double precision[])
 """
 SQL_WF_EDGES = """
 INSERT INTO {s}.wf_edges (parent, child, pos, allow_failure)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::boolean[])
 """
 # Parents first, then children, each in id order: the row lock order of every writer.
 SQL_WF_FLAG = "UPDATE {s}.messages SET wf = true WHERE id = ANY(%s) AND wf IS NULL"
