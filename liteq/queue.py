@@ -320,7 +320,6 @@ class Queue:
         if not items:
             return []
         limit = self.db.max_payload
-        encode = codec.encode
         if (
             delay == 0 and type(delay) is int and type(priority) is int
             and headers is None and not block
@@ -331,6 +330,7 @@ class Queue:
         # Validate the shared options once, then encode each payload.
         first = self._row(items[0], delay, priority, None, headers, None)
         prio, _, run_at, _, head, _ = first
+        encode = codec.encode
         rows = [first] + [(prio, None, run_at, encode(p, limit), head, None) for p in items[1:]]
         if not block:
             return self._put_rows(self.id, rows)

@@ -185,8 +185,8 @@ class QueueVerbs(StoreBase):
 
     def put_ready_many(self, qid: int, priority: int, payloads: Sequence[bytes]) -> list[int]:
         # Queue.put_many's common batch, handed over as bare payloads: no row tuples
-        # to build and check again (~700 instructions a message of ~17k,
-        # bench/instructions.py put_batch).
+        # to build and check again (~1,250 instructions a message of ~17k, the
+        # put_batch loop of bench/instructions.py).
         now = self.clock()  # before the statement: harmless for due-now rows (put_ready)
         ids = self._insert_uncounted(qid, priority, now, now, payloads)
         if ids is None:  # a counted queue (or gone): the full path
