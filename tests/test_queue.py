@@ -129,6 +129,26 @@ def test_put_many_returns_each_payloads_id_in_order_and_keeps_its_priority(
     assert q.stats()["depth"] == len(payloads) + 2
 
 
+@pytest.mark.parametrize("max_depth", [None, 1000], ids=["uncounted", "counted"])
+def test_put_many_with_headers_or_a_delay_keeps_them_on_every_message_in_order(
+    db, max_depth
+) -> None:
+    """The batch that is not the common one (headers, a delay): one statement of
+    per-row columns, each message with its own payload and the shared options."""
+    q = db.queue("many-options", max_depth=max_depth)
+    payloads = [{"n": i} for i in range(120)] + [None, b"\x00\\'", "text"]
+    ids = q.put_many(payloads, headers={"trace": "t-1"}, priority=3)
+    later = q.put_many([{"later": 1}, {"later": 2}], delay=60)
+
+    got = q.get_many(len(payloads) + 2)
+    assert [m.id for m in got] == ids  # the delayed two are not due
+    assert [m.payload for m in got] == payloads
+    assert all(m.headers == {"trace": "t-1"} and m.priority == 3 for m in got)
+    assert [m.payload for m in q.peek(10, state="delayed")] == [{"later": 1}, {"later": 2}]
+    assert [m.id for m in q.peek(10, state="delayed")] == later
+    assert q.stats()["depth"] == len(payloads) + 2  # leased and delayed
+
+
 def test_a_bound_set_by_another_connection_holds_for_a_queue_object_made_before_it(
     db, db_target
 ) -> None:

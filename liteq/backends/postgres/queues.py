@@ -263,20 +263,19 @@ class QueueVerbs(Backend):
         now = self.clock()
         params = {"qid": qid, "priority": priority, "now": now, "payload": payload}
         qs, counted = self.qs, qid in self.seen_counted
-        if self.notify_wanted(qid):
+        notify = self.notify_wanted(qid)
+        if notify:
             params["channel"] = self.wake_channel
-            found = self.conns.statement(qs.put_ready_notify if counted else qs.put_plain_notify,
-                                         params)
+            plain, ready = qs.put_plain_notify, qs.put_ready_notify
+        else:
+            plain, ready = qs.put_plain, qs.put_ready
+        try:
+            found = self.conns.statement(ready if counted else plain, params)
             if not found and not counted:  # counted now (or gone): reserve on a stripe
                 self.seen_counted.add(qid)
-                found = self.conns.statement(qs.put_ready_notify, params)
-        else:
-            try:
-                found = self.conns.statement(qs.put_ready if counted else qs.put_plain, params)
-                if not found and not counted:
-                    self.seen_counted.add(qid)
-                    found = self.conns.statement(qs.put_ready, params)
-            finally:
+                found = self.conns.statement(ready, params)
+        finally:
+            if not notify:
                 self.throttled_done(qid)  # its trailing NOTIFY follows this commit
         if not found:
             # Straight to the full path (put()'s one-statement try would ask the

@@ -133,12 +133,7 @@ FROM {{s}}.queues WHERE id = %(qid)s AND NOT counted
 RETURNING id
 """
 SQL_PUT_PLAIN_NOTIFY = f"""
-WITH i AS (
-  INSERT INTO {{s}}.messages (qid, state, priority, run_at, payload, enqueued_at)
-  SELECT %(qid)s, {READY}, %(priority)s, %(now)s, %(payload)s, %(now)s
-  FROM {{s}}.queues WHERE id = %(qid)s AND NOT counted
-  RETURNING id
-)
+WITH i AS ({SQL_PUT_PLAIN})
 SELECT id, pg_notify(%(channel)s, %(qid)s::text) FROM i
 """
 

@@ -68,13 +68,16 @@ def _count_done(cur: Any, children: dict[int, int]) -> None:
     wait for; the last one releases it. In child id order (one writer on SQLite; the
     same order as PostgreSQL's). The common case, not the last parent, is one
     statement; the last one takes two more (the count, the release)."""
-    changes = cur.connection.changes
     for child in sorted(children) if len(children) > 1 else children:
-        n = children[child]
-        cur.execute(SQL_WF_COUNT_SOME, (n, child))
-        if not changes():
-            cur.execute(SQL_WF_COUNT, (n, child))
-            cur.execute(SQL_WF_RELEASE, {"id": child})
+        _count_down(cur, child, children[child])
+
+
+def _count_down(cur: Any, child: int, n: int) -> None:
+    """*child* has *n* parents fewer to wait for; released if none is left."""
+    cur.execute(SQL_WF_COUNT_SOME, (n, child))
+    if not cur.connection.changes():
+        cur.execute(SQL_WF_COUNT, (n, child))
+        cur.execute(SQL_WF_RELEASE, {"id": child})
 
 
 def among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
@@ -102,11 +105,8 @@ def settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
             _settled_fewer(cur, [(mid, value)], [(mid, child) for child in kids])
         elif len(kids) > 1:
             _count_done(cur, dict.fromkeys(kids, 1))
-        else:  # _count_done for one child
-            cur.execute(SQL_WF_COUNT_SOME, (1, kids[0]))
-            if not changes():
-                cur.execute(SQL_WF_COUNT, (1, kids[0]))
-                cur.execute(SQL_WF_RELEASE, {"id": kids[0]})
+        else:
+            _count_down(cur, kids[0], 1)
         return
     settle = [(mid, value) for mid, value in items if children.get(mid)]
     edges = [(mid, child) for mid, _v in settle for child in children[mid]]
@@ -210,10 +210,7 @@ class WorkflowVerbs(StoreBase):
             if not changes():  # settled already: a retained ack (wf_end_done)
                 _settled_fewer(cur, [(mid, result)], [(mid, kid)])
                 return
-            cur.execute(SQL_WF_COUNT_SOME, (1, kid))
-            if not changes():
-                cur.execute(SQL_WF_COUNT, (1, kid))
-                cur.execute(SQL_WF_RELEASE, {"id": kid})
+            _count_down(cur, kid, 1)
             return
         settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
 
