@@ -129,14 +129,14 @@ def ack(db: liteq.Database, msgs: list[Message], results: bool = False) -> None:
     with db.transaction():
         lost = db.backend.ack(q.id, [(m.id, m.token or 0) for m in msgs], q.config.retention)
         assert not lost, f"lost leases: {lost}"
-        workflow.record(db, [(m.id, m.payload["args"][0]) for m in msgs])
-        if results:  # as the worker's flush writes them (no stored value: the default)
-            now = time.time()
+        if results:  # as the worker's flush writes them (no stored value: the default),
+            now = time.time()  # before the dependents are settled, as the worker does
             db.backend.save_results([outcome_row(
                 JobContext(db, m.id, m.payload["task"], q.name, m.attempts, 5,
                            m.payload["args"], {}, m.enqueued_at),
                 State.DONE, attempts=m.attempts, now=now, ttl=3600.0, duration=0.0)
                 for m in msgs])
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in msgs], results_rows=results)
 
 
 def clean(db: liteq.Database, postgres: bool) -> None:

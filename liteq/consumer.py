@@ -383,9 +383,10 @@ class Consumer:
                 logger.warning("job %d %s: its lease was lost before the ack; its writes "
                                "were rolled back and another worker runs it", msg.id, task.name)
                 raise _Lost()  # rolls the task's own writes back with the ack
-            workflow.record(self.db, [(msg.id, result)])  # releases its dependents
             self.store.save_results([self._result_row(
                 msg, task, ctx, result, time.perf_counter() - start)])
+            # releases its dependents (the results row first: the result may be kept there)
+            workflow.record(self.db, [(msg.id, result)], results_rows=True)
             return result, True
         return None, False
 
@@ -417,11 +418,12 @@ class Consumer:
                 with self.db.transaction():
                     for q, pairs in by_queue.values():
                         lost.update(self.store.ack(q.id, pairs, q.config.retention))
-                    # With the acks: the dependents of the jobs acked, with their results.
-                    workflow.record(self.db, [(m.id, o.result) for m, _t, _c, o in done
-                                              if m.id not in lost])
                     self.store.save_results([self._result_row(m, t, c, o.result, o.duration)
                                              for m, t, c, o in done if m.id not in lost])
+                    # With the acks: the dependents of the jobs acked, with their results
+                    # (after the results rows, where an engine may keep those results).
+                    workflow.record(self.db, [(m.id, o.result) for m, _t, _c, o in done
+                                              if m.id not in lost], results_rows=True)
                 break
             except StorageError as exc:
                 # The database is away (a PostgreSQL restart): try again while the

@@ -530,20 +530,22 @@ def _value(parent: int, outcome: str | None, value: bytes | None, error: str | N
         return None
 
 
-def record(db: Context, done: Sequence[tuple[int, Any]]) -> None:
+def record(db: Context, done: Sequence[tuple[int, Any]], results_rows: bool = False) -> None:
     """In the transaction that acked jobs ``(id, result)``, after the ack: settle the
     edges of those that have dependents, with their results (one lookup for the whole
-    batch; nothing more for jobs without dependents)."""
+    batch; nothing more for jobs without dependents). *results_rows*: the transaction
+    wrote their results rows already (the worker), where an engine may keep the results
+    for the dependents (``WorkflowVerbs.wf_done``)."""
     store = db.backend
     if len(done) == 1:  # one by one: no comprehensions (each is a call of its own)
         mid, result = done[0]
-        store.wf_done_one(mid, lambda: _encoded(db, result))
+        store.wf_done_one(mid, lambda: _encoded(db, result), results_rows)
         return
     parents = store.wf_parents_among([mid for mid, _r in done])
     if not parents:
         return
     store.wf_done([(mid, _encoded(db, result)) for mid, result in done if mid in parents],
-                  parents)
+                  parents, results_rows)
 
 
 def _encoded(db: Context, result: Any) -> bytes | None:

@@ -88,21 +88,29 @@ class WorkflowVerbs(ABC):
 
     @abstractmethod
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
-                children: Mapping[int, Sequence[int]]) -> None:
+                children: Mapping[int, Sequence[int]], results_rows: bool = False) -> None:
         """In the transaction that acked jobs ``(id, CBOR result)`` that have dependents,
         after the ack: their edges settle as succeeded, keeping the result (which
         releases the dependents whose last parent this was). *children* is what
         :meth:`wf_parents_among` returned for them in the same transaction (an engine
-        whose writers run concurrently reads them again under its locks)."""
+        whose writers run concurrently reads them again under its locks).
 
-    def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
+        *results_rows*: the same transaction wrote these jobs' results rows (done)
+        before this call, as the worker does. An engine may then keep the result in
+        that row rather than on every edge, and read it from there (SQLite: one page
+        fewer in the commit of a chord member's ack); what :meth:`wf_edges` returns is
+        the same either way."""
+
+    def wf_done_one(self, mid: int, value: Callable[[], bytes | None],
+                    results_row: bool = False) -> None:
         """In the transaction that acked job *mid* by a DELETE, after the ack: if it has
         dependents, its edges settle as succeeded with the result *value()* returns (its
         CBOR, called only if needed here). The worker acking one job per transaction.
-        An engine may do the lookup and the settling in one statement (PostgreSQL)."""
+        An engine may do the lookup and the settling in one statement (PostgreSQL).
+        *results_row* as :meth:`wf_done`'s *results_rows*."""
         parents = self.wf_parents_among([mid])
         if parents:
-            self.wf_done([(mid, value())], parents)
+            self.wf_done([(mid, value())], parents, results_row)
 
     @abstractmethod
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:

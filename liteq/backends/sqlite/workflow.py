@@ -190,10 +190,11 @@ class WorkflowVerbs(StoreBase):
         with self.read() as cur:
             return among(cur, ids)
 
-    def wf_done_one(self, mid: int, value: Callable[[], bytes | None]) -> None:
+    def wf_done_one(self, mid: int, value: Callable[[], bytes | None],
+                    results_row: bool = False) -> None:
         conn, cur = self._handles()
         if not conn.in_transaction or self._local.broken is not None:
-            super().wf_done_one(mid, value)  # type: ignore[misc]  # Backend, after this mixin
+            super().wf_done_one(mid, value, results_row)  # type: ignore[misc]  # Backend, after this mixin
             return
         # In the ack's transaction (the worker acking one job): the lookup on this
         # thread's cursor, with no read() of its own (a generator's context manager and
@@ -215,7 +216,7 @@ class WorkflowVerbs(StoreBase):
         settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
-                children: Mapping[int, Sequence[int]]) -> None:
+                children: Mapping[int, Sequence[int]], results_rows: bool = False) -> None:
         # Set-wise (no trigger per edge, see WFACK_SCHEMA): one statement settles the
         # edges, then one counter update per child (and a release when it reaches 0).
         conn, cur = self._handles()
