@@ -173,8 +173,9 @@ def test_each_record_names_only_columns_the_current_schema_has(
     columns = {r[1] for r in store.execute(f"PRAGMA table_info({table})")}
     assert set(record._fields) <= columns, set(record._fields) - columns
     # queues also keep counters (depth, totals) and created_at; messages the workflow
-    # flag ``wf`` (derived: the job has rows in wf_edges, issue 20)
-    derived = {"messages": {"wf"}}.get(table, set())
+    # flag ``wf`` (derived: the job has rows in wf_edges, issue 20); results a parent's
+    # success kept for its edges (``wf_value``, read through the edges: WfEdge)
+    derived = {"messages": {"wf"}, "results": {"wf_value"}}.get(table, set())
     if table != "queues":
         assert set(record._fields) == columns - derived, columns - set(record._fields)
 

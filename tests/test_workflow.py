@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from workerapp_tools import drain
 
 import liteq
+from liteq import codec
 from liteq.backends import State
 from liteq.cli import cli
 from liteq.errors import InvalidArgument
@@ -79,6 +80,28 @@ def test_a_chain_passes_each_result_to_the_next_step_even_without_stored_results
     assert last.result() == 108
     assert [c for c in tasks["calls"]] == [("add", (1, 1)), ("double", (2,)), ("double", (4,)),
                                           ("add", (8, 100))]
+
+
+def test_a_result_that_is_none_or_cannot_travel_reaches_the_next_step_as_none(
+        db, tasks) -> None:
+    """None, and a value the codec refuses, both reach the dependent as None; the worker
+    keeps them with its ack (SQLite: in the results row, the value that cannot travel as
+    an empty one, which the edge reads back as no value, not as a parent pending)."""
+    seen: list[Any] = []
+
+    @db.task
+    def gives(kind: str) -> Any:
+        return None if kind == "none" else object()
+
+    @db.task
+    def takes(value: Any, kind: str) -> None:
+        seen.append((kind, value))
+
+    jobs = [chain(gives.s(kind), takes.s(kind)).delay() for kind in ("none", "object")]
+    drain(db)
+    assert sorted(seen) == [("none", None), ("object", None)]
+    assert [(e.outcome, e.value) for j in jobs for e in j.edges()[0]] == [
+        ("done", codec.encode(None, 99)), ("done", None)]  # None's CBOR; no value at all
 
 
 def test_then_is_a_chain_and_an_immutable_step_gets_no_result(db, tasks) -> None:
@@ -419,7 +442,10 @@ def test_pruning_expired_results_forgets_the_workflow_records_of_jobs_gone(db) -
     last = chain(fleeting.s(1), fleeting.s(), keep.s().set(queue="later")).delay()
     workflow = last.workflow
     drain(db)  # the two fleeting steps; the last one waits in "later"
-    db.prune_results()
+    read = [(e.outcome, codec.decode(e.value)) for e in last.edges()[0]]
+    assert read == [("done", 3)]
+    db.prune_results()  # (SQLite: the result kept in the results row moves to the edge)
+    assert [(e.outcome, codec.decode(e.value)) for e in last.edges()[0]] == read
     assert db.backend.wf_members(workflow) == [last.id]  # the gone ones are forgotten...
     assert [e.parent for e in last.edges()[0]] == [last.id - 1]  # ...not what it reads
     drain(db, queues=["later"])

@@ -80,9 +80,10 @@ def _downgrade(db: liteq.Database) -> None:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute(old[old.index("-- A parent ends:"):])
         # _V_WFACK's version and every later one (they run again on the next open): the
-        # ids migration after it makes its trigger and view again.
+        # ids migration after it makes its trigger and view again, _V_WFKEEP its column.
         conn.execute("DROP TRIGGER msg_top")
         conn.execute("DROP VIEW msg_tombstone")
+        conn.execute("ALTER TABLE results DROP COLUMN wf_value")  # _V_WFKEEP's
         conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(sqlite_sql.WFACK_SCHEMA)}")
 
 
@@ -123,9 +124,13 @@ def test_a_chord_half_acked_before_the_migration_calls_back_once_after_it(db_tar
         db.close()
 
 
-def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(db) -> None:
+@pytest.mark.parametrize("results_rows", [False, True], ids=["edges", "results-rows"])
+def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(
+        db, results_rows: bool) -> None:
     """One ack transaction of parents with one, two and no dependents among them, and
-    two parents of the same child: every counter goes down by its own parents only."""
+    two parents of the same child: every counter goes down by its own parents only.
+    *results_rows*: as the worker acks, the results rows written first (where SQLite
+    keeps the results for the edges)."""
     calls: list[Any] = []
     member, _callback = _tasks(db, calls)
 
@@ -144,7 +149,8 @@ def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(db) -> N
     batch = [m for m in msgs if m.id != plain.id]
     with db.transaction():
         assert not db.backend.ack(q.id, [(m.id, m.token) for m in batch], 0)
-        workflow.record(db, [(m.id, m.payload["args"][0]) for m in batch])
+        _results_first(db, batch, results_rows)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in batch], results_rows)
     unmet = dict(_wf(db, "SELECT id, unmet FROM wf_jobs WHERE id IN (?, ?, ?)",
                            (both.id, one.id, other.id)))
     assert unmet == {both.id: 0, one.id: 0, other.id: 1}
@@ -154,13 +160,16 @@ def test_a_batch_ack_counts_each_childs_parents_once_whatever_their_mix(db) -> N
     (rest,) = [m for m in msgs if m.id == plain.id]
     with db.transaction():
         assert not db.backend.ack(q.id, [(rest.id, rest.token)], 0)
-        workflow.record(db, [(rest.id, 4)])
+        _results_first(db, [rest], results_rows)
+        workflow.record(db, [(rest.id, 4)], results_rows)
     assert other.state == "queued"
     drain(db)
     assert sorted(calls) == ["both", "one", "other"]
 
 
-def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_once(db) -> None:
+@pytest.mark.parametrize("results_rows", [False, True], ids=["edges", "results-rows"])
+def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_once(
+        db, results_rows: bool) -> None:
     """A worker's flush acks the jobs of every queue it serves in one transaction: here a
     queue that keeps finished jobs (its acks settle the edges by trigger) and one that
     deletes them (settled by the ack's own statements). Each child counts each parent
@@ -189,7 +198,8 @@ def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_on
             mine = [m for m in claimed if m.owner.name == name]
             assert not db.backend.ack(q.id, [(m.id, m.token) for m in mine],
                                       q.config.retention)
-        workflow.record(db, [(m.id, m.payload["args"][0]) for m in claimed])
+        _results_first(db, claimed, results_rows)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in claimed], results_rows)
     assert first.state == "queued" and second.state == "queued"
     assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id IN (?, ?)",
                (first.id, second.id)) == [(0,), (0,)]  # counted once, not twice
@@ -198,7 +208,9 @@ def test_one_ack_of_retained_and_deleted_parents_gives_each_child_its_results_on
     assert (first.result(), second.result()) == ([1, 3], [2, 4])
 
 
-def test_acks_one_by_one_count_each_child_once_and_release_it_at_its_last_parent(db) -> None:
+@pytest.mark.parametrize("results_rows", [False, True], ids=["edges", "results-rows"])
+def test_acks_one_by_one_count_each_child_once_and_release_it_at_its_last_parent(
+        db, results_rows: bool) -> None:
     """The one-job ack (its own path on both engines): parents with one and with two
     children, a retained parent, and a child waiting for four parents, acked one
     transaction each.
@@ -224,7 +236,8 @@ def test_acks_one_by_one_count_each_child_once_and_release_it_at_its_last_parent
         m = claimed[job.id]
         with db.transaction():
             assert not db.backend.ack(m.owner.id, [(m.id, m.token)], m.owner.config.retention)
-            workflow.record(db, [(m.id, m.payload["args"][0] * 10)])
+            _results_first(db, [m], results_rows)
+            workflow.record(db, [(m.id, m.payload["args"][0] * 10)], results_rows)
         assert [j.state for j in waiting] == ["waiting"] * len(waiting)
     assert (three.state, after_a.state) == ("queued", "queued")
     assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id IN (?, ?)",
@@ -264,12 +277,20 @@ def test_a_dependent_enqueued_while_its_parent_is_being_acked_is_released(
     assert calls == [70]
 
 
+def _results_first(db: liteq.Database, msgs: list[Any], results_rows: bool) -> None:
+    """If *results_rows*: the results rows the worker's ack writes before it settles the
+    dependents, with no stored value (a task's default), so that a result read from
+    anywhere but where the ack kept it would be None."""
+    if results_rows:
+        db.backend.save_results([_done_row(db, m, None) for m in msgs])
+
+
 def _done_row(db: liteq.Database, m: Any, value: Any) -> tuple[Any, ...]:
     """The results row the worker's ack writes for *m* (a success)."""
     ctx = JobContext(db, m.id, m.payload["task"], m.owner.name, m.attempts, 5,
                      m.payload["args"], {}, m.enqueued_at)
     return outcome_row(ctx, State.DONE, attempts=m.attempts, now=time.time(), ttl=3600.0,
-                       value=codec.encode(value), duration=0.0)
+                       value=None if value is None else codec.encode(value), duration=0.0)
 
 
 @pytest.mark.parametrize(("size", "each"), [(1, False), (3, False), (1, True), (3, True)])

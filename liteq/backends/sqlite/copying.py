@@ -31,6 +31,7 @@ from ...errors import InvalidArgument
 from ..records import State
 from ..tables import COPY_TABLES, FLAGS, ROW_TYPES, Counters, check_table
 from .base import StoreBase
+from .workflow_sql import SQL_WF_EDGE_SELECT
 
 __all__ = ["CopyVerbs"]
 
@@ -52,11 +53,12 @@ SQL_IMPORT = {
        f"({', '.join('?' * len(ROW_TYPES[t]._fields))}) ON CONFLICT (id) DO NOTHING"
     for t in COPY_TABLES
 }
-# The edges of the next *limit* children (a chunk may hold more rows than that).
-SQL_EXPORT["wf_edges"] = f"""
-SELECT {_columns("wf_edges")} FROM wf_edges WHERE child IN (
+# The edges of the next *limit* children (a chunk may hold more rows than that), as
+# their children read them: a success kept in its parent's results row (WFKEEP_SCHEMA)
+# arrives settled on the edge, which every engine reads.
+SQL_EXPORT["wf_edges"] = SQL_WF_EDGE_SELECT + """WHERE e.child IN (
     SELECT DISTINCT child FROM wf_edges WHERE child > ? ORDER BY child LIMIT ?)
-ORDER BY child, parent
+ORDER BY e.child, e.parent
 """
 SQL_EXTENT["wf_edges"] = "SELECT count(*), coalesce(max(child), 0) FROM wf_edges"
 SQL_IMPORT["wf_edges"] = SQL_IMPORT["wf_edges"].replace("(id)", "(parent, child)")

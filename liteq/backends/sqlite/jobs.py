@@ -23,6 +23,7 @@ from .sql import (
     chunk_sizes,
     sql_result_put,
 )
+from .workflow_sql import SQL_WF_KEEP_EXPIRING
 
 #: The length of a results row without its ``worker`` (written by no worker: a job
 #: cancelled before it ran), which gets None.
@@ -98,6 +99,9 @@ class JobVerbs(StoreBase):
 
     def prune_results(self, before: float) -> int:
         with self.write() as cur:
+            # A parent's success kept in its results row goes onto the edges still
+            # reading it before the row goes (workflow_sql.py, WFKEEP_SCHEMA).
+            cur.execute(SQL_WF_KEEP_EXPIRING, (before,))
             cur.execute(SQL_RESULT_PRUNE, (before,))
             n = int(cur.connection.changes())
             # The attempts of jobs now gone go with their results (and those of plain

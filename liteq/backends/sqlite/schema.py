@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
+from .workflow_sql import WFACK_SCHEMA, WFKEEP_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "MIGRATIONS", "STATES", "STATE_NAMES",
            "TASK_NAME", "TASK_PAYLOAD", "TOMBSTONE"]
@@ -484,6 +484,10 @@ END;
 _BEFORE_IDS = [_V1, _V2, _V3, _V4, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK]
 _V_IDS = _V_IDS_HEAD + "\n".join(_made_on_messages(_BEFORE_IDS)) + "\n" + _MSG_TOP
 
+# Workflows: a parent acked by the worker keeps its success in its results row, not on
+# its edges (``workflow_sql.py``: WFKEEP_SCHEMA). A column; existing edges keep theirs.
+_V_WFKEEP = WFKEEP_SCHEMA
+
 #: MIGRATIONS[n] upgrades a file at user_version n to n + 1.
-MIGRATIONS: list[str] = [*_BEFORE_IDS, _V_IDS]
+MIGRATIONS: list[str] = [*_BEFORE_IDS, _V_IDS, _V_WFKEEP]
 SCHEMA_VERSION = len(MIGRATIONS)

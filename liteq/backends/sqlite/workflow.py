@@ -6,15 +6,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ...errors import LiteqError
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .base import StoreBase
 from .schema import CANCELLED, DEAD, DONE
 from .sql import IDS_PER_STATEMENT
-from .workflow_sql import SQL_WF_COUNT, SQL_WF_COUNT_SOME, SQL_WF_RELEASE, sql_wf_done
+from .workflow_sql import (
+    SQL_WF_COUNT,
+    SQL_WF_COUNT_SOME,
+    SQL_WF_EDGE_SELECT,
+    SQL_WF_KEEP_ONE,
+    SQL_WF_RELEASE,
+    sql_wf_done,
+    sql_wf_keep,
+)
 
 __all__ = ["WorkflowVerbs", "among", "settle_done"]
 
-_EDGE_COLUMNS = "parent, child, pos, allow_failure, outcome, value, error"
 SQL_WF_JOB = "INSERT INTO wf_jobs (id, workflow, unmet, delay) VALUES (?, ?, ?, ?)"
 SQL_WF_EDGE = "INSERT INTO wf_edges (parent, child, pos, allow_failure) VALUES (?, ?, ?, ?)"
 SQL_WF_FLAG = "UPDATE messages SET wf = 1 WHERE id = ? AND wf IS NULL"
@@ -42,8 +50,8 @@ SQL_WF_RETAINED = f"SELECT id FROM messages WHERE id IN ({{}}) AND state = {DONE
 SQL_WF_DONE_VALUE = "UPDATE wf_edges SET value = ? WHERE parent = ? AND outcome = 'done'"
 # The success of one parent acked by a DELETE.
 SQL_WF_DONE_ONE = sql_wf_done(1)
-SQL_WF_PARENTS = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE child = ? ORDER BY pos"
-SQL_WF_CHILDREN = f"SELECT {_EDGE_COLUMNS} FROM wf_edges WHERE parent = ? ORDER BY child"
+SQL_WF_PARENTS = SQL_WF_EDGE_SELECT + "WHERE e.child = ? ORDER BY e.pos"
+SQL_WF_CHILDREN = SQL_WF_EDGE_SELECT + "WHERE e.parent = ? ORDER BY e.child"
 SQL_WF_WORKFLOW = "SELECT workflow FROM wf_jobs WHERE id = ?"
 SQL_WF_MEMBERS = "SELECT id FROM wf_jobs WHERE workflow = ? ORDER BY id"
 # Jobs gone altogether (at most 1000 per statement, oldest first).
@@ -89,8 +97,50 @@ def among(cur: Any, ids: Sequence[int]) -> dict[int, list[int]]:
     return found
 
 
+def _keep(cur: Any, items: Sequence[tuple[int, bytes | None]],
+          children: Mapping[int, Sequence[int]]) -> list[tuple[int, bytes | None]]:
+    """The parents among *items* acked by a DELETE keep their success in the results
+    rows this transaction wrote (WFKEEP_SCHEMA) and their children are counted; the
+    others (retained acks: their rows stay, done) are returned, to settle on their
+    edges."""
+    settle = [(mid, value) for mid, value in items if children.get(mid)]
+    kept = 0
+    for i in range(0, len(settle), IDS_PER_STATEMENT):
+        part = settle[i:i + IDS_PER_STATEMENT]
+        cur.execute(sql_wf_keep(len(part)), [x for mid, v in part for x in (mid, _kept(v))])
+        kept += cur.connection.changes()
+    retained: set[int] = set()
+    if kept < len(settle):  # rare: the queue keeps finished jobs
+        for i in range(0, len(settle), IDS_PER_STATEMENT):
+            ids = [mid for mid, _v in settle[i:i + IDS_PER_STATEMENT]]
+            retained.update(r[0] for r in cur.execute(
+                SQL_WF_RETAINED.format(",".join("?" * len(ids))), ids))
+        if kept != len(settle) - len(retained):
+            raise LiteqError("workflow: a parent acked by the worker has no results row "
+                             "in its ack's transaction")  # the caller's contract broken
+    counts: dict[int, int] = {}
+    for mid, _v in settle:
+        if mid not in retained:
+            for child in children[mid]:
+                counts[child] = counts.get(child, 0) + 1
+    _count_done(cur, counts)
+    return [(mid, value) for mid, value in settle if mid in retained]
+
+
+def _kept(value: bytes | None) -> bytes:
+    """A result as ``results.wf_value`` keeps it: X'' for none (set means succeeded)."""
+    return b"" if value is None else value
+
+
 def settle_done(cur: Any, items: Sequence[tuple[int, bytes | None]],
-                 children: Mapping[int, Sequence[int]]) -> None:
+                children: Mapping[int, Sequence[int]], results_rows: bool = False) -> None:
+    """The success of the parents *items* ``(id, CBOR result)``, acked in this
+    transaction, with their *children* (:func:`among`): kept in their results rows when
+    the transaction wrote them (*results_rows*), else on their edges."""
+    if results_rows:
+        items = _keep(cur, items, children)
+        if not items:
+            return
     changes = cur.connection.changes
     if len(items) == 1:
         # One job (a worker acking one by one): no lists to build. Python's share of
@@ -203,17 +253,26 @@ class WorkflowVerbs(StoreBase):
         edges = cur.execute(_EDGES_OF, (mid,)).fetchall()
         if not edges:
             return
+        result = value()
+        changes = cur.connection.changes
+        if results_row:  # the worker's: its success kept in the results row it wrote
+            cur.execute(SQL_WF_KEEP_ONE, (mid, _kept(result)))
+            if changes():
+                if len(edges) == 1:
+                    _count_down(cur, edges[0][1], 1)
+                else:
+                    _count_done(cur, {kid: 1 for _row, kid in edges})
+                return
+            # a retained ack (its row stays): on its edges, as without results rows
         if len(edges) == 1:  # a chord member, a chain's step: the edge by its rowid
             (row, kid), = edges
-            result = value()
-            changes = cur.connection.changes
             cur.execute(_DONE_AT, (row, result))
             if not changes():  # settled already: a retained ack (wf_end_done)
                 _settled_fewer(cur, [(mid, result)], [(mid, kid)])
                 return
             _count_down(cur, kid, 1)
             return
-        settle_done(cur, [(mid, value())], {mid: [kid for _row, kid in edges]})
+        settle_done(cur, [(mid, result)], {mid: [kid for _row, kid in edges]})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]], results_rows: bool = False) -> None:
@@ -225,10 +284,10 @@ class WorkflowVerbs(StoreBase):
             # other writer since, and no savepoint of its own (a SAVEPOINT and a RELEASE
             # less per ack). A statement that fails raises through that transaction,
             # which rolls back with the ack.
-            settle_done(cur, items, children)
+            settle_done(cur, items, children, results_rows)
             return
         with self.write() as cur:  # alone: read them again under the write lock
-            settle_done(cur, items, among(cur, [mid for mid, _v in items]))
+            settle_done(cur, items, among(cur, [mid for mid, _v in items]), results_rows)
 
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:
         with self.read() as cur:

@@ -7,7 +7,10 @@ promotion or index changes: the claim never sees it, ``msg_delayed`` never finds
 ``wf_jobs`` counts each dependent's parents that have not ended (``unmet``);
 ``wf_edges`` holds one row per (parent, child) with what the child needs of the parent
 once it ended: its outcome, its error and, when it succeeded, its encoded result (kept
-here whatever the task's ``store_result``).
+here whatever the task's ``store_result``). A parent the worker acked by a DELETE keeps
+its success in its results row instead, written in the same transaction, and its edges
+stay unsettled on disk: their readers derive "done, with that value"
+(:data:`WFKEEP_SCHEMA`).
 
 Every path that ends a message in place (retained ack, fail, burial after the last
 attempt or an expired lease, dead-lettering into another queue, cancellation) sets its
@@ -39,8 +42,9 @@ import functools
 
 from ..workflow import WAITING_AT
 
-__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "SQL_WF_PURGING", "sql_wf_done",
-           "SQL_WF_COUNT_SOME", "SQL_WF_COUNT", "SQL_WF_RELEASE"]
+__all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFKEEP_SCHEMA", "SQL_WF_PURGING", "sql_wf_done",
+           "SQL_WF_COUNT_SOME", "SQL_WF_COUNT", "SQL_WF_RELEASE", "SQL_WF_KEEP_ONE",
+           "sql_wf_keep", "SQL_WF_EDGE_SELECT", "SQL_WF_KEEP_EXPIRING"]
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 _WAITING = f"state = 1 AND run_at >= {WAITING_AT!r}"
@@ -233,6 +237,60 @@ BEGIN
 END;
 """
 
+
+
+# The worker's ack of a parent (session 13, issue 20's 1.3x): its success is kept in the
+# results row the same transaction has just written, not on each of its edges. One by
+# one, the member's edge was a page of its own in every commit (wf_edges; the results
+# row's page is written anyway), and a page in a commit costs ~2.5-3 us here: without
+# the edge's write a member's ack measured 1.30x -> 1.17x a plain one (bench_chord.py
+# --style worker-one, a prototype). ``wf_value`` set (X'' for a result that is None or
+# could not be encoded) says "this job succeeded and its edges still unsettled are done,
+# with this value": the edges' readers derive it (SQL_WF_EDGE_SELECT), and before a
+# results row expires its value goes onto those edges (SQL_WF_KEEP_EXPIRING). Only a
+# job acked by a DELETE: a retained ack (the row stays, done) settled its edges through
+# wf_end_done already, so the statement skips a job whose message is still there.
+WFKEEP_SCHEMA = """
+ALTER TABLE results ADD COLUMN wf_value BLOB;  -- a parent's success kept for its edges
+"""
+
+# One parent (parameters: id, value). Changes nothing for a retained ack.
+SQL_WF_KEEP_ONE = """
+UPDATE results SET wf_value = ?2
+WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND qid <> 0)
+"""
+
+
+@functools.cache
+def sql_wf_keep(n: int) -> str:
+    """SQL_WF_KEEP_ONE for *n* parents (parameters: id, value, id, value, ...). Not
+    ``RETURNING`` the ids kept: it cost the worker's flush ~5k instructions a member
+    (bench_chord.py --style worker --instructions); the caller counts the changes."""
+    values = ",".join(["(?,?)"] * n)
+    return ("UPDATE results SET wf_value = v.value "
+            f"FROM (SELECT column1 AS id, column2 AS value FROM (VALUES {values})) AS v "
+            "WHERE results.id = v.id "
+            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = v.id AND m.qid <> 0)")
+
+
+# An edge as its child reads it (WfEdge's fields): unsettled, with its parent's success
+# kept in the parent's results row, it is done with that value.
+SQL_WF_EDGE_SELECT = """
+SELECT e.parent, e.child, e.pos, e.allow_failure,
+       CASE WHEN e.outcome IS NULL AND r.wf_value IS NOT NULL THEN 'done' ELSE e.outcome END,
+       CASE WHEN e.outcome IS NULL THEN nullif(r.wf_value, X'') ELSE e.value END, e.error
+FROM wf_edges e LEFT JOIN results r ON e.outcome IS NULL AND r.id = e.parent
+"""
+
+# Before results rows expire (parameter: the prune's time): the successes they keep go
+# onto the edges still reading them. Already counted, and it names no error: no trigger.
+SQL_WF_KEEP_EXPIRING = """
+UPDATE wf_edges SET outcome = 'done',
+    value = (SELECT nullif(wf_value, X'') FROM results WHERE id = wf_edges.parent)
+WHERE outcome IS NULL AND parent IN (
+    SELECT id FROM results
+    WHERE expires_at IS NOT NULL AND expires_at < ? AND wf_value IS NOT NULL)
+"""
 
 
 @functools.cache
