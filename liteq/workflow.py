@@ -541,11 +541,7 @@ def record(db: Context, done: Sequence[tuple[int, Any]], results_rows: bool = Fa
         mid, result = done[0]
         store.wf_done_one(mid, lambda: _encoded(db, result), results_rows)
         return
-    parents = store.wf_parents_among([mid for mid, _r in done])
-    if not parents:
-        return
-    store.wf_done([(mid, _encoded(db, result)) for mid, result in done if mid in parents],
-                  parents, results_rows)
+    store.wf_record(done, lambda result: _encoded(db, result), results_rows)
 
 
 def _encoded(db: Context, result: Any) -> bytes | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["WAITING_AT", "WfEdge", "WfNode", "WfJobRow", "WfEdgeRow", "WorkflowVerbs"]
 
@@ -111,6 +111,19 @@ class WorkflowVerbs(ABC):
         parents = self.wf_parents_among([mid])
         if parents:
             self.wf_done([(mid, value())], parents, results_row)
+
+    def wf_record(self, done: Sequence[tuple[int, Any]], encode: Callable[[Any], bytes | None],
+                  results_rows: bool = False) -> None:
+        """In the transaction that acked jobs ``(id, result)``, after the ack: the
+        dependents of those that have any are settled with their results
+        (``encode(result)``: the CBOR of one, called for the jobs that need it here).
+        The worker's flush: :meth:`wf_parents_among`, then :meth:`wf_done` of the parents
+        found; an engine may look up and settle in one call (PostgreSQL: one round trip
+        instead of two, every result encoded). *results_rows* as :meth:`wf_done`'s."""
+        parents = self.wf_parents_among([mid for mid, _r in done])
+        if parents:
+            self.wf_done([(mid, encode(result)) for mid, result in done if mid in parents],
+                         parents, results_rows)
 
     @abstractmethod
     def wf_edges(self, mid: int) -> tuple[list[WfEdge], list[WfEdge]]:

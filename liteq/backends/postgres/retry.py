@@ -96,7 +96,7 @@ UNDECIDED = frozenset({
     "delete_finished", "error_groups", "export_counters", "export_extent", "export_rows",
     "flows", "history_runs", "history_sums", "import_counters", "import_rows",
     "limit_stats", "save_attempts", "set_copy_mark", "set_flow", "set_paused", "wf_done",
-    "wf_done_one",
+    "wf_done_one", "wf_record",
     "wf_edges", "wf_link", "wf_members", "wf_parents_among", "wf_prune", "wf_workflow",
 })
 
