@@ -325,3 +325,37 @@ def test_edges_moved_between_the_acks_lookup_and_its_settling_are_settled_by_key
     assert cb.state == "queued"
     drain(db)
     assert calls == [[i * 10 for i in range(size)]]
+
+
+@pytest.mark.parametrize("size", [10, 40_000], ids=["small", "large"])
+def test_a_flush_of_members_and_plain_jobs_gives_every_result_whatever_its_size(
+        db, size: int) -> None:
+    """The worker's flush: one transaction acks chord members and plain jobs, writes their
+    results rows, then settles (``workflow.record``). PostgreSQL sends every job's result
+    with its lookup up to 64 KiB in all, else looks up first and sends only the parents':
+    the callback gets each member's result in order either way, and a plain job's
+    result goes nowhere."""
+    calls: list[Any] = []
+
+    @db.task(name="sized")
+    def sized(i: int) -> str:
+        return str(i) * size
+
+    @db.task(name="collect", store_result=True)
+    def collect(results: list[str]) -> int:
+        calls.append(results)
+        return len(results)
+
+    cb = chord(group(sized.s(i) for i in range(1, 4)), collect.s()).delay()
+    plain = [sized.enqueue([i]) for i in (7, 8)]
+    q = db.queue("default")
+    msgs = q.get_many(10)
+    assert len(msgs) == 5
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
+        _results_first(db, msgs, True)
+        workflow.record(db, [(m.id, str(m.payload["args"][0]) * size) for m in msgs], True)
+    assert cb.state == "queued"
+    assert [j.state for j in plain] == ["done", "done"]
+    drain(db)
+    assert calls == [[str(i) * size for i in range(1, 4)]]

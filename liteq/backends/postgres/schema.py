@@ -46,7 +46,7 @@ import psycopg
 
 from ...errors import InvalidArgument, SchemaError, StorageError
 from .obs_sql import OBS_SCHEMA
-from .workflow_at_sql import WFAT_SCHEMA
+from .workflow_at_sql import WFAT_SCHEMA, WFMANY_SCHEMA
 from .workflow_settle_sql import WFONE_SCHEMA
 from .workflow_sql import WFACK_SCHEMA, WFVAL_SCHEMA, WORKFLOW_SCHEMA
 
@@ -436,9 +436,13 @@ DELETE FROM {s}.depth_stripes d USING {s}.queues q WHERE q.id = d.qid AND NOT q.
 # by their ctid (``workflow_at_sql.py``: WFAT_SCHEMA). New functions beside the old ones.
 _V_WFAT = WFAT_SCHEMA
 
+# Workflows, the worker's flush (issue 20): one call looks a batch's edges up and settles
+# them (``workflow_at_sql.py``: WFMANY_SCHEMA). A new function beside the old ones.
+_V_WFMANY = WFMANY_SCHEMA
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
-                         _V_WFONE, _V_UNCOUNTED, _V_WFAT]
+                         _V_WFONE, _V_UNCOUNTED, _V_WFAT, _V_WFMANY]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

@@ -12,7 +12,13 @@ from ..records import State
 from ..workflow import WAITING_AT, WfEdge, WfNode
 from .connection import Connections
 from .schema import qualify
-from .workflow_at_sql import SQL_WF_ACK1, SQL_WF_AMONG_AT, SQL_WF_DONE1_AT, SQL_WF_DONE_AT
+from .workflow_at_sql import (
+    SQL_WF_ACK1,
+    SQL_WF_ACK_MANY,
+    SQL_WF_AMONG_AT,
+    SQL_WF_DONE1_AT,
+    SQL_WF_DONE_AT,
+)
 from .workflow_settle_sql import SQL_WF_APPLY
 from .workflow_sql import SQL_WF_COUNT, SQL_WF_DONE
 
@@ -63,6 +69,16 @@ DELETE FROM {s}.wf_jobs WHERE id IN (SELECT id FROM gone) RETURNING 1
 _OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
+#: The most result bytes the worker's flush sends with its lookup (wf_record): the
+#: plain jobs' results go for nothing, and a batch of large ones would cost more to send
+#: than the round trip that the single call saves.
+_SEND_UP_TO = 64 * 1024
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
 class _Among(dict[int, list[int]]):
     """What ``wf_parents_among`` found: each parent's children and, in ``at``, the rows
     (ctid) of those edges in the same order, for the ``wf_done`` of the same
@@ -86,6 +102,7 @@ class _Statements(NamedTuple):
     among: str
     done: str
     ack1: str
+    ack_many: str
     done_at: str
     done1_at: str
     apply: str
@@ -98,7 +115,8 @@ class _Statements(NamedTuple):
 
 
 _SOURCES = _Statements(SQL_WF_LOCK, SQL_WF_JOBS, SQL_WF_EDGES, SQL_WF_FLAG, SQL_WF_HOLD, SQL_WF_PARENT,
-                       SQL_WF_SETTLE, SQL_WF_AMONG_AT, SQL_WF_DONE, SQL_WF_ACK1, SQL_WF_DONE_AT, SQL_WF_DONE1_AT,
+                       SQL_WF_SETTLE, SQL_WF_AMONG_AT, SQL_WF_DONE, SQL_WF_ACK1, SQL_WF_ACK_MANY,
+                       SQL_WF_DONE_AT, SQL_WF_DONE1_AT,
                        SQL_WF_APPLY, SQL_WF_COUNT, SQL_WF_PARENTS,
                        SQL_WF_CHILDREN, SQL_WF_WORKFLOW, SQL_WF_MEMBERS, SQL_WF_PRUNE)
 
@@ -196,6 +214,27 @@ class WorkflowVerbs:
         # encoded for nothing, a cost of the client's).
         self.conns.joined(self._wf_sql.ack1, {
             "parent": mid, "value": value(), "channel": self._wf_channel})
+
+    def wf_record(self, done: Sequence[tuple[int, Any]], encode: Callable[[Any], bytes | None],
+                  results_rows: bool = False) -> None:
+        if not done:
+            return
+        if not self.conns.in_transaction():
+            super().wf_record(done, encode, results_rows)  # type: ignore[misc]  # Backend, after this mixin
+            return
+        # In the ack's transaction (the worker's flush): the lookup and the settling in
+        # one round trip, joined to it (no savepoint). In id order, as wf_done's. Every
+        # job's result goes, the plain ones' too: past _SEND_UP_TO bytes in all (large
+        # results), the lookup first and only the parents' results, as before.
+        items = sorted(done, key=lambda pair: pair[0]) if len(done) > 1 else done
+        parents = [mid for mid, _r in items]
+        values = [encode(r) for _m, r in items]
+        if sum(len(v) for v in values if v is not None) > _SEND_UP_TO:
+            super().wf_record(list(zip(parents, values, strict=True)),  # type: ignore[misc]
+                              _as_is, results_rows)
+            return
+        self.conns.joined(self._wf_sql.ack_many, {
+            "parents": parents, "values": values, "channel": self._wf_channel})
 
     def wf_done(self, items: Sequence[tuple[int, bytes | None]],
                 children: Mapping[int, Sequence[int]], results_rows: bool = False) -> None:

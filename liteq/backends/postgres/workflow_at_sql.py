@@ -33,7 +33,8 @@ from __future__ import annotations
 from .workflow_settle_sql import WFONE_SCHEMA
 from .workflow_sql import WFVAL_SCHEMA
 
-__all__ = ["WFAT_SCHEMA", "SQL_WF_ACK1", "SQL_WF_AMONG_AT", "SQL_WF_DONE_AT", "SQL_WF_DONE1_AT"]
+__all__ = ["WFAT_SCHEMA", "WFMANY_SCHEMA", "SQL_WF_ACK1", "SQL_WF_ACK_MANY", "SQL_WF_AMONG_AT",
+           "SQL_WF_DONE_AT", "SQL_WF_DONE1_AT"]
 
 
 def _tail(schema: str, start: str) -> str:
@@ -167,6 +168,39 @@ DECLARE
 $wf$;
 """
 
+# The worker's flush (session 13, migration ``_V_WFMANY``): the lookup and the settling
+# of a batch in one call, as wf_ack1 does for one job. Before, the flush ran wf_among_at
+# (a round trip under a savepoint; each edge's row back to the client, parsed there) and
+# then, when it found parents, wf_done_at (another round trip, three arrays sent back).
+# Every acked job's result goes to the server now, plain ones too (the client cannot tell
+# them apart without the lookup): measured, plain flushes cost the same (their savepoint
+# and the separate lookup are gone), and a chord member's flush fell from 1.27-1.28x to
+# 1.09-1.18x a plain one (bench_chord.py --db postgres --style worker, a prototype).
+WFMANY_SCHEMA = """
+-- The success of jobs acked by a DELETE in this transaction (the worker's flush): their
+-- edges looked up, then settled as wf_done_at does. Jobs without dependents: the lookup.
+CREATE OR REPLACE FUNCTION {s}.wf_ack_many(parents bigint[], vals bytea[], channel text)
+RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
+SET enable_bitmapscan = off AS $wf$
+DECLARE
+    ps bigint[];
+    vs bytea[];
+    ats tid[];
+BEGIN
+    SELECT array_agg(e.parent), array_agg(v.value), array_agg(e.ctid) INTO ps, vs, ats
+    FROM unnest(parents, vals) AS v(parent, value)
+    JOIN {s}.wf_edges e ON e.parent = v.parent;
+    IF ps IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM {s}.wf_done_at(ps, vs, ats, channel);
+END
+$wf$;
+"""
+
+SQL_WF_ACK_MANY = ("SELECT {s}.wf_ack_many(%(parents)b::bigint[], %(values)b::bytea[],"
+                   " %(channel)s::text)")
 SQL_WF_AMONG_AT = "SELECT * FROM {s}.wf_among_at(%b::bigint[])"
 SQL_WF_DONE_AT = ("SELECT {s}.wf_done_at(%(parents)b::bigint[], %(values)b::bytea[],"
                   " %(ats)b::tid[], %(channel)s::text)")
