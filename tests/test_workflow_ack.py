@@ -327,14 +327,15 @@ def test_edges_moved_between_the_acks_lookup_and_its_settling_are_settled_by_key
     assert calls == [[i * 10 for i in range(size)]]
 
 
-@pytest.mark.parametrize("size", [10, 40_000], ids=["small", "large"])
+@pytest.mark.parametrize("size", [10, 40_000, 70_000], ids=["small", "large", "larger"])
+@pytest.mark.parametrize("each", [False, True], ids=["flush", "one-by-one"])
 def test_a_flush_of_members_and_plain_jobs_gives_every_result_whatever_its_size(
-        db, size: int) -> None:
+        db, size: int, each: bool) -> None:
     """The worker's flush: one transaction acks chord members and plain jobs, writes their
-    results rows, then settles (``workflow.record``). PostgreSQL sends every job's result
-    with its lookup up to 64 KiB in all, else looks up first and sends only the parents':
-    the callback gets each member's result in order either way, and a plain job's
-    result goes nowhere."""
+    results rows, then settles (``workflow.record``); *each*: one job per transaction.
+    PostgreSQL sends the results with its lookup up to 64 KiB in all, else looks up first
+    and sends only the parents': the callback gets each member's result in order either
+    way, and a plain job's result goes nowhere."""
     calls: list[Any] = []
 
     @db.task(name="sized")
@@ -351,10 +352,12 @@ def test_a_flush_of_members_and_plain_jobs_gives_every_result_whatever_its_size(
     q = db.queue("default")
     msgs = q.get_many(10)
     assert len(msgs) == 5
-    with db.transaction():
-        assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
-        _results_first(db, msgs, True)
-        workflow.record(db, [(m.id, str(m.payload["args"][0]) * size) for m in msgs], True)
+    for part in ([[m] for m in msgs] if each else [msgs]):
+        with db.transaction():
+            assert not db.backend.ack(q.id, [(m.id, m.token) for m in part], 0)
+            _results_first(db, part, True)
+            workflow.record(db, [(m.id, str(m.payload["args"][0]) * size) for m in part],
+                            True)
     assert cb.state == "queued"
     assert [j.state for j in plain] == ["done", "done"]
     drain(db)

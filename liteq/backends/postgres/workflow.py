@@ -69,9 +69,9 @@ DELETE FROM {s}.wf_jobs WHERE id IN (SELECT id FROM gone) RETURNING 1
 _OUTCOMES = {State.DONE: "done", State.DEAD: "failed", State.CANCELLED: "cancelled"}
 
 
-#: The most result bytes the worker's flush sends with its lookup (wf_record): the
-#: plain jobs' results go for nothing, and a batch of large ones would cost more to send
-#: than the round trip that the single call saves.
+#: The most result bytes the worker's ack sends with its lookup (wf_record, wf_done_one):
+#: the plain jobs' results go for nothing, and large ones would cost more to send than
+#: the round trip that the single call saves.
 _SEND_UP_TO = 64 * 1024
 
 
@@ -211,9 +211,14 @@ class WorkflowVerbs:
             return
         # In the ack's transaction: the lookup and the settling in one round trip (a
         # job without dependents pays the lookup, as wf_parents_among's; its result
-        # encoded for nothing, a cost of the client's).
+        # encoded for nothing, a cost of the client's). A result past _SEND_UP_TO: the
+        # lookup first, sent only if the job has dependents (as wf_record).
+        result = value()
+        if result is not None and len(result) > _SEND_UP_TO:
+            super().wf_done_one(mid, lambda: result, results_row)  # type: ignore[misc]
+            return
         self.conns.joined(self._wf_sql.ack1, {
-            "parent": mid, "value": value(), "channel": self._wf_channel})
+            "parent": mid, "value": result, "channel": self._wf_channel})
 
     def wf_record(self, done: Sequence[tuple[int, Any]], encode: Callable[[Any], bytes | None],
                   results_rows: bool = False) -> None:
