@@ -546,11 +546,30 @@ class Tx:
                 cur.execute("BEGIN", prepare=False)
         except psycopg.Error as exc:
             raise conns.failure(conn, exc) from exc
+        except BaseException:
+            # As SQLite's _Write: an exception once the statement ran (a signal
+            # handler's KeyboardInterrupt) means __exit__ will not run; undo what was
+            # opened here, or later statements would join a transaction nobody commits.
+            self._undo_enter()
+            raise
         local = conns._local
         local.tx_depth += 1
         if self.app:
             local.app_depth += 1
         return cur
+
+    def _undo_enter(self) -> None:
+        conn, cur = self.conn, self.cur
+        if conn.closed or conn.broken or conn.pgconn.transaction_status == _IDLE:
+            return
+        try:
+            if self.nested:
+                cur.execute("ROLLBACK TO SAVEPOINT liteq_op", prepare=False)
+                cur.execute("RELEASE SAVEPOINT liteq_op", prepare=False)
+            elif conn.autocommit:
+                cur.execute("ROLLBACK", prepare=False)
+        except psycopg.Error:
+            pass  # lost now: the next call notices
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         conns, conn, cur = self.conns, self.conn, self.cur

@@ -415,7 +415,27 @@ class _Write:
                     local.app_tx = True
         except apsw.Error as exc:
             raise _translate(exc, self.store.path) from exc
+        except BaseException:
+            # Raised once the statement ran (a signal handler's KeyboardInterrupt runs
+            # as the call returns): __exit__ will not run, so undo what was opened here.
+            # Left open, every later write on this thread would join it as a savepoint
+            # and none would ever be committed (seen: `liteq tail` ended by a signal).
+            self._undo_enter()
+            raise
         return self.cur
+
+    def _undo_enter(self) -> None:
+        conn = self.conn
+        try:
+            if self.nested:
+                conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except apsw.Error:
+            pass
+        finally:
+            if self.app and not self.nested:
+                self.store._local.app_tx = False
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None and not self.app:
