@@ -425,17 +425,21 @@ class _Write:
         return self.cur
 
     def _undo_enter(self) -> None:
-        conn = self.conn
         try:
-            if self.nested:
-                conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except apsw.Error:
-            pass
+            self._roll_back()
         finally:
             if self.app and not self.nested:
                 self.store._local.app_tx = False
+
+    def _roll_back(self) -> None:
+        """Undo this operation: back to its savepoint (nested), else the transaction."""
+        conn = self.conn
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op" if self.nested
+                             else "ROLLBACK")
+        except apsw.Error:
+            pass
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None and not self.app:
@@ -463,14 +467,7 @@ class _Write:
                     exc = err
                 else:
                     return
-            try:
-                if self.nested:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK TO liteq_op; RELEASE liteq_op")
-                elif conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
+            self._roll_back()
             if self.nested and not conn.in_transaction and local.app_tx:
                 # An I/O error or disk full during a cache spill makes SQLite roll back
                 # the whole transaction, not just this savepoint: say so, and refuse
