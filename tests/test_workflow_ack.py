@@ -19,6 +19,7 @@ from liteq import codec, workflow
 from liteq.backends import State
 from liteq.backends.postgres import workflow_sql as pg_sql
 from liteq.backends.sqlite import workflow_sql as sqlite_sql
+from liteq.errors import LiteqError
 from liteq.running import JobContext, outcome_row
 from liteq.workflow import chord, group
 
@@ -362,3 +363,30 @@ def test_a_flush_of_members_and_plain_jobs_gives_every_result_whatever_its_size(
     assert [j.state for j in plain] == ["done", "done"]
     drain(db)
     assert calls == [[str(i) * size for i in range(1, 4)]]
+
+
+def test_a_flush_that_says_it_wrote_results_rows_it_did_not_write_changes_nothing(db) -> None:
+    """SQLite keeps a worker-acked parent's result in the results row the flush wrote
+    (``results_rows=True``); a batch whose caller did not write them breaks that
+    contract: it raises, and the transaction rolls back with nothing counted (no
+    callback released early, no ack lost). PostgreSQL keeps results on the edges, so
+    the flag changes nothing there and the same batch settles."""
+    calls: list[Any] = []
+    member, _callback = _tasks(db, calls)
+    cb = chord(group(member.s(i) for i in range(3)), _callback.s()).delay()
+    q = db.queue("default")
+    msgs = q.get_many(10)
+    assert len(msgs) == 3
+    if not dbsql.is_postgres(db):
+        with pytest.raises(LiteqError, match="no results row"), db.transaction():
+            assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
+            workflow.record(db, [(m.id, m.payload["args"][0]) for m in msgs], True)
+        assert cb.state == "waiting"
+        assert _wf(db, "SELECT unmet FROM wf_jobs WHERE id = ?", (cb.id,)) == [(3,)]
+        assert q.stats()["leased"] == 3  # the acks rolled back with it
+    with db.transaction():
+        assert not db.backend.ack(q.id, [(m.id, m.token) for m in msgs], 0)
+        _results_first(db, msgs, True)
+        workflow.record(db, [(m.id, m.payload["args"][0]) for m in msgs], True)
+    drain(db)
+    assert calls == [[0, 1, 2]]
