@@ -106,15 +106,17 @@ def test_decoding_any_bytes_returns_a_value_or_raises_serialization_error(data: 
 
 def _plain(value: Any) -> Any:
     """*value* as CBOR gives it back, in a form that compares by content: tuples become
-    lists; an aware datetime keeps its instant and UTC offset (not the zone's name), and
-    is compared as such (Python never calls a time in a DST fold equal to one in
-    another zone, PEP 495)."""
+    lists; an aware datetime keeps its wall time and UTC offset (not the zone's name),
+    and is compared as such: together they are its instant, with no arithmetic that
+    could leave the calendar (year 1 at a positive offset is before year 1 in UTC:
+    astimezone() raised OverflowError), and Python never calls a time in a DST fold
+    equal to one in another zone (PEP 495)."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {_plain(k): _plain(v) for k, v in value.items()}
     if isinstance(value, dt.datetime) and value.utcoffset() is not None:
-        return ("datetime", value.astimezone(dt.UTC), value.utcoffset())
+        return ("datetime", value.replace(tzinfo=None), value.utcoffset())
     return value
 
 
@@ -123,6 +125,7 @@ def _plain(value: Any) -> Any:
 @example([1, (2, 3), {"a": (4,)}])
 @example({"when": dt.datetime(1850, 1, 1, tzinfo=dt.timezone(dt.timedelta(seconds=21208)))})
 @example(dt.datetime(1987, 9, 26, 23, 0, tzinfo=ZoneInfo("America/Tegucigalpa")))  # in a fold
+@example(dt.datetime(1, 1, 1, tzinfo=ZoneInfo("Africa/Addis_Ababa")))  # before year 1 in UTC
 @example(decimal.Decimal("1E+1000"))
 @example(uuid.UUID(int=0))
 @example(2**200)
