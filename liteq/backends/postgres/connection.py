@@ -79,12 +79,13 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import DiagnosticField, ExecStatus, TransactionStatus
 from psycopg.rows import tuple_row
 
 from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError, StorageError
 from ..base import check_open_options
 from ..targets import redact_url
+from . import hot as hot_sql
 
 __all__ = ["DURABILITY", "Connections", "Tx", "ended", "redact", "translate"]
 
@@ -93,6 +94,22 @@ DURABILITY = {"normal": "off", "full": "on"}
 
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
+_COMMAND_OK = ExecStatus.COMMAND_OK
+_SQLSTATE = DiagnosticField.SQLSTATE
+
+
+def _result_error(pg: Any, res: Any) -> psycopg.Error:
+    """The psycopg exception psycopg would raise for the failed result *res* of *pg*
+    (its class from the SQLSTATE; an OperationalError when the connection is gone)."""
+    text = (res.error_message or pg.error_message or b"").decode(errors="replace").strip()
+    code = res.error_field(_SQLSTATE)
+    if code is None or pg.status != _OK:
+        return psycopg.OperationalError(text or "the connection to the server was lost")
+    try:
+        cls = pgerrors.lookup(code.decode())
+    except KeyError:
+        cls = psycopg.DatabaseError
+    return cls(text)
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> list[Any]:
@@ -183,6 +200,8 @@ class _Local(threading.local):
     broken: str | None = None  # why the application's transaction is unusable
     tx_depth = 0  # nesting of Tx blocks (liteq's and the application's)
     after: list[Callable[[], None]] | None = None  # run when the outermost Tx ends
+    hot_conn: psycopg.Connection[Any] | None = None  # the connection hot_names are of
+    hot_names: set[bytes] | None = None  # hot statements prepared on it (hot.py)
 
 
 class Connections:
@@ -410,6 +429,91 @@ class Connections:
             return _rows(cur)
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
+
+    def hot(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """:meth:`statement` for the verbs that run once per message (a put, a claim of
+        one, an ack of one): outside a transaction, sent through libpq's prepared-
+        statement calls rather than the cursor (``hot.py`` says why and what qualifies);
+        the rows come back as from ``statement(..., binary=True)``. Inside a transaction,
+        and for a statement or call ``hot.py`` cannot send, :meth:`statement`."""
+        stmt = hot_sql.compiled(sql)
+        if stmt.types is not None and stmt.decoders is None:
+            return self.statement(sql, params, binary=True)  # found unfit when prepared
+        conn, _cur = self._handles()
+        pg = conn.pgconn
+        local = self._local
+        if local.app_depth or pg.transaction_status != _IDLE:
+            # In a transaction, or on the application's own connection (borrowed: its
+            # next statement must begin or join its transaction, as psycopg's cursor
+            # does; a statement sent here would commit on its own).
+            return self.statement(sql, params, binary=True)
+        if local.hot_conn is not conn:
+            local.hot_conn, local.hot_names = conn, set()
+        names = local.hot_names
+        assert names is not None
+        if stmt.types is None and not stmt.fix_types([params[k] for k in stmt.order]):
+            return self.statement(sql, params, binary=True)
+        values = hot_sql.encode(stmt, params)
+        if values is None:
+            return self.statement(sql, params, binary=True)
+        try:
+            if stmt.name not in names:
+                if not self._hot_prepare(pg, stmt):
+                    return self.statement(sql, params, binary=True)
+                names.add(stmt.name)
+            res = self._hot_run(pg, stmt, values)
+            if res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
+                # Our prepared statement is gone (DEALLOCATE ALL by the application, a
+                # pooler that moved the session): nothing ran; prepare it again.
+                if not self._hot_prepare(pg, stmt):
+                    return self.statement(sql, params, binary=True)
+                res = self._hot_run(pg, stmt, values)
+        except psycopg.Error as exc:
+            raise self.failure(conn, exc, committing=True) from exc
+        except BaseException:
+            self._drop(conn)  # interrupted with the statement in flight: not reusable
+            raise
+        status = res.status
+        if status == _TUPLES_OK:
+            return hot_sql.decode_rows(stmt, res)
+        if status == _COMMAND_OK:
+            return []
+        raise self.failure(conn, _result_error(pg, res), committing=True)
+
+    @staticmethod
+    def _hot_prepare(pg: Any, stmt: hot_sql.HotStatement) -> bool:
+        """Prepare *stmt* on *pg* (a connection's ``pgconn``); False if its result has a
+        column type ``hot.py`` cannot decode (the statement then takes the cursor)."""
+        res = pg.prepare(stmt.name, stmt.text, stmt.param_types)
+        if res.status != _COMMAND_OK:
+            raise _result_error(pg, res)
+        if stmt.decoders is None and not stmt.fix_decoders(pg.describe_prepared(stmt.name)):
+            pg.exec_(b"DEALLOCATE " + stmt.name)
+            return False
+        return True
+
+    @staticmethod
+    def _hot_run(pg: Any, stmt: hot_sql.HotStatement, values: list[bytes | None]) -> Any:
+        """Send *stmt* with *values* and wait for its result without blocking in libpq,
+        so that a signal can interrupt the wait (psycopg's connections are
+        nonblocking)."""
+        pg.send_query_prepared(stmt.name, values, stmt.formats, 1)
+        fd = pg.socket
+        while pg.flush():
+            select.select([], [fd], [])
+        result = None
+        while True:
+            while pg.is_busy():
+                select.select([fd], [], [])
+                pg.consume_input()
+            res = pg.get_result()
+            if res is None:
+                break
+            if result is None:
+                result = res
+        if result is None:
+            raise psycopg.OperationalError("the server sent no result")
+        return result
 
     def joined(self, sql: str, params: dict[str, Any]) -> None:
         """Run one statement as a part of the open transaction, with no savepoint of its

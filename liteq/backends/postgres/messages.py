@@ -306,8 +306,7 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         # The rows in binary: payloads as they are (text would send them as hex, which
         # the client decodes).
         if n == 1:  # prepared: its generic plan holds (SQL_CLAIM_ONE)
-            return self.conns.statement(self.ms.claim_one, {"qid": qid, "until": until},
-                                        binary=True)
+            return self.conns.hot(self.ms.claim_one, {"qid": qid, "until": until})
         # The batch claim with its LIMIT written in the text, so that its generic plan
         # knows it (with LIMIT as a parameter, the generic plan is the trap of
         # connection.py's docstring) and it can be prepared like the rest instead of
@@ -394,12 +393,12 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
         if retention > 0:
             return bool(self.ack(qid, [(mid, token)], retention))
         params = {"id": mid, "token": token, "qid": qid}
-        if qid not in self.seen_counted and self.conns.statement(
+        if qid not in self.seen_counted and self.conns.hot(
                 self.ms.ack_plain_leaf if settle else self.ms.ack_plain, params):
             if self.totals.ack_one(qid):  # _tally(qid, 0, 1) without the lock
                 self._totals_due()
             return False
-        deleted, released = self.conns.statement(
+        deleted, released = self.conns.hot(
             self.ms.ack_one_leaf if settle else self.ms.ack_one, params)[0]
         if deleted:
             if self.totals.ack_one(qid):

@@ -270,10 +270,10 @@ class QueueVerbs(Backend):
         else:
             plain, ready = qs.put_plain, qs.put_ready
         try:
-            found = self.conns.statement(ready if counted else plain, params)
+            found = self.conns.hot(ready if counted else plain, params)
             if not found and not counted:  # counted now (or gone): reserve on a stripe
                 self.seen_counted.add(qid)
-                found = self.conns.statement(ready, params)
+                found = self.conns.hot(ready, params)
         finally:
             if not notify:
                 self.throttled_done(qid)  # its trailing NOTIFY follows this commit

@@ -1,0 +1,157 @@
+"""The hot statements (a put, a claim of one, an ack of one) sent through libpq's
+prepared-statement calls (``psycopg.pq``, psycopg's documented libpq wrapper) instead of
+psycopg's cursor (issue 17).
+
+A statement through ``Cursor.execute`` costs the client ~74k instructions (callgrind:
+query conversion, the prepared-statement manager, dumpers, the generator-based wait,
+the result set and its loaders), more than the whole of a raw psycopg put's loop with
+its encoding. The verbs that run once per message send a handful of known statements
+with a few ints, floats, texts and one ``bytea``, and read back rows of the same few
+types, so they can skip all of that: each statement is prepared once per connection
+under its own name (``PQprepare``; PostgreSQL plans it as it plans psycopg's prepared
+statements: custom plans first, then the generic one when it is not worse), sent with
+``PQsendQueryPrepared``, waited for in ``select()`` (a signal still interrupts the
+wait, as it does psycopg's) and its rows decoded from the binary format by their type
+oids. Measured on the scratch cluster (``bench/README.md``, session 14): client CPU per
+put 52 -> 40 us, per get+ack 108 -> 83 us; raw psycopg's are 40 and 88.
+
+Only what this module can do exactly takes the path: a statement whose result columns
+are all of a type below (checked once, when it is first prepared, with
+``PQdescribePrepared``), and a call whose parameters have the Python types they had
+when it was prepared (the parameter types are fixed then). Everything else, and every
+statement inside a transaction, goes through the cursor as before
+(``Connections.statement``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from psycopg import pq
+
+__all__ = ["HotStatement", "compiled", "decode_rows", "encode"]
+
+_INT8 = struct.Struct("!q").unpack
+_INT4 = struct.Struct("!i").unpack
+_INT2 = struct.Struct("!h").unpack
+_FLOAT8 = struct.Struct("!d").unpack
+_FLOAT4 = struct.Struct("!f").unpack
+
+#: type oid -> decoder of its binary value (None is NULL and never reaches one).
+DECODERS: dict[int, Callable[[bytes], Any]] = {
+    20: lambda b: _INT8(b)[0],  # bigint
+    23: lambda b: _INT4(b)[0],  # integer
+    21: lambda b: _INT2(b)[0],  # smallint
+    701: lambda b: _FLOAT8(b)[0],  # double precision
+    700: lambda b: _FLOAT4(b)[0],  # real
+    16: lambda b: b != b"\x00",  # boolean
+    25: lambda b: b.decode(),  # text
+    1043: lambda b: b.decode(),  # varchar
+    17: bytes,  # bytea
+    2278: lambda b: None,  # void (pg_notify)
+}
+
+#: Python type -> (type oid of the parameter, format: 0 text, 1 binary).
+_PARAM_TYPES: dict[type, tuple[int, int]] = {
+    bool: (16, 0),
+    int: (20, 0),
+    float: (701, 0),
+    str: (25, 0),
+    bytes: (17, 1),
+}
+
+#: psycopg's placeholders, and its escaped percent sign.
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)[sb]")
+
+
+class HotStatement:
+    """One SQL text of liteq's, with its ``%(name)s`` placeholders numbered for libpq."""
+
+    __slots__ = ("name", "text", "order", "decoders", "types", "formats", "param_types")
+
+    def __init__(self, name: bytes, sql: str) -> None:
+        order: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(1) is None:
+                return "%"
+            if m.group(1) not in order:
+                order.append(m.group(1))
+            return f"${order.index(m.group(1)) + 1}"
+
+        self.name = name
+        self.text = _PLACEHOLDER.sub(number, sql).encode()
+        self.order = tuple(order)
+        #: Set when first prepared (the same on every connection of this liteq):
+        #: the result's decoders (None: a column type this module cannot decode), the
+        #: parameters' Python types, oids and formats.
+        self.decoders: tuple[Callable[[bytes], Any], ...] | None = None
+        self.types: tuple[type, ...] | None = None
+        self.param_types: list[int] = []
+        self.formats: list[int] = []
+
+    def fix_types(self, values: Sequence[Any]) -> bool:
+        """Fix the parameter types from the first call's *values*; False if one has a
+        type this module does not send (None included: its type is not known)."""
+        types = tuple(type(v) for v in values)
+        if any(t not in _PARAM_TYPES for t in types):
+            return False
+        self.types = types
+        self.param_types = [_PARAM_TYPES[t][0] for t in types]
+        self.formats = [_PARAM_TYPES[t][1] for t in types]
+        return True
+
+    def fix_decoders(self, described: pq.abc.PGresult) -> bool:
+        """The result's decoders from ``PQdescribePrepared``; False if a column's type
+        is not in :data:`DECODERS`."""
+        found = [DECODERS.get(described.ftype(i)) for i in range(described.nfields)]
+        if any(d is None for d in found):
+            return False
+        self.decoders = tuple(d for d in found if d is not None)
+        return True
+
+
+_COMPILED: dict[str, HotStatement] = {}
+
+
+def compiled(sql: str) -> HotStatement:
+    """The :class:`HotStatement` of *sql* (one per text, named ``liteq_hot_N``)."""
+    found = _COMPILED.get(sql)
+    if found is None:
+        found = _COMPILED[sql] = HotStatement(f"liteq_hot_{len(_COMPILED)}".encode(), sql)
+    return found
+
+
+def encode(stmt: HotStatement, params: dict[str, Any]) -> list[bytes | None] | None:
+    """*params* in the statement's order and formats; None if a value's type differs
+    from the one the statement was prepared with (that call takes the cursor)."""
+    values = [params[k] for k in stmt.order]
+    if tuple(map(type, values)) != stmt.types:
+        return None
+    out: list[bytes | None] = []
+    for v in values:
+        if isinstance(v, bytes):
+            out.append(v)
+        elif isinstance(v, bool):
+            out.append(b"t" if v else b"f")
+        elif isinstance(v, float):
+            out.append(repr(v).encode())  # the shortest text that reads back the same
+        else:
+            out.append(str(v).encode())
+    return out
+
+
+def decode_rows(stmt: HotStatement, res: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+    """The rows of *res* (binary format), as psycopg's tuple rows would read."""
+    decoders = stmt.decoders
+    assert decoders is not None
+    rows = []
+    get = res.get_value
+    for r in range(res.ntuples):
+        rows.append(tuple(
+            None if (v := get(r, c)) is None else d(v) for c, d in enumerate(decoders)
+        ))
+    return rows
