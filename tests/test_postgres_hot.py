@@ -5,6 +5,7 @@ for what they cannot send, and leave the connection usable whatever happens."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -129,8 +130,9 @@ def test_an_interrupt_while_a_hot_statement_waits_drops_the_connection_and_the_n
     fired: list[bool] = []
 
     def hook(frame: Any, event: str, arg: Any) -> None:
-        if (not fired and event == "c_return" and getattr(arg, "__name__", "") == "select"
-                and frame.f_code.co_name == "_hot_run"):
+        if (not fired and event == "c_return" and getattr(arg, "__name__", "") == "poll"
+                and frame.f_code.co_name == "_wait" and frame.f_back is not None
+                and frame.f_back.f_code.co_name == "_hot_run"):
             fired.append(True)
             raise KeyboardInterrupt
 
@@ -141,7 +143,7 @@ def test_an_interrupt_while_a_hot_statement_waits_drops_the_connection_and_the_n
             q.put("interrupted")
     finally:
         sys.setprofile(None)
-    assert fired, "the hook never fired: _hot_run no longer waits in select()"
+    assert fired, "the hook never fired: _hot_run no longer waits in _wait()'s poll()"
     assert conn_before.closed
     q.put("after")
     with liteq.connect(f"{pg_url}?schema={pg_schema}") as other:
@@ -149,3 +151,55 @@ def test_an_interrupt_while_a_hot_statement_waits_drops_the_connection_and_the_n
     assert got[0] == "before" and got[-1] == "after" and set(got) <= {
         "before", "interrupted", "after"}
     assert db.queue("jobs").stats()["ready"] == len(got)
+
+
+def test_a_process_with_more_than_1024_files_open_keeps_its_connection(
+        db: liteq.Database) -> None:
+    """``select()`` refuses a descriptor past 1023: the waits use ``poll()``. Before, the
+    idle-connection check failed there and every call opened a new session."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open at most {hard} files")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fds: list[int] = []
+    try:
+        db.close()  # its sessions' descriptors free: taken below, so the next is past 1023
+        while len(fds) < 1100:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+        q = db.queue("jobs")
+        pid = db.execute("SELECT pg_backend_pid()")[0][0]
+        assert _conns(db).get().pgconn.socket > 1023
+        for i in range(3):
+            q.put(i)
+            msg = q.get()
+            assert msg is not None and msg.payload == i
+            msg.ack()
+        assert db.execute("SELECT pg_backend_pid()")[0][0] == pid  # the same session
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if soft != resource.RLIM_INFINITY and soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_text_reads_back_whatever_client_encoding_the_url_asks_for(
+        pg_url: str, pg_schema: str) -> None:
+    """liteq's sessions are UTF8 whatever the URL or the environment says (the hot path
+    reads and sends UTF-8)."""
+    with liteq.connect(f"{pg_url}?schema={pg_schema}&client_encoding=LATIN1") as d:
+        q = d.queue("jobs")
+        q.put("x", key="clé ☃")
+        msg = q.get()
+        assert msg is not None and msg.key == "clé ☃" and msg.payload == "x"
+        msg.ack()
+        assert d.execute("SHOW client_encoding") == [("UTF8",)]
+
+
+def test_every_text_gets_its_own_statement_name_and_the_same_text_the_same() -> None:
+    a, b = hot_sql.compiled("SELECT %(x)s::bigint"), hot_sql.compiled("SELECT %(x)s::float8")
+    assert a.name != b.name
+    assert hot_sql.compiled("SELECT %(x)s::bigint").name == a.name
+    assert hot_sql.HotStatement(b"n", "SELECT %(x)s::bigint").name == b"n"

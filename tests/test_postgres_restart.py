@@ -78,25 +78,35 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = PATIENC
 # -- a connection lost in the middle of a call -------------------------------------------
 
 
-def _lose(url: str, call: Callable[[], Any]) -> Any:
+def _lose(url: str, call: Callable[[], Any], warm: Callable[[], Any] | None = None) -> Any:
     """Run *call* in a thread while an ACCESS EXCLUSIVE lock on liteq's messages table
     holds it up, terminate its session while it waits, then let the lock go: what the
-    call returned, or the exception it raised."""
+    call returned, or the exception it raised. *warm* runs first in that thread, before
+    the lock is taken (the thread's connection and its prepared statements made)."""
     out: list[Any] = []
+    warmed, go = threading.Event(), threading.Event()
+
+    def run() -> None:
+        try:
+            if warm is not None:
+                warm()
+            warmed.set()
+            go.wait(PATIENCE)
+            out.append(call())
+        except Exception as exc:  # the test looks at it
+            out.append(exc)
+        finally:
+            warmed.set()
+
     # Two sessions: the one in a transaction would see pg_stat_activity frozen.
     with psycopg.connect(url, autocommit=True) as admin, \
             psycopg.connect(url, autocommit=True) as watch:
-        admin.execute("BEGIN")
-        admin.execute("LOCK TABLE liteq.messages IN ACCESS EXCLUSIVE MODE")
-
-        def run() -> None:
-            try:
-                out.append(call())
-            except Exception as exc:  # the test looks at it
-                out.append(exc)
-
         t = threading.Thread(target=run)
         t.start()
+        warmed.wait(PATIENCE)
+        admin.execute("BEGIN")
+        admin.execute("LOCK TABLE liteq.messages IN ACCESS EXCLUSIVE MODE")
+        go.set()
         sql = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                " AND application_name = 'liteq'")
         wait_until(lambda: watch.execute(sql).fetchall(), "the call to wait on the lock")
@@ -143,12 +153,36 @@ def test_a_put_whose_connection_is_lost_midway_raises_connection_lost_maybe_comm
     # A put the throttle sends no NOTIFY with is one autocommit statement (a first put
     # would share a transaction with its NOTIFY, rolled back whole and retried).
     monkeypatch.setattr(db.backend, "notify_wanted", lambda qid: False)
-    got = _lose(url, lambda: q.put("x"))  # its outcome is unknown
+
+    def warm() -> None:  # the put's statement prepared on the thread's connection
+        q.put("warm")  # first (the next test: not)
+        msg = q.get()
+        assert msg is not None
+        msg.ack()
+
+    got = _lose(url, lambda: q.put("x"), warm)  # its outcome is unknown
     assert isinstance(got, ConnectionLost) and isinstance(got, StorageError)
     assert got.maybe_committed
     assert "whether it was committed is unknown" in str(got)
     assert "psycopg" not in type(got).__module__
     assert q.stats()["depth"] == 0  # here it had not run (it waited on the lock)
+    db.close()
+
+
+def test_a_put_whose_connection_is_lost_as_its_statement_is_first_prepared_is_retried(
+    cluster: Cluster, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path prepares a statement the first time a connection sends it
+    (``hot.py``); a connection lost during that ran nothing, so the put is tried again on
+    a new connection and puts once."""
+    db = liteq.connect(url)
+    q = db.queue("q")
+    monkeypatch.setattr(db.backend, "notify_wanted", lambda qid: False)
+    got = _lose(url, lambda: q.put("x"))  # waits on the lock while being prepared
+    assert isinstance(got, int)
+    assert q.stats()["depth"] == 1
+    msg = q.get()
+    assert msg is not None and msg.id == got and msg.payload == "x"
     db.close()
 
 

@@ -29,7 +29,9 @@ alive; the child opens its own connections on first use.
 record is flushed; a server crash can lose the last few hundred milliseconds of commits
 but never corrupts or half-applies one, as SQLite's ``synchronous=NORMAL`` in WAL mode)
 and on for "full"; ``lock_timeout`` = ``busy_timeout`` (0 becomes 1 ms: PostgreSQL's 0
-means wait forever); ``default_transaction_read_only`` for read-only opens.
+means wait forever); ``default_transaction_read_only`` for read-only opens;
+``client_encoding`` UTF8, whatever the database's or the environment's (``hot.py`` reads
+and sends text as UTF-8; psycopg follows the session's encoding either way).
 ``plan_cache_mode`` stays at the server's ``auto``: a statement psycopg prepares (from
 its 5th run) gets PostgreSQL's generic plan after five custom ones and is not planned
 again, which for the put and the ack was most of their server time (planning ~90-180
@@ -99,17 +101,21 @@ _SQLSTATE = DiagnosticField.SQLSTATE
 
 
 def _result_error(pg: Any, res: Any) -> psycopg.Error:
-    """The psycopg exception psycopg would raise for the failed result *res* of *pg*
-    (its class from the SQLSTATE; an OperationalError when the connection is gone)."""
-    text = (res.error_message or pg.error_message or b"").decode(errors="replace").strip()
-    code = res.error_field(_SQLSTATE)
-    if code is None or pg.status != _OK:
+    """The exception psycopg raises for the failed result *res* of *pg* (its class and
+    diagnostics from the result; an OperationalError when the connection is gone)."""
+    if res.error_field(_SQLSTATE) is None or pg.status != _OK:
+        text = (res.error_message or pg.error_message or b"").decode(errors="replace").strip()
         return psycopg.OperationalError(text or "the connection to the server was lost")
-    try:
-        cls = pgerrors.lookup(code.decode())
-    except KeyError:
-        cls = psycopg.DatabaseError
-    return cls(text)
+    return pgerrors.error_from_result(res, encoding="utf-8")  # the session is UTF8: _open
+
+
+def _wait(fd: int, events: int, timeout: int | None = None) -> bool:
+    """Wait until *fd* is ready for *events* (``select.POLL*``), at most *timeout* ms
+    (None: no limit); True if it is. ``poll``, not ``select``, which refuses a
+    descriptor past 1023 (a process with many files open)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(timeout))
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> list[Any]:
@@ -284,7 +290,8 @@ class Connections:
             conn.execute(
                 "SELECT set_config('synchronous_commit', %s, false),"
                 " set_config('lock_timeout', %s, false),"
-                " set_config('default_transaction_read_only', %s, false)",
+                " set_config('default_transaction_read_only', %s, false),"
+                " set_config('client_encoding', 'UTF8', false)",
                 self._settings,
             )
         except psycopg.Error as exc:
@@ -435,10 +442,11 @@ class Connections:
         one, an ack of one): outside a transaction, sent through libpq's prepared-
         statement calls rather than the cursor (``hot.py`` says why and what qualifies);
         the rows come back as from ``statement(..., binary=True)``. Inside a transaction,
-        and for a statement or call ``hot.py`` cannot send, :meth:`statement`."""
+        on the application's connection, and for a statement or call ``hot.py`` cannot
+        send, :meth:`statement`."""
         stmt = hot_sql.compiled(sql)
-        if stmt.types is not None and stmt.decoders is None:
-            return self.statement(sql, params, binary=True)  # found unfit when prepared
+        if stmt.unfit:
+            return self.statement(sql, params, binary=True)
         conn, _cur = self._handles()
         pg = conn.pgconn
         local = self._local
@@ -451,28 +459,27 @@ class Connections:
             local.hot_conn, local.hot_names = conn, set()
         names = local.hot_names
         assert names is not None
-        if stmt.types is None and not stmt.fix_types([params[k] for k in stmt.order]):
+        if stmt.params is None and not stmt.fix_types([params[k] for k in stmt.order]):
             return self.statement(sql, params, binary=True)
         values = hot_sql.encode(stmt, params)
         if values is None:
             return self.statement(sql, params, binary=True)
+        if stmt.name not in names:
+            if not self._hot_prepare(conn, stmt):
+                return self.statement(sql, params, binary=True)
+            names.add(stmt.name)
         try:
-            if stmt.name not in names:
-                if not self._hot_prepare(pg, stmt):
-                    return self.statement(sql, params, binary=True)
-                names.add(stmt.name)
             res = self._hot_run(pg, stmt, values)
-            if res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
-                # Our prepared statement is gone (DEALLOCATE ALL by the application, a
-                # pooler that moved the session): nothing ran; prepare it again.
-                if not self._hot_prepare(pg, stmt):
-                    return self.statement(sql, params, binary=True)
-                res = self._hot_run(pg, stmt, values)
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
         except BaseException:
             self._drop(conn)  # interrupted with the statement in flight: not reusable
             raise
+        if res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
+            # Our prepared statement is gone (DEALLOCATE ALL by the application, a
+            # pooler that moved the session): nothing ran; prepare it again.
+            names.discard(stmt.name)
+            return self.hot(sql, params)
         status = res.status
         if status == _TUPLES_OK:
             return hot_sql.decode_rows(stmt, res)
@@ -480,16 +487,26 @@ class Connections:
             return []
         raise self.failure(conn, _result_error(pg, res), committing=True)
 
-    @staticmethod
-    def _hot_prepare(pg: Any, stmt: hot_sql.HotStatement) -> bool:
-        """Prepare *stmt* on *pg* (a connection's ``pgconn``); False if its result has a
-        column type ``hot.py`` cannot decode (the statement then takes the cursor)."""
-        res = pg.prepare(stmt.name, stmt.text, stmt.param_types)
-        if res.status != _COMMAND_OK:
-            raise _result_error(pg, res)
-        if stmt.decoders is None and not stmt.fix_decoders(pg.describe_prepared(stmt.name)):
-            pg.exec_(b"DEALLOCATE " + stmt.name)
-            return False
+    def _hot_prepare(self, conn: psycopg.Connection[Any], stmt: hot_sql.HotStatement) -> bool:
+        """Prepare *stmt* on *conn*; False if its result has a column type ``hot.py``
+        cannot decode (deallocated again: the statement takes the cursor from then on).
+        A failure here ran nothing: it is not a maybe-committed one."""
+        pg = conn.pgconn
+        params = stmt.params
+        assert params is not None
+        try:
+            res = pg.prepare(stmt.name, stmt.text, params[1])
+            if res.status != _COMMAND_OK:
+                raise _result_error(pg, res)
+            if stmt.decoders is None:
+                described = pg.describe_prepared(stmt.name)
+                if described.status != _COMMAND_OK:
+                    raise _result_error(pg, described)
+                if not stmt.fix_decoders(described):
+                    pg.exec_(b"DEALLOCATE " + stmt.name)
+                    return False
+        except psycopg.Error as exc:
+            raise self.failure(conn, exc) from exc
         return True
 
     @staticmethod
@@ -497,14 +514,16 @@ class Connections:
         """Send *stmt* with *values* and wait for its result without blocking in libpq,
         so that a signal can interrupt the wait (psycopg's connections are
         nonblocking)."""
-        pg.send_query_prepared(stmt.name, values, stmt.formats, 1)
+        params = stmt.params
+        assert params is not None
+        pg.send_query_prepared(stmt.name, values, params[2], 1)
         fd = pg.socket
         while pg.flush():
-            select.select([], [fd], [])
+            _wait(fd, select.POLLIN | select.POLLOUT)
         result = None
         while True:
             while pg.is_busy():
-                select.select([fd], [], [])
+                _wait(fd, select.POLLIN)
                 pg.consume_input()
             res = pg.get_result()
             if res is None:
@@ -594,7 +613,7 @@ def ended(conn: psycopg.Connection[Any]) -> bool:
     ``pg_terminate_backend``): its socket is readable though nothing was asked, and
     reading it finds the end. An idle session gets nothing unasked but a notice or the
     server's last words (a FATAL message, then end of file), so the common case costs
-    one zero-timeout ``select``. Inside a transaction it answers False: a loss there is
+    one zero-timeout ``poll``. Inside a transaction it answers False: a loss there is
     the statement's failure to report (:meth:`Connections.failure`)."""
     pgconn = conn.pgconn
     try:
@@ -602,7 +621,7 @@ def ended(conn: psycopg.Connection[Any]) -> bool:
             return pgconn.status != _OK
         sock = pgconn.socket
         for _ in range(4):  # the FATAL message and the end of file may come apart
-            if not select.select([sock], [], [], 0)[0]:
+            if not _wait(sock, select.POLLIN, 0):
                 return False
             pgconn.consume_input()
             if pgconn.status != _OK:

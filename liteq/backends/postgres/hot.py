@@ -8,9 +8,9 @@ the result set and its loaders), more than the whole of a raw psycopg put's loop
 its encoding. The verbs that run once per message send a handful of known statements
 with a few ints, floats, texts and one ``bytea``, and read back rows of the same few
 types, so they can skip all of that: each statement is prepared once per connection
-under its own name (``PQprepare``; PostgreSQL plans it as it plans psycopg's prepared
+under a name made from a hash of its text (``PQprepare``; PostgreSQL plans it as it plans psycopg's prepared
 statements: custom plans first, then the generic one when it is not worse), sent with
-``PQsendQueryPrepared``, waited for in ``select()`` (a signal still interrupts the
+``PQsendQueryPrepared``, waited for in ``poll()`` (a signal still interrupts the
 wait, as it does psycopg's) and its rows decoded from the binary format by their type
 oids. Measured on the scratch cluster (``bench/README.md``, session 14): client CPU per
 put 52 -> 40 us, per get+ack 108 -> 83 us; raw psycopg's are 40 and 88.
@@ -25,6 +25,7 @@ statement inside a transaction, goes through the cursor as before
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ DECODERS: dict[int, Callable[[bytes], Any]] = {
     25: lambda b: b.decode(),  # text
     1043: lambda b: b.decode(),  # varchar
     17: bytes,  # bytea
-    2278: lambda b: None,  # void (pg_notify)
+    2278: lambda b: None,  # void (pg_notify's column; the callers read only the id)
 }
 
 #: Python type -> (type oid of the parameter, format: 0 text, 1 binary).
@@ -70,7 +71,7 @@ _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)[sb]")
 class HotStatement:
     """One SQL text of liteq's, with its ``%(name)s`` placeholders numbered for libpq."""
 
-    __slots__ = ("name", "text", "order", "decoders", "types", "formats", "param_types")
+    __slots__ = ("name", "text", "order", "params", "decoders", "unfit")
 
     def __init__(self, name: bytes, sql: str) -> None:
         order: list[str] = []
@@ -85,13 +86,15 @@ class HotStatement:
         self.name = name
         self.text = _PLACEHOLDER.sub(number, sql).encode()
         self.order = tuple(order)
-        #: Set when first prepared (the same on every connection of this liteq):
-        #: the result's decoders (None: a column type this module cannot decode), the
-        #: parameters' Python types, oids and formats.
+        #: Set by the first call (one tuple, so a thread sees all of it or none):
+        #: the parameters' Python types, type oids and formats, fixed from then on.
+        self.params: tuple[tuple[type, ...], list[int], list[int]] | None = None
+        #: Set when first prepared (the same on every connection of this liteq): the
+        #: result's decoders.
         self.decoders: tuple[Callable[[bytes], Any], ...] | None = None
-        self.types: tuple[type, ...] | None = None
-        self.param_types: list[int] = []
-        self.formats: list[int] = []
+        #: True once its result was found to have a column type this module cannot
+        #: decode: the statement takes the cursor for good.
+        self.unfit = False
 
     def fix_types(self, values: Sequence[Any]) -> bool:
         """Fix the parameter types from the first call's *values*; False if one has a
@@ -99,16 +102,16 @@ class HotStatement:
         types = tuple(type(v) for v in values)
         if any(t not in _PARAM_TYPES for t in types):
             return False
-        self.types = types
-        self.param_types = [_PARAM_TYPES[t][0] for t in types]
-        self.formats = [_PARAM_TYPES[t][1] for t in types]
+        self.params = (types, [_PARAM_TYPES[t][0] for t in types],
+                       [_PARAM_TYPES[t][1] for t in types])
         return True
 
     def fix_decoders(self, described: pq.abc.PGresult) -> bool:
-        """The result's decoders from ``PQdescribePrepared``; False if a column's type
-        is not in :data:`DECODERS`."""
+        """The result's decoders from a successful ``PQdescribePrepared``; False (and
+        :attr:`unfit`) if a column's type is not in :data:`DECODERS`."""
         found = [DECODERS.get(described.ftype(i)) for i in range(described.nfields)]
         if any(d is None for d in found):
+            self.unfit = True
             return False
         self.decoders = tuple(d for d in found if d is not None)
         return True
@@ -118,10 +121,12 @@ _COMPILED: dict[str, HotStatement] = {}
 
 
 def compiled(sql: str) -> HotStatement:
-    """The :class:`HotStatement` of *sql* (one per text, named ``liteq_hot_N``)."""
+    """The :class:`HotStatement` of *sql*, named after a hash of its text (the same
+    name for the same text in every thread and process, never for two texts)."""
     found = _COMPILED.get(sql)
     if found is None:
-        found = _COMPILED[sql] = HotStatement(f"liteq_hot_{len(_COMPILED)}".encode(), sql)
+        digest = hashlib.blake2b(sql.encode(), digest_size=12).hexdigest()
+        found = _COMPILED.setdefault(sql, HotStatement(f"liteq_hot_{digest}".encode(), sql))
     return found
 
 
@@ -129,7 +134,8 @@ def encode(stmt: HotStatement, params: dict[str, Any]) -> list[bytes | None] | N
     """*params* in the statement's order and formats; None if a value's type differs
     from the one the statement was prepared with (that call takes the cursor)."""
     values = [params[k] for k in stmt.order]
-    if tuple(map(type, values)) != stmt.types:
+    fixed = stmt.params
+    if fixed is None or tuple(map(type, values)) != fixed[0]:
         return None
     out: list[bytes | None] = []
     for v in values:
