@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 BATCH = 100
@@ -197,6 +197,37 @@ def child(opener: Callable[..., Any], role: str, name: str, where: str, sync: st
         peer.close()
     except BaseException:
         results.put((role, index, {"error": traceback.format_exc()}))
+
+
+def drain(peer: Any, producer_done: Any, each: Callable[[Any], None] | None = None) -> int:
+    """A consumer of the multi-process rows: claim (``wait_get(0.05)``) and ack until the
+    producer is done and nothing is claimable; *each(handle)* before every ack. Returns
+    how many it acked."""
+    got = 0
+    while True:
+        done = producer_done.is_set()  # read before the get: see child()
+        h = peer.wait_get(0.05)
+        if h is None:
+            if done:
+                return got
+            continue
+        got += 1
+        if each is not None:
+            each(h)
+        peer.ack(h)
+
+
+def alternated(names: Sequence[str], rounds: int, one: Callable[[str], dict[str, float]],
+               ) -> dict[str, dict[str, float]]:
+    """``one(name)`` for every name, the names alternated, *rounds* times; per name, the
+    median of each figure it returned."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names:
+            runs[name].append(one(name))
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr)
+    return {name: {k: statistics.median(x[k] for x in got) for k in got[0]}
+            for name, got in runs.items()}
 
 
 def _sample_wal(directory: str, peak: list[int], stop: threading.Event) -> None:

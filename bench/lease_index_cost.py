@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -43,7 +42,10 @@ from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+
+from harness import alternated  # noqa: E402
 
 import liteq  # noqa: E402
 
@@ -132,22 +134,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    for r in range(args.rounds):
-        for v in VARIANTS:
-            runs[v].append(one(v, args.n))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    base = {k: statistics.median(x[k] for x in runs["as is"]) for k in runs["as is"][0]}
+    med = alternated(VARIANTS, args.rounds, lambda v: one(v, args.n))
+    base = med["as is"]
     print(f"SQLite get+ack and keep-up, msgs/s (median of {args.rounds}; N = {args.n:,}),"
           " and against liteq as is")
     print(f"{'variant':16s} {'get+ack wall':>22s} {'get+ack CPU':>22s}"
           f" {'keep-up wall':>22s} {'keep-up CPU':>22s}  sweep afterwards")
     for v in VARIANTS:
-        med = {k: statistics.median(x[k] for x in runs[v]) for k in runs[v][0]}
-        cells = [f"{med[k]:>10,.0f} ({med[k] / base[k]:5.2f}x)"
+        m = med[v]
+        cells = [f"{m[k]:>10,.0f} ({m[k] / base[k]:5.2f}x)"
                  for k in ("get_ack wall", "get_ack cpu", "keep_up wall", "keep_up cpu")]
-        sweep = (f"{med['get_ack sweep us']:.1f} / {med['keep_up sweep us']:.1f} us a message"
-                 if "get_ack sweep us" in med else "")
+        sweep = (f"{m['get_ack sweep us']:.1f} / {m['keep_up sweep us']:.1f} us a message"
+                 if "get_ack sweep us" in m else "")
         print(f"{v:16s} " + " ".join(f"{c:>22s}" for c in cells) + f"  {sweep}")
 
 

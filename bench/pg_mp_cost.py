@@ -40,7 +40,7 @@ import psycopg
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from harness import payload  # noqa: E402
+from harness import drain, payload  # noqa: E402
 from peers.liteq_pg import LiteqPg  # noqa: E402
 from peers.raw_psycopg import RawPsycopg  # noqa: E402
 from pgcluster import with_dbname  # noqa: E402
@@ -102,16 +102,7 @@ def child(name: str, url: str, role: str, n: int, start: Any, done: Any, results
                 peer.put(payload(i) | {"t": time.time()})
             done.set()
         else:
-            while True:
-                finished = done.is_set()
-                h = peer.wait_get(0.05)
-                if h is None:
-                    if finished:
-                        break
-                    continue
-                got += 1
-                waits.append(time.time() - peer.payload(h)["t"])
-                peer.ack(h)
+            got = drain(peer, done, lambda h: waits.append(time.time() - peer.payload(h)["t"]))
         end = time.time()
         ru = resource.getrusage(resource.RUSAGE_SELF)
         threads = thread_cpu()

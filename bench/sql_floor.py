@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from harness import payload  # noqa: E402
+from harness import alternated, payload  # noqa: E402
 from peers.raw_minimal import RawMinimal  # noqa: E402
 
 import liteq  # noqa: E402
@@ -164,13 +163,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
-    for r in range(args.rounds):
-        for s in SYSTEMS:
-            runs[s].append(one(s, args.n))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    med = {s: {k: statistics.median(x[k] for x in runs[s]) for k in runs[s][0]}
-           for s in SYSTEMS}
+    med = alternated(SYSTEMS, args.rounds, lambda s: one(s, args.n))
     base = med["raw-minimal"]
     keys = ("put wall", "put cpu", "get_ack wall", "get_ack cpu", "batch get_ack wall",
             "batch get_ack cpu")

@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+from harness import drain  # noqa: E402
 from peers import open_system  # noqa: E402
 
 SLEEPS = [0]  # busy-handler sleeps of this process
@@ -81,15 +82,7 @@ def child(name: str, directory: str, role: str, n: int, policy: Any, start: Any,
             peer.put({"id": i, "body": "x" * 100})
         done.set()
     else:
-        while True:
-            finished = done.is_set()
-            h = peer.wait_get(0.05)
-            if h is None:
-                if finished:
-                    break
-                continue
-            got += 1
-            peer.ack(h)
+        got = drain(peer, done)
     end = time.time()
     ru = resource.getrusage(resource.RUSAGE_SELF)
     sleeps = SLEEPS[0]
