@@ -204,3 +204,16 @@ def test_every_text_gets_its_own_statement_name_and_the_same_text_the_same() -> 
     assert a.name != b.name
     assert hot_sql.compiled("SELECT %(x)s::bigint").name == a.name
     assert hot_sql.HotStatement(b"n", "SELECT %(x)s::bigint").name == b"n"
+
+
+def test_a_statement_prepared_but_not_noted_is_taken_as_prepared(db: liteq.Database) -> None:
+    """An interrupt landing just after ``PQprepare`` returned leaves the statement on the
+    server without liteq knowing: the next call's prepare meets "already exists"
+    (42P05), which is this very statement (its name is a hash of its text)."""
+    q = db.queue("jobs")
+    q.put(1)
+    local = _conns(db)._local
+    assert local.hot_names
+    local.hot_names.clear()  # as if the interrupt came before the name was noted
+    q.put(2)
+    assert [m.payload for m in q.peek(10)] == [1, 2]

@@ -109,13 +109,14 @@ def _result_error(pg: Any, res: Any) -> psycopg.Error:
     return pgerrors.error_from_result(res, encoding="utf-8")  # the session is UTF8: _open
 
 
-def _wait(fd: int, events: int, timeout: int | None = None) -> bool:
+def _wait(fd: int, events: int, timeout: int | None = None) -> int:
     """Wait until *fd* is ready for *events* (``select.POLL*``), at most *timeout* ms
-    (None: no limit); True if it is. ``poll``, not ``select``, which refuses a
-    descriptor past 1023 (a process with many files open)."""
+    (None: no limit); the events it is ready for (0: none). ``poll``, not ``select``,
+    which refuses a descriptor past 1023 (a process with many files open)."""
     poller = select.poll()
     poller.register(fd, events)
-    return bool(poller.poll(timeout))
+    ready = poller.poll(timeout)
+    return ready[0][1] if ready else 0
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> list[Any]:
@@ -437,7 +438,7 @@ class Connections:
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
 
-    def hot(self, sql: str, params: dict[str, Any]) -> list[Any]:
+    def hot(self, sql: str, params: dict[str, Any], again: bool = True) -> list[Any]:
         """:meth:`statement` for the verbs that run once per message (a put, a claim of
         one, an ack of one): outside a transaction, sent through libpq's prepared-
         statement calls rather than the cursor (``hot.py`` says why and what qualifies);
@@ -475,11 +476,11 @@ class Connections:
         except BaseException:
             self._drop(conn)  # interrupted with the statement in flight: not reusable
             raise
-        if res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
+        if again and res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
             # Our prepared statement is gone (DEALLOCATE ALL by the application, a
-            # pooler that moved the session): nothing ran; prepare it again.
+            # pooler that moved the session): nothing ran; prepare it again, once.
             names.discard(stmt.name)
-            return self.hot(sql, params)
+            return self.hot(sql, params, again=False)
         status = res.status
         if status == _TUPLES_OK:
             return hot_sql.decode_rows(stmt, res)
@@ -496,7 +497,9 @@ class Connections:
         assert params is not None
         try:
             res = pg.prepare(stmt.name, stmt.text, params[1])
-            if res.status != _COMMAND_OK:
+            # Already there (42P05): prepared by a call an interrupt ended before it was
+            # noted; the name is a hash of the text, so it is this statement.
+            if res.status != _COMMAND_OK and res.error_field(_SQLSTATE) != b"42P05":
                 raise _result_error(pg, res)
             if stmt.decoders is None:
                 described = pg.describe_prepared(stmt.name)
@@ -518,8 +521,9 @@ class Connections:
         assert params is not None
         pg.send_query_prepared(stmt.name, values, params[2], 1)
         fd = pg.socket
-        while pg.flush():
-            _wait(fd, select.POLLIN | select.POLLOUT)
+        while pg.flush():  # libpq's advice: wait to read or write; read what came
+            if _wait(fd, select.POLLIN | select.POLLOUT) & select.POLLIN:
+                pg.consume_input()
         result = None
         while True:
             while pg.is_busy():
