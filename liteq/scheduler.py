@@ -24,7 +24,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from . import codec
 from .backends.records import Fire, ScheduleRecord, ScheduleRun
 from .context import Context
 from .errors import DatabaseBusy, InvalidArgument, LiteqError, ScheduleError, StorageError
+from .fdwait import wait_readable
 from .outage import Outage
 from .registry import DEFAULT_HEARTBEAT, Registration
 from .shell import SHELL_QUEUE, SHELL_TASK, CommandFailed, register_shell_task, run_shell
@@ -431,7 +431,7 @@ class Scheduler:
                         if len(fires) >= TICK_FIRES or time.monotonic() - began >= TICK_SECONDS:
                             # Cut short (see TICK_SECONDS): let other writers take
                             # the lock before the next tick goes on.
-                            select.select([read_fd], [], [], _MIN_RECHECK)
+                            wait_readable([read_fd], _MIN_RECHECK)
                         continue
                 except StorageError as exc:
                     if isinstance(exc, DatabaseBusy):
@@ -449,12 +449,12 @@ class Scheduler:
                     delay = min(delay, 0.25)  # an outside event cannot wake the select
                 began = time.monotonic()
                 if waiter.fd >= 0:
-                    select.select([waiter.fd, read_fd], [], [], max(0.0, delay))
+                    wait_readable([waiter.fd, read_fd], max(0.0, delay))
                     early = delay - (time.monotonic() - began)
                     if early > 0:  # woken by a commit: do not spin on a busy file
-                        select.select([read_fd], [], [], min(_MIN_RECHECK, early))
+                        wait_readable([read_fd], min(_MIN_RECHECK, early))
                 else:
-                    select.select([read_fd], [], [], max(0.0, delay))
+                    wait_readable([read_fd], max(0.0, delay))
         finally:
             self.registration.stop()
             self._pipe = None

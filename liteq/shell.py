@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import select
 import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
 from .context import Context
+from .fdwait import wait_readable
 
 if TYPE_CHECKING:
     from .task import Task
@@ -81,7 +81,7 @@ def run_shell(command: str, timeout: float | None = None, *,
                     break
                 except subprocess.TimeoutExpired:
                     continue
-            ready, _, _ = select.select([fd], [], [], wait)
+            ready = wait_readable([fd], wait)
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:

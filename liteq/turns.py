@@ -34,7 +34,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import select
 import stat
 import tempfile
 import time
@@ -42,6 +41,7 @@ import weakref
 from collections.abc import Sequence
 
 from . import inotify
+from .fdwait import wait_readable
 
 __all__ = ["Turn", "open_turn"]
 
@@ -140,7 +140,7 @@ class Turn:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            readable, _, _ = select.select(watched, [], [], left)
+            readable = wait_readable(watched, left)
             if not readable:
                 return self.take()
             if any(fd in readable for fd in also):

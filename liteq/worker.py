@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import threading
 import time
@@ -67,6 +66,7 @@ from .aio.worker import AsyncPool
 from .backends.records import State
 from .consumer import Consumer
 from .errors import InvalidArgument, LiteqError
+from .fdwait import wait_readable
 from .history import HistoryHook
 from .hooks import Hook, HookRunner, LoggingHook, StatsHook, logger
 from .job import task_call
@@ -308,7 +308,7 @@ class Worker(ProcessPool):
             self.stop()  # a pool child whose supervisor is gone (where PDEATHSIG is not)
             return False
         if waiter.fd >= 0:
-            readable, _, _ = select.select([waiter.fd, self._pipes[0]], [], [], timeout)
+            readable = wait_readable([waiter.fd, self._pipes[0]], timeout)
             return waiter.fd in readable
         return bool(waiter.wait(min(timeout, 0.05)))
 
@@ -325,11 +325,11 @@ class Worker(ProcessPool):
         pipes = self._pipes
         if pipes is None:  # stopped meanwhile (its pipes closed): nothing to wait for
             return
-        select.select([pipes[0]], [], [], seconds)
+        wait_readable([pipes[0]], seconds)
 
     def _supervise_wait(self, timeout: float = _TICK) -> None:
         assert self._pipes is not None
-        select.select([self._pipes[2]], [], [], timeout)
+        wait_readable([self._pipes[2]], timeout)
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._pipes[2], 4096):
                 pass

@@ -87,7 +87,6 @@ import hashlib
 import logging
 import math
 import os
-import select
 import threading
 import time
 import weakref
@@ -97,6 +96,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ...errors import LiteqError
+from ...fdwait import wait_readable
 
 if TYPE_CHECKING:
     from .connection import Connections
@@ -329,7 +329,7 @@ class Listener:
     def _pause(self, seconds: float) -> None:
         """Sleep *seconds*, or less if stopped meanwhile."""
         try:
-            readable, _, _ = select.select([self._poke_r], [], [], seconds)
+            readable = wait_readable([self._poke_r], seconds)
             if readable:
                 os.read(self._poke_r, 4096)
         except (OSError, ValueError):
@@ -384,7 +384,7 @@ class Listener:
                 self._looks_at = look_at
             timeout = None if look_at == math.inf else max(0.0, look_at - time.monotonic())
             try:
-                readable, _, _ = select.select([sock, self._poke_r], [], [], timeout)
+                readable = wait_readable([sock, self._poke_r], timeout)
             finally:
                 with self.lock:
                     self._looks_at = -math.inf

@@ -6,10 +6,11 @@ docstring of notifier.py says how wake-up works; moved out of it as it grew."""
 from __future__ import annotations
 
 import os
-import select
 import time
 import weakref
 from typing import Any
+
+from ...fdwait import wait_readable
 
 __all__ = ["PIPE_FLAGS", "Waiter"]
 
@@ -107,7 +108,7 @@ class Waiter:
             time.sleep(min(timeout, 0.05))  # closed, or the parent's: arm() attaches
             return False
         try:
-            readable, _, _ = select.select([self.fd], [], [], timeout)
+            readable = wait_readable([self.fd], timeout)
         except (OSError, ValueError):
             return False  # closed meanwhile by the backend's close() in another thread
         return bool(readable)

@@ -12,10 +12,10 @@ or the watch could not be set) the waiter falls back to polling with a backoff f
 from __future__ import annotations
 
 import os
-import select
 import time
 
 from ... import inotify
+from ...fdwait import wait_readable
 
 __all__ = ["Waiter", "can_watch"]
 
@@ -74,7 +74,7 @@ class Waiter:
         if timeout <= 0:
             return False
         if self.fd >= 0:
-            readable, _, _ = select.select([self.fd], [], [], timeout)
+            readable = wait_readable([self.fd], timeout)
             return bool(readable)
         time.sleep(min(timeout, self._poll))
         self._poll = min(self._poll * 2, _POLL_MAX)
