@@ -72,3 +72,23 @@ def test_a_waiting_get_is_woken_in_a_process_with_more_than_1024_files_open(
         assert again is not None and again.payload == "y"
         again.ack()
         db.close()
+
+
+@pytest.mark.sqlite_only("a unit of liteq/fdwait.py, no database")
+def test_wait_readable_answers_as_select_did() -> None:
+    from liteq.fdwait import wait_readable
+
+    r, w = os.pipe()
+    try:
+        assert wait_readable([r], 0) == []  # nothing yet: no wait
+        assert wait_readable([r], -1) == []  # below 0: no wait either (select refused it)
+        threading.Timer(0.1, os.write, (w, b"x")).start()
+        assert wait_readable([r], None) == [r]  # no limit: until there is something
+        os.read(r, 1)
+        os.close(w)
+        w = -1
+        assert wait_readable([r], 5) == [r]  # end of file counts as readable
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
