@@ -133,7 +133,8 @@ def test_an_interrupt_while_a_hot_statement_waits_drops_the_connection_and_the_n
     def hook(frame: Any, event: str, arg: Any) -> None:
         if (not fired and event == "c_return" and getattr(arg, "__name__", "") == "poll"
                 and frame.f_code.co_name == "_wait" and frame.f_back is not None
-                and frame.f_back.f_code.co_name == "_hot_run"):
+                and frame.f_back.f_code.co_name == "run"
+                and frame.f_code.co_filename == hot_sql.__file__):
             fired.append(True)
             raise KeyboardInterrupt
 
@@ -144,7 +145,7 @@ def test_an_interrupt_while_a_hot_statement_waits_drops_the_connection_and_the_n
             q.put("interrupted")
     finally:
         sys.setprofile(None)
-    assert fired, "the hook never fired: _hot_run no longer waits in _wait()'s poll()"
+    assert fired, "the hook never fired: hot.run no longer waits in hot._wait()'s poll()"
     assert conn_before.closed
     q.put("after")
     with liteq.connect(f"{pg_url}?schema={pg_schema}") as other:

@@ -54,6 +54,9 @@ SQLite, an error in PostgreSQL aborts the whole transaction; the savepoint per v
 per ``db.execute()`` inside a transaction) keeps the caller's transaction usable after a
 verb or statement fails, as it is on SQLite.
 
+**The hot statements** (a put, a claim of one, an ack of one) skip psycopg's cursor
+outside a transaction: :meth:`Connections.hot`, with the libpq side in ``hot.py``.
+
 **A lost connection** (server restart, ``pg_terminate_backend``, network) raises
 ConnectionLost (a StorageError) and the thread's connection is dropped; the next call
 opens a new one. Inside ``db.transaction()`` every later call of the block raises the
@@ -70,7 +73,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import threading
 import time
 import weakref
@@ -81,10 +83,11 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import DiagnosticField, ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import tuple_row
 
 from ...errors import ConnectionLost, DatabaseBusy, InvalidArgument, LiteqError, StorageError
+from ...fdwait import wait_readable
 from ..base import check_open_options
 from ..targets import redact_url
 from . import hot as hot_sql
@@ -97,26 +100,6 @@ DURABILITY = {"normal": "off", "full": "on"}
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
 _COMMAND_OK = ExecStatus.COMMAND_OK
-_SQLSTATE = DiagnosticField.SQLSTATE
-
-
-def _result_error(pg: Any, res: Any) -> psycopg.Error:
-    """The exception psycopg raises for the failed result *res* of *pg* (its class and
-    diagnostics from the result; an OperationalError when the connection is gone)."""
-    if res.error_field(_SQLSTATE) is None or pg.status != _OK:
-        text = (res.error_message or pg.error_message or b"").decode(errors="replace").strip()
-        return psycopg.OperationalError(text or "the connection to the server was lost")
-    return pgerrors.error_from_result(res, encoding="utf-8")  # the session is UTF8: _open
-
-
-def _wait(fd: int, events: int, timeout: int | None = None) -> int:
-    """Wait until *fd* is ready for *events* (``select.POLL*``), at most *timeout* ms
-    (None: no limit); the events it is ready for (0: none). ``poll``, not ``select``,
-    which refuses a descriptor past 1023 (a process with many files open)."""
-    poller = select.poll()
-    poller.register(fd, events)
-    ready = poller.poll(timeout)
-    return ready[0][1] if ready else 0
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> list[Any]:
@@ -466,17 +449,21 @@ class Connections:
         if values is None:
             return self.statement(sql, params, binary=True)
         if stmt.name not in names:
-            if not self._hot_prepare(conn, stmt):
+            try:
+                prepared = hot_sql.prepare(pg, stmt)
+            except psycopg.Error as exc:
+                raise self.failure(conn, exc) from exc  # nothing ran: not maybe-committed
+            if not prepared:
                 return self.statement(sql, params, binary=True)
             names.add(stmt.name)
         try:
-            res = self._hot_run(pg, stmt, values)
+            res = hot_sql.run(pg, stmt, values)
         except psycopg.Error as exc:
             raise self.failure(conn, exc, committing=True) from exc
         except BaseException:
             self._drop(conn)  # interrupted with the statement in flight: not reusable
             raise
-        if again and res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000":
+        if again and hot_sql.gone(res):
             # Our prepared statement is gone (DEALLOCATE ALL by the application, a
             # pooler that moved the session): nothing ran; prepare it again, once.
             names.discard(stmt.name)
@@ -486,57 +473,7 @@ class Connections:
             return hot_sql.decode_rows(stmt, res)
         if status == _COMMAND_OK:
             return []
-        raise self.failure(conn, _result_error(pg, res), committing=True)
-
-    def _hot_prepare(self, conn: psycopg.Connection[Any], stmt: hot_sql.HotStatement) -> bool:
-        """Prepare *stmt* on *conn*; False if its result has a column type ``hot.py``
-        cannot decode (deallocated again: the statement takes the cursor from then on).
-        A failure here ran nothing: it is not a maybe-committed one."""
-        pg = conn.pgconn
-        params = stmt.params
-        assert params is not None
-        try:
-            res = pg.prepare(stmt.name, stmt.text, params[1])
-            # Already there (42P05): prepared by a call an interrupt ended before it was
-            # noted; the name is a hash of the text, so it is this statement.
-            if res.status != _COMMAND_OK and res.error_field(_SQLSTATE) != b"42P05":
-                raise _result_error(pg, res)
-            if stmt.decoders is None:
-                described = pg.describe_prepared(stmt.name)
-                if described.status != _COMMAND_OK:
-                    raise _result_error(pg, described)
-                if not stmt.fix_decoders(described):
-                    pg.exec_(b"DEALLOCATE " + stmt.name)
-                    return False
-        except psycopg.Error as exc:
-            raise self.failure(conn, exc) from exc
-        return True
-
-    @staticmethod
-    def _hot_run(pg: Any, stmt: hot_sql.HotStatement, values: list[bytes | None]) -> Any:
-        """Send *stmt* with *values* and wait for its result without blocking in libpq,
-        so that a signal can interrupt the wait (psycopg's connections are
-        nonblocking)."""
-        params = stmt.params
-        assert params is not None
-        pg.send_query_prepared(stmt.name, values, params[2], 1)
-        fd = pg.socket
-        while pg.flush():  # libpq's advice: wait to read or write; read what came
-            if _wait(fd, select.POLLIN | select.POLLOUT) & select.POLLIN:
-                pg.consume_input()
-        result = None
-        while True:
-            while pg.is_busy():
-                _wait(fd, select.POLLIN)
-                pg.consume_input()
-            res = pg.get_result()
-            if res is None:
-                break
-            if result is None:
-                result = res
-        if result is None:
-            raise psycopg.OperationalError("the server sent no result")
-        return result
+        raise self.failure(conn, hot_sql.result_error(pg, res), committing=True)
 
     def joined(self, sql: str, params: dict[str, Any]) -> None:
         """Run one statement as a part of the open transaction, with no savepoint of its
@@ -625,7 +562,7 @@ def ended(conn: psycopg.Connection[Any]) -> bool:
             return pgconn.status != _OK
         sock = pgconn.socket
         for _ in range(4):  # the FATAL message and the end of file may come apart
-            if not _wait(sock, select.POLLIN, 0):
+            if not wait_readable([sock], 0):
                 return False
             pgconn.consume_input()
             if pgconn.status != _OK:

@@ -8,8 +8,9 @@ the result set and its loaders), more than the whole of a raw psycopg put's loop
 its encoding. The verbs that run once per message send a handful of known statements
 with a few ints, floats, texts and one ``bytea``, and read back rows of the same few
 types, so they can skip all of that: each statement is prepared once per connection
-under a name made from a hash of its text (``PQprepare``; PostgreSQL plans it as it plans psycopg's prepared
-statements: custom plans first, then the generic one when it is not worse), sent with
+under a name made from a hash of its text (``PQprepare``; PostgreSQL plans it as it
+plans psycopg's prepared statements: custom plans first, then the generic one when it is
+not worse), sent with
 ``PQsendQueryPrepared``, waited for in ``poll()`` (a signal still interrupts the
 wait, as it does psycopg's) and its rows decoded from the binary format by their type
 oids. Measured on the scratch cluster (``bench/README.md``, session 14): client CPU per
@@ -21,19 +22,32 @@ are all of a type below (checked once, when it is first prepared, with
 when it was prepared (the parameter types are fixed then). Everything else, and every
 statement inside a transaction, goes through the cursor as before
 (``Connections.statement``).
+
+This module holds the statements' compiling, encoding and decoding, and the libpq calls
+(:func:`prepare`, :func:`run`); ``Connections.hot`` decides when a call takes this path
+and turns failures into liteq's errors, as for every statement.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import select
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
+from psycopg import errors as pgerrors
 from psycopg import pq
 
-__all__ = ["HotStatement", "compiled", "decode_rows", "encode"]
+__all__ = ["HotStatement", "compiled", "decode_rows", "encode", "gone", "prepare",
+           "result_error", "run"]
+
+_OK = pq.ConnStatus.OK
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_SQLSTATE = pq.DiagnosticField.SQLSTATE
 
 _INT8 = struct.Struct("!q").unpack
 _INT4 = struct.Struct("!i").unpack
@@ -161,3 +175,75 @@ def decode_rows(stmt: HotStatement, res: pq.abc.PGresult) -> list[tuple[Any, ...
             None if (v := get(r, c)) is None else d(v) for c, d in enumerate(decoders)
         ))
     return rows
+
+
+# --- libpq: prepare, send and wait, errors ------------------------------------------
+
+
+def prepare(pg: Any, stmt: HotStatement) -> bool:
+    """Prepare *stmt* on *pg* (a connection's ``pgconn``); False if its result has a
+    column type this module cannot decode (deallocated again: the statement takes the
+    cursor from then on). A psycopg error here means nothing ran."""
+    params = stmt.params
+    assert params is not None
+    res = pg.prepare(stmt.name, stmt.text, params[1])
+    # Already there (42P05): prepared by a call an interrupt ended before it was noted;
+    # the name is a hash of the text, so it is this statement.
+    if res.status != _COMMAND_OK and res.error_field(_SQLSTATE) != b"42P05":
+        raise result_error(pg, res)
+    if stmt.decoders is None:
+        described = pg.describe_prepared(stmt.name)
+        if described.status != _COMMAND_OK:
+            raise result_error(pg, described)
+        if not stmt.fix_decoders(described):
+            pg.exec_(b"DEALLOCATE " + stmt.name)
+            return False
+    return True
+
+
+def run(pg: Any, stmt: HotStatement, values: list[bytes | None]) -> Any:
+    """Send *stmt* with *values* and wait for its result without blocking in libpq, so
+    that a signal can interrupt the wait (psycopg's connections are nonblocking)."""
+    params = stmt.params
+    assert params is not None
+    pg.send_query_prepared(stmt.name, values, params[2], 1)
+    fd = pg.socket
+    while pg.flush():  # libpq's advice: wait to read or write; read what came
+        if _wait(fd, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pg.consume_input()
+    result = None
+    while True:
+        while pg.is_busy():
+            _wait(fd, select.POLLIN)
+            pg.consume_input()
+        res = pg.get_result()
+        if res is None:
+            break
+        if result is None:
+            result = res
+    if result is None:
+        raise psycopg.OperationalError("the server sent no result")
+    return result
+
+
+def gone(res: Any) -> bool:
+    """True if *res* says the prepared statement is not in the session (26000: the
+    application's ``DEALLOCATE ALL``, a pooler that moved the session): nothing ran."""
+    return bool(res.status != _TUPLES_OK and res.error_field(_SQLSTATE) == b"26000")
+
+
+def result_error(pg: Any, res: Any) -> psycopg.Error:
+    """The exception psycopg raises for the failed result *res* of *pg* (its class and
+    diagnostics from the result; an OperationalError when the connection is gone)."""
+    if res.error_field(_SQLSTATE) is None or pg.status != _OK:
+        text = (res.error_message or pg.error_message or b"").decode(errors="replace").strip()
+        return psycopg.OperationalError(text or "the connection to the server was lost")
+    return pgerrors.error_from_result(res, encoding="utf-8")  # liteq's sessions are UTF8
+
+
+def _wait(fd: int, events: int) -> int:
+    """Wait, with no limit, until *fd* is ready for *events* (``select.POLL*``); the
+    events it is ready for. ``poll``, as ``liteq/fdwait.py`` says why."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return poller.poll()[0][1]
