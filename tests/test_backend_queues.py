@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -246,6 +247,33 @@ def test_a_stale_token_raises_lease_lost_and_changes_nothing(b: Backend, clock: 
     assert b.ack(q.id, [(mid, token), (mid2, stale)], 0.0) == [mid2]
     assert b.message(mid) is None and b.message(mid2) == before[1]
     assert b.stats(q.id).depth == 1
+
+
+@pytest.mark.parametrize("verb", ["ack", "retain", "heartbeat", "release"])
+def test_an_id_given_twice_with_a_stale_token_first_still_finds_its_live_lease(
+    b: Backend, verb: str
+) -> None:
+    """Pairs are matched whole, not by id: (id, stale) before (id, live) in one call
+    finishes the live lease and reports the stale pair's id, as on SQLite (the
+    PostgreSQL statements pair a row with its token by its id's place, one statement
+    per repetition of an id)."""
+    q = make_queue(b)
+    (mid,) = b.put(q.id, [row(b"a")])
+    (other,) = b.put(q.id, [row(b"b")])
+    rows, _ = b.claim(q.id, 2, 30.0)
+    token = {r[0]: r[1] for r in rows}
+    pairs = [(mid, token[mid] + 1000), (other, token[other]), (mid, token[mid])]
+    if verb in ("ack", "retain"):
+        assert b.ack(q.id, pairs, 60.0 if verb == "retain" else 0.0) == [mid]
+        gone = [b.message(i) for i in (mid, other)]
+        expected = State.DONE if verb == "retain" else None
+        assert [m and m.state for m in gone] == [expected, expected]
+    elif verb == "heartbeat":
+        assert b.heartbeat(pairs, 60.0) == ([mid], [])  # the stale pair's id, once
+        assert states(b, [mid, other]) == [State.LEASED, State.LEASED]
+    else:
+        assert b.release(q.id, pairs) == [mid]
+        assert states(b, [mid, other]) == [State.READY, State.READY]
 
 
 def ask_cancel(b: Backend, mid: int) -> None:
@@ -702,17 +730,26 @@ def test_pg_a_claim_planned_on_an_empty_table_still_uses_the_ready_index_at_10k_
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analyzed", "analyzed-empty"])
 def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_plan_at_10k_rows(
-    pg: Callable[..., Any], pg_schema: str
+    pg: Callable[..., Any], pg_schema: str, analyzed: bool
 ) -> None:
     """Sessions keep PostgreSQL's generic plans (plan_cache_mode auto, issue 17): every
-    statement psycopg prepared while the queue was empty must still read the indexes
-    once it holds 10,000 messages (none analyzed since). The batch claim is prepared
-    only with its size in the text: with the LIMIT a parameter its generic plan is the
-    trap."""
+    statement prepared while the queue was empty must still read the indexes, and no
+    index whole, once it holds 10,000 messages (none analyzed since). The batch claim is
+    prepared only with its size in the text: with the LIMIT a parameter its generic plan
+    is the trap. Analyzed empty (as autovacuum leaves a drained queue), the planner
+    prices a sequential scan at nothing: the sessions' enable_seqscan off keeps it out."""
     b = pg()
     q = make_queue(b, "generic")
     b.execute(f"ALTER TABLE {pg_schema}.messages SET (autovacuum_enabled = off)")
+    if analyzed:
+        b.put(q.id, [row(b"z", run_at=0.0)] * 5)
+        rows, _ = b.claim(q.id, 5, 30.0)
+        assert b.ack(q.id, [(r[0], r[1]) for r in rows], 0.0) == []
+        b.execute(f"VACUUM ANALYZE {pg_schema}.messages")
+        assert b.execute(f"SELECT reltuples FROM pg_class WHERE oid = "
+                         f"'{pg_schema}.messages'::regclass")[0][0] == 0
     # psycopg prepares a statement at its 6th run; PostgreSQL plans a prepared statement's
     # first 5 executions for their values and may go generic from the 6th: 11 runs at
     # least, for every statement of the loop, whatever maintenance's timing adds.
@@ -726,6 +763,22 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
         b.probe(q.id)
         b.next_due(q.id)
         b.expire(q.id)  # maintenance: the promotion and, with a lapsed lease, the expiry
+        # a lease's other endings and its renewals, each found by id
+        b.put_ready(q.id, 0, b"w")
+        (mid, token, *_), = b.claim(q.id, 1, 30.0)[0]
+        b.extend(mid, token, 10.0)
+        assert b.heartbeat([(mid, token)], 10.0) == ([], [])
+        assert b.retry(q.id, mid, token, 0.0, "again")
+        (mid, token, *_), = b.claim(q.id, 1, 30.0)[0]
+        assert b.release(q.id, [(mid, token)]) == []
+        (mid, token, *_), = b.claim(q.id, 1, 30.0)[0]
+        b.fail(q.id, mid, token, "boom")
+        b.put_ready(q.id, 0, b"v")
+        (mid, token, *_), = b.claim(q.id, 1, 30.0)[0]
+        assert b.ack(q.id, [(mid, token)], 60.0) == []  # retained
+        b.put(q.id, [row(b"u", run_at=0.0)] * 2)
+        pairs = [(r[0], r[1]) for _ in range(2) for r in b.claim(q.id, 1, 30.0)[0]]
+        assert b.ack(q.id, pairs, 0.0) == []  # two claims' tokens in one ack
     for _ in range(10):
         b.put(q.id, [row(b"x", run_at=0.0)] * 1000)
     assert len(b.claim(q.id, 100, 30.0)[0]) == 100  # some leased rows too
@@ -740,14 +793,38 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
     assert any("WITH p AS MATERIALIZED" in text for _, text, _, _ in prepared)  # maintenance
     # the batch put, its size in its text
     assert any("unnest(" in text and "used + 3" in text for _, text, _, _ in prepared)
+    leading = _leading_columns(conn, pg_schema)
     conn.execute("SET plan_cache_mode = force_generic_plan")
     try:
         for name, text, nparams, _ in prepared:
             args = f"({', '.join(['NULL'] * nparams)})" if nparams else ""
-            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}{args}"))
-            assert "Seq Scan on messages" not in plan, f"{text}\n{plan}"
+            plan = [r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}{args}")]
+            assert "Seq Scan on messages" not in "\n".join(plan), f"{text}\n" + "\n".join(plan)
+            assert _whole_index_reads(plan, leading) == [], f"{text}\n" + "\n".join(plan)
     finally:
         conn.execute("RESET plan_cache_mode")
+
+
+def _leading_columns(conn: Any, schema: str) -> dict[str, str]:
+    """Index name -> its first column, for the indexes of *schema*'s messages."""
+    return dict(conn.execute(
+        "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE i.indrelid = %s::regclass", (f"{schema}.messages",)).fetchall())
+
+
+def _whole_index_reads(plan: list[str], leading: dict[str, str]) -> list[str]:
+    """The index scans of messages in *plan* whose condition leaves the index's first
+    column free: a B-tree reads all of such an index (msg_ready found by ``id = $1``
+    alone, its last column, costs a claim the whole ready index)."""
+    found = []
+    for line, cond in zip(plan, plan[1:] + [""], strict=True):
+        m = re.search(r"Index (?:Only )?Scan(?: Backward)? using (\w+) on messages", line)
+        if m and m.group(1) in leading:
+            first = leading[m.group(1)]
+            if "Index Cond" not in cond or not re.search(rf"\(({first}|\w+\.{first}) ", cond):
+                found.append(f"{line.strip()} / {cond.strip()}")
+    return found
 
 
 @pytest.mark.postgres

@@ -46,6 +46,14 @@ planned with its actual values every time). ``tests/test_backend_queues.py`` che
 plan of every statement a session prepares against a table filled after it was
 prepared.
 
+``enable_seqscan`` is off in liteq's sessions: a generic plan made while ``messages``
+was empty, or small and just analyzed, may scan the whole table for the one row a
+claim or an ack finds by id, and keep doing so at any size until the next ANALYZE.
+With sequential scans priced out (not forbidden: a table with no usable index is still
+read whole), and every lookup by id spelled so that no partial index can stand in for
+the primary key (``queues_sql.state_is``), such plans read the primary key (issue 17,
+session 15). SQL run through ``db.execute()`` is planned with it too.
+
 **Transactions.** Connections are in autocommit mode: a single statement outside a
 transaction is its own transaction (one round trip, as SQLite's autocommit statements).
 :meth:`Connections.tx` opens ``BEGIN`` ... ``COMMIT``, or a ``SAVEPOINT`` inside an open
@@ -275,7 +283,8 @@ class Connections:
                 "SELECT set_config('synchronous_commit', %s, false),"
                 " set_config('lock_timeout', %s, false),"
                 " set_config('default_transaction_read_only', %s, false),"
-                " set_config('client_encoding', 'UTF8', false)",
+                " set_config('client_encoding', 'UTF8', false),"
+                " set_config('enable_seqscan', 'off', false)",
                 self._settings,
             )
         except psycopg.Error as exc:

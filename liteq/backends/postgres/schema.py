@@ -280,7 +280,7 @@ def limited_pick(qid: str, now: str, limit: str) -> str:
 # "now" is the caller's clock (tests replace it); when the lock had to be waited for,
 # the wait is added, so a lease is never shortened by the queue of limited claims.
 _CLAIM_LIMITED = """
-CREATE FUNCTION {s}.claim_limited(p_qid bigint, p_n bigint, p_now double precision,
+CREATE OR REPLACE FUNCTION {s}.claim_limited(p_qid bigint, p_n bigint, p_now double precision,
     p_lease double precision, p_known boolean)
 RETURNS TABLE (id bigint, token bigint, attempts bigint, payload bytea, headers bytea,
     priority bigint, run_at double precision, enqueued_at double precision, key text,
@@ -357,7 +357,7 @@ BEGIN
             UPDATE {s}.messages m
             SET state = 2, token = v_token, attempts = m.attempts + 1,
                 lease_until = v_until
-            WHERE m.id = ANY(v_ids) AND m.state = 0
+            WHERE m.id = ANY(v_ids) AND m.state + 0 = 0  -- queues_sql.state_is()
             RETURNING m.id, m.token, m.attempts, m.payload, m.headers, m.priority,
                 m.run_at, m.enqueued_at, m.key, m.rank, m.error, m.origin
         ) SELECT leased.*, v_until, NULL::float8 FROM leased;
@@ -440,9 +440,13 @@ _V_WFAT = WFAT_SCHEMA
 # them (``workflow_at_sql.py``: WFMANY_SCHEMA). A new function beside the old ones.
 _V_WFMANY = WFMANY_SCHEMA
 
+# The limited claim finds the rows it leases by id with ``state + 0 = 0``
+# (queues_sql.state_is says why): the function replaced in place.
+_V_BYID = _CLAIM_LIMITED
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
-                         _V_WFONE, _V_UNCOUNTED, _V_WFAT, _V_WFMANY]
+                         _V_WFONE, _V_UNCOUNTED, _V_WFAT, _V_WFMANY, _V_BYID]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.
