@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 import traceback
@@ -256,3 +257,25 @@ def consume_until_stop(path: str, queue: str, proc: int, max_depth: int, out_dir
         os.path.join(out_dir, f"consumer-{proc}.json"),
         {"acked": acked, "over": over, "errors": errors},
     )
+
+
+def leading_columns(conn: Any, schema: str) -> dict[str, str]:
+    """Index name -> its first column, for the indexes of *schema*'s messages."""
+    return dict(conn.execute(
+        "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE i.indrelid = %s::regclass", (f"{schema}.messages",)).fetchall())
+
+
+def whole_index_reads(plan: list[str], leading: dict[str, str]) -> list[str]:
+    """The index scans of messages in *plan* whose condition leaves the index's first
+    column free: a B-tree reads all of such an index (msg_ready found by ``id = $1``
+    alone, its last column, costs a claim the whole ready index)."""
+    found = []
+    for line, cond in zip(plan, plan[1:] + [""], strict=True):
+        m = re.search(r"Index (?:Only )?Scan(?: Backward)? using (\w+) on messages", line)
+        if m and m.group(1) in leading:
+            first = leading[m.group(1)]
+            if "Index Cond" not in cond or not re.search(rf"\(({first}|\w+\.{first}) ", cond):
+                found.append(f"{line.strip()} / {cond.strip()}")
+    return found

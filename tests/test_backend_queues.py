@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import signal
 import threading
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import PATIENCE, FakeClock
+from helpers import PATIENCE, FakeClock, leading_columns, whole_index_reads
 
 from liteq.backends.base import Backend
 from liteq.backends.records import NewMessage, QueueRecord, State
@@ -793,38 +792,16 @@ def test_pg_every_statement_a_session_prepares_on_an_empty_table_keeps_an_index_
     assert any("WITH p AS MATERIALIZED" in text for _, text, _, _ in prepared)  # maintenance
     # the batch put, its size in its text
     assert any("unnest(" in text and "used + 3" in text for _, text, _, _ in prepared)
-    leading = _leading_columns(conn, pg_schema)
+    leading = leading_columns(conn, pg_schema)
     conn.execute("SET plan_cache_mode = force_generic_plan")
     try:
         for name, text, nparams, _ in prepared:
             args = f"({', '.join(['NULL'] * nparams)})" if nparams else ""
             plan = [r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}{args}")]
             assert "Seq Scan on messages" not in "\n".join(plan), f"{text}\n" + "\n".join(plan)
-            assert _whole_index_reads(plan, leading) == [], f"{text}\n" + "\n".join(plan)
+            assert whole_index_reads(plan, leading) == [], f"{text}\n" + "\n".join(plan)
     finally:
         conn.execute("RESET plan_cache_mode")
-
-
-def _leading_columns(conn: Any, schema: str) -> dict[str, str]:
-    """Index name -> its first column, for the indexes of *schema*'s messages."""
-    return dict(conn.execute(
-        "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
-        " WHERE i.indrelid = %s::regclass", (f"{schema}.messages",)).fetchall())
-
-
-def _whole_index_reads(plan: list[str], leading: dict[str, str]) -> list[str]:
-    """The index scans of messages in *plan* whose condition leaves the index's first
-    column free: a B-tree reads all of such an index (msg_ready found by ``id = $1``
-    alone, its last column, costs a claim the whole ready index)."""
-    found = []
-    for line, cond in zip(plan, plan[1:] + [""], strict=True):
-        m = re.search(r"Index (?:Only )?Scan(?: Backward)? using (\w+) on messages", line)
-        if m and m.group(1) in leading:
-            first = leading[m.group(1)]
-            if "Index Cond" not in cond or not re.search(rf"\(({first}|\w+\.{first}) ", cond):
-                found.append(f"{line.strip()} / {cond.strip()}")
-    return found
 
 
 @pytest.mark.postgres
