@@ -12,6 +12,7 @@ from typing import Any
 
 import dbsql
 import pytest
+from helpers import leading_columns, whole_index_reads
 from workerapp_tools import drain
 
 import liteq
@@ -86,6 +87,34 @@ def _downgrade(db: liteq.Database) -> None:
         conn.execute("DROP VIEW msg_tombstone")
         conn.execute("ALTER TABLE results DROP COLUMN wf_value")  # _V_WFKEEP's
         conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(sqlite_sql.WFACK_SCHEMA)}")
+
+
+def test_a_released_child_is_found_by_id_not_among_every_waiting_job(db) -> None:
+    """Acking a parent releases its waiting child by the child's id. On PostgreSQL the
+    functions that do it kept plans (PL/pgSQL's, generic after five calls) that read
+    msg_delayed from WAITING_AT on, every waiting job of every queue, for each release;
+    auto_explain shows every plan of the session, nested ones included."""
+    if not dbsql.is_postgres(db):
+        pytest.skip("reads PostgreSQL's plans")
+    member, callback = _tasks(db, [])
+    parents = [member.enqueue([i]) for i in range(12)]
+    kids = [callback.s().enqueue(depends_on=[p]) for p in parents]
+    conn = db.connection
+    plans: list[str] = []
+    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    db.execute("LOAD 'auto_explain'")
+    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                    "client_min_messages = log"):
+        db.execute(f"SET {setting}")
+    q = db.queue("default")
+    for _ in parents:  # one by one: a function's plan is generic from its sixth call
+        (m,) = q.get_many(1)
+        m.ack()
+    assert any("wf_" in p for p in plans), plans  # the release's own statements were seen
+    leading = leading_columns(conn, db.backend.schema)  # type: ignore[attr-defined]
+    found = [r for p in plans for r in whole_index_reads(p.splitlines(), leading)]
+    assert found == [], "\n".join(found)
+    assert [k.state for k in kids] == ["queued"] * 12  # each released by its parent
 
 
 def _old_ack(db: liteq.Database, msgs: list[Any]) -> None:

@@ -444,9 +444,40 @@ _V_WFMANY = WFMANY_SCHEMA
 # (queues_sql.state_is says why): the function replaced in place.
 _V_BYID = _CLAIM_LIMITED
 
+
+def _current(migrations: list[str], names: tuple[str, ...]) -> str:
+    """The newest ``CREATE FUNCTION`` of each function *names* in *migrations*, as
+    ``CREATE OR REPLACE`` (which resets what ALTER FUNCTION set), then every ALTER
+    FUNCTION of it that came after: the functions as they are, made again from the
+    texts of today (for a change in a text they share, such as workflow_sql._WAITING)."""
+    out = []
+    for name in names:
+        found = ""
+        alters: list[str] = []
+        for text in migrations:
+            for m in re.finditer(rf"CREATE (?:OR REPLACE )?FUNCTION \{{s\}}\.{name}\(", text):
+                quote = re.compile(r"\$\w*\$").search(text, m.end())
+                assert quote is not None, name
+                body_end = text.index(quote.group(0), quote.end()) + len(quote.group(0))
+                found = text[m.start():text.index(";", body_end) + 1]
+                alters = []
+            alters += re.findall(rf"ALTER FUNCTION \{{s\}}\.{name}\([^;]*;", text)
+        assert found, name
+        out.append(found.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+        out += alters
+    return "\n".join(out) + "\n"
+
+
+# The workflow functions that release a waiting job by id, made again with
+# workflow_sql._WAITING's ``state + 0 = 1``: their plans read msg_delayed from
+# WAITING_AT on, every waiting job, for each release (auto_explain, session 15).
+_V_WAITING = _current(
+    [_V_WORKFLOW, _V_WFACK, _V_WFVAL, _V_WFONE, _V_WFAT, _V_WFMANY],
+    ("wf_end", "wf_done", "wf_apply", "wf_done1", "wf_done_at", "wf_done1_at", "wf_ack1"))
+
 #: MIGRATIONS[n] upgrades a schema at version n to n + 1 (``{s}`` is the schema).
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V_WORKFLOW, _V_FLOW2, _V_OBS, _V_WFACK, _V_WFVAL,
-                         _V_WFONE, _V_UNCOUNTED, _V_WFAT, _V_WFMANY, _V_BYID]
+                         _V_WFONE, _V_UNCOUNTED, _V_WFAT, _V_WFMANY, _V_BYID, _V_WAITING]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The tables (and the sequence) of a current schema.

@@ -23,12 +23,9 @@ one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.34x.
 
 from __future__ import annotations
 
-from ..workflow import WAITING_AT
-from .workflow_sql import WFACK_SCHEMA, WORKFLOW_SCHEMA
+from .workflow_sql import _WAITING, WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_PURGING"]
-
-_WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
 
 # The channel a released child is announced on: NULL when the schema's name makes it too
 # long for one (the poll finds the child).

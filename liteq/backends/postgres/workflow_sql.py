@@ -31,7 +31,11 @@ from ..workflow import WAITING_AT
 __all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_DONE",
            "SQL_WF_COUNT"]
 
-_WAITING = f"m.state = 1 AND m.run_at >= {WAITING_AT!r}"
+# A job that waits for its parents: DELAYED until WAITING_AT. Its state written
+# ``state + 0`` (queues_sql.state_is says why): with ``state = 1``, the statements that
+# release a child by id read msg_delayed from WAITING_AT on, every waiting job of every
+# queue, instead of the primary key (seen with auto_explain, issue 17, session 15).
+_WAITING = f"m.state + 0 = 1 AND m.run_at >= {WAITING_AT!r}"
 
 # Children whose counter a statement's CTE ``counted`` (id, unmet, delay) brought to 0,
 # released if they still wait (a child cancelled meanwhile stays cancelled): the CTE
