@@ -86,14 +86,14 @@ SELECT
     SELECT (f.max_concurrency IS NULL OR (
               SELECT count(*) FROM {{s}}.messages r
               WHERE r.flow = c.flow AND r.flow_key = c.flow_key AND r.state = 2
-                AND r.lease_until > %(now)s) < f.max_concurrency)
+                AND r.lease_until + 0 > %(now)s) < f.max_concurrency)
        AND (f.rate IS NULL OR {FLOW_TOKENS} >= 1)
     FROM {{s}}.flows f WHERE f.id = c.flow), true))
 """
 SQL_FLOWS = f"""
 SELECT f.name, f.max_concurrency, f.rate, f.burst, {FLOW_TOKENS},
   (SELECT count(*) FROM {{s}}.messages r WHERE r.flow = f.id AND r.state = 2
-     AND r.lease_until > %(now)s)
+     AND r.lease_until + 0 > %(now)s)  -- through msg_flow_leased: schema._LIMITED_PICK
 FROM {{s}}.flows f ORDER BY f.name COLLATE "C"
 """
 
