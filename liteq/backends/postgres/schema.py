@@ -453,7 +453,7 @@ def _current(migrations: list[str], names: tuple[str, ...]) -> str:
     """The newest ``CREATE FUNCTION`` of each function *names* in *migrations*, as
     ``CREATE OR REPLACE`` (which resets what ALTER FUNCTION set), then every ALTER
     FUNCTION of it that came after: the functions as they are, made again from the
-    texts of today (for a change in a text they share, such as workflow_sql._WAITING)."""
+    texts of today (for a change in a text they share, such as workflow_sql.WAITING)."""
     out = []
     for name in names:
         found = ""
@@ -473,7 +473,7 @@ def _current(migrations: list[str], names: tuple[str, ...]) -> str:
 
 
 # The workflow functions that release a waiting job by id, made again with
-# workflow_sql._WAITING's ``state + 0 = 1``: their plans read msg_delayed from
+# workflow_sql.WAITING's ``state + 0 = 1``: their plans read msg_delayed from
 # WAITING_AT on, every waiting job, for each release (auto_explain, session 15).
 _V_WAITING = _current(
     [_V_WORKFLOW, _V_WFACK, _V_WFVAL, _V_WFONE, _V_WFAT, _V_WFMANY],

@@ -23,7 +23,7 @@ one 1.43x-1.46x -> 1.25x-1.28x, the worker's flush 1.43x-1.53x -> 1.30x-1.34x.
 
 from __future__ import annotations
 
-from .workflow_sql import _WAITING, WFACK_SCHEMA, WORKFLOW_SCHEMA
+from .workflow_sql import WAITING, WFACK_SCHEMA, WORKFLOW_SCHEMA
 
 __all__ = ["WFONE_SCHEMA", "SQL_WF_APPLY", "SQL_WF_PURGING"]
 
@@ -190,7 +190,7 @@ BEGIN
     IF left_ <= 0 THEN
         UPDATE {{s}}.messages m SET state = CASE WHEN delay_ > 0 THEN 1 ELSE 0 END,
             run_at = extract(epoch FROM clock_timestamp()) + delay_
-        WHERE m.id = kid AND {_WAITING}
+        WHERE m.id = kid AND {WAITING}
         RETURNING m.qid INTO qid_;
         IF qid_ IS NOT NULL AND channel IS NOT NULL THEN
             PERFORM pg_notify(channel, qid_::text);

@@ -29,13 +29,13 @@ from __future__ import annotations
 from ..workflow import WAITING_AT
 
 __all__ = ["WORKFLOW_SCHEMA", "WFACK_SCHEMA", "WFVAL_SCHEMA", "SQL_WF_DONE",
-           "SQL_WF_COUNT"]
+           "SQL_WF_COUNT", "WAITING"]
 
 # A job that waits for its parents: DELAYED until WAITING_AT. Its state written
 # ``state + 0`` (queues_sql.state_is says why): with ``state = 1``, the statements that
 # release a child by id read msg_delayed from WAITING_AT on, every waiting job of every
 # queue, instead of the primary key (seen with auto_explain, issue 17, session 15).
-_WAITING = f"m.state + 0 = 1 AND m.run_at >= {WAITING_AT!r}"
+WAITING = f"m.state + 0 = 1 AND m.run_at >= {WAITING_AT!r}"
 
 # Children whose counter a statement's CTE ``counted`` (id, unmet, delay) brought to 0,
 # released if they still wait (a child cancelled meanwhile stays cancelled): the CTE
@@ -43,7 +43,7 @@ _WAITING = f"m.state + 0 = 1 AND m.run_at >= {WAITING_AT!r}"
 _RELEASED = f"""released AS (
     UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
         run_at = extract(epoch FROM clock_timestamp()) + c.delay
-    FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
+    FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {WAITING}
     RETURNING m.qid
 )"""
 
@@ -144,7 +144,7 @@ BEGIN
                     WHEN 'failed' THEN ' failed' WHEN 'cancelled' THEN ' was cancelled'
                     ELSE ' was purged' END
             FROM unnest(children, blockers, outcomes) AS c(child, blocker, outcome)
-            WHERE c.blocker IS NOT NULL AND m.id = c.child AND {_WAITING}
+            WHERE c.blocker IS NOT NULL AND m.id = c.child AND {WAITING}
             RETURNING m.qid
         ), per_queue AS (SELECT qid, count(*) AS n FROM cancelled GROUP BY qid)
         UPDATE {{s}}.depth_stripes d SET used = d.used - p.n FROM per_queue p
@@ -159,7 +159,7 @@ BEGIN
         FROM unnest(children, unsettled, blockers) AS c(child, unsettled, blocker)
         JOIN {{s}}.wf_jobs w ON w.id = c.child
         WHERE c.blocker IS NULL AND c.unsettled = 0 AND w.unmet <= 0 AND m.id = c.child
-          AND {_WAITING}
+          AND {WAITING}
         RETURNING m.qid
     )
     SELECT array_agg(DISTINCT qid) INTO qids FROM released;
@@ -232,7 +232,7 @@ BEGIN
         ), released AS (
             UPDATE {{s}}.messages m SET state = CASE WHEN c.delay > 0 THEN 1 ELSE 0 END,
                 run_at = extract(epoch FROM clock_timestamp()) + c.delay
-            FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {_WAITING}
+            FROM counted c WHERE m.id = c.id AND c.unmet <= 0 AND {WAITING}
             RETURNING m.qid
         )
         SELECT array_agg(DISTINCT qid) INTO qids FROM released;
@@ -361,7 +361,7 @@ BEGIN
             IF left_ <= 0 THEN  -- the last parent: released if it still waits
                 UPDATE {{s}}.messages m SET state = CASE WHEN delay_ > 0 THEN 1 ELSE 0 END,
                     run_at = extract(epoch FROM clock_timestamp()) + delay_
-                WHERE m.id = kid AND {_WAITING}
+                WHERE m.id = kid AND {WAITING}
                 RETURNING m.qid INTO qid_;
                 IF qid_ IS NOT NULL AND channel IS NOT NULL THEN
                     PERFORM pg_notify(channel, qid_::text);
