@@ -52,7 +52,11 @@ claim or an ack finds by id, and keep doing so at any size until the next ANALYZ
 With sequential scans priced out (not forbidden: a table with no usable index is still
 read whole), and every lookup by id spelled so that no partial index can stand in for
 the primary key (``queues_sql.state_is``), such plans read the primary key (issue 17,
-session 15). SQL run through ``db.execute()`` is planned with it too.
+session 15). SQL run through ``db.execute()`` is planned with it too. ``jit`` is off
+with it: a statement that can only scan a table (a trigger's read of ``workers``, a
+count over ``results``) is then priced above ``jit_above_cost`` by the disabled scan's
+cost alone, and PostgreSQL compiled it on every run (tens of milliseconds each; 2.6 s
+for one expiry of 38 leases, whose trigger ran once a row).
 
 **Transactions.** Connections are in autocommit mode: a single statement outside a
 transaction is its own transaction (one round trip, as SQLite's autocommit statements).
@@ -284,7 +288,8 @@ class Connections:
                 " set_config('lock_timeout', %s, false),"
                 " set_config('default_transaction_read_only', %s, false),"
                 " set_config('client_encoding', 'UTF8', false),"
-                " set_config('enable_seqscan', 'off', false)",
+                " set_config('enable_seqscan', 'off', false),"
+                " set_config('jit', 'off', false)",
                 self._settings,
             )
         except psycopg.Error as exc:
