@@ -279,3 +279,16 @@ def whole_index_reads(plan: list[str], leading: dict[str, str]) -> list[str]:
             if "Index Cond" not in cond or not re.search(rf"\(({first}|\w+\.{first}) ", cond):
                 found.append(f"{line.strip()} / {cond.strip()}")
     return found
+
+
+def explained(db: liteq.Database) -> list[str]:
+    """From now on, the plan of every statement of *db*'s PostgreSQL session in this
+    thread, nested ones (PL/pgSQL's, triggers') included: auto_explain at LOG, sent to
+    the client (``client_min_messages``), appended to the list returned."""
+    plans: list[str] = []
+    db.connection.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    db.execute("LOAD 'auto_explain'")
+    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                    "client_min_messages = log"):
+        db.execute(f"SET {setting}")
+    return plans

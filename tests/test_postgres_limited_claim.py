@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest_pg import require_psycopg
-from helpers import leading_columns, whole_index_reads
+from helpers import explained, leading_columns, whole_index_reads
 from test_postgres_put_round_trips import round_trips
 
 import liteq
@@ -193,12 +193,7 @@ def test_a_capped_claim_counts_a_flow_keys_leases_through_their_own_index(
     db.execute(f"ANALYZE {pg_schema}.messages")
     held = other.get_many(30)
     conn = db.connection
-    plans: list[str] = []
-    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-    db.execute("LOAD 'auto_explain'")
-    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                    "client_min_messages = log"):
-        db.execute(f"SET {setting}")
+    plans = explained(db)
     taken = [len(db.backend.claim_limited(capped.id, 1, 30.0, known=True)[0])  # type: ignore[index]
              for _ in range(8)]  # one by one: the pick's plan is generic from its sixth
     assert taken == [1, 0, 0, 0, 0, 0, 0, 0]  # the cap of 1

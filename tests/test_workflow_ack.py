@@ -12,7 +12,7 @@ from typing import Any
 
 import dbsql
 import pytest
-from helpers import leading_columns, whole_index_reads
+from helpers import explained, leading_columns, whole_index_reads
 from workerapp_tools import drain
 
 import liteq
@@ -100,12 +100,7 @@ def test_a_released_child_is_found_by_id_not_among_every_waiting_job(db) -> None
     parents = [member.enqueue([i]) for i in range(12)]
     kids = [callback.s().enqueue(depends_on=[p]) for p in parents]
     conn = db.connection
-    plans: list[str] = []
-    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-    db.execute("LOAD 'auto_explain'")
-    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                    "client_min_messages = log"):
-        db.execute(f"SET {setting}")
+    plans = explained(db)
     q = db.queue("default")
     for _ in parents:  # one by one: a function's plan is generic from its sixth call
         (m,) = q.get_many(1)
