@@ -2,6 +2,14 @@
 with nested savepoints, the session settings, measuring the server's clock (kept by
 ``clock.py``), and translating psycopg errors into liteq's.
 
+Where things are: this docstring says why (each rule in a bold paragraph below);
+:func:`translate` and :func:`redact` come first, then :class:`Connections` in three
+parts (a thread's connection: ``get``, ``_open`` with the session settings, ``_drop``;
+statements and transactions: ``tx``, ``statement``, ``hot``, ``joined``, ``failure``;
+the server's clock: ``measure_offset``), then :func:`ended` (an idle session the server
+ended) and :class:`Tx` (BEGIN or SAVEPOINT, and their ends). The libpq side of the hot
+statements is ``hot.py``.
+
 **A sticky connection per thread, not a pool checkout per verb.** Every verb of a thread
 runs on that thread's own connection, opened on first use (as on SQLite), for three
 reasons. (1) ``db.transaction()`` must see every verb and ``db.execute()`` of its block
