@@ -15,8 +15,11 @@ one of its live sessions.
 Systems (adapters in ``bench/peers/``): ``liteq`` (``liteq_pg.py``, the public API on a
 ``postgresql://`` URL); ``raw`` (``raw_psycopg.py``, the limit: one table, a partial
 index, a one-statement ``SKIP LOCKED`` claim with a token from a sequence, a
-token-guarded ``DELETE``, prepared statements, autocommit); ``procrastinate``
-(``procrastinate_peer.py``, in its own terms: defer, and its worker), when installed.
+token-guarded ``DELETE``, prepared statements, autocommit; its consumers poll, 1 ms
+doubling to 50 ms); ``raw_notify`` (the same queue with a ``NOTIFY`` in every put and
+consumers that wait on ``LISTEN``: a reference column, no target is measured against
+it); ``procrastinate`` (``procrastinate_peer.py``, in its own terms: defer, and its
+worker), when installed.
 
 Workloads: put (one per transaction), then get+ack of those; put_many 100 (10N
 messages), then get_many 100 + ack_many; 1 producer + 2 and + 4 consumer processes (N
@@ -46,7 +49,7 @@ import psycopg
 from harness import BATCH, PAYLOAD, Run, Target, run_all
 from peers.liteq_pg import LiteqPg
 from peers.pg_base import PgPeer
-from peers.raw_psycopg import RawPsycopg
+from peers.raw_psycopg import RawPsycopg, RawPsycopgNotify
 from peers.report import fmt, loads, median_of, print_rows, ratio, rows_table
 from summary import combine_checks, cpu_model, git_commit, median_rows, speed, version, write
 
@@ -62,7 +65,9 @@ except ImportError as exc:  # not installed: the table says so
 else:
     PROCRASTINATE_MISSING = ""
 
-SYSTEMS: dict[str, type[PgPeer]] = {"liteq": LiteqPg, "raw": RawPsycopg}
+# raw_notify: a reference, not a target (peers/raw_psycopg.py says why it is here).
+SYSTEMS: dict[str, type[PgPeer]] = {"liteq": LiteqPg, "raw": RawPsycopg,
+                                    "raw_notify": RawPsycopgNotify}
 if procrastinate_peer is not None:
     SYSTEMS["procrastinate"] = procrastinate_peer.ProcrastinatePeer
 
@@ -152,6 +157,7 @@ def combine(runs: list[dict[str, Any]], systems: list[str], args: argparse.Names
         med, higher = row["median"], row["higher_is_better"]
         lq = med.get("liteq")
         row["liteq_vs_raw"] = speed(lq, med.get("raw"), higher)
+        row["liteq_vs_raw_notify"] = speed(lq, med.get("raw_notify"), higher)
         row["liteq_vs_procrastinate"] = speed(lq, med.get("procrastinate"), higher)
         row["target"] = target(row["key"], med)
         rows.append(row)
@@ -199,6 +205,7 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
                f"latency samples; {st['idle_s']:.0f} s idle. Payload `{json.dumps(st['payload'])}`.")
     out.append("")
     out += rows_table(result, systems, [("liteq / raw", ratio("liteq_vs_raw")),
+                                        ("liteq / raw_notify", ratio("liteq_vs_raw_notify")),
                                         ("liteq / procrastinate", ratio("liteq_vs_procrastinate")),
                                         ("target", lambda row: row["target"])])
     out.append("Duplicates and losses (multi-process rows, per run):")
@@ -226,6 +233,7 @@ def markdown(result: dict[str, Any], systems: list[str]) -> str:
 
 def print_table(result: dict[str, Any], systems: list[str]) -> None:
     print_rows(result, systems, 15, [("lq/raw", ratio("liteq_vs_raw")),
+                                     ("lq/rawN", ratio("liteq_vs_raw_notify")),
                                      ("lq/proc", ratio("liteq_vs_procrastinate"))])
     for key, per in result["correctness"].items():
         for s, c in per.items():
@@ -248,6 +256,7 @@ def machine(server: str, own_cluster: bool) -> dict[str, Any]:
                   + ", ".join(f"{k}={v}" for k, v in shown.items()),
         "versions": {"liteq": f"{version('liteq-queue')} @ {git_commit()}",
                      "raw": f"psycopg {version('psycopg')}",
+                     "raw_notify": f"psycopg {version('psycopg')}",
                      "procrastinate": version("procrastinate"),
                      "psycopg": version("psycopg"), "cbor2": version("cbor2")},
     }

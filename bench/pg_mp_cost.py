@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -44,10 +45,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from harness import drain, payload  # noqa: E402
 from peers.liteq_pg import LiteqPg  # noqa: E402
-from peers.raw_psycopg import RawPsycopg  # noqa: E402
+from peers.raw_psycopg import RawPsycopg, RawPsycopgNotify  # noqa: E402
 from pgcluster import with_dbname  # noqa: E402
 
-SYSTEMS: dict[str, Any] = {"liteq": LiteqPg, "raw": RawPsycopg}
+SYSTEMS: dict[str, Any] = {"liteq": LiteqPg, "raw": RawPsycopg, "raw_notify": RawPsycopgNotify}
 TICK = os.sysconf("SC_CLK_TCK")
 _names = itertools.count()
 
@@ -74,6 +75,71 @@ def server_cpu(postmaster: int) -> float:
         if g[1] == postmaster:  # ppid
             total += g[11] + g[12]
     return total / TICK
+
+
+def backend_cpu(postmaster: int) -> dict[int, float]:
+    """CPU seconds of each live child of the postmaster, by pid."""
+    out: dict[int, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            _, g = _stat_times(f"/proc/{pid}/stat")
+        except OSError:
+            continue
+        if g[1] == postmaster:
+            out[int(pid)] = (g[11] + g[12]) / TICK
+    return out
+
+
+class BackendSampler:
+    """Which server processes the server's CPU went to: samples every live child's CPU
+    every 20 ms (a backend's last sample before it exits is what it used, to ~20 ms) and
+    sorts them by what they did, from ``pg_stat_activity`` (the kind of process; for a
+    client backend, whether it ever ran LISTEN or put (the producer's))."""
+
+    def __init__(self, postmaster: int, url: str) -> None:
+        self.postmaster, self.url = postmaster, url
+        self.first = backend_cpu(postmaster)
+        self.last = dict(self.first)
+        self.kinds: dict[int, str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _classify(self, conn: Any) -> None:
+        for pid, btype, query in conn.execute(
+                "SELECT pid, backend_type, coalesce(query, '') FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid()").fetchall():
+            q = query.strip().upper()
+            if btype != "client backend":
+                kind = btype
+            elif q.startswith("LISTEN") or self.kinds.get(pid) == "listening session":
+                kind = "listening session"
+            elif "PG_NOTIFY" in q and q.startswith("SELECT PG_NOTIFY"):
+                kind = self.kinds.get(pid, "notifying session")
+            elif q.startswith("INSERT") or q.startswith("WITH I AS"):
+                kind = "producer's session"
+            else:
+                kind = self.kinds.get(pid) or "consumer's session"
+            self.kinds[pid] = kind
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                self.last.update(backend_cpu(self.postmaster))
+                self._classify(conn)
+                self.stop.wait(0.02)
+
+    def result(self, n: int) -> dict[str, float]:
+        """us of CPU a message, per kind of server process."""
+        self.stop.set()
+        self.thread.join()
+        out: dict[str, float] = {}
+        for pid, cpu in self.last.items():
+            kind = self.kinds.get(pid, "exited unseen")
+            out[kind] = out.get(kind, 0.0) + (cpu - self.first.get(pid, 0.0)) / n * 1e6
+        return out
 
 
 def thread_cpu() -> dict[str, float]:
@@ -145,18 +211,23 @@ def one(name: str, server: str, n: int, consumers: int, pace: float = 0.0) -> di
             postmaster = _stat_times(f"/proc/{backend}/stat")[1][1]
             dbid = admin.execute("SELECT oid FROM pg_database WHERE datname = current_database()"
                                  ).fetchone()[0]  # type: ignore[index]
-            start, done, results = ctx.Barrier(consumers + 1), ctx.Event(), ctx.Queue()
+            start, done, results = ctx.Barrier(consumers + 2), ctx.Event(), ctx.Queue()
             procs = [ctx.Process(target=child, args=(name, url, "producer", n, start, done,
                                                      results, 0, pace))]
             procs += [ctx.Process(target=child, args=(name, url, "consumer", n, start, done,
                                                       results, i)) for i in range(consumers)]
             for p in procs:
                 p.start()
-            time.sleep(0.5)  # the children connect; then count from here
+            # The counts start before any child passes the barrier, which waits for
+            # this process too (until session 16 the children could start before
+            # the counts did: a fast run's server CPU and statements were undercounted).
             admin.execute("SELECT pg_stat_statements_reset()")
             s0 = server_cpu(postmaster)
+            sampler = BackendSampler(postmaster, url)
+            start.wait()
             reports = [results.get(timeout=300) for _ in procs]
             s1 = server_cpu(postmaster)
+            by_backend = sampler.result(n)
             for p in procs:
                 p.join(10)
             stmts = admin.execute(
@@ -180,7 +251,7 @@ def one(name: str, server: str, n: int, consumers: int, pace: float = 0.0) -> di
             "consumer_threads": {k: sum(d["threads"].get(k, 0.0) for d in cons) / n * 1e6
                                  for k in ("main", "others")},
             "consumer_ctx": sum(d["ctx"] for d in cons) / n,
-            "server_us": (s1 - s0) / n * 1e6,
+            "server_us": (s1 - s0) / n * 1e6, "server_by_backend": by_backend,
             "p50_ms": waits[len(waits) // 2] * 1e3, "p99_ms": waits[len(waits) * 99 // 100] * 1e3,
             "statements": [(c / n, t, q) for c, t, q in stmts if c / n >= 0.005]}
 
@@ -209,6 +280,9 @@ def main() -> None:
                   f"{m['consumer_ctx']:.2f}; enqueue-to-claim p50 {m['p50_ms']:.2f} ms, p99 "
                   f"{m['p99_ms']:.2f} ms; statements/msg "
                   f"{sum(c for c, _, _ in m['statements']):.2f}", flush=True)
+            print("      server by process, us/msg: " + ", ".join(
+                f"{k} {v:.0f}" for k, v in sorted(m["server_by_backend"].items(),
+                                                  key=lambda kv: -kv[1])))
             if not args.quiet:
                 for c, t, q in m["statements"]:
                     print(f"      {c:6.3f}  {t * 1000:7.1f} us  {q}")

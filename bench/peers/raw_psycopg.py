@@ -16,6 +16,13 @@ Waking: the plain put sends no ``NOTIFY`` (the minimal queue), so consumers that
 nothing are polled by the harness (1 ms doubling to 50 ms, as ``compare.py`` polls raw
 apsw). Opened with ``wake=True`` (the latency row), every put also runs
 ``pg_notify`` in the same statement and a waiting consumer ``LISTEN``\\s.
+
+:class:`RawPsycopgNotify` (``raw_notify``) is that waking queue in every row: the same
+minimal SQL, a ``NOTIFY`` in every put, and consumers that wait on ``LISTEN`` instead of
+polling. It is a reference beside the targets, not one: it shows what a queue that wakes
+its consumers as liteq does pays for it (session 16: in the multi-process rows on this
+2-core machine, the polling raw queue's consumers sleep up to 50 ms and let the producer
+run; a waking queue's do not).
 """
 
 from __future__ import annotations
@@ -135,3 +142,12 @@ class RawPsycopg(PgPeer):
         if self.listener is not None:
             self.listener.close()
         self.conn.close()
+
+
+class RawPsycopgNotify(RawPsycopg):
+    name = "raw_notify"
+    semantics = ("raw's statements; every put also runs pg_notify, and a consumer that "
+                 "finds nothing waits on LISTEN (no polling)")
+
+    def __init__(self, url: str, sync: str, wake: bool = True) -> None:
+        super().__init__(url, sync, wake=True)
