@@ -337,7 +337,7 @@ def test_inside_the_applications_transaction_every_put_notifies_and_postgresql_f
 def test_the_throttle_has_a_leading_and_a_trailing_edge_per_queue() -> None:
     from liteq.backends.postgres.notifier import Throttle
 
-    t = Throttle(0.001)
+    t = Throttle(0.001, wide=0.001)  # a window that never widens (the next test)
     assert t.ask(1, 10.0) is True
     assert t.ask(2, 10.0) is True
     assert t.ask(1, 10.0002) is False
@@ -364,10 +364,49 @@ def test_the_throttle_has_a_leading_and_a_trailing_edge_per_queue() -> None:
     assert t.take_due(10.1071) == [1]
 
 
+def test_the_window_of_a_queue_widens_while_its_puts_come_faster_than_fast() -> None:
+    from liteq.backends.postgres.notifier import Throttle
+
+    t = Throttle(0.001, wide=0.008, fast=2000)
+    # ~900 puts a second: each one a leading edge; the window stays 1 ms.
+    for i in range(5):
+        assert t.ask(1, 10.0 + i * 0.0011) is True
+    assert t.width(1) == 0.001
+    # 5,000 a second: four puts throttled behind the leading edge, so the trailing
+    # notification (4 puts in 1.2 ms) widens the window.
+    assert t.ask(1, 11.0) is True
+    for k in range(1, 5):
+        assert t.ask(1, 11.0 + k * 0.0002) is False
+    assert t.take_due(11.0012) == [1]
+    assert t.width(1) == 0.008
+    assert t.width(2) == 0.001  # per queue
+    # Now one notification per 8 ms: due 8 ms after the last one, and a put that finds
+    # it due takes it over (still fast: the window stays wide).
+    assert t.ask(1, 11.0014) is False
+    assert t.next_due() == pytest.approx(11.0092)
+    for k in range(2, 40):
+        assert t.ask(1, 11.0012 + k * 0.0002) is False
+    assert t.ask(1, 11.0094) is True
+    assert t.width(1) == 0.008
+    # A pause of a wide window: the next put notifies at once, and narrows it.
+    assert t.ask(1, 11.0180) is True
+    assert t.width(1) == 0.001
+    # Slower than FAST inside a wide window: the trailing one narrows it again.
+    t2 = Throttle(0.001, wide=0.008, fast=2000)
+    assert t2.ask(1, 20.0) is True
+    assert [t2.ask(1, 20.0 + k * 0.0002) for k in (1, 2, 3)] == [False] * 3
+    assert t2.take_due(20.0012) == [1] and t2.width(1) == 0.008
+    assert t2.ask(1, 20.0062) is False  # 5 ms later: inside the wide window
+    assert t2.next_due() == pytest.approx(20.0092)
+    assert t2.take_due(20.0092) == [1]  # 1 put in 8 ms
+    assert t2.width(1) == 0.001
+    assert t2.ask(1, 20.0105) is True
+
+
 def test_a_trailing_notification_waits_for_the_throttled_puts_in_flight_at_most_late() -> None:
     from liteq.backends.postgres.notifier import Throttle
 
-    t = Throttle(0.001, late=0.05)
+    t = Throttle(0.001, late=0.05, wide=0.001)
     assert t.ask(1, 10.0) is True
     assert t.ask(1, 10.0002) is False
     t.hold(1)  # that put has not committed yet

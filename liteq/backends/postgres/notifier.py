@@ -53,7 +53,9 @@ thread sends :data:`WINDOW` after the first of them, on its own connection; a pu
 comes when that notification is due, with no throttled put of its queue in flight,
 notifies in its own statement instead (its commit follows theirs). So a queue gets at
 most about one notification per millisecond from each process under load, and the last
-put of a burst is always followed by one. The thread is poked (a byte on its pipe) only
+put of a burst is always followed by one. A queue whose puts from this process come
+faster than :data:`FAST` (2,000 a second) gets one per :data:`WIDE` (8 ms) while they
+do (throttle.py says why and what it measured). The thread is poked (a byte on its pipe) only
 when it would otherwise look more than :data:`SLACK` (3 ms) after a trailing
 notification became sendable, not at every throttled put (a thread switch per put cost
 a producer 40% of its rate). While puts keep meeting the throttle, and while one is
@@ -101,16 +103,18 @@ from ...fdwait import wait_readable
 if TYPE_CHECKING:
     from .connection import Connections
 
-from .throttle import LATE, SLACK, WINDOW, Throttle
+from .throttle import FAST, LATE, SLACK, WIDE, WINDOW, Throttle
 from .waiter import PIPE_FLAGS, Waiter
 
 __all__ = [
+    "FAST",
     "KEEPALIVES",
     "LATE",
     "RECONNECT_MAX",
     "RECONNECT_MIN",
     "READY_WAIT",
     "SLACK",
+    "WIDE",
     "WINDOW",
     "Listener",
     "Notifier",
@@ -169,7 +173,7 @@ class Listener:
         self.backend_pid: int | None = None
         self._conns = conns
         self._waiters: set[Waiter] = set()
-        self._throttle = Throttle(WINDOW, LATE)
+        self._throttle = Throttle(WINDOW, LATE, WIDE, FAST)
         #: When the thread looks at the throttle next (monotonic; under :attr:`lock`):
         #: the end of its sleep, -inf while it is awake (it looks before it sleeps),
         #: inf when it is not serving. A put pokes the thread only when its trailing
