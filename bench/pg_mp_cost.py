@@ -61,22 +61,6 @@ def _stat_times(path: str) -> tuple[str, list[int]]:
     return comm, [int(x) if x.lstrip("-").isdigit() else 0 for x in text[text.rindex(")") + 2:].split()]
 
 
-def server_cpu(postmaster: int) -> float:
-    """Seconds of CPU of the postmaster, its reaped children and its live children."""
-    _, f = _stat_times(f"/proc/{postmaster}/stat")
-    total = sum(f[11:15])  # utime stime cutime cstime
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            _, g = _stat_times(f"/proc/{pid}/stat")
-        except OSError:
-            continue
-        if g[1] == postmaster:  # ppid
-            total += g[11] + g[12]
-    return total / TICK
-
-
 def backend_cpu(postmaster: int) -> dict[int, float]:
     """CPU seconds of each live child of the postmaster, by pid."""
     out: dict[int, float] = {}
@@ -87,9 +71,15 @@ def backend_cpu(postmaster: int) -> dict[int, float]:
             _, g = _stat_times(f"/proc/{pid}/stat")
         except OSError:
             continue
-        if g[1] == postmaster:
-            out[int(pid)] = (g[11] + g[12]) / TICK
+        if g[1] == postmaster:  # ppid
+            out[int(pid)] = (g[11] + g[12]) / TICK  # utime stime
     return out
+
+
+def server_cpu(postmaster: int) -> float:
+    """Seconds of CPU of the postmaster, its reaped children and its live children."""
+    _, f = _stat_times(f"/proc/{postmaster}/stat")
+    return sum(f[11:15]) / TICK + sum(backend_cpu(postmaster).values())  # + cutime cstime
 
 
 class BackendSampler:
