@@ -4,9 +4,11 @@ with nested savepoints, the session settings, measuring the server's clock (kept
 
 Where things are: this docstring says why (each rule in a bold paragraph below);
 :func:`translate` and :func:`redact` come first, then :class:`Connections` in three
-parts (a thread's connection: ``get``, ``_open`` with the session settings, ``_drop``;
-statements and transactions: ``tx``, ``statement``, ``hot``, ``joined``, ``failure``;
-the server's clock: ``measure_offset``), then :func:`ended` (an idle session the server
+parts, each opened by a ``# --`` line (a thread's connection: ``get``, ``_open`` with
+the session settings, ``_drop``, ``close``, ``open_session``, and what a thread's verbs
+ask of it: ``after_tx``, ``in_transaction``, ``borrowed``; statements and transactions:
+``tx``, ``statement``, ``hot``, ``joined``, ``failure``; the server's clock:
+``measure_offset``), then :func:`ended` (an idle session the server
 ended) and :class:`Tx` (BEGIN or SAVEPOINT, and their ends). The libpq side of the hot
 statements is ``hot.py``.
 

@@ -465,8 +465,9 @@ class MessageVerbs(QueueVerbs, FlowVerbs):
                            else (self.ms.ack_many, self.ms.ack_many1))
 
             def delete(params: dict[str, Any]) -> list[Any]:
-                token = params["tokens"][0]
-                if all(t == token for t in params["tokens"]):
+                tokens = params["tokens"]
+                token = tokens[0]
+                if tokens.count(token) == len(tokens):  # one batch claim's
                     return self.conns.statement(
                         many1, {"ids": params["ids"], "token": token, "qid": qid})
                 return self.conns.statement(many, params | {"qid": qid})
